@@ -1,0 +1,91 @@
+"""Attention over a probability mask (DESIGN §2): the self-normalised importance-sampling estimator.
+
+All functions take grouped-query shapes without copying keys/values G-fold: query heads
+``h`` read KV head ``h // G`` through a reshape to (B, Hkv, G*Q, ·).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def gqa_logits(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    scaling: float,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Scaled logits ``scaling·<q, k> + attention_mask`` in float32.
+
+    queries (B, Hq, Q, D), keys (B, Hkv, K, D), attention_mask broadcastable to (B, Hq, Q, K)
+    -> (B, Hq, Q, K) float32.
+    """
+    b, hq, q, d = queries.shape
+    hkv, k = keys.shape[1], keys.shape[2]
+    g = hq // hkv
+    qf = queries.reshape(b, hkv, g * q, d).float()
+    s = torch.matmul(qf, keys.float().transpose(-1, -2)) * scaling
+    s = s.view(b, hq, q, k)
+    if attention_mask is not None:
+        s = s + attention_mask.float()
+    return s
+
+
+def gqa_weighted_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Σ_j w_j v_j per query head: weights (B, Hq, Q, K), values (B, Hkv, K, D) -> (B, Hq, Q, D) f32."""
+    b, hq, q, k = weights.shape
+    hkv, d = values.shape[1], values.shape[3]
+    g = hq // hkv
+    w = weights.reshape(b, hkv, g * q, k)
+    return torch.matmul(w, values.float()).view(b, hq, q, d)
+
+
+def masked_partial(
+    logits: torch.Tensor, mask: torch.Tensor, values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Numerator, denominator and max of attention over ``mask``.
+
+    logits (B, Hq, Q, K) f32, mask broadcastable to it (probabilities), values (B, Hkv, K, D).
+    Returns num (B, Hq, Q, D), den (B, Hq, Q), m (B, Hq, Q) with
+    ``num = Σ_{p>0} exp(s−m)/p·v``, ``den = Σ_{p>0} exp(s−m)/p``; ``m`` is the max over kept keys
+    (0 where a row keeps none, so that num = den = 0 there).
+    """
+    keep = mask > 0
+    s = torch.where(keep, logits, float("-inf"))
+    m = s.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    inv_p = torch.where(keep, 1.0 / mask.clamp_min(1e-30), 0.0)
+    w = torch.exp(s - m) * inv_p
+    den = w.sum(dim=-1)
+    num = gqa_weighted_sum(w, values)
+    return num, den, m.squeeze(-1)
+
+
+def attend(
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    values: torch.Tensor,
+    sinks: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention output over a probability mask, float32, and the count of empty rows.
+
+    logits (B, Hq, Q, K) f32, mask broadcastable to (B, Hq, Q, K), values (B, Hkv, K, D),
+    sinks (Hq,) optional per-head sink logits (GPT-OSS style: they add to the denominator only).
+    Returns out (B, Hq, Q, D) f32 and a 0-d int64 tensor: rows with no attended key (zeros out).
+    """
+    keep = mask > 0
+    s = torch.where(keep, logits, float("-inf"))
+    m = s.amax(dim=-1, keepdim=True)
+    empty = ~torch.isfinite(m)
+    if sinks is not None:
+        sk = sinks.float().view(1, -1, 1, 1)
+        m = torch.maximum(torch.where(empty, sk, m), sk)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    inv_p = torch.where(keep, 1.0 / mask.clamp_min(1e-30), 0.0)
+    w = torch.exp(s - m) * inv_p
+    den = w.sum(dim=-1, keepdim=True)
+    num = gqa_weighted_sum(w, values)
+    if sinks is not None:
+        den = den + torch.exp(sinks.float().view(1, -1, 1, 1) - m)
+    out = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), 0.0)
+    return out, empty.sum()

@@ -1,0 +1,15 @@
+"""``maskgraph eval``: not built yet (see the project's issues)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def add_parser(sub):
+    p = sub.add_parser("eval", help="(eval: not built yet)", description="Not built yet.")
+    return p
+
+
+def run(args) -> int:
+    print("maskgraph eval: not built yet", file=sys.stderr)
+    return 2

@@ -1,0 +1,232 @@
+"""The compiled attention function: input checks, state preparation, query chunking.
+
+``mg.compile(graph)`` returns a :class:`CompiledAttention`. Each call:
+
+1. checks shapes and normalises the attention mask (sliced to K, booleans made additive);
+2. runs each stateful operator's ``prepare`` (key-side caches, eagerly, outside compilation);
+3. runs the generated chunk function over query chunks of at most ``chunk_size`` queries, so
+   memory is O(B·Hq·chunk·K), never O(B·Hq·Q·K);
+4. returns the output in the queries' dtype.
+"""
+
+from __future__ import annotations
+
+import builtins
+import linecache
+from typing import Any, Callable
+
+import torch
+
+from ..errors import NotSupportedError, ShapeError
+from ..ir import Graph
+from ..state import State
+from .codegen import generate_source
+
+BACKENDS = ("eager", "inductor")
+MODES = ("simulate", "sparse")
+
+#: Elements of one (B, Hq, chunk, K) float32 temporary aimed for by ``chunk_size="auto"``.
+AUTO_CHUNK_ELEMENTS = 1 << 24
+
+
+class CompiledAttention:
+    """``attn(queries, keys, values, attention_mask=None, scaling=None, state=None, layer_idx=0)``.
+
+    queries (B, Hq, Q, D); keys, values (B, Hkv, K, D) with Hq a multiple of Hkv;
+    attention_mask additive (or bool, True = keep), broadcastable to (B, Hq, Q, ≥K);
+    returns (B, Hq, Q, D) in the queries' dtype. ``attn.mask(...)`` returns the (B, Hq, Q, K)
+    probability mask. ``attn.source`` is the generated Python source.
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        backend: str = "eager",
+        mode: str = "simulate",
+        chunk_size: int | str = "auto",
+        dynamic: bool = True,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise NotSupportedError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        if mode not in MODES:
+            raise NotSupportedError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+        if chunk_size != "auto" and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise NotSupportedError(f"chunk_size must be 'auto' or an int >= 1, got {chunk_size!r}")
+        self.graph = graph
+        self.backend = backend
+        self.mode = mode
+        self.chunk_size = chunk_size
+        self.source, globs = generate_source(graph)
+        namespace: dict[str, Any] = dict(globs)
+        filename = f"<maskgraph:{graph.name}:{id(self):x}>"
+        linecache.cache[filename] = (len(self.source), None, self.source.splitlines(True), filename)
+        code = builtins.compile(self.source, filename, "exec")
+        exec(code, namespace)  # noqa: S102 - our own generated code
+        self._eager_attention: Callable = namespace["chunk_attention"]
+        self._eager_mask: Callable = namespace["chunk_mask"]
+        self._stateful = {
+            name: spec
+            for name, spec in ((n, _spec(graph, n)) for n in graph.topo_order())
+            if spec.prepare is not None
+        }
+        self._params = {n: graph.node_params(n) for n in graph.nodes}
+        self.empty_rows = torch.zeros((), dtype=torch.int64)
+        if backend == "inductor":
+            self._attention = torch.compile(
+                self._eager_attention, fullgraph=True, dynamic=dynamic, backend="inductor"
+            )
+            self._mask = torch.compile(
+                self._eager_mask, fullgraph=True, dynamic=dynamic, backend="inductor"
+            )
+        else:
+            self._attention = self._eager_attention
+            self._mask = self._eager_mask
+        if mode == "sparse":
+            from ..sparse import make_sparse  # noqa: F401  (raises with the reason if unsupported)
+
+            self._sparse = make_sparse(self)
+
+    # ----- public -----------------------------------------------------------------------------
+    def __call__(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        scaling: float | None = None,
+        state: State | None = None,
+        layer_idx: int = 0,
+        sinks: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Attention output (B, Hq, Q, D) in the queries' dtype."""
+        am, scaling = self._check(queries, keys, values, attention_mask, scaling, sinks)
+        prep = self._prepare(keys, values, state, layer_idx)
+        if self.mode == "sparse":
+            return self._sparse(queries, keys, values, am, scaling, prep, sinks, layer_idx)
+        outs = []
+        for q_chunk, am_chunk, q_pos in self._chunks(queries, keys, am):
+            out, empty = self._attention(
+                q_chunk, keys, values, am_chunk, scaling, q_pos, prep, sinks, layer_idx
+            )
+            self.empty_rows = self.empty_rows.to(empty.device) + empty
+            outs.append(out.to(queries.dtype))
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+
+    def mask(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        scaling: float | None = None,
+        state: State | None = None,
+        layer_idx: int = 0,
+    ) -> torch.Tensor:
+        """The graph's output mask, (B, Hq, Q, K) float32 inclusion probabilities."""
+        am, scaling = self._check(queries, keys, values, attention_mask, scaling, None)
+        prep = self._prepare(keys, values, state, layer_idx)
+        outs = [
+            self._mask(q_chunk, keys, values, am_chunk, scaling, q_pos, prep, None, layer_idx)
+            for q_chunk, am_chunk, q_pos in self._chunks(queries, keys, am)
+        ]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+
+    def __repr__(self) -> str:
+        return f"CompiledAttention(graph={self.graph.name!r}, backend={self.backend!r}, mode={self.mode!r})"
+
+    # ----- internals --------------------------------------------------------------------------
+    def _check(self, queries, keys, values, attention_mask, scaling, sinks):
+        for name, t in (("queries", queries), ("keys", keys), ("values", values)):
+            if not isinstance(t, torch.Tensor) or t.dim() != 4:
+                shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ShapeError(f"{name} must be a 4-D tensor (B, H, L, D), got {shape}")
+        b, hq, q, d = queries.shape
+        bk, hkv, k, dk = keys.shape
+        if keys.shape != values.shape[:3] + (dk,) or values.shape[:3] != keys.shape[:3]:
+            raise ShapeError(
+                f"keys {tuple(keys.shape)} and values {tuple(values.shape)} must agree on (B, Hkv, K)"
+            )
+        if bk != b or dk != d:
+            raise ShapeError(
+                f"queries {tuple(queries.shape)} and keys {tuple(keys.shape)} must agree on B and D"
+            )
+        if hq % hkv:
+            raise ShapeError(f"query heads ({hq}) must be a multiple of key/value heads ({hkv})")
+        if q > k:
+            raise ShapeError(f"more queries ({q}) than keys ({k}): keys must hold the whole cache")
+        if k == 0:
+            raise ShapeError("keys are empty (K = 0)")
+        if scaling is None:
+            scaling = float(d) ** -0.5
+        am = attention_mask
+        if am is not None:
+            if am.dim() != 4:
+                raise ShapeError(f"attention_mask must be 4-D (B, H, Q, K), got {tuple(am.shape)}")
+            if am.shape[-1] < k:
+                raise ShapeError(f"attention_mask covers {am.shape[-1]} keys, fewer than K={k}")
+            am = am[..., :k]
+            if am.dtype == torch.bool:
+                am = torch.zeros(am.shape, dtype=torch.float32, device=am.device).masked_fill(
+                    ~am, float("-inf")
+                )
+            ab, ah, aq = am.shape[:3]
+            if ab not in (1, b) or ah not in (1, hq) or aq not in (1, q):
+                raise ShapeError(
+                    f"attention_mask {tuple(am.shape)} does not broadcast to (B, Hq, Q, K)={(b, hq, q, k)}"
+                )
+        if sinks is not None and sinks.shape != (hq,):
+            raise ShapeError(f"sinks must have shape (Hq,)=({hq},), got {tuple(sinks.shape)}")
+        return am, float(scaling)
+
+    def _prepare(self, keys, values, state, layer_idx) -> dict[str, dict]:
+        prep: dict[str, dict] = {}
+        for name, spec in self._stateful.items():
+            slot = state.slot(layer_idx, name) if state is not None else {}
+            prep[name] = spec.prepare(keys, values, self._params[name], slot, layer_idx)
+        return prep
+
+    def _chunk_len(self, queries, keys) -> int:
+        if self.chunk_size != "auto":
+            return self.chunk_size
+        b, hq, q, _ = queries.shape
+        per_query = b * hq * keys.shape[2]
+        return max(1, min(q, AUTO_CHUNK_ELEMENTS // max(per_query, 1)))
+
+    def _chunks(self, queries, keys, am):
+        q, k = queries.shape[2], keys.shape[2]
+        step = self._chunk_len(queries, keys)
+        positions = torch.arange(k - q, k, device=queries.device)
+        for start in range(0, q, step):
+            stop = min(q, start + step)
+            am_chunk = am
+            if am is not None and am.shape[2] != 1:
+                am_chunk = am[:, :, start:stop]
+            yield queries[:, :, start:stop], am_chunk, positions[start:stop]
+
+
+def _spec(graph: Graph, name: str):
+    from ..registry import get_op
+
+    return get_op(graph.nodes[name].op, node=name)
+
+
+def compile(  # noqa: A001 - mirrors torch.compile
+    graph: Graph | str | dict,
+    backend: str = "eager",
+    mode: str = "simulate",
+    chunk_size: int | str = "auto",
+    overrides: dict[str, Any] | None = None,
+) -> CompiledAttention:
+    """Lower ``graph`` to one attention function.
+
+    ``backend="eager"`` runs the generated code as Python; ``"inductor"`` compiles it with
+    ``torch.compile(fullgraph=True, dynamic=True)``. ``mode="simulate"`` evaluates the mask
+    over all keys (exact semantics); ``mode="sparse"`` touches only the selected keys.
+    """
+    from ..loader import load_graph
+
+    if not isinstance(graph, Graph):
+        graph = load_graph(graph, overrides=overrides)
+    elif overrides:
+        graph = graph.with_overrides(overrides)
+    return CompiledAttention(graph, backend=backend, mode=mode, chunk_size=chunk_size)

@@ -1,0 +1,64 @@
+"""Selectors: top-k and top-p over Scores, new keys only."""
+
+from __future__ import annotations
+
+import torch
+
+from ..registry import Param, Port, operator
+from ..types import PortType
+
+_SCORES = Port("scores", PortType.SCORES, doc="estimated logits; −inf = ineligible")
+_PRIOR = Port(
+    "prior", PortType.MASK, optional=True, doc="keys already selected (they are not chosen again)"
+)
+
+
+def eligible_scores(env, scores: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
+    """Scores (B, Hq, Q, K) with −inf on keys in ``prior`` or forbidden by the attention mask."""
+    s = env.forbid(scores.float().expand(env.B, env.Hq, env.Q, env.K))
+    if prior is not None:
+        s = s.masked_fill(prior > 0, float("-inf"))
+    return s
+
+
+@operator(
+    "topk",
+    family="selector",
+    output=PortType.MASK,
+    inputs=[_SCORES, _PRIOR],
+    params=[Param("k", "size", 0.1, "how many new keys (int) or share of K (float)")],
+    doc=(
+        "The k highest-scoring eligible keys per (batch, head, query): exactly min(k, eligible) "
+        "keys, none of them in `prior` or forbidden by the attention mask. Shape (B, Hq, Q, K)."
+    ),
+)
+def topk(env, *, scores, prior=None, k) -> torch.Tensor:
+    s = eligible_scores(env, scores, prior)
+    n = torch.sym_min(env.size(k), env.K)
+    vals, idx = torch.topk(s, n, dim=-1)
+    picked = (vals > float("-inf")).float()
+    return torch.zeros_like(s).scatter_(-1, idx, picked)
+
+
+@operator(
+    "topp",
+    family="selector",
+    output=PortType.MASK,
+    inputs=[_SCORES, _PRIOR],
+    params=[
+        Param("p", "float", 0.9, "share of the residual softmax mass to cover", low=0.0, high=1.0, low_open=True)
+    ],
+    doc=(
+        "The smallest set of eligible keys whose softmax mass, over the eligible (residual) keys "
+        "only, reaches p: keys are taken by decreasing score until the running mass ≥ p. "
+        "Shape (B, Hq, Q, K)."
+    ),
+)
+def topp(env, *, scores, prior=None, p) -> torch.Tensor:
+    s = eligible_scores(env, scores, prior)
+    sorted_s, idx = torch.sort(s, dim=-1, descending=True)
+    probs = torch.softmax(sorted_s, dim=-1)
+    probs = torch.nan_to_num(probs, nan=0.0)
+    mass_before = torch.cumsum(probs, dim=-1) - probs
+    keep = (mass_before < p) & (sorted_s > float("-inf"))
+    return torch.zeros_like(s).scatter_(-1, idx, keep.float())

@@ -1,0 +1,265 @@
+"""The operator registry: names, typed ports, parameter schemas and the functions behind them.
+
+An operator is registered with :func:`operator`::
+
+    @operator(
+        "sink", family="fixed", output=PortType.MASK,
+        inputs=[Port("keys", PortType.KEYS)],
+        params=[Param("size", "size", doc="number (int) or share of K (float) of first keys")],
+        doc="The first `size` keys (attention sinks).",
+    )
+    def sink(env, *, size):
+        ...
+
+The function receives an :class:`~maskgraph.env.Env` (the tensors of one query chunk) and its
+wired inputs and parameters as keyword arguments, and returns its output tensor.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import ParameterError, UnknownOperatorError
+from .types import PortType
+
+FAMILIES = ("fixed", "estimator", "selector", "sampler", "combinator", "utility")
+
+_REQUIRED = object()
+
+#: Parameter kinds and what they accept.
+PARAM_KINDS = {
+    "int": "an integer",
+    "float": "a number",
+    "size": "an int >= 1 (tokens) or a float in (0, 1] (share of the keys)",
+    "bool": "true or false",
+    "str": "a string",
+    "choice": "one of the listed choices",
+    "path": "a file path (string) or null",
+    "seed": "an integer seed or null",
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of an operator.
+
+    ``kind`` is one of :data:`PARAM_KINDS`; ``low``/``high`` bound numbers (inclusive unless
+    ``low_open``/``high_open``); ``choices`` lists the values of a ``choice``.
+    """
+
+    name: str
+    kind: str
+    default: Any = _REQUIRED
+    doc: str = ""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[Any, ...] = ()
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    def describe(self) -> str:
+        """Human text of what this parameter accepts."""
+        if self.kind == "choice":
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        text = PARAM_KINDS[self.kind]
+        if self.low is not None or self.high is not None:
+            lo = "(" if self.low_open else "["
+            hi = ")" if self.high_open else "]"
+            lo_v = "-inf" if self.low is None else f"{self.low:g}"
+            hi_v = "inf" if self.high is None else f"{self.high:g}"
+            text += f" in {lo}{lo_v}, {hi_v}{hi}"
+        return text
+
+    def check(self, value: Any, *, node: str | None = None) -> Any:
+        """Return ``value`` if valid for this parameter, else raise :class:`ParameterError`."""
+
+        def bad(why: str) -> ParameterError:
+            return ParameterError(
+                f"{why} (got {value!r}); expected {self.describe()}", node=node, param=self.name
+            )
+
+        kind = self.kind
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise bad("wrong type")
+            return value
+        if kind in ("str", "path"):
+            if value is None and kind == "path":
+                return value
+            if not isinstance(value, str):
+                raise bad("wrong type")
+            return value
+        if kind == "choice":
+            if value not in self.choices:
+                raise bad("not a valid choice")
+            return value
+        if kind == "seed":
+            if value is None:
+                return value
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise bad("wrong type")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("wrong type")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise bad("not a finite number")
+        if kind == "int" and not isinstance(value, int):
+            raise bad("wrong type")
+        if kind == "size":
+            if isinstance(value, int):
+                if value < 1:
+                    raise bad("out of range")
+            elif not (0.0 < value <= 1.0):
+                raise bad("out of range")
+            if abs(value) > 2**40:
+                raise bad("out of range")
+            return value
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            raise bad("out of range")
+        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
+            raise bad("out of range")
+        if abs(value) > 2**53:
+            raise bad("out of range")
+        return value
+
+
+@dataclass(frozen=True)
+class Port:
+    """A named, typed input of an operator. ``variadic`` ports take a list of sources."""
+
+    name: str
+    type: PortType
+    optional: bool = False
+    variadic: bool = False
+    doc: str = ""
+
+
+@dataclass
+class OpSpec:
+    """Everything known about one operator.
+
+    ``fn(env, **inputs, **params)`` computes the output for one query chunk.
+    ``prepare(keys, values, params, slot, layer_idx)``, if given, runs once per attention call
+    before the chunks, outside any compiled region; it may read and update the per-(layer, node)
+    ``slot`` (a dict, the operator's State) and returns a dict of tensors that ``fn`` receives as
+    ``prep``.
+    """
+
+    name: str
+    family: str
+    inputs: tuple[Port, ...]
+    output: PortType
+    params: tuple[Param, ...]
+    fn: Callable[..., Any]
+    doc: str = ""
+    paper: str = ""
+    prepare: Callable[..., dict] | None = None
+    deterministic: bool = True
+    stateful: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def port(self, name: str) -> Port | None:
+        return next((p for p in self.inputs if p.name == name), None)
+
+
+REGISTRY: dict[str, OpSpec] = {}
+
+
+def operator(
+    name: str,
+    *,
+    family: str,
+    output: PortType,
+    inputs: list[Port] | tuple[Port, ...] = (),
+    params: list[Param] | tuple[Param, ...] = (),
+    doc: str = "",
+    paper: str = "",
+    prepare: Callable[..., dict] | None = None,
+    deterministic: bool = True,
+    stateful: bool = False,
+    **extra: Any,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register the decorated function as operator ``name`` (see module docstring)."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in REGISTRY:
+            raise ValueError(f"operator {name!r} registered twice")
+        REGISTRY[name] = OpSpec(
+            name=name,
+            family=family,
+            inputs=tuple(inputs),
+            output=output,
+            params=tuple(params),
+            fn=fn,
+            doc=doc or (fn.__doc__ or "").strip(),
+            paper=paper,
+            prepare=prepare,
+            deterministic=deterministic,
+            stateful=stateful,
+            extra=dict(extra),
+        )
+        return fn
+
+    return wrap
+
+
+def get_op(name: Any, *, node: str | None = None) -> OpSpec:
+    """Look up an operator; unknown names raise with close suggestions."""
+    _ensure_loaded()
+    if isinstance(name, str) and name in REGISTRY:
+        return REGISTRY[name]
+    close = difflib.get_close_matches(str(name), list(REGISTRY), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise UnknownOperatorError(
+        f"unknown operator {name!r}{hint} (known: {', '.join(sorted(REGISTRY))})", node=node
+    )
+
+
+def all_ops() -> dict[str, OpSpec]:
+    """All registered operators by name."""
+    _ensure_loaded()
+    return dict(REGISTRY)
+
+
+def _ensure_loaded() -> None:
+    from . import ops  # noqa: F401  (registers the built-in operators)
+
+
+def check_params(spec: OpSpec, given: dict[str, Any], *, node: str | None = None) -> dict[str, Any]:
+    """Validate ``given`` against ``spec``; return the full parameter dict with defaults."""
+    out: dict[str, Any] = {}
+    for key in given:
+        if spec.param(key) is None:
+            names = [p.name for p in spec.params]
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            valid = ", ".join(names) if names else "none"
+            raise ParameterError(
+                f"unknown parameter of operator '{spec.name}'{hint} (valid: {valid})",
+                node=node,
+                param=str(key),
+            )
+    for p in spec.params:
+        if p.name in given:
+            out[p.name] = p.check(given[p.name], node=node)
+        elif p.required:
+            raise ParameterError(
+                f"missing required parameter of operator '{spec.name}' ({p.describe()})",
+                node=node,
+                param=p.name,
+            )
+        else:
+            out[p.name] = p.default
+    return out
