@@ -41,11 +41,18 @@ class Env:
         self.Hkv = keys.shape[1]
         self.K = keys.shape[2]
         self.G = self.Hq // self.Hkv
-        self.logits = gqa_logits(queries, keys, scaling, attention_mask)
+        self._logits: torch.Tensor | None = None
         if attention_mask is None:
             self.allowed = None
         else:
             self.allowed = attention_mask > float("-inf")
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """(B, Hq, Qc, K) float32 ``scaling·<q,k> + attention_mask``, computed on first use."""
+        if self._logits is None:
+            self._logits = gqa_logits(self.queries, self.keys, self.scaling, self.attention_mask)
+        return self._logits
 
     @property
     def k_pos(self) -> torch.Tensor:
