@@ -1,0 +1,94 @@
+"""Per-call attention benchmark: dense SDPA vs each graph (simulate mode), compiled and eager.
+
+    python benchmarks/attention.py                 # GPU: the issue's shapes
+    python benchmarks/attention.py --quick         # CPU: tiny shapes, checks the script runs
+
+B=1, 32 query / 8 KV heads, D=128, bf16, K in {8K, 32K, 128K}, Q in {1, 128}. For every case:
+median time (CUDA events) after warm-up, peak extra memory, and ratios to dense SDPA and to the
+eager path, all from one run. Prints a table last and writes attention.json to $OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import maskgraph as mg  # noqa: E402
+from common import device_name, peak_extra_mib, print_table, time_call, write_json  # noqa: E402
+
+DEFAULT_GRAPHS = ["dense", "streaming_llm", "oracle_topk", "oracle_topp", "quest", "pqcache",
+                  "socket", "random_sampling", "magicpig", "vattention"]
+
+
+def dense_sdpa(q, k, v):
+    return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny shapes (CPU smoke run)")
+    ap.add_argument("--graphs", nargs="*", default=DEFAULT_GRAPHS)
+    ap.add_argument("--keys", nargs="*", type=int, default=[8192, 32768, 131072])
+    ap.add_argument("--queries", nargs="*", type=int, default=[1, 128])
+    ap.add_argument("--no-eager", action="store_true", help="skip the eager path")
+    ap.add_argument("--reps", type=int, default=30)
+    args = ap.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
+    hq, hkv, d, dtype = 32, 8, 128, torch.bfloat16
+    if args.quick:
+        hq, hkv, d = 4, 2, 16
+        args.keys, args.queries, args.reps = [300, 1000], [1, 8], 3
+    torch.manual_seed(0)
+    rows = []
+    shipped = mg.shipped_graphs()
+    graphs = [g for g in args.graphs if g in shipped]
+    print(f"device: {device_name(device)}; torch {torch.__version__}; graphs: {', '.join(graphs)}", flush=True)
+    for K in args.keys:
+        for Q in args.queries:
+            q = torch.randn(1, hq, Q, d, device=device, dtype=dtype)
+            k = torch.randn(1, hkv, K, d, device=device, dtype=dtype)
+            v = torch.randn(1, hkv, K, d, device=device, dtype=dtype)
+            t_dense = time_call(lambda: dense_sdpa(q, k, v), device, reps=args.reps)
+            m_dense = peak_extra_mib(lambda: dense_sdpa(q, k, v), device)
+            rows.append(dict(graph="dense SDPA", K=K, Q=Q, ms=t_dense, x_sdpa=1.0, mib=m_dense))
+            print(f"K={K} Q={Q} dense SDPA {t_dense:.4f} ms", flush=True)
+            for name in graphs:
+                row = dict(graph=name, K=K, Q=Q)
+                try:
+                    compiled = mg.compile(name, backend="inductor")
+                    t = time_call(lambda: compiled(q, k, v), device, warmup=3, reps=args.reps)
+                    row.update(ms=t, x_sdpa=t / t_dense, mib=peak_extra_mib(lambda: compiled(q, k, v), device))
+                    if not args.no_eager:
+                        eager = mg.compile(name, backend="eager")
+                        te = time_call(lambda: eager(q, k, v), device, warmup=2, reps=max(3, args.reps // 3))
+                        row.update(eager_ms=te, x_eager=t / te)
+                except Exception as exc:  # one failing case must not kill the table
+                    row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+                    traceback.print_exc(limit=2)
+                rows.append(row)
+                print(row, flush=True)
+    payload = dict(
+        benchmark="attention",
+        device=device_name(device),
+        date=datetime.date.today().isoformat(),
+        torch=torch.__version__,
+        shape=dict(B=1, Hq=hq, Hkv=hkv, D=d, dtype=str(dtype)),
+        rows=rows,
+    )
+    write_json("attention.json", payload)
+    print(f"\n## attention per call — {payload['device']}, {payload['date']}, torch {torch.__version__}")
+    print_table(rows, ["graph", "K", "Q", "ms", "x_sdpa", "eager_ms", "x_eager", "mib", "error"])
+
+
+if __name__ == "__main__":
+    main()
