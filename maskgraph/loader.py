@@ -318,9 +318,9 @@ def apply_overrides(graph: Graph, overrides: dict[str, Any]) -> Graph:
 
 
 def load_graph(
-    source: str | os.PathLike | dict, overrides: dict[str, Any] | None = None
+    source: str | os.PathLike | dict | Graph, overrides: dict[str, Any] | None = None
 ) -> Graph:
-    """Load and validate a graph from a YAML path, YAML text or a dict.
+    """Load and validate a graph from a YAML path, YAML text, a dict (or a Graph, copied).
 
     ``overrides`` updates the graph's ``params:`` block; a name it does not define is an error.
     A bare name such as ``"quest"`` loads ``graphs/quest.yaml`` shipped with maskgraph.
@@ -330,6 +330,8 @@ def load_graph(
     from .validate import validate
 
     file: str | None = None
+    if isinstance(source, Graph):
+        return apply_overrides(source, overrides or {})
     if isinstance(source, dict):
         data, lines, default_name = copy.deepcopy(source), {}, "graph"
     else:
