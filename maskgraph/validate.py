@@ -129,7 +129,7 @@ def _check_node_params(graph: Graph, name: str, spec) -> None:
         line = graph.lines.get((name, "params", exc.param)) or graph.lines.get((name,))
         via = node.params.get(exc.param)
         reason = exc.reason
-        if isinstance(via, str) and via.startswith(PARAM_REF):
+        if isinstance(via, str) and via.startswith(PARAM_REF) and spec.param(exc.param) is not None:
             reason += f" (value comes from graph parameter '{via}')"
             line = graph.lines.get(("$params", via[1:]), line)
         raise ParameterError(reason, node=name, param=exc.param, line=line) from None
