@@ -1,0 +1,195 @@
+"""Double Sparsity: scores from a few calibrated "label" channels (Yang et al. 2024).
+
+Per layer and KV head, calibration orders the D channels by importance. The estimator keeps
+the ``D // group_factor`` most important ones: a label cache of the keys restricted to them
+(optionally quantised to ``label_bits`` per key) lives in State, and a query scores key j by
+
+    scaling · Σ_{c ∈ labels(layer, head)} q_c · k̂_{j,c}
+
+Channel file (safetensors): tensor ``channels`` int64 (num_layers, Hkv, D), per layer and KV
+head a permutation of 0..D−1, most important first; metadata ``{"kind": "double_sparsity",
+...}``. ``maskgraph calibrate double-sparsity`` makes it. Channels are per layer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...errors import CalibrationError
+from ...registry import Param, Port, operator
+from ...types import PortType
+
+KIND = "double_sparsity"
+HOW_TO_CALIBRATE = (
+    "make one with `maskgraph calibrate double-sparsity --model NAME --out FILE` and pass it as "
+    "the graph parameter ds_channels"
+)
+
+
+# ----- the channel file ---------------------------------------------------------------------------
+def save_channels(
+    path: str | os.PathLike, channels: torch.Tensor, meta: dict[str, Any] | None = None
+) -> None:
+    """Write ``channels`` (num_layers, Hkv, D) int64 with metadata (values stored as strings)."""
+    from safetensors.torch import save_file
+
+    info = {str(k): str(v) for k, v in (meta or {}).items()}
+    info["kind"] = KIND
+    channels = channels.detach().to(torch.int64).cpu().contiguous()
+    _check_channels(channels, info, str(path))
+    save_file({"channels": channels}, str(path), metadata=info)
+
+
+def load_channels(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, str]]:
+    """Read and validate a channel file -> (channels (L, Hkv, D) int64, metadata)."""
+    path = str(path)
+    if not Path(path).is_file():
+        raise CalibrationError(f"Double Sparsity channel file {path!r} does not exist; {HOW_TO_CALIBRATE}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as fh:
+            info = fh.metadata() or {}
+            names = list(fh.keys())
+            if names != ["channels"]:
+                raise CalibrationError(
+                    f"{path}: malformed channel file: tensors {names}, expected only 'channels'"
+                )
+            channels = fh.get_tensor("channels")
+    except CalibrationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure means a malformed file
+        raise CalibrationError(
+            f"cannot read Double Sparsity channels {path!r} ({type(exc).__name__}: {exc}); {HOW_TO_CALIBRATE}"
+        ) from None
+    _check_channels(channels, info, path)
+    return channels, info
+
+
+def _check_channels(channels: torch.Tensor, info: dict[str, str], path: str) -> None:
+    def bad(why: str) -> CalibrationError:
+        return CalibrationError(f"{path}: malformed Double Sparsity channels: {why}")
+
+    if info.get("kind") != KIND:
+        raise bad(f"metadata kind is {info.get('kind')!r}, expected {KIND!r}")
+    if channels.dtype != torch.int64 or channels.dim() != 3:
+        raise bad(f"'channels' is {channels.dtype} {tuple(channels.shape)}, expected int64 (L, Hkv, D)")
+    d = channels.shape[-1]
+    if channels.numel() and not torch.equal(channels.sort(-1).values, torch.arange(d).expand_as(channels)):
+        raise bad("each (layer, head) row must be a permutation of 0..D-1")
+
+
+_CACHE: dict[tuple, tuple[torch.Tensor, dict[str, str]]] = {}
+
+
+def cached_channels(path: str) -> tuple[torch.Tensor, dict[str, str]]:
+    """:func:`load_channels`, memoised on (path, modification time, size)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return load_channels(path)  # raises the missing-file error
+    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = load_channels(path)
+    return _CACHE[key]
+
+
+# ----- label cache --------------------------------------------------------------------------------
+def quantise_rows(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Uniform min–max quantisation of each last-dim row to ``2**bits`` levels, dequantised.
+
+    x (…, r) float32. ``bits == 16`` returns x unchanged.
+    """
+    if bits >= 16:
+        return x
+    lo = x.amin(-1, keepdim=True)
+    step = ((x.amax(-1, keepdim=True) - lo) / (2**bits - 1)).clamp_min(torch.finfo(x.dtype).tiny)
+    return lo + torch.round((x - lo) / step) * step
+
+
+def label_channels(channels: torch.Tensor, layer_idx: int, group_factor: int, path: str) -> torch.Tensor:
+    """The ``D // group_factor`` most important channels of ``layer_idx``: (Hkv, r) int64."""
+    layers, _, d = channels.shape
+    if layer_idx >= layers:
+        raise CalibrationError(
+            f"{path}: channels for {layers} layers, layer {layer_idx} requested; {HOW_TO_CALIBRATE}"
+        )
+    r = d // group_factor
+    if r < 1:
+        raise CalibrationError(f"group_factor={group_factor} leaves no channel of D={d}")
+    return channels[layer_idx, :, :r]
+
+
+def prepare_double_sparsity(keys, values, params, slot, layer_idx) -> dict[str, torch.Tensor]:
+    """Label cache ``labels`` (B, Hkv, K, r) float32 (quantised), appended per step, and the
+    channel indices ``idx`` (Hkv, r) int64 of this layer. Raises CalibrationError without a
+    valid channel file."""
+    path = params["channels"]
+    if path is None:
+        raise CalibrationError(f"Double Sparsity needs calibrated label channels; {HOW_TO_CALIBRATE}")
+    channels, _ = cached_channels(path)
+    b, h, k, d = keys.shape
+    if tuple(channels.shape[1:]) != (h, d):
+        raise CalibrationError(
+            f"{path}: channels are for (Hkv, D)={tuple(channels.shape[1:])}, the keys have {(h, d)}"
+        )
+    idx = label_channels(channels, layer_idx, params["group_factor"], path).to(keys.device)
+    bits = params["label_bits"]
+    config = (os.path.abspath(path), os.stat(path).st_mtime_ns, params["group_factor"], bits, layer_idx)
+    labels, n = slot.get("labels"), slot.get("n", 0)
+    fresh = (
+        labels is None
+        or k < n
+        or labels.shape[:2] != (b, h)
+        or labels.device != keys.device
+        or slot.get("config") != config
+    )
+    start = 0 if fresh else n
+    new_keys = keys[:, :, start:].float()
+    gathered = torch.gather(new_keys, -1, idx.view(1, h, 1, -1).expand(b, h, k - start, -1))
+    new = quantise_rows(gathered, bits)
+    labels = new if fresh else torch.cat([labels, new], dim=2)
+    slot.update(labels=labels, n=k, config=config, updated=(start, k))
+    return {"labels": labels, "idx": idx}
+
+
+def double_sparsity_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, int]:
+    """scaling·Σ_label q_c·k̂_c (B, Hq, Qc, K) float32 from the label cache only; −inf where the
+    attention mask forbids a key. Returns (scores, 1)."""
+    labels, idx = prep["labels"], prep["idx"]
+    b, hkv, k, r = labels.shape
+    gq = (env.Hq // hkv) * env.Q
+    q = env.queries.float().reshape(b, hkv, gq, env.D)
+    q_lab = torch.gather(q, -1, idx.view(1, hkv, 1, r).expand(b, hkv, gq, r))
+    scores = (q_lab @ labels.transpose(-1, -2)) * env.scaling
+    return env.forbid(scores.view(b, env.Hq, env.Q, k)), 1
+
+
+@operator(
+    "double_sparsity",
+    family="estimator",
+    output=PortType.SCORES,
+    inputs=[Port("queries", PortType.QUERIES), Port("keys", PortType.KEYS)],
+    params=[
+        Param("channels", "path", None, "channel-order file (maskgraph calibrate double-sparsity)"),
+        Param("group_factor", "int", 8, "label channels = D // group_factor", low=1),
+        Param("label_bits", "int", 4, "bits per label-cache value (16 = not quantised)", low=1, high=16),
+    ],
+    doc=(
+        "Label-channel scores: scaling·Σ q_c·k_c over the D // group_factor most important "
+        "channels of this layer and KV head (calibrated), keys' label channels cached in State "
+        "and quantised to label_bits per key. −inf where the attention mask forbids a key. "
+        "Shape (B, Hq, Q, K). Needs a channel file."
+    ),
+    paper="Yang et al. 2024, Post-Training Sparse Attention with Double Sparsity",
+    prepare=prepare_double_sparsity,
+    stateful=True,
+    sparse_scores=double_sparsity_sparse_scores,
+)
+def double_sparsity(env, *, channels, group_factor, label_bits, prep) -> torch.Tensor:
+    return double_sparsity_sparse_scores(env, prep)[0]

@@ -1,0 +1,307 @@
+"""HashAttention: learned per-head hash bits, score = agreeing bits (Desai et al., ICML 2025).
+
+Per layer, a small MLP per query head and one per KV head (Linear → SiLU → Linear) map a
+vector to ``hat_bits`` sign bits (bit = output > 0). A key scores, for a query, the number of
+bits on which their signatures agree. Key signatures are cached in State packed 32 bits per
+int64 word, and scored by XOR + popcount.
+
+Weights file (safetensors, or .npz read with ``allow_pickle=False``; never pickle), per layer L:
+
+    layer{L}.query.w1 (Hq, D, hidden)   layer{L}.query.b1 (Hq, hidden)
+    layer{L}.query.w2 (Hq, hidden, bits) layer{L}.query.b2 (Hq, bits)
+    layer{L}.key.*    the same with Hkv heads
+
+and metadata ``{"kind": "hashattention", "hat_bits": "...", "hidden": "..."}`` (an .npz keeps
+it as a JSON string in the array ``__metadata__``). ``maskgraph calibrate hashattention`` makes
+the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...errors import CalibrationError
+from ...registry import Param, Port, operator
+from ...types import PortType
+
+KIND = "hashattention"
+HOW_TO_CALIBRATE = (
+    "make one with `maskgraph calibrate hashattention --model NAME --out FILE` and pass it as "
+    "the graph parameter hat_weights"
+)
+PARTS = ("w1", "b1", "w2", "b2")
+SIDES = ("query", "key")
+WORD_BITS = 32
+_NAME = re.compile(r"^layer(\d+)\.(query|key)\.(w1|b1|w2|b2)$")
+_NPZ_META = "__metadata__"
+
+LayerWeights = dict[str, torch.Tensor]  # "query.w1" ... "key.b2"
+
+
+# ----- the weights file ---------------------------------------------------------------------------
+def save_hash_weights(
+    path: str | os.PathLike, per_layer: dict[int, LayerWeights], meta: dict[str, Any] | None = None
+) -> None:
+    """Write hash weights: ``per_layer[L]["query.w1"]`` etc. (shapes in the module docstring).
+
+    ``meta`` values are stored as strings; ``kind``, ``hat_bits`` and ``hidden`` are filled in
+    from the tensors. A path ending in ``.npz`` writes numpy's format, anything else safetensors.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    for layer, weights in per_layer.items():
+        for side in SIDES:
+            for part in PARTS:
+                tensors[f"layer{int(layer)}.{side}.{part}"] = (
+                    weights[f"{side}.{part}"].detach().float().cpu().contiguous()
+                )
+    any_layer = next(iter(per_layer.values()))
+    info = {str(k): str(v) for k, v in (meta or {}).items()}
+    info.update(
+        kind=KIND,
+        hat_bits=str(any_layer["query.w2"].shape[-1]),
+        hidden=str(any_layer["query.w1"].shape[-1]),
+    )
+    _check_weights(tensors, info, str(path))
+    if str(path).endswith(".npz"):
+        arrays = {k: v.numpy() for k, v in tensors.items()}
+        arrays[_NPZ_META] = np.array(json.dumps(info))
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+        return
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata=info)
+
+
+def load_hash_weights(path: str | os.PathLike) -> tuple[dict[int, LayerWeights], dict[str, str]]:
+    """Read and validate a weights file -> (per_layer dict, metadata). Raises CalibrationError."""
+    path = str(path)
+    if not Path(path).is_file():
+        raise CalibrationError(f"HashAttention weights file {path!r} does not exist; {HOW_TO_CALIBRATE}")
+    try:
+        tensors, info = _read(path)
+    except CalibrationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure means a malformed file
+        raise CalibrationError(
+            f"cannot read HashAttention weights {path!r} ({type(exc).__name__}: {exc}); {HOW_TO_CALIBRATE}"
+        ) from None
+    _check_weights(tensors, info, path)
+    per_layer: dict[int, LayerWeights] = {}
+    for name, t in tensors.items():
+        layer, side, part = _NAME.match(name).groups()
+        per_layer.setdefault(int(layer), {})[f"{side}.{part}"] = t.float()
+    return per_layer, info
+
+
+def _read(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        if _NPZ_META not in arrays:
+            raise CalibrationError(f"{path}: no {_NPZ_META} array (not a maskgraph weights file)")
+        info = json.loads(str(arrays.pop(_NPZ_META)))
+        if not isinstance(info, dict):
+            raise CalibrationError(f"{path}: {_NPZ_META} is not a JSON object")
+        return {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}, info
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as fh:
+        info = fh.metadata() or {}
+        return {k: fh.get_tensor(k) for k in fh.keys()}, info
+
+
+def _check_weights(tensors: dict[str, torch.Tensor], info: dict[str, str], path: str) -> None:
+    """Raise CalibrationError unless ``tensors``/``info`` form a complete, consistent file."""
+
+    def bad(why: str) -> CalibrationError:
+        return CalibrationError(f"{path}: malformed HashAttention weights: {why}")
+
+    if info.get("kind") != KIND:
+        raise bad(f"metadata kind is {info.get('kind')!r}, expected {KIND!r}")
+    try:
+        bits, hidden = int(info["hat_bits"]), int(info["hidden"])
+    except (KeyError, ValueError):
+        raise bad("metadata needs integer 'hat_bits' and 'hidden'") from None
+    layers: dict[int, set[str]] = {}
+    for name, t in tensors.items():
+        match = _NAME.match(name)
+        if match is None:
+            raise bad(f"unexpected tensor {name!r}")
+        if not t.is_floating_point():
+            raise bad(f"tensor {name!r} has dtype {t.dtype}, expected floating point")
+        layers.setdefault(int(match.group(1)), set()).add(f"{match.group(2)}.{match.group(3)}")
+    if not layers:
+        raise bad("no layers")
+    for layer, names in sorted(layers.items()):
+        missing = {f"{s}.{p}" for s in SIDES for p in PARTS} - names
+        if missing:
+            raise bad(f"layer {layer} lacks {', '.join(sorted(missing))}")
+        for side in SIDES:
+            w1, b1, w2, b2 = (tensors[f"layer{layer}.{side}.{p}"] for p in PARTS)
+            if w1.dim() != 3 or w1.shape[2] != hidden:
+                raise bad(f"layer{layer}.{side}.w1 has shape {tuple(w1.shape)}, expected (H, D, {hidden})")
+            h = w1.shape[0]
+            expect = {"b1": (h, hidden), "w2": (h, hidden, bits), "b2": (h, bits)}
+            for part, t in zip(("b1", "w2", "b2"), (b1, w2, b2)):
+                if tuple(t.shape) != expect[part]:
+                    raise bad(
+                        f"layer{layer}.{side}.{part} has shape {tuple(t.shape)}, expected {expect[part]}"
+                    )
+
+
+_CACHE: dict[tuple, tuple[dict[int, LayerWeights], dict[str, str]]] = {}
+
+
+def cached_weights(path: str) -> tuple[dict[int, LayerWeights], dict[str, str]]:
+    """:func:`load_hash_weights`, memoised on (path, modification time, size)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return load_hash_weights(path)  # raises the missing-file error
+    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = load_hash_weights(path)
+    return _CACHE[key]
+
+
+def random_hash_weights(
+    num_layers: int, hq: int, hkv: int, d: int, bits: int, hidden: int, seed: int = 0
+) -> dict[int, LayerWeights]:
+    """Random (untrained) weights in the file's layout, for tests and smoke runs."""
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[int, LayerWeights] = {}
+    for layer in range(num_layers):
+        w: LayerWeights = {}
+        for side, h in (("query", hq), ("key", hkv)):
+            w[f"{side}.w1"] = torch.randn(h, d, hidden, generator=gen) / d**0.5
+            w[f"{side}.b1"] = torch.randn(h, hidden, generator=gen) * 0.1
+            w[f"{side}.w2"] = torch.randn(h, hidden, bits, generator=gen) / hidden**0.5
+            w[f"{side}.b2"] = torch.randn(h, bits, generator=gen) * 0.1
+        out[layer] = w
+    return out
+
+
+# ----- signatures ---------------------------------------------------------------------------------
+def hash_bits(x: torch.Tensor, w1, b1, w2, b2) -> torch.Tensor:
+    """Per-head MLP sign bits: x (B, H, n, D), w1 (H, D, h), b1 (H, h), w2 (H, h, bits),
+    b2 (H, bits) -> bool (B, H, n, bits)."""
+    hid = F.silu(torch.einsum("bhnd,hdk->bhnk", x.float(), w1) + b1.unsqueeze(1))
+    return (torch.einsum("bhnk,hkc->bhnc", hid, w2) + b2.unsqueeze(1)) > 0
+
+
+def pack_bits(bits: torch.Tensor) -> torch.Tensor:
+    """bool (…, nbits) -> int64 (…, ceil(nbits / 32)), 32 bits per word (values < 2**32)."""
+    n = bits.shape[-1]
+    words = -(-n // WORD_BITS)
+    padded = F.pad(bits.long(), (0, words * WORD_BITS - n))
+    weights = torch.bitwise_left_shift(
+        torch.ones(WORD_BITS, dtype=torch.int64, device=bits.device),
+        torch.arange(WORD_BITS, device=bits.device),
+    )
+    return (padded.view(*bits.shape[:-1], words, WORD_BITS) * weights).sum(-1)
+
+
+def popcount32(x: torch.Tensor) -> torch.Tensor:
+    """Set bits of each int64 value in [0, 2**32) (SWAR bit counting)."""
+    x = x - ((x >> 1) & 0x55555555)
+    x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F
+    x = x + (x >> 8)
+    x = x + (x >> 16)
+    return x & 0x3F
+
+
+def prepare_hashattention(keys, values, params, slot, layer_idx) -> dict[str, torch.Tensor]:
+    """Load this layer's weights; key signatures (B, Hkv, K, W) int64 cached, appended per step.
+
+    Returns ``key_words`` and the query MLP ``qw1, qb1, qw2, qb2`` on the keys' device.
+    Raises CalibrationError when no/invalid weights are given or they do not fit.
+    """
+    path = params["weights"]
+    if path is None:
+        raise CalibrationError(f"HashAttention needs trained hash weights; {HOW_TO_CALIBRATE}")
+    per_layer, info = cached_weights(path)
+    bits = params["hat_bits"]
+    if int(info["hat_bits"]) != bits:
+        raise CalibrationError(
+            f"{path}: weights make {info['hat_bits']} bits but hat_bits={bits}; set hat_bits to "
+            f"{info['hat_bits']} or calibrate again"
+        )
+    if layer_idx not in per_layer:
+        raise CalibrationError(
+            f"{path}: no weights for layer {layer_idx} (file has layers {sorted(per_layer)}); "
+            f"{HOW_TO_CALIBRATE}"
+        )
+    w = {k: v.to(keys.device) for k, v in per_layer[layer_idx].items()}
+    b, h, k, d = keys.shape
+    if tuple(w["key.w1"].shape[:2]) != (h, d):
+        raise CalibrationError(
+            f"{path}: layer {layer_idx} key weights are for (Hkv, D)={tuple(w['key.w1'].shape[:2])}, "
+            f"the keys have {(h, d)}"
+        )
+    config = (os.path.abspath(path), os.stat(path).st_mtime_ns, bits, layer_idx)
+    words, n = slot.get("key_words"), slot.get("n", 0)
+    fresh = (
+        words is None
+        or k < n
+        or words.shape[:2] != (b, h)
+        or words.device != keys.device
+        or slot.get("config") != config
+    )
+    start = 0 if fresh else n
+    side = [w[f"key.{p}"] for p in PARTS]
+    new = pack_bits(hash_bits(keys[:, :, start:], *side))
+    words = new if fresh else torch.cat([words, new], dim=2)
+    slot.update(key_words=words, n=k, config=config, updated=(start, k))
+    q = [w[f"query.{p}"] for p in PARTS]
+    return {"key_words": words, "qw1": q[0], "qb1": q[1], "qw2": q[2], "qb2": q[3]}
+
+
+def hashattention_sparse_scores(env, prep, *, weights=None, hat_bits) -> tuple[torch.Tensor, int]:
+    """Agreeing bits (B, Hq, Qc, K) float32 from packed key signatures; −inf where the
+    attention mask forbids a key. Returns (scores, 1)."""
+    if prep["qw1"].shape[0] != env.Hq or prep["qw1"].shape[1] != env.D:
+        raise CalibrationError(
+            f"hash weights are for (Hq, D)={tuple(prep['qw1'].shape[:2])}, queries have {(env.Hq, env.D)}"
+        )
+    kw = prep["key_words"]
+    b, hkv, k, nw = kw.shape
+    qw = pack_bits(hash_bits(env.queries, prep["qw1"], prep["qb1"], prep["qw2"], prep["qb2"]))
+    qw = qw.reshape(b, hkv, (env.Hq // hkv) * env.Q, 1, nw)
+    differ = popcount32(torch.bitwise_xor(qw, kw.unsqueeze(2))).sum(-1)
+    scores = (hat_bits - differ).float().view(b, env.Hq, env.Q, k)
+    return env.forbid(scores), 1
+
+
+@operator(
+    "hashattention",
+    family="estimator",
+    output=PortType.SCORES,
+    inputs=[Port("queries", PortType.QUERIES), Port("keys", PortType.KEYS)],
+    params=[
+        Param("weights", "path", None, "hash weights file (maskgraph calibrate hashattention)"),
+        Param("hat_bits", "int", 32, "bits per signature (must match the weights)", low=1, high=1024),
+    ],
+    doc=(
+        "Learned hash scores: per-head MLPs (Linear, SiLU, Linear) map queries and keys to "
+        "hat_bits sign bits; a key scores the number of bits its signature shares with the "
+        "query's (0..hat_bits). Key signatures are packed in State. −inf where the attention "
+        "mask forbids a key. Shape (B, Hq, Q, K). Needs a weights file."
+    ),
+    paper="Desai et al., ICML 2025, HashAttention: Semantic Sparsity for Faster Inference",
+    prepare=prepare_hashattention,
+    stateful=True,
+    sparse_scores=hashattention_sparse_scores,
+)
+def hashattention(env, *, weights, hat_bits, prep) -> torch.Tensor:
+    return hashattention_sparse_scores(env, prep, hat_bits=hat_bits)[0]

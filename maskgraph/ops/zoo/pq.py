@@ -1,0 +1,158 @@
+"""PQCache: product quantisation of the keys, scores from centroid lookups (Zhang et al., SIGMOD 2025).
+
+Each key (D channels) is cut into ``pq_group_factor`` sub-vectors of D / pq_group_factor
+channels; per (batch, KV head, sub-space) a k-means codebook of ``2**pq_bits`` centroids is fit
+on the keys of the first call, and every key is stored as one code per sub-space. A query
+scores key j by
+
+    scaling · Σ_s <q_s, centroid_s[code_s(j)]>
+
+(one lookup table per query and sub-space, then a gather per key). Codes are int64, exact for
+every pq_bits ≤ 16.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...errors import ShapeError
+from ...registry import Param, Port, operator
+from ...types import PortType
+
+#: Elements of one (rows, keys, centroids) distance block during k-means.
+_ASSIGN_ELEMENTS = 1 << 24
+
+
+# ----- k-means ------------------------------------------------------------------------------------
+def _similarity(x: torch.Tensor, c: torch.Tensor, metric: str) -> torch.Tensor:
+    """(N, n, ds) x (N, C, ds) -> (N, n, C): higher = closer (−squared distance or inner product)."""
+    ip = x @ c.transpose(-1, -2)
+    if metric == "ip":
+        return ip
+    return 2 * ip - (c * c).sum(-1).unsqueeze(1) - (x * x).sum(-1, keepdim=True)
+
+
+def assign(x: torch.Tensor, centroids: torch.Tensor, metric: str) -> torch.Tensor:
+    """Nearest centroid per vector: x (N, n, ds), centroids (N, C, ds) -> codes (N, n) int64."""
+    n, c = x.shape[1], centroids.shape[1]
+    step = max(1, _ASSIGN_ELEMENTS // max(1, x.shape[0] * c))
+    parts = [_similarity(x[:, i : i + step], centroids, metric).argmax(-1) for i in range(0, n, step)]
+    return torch.cat(parts, dim=1) if parts else x.new_zeros(x.shape[0], 0, dtype=torch.int64)
+
+
+def kmeans(
+    x: torch.Tensor, num_centroids: int, iters: int, metric: str, seed: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched Lloyd k-means.
+
+    x (N, n, ds) float32 -> (centroids (N, C, ds), codes (N, n) int64). Centroids start at
+    ``C`` distinct data points drawn with ``seed`` (every point, then repeats, when C > n), so
+    with C ≥ n every point is its own centroid. An empty cluster keeps its centroid.
+    Deterministic for a given seed.
+    """
+    big, n, ds = x.shape
+    if seed is None:
+        seed = int(torch.randint(2**62, ()).item())
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=gen)
+    if num_centroids > n:
+        extra = torch.randint(n, (num_centroids - n,), generator=gen)
+        order = torch.cat([order, extra])
+    centroids = x[:, order[:num_centroids].to(x.device)].clone()
+    for _ in range(iters):
+        codes = assign(x, centroids, metric)
+        sums = torch.zeros_like(centroids).scatter_add_(1, codes.unsqueeze(-1).expand(-1, -1, ds), x)
+        counts = torch.zeros(big, num_centroids, device=x.device).scatter_add_(
+            1, codes, torch.ones_like(codes, dtype=torch.float32)
+        )
+        centroids = torch.where(counts.unsqueeze(-1) > 0, sums / counts.clamp_min(1).unsqueeze(-1), centroids)
+    return centroids, assign(x, centroids, metric)
+
+
+# ----- key side -----------------------------------------------------------------------------------
+def _subvectors(keys: torch.Tensor, groups: int) -> torch.Tensor:
+    """(B, H, n, D) -> (B·H·groups, n, D / groups) float32."""
+    b, h, n, d = keys.shape
+    if d % groups:
+        raise ShapeError(f"pq_group_factor={groups} does not divide the head dim D={d}")
+    ds = d // groups
+    return keys.float().view(b, h, n, groups, ds).permute(0, 1, 3, 2, 4).reshape(-1, n, ds)
+
+
+def prepare_pq(keys, values, params, slot, layer_idx) -> dict[str, torch.Tensor]:
+    """Codebooks fit on the first call's keys; later keys encoded incrementally.
+
+    keys (B, Hkv, K, D). Returns ``centroids`` (B, Hkv, M, C, D/M) float32 and ``codes``
+    (B, Hkv, K, M) int64 (M = pq_group_factor, C = 2**pq_bits). When K shrinks (a new
+    sequence) or the shape or parameters change, the codebooks are refit.
+    """
+    m, bits = params["pq_group_factor"], params["pq_bits"]
+    config = (m, bits, params["kmeans_iter"], params["metric"], params["seed"])
+    b, h, k, d = keys.shape
+    cent, codes, n = slot.get("centroids"), slot.get("codes"), slot.get("n", 0)
+    fresh = (
+        cent is None
+        or k < n
+        or cent.shape[:2] != (b, h)
+        or cent.shape[-1] * m != d
+        or cent.device != keys.device
+        or slot.get("config") != config
+    )
+    if fresh:
+        x = _subvectors(keys, m)
+        cent, flat = kmeans(x, 2**bits, params["kmeans_iter"], params["metric"], params["seed"])
+        cent = cent.view(b, h, m, 2**bits, d // m)
+        codes = flat.view(b, h, m, k).transpose(-1, -2).contiguous()
+        start = 0
+    else:
+        start = n
+        x = _subvectors(keys[:, :, n:], m)
+        new = assign(x, cent.reshape(b * h * m, 2**bits, d // m), params["metric"])
+        codes = torch.cat([codes, new.view(b, h, m, k - n).transpose(-1, -2)], dim=2)
+    slot.update(centroids=cent, codes=codes, n=k, config=config, updated=(start, k))
+    return {"centroids": cent, "codes": codes}
+
+
+# ----- query side ---------------------------------------------------------------------------------
+def pq_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, int]:
+    """Scores scaling·Σ_s <q_s, centroid_s[code_s]> (B, Hq, Qc, K) float32, from codes and
+    centroids only; −inf where the attention mask forbids a key. Returns (scores, 1)."""
+    cent, codes = prep["centroids"], prep["codes"]
+    b, hkv, m, _, ds = cent.shape
+    k = codes.shape[2]
+    gq = (env.Hq // hkv) * env.Q
+    q = env.queries.float().reshape(b, hkv, gq, m, ds)
+    table = torch.einsum("bhqmd,bhmcd->bhmqc", q, cent)
+    total = torch.zeros(b, hkv, gq, k, device=q.device)
+    for s in range(m):
+        idx = codes[:, :, :, s].unsqueeze(2).expand(b, hkv, gq, k)
+        total = total + torch.gather(table[:, :, s], -1, idx)
+    scores = (total * env.scaling).view(b, env.Hq, env.Q, k)
+    return env.forbid(scores), 1
+
+
+@operator(
+    "pq",
+    family="estimator",
+    output=PortType.SCORES,
+    inputs=[Port("queries", PortType.QUERIES), Port("keys", PortType.KEYS)],
+    params=[
+        Param("pq_group_factor", "int", 2, "sub-vectors per key (must divide D)", low=1),
+        Param("pq_bits", "int", 6, "bits per code: 2**pq_bits centroids per sub-space", low=1, high=16),
+        Param("kmeans_iter", "int", 10, "Lloyd iterations of the k-means fit", low=0),
+        Param("metric", "choice", "euclidean", "k-means assignment", choices=("euclidean", "ip")),
+        Param("seed", "seed", 0, "seed of the centroid initialisation (null = random)"),
+    ],
+    doc=(
+        "Product-quantised key scores: scaling·Σ_s <q_s, centroid_s[code_s(k)]> over "
+        "pq_group_factor sub-vectors, codebooks of 2**pq_bits centroids fit by batched k-means "
+        "on the first call (kept in State; later keys encoded incrementally). −inf where the "
+        "attention mask forbids a key. Shape (B, Hq, Q, K)."
+    ),
+    paper="Zhang et al., SIGMOD 2025, PQCache: Product Quantization-based KVCache for Long Context LLM Inference",
+    prepare=prepare_pq,
+    stateful=True,
+    sparse_scores=pq_sparse_scores,
+)
+def pq(env, *, pq_group_factor, pq_bits, kmeans_iter, metric, seed, prep) -> torch.Tensor:
+    return pq_sparse_scores(env, prep)[0]

@@ -1,0 +1,173 @@
+"""Quest: query-aware page selection from per-page key bounds (Tang et al., ICML 2024).
+
+Keys are cut into pages of ``page_size`` consecutive tokens. Per page and channel the cache
+keeps the minimum and maximum key value; for a query q the page bound
+
+    U(q, page) = Σ_d max(q_d·min_d, q_d·max_d) = relu(q)·max + min(q, 0)·min
+
+is an upper bound of q·k for every key k in the page. ``quest`` scores every token with
+``scaling·U`` of its page; ``topk_pages`` then keeps whole pages by that score, up to a token
+budget (pages = budget // page_size).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ...registry import Param, Port, operator
+from ...types import PortType
+from ..select import eligible_scores
+
+_NEG_INF = float("-inf")
+
+PAGE_SIZE = Param("page_size", "int", 16, "keys per page", low=1)
+LABEL_BITS = Param(
+    "label_bits", "int", 16, "bits of the stored page bounds (16 = not quantised)", low=1, high=16
+)
+
+
+# ----- key side: page bounds, maintained incrementally --------------------------------------------
+def page_min_max(keys: torch.Tensor, page_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-page channel minima and maxima.
+
+    keys (B, H, n, D) -> (min, max), each (B, H, ceil(n / page_size), D) float32; a partial last
+    page summarises only the keys it holds.
+    """
+    b, h, n, d = keys.shape
+    pages = -(-n // page_size)
+    pad = pages * page_size - n
+    k = keys.float()
+    lo = F.pad(k, (0, 0, 0, pad), value=float("inf")).view(b, h, pages, page_size, d).amin(3)
+    hi = F.pad(k, (0, 0, 0, pad), value=_NEG_INF).view(b, h, pages, page_size, d).amax(3)
+    return lo, hi
+
+
+def quantise_bounds(lo: torch.Tensor, hi: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Round page minima down and maxima up on a ``2**bits``-level grid per (head, page).
+
+    lo, hi (B, H, P, D). The grid spans [min_d lo, max_d hi] of each page; rounding outwards
+    keeps U an upper bound. ``bits == 16`` returns the inputs unchanged.
+    """
+    if bits >= 16:
+        return lo, hi
+    base = lo.amin(-1, keepdim=True)
+    top = hi.amax(-1, keepdim=True)
+    step = ((top - base) / (2**bits - 1)).clamp_min(torch.finfo(torch.float32).tiny)
+    lo_q = base + torch.floor((lo - base) / step) * step
+    hi_q = base + torch.ceil((hi - base) / step) * step
+    return torch.minimum(lo_q, lo), torch.maximum(hi_q, hi)
+
+
+def prepare_quest(keys, values, params, slot, layer_idx) -> dict[str, torch.Tensor]:
+    """Page bounds of ``keys`` (B, Hkv, K, D), cached in ``slot``.
+
+    When K grows, only the pages from the (possibly partial) last cached page onwards are
+    recomputed; when K shrinks or the shape changes, everything is rebuilt.
+    Returns ``{"lo": (B, Hkv, P, D), "hi": (B, Hkv, P, D)}`` float32, P = ceil(K / page_size).
+    """
+    page, bits = params["page_size"], params["label_bits"]
+    b, h, k, d = keys.shape
+    lo, hi, n = slot.get("lo"), slot.get("hi"), slot.get("n", 0)
+    fresh = (
+        lo is None
+        or k < n
+        or lo.shape[:2] != (b, h)
+        or lo.shape[-1] != d
+        or lo.device != keys.device
+        or slot.get("config") != (page, bits)
+    )
+    first_page = 0 if fresh else n // page
+    new_lo, new_hi = quantise_bounds(*page_min_max(keys[:, :, first_page * page :], page), bits)
+    if not fresh:
+        new_lo = torch.cat([lo[:, :, :first_page], new_lo], dim=2)
+        new_hi = torch.cat([hi[:, :, :first_page], new_hi], dim=2)
+    slot.update(lo=new_lo, hi=new_hi, n=k, config=(page, bits), updated=(first_page * page, k))
+    return {"lo": new_lo, "hi": new_hi}
+
+
+# ----- query side ---------------------------------------------------------------------------------
+def page_allowed(env, page_size: int, pages: int) -> torch.Tensor | None:
+    """Bool (…, Qc, P): pages holding at least one key the attention mask allows (None = all)."""
+    if env.allowed is None:
+        return None
+    allowed = env.allowed
+    pad = pages * page_size - allowed.shape[-1]
+    allowed = F.pad(allowed, (0, pad), value=False)
+    return allowed.view(*allowed.shape[:-1], pages, page_size).any(-1)
+
+
+def quest_sparse_scores(env, prep, *, page_size, label_bits) -> tuple[torch.Tensor, int]:
+    """Page scores ``scaling·U(q, page)`` (B, Hq, Qc, P) float32 from the page bounds only.
+
+    −inf on pages with no allowed key. Returns (scores, page_size).
+    """
+    lo, hi = prep["lo"], prep["hi"]
+    b, hkv, pages, d = lo.shape
+    hq, qc = env.Hq, env.Q
+    q = env.queries.float().reshape(b, hkv, (hq // hkv) * qc, d)
+    bound = q.clamp_min(0) @ hi.transpose(-1, -2) + q.clamp_max(0) @ lo.transpose(-1, -2)
+    scores = (bound * env.scaling).view(b, hq, qc, pages)
+    ok = page_allowed(env, page_size, pages)
+    if ok is not None:
+        scores = scores.masked_fill(~ok, _NEG_INF)
+    return scores, page_size
+
+
+def expand_blocks(scores: torch.Tensor, block: int, k: int) -> torch.Tensor:
+    """Block scores (…, NB) -> token scores (…, K): every token takes its block's score."""
+    nb = scores.shape[-1]
+    return scores.unsqueeze(-1).expand(*scores.shape, block).reshape(*scores.shape[:-1], nb * block)[..., :k]
+
+
+@operator(
+    "quest",
+    family="estimator",
+    output=PortType.SCORES,
+    inputs=[Port("queries", PortType.QUERIES), Port("keys", PortType.KEYS)],
+    params=[PAGE_SIZE, LABEL_BITS],
+    doc=(
+        "Quest page bounds: every key scores scaling·U(q, page) of its page, with "
+        "U = Σ_d max(q_d·min_d, q_d·max_d) over the page's per-channel key minima and maxima "
+        "(optionally quantised outwards to label_bits). U ≥ q·k for every key of the page. "
+        "−inf where the attention mask forbids a key. Shape (B, Hq, Q, K)."
+    ),
+    paper="Tang et al., ICML 2024, Quest: Query-Aware Sparsity for Efficient Long-Context LLM Inference",
+    prepare=prepare_quest,
+    stateful=True,
+    sparse_scores=quest_sparse_scores,
+)
+def quest(env, *, page_size, label_bits, prep) -> torch.Tensor:
+    scores, block = quest_sparse_scores(env, prep, page_size=page_size, label_bits=label_bits)
+    return env.forbid(expand_blocks(scores, block, env.K))
+
+
+@operator(
+    "topk_pages",
+    family="selector",
+    output=PortType.MASK,
+    inputs=[
+        Port("scores", PortType.SCORES, doc="token scores; a page scores the max of its tokens"),
+        Port("prior", PortType.MASK, optional=True, doc="keys already selected (not chosen again)"),
+    ],
+    params=[
+        Param("k", "size", 0.1, "token budget (int) or share of K (float); pages = budget // page_size"),
+        PAGE_SIZE,
+    ],
+    doc=(
+        "Page-granular top-k (Quest's selector): a page scores the max over its eligible keys "
+        "(not in `prior`, allowed by the attention mask); the budget // page_size best pages "
+        "with an eligible key are kept, all their eligible keys selected. A partial last page "
+        "counts as a page. With page_size 1 this is `topk`. Shape (B, Hq, Q, K)."
+    ),
+    paper="Tang et al., ICML 2024 (page selection)",
+)
+def topk_pages(env, *, scores, prior=None, k, page_size) -> torch.Tensor:
+    s = eligible_scores(env, scores, prior)
+    pages = -(-env.K // page_size)
+    padded = F.pad(s, (0, pages * page_size - env.K), value=_NEG_INF)
+    page_scores = padded.view(env.B, env.Hq, env.Q, pages, page_size).amax(-1)
+    n = torch.sym_min(env.size(k) // page_size, pages)
+    vals, idx = torch.topk(page_scores, n, dim=-1)
+    chosen = torch.zeros_like(page_scores).scatter_(-1, idx, (vals > _NEG_INF).float())
+    return expand_blocks(chosen, page_size, env.K) * (s > _NEG_INF).float()

@@ -1,0 +1,115 @@
+"""SOCKET: soft locality-sensitive hashing scores, weighted by value norms.
+
+``tables`` hash tables of ``bits`` random hyperplanes each (r ~ N(0, I_D), drawn from
+``seed``). A key is hashed hard: its bucket in table t is the sign pattern of <k, r_{t,p}>.
+A query is hashed softly: with z_{t,p} = <q/‖q‖, r_{t,p}> (≈ N(0, 1) whatever D), the
+probability that it falls in bucket c of table t is
+
+    P_t(c | q) = Π_p σ(±z_{t,p} / tau)   (+ where bit p of c is 1, − where it is 0)
+
+and key j scores ``‖v_j‖ · mean_t P_t(bucket_t(k_j) | q)``: the chance that q and k_j collide,
+times how much k_j's value can move the output. Scores are a ranking (positive), not logits.
+Key bucket codes and value norms are cached in State.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ...registry import Param, Port, operator
+from ...types import PortType
+
+
+def hyperplanes(tables: int, bits: int, d: int, seed: int) -> torch.Tensor:
+    """Gaussian hyperplanes (tables, bits, d) float32, deterministic in ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(tables, bits, d, generator=gen)
+
+
+def bucket_codes(x: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
+    """Hard hash: x (B, H, n, D), planes (L, P, D) -> bucket per table (B, H, n, L) int64."""
+    side = torch.einsum("bhnd,lpd->bhnlp", x.float(), planes) > 0
+    shifts = torch.arange(planes.shape[1], device=x.device)
+    return (side.long() << shifts).sum(-1)
+
+
+def bucket_bits(bits: int, device) -> torch.Tensor:
+    """(2**bits, bits) float32: bit p of every bucket code c."""
+    codes = torch.arange(2**bits, device=device)
+    return ((codes.unsqueeze(-1) >> torch.arange(bits, device=device)) & 1).float()
+
+
+def prepare_socket(keys, values, params, slot, layer_idx) -> dict[str, torch.Tensor]:
+    """Key bucket codes ``codes`` (B, Hkv, K, L) int64 and value norms ``vnorm`` (B, Hkv, K)
+    float32, appended per step; ``planes`` (L, P, D) and ``bucket_bits`` (2**P, P)."""
+    tables, bits, seed = params["tables"], params["bits"], params["seed"]
+    b, h, k, d = keys.shape
+    config = (tables, bits, seed, d)
+    if slot.get("config") != config or slot.get("planes") is None:
+        slot.clear()
+        slot.update(planes=hyperplanes(tables, bits, d, seed).to(keys.device), config=config)
+    planes = slot["planes"].to(keys.device)
+    codes, vnorm, n = slot.get("codes"), slot.get("vnorm"), slot.get("n", 0)
+    fresh = codes is None or k < n or codes.shape[:2] != (b, h) or codes.device != keys.device
+    start = 0 if fresh else n
+    new_codes = bucket_codes(keys[:, :, start:], planes)
+    new_norm = values[:, :, start:].float().norm(dim=-1)
+    if not fresh:
+        new_codes = torch.cat([codes, new_codes], dim=2)
+        new_norm = torch.cat([vnorm, new_norm], dim=2)
+    slot.update(codes=new_codes, vnorm=new_norm, n=k, planes=planes, updated=(start, k))
+    return {
+        "codes": new_codes,
+        "vnorm": new_norm,
+        "planes": planes,
+        "bucket_bits": bucket_bits(bits, keys.device),
+    }
+
+
+def socket_sparse_scores(env, prep, *, tables, bits, tau, seed) -> tuple[torch.Tensor, int]:
+    """‖v_j‖·mean_t P_t(bucket_t(j) | q) (B, Hq, Qc, K) float32 from bucket codes and value
+    norms only; −inf where the attention mask forbids a key. Returns (scores, 1)."""
+    codes, vnorm, planes, table_bits = prep["codes"], prep["vnorm"], prep["planes"], prep["bucket_bits"]
+    b, hkv, k, _ = codes.shape
+    gq = (env.Hq // hkv) * env.Q
+    q = F.normalize(env.queries.float(), dim=-1).reshape(b, hkv, gq, env.D)
+    z = torch.einsum("bhqd,lpd->bhqlp", q, planes) / tau
+    log_prob = F.logsigmoid(z) @ table_bits.T + F.logsigmoid(-z) @ (1 - table_bits).T
+    prob = log_prob.exp()  # (B, Hkv, GQ, L, 2**P)
+    total = torch.zeros(b, hkv, gq, k, device=q.device)
+    for t in range(tables):
+        idx = codes[:, :, :, t].unsqueeze(2).expand(b, hkv, gq, k)
+        total = total + torch.gather(prob[:, :, :, t], -1, idx)
+    scores = (total / tables) * vnorm.unsqueeze(2)
+    return env.forbid(scores.view(b, env.Hq, env.Q, k)), 1
+
+
+@operator(
+    "socket",
+    family="estimator",
+    output=PortType.SCORES,
+    inputs=[
+        Port("queries", PortType.QUERIES),
+        Port("keys", PortType.KEYS),
+        Port("values", PortType.VALUES),
+    ],
+    params=[
+        Param("tables", "int", 32, "hash tables (L)", low=1),
+        Param("bits", "int", 8, "hyperplanes per table (2**bits buckets)", low=1, high=16),
+        Param("tau", "float", 0.5, "temperature of the soft query hash", low=0.0, low_open=True),
+        Param("seed", "int", 0, "seed of the hyperplanes"),
+    ],
+    doc=(
+        "Soft-LSH scores: keys hard-hashed, queries soft-hashed (sigmoid(z/tau) per plane) over "
+        "`tables` tables of `bits` random hyperplanes; a key scores ‖v‖ times the mean over "
+        "tables of the probability that the query lands in the key's bucket (a ranking score "
+        "in [0, ‖v‖]). −inf where the attention mask forbids a key. Shape (B, Hq, Q, K)."
+    ),
+    paper="SOCKET: soft collision kernel estimation for sparse attention (soft LSH)",
+    prepare=prepare_socket,
+    stateful=True,
+    sparse_scores=socket_sparse_scores,
+)
+def socket(env, *, tables, bits, tau, seed, prep) -> torch.Tensor:
+    return socket_sparse_scores(env, prep, tables=tables, bits=bits, tau=tau, seed=seed)[0]
