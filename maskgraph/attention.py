@@ -8,6 +8,19 @@ from __future__ import annotations
 
 import torch
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def f32_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched a @ b with float32 accumulation and output: (N, M, P) @ (N, P, R) -> (N, M, R).
+
+    On CUDA, half-precision operands stay in their dtype (no float32 copy of the keys or
+    values is made); elsewhere they are upcast.
+    """
+    if a.is_cuda and a.dtype in _HALF and b.dtype == a.dtype:
+        return torch.bmm(a, b, out_dtype=torch.float32)
+    return torch.bmm(a.float(), b.float())
+
 
 def gqa_logits(
     queries: torch.Tensor,
@@ -23,8 +36,8 @@ def gqa_logits(
     b, hq, q, d = queries.shape
     hkv, k = keys.shape[1], keys.shape[2]
     g = hq // hkv
-    qf = queries.reshape(b, hkv, g * q, d).float()
-    s = torch.matmul(qf, keys.float().transpose(-1, -2)) * scaling
+    qf = queries.reshape(b * hkv, g * q, d)
+    s = f32_bmm(qf, keys.to(queries.dtype).reshape(b * hkv, k, d).transpose(1, 2)) * scaling
     s = s.view(b, hq, q, k)
     if attention_mask is not None:
         s = s + attention_mask.float()
@@ -36,8 +49,10 @@ def gqa_weighted_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tenso
     b, hq, q, k = weights.shape
     hkv, d = values.shape[1], values.shape[3]
     g = hq // hkv
-    w = weights.reshape(b, hkv, g * q, k)
-    return torch.matmul(w, values.float()).view(b, hq, q, d)
+    w = weights.reshape(b * hkv, g * q, k)
+    if values.is_cuda and values.dtype in _HALF:
+        w = w.to(values.dtype)  # weights in [0, 1/p]: rounding them is below bf16 output precision
+    return f32_bmm(w, values.reshape(b * hkv, k, d)).view(b, hq, q, d)
 
 
 def masked_partial(

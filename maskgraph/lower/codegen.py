@@ -3,8 +3,9 @@
 The generated module defines
 
 - ``graph_mask(env, prep)`` -> the output Mask of one query chunk;
-- ``chunk_attention(queries, keys, values, attention_mask, scaling, q_pos, prep, sinks)``
-  -> (out f32 (B, Hq, Qc, D), empty-row count);
+- ``chunk_attention(queries, keys, values, attention_mask, scaling, q_offset, prep, sinks,
+  empty_rows)`` -> (out (B, Hq, Qc, D) in the queries' dtype, empty_rows + rows of this chunk
+  with no attended key); query i of the chunk sits at absolute position ``q_offset + i``;
 - ``chunk_mask(...)`` -> the Mask expanded to (B, Hq, Qc, K).
 
 Operator functions are bound as globals named ``op_<operator>``; parameters are inlined as
@@ -14,6 +15,8 @@ literals, so the generated source reads like a hand-written attention function.
 from __future__ import annotations
 
 from typing import Any
+
+import torch
 
 from ..ir import Graph
 from ..registry import get_op
@@ -26,14 +29,17 @@ HEADER = '''\
 
 FOOTER = '''
 
-def chunk_attention(queries, keys, values, attention_mask, scaling, q_pos, prep, sinks, layer_idx=0):
-    env = Env(queries, keys, values, attention_mask, scaling, q_pos, layer_idx)
+def chunk_attention(queries, keys, values, attention_mask, scaling, q_offset, prep, sinks, empty_rows):
+    q_pos = torch.arange(queries.shape[2], device=queries.device) + q_offset
+    env = Env(queries, keys, values, attention_mask, scaling, q_pos)
     mask = graph_mask(env, prep)
-    return attend(env.logits, mask, values, sinks)
+    out, empty = attend(env.logits, mask, values, sinks)
+    return out.to(queries.dtype), empty_rows + empty
 
 
-def chunk_mask(queries, keys, values, attention_mask, scaling, q_pos, prep, sinks, layer_idx=0):
-    env = Env(queries, keys, values, attention_mask, scaling, q_pos, layer_idx)
+def chunk_mask(queries, keys, values, attention_mask, scaling, q_offset, prep):
+    q_pos = torch.arange(queries.shape[2], device=queries.device) + q_offset
+    env = Env(queries, keys, values, attention_mask, scaling, q_pos)
     mask = graph_mask(env, prep)
     return mask.expand(env.B, env.Hq, env.Q, env.K)
 '''
@@ -51,7 +57,7 @@ def generate_source(graph: Graph) -> tuple[str, dict[str, Any]]:
     from ..env import Env
 
     lines = [HEADER.format(name=graph.name), "", "def graph_mask(env, prep):"]
-    globs: dict[str, Any] = {"Env": Env, "attend": attend}
+    globs: dict[str, Any] = {"Env": Env, "attend": attend, "torch": torch}
     for name in graph.topo_order():
         node = graph.nodes[name]
         spec = get_op(node.op, node=name)

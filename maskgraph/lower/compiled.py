@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import builtins
 import linecache
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -25,8 +26,9 @@ from .codegen import generate_source
 BACKENDS = ("eager", "inductor")
 MODES = ("simulate", "sparse")
 
-#: Elements of one (B, Hq, chunk, K) float32 temporary aimed for by ``chunk_size="auto"``.
-AUTO_CHUNK_ELEMENTS = 1 << 24
+#: Elements of one (B, Hq, chunk, K) float32 temporary aimed for by ``chunk_size="auto"``
+#: (64 MiB on the CPU, 512 MiB on a GPU).
+AUTO_CHUNK_ELEMENTS = {"cpu": 1 << 24, "cuda": 1 << 27}
 
 
 class CompiledAttention:
@@ -45,6 +47,7 @@ class CompiledAttention:
         mode: str = "simulate",
         chunk_size: int | str = "auto",
         dynamic: bool = True,
+        **sparse_options: Any,
     ) -> None:
         if backend not in BACKENDS:
             raise NotSupportedError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
@@ -56,6 +59,11 @@ class CompiledAttention:
         self.backend = backend
         self.mode = mode
         self.chunk_size = chunk_size
+        if sparse_options and mode != "sparse":
+            raise NotSupportedError(
+                f"options {', '.join(sorted(sparse_options))} only apply to mode='sparse'"
+            )
+        self.sparse_options = sparse_options
         self.source, globs = generate_source(graph)
         namespace: dict[str, Any] = dict(globs)
         filename = f"<maskgraph:{graph.name}:{id(self):x}>"
@@ -103,13 +111,16 @@ class CompiledAttention:
         prep = self._prepare(keys, values, state, layer_idx)
         if self.mode == "sparse":
             return self._sparse(queries, keys, values, am, scaling, prep, sinks, layer_idx)
+        counter = self.empty_rows
+        if counter.device != queries.device:
+            counter = counter.to(queries.device)
         outs = []
-        for q_chunk, am_chunk, q_pos in self._chunks(queries, keys, am):
-            out, empty = self._attention(
-                q_chunk, keys, values, am_chunk, scaling, q_pos, prep, sinks, layer_idx
+        for q_chunk, am_chunk, q_offset in self._chunks(queries, keys, am):
+            out, counter = self._attention(
+                q_chunk, keys, values, am_chunk, scaling, q_offset, prep, sinks, counter
             )
-            self.empty_rows = self.empty_rows.to(empty.device) + empty
-            outs.append(out.to(queries.dtype))
+            outs.append(out)
+        self.empty_rows = counter
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
     def mask(
@@ -126,8 +137,8 @@ class CompiledAttention:
         am, scaling = self._check(queries, keys, values, attention_mask, scaling, None)
         prep = self._prepare(keys, values, state, layer_idx)
         outs = [
-            self._mask(q_chunk, keys, values, am_chunk, scaling, q_pos, prep, None, layer_idx)
-            for q_chunk, am_chunk, q_pos in self._chunks(queries, keys, am)
+            self._mask(q_chunk, keys, values, am_chunk, scaling, q_offset, prep)
+            for q_chunk, am_chunk, q_offset in self._chunks(queries, keys, am)
         ]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
@@ -190,18 +201,21 @@ class CompiledAttention:
             return self.chunk_size
         b, hq, q, _ = queries.shape
         per_query = b * hq * keys.shape[2]
-        return max(1, min(q, AUTO_CHUNK_ELEMENTS // max(per_query, 1)))
+        budget = AUTO_CHUNK_ELEMENTS.get(queries.device.type, AUTO_CHUNK_ELEMENTS["cpu"])
+        return max(1, min(q, budget // max(per_query, 1)))
 
     def _chunks(self, queries, keys, am):
         q, k = queries.shape[2], keys.shape[2]
         step = self._chunk_len(queries, keys)
-        positions = torch.arange(k - q, k, device=queries.device)
+        if step >= q:
+            yield queries, am, k - q
+            return
         for start in range(0, q, step):
             stop = min(q, start + step)
             am_chunk = am
             if am is not None and am.shape[2] != 1:
                 am_chunk = am[:, :, start:stop]
-            yield queries[:, :, start:stop], am_chunk, positions[start:stop]
+            yield queries[:, :, start:stop], am_chunk, k - q + start
 
 
 def _spec(graph: Graph, name: str):
@@ -216,12 +230,14 @@ def compile(  # noqa: A001 - mirrors torch.compile
     mode: str = "simulate",
     chunk_size: int | str = "auto",
     overrides: dict[str, Any] | None = None,
+    **sparse_options: Any,
 ) -> CompiledAttention:
     """Lower ``graph`` to one attention function.
 
     ``backend="eager"`` runs the generated code as Python; ``"inductor"`` compiles it with
     ``torch.compile(fullgraph=True, dynamic=True)``. ``mode="simulate"`` evaluates the mask
-    over all keys (exact semantics); ``mode="sparse"`` touches only the selected keys.
+    over all keys (exact semantics); ``mode="sparse"`` touches only the selected keys
+    (``sparse_options``, e.g. ``gqa="shared"``, are documented in :mod:`maskgraph.sparse`).
     """
     from ..loader import load_graph
 
@@ -229,4 +245,6 @@ def compile(  # noqa: A001 - mirrors torch.compile
         graph = load_graph(graph, overrides=overrides)
     elif overrides:
         graph = graph.with_overrides(overrides)
-    return CompiledAttention(graph, backend=backend, mode=mode, chunk_size=chunk_size)
+    return CompiledAttention(
+        graph, backend=backend, mode=mode, chunk_size=chunk_size, **sparse_options
+    )
