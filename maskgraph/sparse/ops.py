@@ -1,0 +1,216 @@
+"""Sparse lowerings of operators: each turns its inputs into an IndexSet (or block Scores).
+
+A lowering is ``fn(ctx, name, inputs, params, prep) -> value`` where ``ctx`` is the
+:class:`Context` of one query chunk. Masks become :class:`~maskgraph.sparse.indexset.IndexSet`;
+Scores become :class:`BlockScores` computed by the estimator's ``sparse_scores`` from its
+prepare caches (``exact``, the oracle, reads the keys).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..env import Env
+from . import indexset
+from .indexset import IndexSet
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class Context:
+    """One query chunk in sparse mode: the Env, the GQA option and the selection head count."""
+
+    env: Env
+    gqa: str  # "per_head" | "shared"
+
+    @property
+    def heads(self) -> int:
+        """Heads a selection is made for: Hq (per_head) or Hkv (shared)."""
+        return self.env.Hkv if self.gqa == "shared" else self.env.Hq
+
+
+@dataclass
+class BlockScores:
+    """Scores (b, Hq|1, Qc, NB) float32 at granularity ``block`` keys (NB = ceil(K / block))."""
+
+    scores: torch.Tensor
+    block: int
+
+
+def _min_k(ctx: Context, size):
+    return torch.sym_min(ctx.env.size(size), ctx.env.K)
+
+
+# ----- fixed patterns ---------------------------------------------------------------------------
+def lower_full(ctx: Context, name, inputs, params, prep) -> IndexSet:
+    env = ctx.env
+    start = torch.zeros(1, 1, 1, 1, dtype=torch.long, device=env.keys.device)
+    return indexset.range_set(name, start, env.K, lambda j: torch.ones_like(j, dtype=torch.bool), env.K)
+
+
+def lower_sink(ctx: Context, name, inputs, params, prep) -> IndexSet:
+    env = ctx.env
+    n = _min_k(ctx, params["size"])
+    start = torch.zeros(1, 1, 1, 1, dtype=torch.long, device=env.keys.device)
+    return indexset.range_set(name, start, n, lambda j: j < n, env.K)
+
+
+def _query_pos(env: Env) -> torch.Tensor:
+    return env.q_pos.view(1, 1, -1, 1)
+
+
+def lower_local(ctx: Context, name, inputs, params, prep) -> IndexSet:
+    env = ctx.env
+    w = _min_k(ctx, params["size"])
+    t = _query_pos(env)
+    return indexset.range_set(name, t - w + 1, w, lambda j: (j <= t) & (j > t - w), env.K)
+
+
+def lower_causal(ctx: Context, name, inputs, params, prep) -> IndexSet:
+    env = ctx.env
+    t = _query_pos(env)
+    start = torch.zeros(1, 1, 1, 1, dtype=torch.long, device=env.keys.device)
+    out = indexset.range_set(name, start, env.K, lambda j: j <= t, env.K)
+    pos = torch.arange(env.K, device=env.keys.device).view(1, 1, 1, -1)
+    out.valid = out.valid & (pos <= t)
+    return out
+
+
+# ----- combinators ------------------------------------------------------------------------------
+def lower_union(ctx: Context, name, inputs, params, prep) -> IndexSet:
+    return indexset.union(name, list(inputs["masks"]))
+
+
+def lower_intersection(ctx: Context, name, inputs, params, prep) -> IndexSet:
+    return indexset.intersection(name, inputs["a"], inputs["b"])
+
+
+def lower_difference(ctx: Context, name, inputs, params, prep) -> IndexSet:
+    return indexset.difference(name, inputs["a"], inputs["b"])
+
+
+# ----- estimators -------------------------------------------------------------------------------
+def exact_sparse_scores(env: Env, prep) -> tuple[torch.Tensor, int]:
+    """The oracle's block scores: the true logits (it reads every key; that is what it is)."""
+    return env.forbid(env.logits), 1
+
+
+def make_estimator(sparse_scores):
+    """Lowering of an estimator from its ``sparse_scores(env, prep, **params)``."""
+
+    def lower(ctx: Context, name, inputs, params, prep) -> BlockScores:
+        scores, block = sparse_scores(ctx.env, prep, **params)
+        return BlockScores(scores, int(block))
+
+    return lower
+
+
+# ----- selectors --------------------------------------------------------------------------------
+def token_scores(ctx: Context, scores: BlockScores) -> torch.Tensor:
+    """(B, Hq, Qc, K) float32 scores per key (blocks expanded), −inf where forbidden."""
+    env = ctx.env
+    s = scores.scores.float()
+    if scores.block != 1:
+        s = s.repeat_interleave(scores.block, dim=-1)[..., : env.K]
+    return env.forbid(s.expand(env.B, env.Hq, env.Q, env.K))
+
+
+def exclude_prior(ctx: Context, s: torch.Tensor, prior: IndexSet | None) -> torch.Tensor:
+    """``s`` (.., K) with −inf on keys the prior keeps."""
+    if prior is None:
+        return s
+    pos = torch.arange(ctx.env.K, device=s.device).view(1, 1, 1, -1)
+    return s.masked_fill(prior.contains(pos), NEG_INF)
+
+
+def group_scores(ctx: Context, s: torch.Tensor) -> torch.Tensor:
+    """(B, Hq, Qc, N) -> (B, Hsel, Qc, N): the max over each KV group's query heads when shared."""
+    env = ctx.env
+    if ctx.gqa != "shared":
+        return s
+    return s.view(env.B, env.Hkv, env.G, env.Q, s.shape[-1]).amax(dim=2)
+
+
+def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
+    env = ctx.env
+    prior: IndexSet | None = inputs.get("prior")
+    s = exclude_prior(ctx, token_scores(ctx, inputs["scores"]), prior)
+    s = group_scores(ctx, s)
+    vals, idx = torch.topk(s, _min_k(ctx, params["k"]), dim=-1)
+    excludes = prior.leaves if prior is not None else frozenset()
+    return indexset.selection_set(name, idx, vals > NEG_INF, env.K, excludes)
+
+
+def page_eligible(ctx: Context, prior: IndexSet | None, page_size: int, pages) -> torch.Tensor | None:
+    """Bool (b, h, Qc, P): pages holding a key not in ``prior`` and allowed (None = all)."""
+    env = ctx.env
+    ok = None
+    if prior is not None:
+        ok = ~prior.contains(torch.arange(env.K, device=env.keys.device).view(1, 1, 1, -1))
+    if env.allowed is not None:
+        ok = env.allowed if ok is None else ok & env.allowed
+    if ok is None:
+        return None
+    ok = F.pad(ok, (0, pages * page_size - env.K), value=False)
+    return ok.view(*ok.shape[:-1], pages, page_size).any(-1)
+
+
+def page_scores(ctx: Context, scores: BlockScores, prior: IndexSet | None, page_size: int, pages):
+    """(B, Hq, Qc, P) float32: each page's max score over its eligible keys, −inf if none."""
+    env = ctx.env
+    if scores.block == page_size:
+        s = scores.scores.float()
+        ok = page_eligible(ctx, prior, page_size, pages)
+        if ok is not None:
+            s = s.masked_fill(~ok, NEG_INF)
+        return s.expand(env.B, env.Hq, env.Q, pages)
+    s = exclude_prior(ctx, token_scores(ctx, scores), prior)
+    s = F.pad(s, (0, pages * page_size - env.K), value=NEG_INF)
+    return s.view(env.B, env.Hq, env.Q, pages, page_size).amax(-1)
+
+
+def lower_topk_pages(ctx: Context, name, inputs, params, prep) -> IndexSet:
+    """Quest's page-granular top-k: budget // page_size best pages, their eligible keys."""
+    env = ctx.env
+    size = params["page_size"]
+    prior: IndexSet | None = inputs.get("prior")
+    pages = (env.K + size - 1) // size
+    s = group_scores(ctx, page_scores(ctx, inputs["scores"], prior, size, pages))
+    vals, page_idx = torch.topk(s, torch.sym_min(env.size(params["k"]) // size, pages), dim=-1)
+    offsets = torch.arange(size, device=s.device)
+    tok = (page_idx.unsqueeze(-1) * size + offsets).flatten(-2)
+    valid = (vals > NEG_INF).unsqueeze(-1).expand(*vals.shape, size).flatten(-2) & (tok < env.K)
+    tok = tok.clamp_max(env.K - 1)
+    if prior is not None:
+        valid = valid & ~prior.contains(tok)
+    if env.allowed is not None and ctx.gqa != "shared":
+        allowed = env.allowed.expand(env.B, env.Hq, env.Q, env.K)
+        valid = valid & torch.gather(allowed, -1, tok)
+    excludes = prior.leaves if prior is not None else frozenset()
+    return indexset.selection_set(name, tok, valid, env.K, excludes)
+
+
+#: op name -> lowering, for operators whose masks are index sets.
+LOWERINGS = {
+    "full": lower_full,
+    "sink": lower_sink,
+    "local": lower_local,
+    "causal": lower_causal,
+    "union": lower_union,
+    "intersection": lower_intersection,
+    "difference": lower_difference,
+    "topk": lower_topk,
+    "topk_pages": lower_topk_pages,
+}
+
+#: op name -> why it cannot run sparse.
+UNSUPPORTED = {
+    "topp": (
+        "top-p keeps a data-dependent number of keys (up to all K), so it has no static budget "
+        "to gather; use mode='simulate', or top-k"
+    ),
+}

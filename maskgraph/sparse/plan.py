@@ -1,0 +1,118 @@
+"""From a graph to a sparse plan: the lowering of every node, or the reason it cannot run sparse."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import NotSupportedError
+from ..ir import Graph
+from ..registry import get_op
+from ..types import GRAPH_INPUTS, PortType
+from ..validate import wired_inputs
+from . import ops
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node: its lowering, wired inputs (port -> node name or list) and parameters."""
+
+    name: str
+    op: str
+    lower: Callable[..., Any]
+    inputs: dict[str, Any]
+    params: dict[str, Any]
+    has_prep: bool
+
+
+def _refuse(name: str, op: str, why: str) -> NotSupportedError:
+    return NotSupportedError(f"mode='sparse': node '{name}' (op '{op}'): {why}")
+
+
+def _lowering(name: str, spec) -> Callable[..., Any]:
+    if spec.name in ops.LOWERINGS:
+        return ops.LOWERINGS[spec.name]
+    if spec.name in ops.UNSUPPORTED:
+        raise _refuse(name, spec.name, ops.UNSUPPORTED[spec.name])
+    if spec.family == "sampler" or not spec.deterministic:
+        raise _refuse(
+            name,
+            spec.name,
+            "it samples keys with inclusion probabilities below 1 (weighted 1/p), so its mask is "
+            "not an index set; use mode='simulate'",
+        )
+    if spec.output == PortType.SCORES:
+        if spec.name == "exact":
+            return ops.make_estimator(ops.exact_sparse_scores)
+        fn = spec.extra.get("sparse_scores")
+        if fn is None:
+            raise _refuse(
+                name,
+                spec.name,
+                "the estimator registers no sparse_scores (block scores from its caches), so "
+                "sparse mode cannot score keys without running it over all of them",
+            )
+        return ops.make_estimator(fn)
+    if spec.output == PortType.PARTIAL:
+        raise _refuse(
+            name, spec.name, "a Partial (attention over all kept keys) is only built in simulate mode"
+        )
+    raise _refuse(name, spec.name, "no sparse lowering for this operator (its mask is not an index set)")
+
+
+def build_plan(graph: Graph) -> list[Step]:
+    """The steps of ``graph`` in topological order; raises NotSupportedError naming the node."""
+    steps = []
+    for name in graph.topo_order():
+        node = graph.nodes[name]
+        spec = get_op(node.op, node=name)
+        lower = _lowering(name, spec)
+        inputs = {
+            port: src
+            for port, src in wired_inputs(graph, name).items()
+            if isinstance(src, list) or src not in GRAPH_INPUTS
+        }
+        steps.append(Step(name, spec.name, lower, inputs, graph.node_params(name), spec.prepare is not None))
+    return steps
+
+
+def run_plan(steps: list[Step], output: str, ctx: ops.Context, prep: dict) -> Any:
+    """Evaluate the steps for one query chunk; return the output node's IndexSet."""
+    values: dict[str, Any] = {}
+    for step in steps:
+        inputs = {
+            port: [values[s] for s in src] if isinstance(src, list) else values[src]
+            for port, src in step.inputs.items()
+        }
+        node_prep = prep.get(step.name) if step.has_prep else None
+        values[step.name] = step.lower(ctx, step.name, inputs, step.params, node_prep)
+    return values[output]
+
+
+def budget(steps: list[Step], output: str, num_keys: int) -> int:
+    """Padded entries of the output IndexSet for ``num_keys`` keys (sink + window + k, ...)."""
+
+    def size(value, default_k: int) -> int:
+        n = int(value * num_keys) if isinstance(value, float) else int(value)
+        return min(n, default_k)
+
+    sizes: dict[str, int] = {}
+    for step in steps:
+        if step.op in ("sink", "local"):
+            sizes[step.name] = size(step.params["size"], num_keys)
+        elif step.op in ("full", "causal"):
+            sizes[step.name] = num_keys
+        elif step.op == "topk":
+            sizes[step.name] = size(step.params["k"], num_keys)
+        elif step.op == "topk_pages":
+            page = step.params["page_size"]
+            pages = -(-num_keys // page)
+            sizes[step.name] = min(size(step.params["k"], num_keys) // page, pages) * page
+        elif step.op == "union":
+            sizes[step.name] = sum(sizes[s] for s in step.inputs["masks"])
+        elif step.op in ("intersection", "difference"):
+            sizes[step.name] = sizes[step.inputs["a"]]
+        else:
+            sizes[step.name] = 0
+    return sizes[output]

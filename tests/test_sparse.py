@@ -1,0 +1,389 @@
+"""Sparse mode: same output as simulate mode, only the selected keys read, clear refusals."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import maskgraph as mg
+from maskgraph.errors import NotSupportedError, UnknownOperatorError
+from maskgraph.sparse.gather import gathered_attention
+
+SMALL = {"sink_size": 3, "window_size": 5}
+# graph -> overrides giving small budgets on small K (page_size 4 makes K=37 a partial page)
+GRAPHS = {
+    "streaming_llm": dict(SMALL),
+    "oracle_topk": {**SMALL, "heavy_size": 7},
+    "quest": {**SMALL, "heavy_size": 12, "page_size": 4},
+    "pqcache": {**SMALL, "heavy_size": 0.2, "pq_bits": 3, "kmeans_iter": 3},
+    "hashattention": {**SMALL, "heavy_size": 7},
+    "double_sparsity": {**SMALL, "heavy_size": 0.2, "group_factor": 4, "label_bits": 4},
+    "socket": {**SMALL, "heavy_size": 7},
+}
+# (B, Hq, Hkv, Q, K): decode with GQA, batch, prefill chunks, Q = K, G = 3
+SHAPES = [(1, 4, 2, 1, 37), (2, 4, 2, 1, 50), (1, 4, 2, 6, 41), (2, 2, 2, 23, 23), (1, 6, 2, 3, 30)]
+D = 16
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory):
+    """Calibration files for the graphs that need them, made per (Hq, Hkv)."""
+    folder = tmp_path_factory.mktemp("calib")
+    made: dict[tuple, dict] = {}
+
+    def files(hq: int, hkv: int) -> dict:
+        if (hq, hkv) not in made:
+            out = {}
+            try:
+                from maskgraph.ops.zoo import hashattention as ha
+
+                path = folder / f"hat_{hq}_{hkv}.safetensors"
+                ha.save_hash_weights(path, ha.random_hash_weights(1, hq, hkv, D, 32, 8, seed=1))
+                out["hat_weights"] = str(path)
+            except ImportError:
+                pass
+            try:
+                from maskgraph.ops.zoo import double_sparsity as ds
+
+                gen = torch.Generator().manual_seed(2)
+                ch = torch.stack([torch.randperm(D, generator=gen) for _ in range(hkv)])[None]
+                path = folder / f"ds_{hkv}.safetensors"
+                ds.save_channels(path, ch)
+                out["ds_channels"] = str(path)
+            except ImportError:
+                pass
+            made[(hq, hkv)] = out
+        return made[(hq, hkv)]
+
+    return files
+
+
+def load(name: str, calib, hq: int, hkv: int, **extra) -> mg.Graph:
+    overrides = dict(GRAPHS[name])
+    files = calib(hq, hkv)
+    if name == "hashattention":
+        overrides["hat_weights"] = files.get("hat_weights")
+    if name == "double_sparsity":
+        overrides["ds_channels"] = files.get("ds_channels")
+    overrides.update(extra)
+    try:
+        return mg.load_graph(f"graphs/{name}.yaml", overrides=overrides)
+    except (FileNotFoundError, UnknownOperatorError) as exc:
+        pytest.skip(f"graph {name} not available yet: {exc}")
+
+
+def inputs(b, hq, hkv, q, k, dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    qs = torch.randn(b, hq, q, D, generator=gen).to(dtype)
+    ks = torch.randn(b, hkv, k, D, generator=gen).to(dtype)
+    vs = torch.randn(b, hkv, k, D, generator=gen).to(dtype)
+    return qs, ks, vs
+
+
+def padding_mask(b, q, k, pad=4):
+    """Additive (B, 1, Q, K): row 0 is left-padded by ``pad`` keys."""
+    am = torch.zeros(b, 1, q, k)
+    am[0, :, :, :pad] = float("-inf")
+    return am
+
+
+def both(graph, q, k, v, **kw):
+    sim = mg.compile(graph)
+    sp = mg.compile(graph, mode="sparse")
+    a = sim(q, k, v, state=mg.State(), **kw)
+    b = sp(q, k, v, state=mg.State(), **kw)
+    return a, b, sim, sp
+
+
+# ----- same output as simulate ------------------------------------------------------------------
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}Hq{}Hkv{}Q{}K{}".format(*s))
+@pytest.mark.parametrize("name", list(GRAPHS))
+def test_matches_simulate_float32(name, shape, calib):
+    b, hq, hkv, q, k = shape
+    graph = load(name, calib, hq, hkv)
+    qs, ks, vs = inputs(*shape, seed=hash((name, shape)) % 1000)
+    a, s, _, _ = both(graph, qs, ks, vs)
+    assert s.shape == a.shape and s.dtype == qs.dtype
+    assert rel(s, a) < 1e-4
+
+
+@pytest.mark.parametrize("name", list(GRAPHS))
+def test_matches_simulate_with_padding_mask(name, calib):
+    b, hq, hkv, q, k = 2, 4, 2, 3, 38
+    graph = load(name, calib, hq, hkv)
+    qs, ks, vs = inputs(b, hq, hkv, q, k, seed=5)
+    a, s, _, _ = both(graph, qs, ks, vs, attention_mask=padding_mask(b, q, k))
+    assert rel(s, a) < 1e-4
+
+
+@pytest.mark.parametrize("name", list(GRAPHS))
+def test_matches_simulate_bf16(name, calib):
+    b, hq, hkv, q, k = 2, 4, 2, 2, 45
+    graph = load(name, calib, hq, hkv)
+    qs, ks, vs = inputs(b, hq, hkv, q, k, dtype=torch.bfloat16, seed=7)
+    a, s, _, _ = both(graph, qs, ks, vs)
+    assert s.dtype == torch.bfloat16
+    assert rel(s, a) < 1e-2
+
+
+def test_float_sizes_and_per_head_sinks(calib):
+    graph = load("oracle_topk", calib, 4, 2, sink_size=0.05, window_size=0.1, heavy_size=0.15)
+    qs, ks, vs = inputs(1, 4, 2, 4, 61, seed=3)
+    sinks = torch.tensor([0.5, -1.0, 2.0, 0.0])
+    a, s, _, _ = both(graph, qs, ks, vs, sinks=sinks)
+    assert rel(s, a) < 1e-4
+
+
+def test_bool_mask_and_empty_rows_counted_like_simulate(calib):
+    graph = load("oracle_topk", calib, 4, 2)
+    qs, ks, vs = inputs(2, 4, 2, 3, 20, seed=11)
+    keep = torch.ones(2, 1, 3, 20, dtype=torch.bool)
+    keep[1, :, 2, :] = False  # batch row 1, last query: no key allowed
+    a, s, sim, sp = both(graph, qs, ks, vs, attention_mask=keep)
+    assert torch.isfinite(s).all()
+    assert torch.equal(s[1, :, 2], torch.zeros_like(s[1, :, 2]))
+    assert rel(s, a) < 1e-4
+    assert int(sp.empty_rows) == int(sim.empty_rows) == 4  # 4 query heads
+
+
+def test_decode_loop_with_state_matches_simulate(calib):
+    """Incremental caches (Quest pages, PQ codes) kept across steps give simulate's outputs."""
+    for name in ("quest", "pqcache", "oracle_topk"):
+        graph = load(name, calib, 4, 2)
+        sim, sp = mg.compile(graph), mg.compile(graph, mode="sparse")
+        st_sim, st_sp = mg.State(), mg.State()
+        qs, ks, vs = inputs(1, 4, 2, 1, 40, seed=13)
+        for step in range(5):
+            k_now = 33 + step
+            kw = dict(layer_idx=0)
+            a = sim(qs, ks[:, :, :k_now], vs[:, :, :k_now], state=st_sim, **kw)
+            b = sp(qs, ks[:, :, :k_now], vs[:, :, :k_now], state=st_sp, **kw)
+            assert rel(b, a) < 1e-4, (name, step)
+
+
+def test_chunked_prefill_matches_simulate(calib):
+    graph = load("oracle_topk", calib, 2, 1)
+    qs, ks, vs = inputs(1, 2, 1, 30, 30, seed=17)
+    sim = mg.compile(graph)
+    sp = mg.compile(graph, mode="sparse", chunk_size=7)
+    assert rel(sp(qs, ks, vs), sim(qs, ks, vs)) < 1e-4
+
+
+# ----- GQA options ------------------------------------------------------------------------------
+def test_shared_equals_per_head_without_grouping(calib):
+    graph = load("oracle_topk", calib, 2, 2)
+    qs, ks, vs = inputs(2, 2, 2, 3, 33, seed=19)
+    a = mg.compile(graph, mode="sparse", gqa="per_head")(qs, ks, vs)
+    b = mg.compile(graph, mode="sparse", gqa="shared")(qs, ks, vs)
+    assert rel(b, a) < 1e-6
+
+
+def reference_shared_oracle_topk(q, k, v, sink, window, heavy):
+    """float64: per KV group, top-`heavy` keys by the max over the group's logits outside the
+    sink and window; each query head attends over sink ∪ window ∪ that group selection."""
+    b, hq, nq, d = q.shape
+    hkv, nk = k.shape[1], k.shape[2]
+    g = hq // hkv
+    out = torch.zeros(b, hq, nq, d, dtype=torch.float64)
+    for bi in range(b):
+        for i in range(nq):
+            t = nk - nq + i
+            fixed = [j for j in range(nk) if j < sink or t - window < j <= t]
+            for kv in range(hkv):
+                logits = [
+                    (q[bi, kv * g + x, i].double() @ k[bi, kv].double().T) / math.sqrt(d) for x in range(g)
+                ]
+                group = torch.stack(logits).amax(0)
+                group[fixed] = float("-inf")
+                picked = torch.topk(group, min(heavy, nk)).indices.tolist()
+                keep = sorted(set(fixed) | {j for j in picked if group[j] > float("-inf")})
+                for x in range(g):
+                    w = torch.softmax(logits[x][keep], 0)
+                    out[bi, kv * g + x, i] = w @ v[bi, kv, keep].double()
+    return out
+
+
+def test_shared_selection_against_float64_reference(calib):
+    graph = load("oracle_topk", calib, 6, 2)
+    qs, ks, vs = inputs(2, 6, 2, 3, 29, seed=23)
+    got = mg.compile(graph, mode="sparse", gqa="shared")(qs, ks, vs)
+    want = reference_shared_oracle_topk(qs, ks, vs, 3, 5, 7)
+    assert rel(got, want) < 1e-5
+
+
+def test_shared_quest_runs_and_differs_from_dense(calib):
+    graph = load("quest", calib, 4, 2)
+    qs, ks, vs = inputs(1, 4, 2, 1, 64, seed=29)
+    out = mg.compile(graph, mode="sparse", gqa="shared")(qs, ks, vs)
+    dense = mg.compile("graphs/dense.yaml")(qs, ks, vs)
+    assert torch.isfinite(out).all() and rel(out, dense) > 1e-3
+
+
+# ----- the gathered attention against float64 ---------------------------------------------------
+def reference_gathered(q, k, v, am, scaling, idx, valid, sinks):
+    b, hq, nq, d = q.shape
+    hsel, hkv = idx.shape[1], k.shape[1]
+    out = torch.zeros(b, hq, nq, d, dtype=torch.float64)
+    for bi in range(b):
+        for h in range(hq):
+            sel = h * hsel // hq
+            kv = sel * hkv // hsel
+            for i in range(nq):
+                keys = [int(j) for j, ok in zip(idx[bi, sel, i], valid[bi, sel, i]) if ok]
+                s = (k[bi, kv, keys].double() @ q[bi, h, i].double()) * scaling
+                if am is not None:
+                    s = s + am[bi, 0, i, keys].double()
+                parts = [s] if sinks is None else [s, sinks[h : h + 1].double()]
+                allv = torch.cat(parts)
+                if not torch.isfinite(allv).any():
+                    continue
+                p = torch.softmax(allv, 0)[: len(keys)]
+                out[bi, h, i] = p @ v[bi, kv, keys].double()
+    return out
+
+
+@pytest.mark.parametrize("hsel", ["kv", "q"])
+@pytest.mark.parametrize("with_sinks", [False, True])
+def test_gathered_attention_against_float64(hsel, with_sinks):
+    gen = torch.Generator().manual_seed(31)
+    b, hq, hkv, nq, nk, n = 2, 4, 2, 3, 19, 6
+    q = torch.randn(b, hq, nq, D, generator=gen)
+    k = torch.randn(b, hkv, nk, D, generator=gen)
+    v = torch.randn(b, hkv, nk, D, generator=gen)
+    heads = hkv if hsel == "kv" else hq
+    idx = torch.stack([torch.randperm(nk, generator=gen)[:n] for _ in range(b * heads * nq)]).view(
+        b, heads, nq, n
+    )
+    valid = torch.rand(b, heads, nq, n, generator=gen) > 0.3
+    valid[0, 0, 0] = False  # an empty row
+    am = torch.zeros(b, 1, nq, nk)
+    am[1, :, :, :5] = float("-inf")
+    sinks = torch.randn(hq, generator=gen) if with_sinks else None
+    out, empty = gathered_attention(q, k, v, am, 0.3, idx, valid, sinks)
+    want = reference_gathered(q, k, v, am, 0.3, idx, valid, sinks)
+    assert rel(out, want) < 1e-5
+    assert torch.isfinite(out).all()
+    assert int(empty) >= hq // heads  # the empty row (plus any fully masked by am)
+
+
+# ----- refusals and options ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name, node",
+    [("oracle_topp", "heavy"), ("random_sampling", None), ("magicpig", None), ("vattention", None)],
+)
+def test_unsupported_graphs_say_which_node_and_why(name, node):
+    try:
+        graph = mg.load_graph(f"graphs/{name}.yaml")
+    except (FileNotFoundError, UnknownOperatorError) as exc:
+        pytest.skip(f"graph {name} not available yet: {exc}")
+    with pytest.raises(NotSupportedError) as err:
+        mg.compile(graph, mode="sparse")
+    text = str(err.value)
+    assert "mode='sparse'" in text and "node '" in text
+    if node:
+        assert f"node '{node}'" in text and "top-p" in text
+
+
+def test_options_are_checked(calib):
+    graph = load("streaming_llm", calib, 2, 1)
+    with pytest.raises(NotSupportedError, match="gqa"):
+        mg.compile(graph, mode="sparse", gqa="both")
+    with pytest.raises(NotSupportedError, match="only apply to mode='sparse'"):
+        mg.compile(graph, gqa="shared")
+    with pytest.raises(NotSupportedError, match="unknown sparse option"):
+        mg.compile(graph, mode="sparse", budget=3)
+
+
+class KeyReads(torch.overrides.TorchFunctionMode):
+    """Records the torch functions applied to one tensor (other than shape queries)."""
+
+    HARMLESS = ("__get__", "size", "dim", "__len__")  # __get__: .shape, .device, .dtype
+
+    def __init__(self, watched: torch.Tensor):
+        super().__init__()
+        self.watched = watched
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        flat = list(args) + list(kwargs.values())
+        if any(a is self.watched for a in flat):
+            name = getattr(func, "__name__", str(func))
+            if not any(h in name for h in self.HARMLESS):
+                self.calls.append(name)
+        return func(*args, **kwargs)
+
+
+def key_reads(graph, b=1, hq=4, hkv=2, k=45) -> list[str]:
+    """Functions the sparse runner applies to the whole key tensor at a decode step."""
+    sp = mg.compile(graph, mode="sparse")
+    qs, ks, vs = inputs(b, hq, hkv, 1, k, seed=41)
+    prep = sp._prepare(ks, vs, mg.State(), 0)
+    with KeyReads(ks) as mode:
+        sp._sparse(qs, ks, vs, None, D**-0.5, prep, None, 0)
+    return mode.calls
+
+
+@pytest.mark.parametrize(
+    "name", ["streaming_llm", "quest", "pqcache", "hashattention", "double_sparsity", "socket"]
+)
+def test_estimators_read_only_the_gathered_keys(name, calib):
+    """After prepare, the whole key tensor is only indexed (the gather), never scored: the
+    estimator works from its caches. The oracle (exact) does read every key, as it must."""
+    calls = key_reads(load(name, calib, 4, 2))
+    assert calls == ["__getitem__"], calls
+
+
+def test_oracle_reads_every_key(calib):
+    calls = key_reads(load("oracle_topk", calib, 4, 2))
+    assert len(calls) > 1  # the logits of all keys, then the gather
+
+
+def test_page_scores_stay_at_page_granularity(calib):
+    """Quest's pages are ranked as pages: no per-token expansion of the page scores."""
+    from maskgraph.sparse import ops as sparse_ops
+
+    seen = []
+    original = sparse_ops.token_scores
+
+    def spy(ctx, scores):
+        seen.append(scores.scores.shape[-1])
+        return original(ctx, scores)
+
+    graph = load("quest", calib, 4, 2)
+    qs, ks, vs = inputs(1, 4, 2, 1, 37, seed=37)
+    sp = mg.compile(graph, mode="sparse")
+    sparse_ops.token_scores = spy
+    try:
+        out = sp(qs, ks, vs, state=mg.State())
+    finally:
+        sparse_ops.token_scores = original
+    assert not seen
+    assert torch.isfinite(out).all()
+
+
+def test_budget_matches_gathered_size(calib):
+    graph = load("quest", calib, 4, 2)
+    sp = mg.compile(graph, mode="sparse")
+    assert sp._sparse.budget(37) == 3 + 5 + 12
+    graph = load("oracle_topk", calib, 4, 2, heavy_size=0.5)
+    sp = mg.compile(graph, mode="sparse")
+    assert sp._sparse.budget(40) == 3 + 5 + 20
+
+
+# ----- compiled -----------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["oracle_topk", "quest"])
+def test_inductor_decode_matches_eager(name, calib):
+    graph = load(name, calib, 4, 2)
+    eager = mg.compile(graph, mode="sparse")
+    ind = mg.compile(graph, backend="inductor", mode="sparse")
+    for k_now in (40, 41, 42):
+        qs, ks, vs = inputs(2, 4, 2, 1, k_now, seed=k_now)
+        assert rel(ind(qs, ks, vs), eager(qs, ks, vs)) < 1e-5
