@@ -27,12 +27,23 @@ _STD_TAGS = {
     "tag:yaml.org,2002:seq",
 }
 _MAX_DEPTH = 32
+#: Most YAML values a graph file may expand to (aliases included): stops "billion laughs" files.
+_MAX_VALUES = 100_000
 
 
 # ----- YAML with line numbers -------------------------------------------------------------------
-def _to_python(node: yaml.Node, loader: yaml.SafeLoader, path: tuple, lines: dict, depth: int = 0):
+def _to_python(
+    node: yaml.Node, loader: yaml.SafeLoader, path: tuple, lines: dict, depth: int = 0, count: list | None = None
+):
     line = node.start_mark.line + 1
     lines.setdefault(path, line)
+    count = [0] if count is None else count
+    count[0] += 1
+    if count[0] > _MAX_VALUES:
+        raise YAMLSyntaxError(
+            f"the file is too large for a graph (more than {_MAX_VALUES} YAML values; nested aliases?)",
+            line=line,
+        )
     if depth > _MAX_DEPTH:
         raise YAMLSyntaxError("nesting is too deep for a graph file", line=line)
     if isinstance(node, yaml.MappingNode):
@@ -40,7 +51,7 @@ def _to_python(node: yaml.Node, loader: yaml.SafeLoader, path: tuple, lines: dic
             raise YAMLSyntaxError(f"tag {node.tag!r} is not allowed (plain YAML only)", line=line)
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _to_python(key_node, loader, path + ("<key>",), {}, depth + 1)
+            key = _to_python(key_node, loader, path + ("<key>",), {}, depth + 1, count)
             if isinstance(key, (dict, list)):
                 raise YAMLSyntaxError("a mapping key must be a plain value", line=line)
             if key in out:
@@ -48,13 +59,13 @@ def _to_python(node: yaml.Node, loader: yaml.SafeLoader, path: tuple, lines: dic
                     f"duplicate key {key!r}", line=key_node.start_mark.line + 1
                 )
             lines[path + (key,)] = key_node.start_mark.line + 1
-            out[key] = _to_python(value_node, loader, path + (key,), lines, depth + 1)
+            out[key] = _to_python(value_node, loader, path + (key,), lines, depth + 1, count)
         return out
     if isinstance(node, yaml.SequenceNode):
         if node.tag not in _STD_TAGS:
             raise YAMLSyntaxError(f"tag {node.tag!r} is not allowed (plain YAML only)", line=line)
         return [
-            _to_python(item, loader, path + (i,), lines, depth + 1)
+            _to_python(item, loader, path + (i,), lines, depth + 1, count)
             for i, item in enumerate(node.value)
         ]
     if node.tag.startswith("tag:yaml.org,2002:python") or not node.tag.startswith(
@@ -241,6 +252,10 @@ def build_graph(data: Any, lines: dict[tuple, int], *, default_name: str = "grap
     for key in params:
         node_lines[("$params", key)] = lines.get(("params", key))
     node_lines[("$output",)] = lines.get(("output",))
+    for idx, extra in layers.overrides.items():
+        raw_key = next((k for k in (data.get("layers") or {}).get("overrides", {}) if str(k) == str(idx)), idx)
+        for pname in extra:
+            node_lines[("$layers", idx, pname)] = lines.get(("layers", "overrides", raw_key, pname))
     return Graph(
         name=name,
         nodes=nodes,
@@ -345,11 +360,33 @@ def load_graph(
         graph = build_graph(data, lines, default_name=default_name)
         graph.source = file
         validate(graph)
+        _check_layer_overrides(graph)
     except GraphError as exc:
         raise exc.located(file) from None
     if overrides:
         graph = apply_overrides(graph, overrides)
     return graph
+
+
+def _check_layer_overrides(graph: Graph) -> None:
+    """Validate the graph of every layer that ``layers.overrides`` changes."""
+    import warnings
+
+    for idx, extra in graph.layers.overrides.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                apply_overrides(graph, extra)
+        except GraphError as exc:
+            pname = next((p for p in extra if exc.param and f"'${p}'" in exc.reason), None)
+            line = graph.lines.get(("$layers", idx, pname)) if pname else None
+            raise type(exc)(
+                f"with the overrides of layer {idx}: {exc.reason}",
+                node=exc.node,
+                param=exc.param,
+                port=exc.port,
+                line=line or exc.line,
+            ) from None
 
 
 def shipped_graphs_dir() -> Path:
