@@ -387,3 +387,25 @@ def test_inductor_decode_matches_eager(name, calib):
     for k_now in (40, 41, 42):
         qs, ks, vs = inputs(2, 4, 2, 1, k_now, seed=k_now)
         assert rel(ind(qs, ks, vs), eager(qs, ks, vs)) < 1e-5
+
+
+# ----- the benchmark script -----------------------------------------------------------------------
+def test_benchmark_quick_runs_on_cpu(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("bench_sparse", "benchmarks/sparse.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setenv("OUT", str(tmp_path))
+    rows = bench.main(["--quick", "--graphs", "streaming_llm", "quest", "no_such_graph"])
+    printed = capsys.readouterr().out
+    assert "| dense SDPA" in printed.split("## sparse mode")[-1]  # the table comes last
+    names = {(r["graph"], r.get("gqa")) for r in rows if "error" not in r}
+    assert {("dense SDPA", "-"), ("streaming_llm", "shared"), ("quest", "per_head")} <= names
+    saved = json.loads((tmp_path / "sparse.json").read_text())
+    assert saved["benchmark"] == "sparse" and len(saved["rows"]) == len(rows)
+    for row in rows:
+        if row["graph"] != "dense SDPA":
+            assert 0 < row["n"] <= int(row["density"] * row["K"])
+            assert row["bytes_ms"] > 0 and row["flops_ms"] > 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from ..attention import f32_bmm
+
 NEG_INF = float("-inf")
 
 
@@ -51,10 +53,11 @@ def gathered_attention(
     valid = valid.expand(lead)
     safe = torch.where(valid, idx.expand(lead), 0)
     kg, vg = gather_kv(keys, values, safe)
-    q = queries.reshape(b, hsel, g, qc, d).float()
-    # (B, Hsel, Qc, G, D) @ (B, Hsel, Qc, D, n): one small matmul per (row, head, query)
-    s = torch.matmul(q.transpose(2, 3), kg.float().transpose(-1, -2)) * scaling
-    s = s.transpose(2, 3)  # (B, Hsel, G, Qc, n)
+    rows = b * hsel * qc
+    # one small (G, D) @ (D, n) product per (row, selection head, query), float32 accumulate
+    q3 = queries.reshape(b, hsel, g, qc, d).transpose(2, 3).reshape(rows, g, d)
+    s = f32_bmm(q3, kg.reshape(rows, n, d).transpose(1, 2)) * scaling
+    s = s.view(b, hsel, qc, g, n).transpose(2, 3)  # (B, Hsel, G, Qc, n)
     if attention_mask is not None:
         am = attention_mask.expand(b, hq, qc, attention_mask.shape[-1])
         am = am.reshape(b, hsel, g, qc, am.shape[-1])
@@ -70,6 +73,9 @@ def gathered_attention(
     den = w.sum(dim=-1, keepdim=True)
     if sinks is not None:
         den = den + torch.exp(sinks.float().view(1, hsel, g, 1, 1) - m)
-    num = torch.matmul(w.transpose(2, 3), vg.float()).transpose(2, 3)  # (B, Hsel, G, Qc, D)
+    w3 = w.transpose(2, 3).reshape(rows, g, n)
+    if vg.is_cuda and vg.dtype in (torch.float16, torch.bfloat16):
+        w3 = w3.to(vg.dtype)  # weights in [0, 1]: rounding them is below half output precision
+    num = f32_bmm(w3, vg.reshape(rows, n, d)).view(b, hsel, qc, g, d).transpose(2, 3)
     out = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), 0.0)
     return out.reshape(b, hq, qc, d), empty.sum()
