@@ -22,8 +22,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import maskgraph as mg  # noqa: E402
 from common import device_name, peak_extra_mib, print_table, time_call, write_json  # noqa: E402
+
+import maskgraph as mg  # noqa: E402
 
 DEFAULT_GRAPHS = ["dense", "streaming_llm", "oracle_topk", "oracle_topp", "quest", "pqcache",
                   "socket", "random_sampling", "magicpig", "vattention"]
@@ -31,6 +32,28 @@ DEFAULT_GRAPHS = ["dense", "streaming_llm", "oracle_topk", "oracle_topp", "quest
 
 def dense_sdpa(q, k, v):
     return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+
+def profile_case(name, K, Q, hq, hkv, d, dtype, device) -> None:
+    """Print the kernels of one compiled call, most expensive first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    q = torch.randn(1, hq, Q, d, device=device, dtype=dtype)
+    k = torch.randn(1, hkv, K, d, device=device, dtype=dtype)
+    v = torch.randn(1, hkv, K, d, device=device, dtype=dtype)
+    fn = (lambda: dense_sdpa(q, k, v)) if name == "sdpa" else mg.compile(name, backend="inductor")
+    call = fn if name == "sdpa" else (lambda: fn(q, k, v))
+    for _ in range(5):
+        call()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(10):
+            call()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"\n### profile {name} K={K} Q={Q} (10 calls)")
+    print(prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=60))
 
 
 def main() -> None:
@@ -41,6 +64,8 @@ def main() -> None:
     ap.add_argument("--queries", nargs="*", type=int, default=[1, 128])
     ap.add_argument("--no-eager", action="store_true", help="skip the eager path")
     ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--profile", nargs=3, metavar=("GRAPH", "K", "Q"), action="append",
+                    help="print the top kernels of one case (repeatable)")
     args = ap.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
@@ -77,6 +102,8 @@ def main() -> None:
                     traceback.print_exc(limit=2)
                 rows.append(row)
                 print(row, flush=True)
+    for name, K, Q in args.profile or []:
+        profile_case(name, int(K), int(Q), hq, hkv, d, dtype, device)
     payload = dict(
         benchmark="attention",
         device=device_name(device),
