@@ -244,3 +244,18 @@ def test_missing_calibration_names_the_command(name, command, tmp_path):
     attn = mg.compile(mg.load_graph(f"graphs/{name}.yaml", overrides={key: str(tmp_path / "none")}))
     with pytest.raises(mg.CalibrationError, match="does not exist.*" + command):
         attn(queries, keys, values)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", GRAPHS)
+def test_inductor_matches_eager_across_decode_steps(name, calib):
+    """torch.compile(fullgraph=True, dynamic=True) runs every graph, same output as eager, with
+    a State carried over growing K."""
+    g = mg.load_graph(f"graphs/{name}.yaml", overrides=graph_overrides(name, calib))
+    eager, compiled = mg.compile(g), mg.compile(g, backend="inductor")
+    queries, keys, values = qkv(q=1, k=45, seed=4)
+    s_eager, s_compiled = mg.State(), mg.State()
+    for k in (37, 38, 45):
+        want = eager(queries, keys[:, :, :k], values[:, :, :k], state=s_eager)
+        got = compiled(queries, keys[:, :, :k], values[:, :, :k], state=s_compiled)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

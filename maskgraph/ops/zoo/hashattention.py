@@ -242,22 +242,20 @@ def prepare_hashattention(keys, values, params, slot, layer_idx) -> dict[str, to
             f"{path}: no weights for layer {layer_idx} (file has layers {sorted(per_layer)}); "
             f"{HOW_TO_CALIBRATE}"
         )
-    w = {k: v.to(keys.device) for k, v in per_layer[layer_idx].items()}
+    config = (os.path.abspath(path), os.stat(path).st_mtime_ns, bits, layer_idx)
+    w = slot.get("weights")
+    if slot.get("config") != config or next(iter(w.values())).device != keys.device:
+        w = {name: t.to(keys.device) for name, t in per_layer[layer_idx].items()}
+        slot.clear()
+        slot.update(weights=w, config=config)
     b, h, k, d = keys.shape
     if tuple(w["key.w1"].shape[:2]) != (h, d):
         raise CalibrationError(
             f"{path}: layer {layer_idx} key weights are for (Hkv, D)={tuple(w['key.w1'].shape[:2])}, "
             f"the keys have {(h, d)}"
         )
-    config = (os.path.abspath(path), os.stat(path).st_mtime_ns, bits, layer_idx)
     words, n = slot.get("key_words"), slot.get("n", 0)
-    fresh = (
-        words is None
-        or k < n
-        or words.shape[:2] != (b, h)
-        or words.device != keys.device
-        or slot.get("config") != config
-    )
+    fresh = words is None or k < n or words.shape[:2] != (b, h) or words.device != keys.device
     start = 0 if fresh else n
     side = [w[f"key.{p}"] for p in PARTS]
     new = pack_bits(hash_bits(keys[:, :, start:], *side))
