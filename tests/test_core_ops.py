@@ -235,3 +235,17 @@ def test_oracle_topk_adds_exactly_k_new_keys():
     g = mg.load_graph("oracle_topk", overrides={"sink_size": 2, "window_size": 3, "heavy_size": 4})
     m = mask_of(g, rand(1, 2, 3, 8), rand(1, 1, 30, 8))
     assert (m.sum(-1) == 2 + 3 + 4).all()
+
+
+@pytest.mark.parametrize("stride, nq, nk", [(1, 2, 5), (3, 3, 10), (4, 1, 9), (50, 2, 7)])
+def test_strided_reference(stride, nq, nk):
+    m = mask_of(one_node("strided", stride=stride), rand(1, 4, nq, 4), rand(1, 2, nk, 4))
+    assert m.shape == (1, 4, nq, nk)
+    for i in range(nq):
+        t = nk - nq + i
+        assert as_sets(m[0, 2])[i] == {j for j in range(nk) if j <= t and (t - j) % stride == 0}
+
+
+def test_strided_example():
+    m = mask_of(one_node("strided", stride=3), rand(1, 1, 2, 4), rand(1, 1, 9, 4))
+    assert as_sets(m[0, 0]) == [{1, 4, 7}, {2, 5, 8}]

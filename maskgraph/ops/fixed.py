@@ -69,3 +69,22 @@ def causal(env) -> torch.Tensor:
     t = env.q_pos.view(-1, 1)
     j = env.k_pos.view(1, -1)
     return (j <= t).float().view(1, 1, env.Q, env.K)
+
+
+@operator(
+    "strided",
+    family="fixed",
+    output=PortType.MASK,
+    inputs=[_QUERIES, _KEYS],
+    params=[Param("stride", "int", 64, "distance between kept keys", low=1, high=2**31)],
+    doc=(
+        "Every `stride`-th key counting back from the query's own position: key j is kept for a "
+        "query at position t when j ≤ t and (t − j) is a multiple of stride (the strided pattern "
+        "of Sparse Transformers). Shape (1, 1, Q, K)."
+    ),
+    paper="Child et al. 2019, Generating Long Sequences with Sparse Transformers",
+)
+def strided(env, *, stride) -> torch.Tensor:
+    t = env.q_pos.view(-1, 1)
+    j = env.k_pos.view(1, -1)
+    return ((j <= t) & ((t - j) % stride == 0)).float().view(1, 1, env.Q, env.K)
