@@ -176,7 +176,7 @@ def double_sparsity_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, in
     output=PortType.SCORES,
     inputs=[Port("queries", PortType.QUERIES), Port("keys", PortType.KEYS)],
     params=[
-        Param("channels", "path", None, "channel-order file (maskgraph calibrate double-sparsity)"),
+        Param("channels", "path", doc="channel-order file (maskgraph calibrate double-sparsity)"),
         Param("group_factor", "int", 8, "label channels = D // group_factor", low=1),
         Param("label_bits", "int", 4, "bits per label-cache value (16 = not quantised)", low=1, high=16),
     ],

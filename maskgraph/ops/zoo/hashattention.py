@@ -287,7 +287,7 @@ def hashattention_sparse_scores(env, prep, *, weights=None, hat_bits) -> tuple[t
     output=PortType.SCORES,
     inputs=[Port("queries", PortType.QUERIES), Port("keys", PortType.KEYS)],
     params=[
-        Param("weights", "path", None, "hash weights file (maskgraph calibrate hashattention)"),
+        Param("weights", "path", doc="hash weights file (maskgraph calibrate hashattention)"),
         Param("hat_bits", "int", 32, "bits per signature (must match the weights)", low=1, high=1024),
     ],
     doc=(
