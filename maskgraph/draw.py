@@ -34,14 +34,16 @@ def _label(graph: Graph, name: str) -> tuple[str, list[str]]:
 
 
 def _edges(graph: Graph):
-    used_inputs = set()
+    """(source, destination, port, port type) for every wire, graph inputs included."""
     for name in graph.topo_order():
         for port, src in wired_inputs(graph, name).items():
             for s in src if isinstance(src, list) else [src]:
-                if s in GRAPH_INPUTS:
-                    used_inputs.add(s)
                 yield s, name, port, source_type(graph, s).value
-    return used_inputs
+
+
+def _edge_text(port: str, typ: str) -> str:
+    """``port: Type``, or just ``Type`` where the port is named after its type (keys: Keys)."""
+    return typ if port.replace("_", "").lower() == typ.lower() else f"{port}: {typ}"
 
 
 def _used_inputs(graph: Graph) -> list[str]:
@@ -49,33 +51,63 @@ def _used_inputs(graph: Graph) -> list[str]:
     return [n for n in GRAPH_INPUTS if n in used]
 
 
+def _html(text: object) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def _dot_node_label(graph: Graph, name: str) -> str:
+    node = graph.nodes[name]
+    rows = [f'<B>{_html(name)}</B><FONT COLOR="#444444">  {_html(node.op)}</FONT>']
+    for key, value in node.params.items():
+        shown = graph.resolve(value)
+        ref = f' <FONT COLOR="#777777">{_html(value)}</FONT>' if shown is not value else ""
+        rows.append(f'<FONT POINT-SIZE="10">{_html(key)}={_html(shown)}{ref}</FONT>')
+    return "<" + "<BR/>".join(rows) + ">"
+
+
+def _families(graph: Graph) -> list[str]:
+    used = {get_op(n.op, node=k).family for k, n in graph.nodes.items()}
+    return [f for f in FAMILY_COLOURS if f in used]
+
+
 def to_dot(graph: Graph) -> str:
-    """Graphviz DOT text."""
+    """Graphviz DOT text: coloured nodes by family, typed edges, a legend of the families."""
     q = '"'
     out = [
         f"digraph {q}{graph.name}{q} {{",
-        '  rankdir=TB; nodesep=0.35; ranksep=0.45;',
-        '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11];',
-        '  edge [fontname="Helvetica", fontsize=9, color="#555555"];',
-        f'  labelloc=t; label="{graph.name}"; fontname="Helvetica-Bold"; fontsize=14;',
+        "  rankdir=TB; nodesep=0.3; ranksep=0.5;",
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11, color="#555555"];',
+        '  edge [fontname="Helvetica", fontsize=9, color="#555555", fontcolor="#333333"];',
+        f'  labelloc=t; label=<<B>{_html(graph.name)}</B>>; fontname="Helvetica"; fontsize=15;',
     ]
     for name in _used_inputs(graph):
         out.append(
-            f'  "{name}" [shape=ellipse, style=filled, fillcolor="{INPUT_COLOUR}", label="{name}\\n({GRAPH_INPUTS[name].value})"];'
+            f'  "{name}" [shape=ellipse, style="filled,dashed", fillcolor="{INPUT_COLOUR}", '
+            f'fontcolor="#555555", label="{name}"];'
         )
     for name in graph.topo_order():
         spec = get_op(graph.nodes[name].op, node=name)
-        title, params = _label(graph, name)
-        label = "\\n".join([title] + params)
-        colour = FAMILY_COLOURS[spec.family]
-        out.append(f'  "{name}" [label="{label}", fillcolor="{colour}", tooltip="{spec.family}"];')
+        penwidth = ", penwidth=2" if name == graph.output else ""
+        out.append(
+            f'  "{name}" [label={_dot_node_label(graph, name)}, fillcolor="{FAMILY_COLOURS[spec.family]}", '
+            f'tooltip="{spec.family}: {_html(spec.doc[:200])}"{penwidth}];'
+        )
     out.append(
         f'  "__attention__" [shape=doubleoctagon, style=filled, fillcolor="{OUTPUT_COLOUR}", '
-        'fontcolor="white", label="attention\\n(output)"];'
+        'fontcolor="white", label="attention"];'
     )
     for s, d, port, typ in _edges(graph):
-        out.append(f'  "{s}" -> "{d}" [label=" {port}: {typ}"];')
+        style = ', style=dashed, color="#999999", fontcolor="#777777"' if s in GRAPH_INPUTS else ""
+        out.append(f'  "{s}" -> "{d}" [label=" {_edge_text(port, typ)}"{style}];')
     out.append(f'  "{graph.output}" -> "__attention__" [label=" Mask", penwidth=2];')
+    fams = _families(graph)
+    if fams:
+        cells = "".join(f'<TD BGCOLOR="{FAMILY_COLOURS[f]}">{f}</TD>' for f in fams)
+        out.append(
+            '  "__legend__" [shape=plaintext, style="", fontsize=9, '
+            f'label=<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="2" CELLPADDING="3"><TR>{cells}</TR></TABLE>>];'
+        )
+        out.append('  "__attention__" -> "__legend__" [style=invis];')
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -93,7 +125,11 @@ def to_mermaid(graph: Graph) -> str:
     out.append('  attention{{"attention (output)"}}:::output')
     for s, d, port, typ in _edges(graph):
         src = f"in_{s}" if s in GRAPH_INPUTS else s
-        out.append(f'  {src} -- "{port}: {typ}" --> {d}')
+        text = _edge_text(port, typ)
+        if s in GRAPH_INPUTS:
+            out.append(f'  {src} -. "{text}" .-> {d}')
+        else:
+            out.append(f'  {src} -- "{text}" --> {d}')
     out.append(f'  {graph.output} == "Mask" ==> attention')
     for fam, colour in FAMILY_COLOURS.items():
         out.append(f"  classDef {fam} fill:{colour},stroke:#555")
