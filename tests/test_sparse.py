@@ -386,7 +386,24 @@ def test_inductor_decode_matches_eager(name, calib):
     ind = mg.compile(graph, backend="inductor", mode="sparse")
     for k_now in (40, 41, 42):
         qs, ks, vs = inputs(2, 4, 2, 1, k_now, seed=k_now)
-        assert rel(ind(qs, ks, vs), eager(qs, ks, vs)) < 1e-5
+        st_e, st_i = mg.State(), mg.State()
+        assert rel(ind(qs, ks, vs, state=st_i), eager(qs, ks, vs, state=st_e)) < 1e-5
+
+
+@pytest.mark.slow
+def test_inductor_compiles_once_for_all_sizes_and_int_params(calib):
+    """A decode loop (K growing) over two parameter settings of one graph: one compilation."""
+    from torch._dynamo.utils import counters
+
+    before = counters["stats"]["unique_graphs"]
+    for heavy in (6, 9):
+        graph = load("streaming_llm", calib, 4, 2, window_size=heavy)
+        ind = mg.compile(graph, backend="inductor", mode="sparse", gqa="shared")
+        eager = mg.compile(graph, mode="sparse", gqa="shared")
+        for k_now in range(30, 36):
+            qs, ks, vs = inputs(1, 4, 2, 1, k_now, seed=k_now)
+            assert rel(ind(qs, ks, vs), eager(qs, ks, vs)) < 1e-5
+    assert counters["stats"]["unique_graphs"] - before <= 1
 
 
 # ----- the benchmark script -----------------------------------------------------------------------

@@ -77,16 +77,32 @@ def build_plan(graph: Graph) -> list[Step]:
     return steps
 
 
-def run_plan(steps: list[Step], output: str, ctx: ops.Context, prep: dict) -> Any:
-    """Evaluate the steps for one query chunk; return the output node's IndexSet."""
+def structure(steps: list[Step], output: str) -> tuple:
+    """What the generated computation depends on besides parameter values (a cache key)."""
+    wiring = tuple(
+        (
+            s.name,
+            s.op,
+            tuple((p, tuple(v) if isinstance(v, list) else v) for p, v in s.inputs.items()),
+            s.has_prep,
+        )
+        for s in steps
+    )
+    return wiring + (output,)
+
+
+def run_plan(steps: list[Step], output: str, ctx: ops.Context, prep: dict, params: tuple[dict, ...]) -> Any:
+    """Evaluate the steps for one query chunk with ``params[i]`` for step i; return the output
+    node's IndexSet. Parameters come separately so that one compiled function serves every
+    parameter setting of a graph (integer sizes stay symbolic)."""
     values: dict[str, Any] = {}
-    for step in steps:
+    for step, step_params in zip(steps, params):
         inputs = {
             port: [values[s] for s in src] if isinstance(src, list) else values[src]
             for port, src in step.inputs.items()
         }
         node_prep = prep.get(step.name) if step.has_prep else None
-        values[step.name] = step.lower(ctx, step.name, inputs, step.params, node_prep)
+        values[step.name] = step.lower(ctx, step.name, inputs, step_params, node_prep)
     return values[output]
 
 

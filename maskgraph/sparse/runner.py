@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import types
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -10,7 +13,7 @@ from ..env import Env
 from ..errors import NotSupportedError
 from .gather import gathered_attention
 from .ops import Context
-from .plan import Step, budget, build_plan, run_plan
+from .plan import Step, budget, build_plan, run_plan, structure
 
 GQA_MODES = ("per_head", "shared")
 
@@ -22,6 +25,7 @@ def sparse_chunk(
     steps: list[Step],
     output: str,
     gqa: str,
+    params: tuple[dict, ...],
     queries: torch.Tensor,
     keys: torch.Tensor,
     values: torch.Tensor,
@@ -35,13 +39,33 @@ def sparse_chunk(
     """One query chunk: out (B, Hq, Qc, D) float32 and the empty-row count (0-d int64)."""
     env = Env(queries, keys, values, attention_mask, scaling, q_pos, layer_idx)
     ctx = Context(env, gqa)
-    chosen = run_plan(steps, output, ctx, prep)
+    chosen = run_plan(steps, output, ctx, prep, params)
     heads = torch.broadcast_shapes(chosen.idx.shape[:3], chosen.valid.shape[:3])[1]
     if heads == 1:  # no selection depends on the head: one list per KV head
         heads = env.Hkv
     lead = (env.B, heads, env.Q, chosen.size)
     idx, valid = chosen.idx.expand(lead), chosen.valid.expand(lead)
     return gathered_attention(queries, keys, values, attention_mask, scaling, idx, valid, sinks)
+
+
+#: (graph structure, gqa) -> compiled chunk function, shared by every parameter setting.
+_COMPILED: dict[tuple, Callable] = {}
+
+
+def compiled_chunk(steps: list[Step], output: str, gqa: str) -> Callable:
+    """``torch.compile`` of :func:`sparse_chunk` for this graph structure, made once per process.
+
+    Each structure gets its own copy of the function's code, so that dynamo's per-code
+    recompile limit counts one graph, not all of them; parameter values are arguments.
+    """
+    key = (structure(steps, output), gqa)
+    if key not in _COMPILED:
+        code = sparse_chunk.__code__.replace(co_name=f"sparse_chunk_{len(_COMPILED)}")
+        fn = types.FunctionType(code, sparse_chunk.__globals__, code.co_name, sparse_chunk.__defaults__)
+        _COMPILED[key] = torch.compile(
+            functools.partial(fn, steps, output, gqa), fullgraph=True, dynamic=True, backend="inductor"
+        )
+    return _COMPILED[key]
 
 
 class SparseRunner:
@@ -59,15 +83,11 @@ class SparseRunner:
         self.chunk_size = chunk_size
         self.steps = build_plan(compiled.graph)
         self.output = compiled.graph.output
-
-        def chunk(*args):
-            return sparse_chunk(self.steps, self.output, self.gqa, *args)
-
-        self._eager_chunk = chunk
+        self.params = tuple(step.params for step in self.steps)
         if compiled.backend == "inductor":
-            self._chunk = torch.compile(chunk, fullgraph=True, dynamic=True, backend="inductor")
+            self._chunk = compiled_chunk(self.steps, self.output, gqa)
         else:
-            self._chunk = chunk
+            self._chunk = functools.partial(sparse_chunk, self.steps, self.output, gqa)
 
     def budget(self, num_keys: int) -> int:
         """Padded number of gathered keys per (row, head, query) at ``num_keys`` keys."""
@@ -91,6 +111,7 @@ class SparseRunner:
             if am is not None and am.shape[2] != 1:
                 am = am[:, :, start:stop]
             out, empty = self._chunk(
+                self.params,
                 queries[:, :, start:stop],
                 keys,
                 values,
