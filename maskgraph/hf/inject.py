@@ -1,0 +1,298 @@
+"""Route a transformers model's attention through a graph.
+
+``mg.inject(model, graph)`` registers, under a name unique to this injection,
+
+- an attention function with ``transformers.AttentionInterface``: it receives each layer's
+  post-RoPE queries and the post-cache-update keys/values, and calls the layer's
+  :class:`~maskgraph.lower.compiled.CompiledAttention` (or dense SDPA where the layer stays dense
+  or the protocol says so);
+- a mask function with ``transformers.AttentionMaskInterface``: transformers builds causal,
+  padding and sliding-window masks only for implementations it knows; ours always materialises
+  the boolean (B, 1, Q, K) mask (the SDPA mask without the "is_causal" shortcut), so the graph
+  sees exactly the keys the layer may attend (Gemma3's sliding layers keep their window);
+
+then switches the model to that name. :meth:`Injection.remove` (or leaving the ``with`` block)
+switches back and unregisters both, so the model computes bit for bit what it did before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import torch
+
+from ..errors import MaskgraphError, NotSupportedError
+from ..ir import Graph
+from ..lower import CompiledAttention
+from ..lower import compile as mg_compile
+from .protocol import RequestTracker
+
+_COUNTER = itertools.count()
+
+
+class Observer(Protocol):
+    """Receives every attention call that went through a graph (shapes as in DESIGN §2)."""
+
+    def observe(
+        self,
+        layer_idx: int,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        scaling: float,
+        out: torch.Tensor,
+        attn: CompiledAttention,
+    ) -> None: ...
+
+
+class Injection:
+    """A graph injected into one model. ``remove()`` restores it; also a context manager.
+
+    Attributes: ``name`` (the registered implementation name), ``graph``, ``protocol``,
+    ``layers`` (layer index -> CompiledAttention, or None where the layer stays dense),
+    ``state`` (the current request's State), ``calls`` (attention calls that went through a
+    graph), ``dense_calls`` (those that ran dense).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        graph: Graph,
+        *,
+        mode: str,
+        protocol: str,
+        backend: str,
+        observer: Observer | None,
+        chunk_size: int | str,
+    ) -> None:
+        self.model = model
+        self.graph = graph
+        self.protocol = protocol
+        self.observer = observer
+        self.tracker = RequestTracker(protocol)
+        self.layers = _compile_layers(graph, _num_layers(model), backend, mode, chunk_size)
+        self.name = f"maskgraph_{graph.name}_{next(_COUNTER)}"
+        self.calls = 0
+        self.dense_calls = 0
+        self._original = model.config._attn_implementation
+        self._hooks: list[Any] = []
+        self._removed = False
+        self._install()
+
+    # ----- public -----------------------------------------------------------------------------
+    @property
+    def state(self):
+        """The operator State of the current request."""
+        return self.tracker.state
+
+    def new_request(self) -> None:
+        """Start a new request by hand (fresh State)."""
+        self.tracker.new_request()
+
+    @contextlib.contextmanager
+    def dense(self) -> Iterator[Injection]:
+        """Inside this block every attention call runs dense (e.g. to prefill a context)."""
+        self.tracker.forced_dense += 1
+        try:
+            yield self
+        finally:
+            self.tracker.forced_dense -= 1
+
+    def remove(self) -> None:
+        """Restore the model's attention implementation and unregister our functions."""
+        if self._removed:
+            return
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface
+
+        for hook in self._hooks:
+            hook.remove()
+        self.model.set_attn_implementation(self._original)
+        AttentionInterface._global_mapping.pop(self.name, None)
+        AttentionMaskInterface._global_mapping.pop(self.name, None)
+        self._removed = True
+
+    def __enter__(self) -> Injection:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        dense = [i for i, a in self.layers.items() if a is None]
+        return (
+            f"Injection({self.name!r}, protocol={self.protocol!r}, dense layers={dense}, "
+            f"{'removed' if self._removed else 'active'})"
+        )
+
+    # ----- internals --------------------------------------------------------------------------
+    def _install(self) -> None:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface
+
+        AttentionInterface.register(self.name, self._attention)
+        AttentionMaskInterface.register(self.name, _materialised_mask)
+        try:
+            self.model.set_attn_implementation(self.name)
+        except Exception as exc:
+            AttentionInterface._global_mapping.pop(self.name, None)
+            AttentionMaskInterface._global_mapping.pop(self.name, None)
+            raise NotSupportedError(
+                f"{type(self.model).__name__} does not accept a custom attention implementation: {exc}"
+            ) from exc
+        if self.model.config._attn_implementation != self.name:
+            self.remove()
+            raise NotSupportedError(
+                f"{type(self.model).__name__} does not support switching its attention implementation"
+            )
+        self._hooks.append(self.model.register_forward_pre_hook(self._before, with_kwargs=True))
+        self._hooks.append(self.model.register_forward_hook(self._after, with_kwargs=True))
+
+    def _before(self, module, args, kwargs):
+        self.tracker.before_forward(_cache_of(kwargs))
+
+    def _after(self, module, args, kwargs, output):
+        self.tracker.after_forward(_cache_of(output))
+
+    def _attention(
+        self,
+        module: torch.nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        dropout: float = 0.0,
+        scaling: float | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, None]:
+        """transformers' attention signature; returns ((B, Q, Hq, D), None)."""
+        layer = int(getattr(module, "layer_idx", 0))
+        attn = self.layers.get(layer)
+        sinks = getattr(module, "sinks", None)
+        if attn is None or not self.tracker.routes_through_graph():
+            self.dense_calls += 1
+            return _dense(module, query, key, value, attention_mask, dropout, scaling, sinks, kwargs)
+        if kwargs.get("softcap") is not None:
+            raise NotSupportedError("attention logit soft-capping is not supported by maskgraph graphs")
+        if attention_mask is None and query.shape[2] > 1:
+            attention_mask = _causal(query.shape[2], key.shape[2], query.device)
+        scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
+        out = attn(
+            query, key, value, attention_mask, scale, state=self.tracker.state, layer_idx=layer, sinks=sinks
+        )
+        self.calls += 1
+        if self.observer is not None:
+            self.observer.observe(layer, query, key, value, attention_mask, scale, out, attn)
+        return out.transpose(1, 2).contiguous(), None
+
+
+def inject(
+    model: Any,
+    graph: Graph | str | dict,
+    mode: str = "simulate",
+    protocol: str = "dense_prefill",
+    backend: str = "eager",
+    observer: Observer | None = None,
+    overrides: dict[str, Any] | None = None,
+    chunk_size: int | str = "auto",
+) -> Injection:
+    """Route ``model``'s attention through ``graph``; returns an :class:`Injection`.
+
+    ``graph``: a Graph, a shipped name, a path, YAML text or a dict (with ``overrides``).
+    ``mode`` and ``backend`` go to :func:`maskgraph.compile` (one compiled function per
+    distinct layer graph; ``graph.for_layer(i)`` keeps listed layers dense). ``protocol``:
+    ``"dense_prefill"`` or ``"sparse"`` (see :mod:`maskgraph.hf.protocol`). ``observer``: an
+    object with ``observe(layer_idx, queries, keys, values, attention_mask, scaling, out, attn)``
+    called after every attention call that went through the graph.
+    """
+    from ..loader import load_graph
+
+    if not hasattr(model, "set_attn_implementation") or not hasattr(model, "config"):
+        raise MaskgraphError(f"expected a transformers PreTrainedModel, got {type(model).__name__}")
+    if not isinstance(graph, Graph):
+        graph = load_graph(graph, overrides=overrides)
+    elif overrides:
+        graph = graph.with_overrides(overrides)
+    return Injection(
+        model,
+        graph,
+        mode=mode,
+        protocol=protocol,
+        backend=backend,
+        observer=observer,
+        chunk_size=chunk_size,
+    )
+
+
+# ----- helpers ---------------------------------------------------------------------------------
+def _cache_of(obj: Any) -> Any:
+    """The KV cache in forward kwargs or outputs (``cache`` in transformers 5, else ``past_key_values``)."""
+    get = obj.get if isinstance(obj, dict) else (lambda name: getattr(obj, name, None))
+    cache = get("cache")
+    return cache if cache is not None else get("past_key_values")
+
+
+def _num_layers(model: Any) -> int:
+    config = model.config
+    text = getattr(config, "get_text_config", None)
+    config = text() if callable(text) else config
+    n = getattr(config, "num_hidden_layers", None)
+    if not isinstance(n, int):
+        raise MaskgraphError(f"cannot tell how many layers {type(model).__name__} has")
+    return n
+
+
+def _compile_layers(graph: Graph, n_layers: int, backend: str, mode: str, chunk_size):
+    """layer index -> CompiledAttention (shared between layers whose graphs are equal) or None."""
+    by_text: dict[str, CompiledAttention] = {}
+    layers: dict[int, CompiledAttention | None] = {}
+    for i in range(n_layers):
+        g = graph.for_layer(i)
+        if g is None:
+            layers[i] = None
+            continue
+        text = g.to_yaml()
+        if text not in by_text:
+            by_text[text] = mg_compile(g, backend=backend, mode=mode, chunk_size=chunk_size)
+        layers[i] = by_text[text]
+    return layers
+
+
+def _materialised_mask(*args, **kwargs):
+    """transformers' SDPA mask, always materialised as bool (B, 1, Q, K) (True = may attend)."""
+    from transformers.masking_utils import sdpa_mask
+
+    kwargs["allow_is_causal_skip"] = False
+    kwargs["allow_is_bidirectional_skip"] = False
+    return sdpa_mask(*args, **kwargs)
+
+
+def _causal(q: int, k: int, device) -> torch.Tensor:
+    """Bool (1, 1, Q, K): query i (at position K−Q+i) may attend keys j ≤ K−Q+i."""
+    i = torch.arange(k - q, k, device=device).view(-1, 1)
+    j = torch.arange(k, device=device).view(1, -1)
+    return (j <= i).view(1, 1, q, k)
+
+
+_DENSE_WITH_SINKS: dict[str, CompiledAttention] = {}
+
+
+def _dense(module, query, key, value, attention_mask, dropout, scaling, sinks, kwargs):
+    """Dense attention for layers and calls that skip the graph: transformers' SDPA, or the
+    ``full`` graph where the module has GPT-OSS sinks (SDPA has no sink logits)."""
+    if sinks is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    if "full" not in _DENSE_WITH_SINKS:
+        _DENSE_WITH_SINKS["full"] = mg_compile("dense")
+    if attention_mask is None and query.shape[2] > 1:
+        attention_mask = _causal(query.shape[2], key.shape[2], query.device)
+    out = _DENSE_WITH_SINKS["full"](query, key, value, attention_mask, scaling, sinks=sinks)
+    return out.transpose(1, 2).contiguous(), None

@@ -1,0 +1,90 @@
+"""Protocols: which attention calls go through the graph, and where a request starts.
+
+A **request** is one sequence of forward calls that share a KV cache (one ``generate`` call,
+or one question answered from a context's cache). Each request gets a fresh
+:class:`~maskgraph.state.State`. The :class:`RequestTracker` sees every forward call of the
+model (through module hooks) and decides:
+
+- a call whose cache is empty (``past_key_values`` is None or holds no token) starts a new
+  request, and is its **prefill**;
+- a call whose cache is not the cache the previous call returned (for example a copy of a
+  context's cache, as :class:`~maskgraph.hf.session.ContextSession` makes) starts a new
+  request too, but it is not a prefill: the tokens it feeds continue a context that is already
+  cached (the question);
+- any other call continues the current request (decode steps).
+
+Protocols:
+
+- ``dense_prefill`` (default): the prefill call of a request runs dense attention; every later
+  call (the question fed after a cached context, every generated token) goes through the
+  graph. So with a plain ``model.generate(prompt)`` the whole prompt is the dense context and
+  the generated tokens are sparse; to send a question through the graph, prefill the context
+  first (``ContextSession``) or feed the question as a second call on the same cache.
+- ``sparse``: every attention call goes through the graph, prefill included.
+
+Inside ``with handle.dense():`` every call runs dense attention whatever the protocol.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from ..errors import NotSupportedError
+from ..state import State
+
+PROTOCOLS = ("dense_prefill", "sparse")
+
+
+class RequestTracker:
+    """Per-model request bookkeeping: the current State and whether this call is a prefill."""
+
+    def __init__(self, protocol: str) -> None:
+        if protocol not in PROTOCOLS:
+            raise NotSupportedError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+        self.protocol = protocol
+        self.state = State()
+        self.requests = 0
+        self.in_prefill = False
+        self.forced_dense = 0
+        self._last_cache: weakref.ReferenceType | None = None
+
+    def before_forward(self, cache: Any) -> None:
+        """Called with the ``past_key_values`` a forward call receives (may be None)."""
+        empty = cache is None or _cache_length(cache) == 0
+        last = self._last_cache() if self._last_cache is not None else None
+        if empty or cache is not last:
+            self.new_request()
+        self.in_prefill = empty
+
+    def after_forward(self, cache: Any) -> None:
+        """Called with the ``past_key_values`` a forward call returned (may be None)."""
+        self.in_prefill = False
+        self._last_cache = _weak(cache)
+
+    def new_request(self) -> None:
+        """Start a new request: fresh operator state."""
+        self.state = State()
+        self.requests += 1
+
+    def routes_through_graph(self) -> bool:
+        """True when the current attention call must go through the graph."""
+        if self.forced_dense:
+            return False
+        if self.protocol == "dense_prefill" and self.in_prefill:
+            return False
+        return True
+
+
+def _cache_length(cache: Any) -> int:
+    get = getattr(cache, "get_seq_length", None)
+    return int(get()) if callable(get) else 1
+
+
+def _weak(obj: Any) -> weakref.ReferenceType | None:
+    if obj is None:
+        return None
+    try:
+        return weakref.ref(obj)
+    except TypeError:  # objects without weakref support: compare by a strong reference
+        return lambda: obj  # type: ignore[return-value]
