@@ -175,6 +175,47 @@ def test_chunked_prefill_matches_simulate(calib):
     assert rel(sp(qs, ks, vs), sim(qs, ks, vs)) < 1e-4
 
 
+COMBINATORS = {
+    "graph": "combinators",
+    "nodes": [
+        {"name": "sink", "op": "sink", "params": {"size": 4}},
+        {"name": "window", "op": "local", "params": {"size": 9}},
+        {"name": "past", "op": "causal"},
+        {"name": "window_only", "op": "difference", "inputs": {"a": "window", "b": "sink"}},
+        {"name": "scores", "op": "exact"},
+        {"name": "heavy", "op": "topk", "inputs": {"scores": "scores"}, "params": {"k": 6}},
+        {"name": "heavy_past", "op": "intersection", "inputs": {"a": "heavy", "b": "past"}},
+        {"name": "more", "op": "topk", "inputs": {"scores": "scores", "prior": "sink"}, "params": {"k": 3}},
+        {"name": "all", "op": "union", "inputs": {"masks": ["heavy_past", "window_only", "more", "sink"]}},
+    ],
+    "output": "all",
+}
+
+
+@pytest.mark.parametrize("gqa_heads", [(4, 2), (3, 3)])
+def test_combinators_overlapping_selections_match_simulate(gqa_heads):
+    """Overlapping parts (two top-k sets, a window minus the sink, a top-k cut by causality)
+    are each attended once, as in simulate mode."""
+    hq, hkv = gqa_heads
+    graph = mg.load_graph(COMBINATORS)
+    qs, ks, vs = inputs(2, hq, hkv, 7, 26, seed=43)
+    sim, sp = mg.compile(graph), mg.compile(graph, mode="sparse")
+    assert rel(sp(qs, ks, vs), sim(qs, ks, vs)) < 1e-4
+
+
+def test_prefill_chunks_bound_the_gathered_and_scored_elements(calib):
+    from maskgraph.sparse.runner import CHUNK_ELEMENTS
+
+    for name in ("streaming_llm", "oracle_topk"):
+        sp = mg.compile(load(name, calib, 8, 2), mode="sparse")
+        q = torch.empty(1, 8, 4096, 64)
+        k = torch.empty(1, 2, 4096, 64)
+        chunk = sp._sparse.chunk_len(q, k)
+        n = sp._sparse.budget(4096)
+        per_query = 8 * max(n * 64, 4096 if name == "oracle_topk" else 0)
+        assert 1 <= chunk <= 4096 and chunk * per_query <= CHUNK_ELEMENTS
+
+
 # ----- GQA options ------------------------------------------------------------------------------
 def test_shared_equals_per_head_without_grouping(calib):
     graph = load("oracle_topk", calib, 2, 2)

@@ -84,6 +84,7 @@ class SparseRunner:
         self.steps = build_plan(compiled.graph)
         self.output = compiled.graph.output
         self.params = tuple(step.params for step in self.steps)
+        self.scores_keys = any(step.op in ("topk", "topk_pages") for step in self.steps)
         if compiled.backend == "inductor":
             self._chunk = compiled_chunk(self.steps, self.output, gqa)
         else:
@@ -97,7 +98,10 @@ class SparseRunner:
         if self.chunk_size != "auto":
             return int(self.chunk_size)
         b, hq, q, d = queries.shape
-        per_query = b * hq * max(self.budget(keys.shape[2]), 1) * d
+        k = keys.shape[2]
+        gathered = max(self.budget(k), 1) * d
+        scored = k if self.scores_keys else 0  # (B, Hq, chunk, K) scores for a top-k
+        per_query = b * hq * max(gathered, scored)
         return max(1, min(q, CHUNK_ELEMENTS // per_query))
 
     def __call__(self, queries, keys, values, attention_mask, scaling, prep, sinks, layer_idx=0):
