@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--sparse", nargs="*", default=["streaming_llm", "oracle_topk", "quest"],
                     help="graphs also run with mode=sparse")
     ap.add_argument("--eager", default="streaming_llm", help="graph also run on the eager path")
+    ap.add_argument("--profile", action="store_true", help="print the top kernels of 3 decode steps per variant")
     args = ap.parse_args()
 
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -114,6 +115,19 @@ def main() -> None:
                             times.append(a.elapsed_time(b))
                         else:
                             times.append((time.perf_counter() - t0) * 1e3)
+                if args.profile:
+                    from torch.profiler import ProfilerActivity, profile
+
+                    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+                    with profile(activities=acts) as prof, torch.no_grad():
+                        for step in range(3):
+                            pos = torch.tensor([[ctx + args.tokens + step]], device=device)
+                            model(input_ids=tok, past_key_values=cache, use_cache=True, position_ids=pos,
+                                  cache_position=pos[0])
+                        sync(device)
+                    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+                    print(f"\n### profile {label} context {ctx} (3 steps)")
+                    print(prof.key_averages().table(sort_by=key, row_limit=12, max_name_column_width=50))
                 ms = sorted(times[4:])[len(times[4:]) // 2]
                 row["ms_per_token"] = ms
                 if base is None:
