@@ -22,6 +22,8 @@ A method is a YAML graph (see graphs/). Typical use:
   maskgraph show graphs/quest.yaml --ascii    draw a graph in the terminal
   maskgraph ops                               list operators, ports and parameters
   maskgraph run                               demo: dense vs sparse on the default model
+
+Every command has --help. Errors print one line; --debug shows the Python traceback.
 """
 
 
@@ -39,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         p = module.add_parser(sub)
-        p.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
+        p.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show Python tracebacks for errors",
+        )
         p.set_defaults(_run=module.run)
     return parser
 
@@ -55,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("default")
             return int(args._run(args) or 0)
     except MaskgraphError as exc:
+        if args.debug:
+            raise
+        print(f"maskgraph {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # unreadable input, unwritable output, full disk
         if args.debug:
             raise
         print(f"maskgraph {args.command}: error: {exc}", file=sys.stderr)

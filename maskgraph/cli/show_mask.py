@@ -162,8 +162,7 @@ def heatmaps(masks: dict[str, torch.Tensor], graph: Graph, head: int, out: Path,
     image = None
     import numpy as np
 
-    cmap = plt.get_cmap("Blues").copy()
-    cmap.set_bad("#d9d9d9")  # future keys, hidden by the causal mask
+    cmap = plt.get_cmap("Blues").with_extremes(bad="#d9d9d9")  # grey: future keys (causal)
     for ax, name in zip(axes.flat, names):
         m = masks[name][head].numpy()
         future = np.triu(np.ones_like(m, dtype=bool), k=1 + m.shape[1] - m.shape[0])
