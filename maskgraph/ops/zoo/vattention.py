@@ -17,6 +17,8 @@ probability ≥ 1 − δ when z·sqrt((1 − p)/p · S) ≤ ε‖o‖·D with z 
 S, o and D are unknown; a base sample (each residual key with probability r =
 ``base_rate_sampling``) estimates them by Horvitz–Thompson sums added to the prior's Partial:
 D̂ = D_P + Σ_base e_j / r, ô = (N_P + Σ_base e_j v_j / r) / D̂, Ŝ = Σ_base e_j² ‖v_j − ô‖² / r.
+Ŝ is itself a sample sum whose heavy tail a light base sample understates, so its upper
+confidence bound Ŝ + z·sqrt(Σ_base (1 − r)·t_j² / r²) (t_j = e_j²‖v_j − ô‖²) stands in for S.
 Then p = clamp(Ŝ / (Ŝ + ĉ), r, 1), and the final sample reuses the base sample's random numbers
 (key j is kept when u_j < p), so the base sample is part of it and nothing is counted twice.
 ``bound: denominator`` bounds only the relative error of D (the reference's rule): S = Σ e_j²,
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from ...attention import gqa_weighted_sum
+from ...attention import gqa_logits, gqa_weighted_sum
 from ...errors import ParameterError, WiringError
 from ...registry import Param, Port, operator
 from ...types import PortType
@@ -55,12 +57,11 @@ def _offset(env, value, name: str):
 
 
 def in_range(env, init_offset, local_offset) -> torch.Tensor:
-    """Keys j with init_offset ≤ j ≤ t − local_offset for a query at position t: (1, 1, Qc, K) bool."""
+    """Keys init_offset ≤ j < K − local_offset (the reference's sampling range): (1, 1, 1, K) bool."""
     lo = _offset(env, init_offset, "init_offset")
     hi = _offset(env, local_offset, "local_offset")
-    j = env.k_pos.view(1, -1)
-    t = env.q_pos.view(-1, 1)
-    return ((j >= lo) & (j <= t - hi)).view(1, 1, env.Q, env.K)
+    j = env.k_pos
+    return ((j >= lo) & (j < env.K - hi)).view(1, 1, 1, env.K)
 
 
 def _base_rate(base, n_res: torch.Tensor) -> torch.Tensor | float:
@@ -91,21 +92,25 @@ def sample_probability(
     w = torch.where(base, e / rate, 0.0)
     den = prior_den + w.sum(dim=-1)
     z = z_score(delta, e.device)
-    w2 = torch.where(base, e * e / rate, 0.0)
     if bound == "denominator":
-        spread = w2.sum(dim=-1)
+        terms = e * e
         allowed = (epsilon * den / z) ** 2
     else:
         num = prior_num + gqa_weighted_sum(w, values)
         safe = torch.where(den > 0, den, torch.ones_like(den))
         o = torch.where((den > 0).unsqueeze(-1), num / safe.unsqueeze(-1), 0.0)
-        v2 = values.float().square().sum(dim=-1, keepdim=True)
-        spread = (
-            gqa_weighted_sum(w2, v2).squeeze(-1)
-            - 2.0 * (o * gqa_weighted_sum(w2, values)).sum(dim=-1)
-            + o.square().sum(dim=-1) * w2.sum(dim=-1)
-        ).clamp_min(0.0)
+        v2 = values.float().square().sum(dim=-1).unsqueeze(2)
+        if v2.shape[1] != e.shape[1]:
+            v2 = v2.repeat_interleave(e.shape[1] // v2.shape[1], dim=1)
+        dist2 = (v2 - 2.0 * gqa_logits(o, values, 1.0) + o.square().sum(-1, keepdim=True)).clamp_min(0.0)
+        terms = e * e * dist2
         allowed = (epsilon * o.norm(dim=-1) * den / z) ** 2
+    terms = torch.where(base, terms, 0.0)
+    spread = (terms / rate).sum(dim=-1)
+    # Ŝ is itself a sample sum: add z standard errors so that a light base sample of a
+    # heavy-tailed residual does not understate the spread.
+    spread_var = (terms.square() * ((1.0 - rate) / (rate * rate))).sum(dim=-1)
+    spread = spread + z * spread_var.sqrt()
     total = spread + allowed
     p = torch.where(total > 0, spread / torch.where(total > 0, total, torch.ones_like(total)), 0.0)
     p = p.unsqueeze(-1)
@@ -173,7 +178,7 @@ def sample_probability(
     ],
     doc=(
         "vAttention adaptive sampling of the residual keys (outside `prior`, allowed by the "
-        "attention mask, inside [init_offset, t − local_offset]): a base sample estimates the "
+        "attention mask, inside [init_offset, K − local_offset)): a base sample estimates the "
         "spread of the residual terms; with the prior's Partial it sets one probability per row "
         "p = clamp(S / (S + (ε‖o‖D/z)²), base rate, 1), z = Φ⁻¹(1 − δ/2), so that the relative "
         "output error exceeds ε with probability ≤ δ (CLT). Mask value p (weight 1/p). "
