@@ -22,7 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import device_name, peak_extra_mib, print_table, time_call, write_json  # noqa: E402
+from common import device_name, flash_sdpa, peak_extra_mib, print_table, time_call, write_json  # noqa: E402
 
 import maskgraph as mg  # noqa: E402
 
@@ -31,7 +31,8 @@ DEFAULT_GRAPHS = ["dense", "streaming_llm", "oracle_topk", "oracle_topp", "quest
 
 
 def dense_sdpa(q, k, v):
-    return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    with flash_sdpa():
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
 
 
 def profile_case(name, K, Q, hq, hkv, d, dtype, device) -> None:
@@ -64,6 +65,8 @@ def main() -> None:
     ap.add_argument("--queries", nargs="*", type=int, default=[1, 128])
     ap.add_argument("--no-eager", action="store_true", help="skip the eager path")
     ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--cudagraphs", nargs="*", default=[], metavar="GRAPH",
+                    help="graphs also timed with torch.compile(mode='reduce-overhead') (CUDA graphs)")
     ap.add_argument("--profile", nargs=3, metavar=("GRAPH", "K", "Q"), action="append",
                     help="print the top kernels of one case (repeatable)")
     args = ap.parse_args()
@@ -75,12 +78,12 @@ def main() -> None:
         args.keys, args.queries, args.reps = [300, 1000], [1, 8], 3
     torch.manual_seed(0)
     rows = []
-    cache: dict[tuple[str, str], mg.CompiledAttention] = {}  # dynamic K: one compile per graph
+    cache: dict[tuple, mg.CompiledAttention] = {}  # dynamic K: one compile per graph
 
-    def get(name: str, backend: str) -> mg.CompiledAttention:
-        if (name, backend) not in cache:
-            cache[name, backend] = mg.compile(name, backend=backend)
-        return cache[name, backend]
+    def get(name: str, backend: str, torch_mode: str | None = None) -> mg.CompiledAttention:
+        if (name, backend, torch_mode) not in cache:
+            cache[name, backend, torch_mode] = mg.compile(name, backend=backend, torch_mode=torch_mode)
+        return cache[name, backend, torch_mode]
 
     shipped = mg.shipped_graphs()
     graphs = [g for g in args.graphs if g in shipped]
@@ -109,6 +112,16 @@ def main() -> None:
                     traceback.print_exc(limit=2)
                 rows.append(row)
                 print(row, flush=True)
+                if name in args.cudagraphs and device.type == "cuda":
+                    row = dict(graph=f"{name} [cudagraphs]", K=K, Q=Q)
+                    try:
+                        cg = get(name, "inductor", "reduce-overhead")
+                        t = time_call(lambda: cg(q, k, v), device, warmup=3, reps=args.reps)
+                        row.update(ms=t, x_sdpa=t / t_dense, mib=peak_extra_mib(lambda: cg(q, k, v), device))
+                    except Exception as exc:
+                        row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+                    rows.append(row)
+                    print(row, flush=True)
     for name, K, Q in args.profile or []:
         profile_case(name, int(K), int(Q), hq, hkv, d, dtype, device)
     payload = dict(

@@ -84,3 +84,11 @@ def write_json(name: str, payload: dict[str, Any]) -> str | None:
     with open(path, "w") as f:
         json.dump(payload, f, indent=1)
     return path
+
+
+def flash_sdpa():
+    """Context pinning SDPA to flash (then memory-efficient) kernels: the cuDNN backend rebuilds
+    its plan for every new key length, which would make a decode baseline unfairly slow."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])

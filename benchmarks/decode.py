@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import device_name, print_table, sync, write_json  # noqa: E402
+from common import device_name, flash_sdpa, print_table, sync, write_json  # noqa: E402
 
 import maskgraph as mg  # noqa: E402
 
@@ -77,6 +77,8 @@ def main() -> None:
         variants.append((f"{args.eager} [eager]", args.eager, "simulate", "eager"))
 
     rows = []
+    pin = flash_sdpa()  # the dense baseline (and dense layers) use flash SDPA
+    pin.__enter__()
     print(f"device: {device_name(device)}; torch {torch.__version__}", flush=True)
     for ctx in args.contexts:
         from transformers import DynamicCache

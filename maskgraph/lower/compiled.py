@@ -47,6 +47,7 @@ class CompiledAttention:
         mode: str = "simulate",
         chunk_size: int | str = "auto",
         dynamic: bool = True,
+        torch_mode: str | None = None,
         **sparse_options: Any,
     ) -> None:
         if backend not in BACKENDS:
@@ -81,7 +82,11 @@ class CompiledAttention:
         self.empty_rows = torch.zeros((), dtype=torch.int64)
         if backend == "inductor":
             self._attention = torch.compile(
-                self._eager_attention, fullgraph=True, dynamic=dynamic, backend="inductor"
+                self._eager_attention,
+                fullgraph=True,
+                dynamic=dynamic,
+                backend="inductor",
+                mode=torch_mode,
             )
             self._mask = torch.compile(
                 self._eager_mask, fullgraph=True, dynamic=dynamic, backend="inductor"
@@ -230,6 +235,7 @@ def compile(  # noqa: A001 - mirrors torch.compile
     mode: str = "simulate",
     chunk_size: int | str = "auto",
     overrides: dict[str, Any] | None = None,
+    torch_mode: str | None = None,
     **sparse_options: Any,
 ) -> CompiledAttention:
     """Lower ``graph`` to one attention function.
@@ -238,6 +244,8 @@ def compile(  # noqa: A001 - mirrors torch.compile
     ``torch.compile(fullgraph=True, dynamic=True)``. ``mode="simulate"`` evaluates the mask
     over all keys (exact semantics); ``mode="sparse"`` touches only the selected keys
     (``sparse_options``, e.g. ``gqa="shared"``, are documented in :mod:`maskgraph.sparse`).
+    ``torch_mode`` is passed to ``torch.compile(mode=...)`` for the inductor backend, e.g.
+    ``"reduce-overhead"`` (CUDA graphs: for fixed shapes; each new K records a new graph).
     """
     from ..loader import load_graph
 
@@ -246,5 +254,10 @@ def compile(  # noqa: A001 - mirrors torch.compile
     elif overrides:
         graph = graph.with_overrides(overrides)
     return CompiledAttention(
-        graph, backend=backend, mode=mode, chunk_size=chunk_size, **sparse_options
+        graph,
+        backend=backend,
+        mode=mode,
+        chunk_size=chunk_size,
+        torch_mode=torch_mode,
+        **sparse_options,
     )
