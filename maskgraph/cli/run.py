@@ -1,49 +1,105 @@
-"""``maskgraph run``: the main job — a graph against dense attention.
+"""``maskgraph run``: the main job — answer a question about a long context, dense vs a graph.
 
-Until the HuggingFace integration lands this runs on synthetic tensors: it prints the graph,
-the density of its mask and the relative output error against dense attention.
+Loads the default model (SmolLM2-135M-Instruct, converted once from its package), prefills a
+long context (a story shipped in ``maskgraph/data/``, about 2,300 tokens) densely, then answers
+the question twice from copies of that cache: with dense attention and through the graph
+(protocol ``dense_prefill``: question and generated tokens go through the graph). Prints both
+answers and, per layer, the density of the graph's mask and the relative attention-output error
+against dense attention on the same inputs.
 """
 
 from __future__ import annotations
 
-import torch
+import sys
+import time
+from pathlib import Path
 
 from .common import add_override_arg, load
 
-DEFAULT_GRAPH = "streaming_llm"
+DEFAULT_GRAPH = "oracle_topk"
+DEFAULT_MODEL = "smollm2"
+DEFAULT_QUESTION = "Who was the captain of the Wren of Dundee?"
+DEFAULT_CONTEXT = "marrow_point.txt"
 
 
 def add_parser(sub):
     p = sub.add_parser(
         "run",
-        help="run a graph against dense attention (the demo)",
-        description="Run a graph against dense attention and report density and output error.",
+        help="demo: answer a question about a long context, dense vs a graph",
+        description=(
+            "Answer a question about a long context with dense attention and through a graph; "
+            "print both answers, and per layer the density and relative output error vs dense."
+        ),
     )
-    p.add_argument("--graph", default=DEFAULT_GRAPH, help=f"graph file or shipped name (default {DEFAULT_GRAPH})")
+    p.add_argument(
+        "--graph", default=DEFAULT_GRAPH, help=f"graph file or shipped name (default {DEFAULT_GRAPH})"
+    )
     add_override_arg(p)
-    p.add_argument("--keys", type=int, default=4096, help="context length K (default 4096)")
-    p.add_argument("--queries", type=int, default=16, help="queries Q (default 16)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"shipped model name (default {DEFAULT_MODEL})")
+    p.add_argument("--prompt-file", help="text file with the context (default: a shipped ~2.3K-token story)")
+    p.add_argument("--question", default=DEFAULT_QUESTION, help="question about the context")
+    p.add_argument(
+        "--protocol",
+        default="dense_prefill",
+        choices=("dense_prefill", "sparse"),
+        help="dense_prefill: context dense, question and answer through the graph; sparse: all through the graph",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--device", default="cpu")
     return p
 
 
 def run(args) -> int:
-    from ..draw import to_ascii
-    from ..lower import compile as mg_compile
+    from ..hf import ContextSession, inject, load_model
+    from ..hf.layer_stats import LayerStats
 
+    start = time.monotonic()
     graph = load(args.graph, args.overrides)
-    print(to_ascii(graph))
-    torch.manual_seed(args.seed)
-    b, hq, hkv, d = 1, 8, 2, 64
-    q = torch.randn(b, hq, args.queries, d)
-    k = torch.randn(b, hkv, args.keys, d)
-    v = torch.randn(b, hkv, args.keys, d)
-    sparse = mg_compile(graph)
-    dense = mg_compile("dense")
-    out = sparse(q, k, v)
-    ref = dense(q, k, v)
-    density = sparse.mask(q, k, v).gt(0).float().mean().item()
-    err = ((out - ref).norm() / ref.norm()).item()
-    print(f"\nsynthetic tensors B={b} Hq={hq} Hkv={hkv} Q={args.queries} K={args.keys} D={d}")
-    print(f"density {density:.4f}   relative output error vs dense {err:.4f}")
+    _say(f"loading model {args.model} ...")
+    model, tokenizer = load_model(args.model, device=args.device)
+    context = _read_context(args.prompt_file)
+    before, after = _split_prompt(tokenizer, context, args.question)
+    stats = LayerStats()
+    with inject(model, graph, protocol=args.protocol, observer=stats) as handle:
+        session = ContextSession(model, tokenizer, handle)
+        _say("prefilling the context ...")
+        n = session.prefill(before)
+        _say("answering with dense attention ...")
+        dense = session.ask(after, max_new_tokens=args.max_new_tokens, dense=True)
+        _say(f"answering through graph {graph.name} ...")
+        sparse = session.ask(after, max_new_tokens=args.max_new_tokens)
+    print(f"model {args.model}; context {n} tokens; graph {graph.name}; protocol {args.protocol}")
+    print(f"question: {args.question}")
+    print(f"dense answer:  {dense.strip()}")
+    print(f"{graph.name} answer: {sparse.strip()}")
+    print()
+    print(f"per layer, over the calls that went through {graph.name} (density = attended / allowed keys):")
+    print(stats.table())
+    print(f"\ntotal {time.monotonic() - start:.1f} s")
     return 0
+
+
+def _read_context(path: str | None) -> str:
+    if path:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    return (Path(__file__).resolve().parent.parent / "data" / DEFAULT_CONTEXT).read_text(encoding="utf-8")
+
+
+def _split_prompt(tokenizer, context: str, question: str) -> tuple[str, str]:
+    """(context part, question part) of the chat-formatted prompt; the context part comes first."""
+    marker = "\x00QUESTION\x00"
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": f"{context}\n\n{marker}"}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+    else:
+        text = f"{context}\n\n{marker}\nAnswer:"
+    before, _, rest = text.partition(marker)
+    return before, question + rest
+
+
+def _say(message: str) -> None:
+    print(f"[maskgraph] {message}", file=sys.stderr, flush=True)
