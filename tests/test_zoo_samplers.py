@@ -579,3 +579,32 @@ def test_inductor_matches_eager_with_a_seed():
             torch.testing.assert_close(
                 eager(queries, keys, values), ind(queries, keys, values), rtol=1e-4, atol=1e-5
             )
+
+
+def _doc_block(path, heading):
+    """The first ```yaml block after ``heading`` in a docs page."""
+    text = open(path, encoding="utf-8").read()
+    after = text[text.index(heading) :]
+    start = after.index("```yaml\n") + len("```yaml\n")
+    return after[start : after.index("```", start)]
+
+
+def test_docs_example_puts_vattention_behind_quest():
+    if "quest" not in mg.all_ops():
+        pytest.skip("the quest operator is not available")
+    text = _doc_block("docs/methods/vattention.md", "## Swapping the selector")
+    graph = mg.load_graph(text, overrides={"sink_size": 2, "window_size": 4, "page_size": 4, "seed": 0})
+    assert {n.op for n in graph.nodes.values()} >= {"quest", "topk_pages", "partial", "vattention_sample"}
+    queries, keys, values = qkv(1, 4, 2, 2, 70, 8, seed=17)
+    attn = mg.compile(graph)
+    out = attn(queries, keys, values, state=mg.State())
+    assert torch.isfinite(out).all()
+    p = attn.mask(queries, keys, values, state=mg.State())
+    assert torch.any((p > 0) & (p < 1))  # the sampler adds weighted keys behind Quest's pages
+
+
+@pytest.mark.parametrize("name", GRAPHS)
+def test_docs_yaml_equals_shipped_graph(name):
+    doc = mg.load_graph(_doc_block(f"docs/methods/{name}.md", "## YAML"))
+    shipped = mg.load_graph(f"graphs/{name}.yaml")
+    assert (doc.nodes, doc.params, doc.output) == (shipped.nodes, shipped.params, shipped.output)
