@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .errors import ParameterError, UnknownOperatorError
 from .types import PortType
@@ -40,6 +41,13 @@ PARAM_KINDS = {
     "path": "a file path (string) or null",
     "seed": "an integer seed or null",
 }
+
+
+def _bound(value: float) -> str:
+    """A range bound as text: integers in full (2147483648, not 2.14748e+09)."""
+    if float(value).is_integer() and abs(value) < 2**63:
+        return str(int(value))
+    return f"{value:g}"
 
 
 @dataclass(frozen=True)
@@ -72,8 +80,8 @@ class Param:
         if self.low is not None or self.high is not None:
             lo = "(" if self.low_open else "["
             hi = ")" if self.high_open else "]"
-            lo_v = "-inf" if self.low is None else f"{self.low:g}"
-            hi_v = "inf" if self.high is None else f"{self.high:g}"
+            lo_v = "-inf" if self.low is None else _bound(self.low)
+            hi_v = "inf" if self.high is None else _bound(self.high)
             text += f" in {lo}{lo_v}, {hi_v}{hi}"
         return text
 

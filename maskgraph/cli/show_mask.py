@@ -161,13 +161,16 @@ def heatmaps(masks: dict[str, torch.Tensor], graph: Graph, head: int, out: Path,
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.0 * rows + 0.6), squeeze=False)
     image = None
     import numpy as np
+    from matplotlib.colors import ListedColormap
 
-    cmap = plt.get_cmap("Blues").with_extremes(bad="#d9d9d9")  # grey: future keys (causal)
+    # p = 0 is white ("under"), any p > 0 starts at a visible blue; grey ("bad"): future keys.
+    blues = plt.get_cmap("Blues")(np.linspace(0.3, 1.0, 256))
+    cmap = ListedColormap(blues).with_extremes(under="white", bad="#d9d9d9")
     for ax, name in zip(axes.flat, names):
         m = masks[name][head].numpy()
         future = np.triu(np.ones_like(m, dtype=bool), k=1 + m.shape[1] - m.shape[0])
         shown = np.ma.masked_array(m, mask=future)
-        image = ax.imshow(shown, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest", aspect="auto")
+        image = ax.imshow(shown, cmap=cmap, vmin=1e-6, vmax=1.0, interpolation="nearest", aspect="auto")
         op = graph.nodes[name].op
         star = "  (output)" if name == graph.output else ""
         ax.set_title(f"{name}: {op}{star}\ndensity {density(masks[name][head]):.1%}", fontsize=10)
@@ -179,7 +182,7 @@ def heatmaps(masks: dict[str, torch.Tensor], graph: Graph, head: int, out: Path,
     fig.suptitle(title + "\n(grey: future keys the causal mask hides)", fontsize=11)
     fig.tight_layout(rect=(0, 0, 0.92, 1))
     cax = fig.add_axes((0.935, 0.15, 0.015, 0.7))
-    fig.colorbar(image, cax=cax).set_label("inclusion probability p", fontsize=9)
+    fig.colorbar(image, cax=cax).set_label("inclusion probability p (white: 0)", fontsize=9)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -10,13 +10,26 @@ from .common import add_override_arg, parse_overrides
 
 
 def add_parser(sub):
+    import argparse
+
     p = sub.add_parser(
         "validate",
         help="check graph files",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Check YAML graph files: operators, parameters, wiring, port types, cycles, output.\n"
-            "Prints one located message per bad file (file:line: node, parameter: what is wrong)\n"
-            "and exits non-zero if any file is bad. Warnings (nodes that feed nothing) do not fail."
+            "Check YAML graph files: YAML syntax (safe loading only; !!python tags are refused),\n"
+            "operators, parameters (names, types, ranges, $references), wiring, port types,\n"
+            "cycles and the output. Each bad file gets one located line,\n"
+            "  error: FILE:LINE: node 'N', parameter 'P': what is wrong; what would be valid\n"
+            "and the exit status is 1 if any file is bad. Warnings (a node that feeds nothing,\n"
+            "an unused graph parameter) are printed but do not fail."
+        ),
+        epilog=(
+            "examples:\n"
+            "  maskgraph validate graphs/*.yaml             every shipped graph\n"
+            "  maskgraph validate my.yaml -p heavy_size=0.02   with an override applied\n"
+            "  maskgraph validate -q my.yaml && echo fine      errors only (for scripts)\n"
+            "  maskgraph validate --debug bad.yaml             the Python traceback too"
         ),
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="graph files (or names of shipped graphs)")
