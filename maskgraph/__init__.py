@@ -74,3 +74,12 @@ __all__ = [
     "operator",
     "shipped_graphs",
 ]
+
+
+def __getattr__(name: str):
+    # ``mg.hf`` (HuggingFace integration) is imported on first use.
+    if name == "hf":
+        import importlib
+
+        return importlib.import_module(".hf", __name__)
+    raise AttributeError(f"module 'maskgraph' has no attribute {name!r}")
