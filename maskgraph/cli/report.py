@@ -1,15 +1,28 @@
-"""``maskgraph report``: not built yet (see the project's issues)."""
+"""``maskgraph report``: markdown leaderboard and PNG plots from ``maskgraph eval`` run
+directories. See :mod:`maskgraph.eval.report`."""
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
+
+from ..eval.report import write_report
 
 
 def add_parser(sub):
-    p = sub.add_parser("report", help="(report: not built yet)", description="Not built yet.")
+    p = sub.add_parser(
+        "report",
+        help="leaderboard (markdown) and plots from eval run directories",
+        description="Merge one or more 'maskgraph eval' run directories into a leaderboard and plots.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default=None, help="markdown file (default: RUN_DIR/report.md of the first run)")
+    p.add_argument("--img-dir", default=None, help="where PNGs go (default: beside the markdown)")
+    p.add_argument("--prefix", default="", help="file-name prefix of the PNGs")
     return p
 
 
 def run(args) -> int:
-    print("maskgraph report: not built yet", file=sys.stderr)
-    return 2
+    out = args.out or str(Path(args.runs[0]) / "report.md")
+    written = write_report(args.runs, out, args.img_dir, args.prefix)
+    print(f"wrote {written['markdown']}" + "".join(f"\nwrote {p}" for p in written["plots"]))
+    return 0

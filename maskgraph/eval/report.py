@@ -1,0 +1,280 @@
+"""``maskgraph report``: a markdown leaderboard and PNG plots from one or more run directories.
+
+Tables (one row per graph setting, the plain dense model first, then ``dense``):
+
+- retrieval tasks (needles, variable tracking): RULER score (0–100) per task and length;
+- aggregation tasks (common/frequent-word extraction), reported separately;
+- perplexity on long text, and its ratio to dense;
+- for every row: the **measured** density (mean over its attention calls), agreement of
+  greedy tokens with dense, and (runs with ``--metrics``) relative output error and recall.
+
+Plots: ``<prefix>accuracy_vs_density.png`` (mean retrieval score against measured density, one
+line per method: a Pareto view) and ``<prefix>error_per_layer.png`` (relative output error per
+layer, one line per method at the setting nearest a chosen density).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ..errors import MaskgraphError
+
+REFERENCE = "dense (model's own attention)"
+
+
+def load_cells(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
+    """Every cell of every run directory's metrics.json (later directories win on clashes)."""
+    cells: dict[str, dict[str, Any]] = {}
+    for d in run_dirs:
+        p = Path(d) / "metrics.json"
+        if not p.is_file():
+            raise MaskgraphError(f"{d} has no metrics.json (is it a 'maskgraph eval' run directory?)")
+        for cid, c in json.loads(p.read_text())["cells"].items():
+            cells[cid] = c
+    return list(cells.values())
+
+
+def _order_key(label: str, graph: str, target: float | None) -> tuple:
+    first = {"dense": 0, "streaming_llm": 1, "oracle_topk": 2, "oracle_topp": 3}
+    return (first.get(graph, 9), graph, -1 if target is None else target, label)
+
+
+def _rows(cells: list[dict]) -> list[tuple[str, str, float | None]]:
+    seen = {(c["label"], c["graph"], c["target"]) for c in cells}
+    return sorted(seen, key=lambda r: _order_key(*r))
+
+
+def _fmt(v: float | None, spec: str = ".1f") -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def _mean(vals: list[float | None]) -> float | None:
+    vals = [v for v in vals if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _cell_text(c: dict | None, key: str, spec: str) -> str:
+    if c is None:
+        return "–"
+    if c["status"] != "ok" and c.get(key) is None:
+        return "n/a¹" if c["status"].startswith("not calibrated") else "err²"
+    return _fmt(c.get(key), spec)
+
+
+def leaderboard(cells: list[dict]) -> str:
+    """The markdown tables (see module docstring)."""
+    by = {(c["label"], c["task"], c["length"]): c for c in cells}
+    rows = _rows(cells)
+    parts: list[str] = []
+    for kind, title in (
+        ("retrieval", "Retrieval (RULER score, 0–100)"),
+        ("aggregation", "Aggregation (RULER score, 0–100)"),
+    ):
+        cols = sorted({(c["task"], c["length"]) for c in cells if c["kind"] == kind})
+        if cols:
+            parts.append(_score_table(title, cols, rows, by))
+    ppl_cols = sorted({c["length"] for c in cells if c["kind"] == "perplexity"})
+    if ppl_cols:
+        parts.append(_ppl_table(ppl_cols, rows, by))
+    notes = sorted({c["status"] for c in cells if c["status"] != "ok"})
+    if notes:
+        parts.append("Notes:\n\n" + "\n".join(f"- {n}" for n in notes))
+    return "\n\n".join(parts) + "\n"
+
+
+def _row_stats(label: str, cells: list[dict]) -> dict[str, float | None]:
+    mine = [c for c in cells if c["label"] == label and c["status"] == "ok"]
+    return {
+        "density": _mean([c.get("density") for c in mine]),
+        "agreement": _mean([c.get("agreement") for c in mine]),
+        "rel_err": _mean([c.get("rel_err") for c in mine]),
+        "recall": _mean([c.get("recall") for c in mine]),
+    }
+
+
+def _score_table(title: str, cols, rows, by) -> str:
+    head = ["graph", "target", "measured density"] + [f"{t} @{n}" for t, n in cols]
+    head += ["mean", "agreement", "rel. err", "recall"]
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    ref = [
+        _mean([by[k]["ref_score"] for k in by if (k[1], k[2]) == col and "ref_score" in by[k]])
+        for col in cols
+    ]
+    lines.append(
+        "| "
+        + " | ".join(
+            [REFERENCE, "–", "1.000"] + [_fmt(v) for v in ref] + [_fmt(_mean(ref)), "1.000", "0", "1"]
+        )
+        + " |"
+    )
+    cells = list(by.values())
+    for label, graph, target in rows:
+        mine = [by.get((label, t, n)) for t, n in cols]
+        scores = [c.get("score") if c else None for c in mine]
+        st = _row_stats(label, [c for c in mine if c])
+        if all(c is None for c in mine):
+            continue
+        st_all = _row_stats(label, cells)
+        lines.append(
+            "| "
+            + " | ".join(
+                [graph, _target(target), _fmt(st_all["density"], ".3f")]
+                + [_cell_text(c, "score", ".1f") for c in mine]
+                + [
+                    _fmt(_mean(scores)),
+                    _fmt(st["agreement"], ".3f"),
+                    _fmt(st["rel_err"], ".3f"),
+                    _fmt(st["recall"], ".3f"),
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def _ppl_table(lengths, rows, by) -> str:
+    head = (
+        ["graph", "target", "measured density"]
+        + [f"ppl @{n}" for n in lengths]
+        + [f"ratio to dense @{n}" for n in lengths]
+    )
+    lines = ["### Perplexity (long text)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    ref = [_mean([by[k].get("ref_ppl") for k in by if k[1] == "ppl" and k[2] == n]) for n in lengths]
+    lines.append(
+        "| "
+        + " | ".join([REFERENCE, "–", "1.000"] + [_fmt(v, ".2f") for v in ref] + ["1.00"] * len(lengths))
+        + " |"
+    )
+    for label, graph, target in rows:
+        mine = [by.get((label, "ppl", n)) for n in lengths]
+        if all(c is None for c in mine):
+            continue
+        dens = _mean([c.get("density") for c in mine if c and c["status"] == "ok"])
+        ratios = [
+            _fmt(c["ppl"] / r, ".2f") if c and c.get("ppl") is not None and r else _cell_text(c, "ppl", ".2f")
+            for c, r in zip(mine, ref)
+        ]
+        lines.append(
+            "| "
+            + " | ".join(
+                [graph, _target(target), _fmt(dens, ".3f")]
+                + [_cell_text(c, "ppl", ".2f") for c in mine]
+                + ratios
+            )
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def _target(target: float | None) -> str:
+    return "default" if target is None else f"{target * 100:g}%"
+
+
+# ----- plots ------------------------------------------------------------------------------------
+def plot_accuracy_vs_density(cells: list[dict], path: Path) -> bool:
+    """Mean retrieval score against measured density, one line per graph. False if no data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    ref_scores = [c["ref_score"] for c in cells if c["kind"] == "retrieval" and "ref_score" in c]
+    for label, graph, _ in _rows(cells):
+        mine = [c for c in cells if c["label"] == label and c["kind"] == "retrieval" and c["status"] == "ok"]
+        d, s = _mean([c.get("density") for c in mine]), _mean([c.get("score") for c in mine])
+        if d is not None and s is not None:
+            points[graph].append((d, s))
+    if not points:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for graph, pts in sorted(points.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=graph)
+    if ref_scores:
+        ax.axhline(
+            sum(ref_scores) / len(ref_scores),
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label="dense (model)",
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("measured density (share of allowed keys attended)")
+    ax.set_ylabel("mean retrieval score (RULER, 0–100)")
+    ax.set_title("Accuracy vs measured density")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_error_per_layer(cells: list[dict], path: Path, density: float = 0.1) -> bool:
+    """Relative output error per layer at the setting nearest ``density``, one line per graph."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_graph: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for c in cells:
+        if c["status"] == "ok" and c.get("per_layer") and c.get("rel_err") is not None:
+            per_graph[c["graph"]][c["label"]].append(c)
+    if not per_graph:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for _graph, labels in sorted(per_graph.items()):
+        label, group = min(
+            labels.items(), key=lambda kv: abs((_mean([c.get("density") for c in kv[1]]) or 1) - density)
+        )
+        layers = sorted({int(k) for c in group for k in c["per_layer"]})
+        ys = [_mean([c["per_layer"].get(str(i), {}).get("rel_err") for c in group]) for i in layers]
+        ax.plot(layers, ys, marker=".", label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("relative output error ‖O−O_dense‖/‖O_dense‖")
+    ax.set_title(f"Output error per layer (setting nearest {density:.0%} density)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(
+    run_dirs: list[str | Path], out: str | Path, img_dir: str | Path | None = None, prefix: str = ""
+) -> dict:
+    """Write the leaderboard markdown to ``out`` and plots to ``img_dir``; returns paths written."""
+    cells = load_cells(run_dirs)
+    out = Path(out)
+    img = Path(img_dir) if img_dir is not None else out.parent
+    img.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Any] = {"markdown": str(out), "plots": []}
+    text = leaderboard(cells)
+    for name, fn in (
+        ("accuracy_vs_density", plot_accuracy_vs_density),
+        ("error_per_layer", plot_error_per_layer),
+    ):
+        p = img / f"{prefix}{name}.png"
+        if fn(cells, p):
+            written["plots"].append(str(p))
+            rel = Path(p).resolve().relative_to(out.parent.resolve()) if _inside(p, out.parent) else p
+            text += f"\n![{name}]({rel})\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return written
+
+
+def _inside(p: Path, root: Path) -> bool:
+    try:
+        Path(p).resolve().relative_to(Path(root).resolve())
+        return True
+    except ValueError:
+        return False

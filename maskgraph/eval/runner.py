@@ -1,0 +1,458 @@
+"""``maskgraph eval``: run graphs × tasks × lengths × densities into a resumable run directory.
+
+Run directory layout:
+
+- ``config.json``: the full configuration (model, graphs with their YAML, tasks, lengths, …);
+- ``rows.jsonl``: one line per finished (cell, sample), appended as they finish — the
+  resume log: a rerun skips every (cell, sample) already there;
+- ``reference.jsonl``: the plain dense model's answer tokens (or window NLL) per sample;
+- ``micro.jsonl``: one line per attention call through a graph (density; with ``--metrics``
+  also relative output error and recall), written together with its row;
+- ``results.csv``: the rows as a table; ``metrics.json``: per-cell aggregates. Both are rebuilt
+  from the logs at the end of every run, so a resumed run gives the same tables.
+
+A **cell** is (graph, target density, task, length); its id reads ``quest@5%/niah_multikey/1024``
+(``@default`` when the graph's own parameters are used).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CalibrationError, MaskgraphError
+from ..ir import Graph
+from ..loader import load_graph
+from . import protocol as proto
+from .metrics import MicroObserver, summarise
+from .sweep import sweep_overrides
+from .tasks import TASKS, Template, generate
+
+PPL = "ppl"
+#: Config keys that must match to resume a run directory.
+IDENTITY = ("model", "seed", "protocol", "template", "metrics", "ppl_score_share", "text_file")
+
+
+@dataclass
+class EvalConfig:
+    """Everything that defines a run (written to ``config.json``)."""
+
+    model: str
+    graphs: list[str]
+    tasks: list[str]
+    lengths: list[int]
+    samples: int = 3
+    seed: int = 0
+    overrides: dict[str, Any] = field(default_factory=dict)
+    densities: list[float] = field(default_factory=list)
+    protocol: str = "dense_prefill"
+    device: str = "cpu"
+    metrics: bool = False
+    template: str = "chat"
+    ppl_score_share: float = 0.25
+    text_file: str | None = None
+
+    def check(self) -> None:
+        for t in self.tasks:
+            if t != PPL and t not in TASKS:
+                raise MaskgraphError(f"unknown task {t!r}; valid: {', '.join([PPL, *TASKS])}")
+        if self.protocol not in proto.PROTOCOLS:
+            raise MaskgraphError(f"unknown protocol {self.protocol!r}; valid: {', '.join(proto.PROTOCOLS)}")
+        if self.template not in ("chat", "plain"):
+            raise MaskgraphError(f"template must be 'chat' or 'plain', got {self.template!r}")
+        if self.samples < 1 or not self.lengths or min(self.lengths) < 16:
+            raise MaskgraphError("need --samples >= 1 and lengths >= 16 tokens")
+        if not 0 < self.ppl_score_share < 1:
+            raise MaskgraphError("ppl_score_share must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One graph at one parameter setting."""
+
+    label: str
+    graph_name: str
+    target: float | None
+    graph: Graph | None
+    overrides: dict[str, Any]
+    error: str | None = None
+
+
+def target_tag(target: float | None) -> str:
+    return "default" if target is None else f"{round(target * 100, 3):g}%"
+
+
+def cell_id(label: str, task: str, length: int) -> str:
+    return f"{label}/{task}/{length}"
+
+
+# ----- variants -------------------------------------------------------------------------------
+def variants(config: EvalConfig, length: int) -> list[Variant]:
+    """Every (graph, density) setting at ``length`` (the sweep rule depends on the length)."""
+    out = []
+    for path in config.graphs:
+        base = load_graph(path)
+        own = {k: v for k, v in config.overrides.items() if k in base.params}
+        targets: list[float | None] = list(config.densities) if config.densities and base.params else [None]
+        for target in targets:
+            ov = dict(sweep_overrides(base.params, target, length)) if target is not None else {}
+            ov.update(own)
+            label = f"{base.name}@{target_tag(target)}"
+            try:
+                graph = base.with_overrides(ov) if ov else base
+                error = _uncalibrated(graph)
+            except MaskgraphError as exc:
+                graph, error = None, str(exc)
+            out.append(Variant(label, base.name, target, graph, ov, error))
+    return out
+
+
+def _uncalibrated(graph: Graph) -> str | None:
+    """'not calibrated: …' when a path parameter that the graph needs is unset."""
+    from ..registry import get_op
+
+    for name, node in graph.nodes.items():
+        spec = get_op(node.op, node=name)
+        for p in spec.params:
+            if p.kind == "path" and graph.node_params(name).get(p.name) is None and p.default is None:
+                ref = node.params.get(p.name)
+                shown = ref[1:] if isinstance(ref, str) and ref.startswith("$") else p.name
+                return f"not calibrated: set -p {shown}=FILE (made by 'maskgraph calibrate')"
+    return None
+
+
+def check_overrides(config: EvalConfig) -> None:
+    """Every ``-p`` name must exist in at least one graph."""
+    known: set[str] = set()
+    for path in config.graphs:
+        known |= set(load_graph(path).params)
+    unknown = sorted(set(config.overrides) - known)
+    if unknown:
+        raise MaskgraphError(f"override(s) {', '.join(unknown)} match no parameter of the given graphs")
+
+
+# ----- run directory --------------------------------------------------------------------------
+class RunDir:
+    """Append-only logs plus rebuilt tables (see module docstring)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def read_jsonl(self, name: str) -> list[dict[str, Any]]:
+        p = self.path(name)
+        if not p.is_file():
+            return []
+        out = []
+        for line in p.read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by an interrupted write: its cell reruns
+        return out
+
+    def append(self, name: str, records: list[dict[str, Any]]) -> None:
+        with open(self.path(name), "a") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+
+    def write_config(self, config: EvalConfig) -> None:
+        data = asdict(config)
+        old_path = self.path("config.json")
+        if old_path.is_file():
+            old = json.loads(old_path.read_text())
+            diff = [k for k in IDENTITY if old.get(k) != data.get(k)]
+            if diff:
+                raise MaskgraphError(
+                    f"{self.root} holds a run with different {', '.join(diff)}; use another --out"
+                )
+            for key in ("graphs", "tasks", "lengths", "densities"):
+                data[key] = list(dict.fromkeys([*old.get(key, []), *data[key]]))
+            data["samples"] = max(int(old.get("samples", 0)), config.samples)
+        data["graph_yaml"] = {p: load_graph(p).to_yaml() for p in data["graphs"]}
+        data["torch"] = torch.__version__
+        old_path.write_text(json.dumps(data, indent=2))
+
+
+# ----- the run --------------------------------------------------------------------------------
+@dataclass
+class Job:
+    """One (length, task, sample index) with the variants still to run on it."""
+
+    length: int
+    task: str
+    index: int
+    todo: list[Variant]
+
+
+def plan(config: EvalConfig, done: set[tuple[str, int]]) -> list[Job]:
+    jobs = []
+    for length in config.lengths:
+        vs = variants(config, length)
+        for task in config.tasks:
+            for index in range(config.samples):
+                todo = [v for v in vs if (cell_id(v.label, task, length), index) not in done]
+                if todo:
+                    jobs.append(Job(length, task, index, todo))
+    return jobs
+
+
+def run_eval(config: EvalConfig, out: str | Path, model=None, tokenizer=None, progress: bool = True) -> dict:
+    """Run (or resume) ``config`` into ``out``; returns the metrics written to metrics.json."""
+    config.check()
+    check_overrides(config)
+    rd = RunDir(out)
+    rd.write_config(config)
+    done = {(r["cell"], int(r["index"])) for r in rd.read_jsonl("rows.jsonl")}
+    jobs = plan(config, done)
+    total = sum(len(j.todo) for j in jobs)
+    if total:
+        if model is None:
+            from ..hf.models import load_model
+
+            model, tokenizer = load_model(config.model, device=config.device)
+        _execute(config, rd, jobs, total, model, tokenizer, progress)
+    return finalise(rd)
+
+
+def _execute(config, rd: RunDir, jobs: list[Job], total: int, model, tokenizer, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    template = Template.chat(tokenizer) if config.template == "chat" else Template()
+    refs = {(r["task"], r["length"], r["index"]): r for r in rd.read_jsonl("reference.jsonl")}
+    text_cache: dict[str, Any] = {}
+    bar = tqdm(total=total, disable=not progress, unit="cell-sample", dynamic_ncols=True)
+    try:
+        for job in jobs:
+            bar.set_description(f"{job.task} L={job.length} #{job.index}")
+            item = _item(config, job, tokenizer, template, text_cache)
+            context = None
+            if config.protocol == "dense_prefill" or (job.task, job.length, job.index) not in refs:
+                context = _dense_context(model, tokenizer, item, config.device)
+            key = (job.task, job.length, job.index)
+            if key not in refs:
+                refs[key] = _reference(model, tokenizer, item, job, context, config)
+                rd.append("reference.jsonl", [refs[key]])
+            for v in job.todo:
+                row, micro = _run_variant(model, tokenizer, item, job, v, context, refs[key], config)
+                rd.append("micro.jsonl", micro)
+                rd.append("rows.jsonl", [row])
+                bar.update(1)
+    finally:
+        bar.close()
+
+
+def _item(config, job: Job, tokenizer, template, text_cache) -> dict[str, Any]:
+    """What one job runs on: a task sample, or a perplexity window."""
+    if job.task == PPL:
+        from .text import load_text, windows
+
+        key = f"{config.text_file}:{job.length}"
+        if key not in text_cache:
+            text, _ = load_text(config.text_file)
+            text_cache[key] = windows(tokenizer, text, job.length, config.samples)
+        ids = text_cache[key][job.index].to(config.device)
+        ctx_len = job.length - max(2, int(job.length * config.ppl_score_share))
+        return {"ids": ids, "context_len": ctx_len}
+    return {"sample": generate(job.task, tokenizer, job.length, config.seed, job.index, template)}
+
+
+def _dense_context(model, tokenizer, item, device) -> proto.Context:
+    if "ids" in item:
+        ids = item["ids"][:, : item["context_len"]]
+        cache, _ = proto.prefill(model, ids)
+        return proto.Context(ids=ids, cache=cache)
+    return proto.dense_context(model, tokenizer, item["sample"].context, device)
+
+
+def _evaluate(model, tokenizer, item, context, config) -> dict[str, Any]:
+    """Run one item under the active attention; returns tokens or NLL."""
+    if "ids" in item:
+        nll, count = proto.window_nll(
+            model, item["ids"], item["context_len"], protocol=config.protocol, context=context
+        )
+        return {"nll": nll, "count": count}
+    s = item["sample"]
+    toks = proto.answer(
+        model,
+        tokenizer,
+        s.context,
+        s.question,
+        s.max_new_tokens,
+        protocol=config.protocol,
+        device=config.device,
+        context=context,
+    )
+    return {"tokens": toks}
+
+
+def _reference(model, tokenizer, item, job: Job, context, config) -> dict[str, Any]:
+    """The plain model's result (its own attention, dense prefill and decode)."""
+    if "ids" in item:
+        res = proto.window_nll(
+            model, item["ids"], item["context_len"], protocol="dense_prefill", context=context
+        )
+        return {"task": job.task, "length": job.length, "index": job.index, "nll": res[0], "count": res[1]}
+    s = item["sample"]
+    toks = proto.answer(
+        model, tokenizer, s.context, s.question, s.max_new_tokens, protocol="dense_prefill",
+        device=config.device, context=context,
+    )  # fmt: skip
+    return {"task": job.task, "length": job.length, "index": job.index, "tokens": toks}
+
+
+def _run_variant(model, tokenizer, item, job, v: Variant, context, ref, config):
+    from .. import inject
+
+    cell = cell_id(v.label, job.task, job.length)
+    row: dict[str, Any] = {
+        "cell": cell,
+        "graph": v.graph_name,
+        "label": v.label,
+        "target": v.target,
+        "task": job.task,
+        "kind": "perplexity" if job.task == PPL else TASKS[job.task].kind,
+        "length": job.length,
+        "index": job.index,
+        "overrides": v.overrides,
+        "status": "ok",
+    }
+    if v.error is not None:
+        row.update(status=v.error)
+        return row, []
+    observer = MicroObserver(dense=config.metrics, tags={"cell": cell, "index": job.index})
+    start = time.perf_counter()
+    try:
+        handle = inject(model, v.graph, protocol=config.protocol, observer=observer)
+        observer.state = lambda: handle.state
+        try:
+            result = _evaluate(model, tokenizer, item, context, config)
+        finally:
+            handle.remove()
+    except CalibrationError as exc:
+        row.update(status=f"not calibrated: {str(exc).splitlines()[0]}")
+        return row, []
+    except Exception as exc:  # noqa: BLE001 - recorded in the table as the cell's status, never hidden
+        row.update(status=f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        return row, []
+    row["seconds"] = round(time.perf_counter() - start, 3)
+    summary = summarise(observer.records)["overall"]
+    row["density"] = summary.get("density")
+    row["rel_err"] = summary.get("rel_err")
+    row["recall"] = summary.get("recall")
+    if "nll" in result:
+        row.update(nll=result["nll"], count=result["count"], ref_nll=ref["nll"])
+        row["score"] = math.exp(result["nll"] / result["count"])
+    else:
+        s = item["sample"]
+        from .scoring import score
+
+        text = tokenizer.decode(result["tokens"], skip_special_tokens=True)
+        row.update(
+            prediction=text,
+            answers=list(s.answers),
+            n_tokens=s.n_tokens,
+            score=score(text, s.answers, s.metric),
+            agreement=agreement(result["tokens"], ref["tokens"]),
+            ref_score=score(tokenizer.decode(ref["tokens"], skip_special_tokens=True), s.answers, s.metric),
+        )
+    return row, observer.records
+
+
+def agreement(tokens: list[int], reference: list[int]) -> float:
+    """Share of the reference's greedy tokens matched at the same position (1.0 = identical)."""
+    if not reference:
+        return float(tokens == reference)
+    return sum(a == b for a, b in zip(tokens, reference)) / len(reference)
+
+
+# ----- tables -----------------------------------------------------------------------------------
+CSV_FIELDS = (
+    "cell", "graph", "label", "target", "task", "kind", "length", "index", "status", "score",
+    "ref_score", "agreement", "density", "rel_err", "recall", "nll", "ref_nll", "count", "n_tokens",
+    "seconds", "prediction", "answers", "overrides",
+)  # fmt: skip
+
+
+def finalise(rd: RunDir) -> dict[str, Any]:
+    """Rebuild results.csv and metrics.json from the logs; returns the metrics."""
+    rows = _dedupe(rd.read_jsonl("rows.jsonl"))
+    with open(rd.path("results.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _csv_value(r.get(k)) for k in CSV_FIELDS})
+    micro: dict[str, list[dict]] = {}
+    for rec in rd.read_jsonl("micro.jsonl"):
+        micro.setdefault(rec["cell"], []).append(rec)
+    cells: dict[str, dict[str, Any]] = {}
+    for cell, group in _group(rows):
+        cells[cell] = _aggregate(group, micro.get(cell, []))
+    metrics = {"cells": cells}
+    rd.path("metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return metrics
+
+
+def _dedupe(rows: list[dict]) -> list[dict]:
+    seen: dict[tuple[str, int], dict] = {}
+    for r in rows:
+        seen.setdefault((r["cell"], int(r["index"])), r)
+    return sorted(seen.values(), key=lambda r: (r["cell"], int(r["index"])))
+
+
+def _group(rows: list[dict]) -> Iterator[tuple[str, list[dict]]]:
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["cell"], []).append(r)
+    yield from sorted(groups.items())
+
+
+def _csv_value(v: Any) -> Any:
+    if isinstance(v, (list, dict)):
+        return json.dumps(v)
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return "" if v is None else v
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _aggregate(rows: list[dict], micro: list[dict]) -> dict[str, Any]:
+    first = rows[0]
+    ok = [r for r in rows if r["status"] == "ok"]
+    out: dict[str, Any] = {
+        k: first[k] for k in ("graph", "label", "target", "task", "kind", "length", "overrides")
+    }
+    out["samples"] = len(ok)
+    out["status"] = "ok" if len(ok) == len(rows) else next(r["status"] for r in rows if r["status"] != "ok")
+    if first["task"] == PPL and ok:
+        out["ppl"] = math.exp(sum(r["nll"] for r in ok) / sum(r["count"] for r in ok))
+        out["ref_ppl"] = math.exp(sum(r["ref_nll"] for r in ok) / sum(r["count"] for r in ok))
+    elif ok:
+        out["score"] = 100 * _mean([r["score"] for r in ok])
+        out["ref_score"] = 100 * _mean([r["ref_score"] for r in ok])
+        out["agreement"] = _mean([r["agreement"] for r in ok])
+    if micro:
+        s = summarise(micro)
+        out["density"] = s["overall"].get("density")
+        out["rel_err"] = s["overall"].get("rel_err")
+        out["recall"] = s["overall"].get("recall")
+        out["per_layer"] = {str(k): v for k, v in s["per_layer"].items()}
+    return out

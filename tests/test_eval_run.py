@@ -1,0 +1,157 @@
+"""End to end on a tiny random model: run directory, resume, report, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import zlib
+
+import pytest
+
+from maskgraph.cli.main import main
+from maskgraph.eval.runner import EvalConfig, agreement, run_eval
+from maskgraph.hf.models import tiny_model
+
+
+class WordTokenizer:
+    """One token per whitespace-separated word, hashed into the tiny models' 256 ids."""
+
+    eos_token_id = None
+
+    def encode(self, text, add_special_tokens=False):
+        return [zlib.crc32(w.encode()) % 256 for w in text.split()]
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(f"w{int(i)}" for i in ids)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model("llama", seed=0), WordTokenizer()
+
+
+@pytest.fixture()
+def text_file(tmp_path):
+    p = tmp_path / "book.txt"
+    p.write_text("In the beginning was a long sentence about nothing much at all. " * 100)
+    return str(p)
+
+
+def _csv_without_timing(path):
+    with open(path, newline="") as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+def _config(text_file, **kw):
+    base = dict(
+        model="tiny",
+        graphs=["dense", "streaming_llm", "oracle_topk"],
+        tasks=["niah_single_number", "fwe", "ppl"],
+        lengths=[300],
+        samples=1,
+        seed=1,
+        densities=[0.2],
+        metrics=True,
+        template="plain",
+        text_file=text_file,
+    )
+    base.update(kw)
+    return EvalConfig(**base)
+
+
+def test_smoke_resume_and_report(tiny, text_file, tmp_path):
+    model, tok = tiny
+    out = tmp_path / "run"
+    m1 = run_eval(_config(text_file), out, model=model, tokenizer=tok, progress=False)
+    cells = m1["cells"]
+    # dense has no knob: one setting; the others one per target density
+    assert {c["label"] for c in cells.values()} == {"dense@default", "streaming_llm@20%", "oracle_topk@20%"}
+    assert len(cells) == 3 * 3
+    for c in cells.values():
+        assert c["status"] == "ok" and c["samples"] == 1
+        assert 0 < c["density"] <= 1 and c["rel_err"] is not None
+    dense_ppl = cells["dense@default/ppl/300"]
+    assert dense_ppl["ppl"] == pytest.approx(dense_ppl["ref_ppl"], rel=1e-3)
+    assert cells["dense@default/fwe/300"]["agreement"] == 1.0
+    assert cells["dense@default/fwe/300"]["density"] == pytest.approx(1.0)
+    assert cells["dense@default/niah_single_number/300"]["rel_err"] < 1e-4
+    assert cells["streaming_llm@20%/ppl/300"]["density"] < 0.5
+    for name in (
+        "config.json",
+        "rows.jsonl",
+        "reference.jsonl",
+        "micro.jsonl",
+        "results.csv",
+        "metrics.json",
+    ):
+        assert (out / name).is_file()
+    micro = [json.loads(x) for x in (out / "micro.jsonl").read_text().splitlines()]
+    assert {r["layer"] for r in micro} == {0, 1} and all(len(r["density"]) == 4 for r in micro)
+
+    table1 = (out / "metrics.json").read_text()
+    csv1 = _csv_without_timing(out / "results.csv")
+    n_rows = len((out / "rows.jsonl").read_text().splitlines())
+    # a rerun finds everything done: same tables, no new rows
+    run_eval(_config(text_file), out, model=None, tokenizer=None, progress=False)
+    assert (out / "metrics.json").read_text() == table1
+    assert len((out / "rows.jsonl").read_text().splitlines()) == n_rows
+    # an interrupted run (last rows lost) resumes to the same table
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out, resumed)
+    rows = (resumed / "rows.jsonl").read_text().splitlines()
+    (resumed / "rows.jsonl").write_text("\n".join(rows[:-4]) + "\n")
+    cut = {json.loads(r)["cell"] for r in rows[-4:]}
+    keep = [x for x in (resumed / "micro.jsonl").read_text().splitlines() if json.loads(x)["cell"] not in cut]
+    (resumed / "micro.jsonl").write_text("\n".join(keep) + "\n")
+    run_eval(_config(text_file), resumed, model=model, tokenizer=tok, progress=False)
+    assert (resumed / "metrics.json").read_text() == table1
+    assert _csv_without_timing(resumed / "results.csv") == csv1
+
+    md = tmp_path / "report" / "results.md"
+    assert main(["report", str(out), "--out", str(md), "--prefix", "results_"]) == 0
+    text = md.read_text()
+    assert text.index("dense (model's own attention)") < text.index("| streaming_llm")
+    assert "### Aggregation" in text and "### Retrieval" in text and "### Perplexity" in text
+    assert (md.parent / "results_accuracy_vs_density.png").stat().st_size > 1000
+    assert (md.parent / "results_error_per_layer.png").stat().st_size > 1000
+
+
+def test_uncalibrated_graph_is_marked_not_skipped(tiny, text_file, tmp_path):
+    model, tok = tiny
+    m = run_eval(
+        _config(text_file, graphs=["hashattention"], tasks=["ppl"], densities=[], metrics=False),
+        tmp_path / "r",
+        model=model,
+        tokenizer=tok,
+        progress=False,
+    )
+    (cell,) = m["cells"].values()
+    assert cell["status"].startswith("not calibrated") and cell["samples"] == 0
+
+
+def test_changed_identity_refuses_resume(tiny, text_file, tmp_path):
+    model, tok = tiny
+    cfg = _config(text_file, graphs=["dense"], tasks=["ppl"], samples=1, densities=[])
+    run_eval(cfg, tmp_path / "r", model=model, tokenizer=tok, progress=False)
+    from maskgraph.errors import MaskgraphError
+
+    with pytest.raises(MaskgraphError, match="seed"):
+        run_eval(
+            _config(text_file, graphs=["dense"], tasks=["ppl"], samples=1, seed=9),
+            tmp_path / "r",
+            model=model,
+            tokenizer=tok,
+        )
+
+
+def test_agreement():
+    assert agreement([1, 2, 3], [1, 2, 3]) == 1.0
+    assert agreement([1, 9, 3], [1, 2, 3, 4]) == 0.5
+    assert agreement([], [1, 2]) == 0.0
+
+
+def test_cli_help():
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--help"])
+    assert e.value.code == 0
