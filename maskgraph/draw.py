@@ -138,17 +138,31 @@ def to_mermaid(graph: Graph) -> str:
     return "\n".join(out) + "\n"
 
 
-def to_ascii(graph: Graph) -> str:
-    """A terminal rendering: one line per node in execution order with its sources."""
-    lines = [f"graph {graph.name}" + (f" — {graph.doc}" if graph.doc else "")]
+def to_ascii(graph: Graph, width: int = 100) -> str:
+    """A terminal rendering: one line per node in execution order with its sources and params.
+
+    A source shown bare is a graph input or a port named after its source (``keys``); others
+    read ``port<-source`` (``+`` joins the sources of a list port).
+    """
+    import textwrap
+
+    lines = [f"graph {graph.name}"]
+    if graph.doc:
+        lines += textwrap.wrap(graph.doc, width=width, initial_indent="  ", subsequent_indent="  ")
+    lines.append("")
     for name in graph.topo_order():
         spec = get_op(graph.nodes[name].op, node=name)
         title, params = _label(graph, name)
-        srcs = [
-            f"{port}<-{'+'.join(s) if isinstance(s, list) else s}"
-            for port, s in wired_inputs(graph, name).items()
-        ]
-        p = f" [{', '.join(params)}]" if params else ""
-        lines.append(f"  {title:<28} {spec.family:<10} {spec.output.value:<7} {' '.join(srcs)}{p}")
+        srcs = []
+        for port, s in wired_inputs(graph, name).items():
+            joined = "+".join(s) if isinstance(s, list) else s
+            srcs.append(joined if port == joined else f"{port}<-{joined}")
+        head = f"  {title:<28} {spec.family:<10} {spec.output.value:<7} {' '.join(srcs)}"
+        lines.append(head)
+        if params:
+            lines += textwrap.wrap(
+                ", ".join(params), width=width, initial_indent=" " * 50 + "[", subsequent_indent=" " * 51
+            )
+            lines[-1] += "]"
     lines.append(f"  ==> attention over '{graph.output}'")
     return "\n".join(lines)
