@@ -153,18 +153,19 @@ def calibration_files(folder: str, hq: int, hkv: int, d: int) -> dict:
     return files
 
 
-def ceilings(prep: dict, b: int, hq: int, hkv: int, hsel: int, nb: int, n: int, d: int, elt: int):
+def ceilings(prep: dict, b: int, hq: int, hkv: int, hsel: int, nb: int, fixed: int, n: int, d: int, elt: int):
     """Lower bounds in ms: (bytes moved / HBM bandwidth, FLOPs / tensor-core peak).
 
     Bytes: every estimator cache read once, the ``nb`` block scores per query head written and
-    read back by top-k, the gathered keys and values (one list per selection head). FLOPs: q·k
-    and p·v over the gathered keys, plus a multiply-add per cache element per query head of its
-    KV group (the scoring).
+    read back by top-k, the ``fixed`` sink and window keys and values read in place once per KV
+    head, the other ``n − fixed`` gathered once per selection head. FLOPs: q·k and p·v over the
+    ``n`` keys, plus a multiply-add per cache element per query head of its KV group (scoring).
     """
     tensors = [t for p in prep.values() for t in p.values() if torch.is_tensor(t)]
     cache = sum(t.numel() * t.element_size() for t in tensors)
     cache_elems = sum(t.numel() for t in tensors)
-    moved = cache + 2 * b * hq * nb * 4 + 2 * b * hsel * n * d * elt
+    kv_rows = b * hkv * fixed + b * hsel * (n - fixed)
+    moved = cache + 2 * b * hq * nb * 4 + 2 * kv_rows * d * elt
     flops = 4 * b * hq * n * d + 2 * cache_elems * (hq // hkv)
     return moved / HBM_BYTES_PER_S * 1e3, flops / BF16_FLOPS * 1e3
 
@@ -225,7 +226,9 @@ def sparse_case(name, gqa, density, q, k, v, dense_ms, files, device, args) -> d
     n = runner.budget(kk)
     hsel = k.shape[1] if gqa == "shared" else hq
     nb = score_blocks(graph, kk)
-    bytes_ms, flops_ms = ceilings(prep, b, hq, k.shape[1], hsel, nb, n, d, k.element_size())
+    params = graph_params(name, budget, files)
+    fixed = min(n, params["sink_size"] + params["window_size"])
+    bytes_ms, flops_ms = ceilings(prep, b, hq, k.shape[1], hsel, nb, fixed, n, d, k.element_size())
     row.update(
         n=n,
         ms=ms,

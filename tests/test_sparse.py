@@ -167,8 +167,9 @@ def test_decode_loop_with_state_matches_simulate(calib):
             assert rel(b, a) < 1e-4, (name, step)
 
 
-def test_chunked_prefill_matches_simulate(calib):
-    graph = load("oracle_topk", calib, 2, 1)
+@pytest.mark.parametrize("name", ["streaming_llm", "oracle_topk", "quest"])
+def test_chunked_prefill_matches_simulate(name, calib):
+    graph = load(name, calib, 2, 1)
     qs, ks, vs = inputs(1, 2, 1, 30, 30, seed=17)
     sim = mg.compile(graph)
     sp = mg.compile(graph, mode="sparse", chunk_size=7)
@@ -375,15 +376,16 @@ def key_reads(graph, b=1, hq=4, hkv=2, k=45) -> list[str]:
     "name", ["streaming_llm", "quest", "pqcache", "hashattention", "double_sparsity", "socket"]
 )
 def test_estimators_read_only_the_gathered_keys(name, calib):
-    """After prepare, the whole key tensor is only indexed (the gather), never scored: the
-    estimator works from its caches. The oracle (exact) does read every key, as it must."""
+    """After prepare, the whole key tensor is only sliced (sink, window) and indexed (the
+    gather), never scored: the estimator works from its caches. The oracle (exact) does read
+    every key, as it must."""
     calls = key_reads(load(name, calib, 4, 2))
-    assert calls == ["__getitem__"], calls
+    assert calls and set(calls) <= {"narrow", "__getitem__"}, calls  # slices and the gather
 
 
 def test_oracle_reads_every_key(calib):
     calls = key_reads(load("oracle_topk", calib, 4, 2))
-    assert len(calls) > 1  # the logits of all keys, then the gather
+    assert set(calls) - {"narrow", "__getitem__"}  # the logits of all keys
 
 
 def test_page_scores_stay_at_page_granularity(calib):

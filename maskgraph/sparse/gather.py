@@ -27,6 +27,123 @@ def gather_kv(
     return keys[rows, heads, idx], values[rows, heads, idx]
 
 
+def _expand_heads(mask: torch.Tensor, hq: int) -> torch.Tensor:
+    """Bool (b, h, Qc, n) with h ∈ {1, Hkv, Hq} -> broadcastable to (B, Hq, Qc, n)."""
+    h = mask.shape[1]
+    if h in (1, hq):
+        return mask
+    return mask.repeat_interleave(hq // h, dim=1)
+
+
+def span_logits(queries, keys, start, length, scaling) -> torch.Tensor:
+    """Logits over the slice keys[:, :, start:start+length] (no copy): (B, Hq, Qc, length) f32."""
+    b, hq, qc, d = queries.shape
+    hkv = keys.shape[1]
+    k3 = keys.narrow(2, start, length).reshape(b * hkv, length, d)
+    q3 = queries.reshape(b * hkv, (hq // hkv) * qc, d)
+    return (f32_bmm(q3, k3.transpose(1, 2)) * scaling).view(b, hq, qc, length)
+
+
+def span_values(weights, values, start, length) -> torch.Tensor:
+    """Σ_j w_j v_j over the slice: weights (B, Hq, Qc, length) f32 -> (B, Hq, Qc, D) f32."""
+    b, hq, qc, _ = weights.shape
+    hkv, d = values.shape[1], values.shape[3]
+    v3 = values.narrow(2, start, length).reshape(b * hkv, length, d)
+    w3 = weights.reshape(b * hkv, (hq // hkv) * qc, length)
+    if v3.is_cuda and v3.dtype in (torch.float16, torch.bfloat16):
+        w3 = w3.to(v3.dtype)  # weights in [0, 1]: rounding them is below half output precision
+    return f32_bmm(w3, v3).view(b, hq, qc, d)
+
+
+def gathered_logits(queries, kg, scaling) -> torch.Tensor:
+    """Logits over gathered keys kg (B, Hsel, Qc, n, D): (B, Hq, Qc, n) f32."""
+    b, hq, qc, d = queries.shape
+    hsel, n = kg.shape[1], kg.shape[3]
+    g = hq // hsel
+    rows = b * hsel * qc
+    # one small (G, D) @ (D, n) product per (row, selection head, query)
+    q3 = queries.reshape(b, hsel, g, qc, d).transpose(2, 3).reshape(rows, g, d)
+    s = f32_bmm(q3, kg.reshape(rows, n, d).transpose(1, 2)) * scaling
+    return s.view(b, hsel, qc, g, n).transpose(2, 3).reshape(b, hq, qc, n)
+
+
+def gathered_values(weights, vg) -> torch.Tensor:
+    """Σ_j w_j v_j over gathered values vg (B, Hsel, Qc, n, D): weights (B, Hq, Qc, n) f32."""
+    b, hq, qc, n = weights.shape
+    hsel, d = vg.shape[1], vg.shape[4]
+    g = hq // hsel
+    rows = b * hsel * qc
+    w3 = weights.view(b, hsel, g, qc, n).transpose(2, 3).reshape(rows, g, n)
+    if vg.is_cuda and vg.dtype in (torch.float16, torch.bfloat16):
+        w3 = w3.to(vg.dtype)
+    out = f32_bmm(w3, vg.reshape(rows, n, d)).view(b, hsel, qc, g, d).transpose(2, 3)
+    return out.reshape(b, hq, qc, d)
+
+
+def attend_parts(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    spans: list[tuple],
+    gathered: tuple[torch.Tensor, torch.Tensor] | None,
+    sinks: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention of each query over the union of its parts (disjoint where valid).
+
+    queries (B, Hq, Qc, D); keys, values (B, Hkv, K, D); attention_mask additive, broadcastable
+    to (B, Hq, Qc, K), or None; ``spans``: (start, length, valid) runs read as slices, valid bool
+    broadcastable to (B, h, Qc, length); ``gathered``: (idx int64, valid bool) of shape
+    (B, Hsel, Qc, n), Hsel ∈ {Hkv, Hq}, read by gathering; sinks (Hq,) optional sink logits.
+    Returns out (B, Hq, Qc, D) float32 (zeros on a row with no attended key) and the 0-d int64
+    count of such rows.
+    """
+    b, hq, qc, d = queries.shape
+    am = None
+    if attention_mask is not None:
+        am = attention_mask.expand(b, hq, qc, attention_mask.shape[-1])
+    logits, sizes = [], []
+    for start, length, valid in spans:
+        s = span_logits(queries, keys, start, length, scaling)
+        if am is not None:
+            s = s + am.narrow(-1, start, length).float()
+        logits.append(s.masked_fill(~_expand_heads(valid, hq), NEG_INF))
+        sizes.append(length)
+    kg = vg = None
+    if gathered is not None:
+        idx, valid = gathered
+        safe = torch.where(valid, idx, 0)
+        kg, vg = gather_kv(keys, values, safe)
+        s = gathered_logits(queries, kg, scaling)
+        sel_idx = _expand_heads(safe, hq)
+        if am is not None:
+            s = s + torch.gather(am, -1, sel_idx.expand(b, hq, qc, safe.shape[-1])).float()
+        logits.append(s.masked_fill(~_expand_heads(valid, hq), NEG_INF))
+        sizes.append(safe.shape[-1])
+    s = logits[0] if len(logits) == 1 else torch.cat(logits, dim=-1)
+    m = s.amax(dim=-1, keepdim=True)
+    empty = ~torch.isfinite(m)
+    if sinks is not None:
+        sk = sinks.float().view(1, hq, 1, 1)
+        m = torch.maximum(torch.where(empty, sk, m), sk)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    w = torch.exp(s - m)
+    den = w.sum(dim=-1, keepdim=True)
+    if sinks is not None:
+        den = den + torch.exp(sinks.float().view(1, hq, 1, 1) - m)
+    pieces = torch.split(w, sizes, dim=-1)
+    num = None
+    for (start, length, _), piece in zip(spans, pieces):
+        part = span_values(piece, values, start, length)
+        num = part if num is None else num + part
+    if vg is not None:
+        part = gathered_values(pieces[-1], vg)
+        num = part if num is None else num + part
+    out = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), 0.0)
+    return out, empty.sum()
+
+
 def gathered_attention(
     queries: torch.Tensor,
     keys: torch.Tensor,
@@ -37,45 +154,12 @@ def gathered_attention(
     valid: torch.Tensor,
     sinks: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax attention of each query over its listed keys.
+    """Softmax attention of each query over its listed keys (all gathered).
 
-    queries (B, Hq, Qc, D); keys, values (B, Hkv, K, D); attention_mask additive, broadcastable
-    to (B, Hq, Qc, K), or None; idx int64 and valid bool broadcastable to (B, Hsel, Qc, n) with
-    Hsel ∈ {Hkv, Hq}; entries are distinct where valid; sinks (Hq,) optional sink logits.
-    Returns out (B, Hq, Qc, D) float32 (zeros on a row with no attended key) and the 0-d int64
-    count of such rows.
+    idx int64 and valid bool broadcastable to (B, Hsel, Qc, n), Hsel ∈ {Hkv, Hq}; entries are
+    distinct where valid; the rest as :func:`attend_parts`.
     """
-    b, hq, qc, d = queries.shape
-    hsel = idx.shape[1]
-    n = idx.shape[-1]
-    g = hq // hsel
-    lead = (b, hsel, qc, n)
-    valid = valid.expand(lead)
-    safe = torch.where(valid, idx.expand(lead), 0)
-    kg, vg = gather_kv(keys, values, safe)
-    rows = b * hsel * qc
-    # one small (G, D) @ (D, n) product per (row, selection head, query), float32 accumulate
-    q3 = queries.reshape(b, hsel, g, qc, d).transpose(2, 3).reshape(rows, g, d)
-    s = f32_bmm(q3, kg.reshape(rows, n, d).transpose(1, 2)) * scaling
-    s = s.view(b, hsel, qc, g, n).transpose(2, 3)  # (B, Hsel, G, Qc, n)
-    if attention_mask is not None:
-        am = attention_mask.expand(b, hq, qc, attention_mask.shape[-1])
-        am = am.reshape(b, hsel, g, qc, am.shape[-1])
-        s = s + torch.gather(am, -1, safe.unsqueeze(2).expand(b, hsel, g, qc, n)).float()
-    s = s.masked_fill(~valid.unsqueeze(2), NEG_INF)
-    m = s.amax(dim=-1, keepdim=True)
-    empty = ~torch.isfinite(m)
-    if sinks is not None:
-        sk = sinks.float().view(1, hsel, g, 1, 1)
-        m = torch.maximum(torch.where(empty, sk, m), sk)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    w = torch.exp(s - m)
-    den = w.sum(dim=-1, keepdim=True)
-    if sinks is not None:
-        den = den + torch.exp(sinks.float().view(1, hsel, g, 1, 1) - m)
-    w3 = w.transpose(2, 3).reshape(rows, g, n)
-    if vg.is_cuda and vg.dtype in (torch.float16, torch.bfloat16):
-        w3 = w3.to(vg.dtype)  # weights in [0, 1]: rounding them is below half output precision
-    num = f32_bmm(w3, vg.reshape(rows, n, d)).view(b, hsel, qc, g, d).transpose(2, 3)
-    out = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), 0.0)
-    return out.reshape(b, hq, qc, d), empty.sum()
+    b, qc = queries.shape[0], queries.shape[2]
+    lead = (b, idx.shape[1], qc, idx.shape[-1])
+    gathered = (idx.expand(lead), valid.expand(lead))
+    return attend_parts(queries, keys, values, attention_mask, scaling, [], gathered, sinks)

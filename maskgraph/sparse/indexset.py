@@ -1,18 +1,23 @@
-"""Index sets: a 0/1 mask held as a fixed-size list of key positions, padded and masked.
+"""Index sets: a 0/1 mask held as fixed-size lists of key positions, padded and masked.
 
-An :class:`IndexSet` stands for the keys a mask keeps for one query chunk:
+An :class:`IndexSet` stands for the keys a mask keeps for one query chunk. It is a list of
+:class:`Part` s, each
 
 - ``idx`` int64 (b, h, Qc|1, n): key positions, b ∈ {1, B}, h ∈ {1, Hsel} (Hsel = Hq when
   query heads own their selections, Hkv when a KV group shares one);
-- ``valid`` bool, broadcastable with ``idx``: False marks padding (and duplicates removed by a
-  union); an invalid entry may hold any position, it is never attended;
-- ``contains(j)``: membership of positions ``j`` (int64 (b', h', Qc|1, m)) as bool, broadcast
-  against the set's own leading dimensions. Ranges (sink, local window) answer elementwise;
-  selections answer through a (b, h, Qc, K) bitmap built on demand;
-- ``leaves``: names of the leaf nodes the set is made of, ``excludes``: leaf names known to be
-  disjoint from it (top-k never picks a key of its prior), so unions skip needless checks.
+- ``valid`` bool, broadcastable with ``idx``: False marks padding and entries another part
+  already holds; an invalid entry may hold any position, it is never attended;
+- ``span``: ``(start, length)`` when the part is the contiguous run ``start + 0..length−1`` for
+  every row, head and query of the chunk (sink, local window, causal): attention then reads a
+  slice of the cache instead of gathering.
 
-``n`` is static for a given K (sink + window + k for the usual graphs), so a decode step has a
+The set answers ``contains(j)``: membership of positions ``j`` (int64 (b', h', Qc|1, m)) as bool,
+broadcast against its own leading dimensions. Ranges answer arithmetically; selections through
+a (b, h, Qc, K) bitmap built on demand. ``leaves`` names the leaf nodes the set is made of and
+``excludes`` the leaves known to be disjoint from it (top-k never picks a key of its prior), so
+unions skip needless checks.
+
+Sizes are static for a given K (sink + window + k for the usual graphs), so a decode step has a
 fixed shape and no host synchronisation.
 """
 
@@ -20,37 +25,74 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 
 @dataclass
-class IndexSet:
-    """Key positions a mask keeps (see module docstring for shapes)."""
+class Part:
+    """Positions ``idx`` kept where ``valid``; ``span`` = (start, length) for a contiguous run."""
 
     idx: torch.Tensor
     valid: torch.Tensor
+    span: tuple[Any, Any] | None = None
+
+    @property
+    def size(self):
+        return self.idx.shape[-1]
+
+    @property
+    def lead(self) -> tuple[int, ...]:
+        return tuple(torch.broadcast_shapes(self.idx.shape[:3], self.valid.shape[:3]))
+
+    def with_valid(self, valid: torch.Tensor) -> Part:
+        return Part(self.idx, valid, self.span)
+
+
+@dataclass
+class IndexSet:
+    """Key positions a mask keeps, as parts (see module docstring)."""
+
+    parts: list[Part]
     contains: Callable[[torch.Tensor], torch.Tensor]
     cheap: bool
     leaves: frozenset[str]
     excludes: frozenset[str] = field(default_factory=frozenset)
 
     @property
+    def lead(self) -> tuple[int, ...]:
+        return tuple(torch.broadcast_shapes(*(p.lead for p in self.parts)))
+
+    @property
+    def idx(self) -> torch.Tensor:
+        """All positions, (b, h, Qc, Σn), parts concatenated."""
+        lead = self.lead
+        return torch.cat([p.idx.expand(*lead, p.size) for p in self.parts], dim=-1)
+
+    @property
+    def valid(self) -> torch.Tensor:
+        lead = self.lead
+        return torch.cat([p.valid.expand(*lead, p.size) for p in self.parts], dim=-1)
+
+    @property
     def size(self):
-        """The padded number of entries n (an int, symbolic under torch.compile)."""
-        return self.idx.shape[-1]
+        return sum(p.size for p in self.parts)
 
 
-def range_set(
-    name: str, start: torch.Tensor, count, contains: Callable[[torch.Tensor], torch.Tensor], limit
-) -> IndexSet:
-    """Positions ``start + 0..count−1`` kept where ``0 ≤ position < limit``.
+def span_set(name: str, start, length, member: Callable, num_keys, device: torch.device) -> IndexSet:
+    """The run ``start + 0..length−1`` clipped to the keys, kept where ``member(pos)``.
 
-    start: int64 (1, 1, Qc|1, 1) first position per query; count: static length; limit: K.
+    ``start``/``length``: ints (symbolic under torch.compile); ``member`` maps positions
+    (1, 1, 1, L) to bool (1, 1, Qc|1, L), and is also the set's membership test. The slice read
+    is [s0, s0 + L) with L = min(length, K) and s0 = clamp(start, 0, K − L), which covers every
+    kept position when those lie in [max(start, 0), start + length) ∩ [0, K).
     """
-    pos = start + torch.arange(count, device=start.device).view(1, 1, 1, -1)
-    valid = (pos >= 0) & (pos < limit)
-    return IndexSet(pos.clamp(0, limit - 1), valid, contains, True, frozenset([name]))
+    run = torch.sym_min(length, num_keys)
+    s0 = torch.sym_max(0, torch.sym_min(start, num_keys - run))
+    pos = s0 + torch.arange(run, device=device).view(1, 1, 1, -1)
+    part = Part(pos, member(pos), (s0, run))
+    return IndexSet([part], member, True, frozenset([name]))
 
 
 def bitmap_contains(idx: torch.Tensor, valid: torch.Tensor, num_keys) -> Callable:
@@ -74,55 +116,50 @@ def selection_set(
     name: str, idx: torch.Tensor, valid: torch.Tensor, num_keys, excludes: frozenset[str]
 ) -> IndexSet:
     """A data-dependent selection (top-k): idx/valid (b, h, Qc, n)."""
-    return IndexSet(idx, valid, bitmap_contains(idx, valid, num_keys), False, frozenset([name]), excludes)
-
-
-def _lead(sets: list[IndexSet]) -> tuple[int, ...]:
-    shapes = [torch.broadcast_shapes(s.idx.shape[:3], s.valid.shape[:3]) for s in sets]
-    return tuple(torch.broadcast_shapes(*shapes))
-
-
-def union(name: str, sets: list[IndexSet]) -> IndexSet:
-    """Keys kept by any set, each once: later parts drop entries an earlier part holds.
-
-    Parts with cheap membership go first, so a selection is checked against ranges, never the
-    other way round; a part known to exclude an earlier one skips the check.
-    """
-    ordered = sorted(sets, key=lambda s: not s.cheap)
-    lead = _lead(ordered)
-    idx_parts, valid_parts = [], []
-    for i, part in enumerate(ordered):
-        valid = part.valid
-        for prev in ordered[:i]:
-            if prev.leaves <= part.excludes:
-                continue
-            valid = valid & ~prev.contains(part.idx)
-        idx_parts.append(part.idx.expand(*lead, part.size))
-        valid_parts.append(valid.expand(*lead, part.size))
-
-    def contains(j: torch.Tensor) -> torch.Tensor:
-        out = ordered[0].contains(j)
-        for part in ordered[1:]:
-            out = out | part.contains(j)
-        return out
-
-    leaves = frozenset().union(*(s.leaves for s in ordered))
-    excludes = frozenset.intersection(*(s.excludes for s in ordered))
     return IndexSet(
-        torch.cat(idx_parts, dim=-1),
-        torch.cat(valid_parts, dim=-1),
-        contains,
-        all(s.cheap for s in ordered),
-        leaves | frozenset([name]),
+        [Part(idx, valid)],
+        bitmap_contains(idx, valid, num_keys),
+        False,
+        frozenset([name]),
         excludes,
     )
 
 
+def union(name: str, sets: list[IndexSet]) -> IndexSet:
+    """Keys kept by any set, each once: a later set's entries that an earlier set holds are
+    marked invalid.
+
+    Sets with arithmetic membership go first, so a selection is checked against ranges, never
+    the other way round; a set known to exclude an earlier one skips the check. Every key of an
+    earlier set's full membership is held, valid, by that set or one before it, so dropping it
+    from later sets never loses a key.
+    """
+    ordered = sorted(sets, key=lambda s: not s.cheap)
+    parts: list[Part] = []
+    for i, current in enumerate(ordered):
+        earlier = [prev for prev in ordered[:i] if not prev.leaves <= current.excludes]
+        for part in current.parts:
+            valid = part.valid
+            for prev in earlier:
+                valid = valid & ~prev.contains(part.idx)
+            parts.append(part.with_valid(valid))
+
+    def contains(j: torch.Tensor) -> torch.Tensor:
+        out = ordered[0].contains(j)
+        for s in ordered[1:]:
+            out = out | s.contains(j)
+        return out
+
+    leaves = frozenset().union(*(s.leaves for s in ordered))
+    excludes = frozenset.intersection(*(s.excludes for s in ordered))
+    cheap = all(s.cheap for s in ordered)
+    return IndexSet(parts, contains, cheap, leaves | frozenset([name]), excludes)
+
+
 def intersection(name: str, a: IndexSet, b: IndexSet) -> IndexSet:
-    """Keys of ``a`` that ``b`` also keeps (a's entries, filtered)."""
+    """Keys of ``a`` that ``b`` also keeps (a's parts, filtered)."""
     return IndexSet(
-        a.idx,
-        a.valid & b.contains(a.idx),
+        [p.with_valid(p.valid & b.contains(p.idx)) for p in a.parts],
         lambda j: a.contains(j) & b.contains(j),
         a.cheap and b.cheap,
         frozenset([name]),
@@ -133,8 +170,7 @@ def intersection(name: str, a: IndexSet, b: IndexSet) -> IndexSet:
 def difference(name: str, a: IndexSet, b: IndexSet) -> IndexSet:
     """Keys of ``a`` that ``b`` does not keep."""
     return IndexSet(
-        a.idx,
-        a.valid & ~b.contains(a.idx),
+        [p.with_valid(p.valid & ~b.contains(p.idx)) for p in a.parts],
         lambda j: a.contains(j) & ~b.contains(j),
         a.cheap and b.cheap,
         frozenset([name]),

@@ -9,6 +9,7 @@ prepare caches (``exact``, the oracle, reads the keys).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +23,11 @@ NEG_INF = float("-inf")
 
 @dataclass
 class Context:
-    """One query chunk in sparse mode: the Env, the GQA option and the selection head count."""
+    """One query chunk in sparse mode: the Env, the GQA option, the first query's position."""
 
     env: Env
     gqa: str  # "per_head" | "shared"
+    q_first: Any = 0  # absolute position of the chunk's first query (an int, symbolic when compiled)
 
     @property
     def heads(self) -> int:
@@ -45,39 +47,41 @@ def _min_k(ctx: Context, size):
     return torch.sym_min(ctx.env.size(size), ctx.env.K)
 
 
-# ----- fixed patterns ---------------------------------------------------------------------------
+# ----- fixed patterns: contiguous runs, read as slices -------------------------------------------
+def _query_pos(env: Env) -> torch.Tensor:
+    return env.q_pos.view(1, 1, -1, 1)
+
+
 def lower_full(ctx: Context, name, inputs, params, prep) -> IndexSet:
     env = ctx.env
-    start = torch.zeros(1, 1, 1, 1, dtype=torch.long, device=env.keys.device)
-    return indexset.range_set(name, start, env.K, lambda j: torch.ones_like(j, dtype=torch.bool), env.K)
+
+    def member(j):
+        return torch.ones_like(j, dtype=torch.bool)
+
+    return indexset.span_set(name, 0, env.K, member, env.K, env.keys.device)
 
 
 def lower_sink(ctx: Context, name, inputs, params, prep) -> IndexSet:
     env = ctx.env
     n = _min_k(ctx, params["size"])
-    start = torch.zeros(1, 1, 1, 1, dtype=torch.long, device=env.keys.device)
-    return indexset.range_set(name, start, n, lambda j: j < n, env.K)
-
-
-def _query_pos(env: Env) -> torch.Tensor:
-    return env.q_pos.view(1, 1, -1, 1)
+    return indexset.span_set(name, 0, n, lambda j: j < n, env.K, env.keys.device)
 
 
 def lower_local(ctx: Context, name, inputs, params, prep) -> IndexSet:
+    """Query t keeps t−w < j ≤ t; the chunk's queries together read one run of w + Qc − 1."""
     env = ctx.env
     w = _min_k(ctx, params["size"])
     t = _query_pos(env)
-    return indexset.range_set(name, t - w + 1, w, lambda j: (j <= t) & (j > t - w), env.K)
+    start = ctx.q_first - w + 1
+    return indexset.span_set(
+        name, start, w + env.Q - 1, lambda j: (j <= t) & (j > t - w), env.K, env.keys.device
+    )
 
 
 def lower_causal(ctx: Context, name, inputs, params, prep) -> IndexSet:
     env = ctx.env
     t = _query_pos(env)
-    start = torch.zeros(1, 1, 1, 1, dtype=torch.long, device=env.keys.device)
-    out = indexset.range_set(name, start, env.K, lambda j: j <= t, env.K)
-    pos = torch.arange(env.K, device=env.keys.device).view(1, 1, 1, -1)
-    out.valid = out.valid & (pos <= t)
-    return out
+    return indexset.span_set(name, 0, env.K, lambda j: j <= t, env.K, env.keys.device)
 
 
 # ----- combinators ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import torch
 
 from ..env import Env
 from ..errors import NotSupportedError
-from .gather import gathered_attention
+from .gather import attend_parts
 from .ops import Context
 from .plan import Step, budget, build_plan, run_plan, structure
 
@@ -32,20 +32,27 @@ def sparse_chunk(
     attention_mask: torch.Tensor | None,
     scaling: float,
     q_pos: torch.Tensor,
+    q_first: int,
     prep: dict,
     sinks: torch.Tensor | None,
     layer_idx: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One query chunk: out (B, Hq, Qc, D) float32 and the empty-row count (0-d int64)."""
     env = Env(queries, keys, values, attention_mask, scaling, q_pos, layer_idx)
-    ctx = Context(env, gqa)
-    chosen = run_plan(steps, output, ctx, prep, params)
-    heads = torch.broadcast_shapes(chosen.idx.shape[:3], chosen.valid.shape[:3])[1]
-    if heads == 1:  # no selection depends on the head: one list per KV head
-        heads = env.Hkv
-    lead = (env.B, heads, env.Q, chosen.size)
-    idx, valid = chosen.idx.expand(lead), chosen.valid.expand(lead)
-    return gathered_attention(queries, keys, values, attention_mask, scaling, idx, valid, sinks)
+    chosen = run_plan(steps, output, Context(env, gqa, q_first), prep, params)
+    spans = [(p.span[0], p.span[1], p.valid) for p in chosen.parts if p.span is not None]
+    listed = [p for p in chosen.parts if p.span is None]
+    gathered = None
+    if listed:
+        heads = torch.broadcast_shapes(*(p.lead for p in listed))[1]
+        if heads == 1:  # no selection depends on the head: one list per KV head
+            heads = env.Hkv
+        lead = (env.B, heads, env.Q)
+        gathered = (
+            torch.cat([p.idx.expand(*lead, p.size) for p in listed], dim=-1),
+            torch.cat([p.valid.expand(*lead, p.size) for p in listed], dim=-1),
+        )
+    return attend_parts(queries, keys, values, attention_mask, scaling, spans, gathered, sinks)
 
 
 #: (graph structure, gqa) -> compiled chunk function, shared by every parameter setting.
@@ -122,6 +129,7 @@ class SparseRunner:
                 am,
                 scaling,
                 positions[start:stop],
+                k - q + start,
                 prep,
                 sinks,
                 layer_idx,
