@@ -608,3 +608,15 @@ def test_docs_yaml_equals_shipped_graph(name):
     doc = mg.load_graph(_doc_block(f"docs/methods/{name}.md", "## YAML"))
     shipped = mg.load_graph(f"graphs/{name}.yaml")
     assert (doc.nodes, doc.params, doc.output) == (shipped.nodes, shipped.params, shipped.output)
+
+
+def test_vattention_int_base_rate_is_a_count_of_residual_keys():
+    queries, keys, values = qkv(1, 2, 1, 2, 40, 4, seed=18)
+    g = sampler_graph("vattention_sample", {"base_rate_sampling": 8, "epsilon": 0.9, "seed": 3}, prior=False)
+    p = mg.compile(g).mask(queries, keys, values)
+    kept = p[p > 0]
+    # every kept key has p ≥ 8/40 (the base rate as a share of the 40 residual keys)
+    assert float(kept.min()) >= 8 / 40 - 1e-6
+    # each row holds one value of p
+    for row in p.reshape(-1, 40):
+        assert torch.unique(row[row > 0]).numel() == 1
