@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 
 import pytest
 import torch
@@ -107,7 +108,7 @@ def both(graph, q, k, v, **kw):
 def test_matches_simulate_float32(name, shape, calib):
     b, hq, hkv, q, k = shape
     graph = load(name, calib, hq, hkv)
-    qs, ks, vs = inputs(*shape, seed=hash((name, shape)) % 1000)
+    qs, ks, vs = inputs(*shape, seed=zlib.crc32(f"{name}{shape}".encode()) % 1000)
     a, s, _, _ = both(graph, qs, ks, vs)
     assert s.shape == a.shape and s.dtype == qs.dtype
     assert rel(s, a) < 1e-4
