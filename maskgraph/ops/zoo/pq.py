@@ -104,6 +104,8 @@ def prepare_pq(keys, values, params, slot, layer_idx) -> dict[str, torch.Tensor]
         cent = cent.view(b, h, m, 2**bits, d // m)
         codes = flat.view(b, h, m, k).transpose(-1, -2).contiguous()
         start = 0
+    elif k == n:  # called again on the same keys (e.g. a second pass over one step)
+        start = n
     else:
         start = n
         x = _subvectors(keys[:, :, n:], m)
