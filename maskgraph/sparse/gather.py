@@ -108,7 +108,7 @@ def attend_parts(
         s = span_logits(queries, keys, start, length, scaling)
         if am is not None:
             s = s + am.narrow(-1, start, length).float()
-        logits.append(s.masked_fill(~_expand_heads(valid, hq), NEG_INF))
+        logits.append(torch.where(_expand_heads(valid, hq), s, NEG_INF))
         sizes.append(length)
     kg = vg = None
     if gathered is not None:
@@ -119,15 +119,15 @@ def attend_parts(
         sel_idx = _expand_heads(safe, hq)
         if am is not None:
             s = s + torch.gather(am, -1, sel_idx.expand(b, hq, qc, safe.shape[-1])).float()
-        logits.append(s.masked_fill(~_expand_heads(valid, hq), NEG_INF))
+        logits.append(torch.where(_expand_heads(valid, hq), s, NEG_INF))
         sizes.append(safe.shape[-1])
     s = logits[0] if len(logits) == 1 else torch.cat(logits, dim=-1)
     m = s.amax(dim=-1, keepdim=True)
-    empty = ~torch.isfinite(m)
+    empty = m == NEG_INF  # logits are finite or −inf: one comparison instead of isfinite
     if sinks is not None:
         sk = sinks.float().view(1, hq, 1, 1)
-        m = torch.maximum(torch.where(empty, sk, m), sk)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+        m = torch.maximum(m, sk)
+    m = torch.where(m == NEG_INF, 0.0, m)
     w = torch.exp(s - m)
     den = w.sum(dim=-1, keepdim=True)
     if sinks is not None:
@@ -140,7 +140,8 @@ def attend_parts(
     if vg is not None:
         part = gathered_values(pieces[-1], vg)
         num = part if num is None else num + part
-    out = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), 0.0)
+    # den = 0 only where no key is attended, and then num = 0 exactly: the output is 0
+    out = num / den.clamp_min(torch.finfo(torch.float32).tiny)
     return out, empty.sum()
 
 

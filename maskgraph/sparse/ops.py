@@ -29,11 +29,6 @@ class Context:
     gqa: str  # "per_head" | "shared"
     q_first: Any = 0  # absolute position of the chunk's first query (an int, symbolic when compiled)
 
-    @property
-    def heads(self) -> int:
-        """Heads a selection is made for: Hq (per_head) or Hkv (shared)."""
-        return self.env.Hkv if self.gqa == "shared" else self.env.Hq
-
 
 @dataclass
 class BlockScores:
