@@ -6,6 +6,9 @@ import torch
 
 from .attention import gqa_logits
 
+#: Relative tolerance of share · K before flooring (see :meth:`Env.size`).
+SIZE_TOLERANCE = 1.0 + 1e-9
+
 
 class Env:
     """Inputs of one attention call restricted to a chunk of queries.
@@ -60,9 +63,13 @@ class Env:
         return torch.arange(self.K, device=self.keys.device)
 
     def size(self, value: int | float) -> int:
-        """Resolve a size parameter: int = tokens, float in (0, 1] = floor(share · K)."""
+        """Resolve a size parameter: int = tokens, float in (0, 1] = floor(share · K).
+
+        The product carries a relative tolerance of 1e-9 so that a decimal share is floored as
+        written: 0.29 of K = 100 is 29, although 0.29 * 100 is 28.999999999999996 in binary.
+        """
         if isinstance(value, float):
-            return int(value * self.K)
+            return int(value * self.K * SIZE_TOLERANCE)
         return value
 
     def forbid(self, scores: torch.Tensor) -> torch.Tensor:

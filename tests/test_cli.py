@@ -238,6 +238,7 @@ def test_show_mask_node_masks_match_the_graph():
     assert (masks["heavy"].sum(-1)[:, 4:] == 2).all() and (masks["heavy"].sum(-1)[:, 3] == 1).all()
 
 
+@pytest.mark.slow
 def test_show_mask_bad_layer_and_head(capsys):
     rc, _, err = run_cli(capsys, "show", "dense", "--mask", "--model", "tiny-llama", "--layer", "7")
     assert rc == 1 and "layers 0..1" in err

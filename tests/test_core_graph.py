@@ -81,8 +81,8 @@ def test_dot_and_mermaid_name_every_node_and_port_type():
     dot, mmd = g.to_dot(), g.to_mermaid()
     for name in g.nodes:
         assert f'"{name}"' in dot and name in mmd
-    assert "scores: Scores" in dot and "prior: Mask" in dot
-    assert "scores: Scores" in mmd
+    assert 'label=" Scores"' in dot and "prior: Mask" in dot  # a port named after its type shows the type
+    assert '"Scores"' in mmd and '"prior: Mask"' in mmd
 
 
 def test_generated_source_reads_like_code():

@@ -63,7 +63,18 @@ def test_full_keeps_everything():
 
 @pytest.mark.parametrize(
     "size, nk, expect",
-    [(0.5, 10, 5), (0.25, 10, 2), (0.99, 10, 9), (1.0, 7, 7), (0.1, 9, 0), (3, 10, 3), (1, 10, 1)],
+    [
+        (0.5, 10, 5),
+        (0.25, 10, 2),
+        (0.99, 10, 9),
+        (1.0, 7, 7),
+        (0.1, 9, 0),
+        (3, 10, 3),
+        (1, 10, 1),
+        (0.29, 100, 29),  # 0.29 * 100 == 28.999999999999996 in binary: floored as written
+        (0.57, 100, 57),
+        (0.58, 100, 58),
+    ],
 )
 def test_size_semantics_int_tokens_float_share_floored(size, nk, expect):
     m = mask_of(one_node("sink", size=size), rand(1, 1, 1, 4), rand(1, 1, nk, 4))

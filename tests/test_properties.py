@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -51,7 +52,8 @@ def tensors(shape, seed, causal, dtype=torch.float32):
 
 
 def resolved(size, nk):
-    return int(size * nk) if isinstance(size, float) else size
+    """DESIGN §2: a float share of K is floored (as written: within a 1e-9 relative tolerance)."""
+    return math.floor(size * nk * (1 + 1e-9)) if isinstance(size, float) else size
 
 
 @SETTINGS
@@ -159,6 +161,9 @@ def usable_ops() -> dict:
 #: Parameters whose schema admits values the operator rejects at run time (reported to the
 #: owners; remove an entry once its schema is fixed): only their defaults are drawn.
 SCHEMA_GAPS = {("vattention_sample", "init_offset"), ("vattention_sample", "local_offset")}
+#: Operators that require their optional `partial` port once `prior` is wired (a rule the port
+#: schema cannot state; the operator raises WiringError at run time otherwise).
+NEEDS_PARTIAL_WITH_PRIOR = {"vattention_sample"}
 
 
 def param_values(draw, spec):
@@ -219,6 +224,9 @@ def random_graphs(draw):
             else:
                 inputs[port.name] = draw(st.sampled_from(options))
         name = f"n{i}_{spec.name}"
+        if spec.name in NEEDS_PARTIAL_WITH_PRIOR and "prior" in inputs:
+            nodes.append({"name": f"{name}_partial", "op": "partial", "inputs": {"mask": inputs["prior"]}})
+            inputs["partial"] = f"{name}_partial"
         nodes.append({"name": name, "op": spec.name, "inputs": inputs, "params": param_values(draw, spec)})
         produced.setdefault(spec.output, []).append(name)
     masks = produced.get(PortType.MASK, [])
