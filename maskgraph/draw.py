@@ -55,6 +55,16 @@ def _html(text: object) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
+def _dot_string(text: object) -> str:
+    """Text safe inside a double-quoted DOT string."""
+    return str(text).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _mermaid_text(text: object) -> str:
+    """Text safe inside a quoted Mermaid label."""
+    return str(text).replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+
+
 def _dot_node_label(graph: Graph, name: str) -> str:
     node = graph.nodes[name]
     rows = [f'<B>{_html(name)}</B><FONT COLOR="#444444">  {_html(node.op)}</FONT>']
@@ -74,7 +84,7 @@ def to_dot(graph: Graph) -> str:
     """Graphviz DOT text: coloured nodes by family, typed edges, a legend of the families."""
     q = '"'
     out = [
-        f"digraph {q}{graph.name}{q} {{",
+        f"digraph {q}{_dot_string(graph.name)}{q} {{",
         "  rankdir=TB; nodesep=0.3; ranksep=0.5;",
         '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11, color="#555555"];',
         '  edge [fontname="Helvetica", fontsize=9, color="#555555", fontcolor="#333333"];',
@@ -120,7 +130,7 @@ def to_mermaid(graph: Graph) -> str:
     for name in graph.topo_order():
         spec = get_op(graph.nodes[name].op, node=name)
         title, params = _label(graph, name)
-        label = "<br/>".join([title] + params)
+        label = "<br/>".join(_mermaid_text(x) for x in [title] + params)
         out.append(f'  {name}["{label}"]:::{spec.family}')
     out.append('  attention{{"attention (output)"}}:::output')
     for s, d, port, typ in _edges(graph):

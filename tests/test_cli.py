@@ -283,3 +283,18 @@ def test_cli_reference_documents_every_subcommand():
     text = (ROOT / "docs" / "cli.md").read_text()
     for name in SUBCOMMANDS:
         assert f"## `maskgraph {name}`" in text, f"docs/cli.md has no section for {name}"
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz 'dot' not installed")
+def test_awkward_names_and_values_still_draw(tmp_path, capsys):
+    path = tmp_path / "odd.yaml"
+    path.write_text(
+        "graph: 'my \"odd\" <graph> & co'\n"
+        "nodes:\n  - {name: s, op: sink, params: {size: 2}}\n"
+        "  - {name: v, op: vattention_sample, params: {bound: denominator}}\n"
+        "  - {name: u, op: union, inputs: {masks: [s, v]}}\noutput: u\n"
+    )
+    for suffix in (".svg", ".mmd"):
+        rc, _, err = run_cli(capsys, "show", str(path), "-o", str(tmp_path / f"odd{suffix}"))
+        assert rc == 0, err
+    assert (tmp_path / "odd.svg").read_text().count("<svg") == 1
