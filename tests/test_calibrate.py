@@ -395,3 +395,30 @@ def test_cli_missing_text_is_a_clean_error(tmp_path, capsys):
     )
     assert code == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_shipped_graphs_run_on_calibrated_files(tiny, tmp_path):
+    import maskgraph as mg
+
+    tok = ByteTokenizer(256)
+    ds = calibrate_double_sparsity(tiny, tok, TEXT, tokens=96, window=32).save(tmp_path / "ds.safetensors")
+    cfg = HashConfig(hat_bits=8, hidden=8, top_k=4, sink=1, local=4, steps=2, queries_per_step=8, negatives=8)
+    hf = calibrate_hashattention(tiny, tok, TEXT, tokens=96, window=32, config=cfg).save(
+        tmp_path / "hat.safetensors"
+    )
+    gen = torch.Generator().manual_seed(8)
+    q, k, v = (
+        torch.randn(1, 4, 3, 16, generator=gen),
+        torch.randn(1, 2, 40, 16, generator=gen),
+        torch.randn(1, 2, 40, 16, generator=gen),
+    )
+    small = {"sink_size": 2, "window_size": 4, "heavy_size": 6}  # 2 + 4 + 6 keys per row
+    for name, extra in (
+        ("double_sparsity", {"ds_channels": str(ds)}),
+        ("hashattention", {"hat_weights": str(hf), "hat_bits": 8}),
+    ):
+        attn = mg.compile(mg.load_graph(name, overrides={**small, **extra}))
+        for layer in (0, 1):
+            mask = attn.mask(q, k, v, layer_idx=layer)
+            assert mask.shape == (1, 4, 3, 40)
+            assert ((mask > 0).sum(-1) == 12).all() and torch.isfinite(attn(q, k, v, layer_idx=layer)).all()
