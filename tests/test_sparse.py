@@ -15,6 +15,7 @@ from maskgraph.sparse.gather import gathered_attention
 SMALL = {"sink_size": 3, "window_size": 5}
 # graph -> overrides giving small budgets on small K (page_size 4 makes K=37 a partial page)
 GRAPHS = {
+    "dense": {},
     "streaming_llm": dict(SMALL),
     "oracle_topk": {**SMALL, "heavy_size": 7},
     "quest": {**SMALL, "heavy_size": 12, "page_size": 4},
