@@ -422,3 +422,11 @@ def test_shipped_graphs_run_on_calibrated_files(tiny, tmp_path):
             mask = attn.mask(q, k, v, layer_idx=layer)
             assert mask.shape == (1, 4, 3, 40)
             assert ((mask > 0).sum(-1) == 12).all() and torch.isfinite(attn(q, k, v, layer_idx=layer)).all()
+
+
+def test_cli_default_text(tmp_path):
+    out = tmp_path / "ds.safetensors"
+    argv = ["calibrate", "double-sparsity", "--model", "tiny-llama", "--tokens", "64", "--window", "32"]
+    assert cli_main([*argv, "--no-progress", "--out", str(out)]) == 0
+    _, meta = load_channels(out)
+    assert meta["text"] == "marrow_point.txt" and meta["tokens"] == "64"

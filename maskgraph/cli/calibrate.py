@@ -111,9 +111,10 @@ def run(args) -> int:
 def _double_sparsity(args, model, tokenizer, text, label, common) -> int:
     from ..calibrate.double_sparsity import calibrate_double_sparsity
     from ..calibrate.models import default_out
+    from ..calibrate.text import default_text_path
 
     result = calibrate_double_sparsity(model, tokenizer, text, statistic=args.statistic, **common)
-    result.metadata["text"] = Path(args.text).name if args.text else "default"
+    result.metadata["text"] = Path(args.text).name if args.text else default_text_path().name
     path = result.save(args.out or default_out(label, "double_sparsity"))
     layers, hkv, d = result.channels.shape
     print(
@@ -128,6 +129,7 @@ def _double_sparsity(args, model, tokenizer, text, label, common) -> int:
 def _hashattention(args, model, tokenizer, text, label, common) -> int:
     from ..calibrate.hashattention import HashConfig, calibrate_hashattention
     from ..calibrate.models import default_out
+    from ..calibrate.text import default_text_path
 
     cfg = HashConfig(
         hat_bits=args.hat_bits,
@@ -141,7 +143,7 @@ def _hashattention(args, model, tokenizer, text, label, common) -> int:
         seed=args.seed,
     )
     result = calibrate_hashattention(model, tokenizer, text, config=cfg, **common)
-    result.metadata["text"] = Path(args.text).name if args.text else "default"
+    result.metadata["text"] = Path(args.text).name if args.text else default_text_path().name
     path = result.save(args.out or default_out(label, "hashattention"))
     per_layer = " ".join(f"{r.recall:.2f}" for r in result.reports)
     print(f"hashattention: {len(result.reports)} layers, {cfg.hat_bits} bits, hidden {cfg.hidden}")
