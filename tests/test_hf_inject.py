@@ -301,3 +301,27 @@ def test_inject_rejects_bad_protocol_and_non_models():
     assert model.config._attn_implementation == "sdpa"
     with pytest.raises(mg.MaskgraphError, match="PreTrainedModel"):
         mg.inject(object(), "dense")
+
+
+def test_bf16_model_dense_graph_close_to_sdpa():
+    model = tiny_model("qwen2", dtype=torch.bfloat16)
+    ids = _ids(17)
+    ref = _logits(model, ids).float()
+    with mg.inject(model, "dense", protocol="sparse"):
+        out = _logits(model, ids)
+    assert out.dtype == torch.bfloat16
+    # bf16 rounding of hidden states between layers: a few bf16 ulps of the logits' scale
+    assert (out.float() - ref).abs().max().item() <= 0.02 * ref.abs().max().item()
+
+
+def test_sparse_mode_is_passed_to_compile_and_matches_simulate():
+    model = tiny_model("llama")
+    ids = _ids(21)
+    narrow = {"sink_size": 2, "window_size": 4}
+    with mg.inject(model, "streaming_llm", protocol="sparse", overrides=narrow) as h:
+        simulated = _logits(model, ids)
+        assert h.layers[0].mode == "simulate"
+    with mg.inject(model, "streaming_llm", mode="sparse", protocol="sparse", overrides=narrow) as h:
+        sparse = _logits(model, ids)
+        assert h.layers[0].mode == "sparse"
+    assert (sparse - simulated).abs().max().item() <= TOL
