@@ -108,6 +108,20 @@ def test_smoke_resume_and_report(tiny, text_file, tmp_path):
     assert (resumed / "metrics.json").read_text() == table1
     assert _csv_without_timing(resumed / "results.csv") == csv1
 
+    # a sample that ended in an error is rerun with retry_errors, and the newest row wins
+    retried = tmp_path / "retried"
+    shutil.copytree(out, retried)
+    rows = [json.loads(r) for r in (retried / "rows.jsonl").read_text().splitlines()]
+    victim = next(r for r in rows if r["cell"] == "oracle_topk@20%/ppl/300")
+    rows.append({**victim, "status": "error: RuntimeError: boom", "score": None})
+    (retried / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert run_eval(_config(text_file), retried, progress=False)["cells"][victim["cell"]][
+        "status"
+    ].startswith("error")
+    run_eval(_config(text_file), retried, model=model, tokenizer=tok, progress=False, retry_errors=True)
+    again = json.loads((retried / "metrics.json").read_text())["cells"][victim["cell"]]
+    assert again["status"] == "ok" and again["ppl"] == pytest.approx(cells[victim["cell"]]["ppl"])
+
     md = tmp_path / "report" / "results.md"
     assert main(["report", str(out), "--out", str(md), "--prefix", "results_"]) == 0
     text = md.read_text()

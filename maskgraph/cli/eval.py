@@ -56,6 +56,7 @@ def add_parser(sub):
     )
     p.add_argument("--template", default="chat", choices=["chat", "plain"], help="prompt wrapping")
     p.add_argument("--text-file", default=None, help="perplexity text (default: KJV Genesis from Debian)")
+    p.add_argument("--retry-errors", action="store_true", help="rerun samples whose cell ended in an error")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -76,7 +77,7 @@ def run(args) -> int:
         template=args.template,
         text_file=args.text_file,
     )
-    metrics = run_eval(config, args.out, progress=not args.no_progress)
+    metrics = run_eval(config, args.out, progress=not args.no_progress, retry_errors=args.retry_errors)
     bad = sum(c["status"] != "ok" for c in metrics["cells"].values())
     print(
         f"{len(metrics['cells'])} cells ({bad} not ok) in {args.out}; 'maskgraph report {args.out}' for tables"

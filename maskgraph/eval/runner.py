@@ -211,13 +211,28 @@ def plan(config: EvalConfig, done: set[tuple[str, int]]) -> list[Job]:
     return jobs
 
 
-def run_eval(config: EvalConfig, out: str | Path, model=None, tokenizer=None, progress: bool = True) -> dict:
-    """Run (or resume) ``config`` into ``out``; returns the metrics written to metrics.json."""
+def run_eval(
+    config: EvalConfig,
+    out: str | Path,
+    model=None,
+    tokenizer=None,
+    progress: bool = True,
+    retry_errors: bool = False,
+) -> dict:
+    """Run (or resume) ``config`` into ``out``; returns the metrics written to metrics.json.
+
+    ``retry_errors`` reruns (cell, sample) pairs whose logged status is an error (the newest
+    row of a pair is the one tables show).
+    """
     config.check()
     check_overrides(config)
     rd = RunDir(out)
     rd.write_config(config)
-    done = {(r["cell"], int(r["index"])) for r in rd.read_jsonl("rows.jsonl")}
+    done = {
+        (r["cell"], int(r["index"]))
+        for r in _dedupe(rd.read_jsonl("rows.jsonl"))
+        if not (retry_errors and r["status"].startswith("error"))
+    }
     jobs = plan(config, done)
     total = sum(len(j.todo) for j in jobs)
     if total:
@@ -408,9 +423,10 @@ def finalise(rd: RunDir) -> dict[str, Any]:
 
 
 def _dedupe(rows: list[dict]) -> list[dict]:
+    """The newest row of each (cell, sample)."""
     seen: dict[tuple[str, int], dict] = {}
     for r in rows:
-        seen.setdefault((r["cell"], int(r["index"])), r)
+        seen[(r["cell"], int(r["index"]))] = r
     return sorted(seen.values(), key=lambda r: (r["cell"], int(r["index"])))
 
 
