@@ -260,3 +260,16 @@ def test_strided_reference(stride, nq, nk):
 def test_strided_example():
     m = mask_of(one_node("strided", stride=3), rand(1, 1, 2, 4), rand(1, 1, 9, 4))
     assert as_sets(m[0, 0]) == [{1, 4, 7}, {2, 5, 8}]
+
+
+@pytest.mark.parametrize("graph", ["oracle_topk", "oracle_topp"])
+def test_bf16_inputs_select_as_their_float32_values(graph):
+    """Logits are accumulated in float32, so bf16 inputs select what their f32 casts select."""
+    g = mg.load_graph(graph, overrides={"sink_size": 2, "window_size": 3})
+    q, k, v = rand(2, 4, 3, 16, seed=1), rand(2, 2, 29, 16, seed=2), rand(2, 2, 29, 16, seed=3)
+    qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
+    attn = mg.compile(g)
+    assert torch.equal(attn.mask(qb, kb, vb), attn.mask(qb.float(), kb.float(), vb.float()))
+    out = attn(qb, kb, vb)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), attn(qb.float(), kb.float(), vb.float()), atol=1e-2, rtol=1e-2)

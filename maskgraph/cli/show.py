@@ -107,18 +107,19 @@ def show_masks(graph, args) -> None:
         if not path.is_file():
             raise MaskgraphError(f"--prompt-file {path}: no such file")
         prompt = path.read_text()
-    steps = tqdm(total=3, desc="show --mask", unit="step", file=sys.stderr, leave=False)
-    model, ids, tokens = sm.load_model_and_ids(args.model, prompt)
-    steps.update()
-    layer = model.config.num_hidden_layers // 2 if args.layer is None else args.layer
-    cap = sm.capture(model, ids, layer, tokens)
-    steps.update()
-    hq = cap.queries.shape[1]
-    if not 0 <= args.head < hq:
-        raise MaskgraphError(f"--head {args.head} is out of range: layer {layer} has query heads 0..{hq - 1}")
-    masks = sm.node_masks(graph, cap)
-    steps.update()
-    steps.close()
+    with tqdm(total=3, desc="show --mask", unit="step", file=sys.stderr, leave=False) as steps:
+        model, ids, tokens = sm.load_model_and_ids(args.model, prompt)
+        steps.update()
+        layer = model.config.num_hidden_layers // 2 if args.layer is None else args.layer
+        cap = sm.capture(model, ids, layer, tokens)
+        steps.update()
+        hq = cap.queries.shape[1]
+        if not 0 <= args.head < hq:
+            raise MaskgraphError(
+                f"--head {args.head} is out of range: layer {layer} has query heads 0..{hq - 1}"
+            )
+        masks = sm.node_masks(graph, cap)
+        steps.update()
     out = Path(args.output) if args.output else Path(f"mask_{graph.name}.png")
     if out.suffix.lower() != ".png":
         raise MaskgraphError(f"--mask draws PNG heatmaps; give -o NAME.png (got {out})")
