@@ -419,7 +419,12 @@ def _read_source(source: str | os.PathLike) -> tuple[str, str | None]:
     if not path.exists():
         known = ", ".join(shipped_graphs())
         raise GraphError(f"no such file (shipped graphs: {known})", file=str(path))
-    raw = path.read_bytes()
+    if path.is_dir():
+        raise GraphError("is a folder, not a graph file (give the .yaml files inside it)", file=str(path))
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise GraphError(f"cannot read the file: {exc.strerror or exc}", file=str(path)) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -333,3 +333,8 @@ def test_all_errors_derive_from_maskgraph_error():
         mg.OverrideError,
     ):
         assert issubclass(cls, mg.GraphError) and issubclass(cls, mg.MaskgraphError)
+
+
+def test_folder_instead_of_file(tmp_path):
+    with pytest.raises(mg.GraphError, match="is a folder"):
+        mg.load_graph(str(tmp_path) + "/")
