@@ -325,3 +325,14 @@ def test_sparse_mode_is_passed_to_compile_and_matches_simulate():
         sparse = _logits(model, ids)
         assert h.layers[0].mode == "sparse"
     assert (sparse - simulated).abs().max().item() <= TOL
+
+
+@pytest.mark.slow
+def test_inductor_backend_matches_sdpa_through_prefill_and_decode():
+    model = tiny_model("llama")
+    ids = _ids(19)
+    ref_seq, ref_steps = _gen_logits(model, ids, n=3)
+    with mg.inject(model, "dense", protocol="sparse", backend="inductor"):
+        seq, steps = _gen_logits(model, ids, n=3)
+    assert torch.equal(seq, ref_seq)
+    assert (steps - ref_steps).abs().max().item() <= TOL
