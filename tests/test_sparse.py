@@ -417,9 +417,18 @@ def test_budget_matches_gathered_size(calib):
     graph = load("quest", calib, 4, 2)
     sp = mg.compile(graph, mode="sparse")
     assert sp._sparse.budget(37) == 3 + 5 + 12
-    graph = load("oracle_topk", calib, 4, 2, heavy_size=0.5)
+    graph = load("oracle_topk", calib, 4, 2, heavy_size=0.29)
     sp = mg.compile(graph, mode="sparse")
-    assert sp._sparse.budget(40) == 3 + 5 + 20
+    assert sp._sparse.budget(100) == 3 + 5 + 29  # a decimal share floored as written, as Env.size
+    from maskgraph.env import Env
+    from maskgraph.sparse.ops import Context
+    from maskgraph.sparse.plan import run_plan
+
+    runner = sp._sparse
+    qs, ks, vs = inputs(1, 4, 2, 1, 100, seed=47)
+    env = Env(qs, ks, vs, None, 0.25, torch.tensor([99]))
+    chosen = run_plan(runner.steps, runner.output, Context(env, "per_head", 99), {}, runner.params)
+    assert chosen.size == runner.budget(100)
 
 
 # ----- compiled -----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..env import SIZE_TOLERANCE
 from ..errors import NotSupportedError
 from ..ir import Graph
 from ..registry import get_op
@@ -110,7 +111,7 @@ def budget(steps: list[Step], output: str, num_keys: int) -> int:
     """Padded entries of the output IndexSet for ``num_keys`` keys (sink + window + k, ...)."""
 
     def size(value, default_k: int) -> int:
-        n = int(value * num_keys) if isinstance(value, float) else int(value)
+        n = int(value * num_keys * SIZE_TOLERANCE) if isinstance(value, float) else int(value)
         return min(n, default_k)
 
     sizes: dict[str, int] = {}
