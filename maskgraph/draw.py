@@ -24,12 +24,21 @@ INPUT_COLOUR = "#ffffff"
 OUTPUT_COLOUR = "#333333"
 
 
+def _show(value: object) -> str:
+    """A parameter value as YAML spells it (null, true, false)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def _label(graph: Graph, name: str) -> tuple[str, list[str]]:
     node = graph.nodes[name]
     params = []
     for key, value in node.params.items():
         shown = graph.resolve(value)
-        params.append(f"{key}={shown}" + (f" ({value})" if shown is not value else ""))
+        params.append(f"{key}={_show(shown)}" + (f" ({value})" if shown is not value else ""))
     return f"{name}: {node.op}", params
 
 
@@ -71,7 +80,7 @@ def _dot_node_label(graph: Graph, name: str) -> str:
     for key, value in node.params.items():
         shown = graph.resolve(value)
         ref = f' <FONT COLOR="#777777">{_html(value)}</FONT>' if shown is not value else ""
-        rows.append(f'<FONT POINT-SIZE="10">{_html(key)}={_html(shown)}{ref}</FONT>')
+        rows.append(f'<FONT POINT-SIZE="10">{_html(key)}={_html(_show(shown))}{ref}</FONT>')
     return "<" + "<BR/>".join(rows) + ">"
 
 
@@ -117,7 +126,7 @@ def to_dot(graph: Graph) -> str:
             '  "__legend__" [shape=plaintext, style="", fontsize=9, '
             f'label=<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="2" CELLPADDING="3"><TR>{cells}</TR></TABLE>>];'
         )
-        out.append('  "__attention__" -> "__legend__" [style=invis];')
+        out.append('  { rank=same; "__attention__"; "__legend__"; }')
     out.append("}")
     return "\n".join(out) + "\n"
 
