@@ -145,6 +145,9 @@ def test_generation_runs_with_every_shipped_graph(name, tmp_path):
         torch.manual_seed(0)
         seq, steps = _gen_logits(model, ids, n=3)
         assert h.calls == 2 * 3
+        stateful = any(mg.get_op(n.op).prepare is not None for n in graph.nodes.values())
+        if stateful:  # per-layer operator state of this request
+            assert {layer for layer, _ in h.state.keys()} == {0, 1}
     assert seq.shape == (1, 43)
     assert torch.isfinite(steps).all()
 
