@@ -1,8 +1,9 @@
 """Sparse execution: touch only the selected keys.
 
 ``mg.compile(graph, mode="sparse", gqa="per_head" | "shared")`` turns every mask of the graph
-into an index set (:mod:`.indexset`) of static size (sink + window + k for the usual graphs),
-gathers those keys and values and attends over them (:mod:`.gather`). Estimators score keys
+into an index set (:mod:`.indexset`) of static size (sink + window + k for the usual graphs);
+attention reads the contiguous parts (sink, window) as slices of the cache, gathers the
+selected keys and values, and runs one softmax over all of them (:mod:`.gather`). Estimators score keys
 from their prepare caches (``sparse_scores``), never by reading all full-precision keys, except
 the ``exact`` oracle. Graphs whose masks are not index sets (samplers, top-p) raise
 :class:`~maskgraph.errors.NotSupportedError` at compile time, naming the node and the reason.

@@ -1,4 +1,4 @@
-"""The sparse runner: select (index sets) then attend over the gathered keys, chunk by chunk."""
+"""The sparse runner: select (index sets), then attend over the slices and gathered keys, per chunk."""
 
 from __future__ import annotations
 
