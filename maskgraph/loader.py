@@ -412,6 +412,11 @@ def _read_source(source: str | os.PathLike) -> tuple[str, str | None]:
         path = Path(source)
     elif isinstance(source, str) and "\n" not in source and source in shipped_graphs():
         path = shipped_graphs()[source]
+    elif isinstance(source, str) and "\n" not in source and not any(c in source for c in ":{}[]"):
+        known = list(shipped_graphs())
+        raise GraphError(
+            f"no such graph file or shipped graph {source!r}{_suggest(source, known)} (shipped: {', '.join(known)})"
+        )
     elif isinstance(source, str):
         return source, None
     else:

@@ -338,3 +338,11 @@ def test_all_errors_derive_from_maskgraph_error():
 def test_folder_instead_of_file(tmp_path):
     with pytest.raises(mg.GraphError, match="is a folder"):
         mg.load_graph(str(tmp_path) + "/")
+
+
+def test_misspelled_shipped_graph_name_suggests():
+    with pytest.raises(
+        mg.GraphError,
+        match=r"no such graph file or shipped graph 'streaming_lm'; did you mean 'streaming_llm'",
+    ):
+        mg.load_graph("streaming_lm")
