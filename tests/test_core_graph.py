@@ -108,3 +108,15 @@ def test_load_from_yaml_text_dict_and_path_agree(tmp_path):
 def test_mapping_style_nodes_load():
     g = mg.load_graph({"nodes": {"a": {"op": "sink", "params": {"size": 2}}}, "output": "a"})
     assert list(g.nodes) == ["a"] and g.nodes["a"].params == {"size": 2}
+
+
+@pytest.mark.parametrize("name", sorted(mg.shipped_graphs()))
+def test_every_shipped_graph_draws(name):
+    from maskgraph.draw import to_ascii
+
+    g = mg.load_graph(name)
+    dot, mmd, text, table = g.to_dot(), g.to_mermaid(), to_ascii(g), g.tabular()
+    for node in g.nodes:
+        assert f'"{node}"' in dot and f"  {node}[" in mmd and f"{node}: " in text and node in table
+    assert dot.count("->") >= len(g.nodes)  # every node has an input or feeds the output
+    assert f"==> attention over '{g.output}'" in text
