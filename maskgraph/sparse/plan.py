@@ -107,29 +107,36 @@ def run_plan(steps: list[Step], output: str, ctx: ops.Context, prep: dict, param
     return values[output]
 
 
-def budget(steps: list[Step], output: str, num_keys: int) -> int:
-    """Padded entries of the output IndexSet for ``num_keys`` keys (sink + window + k, ...)."""
+def budget_split(steps: list[Step], output: str, num_keys: int) -> tuple[int, int]:
+    """(read in place, gathered) entries per query of the output IndexSet at ``num_keys`` keys:
+    sink, window, full and causal runs are slices; top-k selections are gathered."""
 
     def size(value, default_k: int) -> int:
         n = int(value * num_keys * SIZE_TOLERANCE) if isinstance(value, float) else int(value)
         return min(n, default_k)
 
-    sizes: dict[str, int] = {}
+    sizes: dict[str, tuple[int, int]] = {}
     for step in steps:
         if step.op in ("sink", "local"):
-            sizes[step.name] = size(step.params["size"], num_keys)
+            sizes[step.name] = (size(step.params["size"], num_keys), 0)
         elif step.op in ("full", "causal"):
-            sizes[step.name] = num_keys
+            sizes[step.name] = (num_keys, 0)
         elif step.op == "topk":
-            sizes[step.name] = size(step.params["k"], num_keys)
+            sizes[step.name] = (0, size(step.params["k"], num_keys))
         elif step.op == "topk_pages":
             page = step.params["page_size"]
             pages = -(-num_keys // page)
-            sizes[step.name] = min(size(step.params["k"], num_keys) // page, pages) * page
+            sizes[step.name] = (0, min(size(step.params["k"], num_keys) // page, pages) * page)
         elif step.op == "union":
-            sizes[step.name] = sum(sizes[s] for s in step.inputs["masks"])
+            parts = [sizes[s] for s in step.inputs["masks"]]
+            sizes[step.name] = (sum(p[0] for p in parts), sum(p[1] for p in parts))
         elif step.op in ("intersection", "difference"):
             sizes[step.name] = sizes[step.inputs["a"]]
         else:
-            sizes[step.name] = 0
+            sizes[step.name] = (0, 0)
     return sizes[output]
+
+
+def budget(steps: list[Step], output: str, num_keys: int) -> int:
+    """Padded entries per query of the output IndexSet for ``num_keys`` keys (sink + window + k)."""
+    return sum(budget_split(steps, output, num_keys))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import types
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,7 @@ from ..env import Env
 from ..errors import NotSupportedError
 from .gather import attend_parts
 from .ops import Context
-from .plan import Step, budget, build_plan, run_plan, structure
+from .plan import Step, budget, budget_split, build_plan, run_plan, structure
 
 GQA_MODES = ("per_head", "shared")
 
@@ -102,14 +103,20 @@ class SparseRunner:
         return budget(self.steps, self.output, num_keys)
 
     def chunk_len(self, queries: torch.Tensor, keys: torch.Tensor) -> int:
+        """Queries per chunk: the gathered (B, Hsel, chunk, n, D) keys, the (B, Hq, chunk, K)
+        scores of a top-k and the (B, Hq, chunk, spans + chunk) logits stay near
+        CHUNK_ELEMENTS elements each."""
         if self.chunk_size != "auto":
             return int(self.chunk_size)
         b, hq, q, d = queries.shape
         k = keys.shape[2]
-        gathered = max(self.budget(k), 1) * d
-        scored = k if self.scores_keys else 0  # (B, Hq, chunk, K) scores for a top-k
-        per_query = b * hq * max(gathered, scored)
-        return max(1, min(q, CHUNK_ELEMENTS // per_query))
+        spans, listed = budget_split(self.steps, self.output, k)
+        scored = k if self.scores_keys else 0
+        per_query = b * hq * max(listed * d, scored, spans, 1)
+        chunk = CHUNK_ELEMENTS // per_query
+        # a window run grows with the chunk (w + chunk − 1 keys): bound chunk² too
+        chunk = min(chunk, math.isqrt(CHUNK_ELEMENTS // (b * hq)))
+        return max(1, min(q, chunk))
 
     def __call__(self, queries, keys, values, attention_mask, scaling, prep, sinks, layer_idx=0):
         q, k = queries.shape[2], keys.shape[2]
