@@ -47,7 +47,7 @@ class ContextSession:
         device = next(self.model.parameters()).device
         ids = ids.to(device)
         with torch.no_grad():
-            out = self.model(input_ids=ids, use_cache=True)
+            out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
         self.context_ids = ids
         self.cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
         return int(ids.shape[1])
