@@ -270,3 +270,80 @@ def test_shipped_graph_yaml_round_trip(name):
     again = mg.load_graph(g.to_yaml())
     assert again == g
     assert mg.load_graph(again.to_yaml()).to_yaml() == g.to_yaml()
+
+
+# ----- fuzzing the loader -----------------------------------------------------------------------
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["", "$sink_size", "$nope", "union", "sink", "keys", "masks", "a", "nodes", "1e999"]),
+    st.text(max_size=8),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.one_of(st.text(max_size=6), SCALARS), inner, max_size=3),
+    ),
+    max_leaves=8,
+)
+
+
+def mutate(data, path, value):
+    """A deep copy of ``data`` with the item at ``path`` (keys / indices) replaced or deleted."""
+    import copy
+
+    out = copy.deepcopy(data)
+    node = out
+    for key in path[:-1]:
+        node = node[key]
+    if value is DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return out
+
+
+DELETE = object()
+
+
+def paths(data, prefix=()):
+    yield prefix
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield from paths(v, prefix + (k,))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield from paths(v, prefix + (i,))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(sorted(mg.shipped_graphs())),
+    choice=st.integers(0, 10**6),
+    value=st.one_of(st.just(DELETE), VALUES),
+    as_yaml=st.booleans(),
+)
+def test_mutated_graphs_fail_only_with_maskgraph_errors(name, choice, value, as_yaml):
+    """Any single change to a shipped graph either loads or raises a MaskgraphError."""
+    import yaml
+
+    base = mg.load_graph(name).to_dict()
+    all_paths = [p for p in paths(base) if p]
+    path = all_paths[choice % len(all_paths)]
+    data = mutate(base, path, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mg.MaskgraphWarning)
+        try:
+            if as_yaml:
+                try:
+                    text = yaml.safe_dump(data)
+                except yaml.YAMLError:
+                    return
+                mg.load_graph(text)
+            else:
+                mg.load_graph(data)
+        except mg.MaskgraphError as exc:
+            assert str(exc)
