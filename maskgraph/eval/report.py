@@ -82,7 +82,8 @@ def leaderboard(cells: list[dict]) -> str:
         parts.append(_ppl_table(ppl_cols, rows, by))
     notes = sorted({c["status"] for c in cells if c["status"] != "ok"})
     if notes:
-        parts.append("Notes:\n\n" + "\n".join(f"- {n}" for n in notes))
+        legend = "¹ n/a: the graph needs a calibration file that was not given; ² err: the cell failed."
+        parts.append(f"{legend} Statuses:\n\n" + "\n".join(f"- {n}" for n in notes))
     return "\n\n".join(parts) + "\n"
 
 
@@ -98,7 +99,7 @@ def _row_stats(label: str, cells: list[dict]) -> dict[str, float | None]:
 
 def _score_table(title: str, cols, rows, by) -> str:
     head = ["graph", "target", "measured density"] + [f"{t} @{n}" for t, n in cols]
-    head += ["mean", "agreement", "rel. err", "recall"]
+    head += ["mean", "agreement", "rel. err", "recall", "samples"]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ref = [
         _mean([by[k]["ref_score"] for k in by if (k[1], k[2]) == col and "ref_score" in by[k]])
@@ -107,7 +108,7 @@ def _score_table(title: str, cols, rows, by) -> str:
     lines.append(
         "| "
         + " | ".join(
-            [REFERENCE, "–", "1.000"] + [_fmt(v) for v in ref] + [_fmt(_mean(ref)), "1.000", "0", "1"]
+            [REFERENCE, "–", "1.000"] + [_fmt(v) for v in ref] + [_fmt(_mean(ref)), "1.000", "0", "1", "–"]
         )
         + " |"
     )
@@ -129,6 +130,7 @@ def _score_table(title: str, cols, rows, by) -> str:
                     _fmt(st["agreement"], ".3f"),
                     _fmt(st["rel_err"], ".3f"),
                     _fmt(st["recall"], ".3f"),
+                    _samples(mine),
                 ]
             )
             + " |"
@@ -170,53 +172,82 @@ def _ppl_table(lengths, rows, by) -> str:
     return "\n".join(lines)
 
 
+def _samples(cells: list[dict | None]) -> str:
+    """Samples behind the row's columns ("3", or "3/2" when columns differ)."""
+    counts = [str(c["samples"]) for c in cells if c is not None]
+    return "/".join(dict.fromkeys(counts)) or "0"
+
+
 def _target(target: float | None) -> str:
     return "default" if target is None else f"{target * 100:g}%"
 
 
 # ----- plots ------------------------------------------------------------------------------------
 def plot_accuracy_vs_density(cells: list[dict], path: Path) -> bool:
-    """Mean retrieval score against measured density, one line per graph. False if no data."""
+    """Mean score (retrieval, aggregation) and perplexity against measured density, one panel
+    each, one line per graph. False if there is no data."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    ref_scores = [c["ref_score"] for c in cells if c["kind"] == "retrieval" and "ref_score" in c]
-    for label, graph, _ in _rows(cells):
-        mine = [c for c in cells if c["label"] == label and c["kind"] == "retrieval" and c["status"] == "ok"]
-        d, s = _mean([c.get("density") for c in mine]), _mean([c.get("score") for c in mine])
-        if d is not None and s is not None:
-            points[graph].append((d, s))
-    if not points:
+    panels = [
+        ("retrieval", "score", "ref_score", "mean retrieval score (RULER, 0–100)", "Retrieval"),
+        ("aggregation", "score", "ref_score", "mean aggregation score (RULER, 0–100)", "Aggregation"),
+        ("perplexity", "ppl", "ref_ppl", "perplexity (lower is better)", "Perplexity"),
+    ]
+    panels = [p for p in panels if any(c["kind"] == p[0] and c["status"] == "ok" for c in cells)]
+    if not panels:
         return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for graph, pts in sorted(points.items()):
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=graph)
-    if ref_scores:
-        ax.axhline(
-            sum(ref_scores) / len(ref_scores),
-            color="black",
-            linestyle="--",
-            linewidth=1,
-            label="dense (model)",
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("measured density (share of allowed keys attended)")
-    ax.set_ylabel("mean retrieval score (RULER, 0–100)")
-    ax.set_title("Accuracy vs measured density")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for ax, (kind, key, ref_key, ylabel, title) in zip(axes[0], panels):
+        _density_panel(ax, cells, kind, key, ref_key)
+        ax.set_xscale("log")
+        if kind == "perplexity":
+            from matplotlib.ticker import ScalarFormatter
+
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.set_xlabel("measured density (share of allowed keys attended)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title} vs measured density")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
 
 
+def _colour(cells: list[dict], graph: str):
+    """The same colour for a graph in every panel and plot."""
+    import matplotlib
+
+    names = sorted({c["graph"] for c in cells})
+    return matplotlib.colormaps["tab20"](names.index(graph) % 20)
+
+
+def _density_panel(ax, cells: list[dict], kind: str, key: str, ref_key: str) -> None:
+    """One line per graph: mean ``key`` of its ``kind`` cells against measured density."""
+    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for label, graph, _ in _rows(cells):
+        mine = [c for c in cells if c["label"] == label and c["kind"] == kind and c["status"] == "ok"]
+        d, v = _mean([c.get("density") for c in mine]), _mean([c.get(key) for c in mine])
+        if d is not None and v is not None:
+            points[graph].append((d, v))
+    for graph, pts in sorted(points.items()):
+        pts.sort()
+        ax.plot(
+            [p[0] for p in pts], [p[1] for p in pts], marker="o", label=graph, color=_colour(cells, graph)
+        )
+    refs = [c[ref_key] for c in cells if c["kind"] == kind and c.get(ref_key) is not None]
+    if refs:
+        ax.axhline(sum(refs) / len(refs), color="black", linestyle="--", linewidth=1, label="dense (model)")
+
+
 def plot_error_per_layer(cells: list[dict], path: Path, density: float = 0.1) -> bool:
-    """Relative output error per layer at the setting nearest ``density``, one line per graph."""
+    """Relative output error per layer, one line per graph at its target nearest ``density``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,16 +261,14 @@ def plot_error_per_layer(cells: list[dict], path: Path, density: float = 0.1) ->
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for _graph, labels in sorted(per_graph.items()):
-        label, group = min(
-            labels.items(), key=lambda kv: abs((_mean([c.get("density") for c in kv[1]]) or 1) - density)
-        )
+        label, group = min(labels.items(), key=lambda kv: abs((kv[1][0]["target"] or 1.0) - density))
         layers = sorted({int(k) for c in group for k in c["per_layer"]})
         ys = [_mean([c["per_layer"].get(str(i), {}).get("rel_err") for c in group]) for i in layers]
-        ax.plot(layers, ys, marker=".", label=label)
+        ax.plot(layers, ys, marker=".", label=label, color=_colour(cells, group[0]["graph"]))
     ax.set_yscale("log")
     ax.set_xlabel("layer")
     ax.set_ylabel("relative output error ‖O−O_dense‖/‖O_dense‖")
-    ax.set_title(f"Output error per layer (setting nearest {density:.0%} density)")
+    ax.set_title(f"Output error per layer (per graph, the setting whose target is nearest {density:.0%})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()

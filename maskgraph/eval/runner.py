@@ -107,26 +107,11 @@ def variants(config: EvalConfig, length: int) -> list[Variant]:
             ov.update(own)
             label = f"{base.name}@{target_tag(target)}"
             try:
-                graph = base.with_overrides(ov) if ov else base
-                error = _uncalibrated(graph)
+                graph, error = (base.with_overrides(ov) if ov else base), None
             except MaskgraphError as exc:
-                graph, error = None, str(exc)
+                graph, error = None, f"error: {exc}"
             out.append(Variant(label, base.name, target, graph, ov, error))
     return out
-
-
-def _uncalibrated(graph: Graph) -> str | None:
-    """'not calibrated: …' when a path parameter that the graph needs is unset."""
-    from ..registry import get_op
-
-    for name, node in graph.nodes.items():
-        spec = get_op(node.op, node=name)
-        for p in spec.params:
-            if p.kind == "path" and graph.node_params(name).get(p.name) is None and p.default is None:
-                ref = node.params.get(p.name)
-                shown = ref[1:] if isinstance(ref, str) and ref.startswith("$") else p.name
-                return f"not calibrated: set -p {shown}=FILE (made by 'maskgraph calibrate')"
-    return None
 
 
 def check_overrides(config: EvalConfig) -> None:
