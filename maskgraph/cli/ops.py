@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from ..registry import FAMILIES
 
 
@@ -120,10 +122,11 @@ def run(args) -> int:
             for p in s.inputs
         )
         print(f"{name}({ports}) -> {s.output.value}    [{s.family}]")
-        print(f"    {s.doc}")
+        print(textwrap.fill(s.doc, width=100, initial_indent="    ", subsequent_indent="    "))
         for prm in s.params:
             default = "required" if prm.required else repr(prm.default)
-            print(f"    - {prm.name}: {prm.describe()}; default {default}. {prm.doc}")
+            line = f"- {prm.name}: {prm.describe()}; default {default}. {prm.doc}"
+            print(textwrap.fill(line, width=100, initial_indent="    ", subsequent_indent="      "))
         if s.paper:
             print(f"    paper: {s.paper}")
     return 0
