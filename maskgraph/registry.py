@@ -43,6 +43,20 @@ PARAM_KINDS = {
 }
 
 
+def _text_number_hint(value: Any) -> str:
+    """A hint for numbers that YAML read as text: '5e-2' (YAML 1.1 needs a dot: 5.0e-2)."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    if "e" in value.lower() and "." not in value:
+        mantissa, _, exponent = value.lower().partition("e")
+        return f"; YAML reads {value!r} as text: write {mantissa}.0e{exponent} or {number:g} (no quotes)"
+    return f"; write {value} without quotes to make it a number"
+
+
 def _bound(value: float) -> str:
     """A range bound as text: integers in full (2147483648, not 2.14748e+09)."""
     if float(value).is_integer() and abs(value) < 2**63:
@@ -90,7 +104,9 @@ class Param:
 
         def bad(why: str) -> ParameterError:
             return ParameterError(
-                f"{why} (got {value!r}); expected {self.describe()}", node=node, param=self.name
+                f"{why} (got {value!r}); expected {self.describe()}{_text_number_hint(value)}",
+                node=node,
+                param=self.name,
             )
 
         kind = self.kind
