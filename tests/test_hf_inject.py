@@ -339,3 +339,18 @@ def test_inductor_backend_matches_sdpa_through_prefill_and_decode():
         seq, steps = _gen_logits(model, ids, n=3)
     assert torch.equal(seq, ref_seq)
     assert (steps - ref_steps).abs().max().item() <= TOL
+
+
+def test_nested_injections_on_one_model_unwind_in_order():
+    model = tiny_model("llama")
+    ids = _ids(12)
+    before = _logits(model, ids)
+    outer = mg.inject(model, "streaming_llm", protocol="sparse", overrides={"sink_size": 1, "window_size": 2})
+    inner = mg.inject(model, "dense", protocol="sparse")
+    assert (_logits(model, ids) - before).abs().max().item() <= TOL  # the latest injection wins
+    with pytest.raises(mg.MaskgraphError, match="remove that one first"):
+        outer.remove()
+    inner.remove()
+    assert model.config._attn_implementation == outer.name
+    outer.remove()
+    assert torch.equal(_logits(model, ids), before)

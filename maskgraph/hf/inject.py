@@ -109,6 +109,11 @@ class Injection:
         from transformers import AttentionInterface
         from transformers.masking_utils import AttentionMaskInterface
 
+        current = self.model.config._attn_implementation
+        if current != self.name and current in AttentionInterface._global_mapping:
+            raise MaskgraphError(
+                f"{self.name} was injected under {current}, which is still active: remove that one first"
+            )
         for hook in self._hooks:
             hook.remove()
         self.model.set_attn_implementation(self._original)
