@@ -59,5 +59,6 @@ def run(args) -> int:
             if issubclass(w.category, MaskgraphWarning):
                 print(f"warning: {path}: {w.message}", file=sys.stderr)
         if not args.quiet:
-            print(f"ok: {path} (graph '{g.name}', {len(g.nodes)} nodes)")
+            n = len(g.nodes)
+            print(f"ok: {path} (graph '{g.name}', {n} node{'s' if n != 1 else ''})")
     return 1 if bad else 0
