@@ -273,3 +273,25 @@ def test_bf16_inputs_select_as_their_float32_values(graph):
     out = attn(qb, kb, vb)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), attn(qb.float(), kb.float(), vb.float()), atol=1e-2, rtol=1e-2)
+
+
+def test_concepts_worked_example():
+    """The example worked by hand in docs/concepts.md."""
+    s = torch.tensor([2.0, 0.1, 1.5, -1.0, 0.3, 0.0, 0.5, 1.0])
+    q = torch.zeros(1, 1, 1, 4)
+    q[..., 0] = 1
+    k = torch.zeros(1, 1, 8, 4)
+    k[0, 0, :, 0] = s
+    v = torch.arange(8.0).view(1, 1, 8, 1).repeat(1, 1, 1, 4)
+    attn = mg.compile("oracle_topk", overrides={"sink_size": 1, "window_size": 2, "heavy_size": 2})
+    assert attn.mask(q, k, v, scaling=1.0).flatten().tolist() == [1, 0, 1, 0, 1, 0, 1, 1]
+    torch.testing.assert_close(
+        attn(q, k, v, scaling=1.0), torch.full((1, 1, 1, 4), 2.4610), atol=1e-4, rtol=0
+    )
+    dense = mg.compile("dense")(q, k, v, scaling=1.0)
+    torch.testing.assert_close(dense, torch.full((1, 1, 1, 4), 2.5170), atol=1e-4, rtol=0)
+    from maskgraph.attention import attend, gqa_logits
+
+    p = torch.tensor([1.0, 0, 1, 0, 1, 0.5, 1, 1]).view(1, 1, 1, 8)
+    out, _ = attend(gqa_logits(q, k, 1.0), p, v)
+    torch.testing.assert_close(out, torch.full((1, 1, 1, 4), 2.7202), atol=1e-4, rtol=0)
