@@ -132,6 +132,12 @@ def show_masks(graph, args) -> None:
     print(f"\nfinal mask '{graph.output}' (rows: queries 0..{length - 1}, columns: keys; darker = kept)")
     print(sm.terminal(masks[graph.output][args.head]))
     print(f"wrote {out}")
+    if sm.density(masks[graph.output][args.head]) > 0.99 and graph.params:
+        print(
+            f"note: the graph keeps (almost) every key of this {length}-token prompt; shrink its sizes "
+            "(e.g. -p sink_size=4 -p window_size=16) or give a longer --prompt-file to see its structure",
+            file=sys.stderr,
+        )
 
 
 def run(args) -> int:
