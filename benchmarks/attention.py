@@ -22,12 +22,31 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import device_name, flash_sdpa, peak_extra_mib, print_table, time_call, write_json  # noqa: E402
+from common import (
+    TimeLimit,
+    device_name,
+    flash_sdpa,
+    peak_extra_mib,
+    print_table,
+    stop_on_sigterm,
+    time_call,
+    write_json,
+)  # noqa: E402
 
 import maskgraph as mg  # noqa: E402
 
-DEFAULT_GRAPHS = ["dense", "streaming_llm", "oracle_topk", "oracle_topp", "quest", "pqcache",
-                  "socket", "random_sampling", "magicpig", "vattention"]
+DEFAULT_GRAPHS = [
+    "dense",
+    "streaming_llm",
+    "oracle_topk",
+    "oracle_topp",
+    "quest",
+    "pqcache",
+    "socket",
+    "random_sampling",
+    "magicpig",
+    "vattention",
+]
 
 
 def dense_sdpa(q, k, v):
@@ -65,10 +84,20 @@ def main() -> None:
     ap.add_argument("--queries", nargs="*", type=int, default=[1, 128])
     ap.add_argument("--no-eager", action="store_true", help="skip the eager path")
     ap.add_argument("--reps", type=int, default=30)
-    ap.add_argument("--cudagraphs", nargs="*", default=[], metavar="GRAPH",
-                    help="graphs also timed with torch.compile(mode='reduce-overhead') (CUDA graphs)")
-    ap.add_argument("--profile", nargs=3, metavar=("GRAPH", "K", "Q"), action="append",
-                    help="print the top kernels of one case (repeatable)")
+    ap.add_argument(
+        "--cudagraphs",
+        nargs="*",
+        default=[],
+        metavar="GRAPH",
+        help="graphs also timed with torch.compile(mode='reduce-overhead') (CUDA graphs)",
+    )
+    ap.add_argument(
+        "--profile",
+        nargs=3,
+        metavar=("GRAPH", "K", "Q"),
+        action="append",
+        help="print the top kernels of one case (repeatable)",
+    )
     args = ap.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
@@ -87,41 +116,55 @@ def main() -> None:
 
     shipped = mg.shipped_graphs()
     graphs = [g for g in args.graphs if g in shipped]
-    print(f"device: {device_name(device)}; torch {torch.__version__}; graphs: {', '.join(graphs)}", flush=True)
-    for K in args.keys:
-        for Q in args.queries:
-            q = torch.randn(1, hq, Q, d, device=device, dtype=dtype)
-            k = torch.randn(1, hkv, K, d, device=device, dtype=dtype)
-            v = torch.randn(1, hkv, K, d, device=device, dtype=dtype)
-            t_dense = time_call(lambda: dense_sdpa(q, k, v), device, reps=args.reps)
-            m_dense = peak_extra_mib(lambda: dense_sdpa(q, k, v), device)
-            rows.append(dict(graph="dense SDPA", K=K, Q=Q, ms=t_dense, x_sdpa=1.0, mib=m_dense))
-            print(f"K={K} Q={Q} dense SDPA {t_dense:.4f} ms", flush=True)
-            for name in graphs:
-                row = dict(graph=name, K=K, Q=Q)
-                try:
-                    compiled = get(name, "inductor")
-                    t = time_call(lambda: compiled(q, k, v), device, warmup=3, reps=args.reps)
-                    row.update(ms=t, x_sdpa=t / t_dense, mib=peak_extra_mib(lambda: compiled(q, k, v), device))
-                    if not args.no_eager:
-                        eager = get(name, "eager")
-                        te = time_call(lambda: eager(q, k, v), device, warmup=2, reps=max(3, args.reps // 3))
-                        row.update(eager_ms=te, x_eager=t / te)
-                except Exception as exc:  # one failing case must not kill the table
-                    row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
-                    traceback.print_exc(limit=2)
-                rows.append(row)
-                print(row, flush=True)
-                if name in args.cudagraphs and device.type == "cuda":
-                    row = dict(graph=f"{name} [cudagraphs]", K=K, Q=Q)
+    print(
+        f"device: {device_name(device)}; torch {torch.__version__}; graphs: {', '.join(graphs)}", flush=True
+    )
+    stop_on_sigterm()
+    cut = False
+    try:
+        for K in args.keys:
+            for Q in args.queries:
+                q = torch.randn(1, hq, Q, d, device=device, dtype=dtype)
+                k = torch.randn(1, hkv, K, d, device=device, dtype=dtype)
+                v = torch.randn(1, hkv, K, d, device=device, dtype=dtype)
+                t_dense = time_call(lambda: dense_sdpa(q, k, v), device, reps=args.reps)
+                m_dense = peak_extra_mib(lambda: dense_sdpa(q, k, v), device)
+                rows.append(dict(graph="dense SDPA", K=K, Q=Q, ms=t_dense, x_sdpa=1.0, mib=m_dense))
+                print(f"K={K} Q={Q} dense SDPA {t_dense:.4f} ms", flush=True)
+                for name in graphs:
+                    row = dict(graph=name, K=K, Q=Q)
                     try:
-                        cg = get(name, "inductor", "reduce-overhead")
-                        t = time_call(lambda: cg(q, k, v), device, warmup=3, reps=args.reps)
-                        row.update(ms=t, x_sdpa=t / t_dense, mib=peak_extra_mib(lambda: cg(q, k, v), device))
-                    except Exception as exc:
+                        compiled = get(name, "inductor")
+                        t = time_call(lambda: compiled(q, k, v), device, warmup=3, reps=args.reps)
+                        row.update(
+                            ms=t, x_sdpa=t / t_dense, mib=peak_extra_mib(lambda: compiled(q, k, v), device)
+                        )
+                        if not args.no_eager:
+                            eager = get(name, "eager")
+                            te = time_call(
+                                lambda: eager(q, k, v), device, warmup=2, reps=max(3, args.reps // 3)
+                            )
+                            row.update(eager_ms=te, x_eager=t / te)
+                    except Exception as exc:  # one failing case must not kill the table
                         row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+                        traceback.print_exc(limit=2)
                     rows.append(row)
                     print(row, flush=True)
+                    if name in args.cudagraphs and device.type == "cuda":
+                        row = dict(graph=f"{name} [cudagraphs]", K=K, Q=Q)
+                        try:
+                            cg = get(name, "inductor", "reduce-overhead")
+                            t = time_call(lambda: cg(q, k, v), device, warmup=3, reps=args.reps)
+                            row.update(
+                                ms=t, x_sdpa=t / t_dense, mib=peak_extra_mib(lambda: cg(q, k, v), device)
+                            )
+                        except Exception as exc:
+                            row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+                        rows.append(row)
+                        print(row, flush=True)
+    except TimeLimit:
+        cut = True
+        print("time limit reached: the table below is partial", flush=True)
     for name, K, Q in args.profile or []:
         profile_case(name, int(K), int(Q), hq, hkv, d, dtype, device)
     payload = dict(
@@ -134,6 +177,8 @@ def main() -> None:
     )
     write_json("attention.json", payload)
     print(f"\n## attention per call — {payload['device']}, {payload['date']}, torch {torch.__version__}")
+    if cut:
+        print("(partial: cut by the time limit)")
     print_table(rows, ["graph", "K", "Q", "ms", "x_sdpa", "eager_ms", "x_eager", "mib", "error"])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import time
 from collections.abc import Callable
@@ -92,3 +93,16 @@ def flash_sdpa():
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
+class TimeLimit(Exception):
+    """Raised in the main thread when the process receives SIGTERM (e.g. from ``timeout``)."""
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into :class:`TimeLimit`, so a script cut short still prints its table."""
+
+    def handler(signum, frame):
+        raise TimeLimit()
+
+    signal.signal(signal.SIGTERM, handler)
