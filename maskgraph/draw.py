@@ -184,4 +184,8 @@ def to_ascii(graph: Graph, width: int = 100) -> str:
             )
             lines[-1] += "]"
     lines.append(f"  ==> attention over '{graph.output}'")
+    if graph.layers.dense:
+        lines.append(f"  dense layers (graph not applied): {', '.join(map(str, graph.layers.dense))}")
+    for idx, extra in sorted(graph.layers.overrides.items()):
+        lines.append(f"  layer {idx} overrides: " + ", ".join(f"{k}={_show(v)}" for k, v in extra.items()))
     return "\n".join(lines)

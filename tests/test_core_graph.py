@@ -120,3 +120,18 @@ def test_every_shipped_graph_draws(name):
         assert f'"{node}"' in dot and f"  {node}[" in mmd and f"{node}: " in text and node in table
     assert dot.count("->") >= len(g.nodes)  # every node has an input or feeds the output
     assert f"==> attention over '{g.output}'" in text
+
+
+def test_ascii_shows_layer_rules():
+    from maskgraph.draw import to_ascii
+
+    g = mg.load_graph(
+        {
+            "params": {"window_size": 4},
+            "nodes": [{"name": "w", "op": "local", "params": {"size": "$window_size"}}],
+            "output": "w",
+            "layers": {"dense": [0, 1], "overrides": {3: {"window_size": 2}}},
+        }
+    )
+    text = to_ascii(g)
+    assert "dense layers (graph not applied): 0, 1" in text and "layer 3 overrides: window_size=2" in text
