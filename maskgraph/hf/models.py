@@ -98,7 +98,7 @@ def cache_dir(name: str) -> Path:
 def load_model(name: str = "smollm2", dtype: torch.dtype = torch.float32, device: str = "cpu"):
     """``(model, tokenizer)`` for a shipped model, in eval mode, with sdpa attention.
 
-    The first call converts the GGUF weights into ``cache_dir(name)`` (about 30 s for SmolLM2
+    The first call converts the GGUF weights into ``cache_dir(name)`` (about 25 s for SmolLM2, 70 s for Qwen
     on 2 cores; progress on stderr); later calls load the folder. Raises
     :class:`ModelNotAvailableError` naming the pip command when the package is missing.
     """
@@ -123,7 +123,7 @@ def _convert(spec: ShippedModel, folder: Path) -> None:
             f"model {spec.name!r} ({spec.title}) is not installed; install it with:\n    {spec.install}"
         )
     start = time.monotonic()
-    _say(f"converting {spec.name} from GGUF into {folder} (once; about half a minute) ...")
+    _say(f"converting {spec.name} from GGUF into {folder} (once; 20 s to a few minutes) ...")
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{spec.name}-") as tmp:
         src, gguf = _gguf_folder(spec, files, Path(tmp))
