@@ -274,7 +274,16 @@ def test_training_beats_chance_and_untrained_on_planted_clusters():
     # halfway: trained codes must carry the cluster structure, on held-out windows.
     q, k = _planted()
     cfg = HashConfig(
-        hat_bits=16, hidden=32, top_k=8, sink=2, local=8, steps=80, queries_per_step=64, negatives=64
+        hat_bits=16,
+        hidden=32,
+        top_k=8,
+        sink=2,
+        local=8,
+        steps=80,
+        lr=3e-3,
+        queries_per_step=64,
+        negatives=64,
+        hard_negatives=8,
     )
     weights = hat.train_layer(q[:3], k[:3], cfg)
     trained = hat.evaluate_layer(weights, q[3:], k[3:], cfg)
@@ -293,7 +302,15 @@ def test_training_rejects_short_windows():
 
 def test_calibrate_hashattention_and_round_trip(tiny, tmp_path):
     cfg = HashConfig(
-        hat_bits=8, hidden=12, top_k=4, sink=1, local=4, steps=3, queries_per_step=16, negatives=8
+        hat_bits=8,
+        hidden=12,
+        top_k=4,
+        sink=1,
+        local=4,
+        steps=3,
+        queries_per_step=16,
+        negatives=8,
+        hard_negatives=4,
     )
     result = calibrate_hashattention(
         tiny, ByteTokenizer(256), TEXT, tokens=96, window=32, config=cfg, model_name="tiny"
@@ -381,6 +398,8 @@ def test_cli_runs_on_tiny_model(tmp_path, capsys):
         "8",
         "--hidden",
         "8",
+        "--hard-negatives",
+        "4",
     ]
     assert cli_main(["calibrate", "hashattention", *common, *hat_args, "--out", str(hf)]) == 0
     out = capsys.readouterr().out
@@ -402,7 +421,17 @@ def test_shipped_graphs_run_on_calibrated_files(tiny, tmp_path):
 
     tok = ByteTokenizer(256)
     ds = calibrate_double_sparsity(tiny, tok, TEXT, tokens=96, window=32).save(tmp_path / "ds.safetensors")
-    cfg = HashConfig(hat_bits=8, hidden=8, top_k=4, sink=1, local=4, steps=2, queries_per_step=8, negatives=8)
+    cfg = HashConfig(
+        hat_bits=8,
+        hidden=8,
+        top_k=4,
+        sink=1,
+        local=4,
+        steps=2,
+        queries_per_step=8,
+        negatives=8,
+        hard_negatives=4,
+    )
     hf = calibrate_hashattention(tiny, tok, TEXT, tokens=96, window=32, config=cfg).save(
         tmp_path / "hat.safetensors"
     )

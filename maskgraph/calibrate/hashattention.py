@@ -41,14 +41,15 @@ class HashConfig:
     """Hyper-parameters of HashAttention calibration."""
 
     hat_bits: int = 32
-    hidden: int = 64
+    hidden: int = 128
     top_k: int = 32  # size of the exact top-k the hashes must find
     sink: int = 4  # first keys excluded from the candidates (kept by the sink operator)
     local: int = 64  # most recent keys excluded from the candidates (kept by the local window)
-    steps: int = 300  # Adam steps per layer
-    lr: float = 3e-3
+    steps: int = 600  # Adam steps per layer
+    lr: float = 1e-3
     queries_per_step: int = 128
     negatives: int = 128  # random candidates per query in each step's sampled softmax
+    hard_negatives: int = 32  # candidates ranked just below the top-k, added to each softmax
     eval_queries: int = 256  # held-out query positions per window for the recall
     held_out: float = 0.25  # share of windows held out (at least one)
     seed: int = 0
@@ -57,6 +58,8 @@ class HashConfig:
         for name in ("hat_bits", "hidden", "top_k", "steps", "queries_per_step", "negatives", "eval_queries"):
             if getattr(self, name) < 1:
                 raise CalibrationError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.hard_negatives < 0:
+            raise CalibrationError(f"hard_negatives must be >= 0, got {self.hard_negatives}")
         if self.sink < 0 or self.local < 1:
             raise CalibrationError(f"sink must be >= 0 and local >= 1, got {self.sink}, {self.local}")
         if not 0.0 < self.held_out < 1.0:
@@ -101,12 +104,12 @@ def candidate_mask(query_pos: torch.Tensor, length: int, sink: int, local: int) 
 
 
 def eligible_positions(length: int, cfg: HashConfig) -> torch.Tensor:
-    """Query positions with at least ``2·top_k`` candidates."""
-    first = 2 * cfg.top_k + cfg.local + cfg.sink - 1
+    """Query positions with at least ``top_k + max(top_k, hard_negatives)`` candidates."""
+    first = cfg.top_k + max(cfg.top_k, cfg.hard_negatives) + cfg.local + cfg.sink - 1
     if first >= length:
         raise CalibrationError(
-            f"windows of {length} tokens are too short for top_k={cfg.top_k}, sink={cfg.sink}, "
-            f"local={cfg.local}: need more than {first} tokens per window"
+            f"windows of {length} tokens are too short for top_k={cfg.top_k}, hard_negatives="
+            f"{cfg.hard_negatives}, sink={cfg.sink}, local={cfg.local}: need more than {first} tokens per window"
         )
     return torch.arange(first, length)
 
@@ -168,14 +171,15 @@ def _standardiser(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def layer_targets(
     queries: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor, cfg: HashConfig
 ) -> torch.Tensor:
-    """Exact top-k candidate indices ``(N, Hq, E, top_k)`` of the queries at ``positions (E,)``
-    for windows ``queries (N, Hq, L, D)``, ``keys (N, Hkv, L, D)``."""
+    """Exact top-(top_k + hard_negatives) candidate indices ``(N, Hq, E, top_k + hard_negatives)``,
+    best first, of the queries at ``positions (E,)`` for windows ``queries (N, Hq, L, D)``,
+    ``keys (N, Hkv, L, D)``."""
     cand = candidate_mask(positions, queries.shape[2], cfg.sink, cfg.local)
     out = []
     with torch.no_grad():
         for q_w, k_w in zip(queries, keys):
             logits = group_scores(q_w[:, positions], k_w).masked_fill(~cand, float("-inf"))
-            out.append(logits.topk(cfg.top_k, dim=-1).indices)
+            out.append(logits.topk(cfg.top_k + cfg.hard_negatives, dim=-1).indices)
     return torch.stack(out)
 
 
@@ -217,8 +221,9 @@ def train_layer(
     for _ in range(cfg.steps):
         w = int(torch.randint(n, (1,), generator=gen))
         pick = torch.randperm(positions.numel(), generator=gen)[:per_step]
-        pos, target = positions[pick], targets[w][:, pick]  # (P,), (Hq, P, k)
-        negatives = sample_negatives(pos, hq, cfg, gen)
+        pos, ranked = positions[pick], targets[w][:, pick]  # (P,), (Hq, P, k + hard)
+        target = ranked[..., : cfg.top_k]
+        negatives = torch.cat([ranked[..., cfg.top_k :], sample_negatives(pos, hq, cfg, gen)], dim=-1)
         target_mask = torch.zeros(hq, per_step, length, dtype=torch.bool).scatter_(-1, target, True)
         is_target = target_mask.gather(-1, negatives)
         tq = torch.tanh(q_net((queries[w][:, pos] - q_mean[:, None]) / q_std[:, None]))

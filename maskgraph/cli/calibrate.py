@@ -80,6 +80,12 @@ def add_parser(sub):
     hat.add_argument(
         "--local", type=int, default=d.local, help=f"recent keys left out of the ranking (default {d.local})"
     )
+    hat.add_argument(
+        "--hard-negatives",
+        type=int,
+        default=d.hard_negatives,
+        help=f"keys ranked just below the top-k added to each training softmax (default {d.hard_negatives})",
+    )
     hat.add_argument("--steps", type=int, default=d.steps, help=f"Adam steps per layer (default {d.steps})")
     hat.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr})")
     hat.add_argument(
@@ -137,6 +143,7 @@ def _hashattention(args, model, tokenizer, text, label, common) -> int:
         top_k=args.top_k,
         sink=args.sink,
         local=args.local,
+        hard_negatives=args.hard_negatives,
         steps=args.steps,
         lr=args.lr,
         held_out=args.held_out,
