@@ -459,3 +459,18 @@ def test_cli_default_text(tmp_path):
     assert cli_main([*argv, "--no-progress", "--out", str(out)]) == 0
     _, meta = load_channels(out)
     assert meta["text"] == "marrow_point.txt" and meta["tokens"] == "64"
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gemma3"])
+def test_capture_other_architectures(arch):
+    from maskgraph.hf.models import tiny_model
+
+    model = tiny_model(arch)
+    ids = torch.randint(0, 256, (1, 10), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    cap = capture_qk(model, ids)
+    assert [q.shape for q in cap.queries] == [(1, 4, 10, 16)] * 2
+    assert [k.shape for k in cap.keys] == [(1, 2, 10, 16)] * 2
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, before)
