@@ -26,6 +26,7 @@ from common import (
     TimeLimit,
     device_name,
     flash_sdpa,
+    out_of_time,
     peak_extra_mib,
     print_table,
     stop_on_sigterm,
@@ -132,6 +133,8 @@ def main() -> None:
                 rows.append(dict(graph="dense SDPA", K=K, Q=Q, ms=t_dense, x_sdpa=1.0, mib=m_dense))
                 print(f"K={K} Q={Q} dense SDPA {t_dense:.4f} ms", flush=True)
                 for name in graphs:
+                    if out_of_time():
+                        raise TimeLimit()
                     row = dict(graph=name, K=K, Q=Q)
                     try:
                         compiled = get(name, "inductor")

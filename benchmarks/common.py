@@ -95,6 +95,18 @@ def flash_sdpa():
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
+_START = time.monotonic()
+
+
+def out_of_time() -> bool:
+    """True once ``$MG_BENCH_BUDGET`` seconds have passed since import (never when unset).
+
+    Scripts check it between cases and stop cleanly, so the table of what ran still prints
+    (a signal arriving inside torch.compile would be swallowed by the compiler)."""
+    budget = os.environ.get("MG_BENCH_BUDGET")
+    return bool(budget) and time.monotonic() - _START > float(budget)
+
+
 class TimeLimit(Exception):
     """Raised in the main thread when the process receives SIGTERM (e.g. from ``timeout``)."""
 

@@ -23,7 +23,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import TimeLimit, device_name, flash_sdpa, print_table, stop_on_sigterm, sync, write_json  # noqa: E402
+from common import (  # noqa: E402
+    TimeLimit,
+    device_name,
+    flash_sdpa,
+    out_of_time,
+    print_table,
+    stop_on_sigterm,
+    sync,
+    write_json,
+)
 
 import maskgraph as mg  # noqa: E402
 
@@ -79,6 +88,7 @@ def main() -> None:
         "--profile", action="store_true", help="print the top kernels of 3 decode steps per variant"
     )
     args = ap.parse_args()
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))  # inductor on sparse graphs (run 3)
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
@@ -114,6 +124,8 @@ def main() -> None:
             next_id = out.logits[:, -1:].argmax(-1)
             base = None
             for label, graph, mode, backend in variants:
+                if out_of_time():
+                    raise TimeLimit()
                 row = dict(variant=label, context=ctx)
                 handle = None
                 try:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import device_name, print_table, write_json  # noqa: E402
+from common import device_name, out_of_time, print_table, write_json  # noqa: E402
 
 import maskgraph as mg  # noqa: E402
 
@@ -295,6 +295,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 for name in graphs:
                     for density in args.densities:
                         for gqa in args.gqa:
+                            if out_of_time():
+                                continue
                             try:
                                 row = sparse_case(
                                     name, gqa, density, q, k, v, dense["ms"], files, device, args
