@@ -51,7 +51,7 @@ class GraphError(MaskgraphError):
         prefix = ": ".join(x for x in (" ".join(where), ", ".join(what)) if x)
         return f"{prefix}: {self.reason}" if prefix else self.reason
 
-    def located(self, file: str | None) -> "GraphError":
+    def located(self, file: str | None) -> GraphError:
         """Return the same error with ``file`` filled in (if it was not set)."""
         if self.file or not file:
             return self

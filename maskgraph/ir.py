@@ -104,13 +104,13 @@ class Graph:
         return check_params(get_op(node.op, node=name), given, node=name)
 
     # ----- variants ----------------------------------------------------------------------------
-    def with_overrides(self, overrides: dict[str, Any] | None) -> "Graph":
+    def with_overrides(self, overrides: dict[str, Any] | None) -> Graph:
         """A copy whose ``params:`` block is updated; unknown names raise OverrideError."""
         from .loader import apply_overrides
 
         return apply_overrides(self, overrides or {})
 
-    def for_layer(self, layer_idx: int) -> "Graph | None":
+    def for_layer(self, layer_idx: int) -> Graph | None:
         """The graph to use at ``layer_idx``: ``None`` where the layer stays dense."""
         if layer_idx in self.layers.dense:
             return None
