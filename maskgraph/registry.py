@@ -35,6 +35,7 @@ PARAM_KINDS = {
     "int": "an integer",
     "float": "a number",
     "size": "an int >= 1 (tokens) or a float in (0, 1] (share of the keys)",
+    "offset": "an int >= 0 (tokens) or a float in [0, 1] (share of the keys)",
     "bool": "true or false",
     "str": "a string",
     "choice": "one of the listed choices",
@@ -136,11 +137,12 @@ class Param:
             raise bad("not a finite number")
         if kind == "int" and not isinstance(value, int):
             raise bad("wrong type")
-        if kind == "size":
+        if kind in ("size", "offset"):
+            least = 1 if kind == "size" else 0
             if isinstance(value, int):
-                if value < 1:
+                if value < least:
                     raise bad("out of range")
-            elif not (0.0 < value <= 1.0):
+            elif not (0.0 < value <= 1.0 or (kind == "offset" and value == 0.0)):
                 raise bad("out of range")
             if abs(value) > 2**40:
                 raise bad("out of range")
@@ -174,6 +176,10 @@ class OpSpec:
     before the chunks, outside any compiled region; it may read and update the per-(layer, node)
     ``slot`` (a dict, the operator's State) and returns a dict of tensors that ``fn`` receives as
     ``prep``.
+    ``extra["validate"](node, inputs)``, if given, checks a node's wiring beyond what the port
+    types state (``node`` the :class:`~maskgraph.ir.Node`, ``inputs`` its wired inputs, graph
+    inputs filled in) when the graph is validated; it raises :class:`WiringError` or
+    :class:`ParameterError` naming the port or parameter.
     """
 
     name: str

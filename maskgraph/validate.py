@@ -55,6 +55,7 @@ def validate(graph: Graph) -> list[str]:
             raise type(exc)(exc.reason, node=name, line=exc.line) from None
         _check_node_params(graph, name, spec)
         _check_node_inputs(graph, name, spec)
+        _check_node_rule(graph, name, spec)
 
     g = graph.nx()
     try:
@@ -133,6 +134,22 @@ def _check_node_params(graph: Graph, name: str, spec) -> None:
             reason += f" (value comes from graph parameter '{via}')"
             line = graph.lines.get(("$params", via[1:]), line)
         raise ParameterError(reason, node=name, param=exc.param, line=line) from None
+
+
+def _check_node_rule(graph: Graph, name: str, spec) -> None:
+    """Run the operator's own wiring rule (``extra["validate"]``), locating what it raises."""
+    rule = spec.extra.get("validate")
+    if rule is None:
+        return
+    try:
+        rule(graph.nodes[name], wired_inputs(graph, name))
+    except (WiringError, ParameterError) as exc:
+        line = graph.lines.get((name,))
+        if exc.port:
+            line = graph.lines.get((name, "inputs", exc.port), line)
+        elif exc.param:
+            line = graph.lines.get((name, "params", exc.param), line)
+        raise type(exc)(exc.reason, node=name, param=exc.param, port=exc.port, line=line) from None
 
 
 def _check_node_inputs(graph: Graph, name: str, spec) -> None:

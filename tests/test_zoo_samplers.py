@@ -469,20 +469,18 @@ def test_vattention_full_base_rate_is_dense_without_double_counting(prior_kind):
     )
 
 
-def test_vattention_prior_without_partial_is_a_clear_error():
-    g = mg.load_graph(
-        {
-            "graph": "t",
-            "nodes": [
-                {"name": "sink", "op": "sink", "params": {"size": 1}},
-                {"name": "s", "op": "vattention_sample", "inputs": {"prior": "sink"}},
-            ],
-            "output": "s",
-        }
-    )
-    queries, keys, values = qkv(1, 2, 1, 1, 10, 4)
-    with pytest.raises(mg.WiringError, match="partial"):
-        mg.compile(g).mask(queries, keys, values)
+def test_vattention_prior_without_partial_is_rejected_by_validation():
+    graph = {
+        "graph": "t",
+        "nodes": [
+            {"name": "sink", "op": "sink", "params": {"size": 1}},
+            {"name": "s", "op": "vattention_sample", "inputs": {"prior": "sink"}},
+        ],
+        "output": "s",
+    }
+    with pytest.raises(mg.WiringError, match="partial") as info:
+        mg.load_graph(graph)
+    assert (info.value.node, info.value.port) == ("s", "partial")
 
 
 def test_vattention_offsets_bound_the_sampled_range():
@@ -494,10 +492,41 @@ def test_vattention_offsets_bound_the_sampled_range():
     j = torch.arange(30)
     want = ((j >= 3) & (j < 30 - 5)).float().expand(4, 30)  # the reference's [init, K − local)
     assert torch.equal(p[0, 0], want)
-    with pytest.raises(mg.ParameterError, match="share of K"):
-        mg.compile(sampler_graph("vattention_sample", {"init_offset": 3.0}, prior=False)).mask(
-            queries, keys, values
-        )
+
+
+def test_vattention_offset_shares_floor_like_every_size():
+    """0.29 of K = 100 is 29 keys (env.size), not int(0.29 * 100) = 28."""
+    queries, keys, values = qkv(1, 2, 1, 2, 100, 4, seed=16)
+    g = sampler_graph(
+        "vattention_sample",
+        {"base_rate_sampling": 1.0, "init_offset": 0.29, "local_offset": 0.07},
+        prior=False,
+    )
+    p = mg.compile(g).mask(queries, keys, values)
+    j = torch.arange(100)
+    want = ((j >= 29) & (j < 100 - 7)).float().expand(2, 100)
+    assert torch.equal(p[0, 0], want)
+
+
+@pytest.mark.parametrize("param,value", [("init_offset", 3.0), ("local_offset", 1.5), ("init_offset", -1)])
+def test_vattention_bad_offsets_are_rejected_by_validation(param, value):
+    with pytest.raises(mg.ParameterError, match="out of range") as info:
+        sampler_graph("vattention_sample", {param: value}, prior=False)
+    assert (info.value.node, info.value.param) == ("s", param)
+
+
+@pytest.mark.parametrize(
+    "op,ports",
+    [
+        ("random_sample", {"keys", "attention_mask"}),
+        ("magicpig", {"queries", "keys", "attention_mask"}),
+        ("vattention_sample", {"queries", "keys", "values", "attention_mask"}),
+    ],
+)
+def test_samplers_declare_the_graph_inputs_they_read(op, ports):
+    dot = sampler_graph(op, {}, prior=True).to_dot()
+    for port in ports:
+        assert f'"{port}" -> "s"' in dot, f"{op} drawn without its {port} input"
 
 
 @pytest.mark.parametrize(

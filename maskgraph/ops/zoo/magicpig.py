@@ -26,7 +26,7 @@ import torch
 
 from ...registry import Param, operator
 from ...types import PortType
-from .sampling import PRIOR, SEED, mix32, residual_keys
+from .sampling import ATTENTION_MASK, KEYS, PRIOR, QUERIES, SEED, mix32, residual_keys
 
 #: Tables compared at once when looking for collisions (bounds the (…, K, tables) temporary).
 TABLE_GROUP = 8
@@ -157,7 +157,7 @@ def magicpig_prepare(keys, values, params, slot, layer_idx) -> dict:
     "magicpig",
     family="sampler",
     output=PortType.MASK,
-    inputs=[PRIOR],
+    inputs=[QUERIES, KEYS, ATTENTION_MASK, PRIOR],
     params=[
         Param("lsh_l", "int", 75, "number of SimHash tables (L)", low=1, high=4096),
         Param("lsh_k", "int", 8, "hyperplanes (bits) per table (K)", low=1, high=62),

@@ -28,6 +28,11 @@ SEED = Param(
     None,
     "integer seed of the random draws; null = fresh randomness on every call",
 )
+#: Graph-input ports a sampler reads from ``env`` (auto-wired; declared so drawings show them).
+QUERIES = Port("queries", PortType.QUERIES)
+KEYS = Port("keys", PortType.KEYS)
+VALUES = Port("values", PortType.VALUES)
+ATTENTION_MASK = Port("attention_mask", PortType.ATTENTION_MASK)
 PRIOR = Port(
     "prior",
     PortType.MASK,
@@ -102,7 +107,7 @@ _SALT_RANDOM = 0x5A17
     "random_sample",
     family="sampler",
     output=PortType.MASK,
-    inputs=[PRIOR],
+    inputs=[KEYS, ATTENTION_MASK, PRIOR],
     params=[
         Param(
             "sampling_rate",

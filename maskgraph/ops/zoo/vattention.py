@@ -30,11 +30,11 @@ from __future__ import annotations
 import torch
 
 from ...attention import gqa_logits, gqa_weighted_sum
-from ...errors import ParameterError, WiringError
+from ...errors import WiringError
 from ...registry import Param, Port, operator
 from ...types import PortType
 from .partial import Partial, rescale
-from .sampling import PRIOR, SEED, residual_keys, seed_prepare, uniform
+from .sampling import ATTENTION_MASK, KEYS, PRIOR, QUERIES, SEED, VALUES, residual_keys, seed_prepare, uniform
 
 _SALT_VATTENTION = 0x7A77
 
@@ -44,22 +44,13 @@ def z_score(delta: float, device: torch.device | None = None) -> torch.Tensor:
     return torch.special.ndtri(torch.tensor(1.0 - delta / 2.0, dtype=torch.float64, device=device)).float()
 
 
-def _offset(env, value, name: str):
-    """An offset parameter in tokens: int = tokens, float in [0, 1] = share of K (floored)."""
-    if isinstance(value, float):
-        if value > 1.0:
-            raise ParameterError(
-                f"a float offset is a share of K and must be in [0, 1] (got {value!r}); use an int for tokens",
-                param=name,
-            )
-        return int(value * env.K)
-    return value
-
-
 def in_range(env, init_offset, local_offset) -> torch.Tensor:
-    """Keys init_offset ≤ j < K − local_offset (the reference's sampling range): (1, 1, 1, K) bool."""
-    lo = _offset(env, init_offset, "init_offset")
-    hi = _offset(env, local_offset, "local_offset")
+    """Keys init_offset ≤ j < K − local_offset (the reference's sampling range): (1, 1, 1, K) bool.
+
+    Each offset is an int (tokens) or a float in [0, 1] (share of K, floored by ``env.size``).
+    """
+    lo = env.size(init_offset)
+    hi = env.size(local_offset)
     j = env.k_pos
     return ((j >= lo) & (j < env.K - hi)).view(1, 1, 1, env.K)
 
@@ -119,11 +110,26 @@ def sample_probability(
     return torch.maximum(p, rate).clamp(max=1.0)
 
 
+def needs_partial_with_prior(node, inputs: dict) -> None:
+    """Graph-validation rule: a wired ``prior`` needs the Partial over it on ``partial``."""
+    if "prior" in inputs and "partial" not in inputs:
+        raise WiringError(
+            "missing input: vattention_sample needs the prior's Partial when `prior` is wired: "
+            "wire `partial` from a `partial` node over the same mask as `prior`",
+            node=node.name,
+            port="partial",
+        )
+
+
 @operator(
     "vattention_sample",
     family="sampler",
     output=PortType.MASK,
     inputs=[
+        QUERIES,
+        KEYS,
+        VALUES,
+        ATTENTION_MASK,
         PRIOR,
         Port(
             "partial",
@@ -159,13 +165,12 @@ def sample_probability(
             low_open=True,
             high_open=True,
         ),
-        Param("init_offset", "float", 0, "first keys never sampled: int tokens or float share of K", low=0.0),
+        Param("init_offset", "offset", 0, "first keys never sampled: int tokens or float share of K"),
         Param(
             "local_offset",
-            "float",
+            "offset",
             0,
             "keys this close to the query never sampled: int tokens or float share of K",
-            low=0.0,
         ),
         Param(
             "bound",
@@ -187,6 +192,7 @@ def sample_probability(
     paper="Desai et al., ICLR 2026, vAttention: Verified Sparse Attention",
     prepare=seed_prepare,
     deterministic=False,
+    validate=needs_partial_with_prior,
 )
 def vattention_sample(
     env,

@@ -392,6 +392,41 @@ add(
     "missing input",
     "top-k without scores",
 )
+VATTENTION = """\
+graph: g
+nodes:
+  - {name: window, op: local, params: {size: 4}}
+  - name: window_partial
+    op: partial
+    inputs: {mask: window}
+  - name: sampled
+    op: vattention_sample
+    inputs: {prior: window, partial: window_partial}
+    params: {init_offset: 4, local_offset: 0}
+  - {name: both, op: union, inputs: {masks: [window, sampled]}}
+output: both
+"""
+
+
+def vattention(old, new):
+    assert old in VATTENTION, old
+    return VATTENTION.replace(old, new, 1)
+
+
+add(
+    "wire_vattention_prior_without_partial",
+    vattention("inputs: {prior: window, partial: window_partial}", "inputs: {prior: window}"),
+    "WiringError",
+    "needs the prior's Partial",
+    "vAttention sampler with a prior but no partial",
+)
+add(
+    "param_offset_share_above_one",
+    vattention("local_offset: 0", "local_offset: 1.5"),
+    "ParameterError",
+    "out of range",
+    "vAttention local_offset float above 1 (a share of K)",
+)
 add(
     "wire_number_source",
     base("g", "[sink, window]", "3"),
