@@ -112,18 +112,16 @@ def _score_table(title: str, cols, rows, by) -> str:
         )
         + " |"
     )
-    cells = list(by.values())
     for label, graph, target in rows:
         mine = [by.get((label, t, n)) for t, n in cols]
         scores = [c.get("score") if c else None for c in mine]
         st = _row_stats(label, [c for c in mine if c])
         if all(c is None for c in mine):
             continue
-        st_all = _row_stats(label, cells)
         lines.append(
             "| "
             + " | ".join(
-                [graph, _target(target), _fmt(st_all["density"], ".3f")]
+                [graph, _target(target), _fmt(st["density"], ".3f")]
                 + [_cell_text(c, "score", ".1f") for c in mine]
                 + [
                     _fmt(_mean(scores)),
