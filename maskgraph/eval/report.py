@@ -171,9 +171,9 @@ def _ppl_table(lengths, rows, by) -> str:
 
 
 def _samples(cells: list[dict | None]) -> str:
-    """Samples behind the row's columns ("3", or "3/2" when columns differ)."""
-    counts = [str(c["samples"]) for c in cells if c is not None]
-    return "/".join(dict.fromkeys(counts)) or "0"
+    """Samples behind each of the row's columns ("3", or "4/3/4" when columns differ)."""
+    counts = [str(c["samples"]) if c is not None else "0" for c in cells]
+    return counts[0] if len(set(counts)) == 1 else "/".join(counts)
 
 
 def _target(target: float | None) -> str:
