@@ -169,3 +169,25 @@ def test_cli_help():
     with pytest.raises(SystemExit) as e:
         main(["eval", "--help"])
     assert e.value.code == 0
+
+
+def test_sparse_protocol_sends_the_context_through_the_graph(tiny, text_file, tmp_path):
+    model, tok = tiny
+    cfg = _config(text_file, graphs=["streaming_llm"], tasks=["ppl", "niah_single_number"], protocol="sparse")
+    m = run_eval(cfg, tmp_path / "s", model=model, tokenizer=tok, progress=False)
+    assert all(c["status"] == "ok" for c in m["cells"].values())
+    micro = [json.loads(x) for x in (tmp_path / "s" / "micro.jsonl").read_text().splitlines()]
+    ppl_calls = [r for r in micro if r["cell"].endswith("/ppl/300")]
+    assert {r["Q"] for r in ppl_calls} == {300}  # the whole window, context included
+    niah_q = max(r["Q"] for r in micro if "/niah_single_number/" in r["cell"])
+    assert niah_q > 200  # the context prefill went through the graph
+    dense_prefill = run_eval(
+        _config(text_file, graphs=["streaming_llm"], tasks=["ppl"]),
+        tmp_path / "d",
+        model=model,
+        tokenizer=tok,
+        progress=False,
+    )
+    assert dense_prefill["cells"]["streaming_llm@20%/ppl/300"]["ppl"] != pytest.approx(
+        m["cells"]["streaming_llm@20%/ppl/300"]["ppl"], rel=1e-6
+    )
