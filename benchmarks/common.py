@@ -79,8 +79,9 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def write_json(name: str, payload: dict[str, Any]) -> str | None:
-    """Write ``payload`` to $OUT/name (or ./name when OUT is unset); return the path."""
-    folder = os.environ.get("OUT") or "."
+    """Write ``payload`` to $OUT/name (or benchmarks/out/name when OUT is unset); return the path."""
+    folder = os.environ.get("OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
+    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)
     with open(path, "w") as f:
         json.dump(payload, f, indent=1)
