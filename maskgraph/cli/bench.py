@@ -1,15 +1,63 @@
-"""``maskgraph bench``: not built yet (see the project's issues)."""
+"""``maskgraph bench``: front end for the benchmark scripts in ``benchmarks/``."""
 
 from __future__ import annotations
 
+import argparse
+import runpy
 import sys
+from pathlib import Path
+
+from ..errors import MaskgraphError
+
+SCRIPTS = {
+    "attention": "one attention call: dense SDPA vs each graph (simulate), compiled and eager",
+    "decode": "per generated token of a Llama-3-8B-shaped model after a dense prefill",
+    "sparse": "one decode call in sparse mode vs dense SDPA, with bytes/FLOP ceilings",
+}
 
 
 def add_parser(sub):
-    p = sub.add_parser("bench", help="(bench: not built yet)", description="Not built yet.")
+    lines = "\n".join(f"  {name:<10} {what}" for name, what in SCRIPTS.items())
+    p = sub.add_parser(
+        "bench",
+        help="speed and memory benchmarks (GPU; --quick on the CPU)",
+        description=(
+            "Run a benchmark script from benchmarks/. Everything after the name goes to the script;\n"
+            "each prints a Markdown table last and writes JSON to $OUT (or benchmarks/out/).\n\n"
+            f"{lines}\n\n"
+            "Examples:\n"
+            "  maskgraph bench attention --quick                  # tiny CPU smoke run\n"
+            "  maskgraph bench sparse --graphs quest --kv-lens 131072\n"
+            "  maskgraph bench decode -- --help                   # the script's own options\n"
+            "Set MG_BENCH_BUDGET=SECONDS to stop between cases after that long. Results: docs/benchmarks.md."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("script", choices=sorted(SCRIPTS), help="which benchmark")
+    p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
     return p
 
 
+def scripts_dir() -> Path:
+    """The repository's benchmarks/ folder (present in a source checkout)."""
+    folder = Path(__file__).resolve().parents[2] / "benchmarks"
+    if not (folder / "common.py").exists():
+        raise MaskgraphError(
+            "the benchmark scripts live in the repository's benchmarks/ folder, which this "
+            "installation does not have; run from a clone (pip install -e .)"
+        )
+    return folder
+
+
 def run(args) -> int:
-    print("maskgraph bench: not built yet", file=sys.stderr)
-    return 2
+    path = scripts_dir() / f"{args.script}.py"
+    argv = [a for a in args.script_args if a != "--"]
+    old = sys.argv
+    sys.argv = [str(path), *argv]
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    finally:
+        sys.argv = old
+    return 0

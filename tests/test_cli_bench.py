@@ -1,0 +1,22 @@
+"""`maskgraph bench` runs the benchmark scripts (tiny CPU shapes)."""
+
+from __future__ import annotations
+
+from maskgraph.cli import main
+
+
+def test_bench_attention_quick_prints_a_table(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OUT", str(tmp_path))
+    assert main(["bench", "attention", "--quick", "--graphs", "dense", "--no-eager", "--reps", "2"]) == 0
+    out = capsys.readouterr().out
+    table = out.split("## attention per call")[-1]
+    assert "| dense SDPA" in table and "| dense " in table
+    assert (tmp_path / "attention.json").exists()
+
+
+def test_bench_rejects_unknown_script(capsys):
+    try:
+        main(["bench", "nope"])
+    except SystemExit as exc:
+        assert exc.code == 2
+    assert "invalid choice" in capsys.readouterr().err
