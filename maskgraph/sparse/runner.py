@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import types
 from collections.abc import Callable
 from typing import Any
@@ -67,6 +68,10 @@ def compiled_chunk(steps: list[Step], output: str, gqa: str) -> Callable:
     recompile limit counts one graph, not all of them; parameter values are arguments.
     """
     key = (structure(steps, output), gqa)
+    # inductor's symbolic-shape code for these graphs recursed past Python's default limit of
+    # 1000 frames on an H100 (docs/benchmarks.md, run 3); 20000 was enough there (run 7).
+    if sys.getrecursionlimit() < 20000:
+        sys.setrecursionlimit(20000)
     if key not in _COMPILED:
         code = sparse_chunk.__code__.replace(co_name=f"sparse_chunk_{len(_COMPILED)}")
         fn = types.FunctionType(code, sparse_chunk.__globals__, code.co_name, sparse_chunk.__defaults__)
