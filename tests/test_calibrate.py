@@ -35,21 +35,9 @@ TEXT = "The keeper climbed the stair of the lighthouse every evening at dusk. " 
 @pytest.fixture(scope="module")
 def tiny():
     """A random LlamaForCausalLM: 2 layers, 4 query / 2 KV heads, head dim 16."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from maskgraph.hf.models import tiny_model
 
-    config = LlamaConfig(
-        vocab_size=256,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=512,
-        attn_implementation="sdpa",
-    )
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config).eval()
+    return tiny_model("llama", seed=0)
 
 
 # ----------------------------------------------------------------------------- capture
