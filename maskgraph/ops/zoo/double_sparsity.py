@@ -22,6 +22,7 @@ import torch
 from ...errors import CalibrationError
 from ...registry import Param, Port, operator
 from ...types import PortType
+from .filecache import cached_load
 
 KIND = "double_sparsity"
 HOW_TO_CALIBRATE = (
@@ -83,20 +84,9 @@ def _check_channels(channels: torch.Tensor, info: dict[str, str], path: str) -> 
         raise bad("each (layer, head) row must be a permutation of 0..D-1")
 
 
-_CACHE: dict[tuple, tuple[torch.Tensor, dict[str, str]]] = {}
-
-
 def cached_channels(path: str) -> tuple[torch.Tensor, dict[str, str]]:
     """:func:`load_channels`, memoised on (path, modification time, size)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return load_channels(path)  # raises the missing-file error
-    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
-    if key not in _CACHE:
-        _CACHE.clear()
-        _CACHE[key] = load_channels(path)
-    return _CACHE[key]
+    return cached_load(load_channels, path)
 
 
 # ----- label cache --------------------------------------------------------------------------------

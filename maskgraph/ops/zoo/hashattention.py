@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from ...errors import CalibrationError
 from ...registry import Param, Port, operator
 from ...types import PortType
+from .filecache import cached_load
 
 KIND = "hashattention"
 HOW_TO_CALIBRATE = (
@@ -158,20 +159,9 @@ def _check_weights(tensors: dict[str, torch.Tensor], info: dict[str, str], path:
                     )
 
 
-_CACHE: dict[tuple, tuple[dict[int, LayerWeights], dict[str, str]]] = {}
-
-
 def cached_weights(path: str) -> tuple[dict[int, LayerWeights], dict[str, str]]:
     """:func:`load_hash_weights`, memoised on (path, modification time, size)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return load_hash_weights(path)  # raises the missing-file error
-    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
-    if key not in _CACHE:
-        _CACHE.clear()
-        _CACHE[key] = load_hash_weights(path)
-    return _CACHE[key]
+    return cached_load(load_hash_weights, path)
 
 
 def random_hash_weights(
