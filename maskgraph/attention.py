@@ -37,8 +37,12 @@ def gqa_logits(
     hkv, k = keys.shape[1], keys.shape[2]
     g = hq // hkv
     qf = queries.reshape(b * hkv, g * q, d)
-    s = f32_bmm(qf, keys.to(queries.dtype).reshape(b * hkv, k, d).transpose(1, 2)) * scaling
-    s = s.view(b, hq, q, k)
+    kf = keys.to(queries.dtype).reshape(b * hkv, k, d)
+    # keys @ queries^T writes rows of G*Q floats: the output's row stride does not depend on K.
+    # (queries @ keys^T writes rows of K floats; for K not a multiple of 4 cuBLAS falls back to
+    # slow unaligned kernels — seen on the H100, docs/benchmarks.md run 8.)
+    s = f32_bmm(kf, qf.transpose(1, 2)).transpose(1, 2) * scaling
+    s = s.reshape(b, hq, q, k)
     if attention_mask is not None:
         s = s + attention_mask.float()
     return s
@@ -52,7 +56,10 @@ def gqa_weighted_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tenso
     w = weights.reshape(b * hkv, g * q, k)
     if values.is_cuda and values.dtype in _HALF:
         w = w.to(values.dtype)  # weights in [0, 1/p]: rounding them is below bf16 output precision
-    return f32_bmm(w, values.reshape(b * hkv, k, d)).view(b, hq, q, d)
+    # Rows of the weight matrix start at 16-byte boundaries whatever K is (see gqa_logits).
+    padded = w.new_zeros(b * hkv, g * q, k // 8 * 8 + 8)  # always longer than k: no guard on k % 8
+    padded[..., :k] = w
+    return f32_bmm(padded[..., :k], values.reshape(b * hkv, k, d)).view(b, hq, q, d)
 
 
 def masked_partial(
