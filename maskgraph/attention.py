@@ -38,11 +38,11 @@ def gqa_logits(
     g = hq // hkv
     qf = queries.reshape(b * hkv, g * q, d)
     kf = keys.to(queries.dtype).reshape(b * hkv, k, d)
-    # keys @ queries^T writes rows of G*Q floats: the output's row stride does not depend on K.
-    # (queries @ keys^T writes rows of K floats; for K not a multiple of 4 cuBLAS falls back to
-    # slow unaligned kernels — seen on the H100, docs/benchmarks.md run 8.)
-    s = f32_bmm(kf, qf.transpose(1, 2)).transpose(1, 2) * scaling
-    s = s.reshape(b, hq, q, k)
+    # The output rows hold K floats: for odd K they are not 16-byte aligned, and cuBLAS used a
+    # slower kernel on the H100 (docs/benchmarks.md, run 8). Computing keys @ queries^T instead
+    # made inductor's output wrong for sampler graphs (tests/test_zoo_samplers.py), so not yet.
+    s = f32_bmm(qf, kf.transpose(1, 2)) * scaling
+    s = s.view(b, hq, q, k)
     if attention_mask is not None:
         s = s + attention_mask.float()
     return s
