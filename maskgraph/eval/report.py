@@ -210,12 +210,24 @@ def plot_accuracy_vs_density(cells: list[dict], path: Path) -> bool:
         ax.set_xlabel("measured density (share of allowed keys attended)")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title} vs measured density")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        _finish_axes(ax)
+    _save(fig, path)
+    return True
+
+
+def _finish_axes(ax) -> None:
+    """Grid and a compact legend, the same in every plot."""
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+
+
+def _save(fig, path) -> None:
+    """Write ``fig`` as PNG to ``path`` and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return True
 
 
 def _colour(cells: list[dict], graph: str):
@@ -267,11 +279,8 @@ def plot_error_per_layer(cells: list[dict], path: Path, density: float = 0.1) ->
     ax.set_xlabel("layer")
     ax.set_ylabel("relative output error ‖O−O_dense‖/‖O_dense‖")
     ax.set_title(f"Output error per layer (per graph, the setting whose target is nearest {density:.0%})")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish_axes(ax)
+    _save(fig, path)
     return True
 
 
