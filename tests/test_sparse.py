@@ -7,6 +7,7 @@ import zlib
 
 import pytest
 import torch
+from references import reference_gathered
 
 import maskgraph as mg
 from maskgraph.errors import NotSupportedError, UnknownOperatorError
@@ -273,28 +274,6 @@ def test_shared_quest_runs_and_differs_from_dense(calib):
 
 
 # ----- the gathered attention against float64 ---------------------------------------------------
-def reference_gathered(q, k, v, am, scaling, idx, valid, sinks):
-    b, hq, nq, d = q.shape
-    hsel, hkv = idx.shape[1], k.shape[1]
-    out = torch.zeros(b, hq, nq, d, dtype=torch.float64)
-    for bi in range(b):
-        for h in range(hq):
-            sel = h * hsel // hq
-            kv = sel * hkv // hsel
-            for i in range(nq):
-                keys = [int(j) for j, ok in zip(idx[bi, sel, i], valid[bi, sel, i]) if ok]
-                s = (k[bi, kv, keys].double() @ q[bi, h, i].double()) * scaling
-                if am is not None:
-                    s = s + am[bi, 0, i, keys].double()
-                parts = [s] if sinks is None else [s, sinks[h : h + 1].double()]
-                allv = torch.cat(parts)
-                if not torch.isfinite(allv).any():
-                    continue
-                p = torch.softmax(allv, 0)[: len(keys)]
-                out[bi, h, i] = p @ v[bi, kv, keys].double()
-    return out
-
-
 @pytest.mark.parametrize("hsel", ["kv", "q"])
 @pytest.mark.parametrize("with_sinks", [False, True])
 def test_gathered_attention_against_float64(hsel, with_sinks):

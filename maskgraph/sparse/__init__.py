@@ -3,7 +3,9 @@
 ``mg.compile(graph, mode="sparse", gqa="per_head" | "shared")`` turns every mask of the graph
 into an index set (:mod:`.indexset`) of static size (sink + window + k for the usual graphs);
 attention reads the contiguous parts (sink, window) as slices of the cache, gathers the
-selected keys and values, and runs one softmax over all of them (:mod:`.gather`). Estimators score keys
+selected keys and values, and runs one softmax over all of them (:mod:`.gather`); on CUDA,
+decode chunks go through one fused Triton kernel that reads the listed keys in place
+(:mod:`.fused`). Estimators score keys
 from their prepare caches (``sparse_scores``), never by reading all full-precision keys, except
 the ``exact`` oracle. Graphs whose masks are not index sets (samplers, top-p) raise
 :class:`~maskgraph.errors.NotSupportedError` at compile time, naming the node and the reason.
@@ -15,7 +17,7 @@ from ..errors import NotSupportedError
 from .plan import build_plan
 from .runner import GQA_MODES, SparseRunner
 
-OPTIONS = ("gqa",)
+OPTIONS = ("gqa", "kernel")
 
 
 def make_sparse(compiled, **options) -> SparseRunner:
@@ -24,12 +26,20 @@ def make_sparse(compiled, **options) -> SparseRunner:
     Options: ``gqa="per_head"`` (default: each query head selects its own keys, the same
     output as simulate mode) or ``"shared"`` (the query heads of a KV group share one selection
     made from the max of their scores; each gathered key serves the whole group).
+    ``kernel="auto"`` (default: the fused Triton kernel of :mod:`.fused` for chunks of at most
+    16 queries on CUDA when Triton is installed, torch otherwise), ``"triton"`` (always; on the
+    CPU only under Triton's interpreter, ``TRITON_INTERPRET=1``) or ``"torch"`` (never).
     """
     options = {**getattr(compiled, "sparse_options", {}), **options}
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise NotSupportedError(f"unknown sparse option(s) {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
-    return SparseRunner(compiled, gqa=options.get("gqa", "per_head"), chunk_size=compiled.chunk_size)
+    return SparseRunner(
+        compiled,
+        gqa=options.get("gqa", "per_head"),
+        chunk_size=compiled.chunk_size,
+        kernel=options.get("kernel", "auto"),
+    )
 
 
 __all__ = ["GQA_MODES", "NotSupportedError", "SparseRunner", "build_plan", "make_sparse"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import sys
 import types
@@ -13,17 +14,23 @@ import torch
 
 from ..env import Env
 from ..errors import NotSupportedError
+from . import fused
 from .gather import attend_parts
 from .ops import Context
 from .plan import Step, budget, budget_split, build_plan, run_plan, structure
 
 GQA_MODES = ("per_head", "shared")
+KERNELS = ("auto", "triton", "torch")
+
+#: Largest query chunk the fused kernel takes with kernel="auto" (decode and short chunks;
+#: longer chunks read their sink and window runs as slices with matrix products instead).
+FUSED_MAX_QUERIES = 16
 
 #: Elements of one gathered (B, Hsel, chunk, n, D) float32 tensor aimed for when chunking.
 CHUNK_ELEMENTS = 1 << 24
 
 
-def sparse_chunk(
+def select_parts(
     steps: list[Step],
     output: str,
     gqa: str,
@@ -36,10 +43,9 @@ def sparse_chunk(
     q_pos: torch.Tensor,
     q_first: int,
     prep: dict,
-    sinks: torch.Tensor | None,
     layer_idx: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One query chunk: out (B, Hq, Qc, D) float32 and the empty-row count (0-d int64)."""
+) -> tuple[list[tuple], tuple[torch.Tensor, torch.Tensor] | None]:
+    """Run the plan for one query chunk: (spans, gathered) as :func:`attend_parts` takes them."""
     env = Env(queries, keys, values, attention_mask, scaling, q_pos, layer_idx)
     chosen = run_plan(steps, output, Context(env, gqa, q_first), prep, params)
     spans = [(p.span[0], p.span[1], p.valid) for p in chosen.parts if p.span is not None]
@@ -54,29 +60,103 @@ def sparse_chunk(
             torch.cat([p.idx.expand(*lead, p.size) for p in listed], dim=-1),
             torch.cat([p.valid.expand(*lead, p.size) for p in listed], dim=-1),
         )
+    return spans, gathered
+
+
+def sparse_chunk(
+    steps,
+    output,
+    gqa,
+    params,
+    queries,
+    keys,
+    values,
+    attention_mask,
+    scaling,
+    q_pos,
+    q_first,
+    prep,
+    sinks,
+    layer_idx=0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One query chunk in torch: out (B, Hq, Qc, D) float32 and the empty-row count (0-d int64).
+    Arguments as :func:`select_parts`, plus ``sinks`` (Hq,) or None."""
+    spans, gathered = select_parts(
+        steps,
+        output,
+        gqa,
+        params,
+        queries,
+        keys,
+        values,
+        attention_mask,
+        scaling,
+        q_pos,
+        q_first,
+        prep,
+        layer_idx,
+    )
     return attend_parts(queries, keys, values, attention_mask, scaling, spans, gathered, sinks)
 
 
-#: (graph structure, gqa) -> compiled chunk function, shared by every parameter setting.
+def sparse_lists(
+    steps,
+    output,
+    gqa,
+    params,
+    queries,
+    keys,
+    values,
+    attention_mask,
+    scaling,
+    q_pos,
+    q_first,
+    prep,
+    layer_idx=0,
+) -> torch.Tensor:
+    """One query chunk's selection as int32 index lists (B, Hsel, Qc, N), −1 = not attended
+    (what the fused kernel reads). Arguments as :func:`select_parts`."""
+    spans, gathered = select_parts(
+        steps,
+        output,
+        gqa,
+        params,
+        queries,
+        keys,
+        values,
+        attention_mask,
+        scaling,
+        q_pos,
+        q_first,
+        prep,
+        layer_idx,
+    )
+    b, hq, qc, _ = queries.shape
+    return fused.index_lists(spans, gathered, b, keys.shape[1], hq, qc)
+
+
+#: (function, graph structure, gqa) -> compiled function, shared by every parameter setting.
 _COMPILED: dict[tuple, Callable] = {}
 
 
-def compiled_chunk(steps: list[Step], output: str, gqa: str) -> Callable:
-    """``torch.compile`` of :func:`sparse_chunk` for this graph structure, made once per process.
+def compiled_chunk(steps: list[Step], output: str, gqa: str, fn: Callable | None = None) -> Callable:
+    """``torch.compile`` of ``fn`` (:func:`sparse_chunk` or :func:`sparse_lists`) for this graph
+    structure, made once per process.
 
     Each structure gets its own copy of the function's code, so that dynamo's per-code
     recompile limit counts one graph, not all of them; parameter values are arguments.
     """
-    key = (structure(steps, output), gqa)
+    fn = fn or sparse_chunk
+    key = (fn.__name__, structure(steps, output), gqa)
     # inductor's symbolic-shape code for these graphs recursed past Python's default limit of
     # 1000 frames on an H100 (docs/benchmarks.md, run 3); 20000 was enough there (run 7).
     if sys.getrecursionlimit() < 20000:
         sys.setrecursionlimit(20000)
     if key not in _COMPILED:
-        code = sparse_chunk.__code__.replace(co_name=f"sparse_chunk_{len(_COMPILED)}")
-        fn = types.FunctionType(code, sparse_chunk.__globals__, code.co_name, sparse_chunk.__defaults__)
+        code = fn.__code__.replace(co_name=f"{fn.__name__}_{len(_COMPILED)}")
+        copy = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__)
         _COMPILED[key] = torch.compile(
-            functools.partial(fn, steps, output, gqa), fullgraph=True, dynamic=True, backend="inductor"
+            functools.partial(copy, steps, output, gqa), fullgraph=True, dynamic=True, backend="inductor"
         )
     return _COMPILED[key]
 
@@ -88,11 +168,18 @@ class SparseRunner:
     queries' dtype and adds empty rows to ``compiled.empty_rows``.
     """
 
-    def __init__(self, compiled: Any, gqa: str = "per_head", chunk_size: int | str = "auto"):
+    def __init__(
+        self, compiled: Any, gqa: str = "per_head", chunk_size: int | str = "auto", kernel: str = "auto"
+    ):
         if gqa not in GQA_MODES:
             raise NotSupportedError(f"gqa must be one of {', '.join(GQA_MODES)}, got {gqa!r}")
+        if kernel not in KERNELS:
+            raise NotSupportedError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+        if kernel == "triton" and importlib.util.find_spec("triton") is None:
+            raise NotSupportedError("kernel='triton' needs the triton package (pip install triton)")
         self.compiled = compiled
         self.gqa = gqa
+        self.kernel = kernel
         self.chunk_size = chunk_size
         self.steps = build_plan(compiled.graph)
         self.output = compiled.graph.output
@@ -100,8 +187,16 @@ class SparseRunner:
         self.scores_keys = any(step.op in ("topk", "topk_pages") for step in self.steps)
         if compiled.backend == "inductor":
             self._chunk = compiled_chunk(self.steps, self.output, gqa)
+            self._lists = compiled_chunk(self.steps, self.output, gqa, sparse_lists)
         else:
             self._chunk = functools.partial(sparse_chunk, self.steps, self.output, gqa)
+            self._lists = functools.partial(sparse_lists, self.steps, self.output, gqa)
+
+    def uses_kernel(self, queries: torch.Tensor) -> bool:
+        """Whether chunks of ``queries`` go through the fused Triton kernel."""
+        if self.kernel == "auto":
+            return fused.available(queries.device) and queries.shape[2] <= FUSED_MAX_QUERIES
+        return self.kernel == "triton"
 
     def budget(self, num_keys: int) -> int:
         """Padded number of gathered keys per (row, head, query) at ``num_keys`` keys."""
@@ -125,7 +220,7 @@ class SparseRunner:
 
     def __call__(self, queries, keys, values, attention_mask, scaling, prep, sinks, layer_idx=0):
         q, k = queries.shape[2], keys.shape[2]
-        step = self.chunk_len(queries, keys)
+        step = q if self.uses_kernel(queries) else self.chunk_len(queries, keys)
         positions = torch.arange(k - q, k, device=queries.device)
         outs = []
         for start in range(0, q, step):
@@ -133,19 +228,13 @@ class SparseRunner:
             am = attention_mask
             if am is not None and am.shape[2] != 1:
                 am = am[:, :, start:stop]
-            out, empty = self._chunk(
-                self.params,
-                queries[:, :, start:stop],
-                keys,
-                values,
-                am,
-                scaling,
-                positions[start:stop],
-                k - q + start,
-                prep,
-                sinks,
-                layer_idx,
-            )
+            args = (self.params, queries[:, :, start:stop], keys, values, am, scaling)
+            where = (positions[start:stop], k - q + start, prep)
+            if self.uses_kernel(queries):
+                lists = self._lists(*args, *where, layer_idx)
+                out, empty = fused.fused_gather_attention(*args[1:], lists, sinks)
+            else:
+                out, empty = self._chunk(*args, *where, sinks, layer_idx)
             self.compiled.empty_rows = self.compiled.empty_rows.to(empty.device) + empty
             outs.append(out.to(queries.dtype))
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)

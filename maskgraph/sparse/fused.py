@@ -1,0 +1,149 @@
+"""Fused gather-attention for decode: one Triton kernel reads only the listed keys and values.
+
+The selection of a query chunk is flattened into one index list per (row, selection head,
+query): int32 (B, Hsel, Qc, N), −1 marking padding. The kernel splits each list into
+``splits`` pieces (flash-decoding): every program loads the G query heads of its selection
+head, walks its piece in blocks of BLOCK_N listed keys, gathers those key and value rows
+straight from the cache (no gathered copy) and keeps an online softmax; a few torch
+operations then merge the pieces, add sink logits and zero the empty rows, exactly as
+:func:`maskgraph.sparse.gather.attend_parts` does.
+
+Used on CUDA when Triton is importable; the CPU keeps the torch path. Tests run the kernel on
+the CPU through Triton's interpreter (``TRITON_INTERPRET=1``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+
+NEG_INF = float("-inf")
+BLOCK_N = 64
+#: Programs aimed for per launch (a few per streaming multiprocessor of an H100).
+TARGET_PROGRAMS = 528
+
+
+def available(device: torch.device) -> bool:
+    """True when the fused kernel can run on ``device`` (CUDA with Triton installed)."""
+    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+
+
+def index_lists(
+    spans: list[tuple], gathered: tuple[torch.Tensor, torch.Tensor] | None, b: int, hkv: int, hq: int, qc: int
+) -> torch.Tensor:
+    """All parts of a selection as one list: int32 (B, Hsel, Qc, N), −1 where not attended.
+
+    ``spans``: (start, length, valid) runs, valid broadcastable to (B, h, Qc, length);
+    ``gathered``: (idx, valid) (B, Hsel, Qc, n). Hsel is the widest head count among the
+    parts (Hkv when no part depends on the query head).
+    """
+    heads = [v.shape[1] for _, _, v in spans]
+    if gathered is not None:
+        heads.append(gathered[0].shape[1])
+    hsel = hq if hq in heads else hkv
+    lead = (b, hsel, qc)
+    pieces = []
+    for start, length, valid in spans:
+        pos = start + torch.arange(length, device=valid.device, dtype=torch.int32).view(1, 1, 1, -1)
+        if valid.shape[1] not in (1, hsel):  # Hkv-wide validity under per-head lists
+            valid = valid.repeat_interleave(hsel // valid.shape[1], dim=1)
+        pieces.append(torch.where(valid, pos, -1).expand(*lead, length))
+    if gathered is not None:
+        idx, valid = gathered
+        pieces.append(torch.where(valid, idx.to(torch.int32), -1).expand(*lead, idx.shape[-1]))
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
+
+
+@functools.cache
+def _kernel(interpret: bool):
+    """The jitted kernel (one per interpreter setting: Triton decides at decoration time)."""
+    import triton
+
+    from . import fused_kernel
+
+    return triton.jit(fused_kernel.gather_decode)
+
+
+def _interpreting() -> bool:
+    from triton import knobs
+
+    return bool(knobs.runtime.interpret)
+
+
+def _splits(rows: int, n: int) -> tuple[int, int]:
+    """(splits, blocks per split) so that rows · splits ≈ TARGET_PROGRAMS."""
+    blocks = max(1, -(-n // BLOCK_N))
+    want = max(1, min(blocks, -(-TARGET_PROGRAMS // max(rows, 1))))
+    per = -(-blocks // want)
+    return -(-blocks // per), per
+
+
+def fused_gather_attention(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    lists: torch.Tensor,
+    sinks: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention of each query over its listed keys, in one kernel launch (+ merge).
+
+    queries (B, Hq, Qc, D); keys, values (B, Hkv, K, D), last dimension contiguous;
+    attention_mask additive, broadcastable to (B, Hq, Qc, K), or None; lists int32
+    (B, Hsel, Qc, N) from :func:`index_lists`, Hsel ∈ {Hkv, Hq}, entries distinct where ≥ 0;
+    sinks (Hq,) optional sink logits. Returns out (B, Hq, Qc, D) float32 (zeros on a row with
+    no attended key) and the 0-d int64 count of such rows.
+    """
+    b, hq, qc, d = queries.shape
+    hkv, hsel, n = keys.shape[1], lists.shape[1], lists.shape[-1]
+    g = hq // hsel
+    gp = max(16, 1 << (g - 1).bit_length())
+    dp = max(16, 1 << (d - 1).bit_length())
+    queries, keys, values = (t if t.stride(-1) == 1 else t.contiguous() for t in (queries, keys, values))
+    lists = lists.contiguous()
+    rows = b * hsel * qc
+    splits, per = _splits(rows, n)
+    acc = torch.empty(rows, splits, gp, dp, device=queries.device, dtype=torch.float32)
+    m = torch.empty(rows, splits, gp, device=queries.device, dtype=torch.float32)
+    den = torch.empty_like(m)
+    if attention_mask is not None:
+        am = attention_mask.expand(b, hq, qc, attention_mask.shape[-1])
+        am_strides = am.stride()
+    else:
+        am, am_strides = lists, (0, 0, 0, 0)
+    _kernel(_interpreting())[(rows, splits)](
+        queries, keys, values, lists, am, acc, m, den,
+        float(scaling), n, per,
+        *queries.stride()[:3],
+        *keys.stride()[:3],
+        *values.stride()[:3],
+        *lists.stride()[:3],
+        *am_strides,
+        hsel, qc, hkv, g, d,
+        HAS_AM=attention_mask is not None,
+        UPCAST=_interpreting() and keys.dtype == torch.bfloat16,
+        GP=gp, BLOCK=BLOCK_N, DP=dp,
+        num_warps=4,
+    )  # fmt: skip
+    return merge_splits(acc, m, den, sinks, b, hsel, qc, g, d)
+
+
+def merge_splits(acc, m, den, sinks, b: int, hsel: int, qc: int, g: int, d: int):
+    """Combine the per-split (acc, max, sum) of the kernel: out (B, Hq, Qc, D) f32 and the
+    count of empty rows. acc (R, S, GP, DP), m and den (R, S, GP), R = B·Hsel·Qc."""
+    top = m.amax(dim=1)  # (R, GP)
+    empty = top == NEG_INF
+    if sinks is not None:
+        sk = sinks.float().view(1, hsel, 1, g).expand(b, hsel, qc, g).reshape(-1, g)
+        top = torch.cat([torch.maximum(top[:, :g], sk), top[:, g:]], dim=1)
+    top = torch.where(top == NEG_INF, 0.0, top)
+    w = torch.exp(m - top.unsqueeze(1))
+    total = (w * den).sum(dim=1)
+    if sinks is not None:
+        total = torch.cat([total[:, :g] + torch.exp(sk - top[:, :g]), total[:, g:]], dim=1)
+    out = (w.unsqueeze(-1) * acc).sum(dim=1) / total.clamp_min(torch.finfo(torch.float32).tiny).unsqueeze(-1)
+    out = out[:, :g, :d].reshape(b, hsel, qc, g, d).transpose(2, 3).reshape(b, hsel * g, qc, d)
+    return out, empty[:, :g].sum()

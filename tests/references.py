@@ -1,0 +1,31 @@
+"""Plain float64 references shared by test modules."""
+
+from __future__ import annotations
+
+import torch
+
+
+def reference_gathered(q, k, v, am, scaling, idx, valid, sinks):
+    """Float64 softmax attention of each query over its valid listed keys (loops, no tricks).
+
+    q (B, Hq, Q, D); k, v (B, Hkv, K, D); am additive (B, 1|Hq, Q, K) or None; idx, valid
+    (B, Hsel, Q, n); sinks (Hq,) or None. A row with no finite logit stays 0."""
+    b, hq, nq, d = q.shape
+    hsel, hkv = idx.shape[1], k.shape[1]
+    out = torch.zeros(b, hq, nq, d, dtype=torch.float64)
+    for bi in range(b):
+        for h in range(hq):
+            sel = h * hsel // hq
+            kv = sel * hkv // hsel
+            for i in range(nq):
+                keys = [int(j) for j, ok in zip(idx[bi, sel, i], valid[bi, sel, i]) if ok]
+                s = (k[bi, kv, keys].double() @ q[bi, h, i].double()) * scaling
+                if am is not None:
+                    s = s + am[bi, h if am.shape[1] > 1 else 0, i, keys].double()
+                parts = [s] if sinks is None else [s, sinks[h : h + 1].double()]
+                allv = torch.cat(parts)
+                if not torch.isfinite(allv).any():
+                    continue
+                p = torch.softmax(allv, 0)[: len(keys)]
+                out[bi, h, i] = p @ v[bi, kv, keys].double()
+    return out

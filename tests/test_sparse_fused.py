@@ -1,0 +1,132 @@
+"""The fused Triton gather-attention kernel, run on the CPU through Triton's interpreter.
+
+The GPU runs the same kernel compiled (benchmarks/sparse.py checks it there against the torch
+path before timing); here every case is compared with a float64 reference.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from references import reference_gathered
+
+import maskgraph as mg
+
+pytest.importorskip("triton", reason="the fused kernel needs triton (installed by setup.sh --dev)")
+
+from maskgraph.sparse import fused  # noqa: E402
+
+if not torch.cuda.is_available() and not fused._interpreting():
+    pytest.skip(
+        "no GPU and Triton's interpreter is off (tests/conftest.py turns it on)", allow_module_level=True
+    )
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def random_lists(gen, b, hsel, nq, nk, n, keep=0.8):
+    idx = torch.stack([torch.randperm(nk, generator=gen)[:n] for _ in range(b * hsel * nq)])
+    idx = idx.view(b, hsel, nq, n)
+    valid = torch.rand(b, hsel, nq, n, generator=gen) < keep
+    return idx, valid
+
+
+# (B, Hq, Hkv, Hsel, Q, K, n, D): shared lists (Hsel = Hkv, G = 4 and 3), per-head lists,
+# Q > 1, Q = K, n not a multiple of the 64-key block, several splits, D not a power of two
+CASES = [
+    (1, 8, 2, 2, 1, 300, 70, 16),
+    (2, 4, 2, 4, 3, 97, 50, 32),
+    (1, 6, 2, 2, 2, 41, 41, 16),
+    (2, 4, 4, 4, 1, 700, 333, 64),
+    (1, 4, 1, 1, 5, 5, 5, 24),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "B{}Hq{}Hkv{}Hsel{}Q{}K{}n{}D{}".format(*c))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_kernel_against_float64(case, dtype):
+    b, hq, hkv, hsel, nq, nk, n, d = case
+    gen = torch.Generator().manual_seed(hash(case) % 10_000)
+    q = torch.randn(b, hq, nq, d, generator=gen).to(dtype)
+    k = torch.randn(b, hkv, nk, d, generator=gen).to(dtype)
+    v = torch.randn(b, hkv, nk, d, generator=gen).to(dtype)
+    idx, valid = random_lists(gen, b, hsel, nq, nk, n)
+    lists = torch.where(valid, idx, -1).int()
+    out, empty = fused.fused_gather_attention(q, k, v, None, d**-0.5, lists)
+    want = reference_gathered(q, k, v, None, d**-0.5, idx, valid, None)
+    assert out.dtype == torch.float32 and out.shape == (b, hq, nq, d)
+    assert rel(out, want) < (1e-5 if dtype == torch.float32 else 1e-2)
+    assert int(empty) == int((~valid).all(-1).sum()) * (hq // hsel)
+
+
+@pytest.mark.parametrize("mask_heads", [1, 4])
+@pytest.mark.parametrize("with_sinks", [False, True])
+def test_kernel_mask_sinks_and_empty_rows(mask_heads, with_sinks):
+    gen = torch.Generator().manual_seed(7 + mask_heads + 10 * with_sinks)
+    b, hq, hkv, nq, nk, n, d = 2, 4, 2, 3, 150, 90, 16
+    q, k, v = (torch.randn(b, h, m, d, generator=gen) for h, m in ((hq, nq), (hkv, nk), (hkv, nk)))
+    idx, valid = random_lists(gen, b, hkv, nq, nk, n)
+    valid[0, 1, 2] = False  # a row with no listed key
+    am = torch.randn(b, mask_heads, nq, nk, generator=gen)
+    am[1, ..., :40] = float("-inf")  # padding: masked keys may still be listed
+    sinks = torch.randn(hq, generator=gen) if with_sinks else None
+    lists = torch.where(valid, idx, -1).int()
+    out, empty = fused.fused_gather_attention(q, k, v, am, 0.3, lists, sinks)
+    want = reference_gathered(q, k, v, am, 0.3, idx, valid, sinks)
+    assert torch.isfinite(out).all()
+    assert rel(out, want) < 1e-5
+    if not with_sinks:
+        assert out[0, 2:4, 2].abs().max() == 0  # the empty row's two query heads
+    assert int(empty) >= 2
+
+
+def test_splits_cover_every_block():
+    for rows in (1, 8, 64, 1000):
+        for n in (1, 63, 64, 65, 5000, 13107):
+            splits, per = fused._splits(rows, n)
+            blocks = -(-n // fused.BLOCK_N)
+            assert splits * per >= blocks and (splits - 1) * per < blocks
+
+
+def test_index_lists_merge_spans_and_selections():
+    pos_valid = torch.tensor([True, True, False]).view(1, 1, 1, 3)
+    idx = torch.tensor([[7, 9], [4, 2]]).view(1, 2, 1, 2)
+    sel_valid = torch.tensor([[True, False], [True, True]]).view(1, 2, 1, 2)
+    lists = fused.index_lists([(10, 3, pos_valid)], (idx, sel_valid), 1, 2, 4, 1)
+    assert lists.dtype == torch.int32 and lists.shape == (1, 2, 1, 5)
+    assert lists[0, :, 0].tolist() == [[10, 11, -1, 7, -1], [10, 11, -1, 4, 2]]
+
+
+GRAPHS = {
+    "streaming_llm": {"sink_size": 3, "window_size": 5},
+    "oracle_topk": {"sink_size": 3, "window_size": 5, "heavy_size": 7},
+    "quest": {"sink_size": 3, "window_size": 5, "heavy_size": 12, "page_size": 4},
+}
+
+
+@pytest.mark.parametrize("gqa", ["per_head", "shared"])
+@pytest.mark.parametrize("name", list(GRAPHS))
+def test_runner_kernel_matches_torch_path(name, gqa):
+    gen = torch.Generator().manual_seed(len(name) + len(gqa))
+    b, hq, hkv, nq, nk, d = 2, 4, 2, 2, 45, 16
+    q, k, v = (torch.randn(b, h, m, d, generator=gen) for h, m in ((hq, nq), (hkv, nk), (hkv, nk)))
+    am = torch.zeros(b, 1, nq, nk)
+    am[0, ..., :4] = float("-inf")
+    graph = mg.load_graph(name, overrides=GRAPHS[name])
+    fast = mg.compile(graph, mode="sparse", gqa=gqa, kernel="triton")
+    plain = mg.compile(graph, mode="sparse", gqa=gqa, kernel="torch")
+    assert fast._sparse.uses_kernel(q) and not plain._sparse.uses_kernel(q)
+    a = fast(q, k, v, attention_mask=am, state=mg.State())
+    want = plain(q, k, v, attention_mask=am, state=mg.State())
+    assert rel(a, want) < 1e-5
+    assert int(fast.empty_rows) == int(plain.empty_rows)
+
+
+def test_kernel_option_is_checked():
+    """Also: kernel="auto" keeps the torch path on the CPU."""
+    with pytest.raises(mg.NotSupportedError, match="kernel must be one of auto, triton, torch"):
+        mg.compile("streaming_llm", mode="sparse", kernel="cuda")
+    cpu = mg.compile("streaming_llm", mode="sparse")
+    assert not cpu._sparse.uses_kernel(torch.zeros(1, 4, 1, 16))  # auto: torch on the CPU
