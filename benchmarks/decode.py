@@ -179,8 +179,14 @@ def main() -> None:
                             sync(device)
                         key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
                         print(f"\n### profile {label} context {ctx} (3 steps)")
-                        print(prof.key_averages(group_by_input_shape=True).table(
-                        sort_by=key, row_limit=12, max_name_column_width=40, max_shapes_column_width=70))
+                        print(
+                            prof.key_averages(group_by_input_shape=True).table(
+                                sort_by=key,
+                                row_limit=12,
+                                max_name_column_width=40,
+                                max_shapes_column_width=70,
+                            )
+                        )
                     ms = sorted(times[4:])[len(times[4:]) // 2]
                     row["ms_per_token"] = ms
                     if base is None:

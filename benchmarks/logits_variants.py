@@ -27,7 +27,9 @@ def v_bf16(q, k):
 def v_outdtype(q, k):
     b, h, m, d = q.shape
     n = k.shape[2]
-    return torch.bmm(q.reshape(b * h, m, d), k.reshape(b * h, n, d).transpose(1, 2), out_dtype=torch.float32).view(b, h, m, n)
+    return torch.bmm(
+        q.reshape(b * h, m, d), k.reshape(b * h, n, d).transpose(1, 2), out_dtype=torch.float32
+    ).view(b, h, m, n)
 
 
 def v_reduce(q, k):
@@ -44,17 +46,33 @@ def main() -> None:
             q = torch.randn(1, 8, M, 128, device=dev, dtype=torch.bfloat16)
             k = torch.randn(1, 8, K, 128, device=dev, dtype=torch.bfloat16)
             ref = torch.matmul(q.double(), k.double().transpose(-1, -2))
-            for name, fn in [("upcast", v_upcast), ("upcast_compiled", compiled_upcast), ("bf16", v_bf16),
-                             ("out_dtype", v_outdtype), ("reduce_compiled", compiled_reduce)]:
+            for name, fn in [
+                ("upcast", v_upcast),
+                ("upcast_compiled", compiled_upcast),
+                ("bf16", v_bf16),
+                ("out_dtype", v_outdtype),
+                ("reduce_compiled", compiled_reduce),
+            ]:
                 if name == "reduce_compiled" and M > 64:
                     continue
                 try:
                     out = fn(q, k)
                     err = ((out.double() - ref).norm() / ref.norm()).item()
                     t = time_call(lambda: fn(q, k), dev, reps=30)
-                    rows.append(dict(variant=name, K=K, rows=M, ms=t, rel_err=err, mib=peak_extra_mib(lambda: fn(q, k), dev)))
+                    rows.append(
+                        dict(
+                            variant=name,
+                            K=K,
+                            rows=M,
+                            ms=t,
+                            rel_err=err,
+                            mib=peak_extra_mib(lambda: fn(q, k), dev),
+                        )
+                    )
                 except Exception as exc:
-                    rows.append(dict(variant=name, K=K, rows=M, error=f"{type(exc).__name__}: {str(exc)[:60]}"))
+                    rows.append(
+                        dict(variant=name, K=K, rows=M, error=f"{type(exc).__name__}: {str(exc)[:60]}")
+                    )
     print(f"\n## logits variants — {device_name(dev)}")
     print_table(rows, ["variant", "K", "rows", "ms", "rel_err", "mib", "error"])
 

@@ -53,6 +53,9 @@ COLUMNS = [
     "bytes_ms",
     "flops_ms",
     "x_bytes",
+    "torch_ms",
+    "vs_torch",
+    "err",
     "error",
 ]
 
@@ -179,6 +182,22 @@ def score_blocks(graph: mg.Graph, num_keys: int) -> int:
     return num_keys if any(op in ops for op in ("topk",)) else 0
 
 
+def profile_step(fn, device: torch.device, title: str, top: int) -> None:
+    """Print the ``top`` kernels of 10 calls of ``fn`` by device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    fn()
+    with profile(activities=acts) as prof:
+        for _ in range(10):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"### profile: {title} (10 calls)")
+    print(prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=60), flush=True)
+
+
 def dense_case(q, k, v, device, args) -> dict:
     def sdpa():
         return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
@@ -209,7 +228,7 @@ def sparse_case(name, gqa, density, q, k, v, dense_ms, files, device, args) -> d
     budget = max(2, int(density * kk))
     row = dict(graph=name, gqa=gqa, B=b, K=kk, density=density)
     graph = mg.load_graph(name, overrides=graph_params(name, budget, files))
-    attn = mg.compile(graph, backend=args.backend, mode="sparse", gqa=gqa)
+    attn = mg.compile(graph, backend=args.backend, mode="sparse", gqa=gqa, kernel=args.kernel)
     state = mg.State()
     prep = attn._prepare(k, v, state, 0)  # fills the estimator caches (k-means, signatures, pages)
     runner = attn._sparse
@@ -219,6 +238,18 @@ def sparse_case(name, gqa, density, q, k, v, dense_ms, files, device, args) -> d
         return runner(q, k, v, None, scaling, prep, None, 0)
 
     ms, how = graph_ms(step, device, args.warmup, args.reps)
+    if runner.uses_kernel(q):  # the same graph through the torch path: ratio and agreement
+        plain = mg.compile(graph, backend=args.backend, mode="sparse", gqa=gqa, kernel="torch")._sparse
+
+        def plain_step():
+            return plain(q, k, v, None, scaling, prep, None, 0)
+
+        row["torch_ms"], _ = graph_ms(plain_step, device, args.warmup, args.reps)
+        row["vs_torch"] = row["torch_ms"] / ms
+        a, b_ = step().double(), plain_step().double()
+        row["err"] = ((a - b_).norm() / b_.norm()).item()
+    if args.profile:
+        profile_step(step, device, f"{name} {gqa} B={b} K={kk} density={density}", args.profile)
     try:  # the whole call: prepare (caches already up to date) + runner, no CUDA graph
         row["call_ms"] = median_ms(lambda: attn(q, k, v, state=state), device, 2, max(3, args.reps // 4))
     except Exception as exc:  # noqa: BLE001 - keep the runner's time
@@ -255,6 +286,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
         default="eager",
         choices=["eager", "inductor"],
         help="inductor compiles once per case (slow): use it on a subset",
+    )
+    ap.add_argument(
+        "--kernel",
+        default="auto",
+        choices=["auto", "triton", "torch"],
+        help="sparse attention path (auto: the fused Triton kernel on CUDA); with the kernel, the "
+        "torch path is timed too (torch_ms, vs_torch) and their outputs compared (err)",
+    )
+    ap.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="print the N costliest kernels per case"
     )
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--reps", type=int, default=40)

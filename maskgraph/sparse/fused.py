@@ -106,8 +106,8 @@ def fused_gather_attention(
     lists = lists.contiguous()
     rows = b * hsel * qc
     splits, per = _splits(rows, n)
-    acc = torch.empty(rows, splits, gp, dp, device=queries.device, dtype=torch.float32)
-    m = torch.empty(rows, splits, gp, device=queries.device, dtype=torch.float32)
+    acc = torch.empty(rows, splits, g, d, device=queries.device, dtype=torch.float32)
+    m = torch.empty(rows, splits, g, device=queries.device, dtype=torch.float32)
     den = torch.empty_like(m)
     if attention_mask is not None:
         am = attention_mask.expand(b, hq, qc, attention_mask.shape[-1])
@@ -133,17 +133,17 @@ def fused_gather_attention(
 
 def merge_splits(acc, m, den, sinks, b: int, hsel: int, qc: int, g: int, d: int):
     """Combine the per-split (acc, max, sum) of the kernel: out (B, Hq, Qc, D) f32 and the
-    count of empty rows. acc (R, S, GP, DP), m and den (R, S, GP), R = B·Hsel·Qc."""
-    top = m.amax(dim=1)  # (R, GP)
+    count of empty rows. acc (R, S, G, D), m and den (R, S, G), R = B·Hsel·Qc."""
+    top = m.amax(dim=1)  # (R, G)
     empty = top == NEG_INF
     if sinks is not None:
         sk = sinks.float().view(1, hsel, 1, g).expand(b, hsel, qc, g).reshape(-1, g)
-        top = torch.cat([torch.maximum(top[:, :g], sk), top[:, g:]], dim=1)
+        top = torch.maximum(top, sk)
     top = torch.where(top == NEG_INF, 0.0, top)
     w = torch.exp(m - top.unsqueeze(1))
     total = (w * den).sum(dim=1)
     if sinks is not None:
-        total = torch.cat([total[:, :g] + torch.exp(sk - top[:, :g]), total[:, g:]], dim=1)
+        total = total + torch.exp(sk - top)
     out = (w.unsqueeze(-1) * acc).sum(dim=1) / total.clamp_min(torch.finfo(torch.float32).tiny).unsqueeze(-1)
-    out = out[:, :g, :d].reshape(b, hsel, qc, g, d).transpose(2, 3).reshape(b, hsel * g, qc, d)
-    return out, empty[:, :g].sum()
+    out = out.view(b, hsel, qc, g, d).transpose(2, 3).reshape(b, hsel * g, qc, d)
+    return out, empty.sum()

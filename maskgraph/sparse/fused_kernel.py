@@ -106,7 +106,7 @@ def gather_decode(
         else:
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m = m_new
-    out = (row * splits + split) * GP + g
-    tl.store(M + out, m)
-    tl.store(L + out, den)
-    tl.store(ACC + out[:, None] * DP + d[None, :], acc)
+    out = (row * splits + split) * g_heads + g
+    tl.store(M + out, m, mask=gmask)
+    tl.store(L + out, den, mask=gmask)
+    tl.store(ACC + out[:, None] * d_real + d[None, :], acc, mask=gmask[:, None] & dmask[None, :])
