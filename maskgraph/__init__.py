@@ -1,10 +1,10 @@
 """maskgraph: sparse attention as a DAG of typed mask operators.
 
-    import maskgraph as mg
-    g = mg.load_graph("graphs/streaming_llm.yaml", overrides={"window_size": 256})
-    attn = mg.compile(g, backend="eager", mode="simulate")
-    out = attn(queries, keys, values)          # (B, Hq, Q, D)
-    p = attn.mask(queries, keys, values)       # (B, Hq, Q, K) inclusion probabilities
+import maskgraph as mg
+g = mg.load_graph("graphs/streaming_llm.yaml", overrides={"window_size": 256})
+attn = mg.compile(g, backend="eager", mode="simulate")
+out = attn(queries, keys, values)          # (B, Hq, Q, D)
+p = attn.mask(queries, keys, values)       # (B, Hq, Q, K) inclusion probabilities
 """
 
 from __future__ import annotations

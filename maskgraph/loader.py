@@ -33,7 +33,12 @@ _MAX_VALUES = 100_000
 
 # ----- YAML with line numbers -------------------------------------------------------------------
 def _to_python(
-    node: yaml.Node, loader: yaml.SafeLoader, path: tuple, lines: dict, depth: int = 0, count: list | None = None
+    node: yaml.Node,
+    loader: yaml.SafeLoader,
+    path: tuple,
+    lines: dict,
+    depth: int = 0,
+    count: list | None = None,
 ):
     line = node.start_mark.line + 1
     lines.setdefault(path, line)
@@ -55,9 +60,7 @@ def _to_python(
             if isinstance(key, (dict, list)):
                 raise YAMLSyntaxError("a mapping key must be a plain value", line=line)
             if key in out:
-                raise YAMLSyntaxError(
-                    f"duplicate key {key!r}", line=key_node.start_mark.line + 1
-                )
+                raise YAMLSyntaxError(f"duplicate key {key!r}", line=key_node.start_mark.line + 1)
             lines[path + (key,)] = key_node.start_mark.line + 1
             out[key] = _to_python(value_node, loader, path + (key,), lines, depth + 1, count)
         return out
@@ -68,9 +71,7 @@ def _to_python(
             _to_python(item, loader, path + (i,), lines, depth + 1, count)
             for i, item in enumerate(node.value)
         ]
-    if node.tag.startswith("tag:yaml.org,2002:python") or not node.tag.startswith(
-        "tag:yaml.org,2002:"
-    ):
+    if node.tag.startswith("tag:yaml.org,2002:python") or not node.tag.startswith("tag:yaml.org,2002:"):
         raise YAMLSyntaxError(f"tag {node.tag!r} is not allowed (plain YAML only)", line=line)
     try:
         return loader.construct_object(node, deep=True)
@@ -163,7 +164,9 @@ def build_graph(data: Any, lines: dict[tuple, int], *, default_name: str = "grap
                     line=lines.get(("nodes", key)),
                 )
             if "name" in spec and spec["name"] != key:
-                raise GraphError("node 'name' differs from its key", node=str(key), line=lines.get(("nodes", key)))
+                raise GraphError(
+                    "node 'name' differs from its key", node=str(key), line=lines.get(("nodes", key))
+                )
             items.append(({"name": key, **spec}, ("nodes", key)))
     elif isinstance(raw_nodes, list):
         for i, spec in enumerate(raw_nodes):
@@ -173,7 +176,9 @@ def build_graph(data: Any, lines: dict[tuple, int], *, default_name: str = "grap
                 )
             items.append((spec, ("nodes", i)))
     else:
-        raise GraphError("'nodes' must be a list of nodes (or a mapping name: node)", line=lines.get(("nodes",)))
+        raise GraphError(
+            "'nodes' must be a list of nodes (or a mapping name: node)", line=lines.get(("nodes",))
+        )
     if not items:
         raise GraphError("the graph has no nodes", line=lines.get(("nodes",)))
 
@@ -192,11 +197,15 @@ def build_graph(data: Any, lines: dict[tuple, int], *, default_name: str = "grap
             )
         if nname in RESERVED_NAMES:
             raise GraphError(
-                f"node name is reserved (reserved: {', '.join(sorted(RESERVED_NAMES))})", node=nname, line=nline
+                f"node name is reserved (reserved: {', '.join(sorted(RESERVED_NAMES))})",
+                node=nname,
+                line=nline,
             )
         if nname in nodes:
             raise GraphError(
-                f"duplicate node name (first defined on line {node_lines.get((nname,))})", node=nname, line=nline
+                f"duplicate node name (first defined on line {node_lines.get((nname,))})",
+                node=nname,
+                line=nline,
             )
         for key in spec:
             if key not in NODE_KEYS:
@@ -210,7 +219,11 @@ def build_graph(data: Any, lines: dict[tuple, int], *, default_name: str = "grap
             raise GraphError("node has no 'op' (an operator name)", node=nname, line=nline)
         inputs = spec.get("inputs", {}) or {}
         if not isinstance(inputs, dict):
-            raise GraphError("'inputs' must be a mapping port: source", node=nname, line=lines.get(path + ("inputs",), nline))
+            raise GraphError(
+                "'inputs' must be a mapping port: source",
+                node=nname,
+                line=lines.get(path + ("inputs",), nline),
+            )
         for port, src in inputs.items():
             ok = isinstance(src, str) or (isinstance(src, list) and all(isinstance(s, str) for s in src))
             if not isinstance(port, str) or not ok:
@@ -222,7 +235,11 @@ def build_graph(data: Any, lines: dict[tuple, int], *, default_name: str = "grap
                 )
         nparams = spec.get("params", {}) or {}
         if not isinstance(nparams, dict):
-            raise GraphError("'params' must be a mapping name: value", node=nname, line=lines.get(path + ("params",), nline))
+            raise GraphError(
+                "'params' must be a mapping name: value",
+                node=nname,
+                line=lines.get(path + ("params",), nline),
+            )
         for key, value in nparams.items():
             if not isinstance(key, str) or not _is_scalar(value):
                 raise ParameterError(
@@ -243,7 +260,9 @@ def build_graph(data: Any, lines: dict[tuple, int], *, default_name: str = "grap
 
     output = data.get("output")
     if output is None:
-        raise GraphError("the graph has no 'output' (the node whose Mask feeds the attention)", line=lines.get(()))
+        raise GraphError(
+            "the graph has no 'output' (the node whose Mask feeds the attention)", line=lines.get(())
+        )
     if not isinstance(output, str):
         raise GraphError("'output' must name a node", line=lines.get(("output",)))
 
@@ -253,7 +272,9 @@ def build_graph(data: Any, lines: dict[tuple, int], *, default_name: str = "grap
         node_lines[("$params", key)] = lines.get(("params", key))
     node_lines[("$output",)] = lines.get(("output",))
     for idx, extra in layers.overrides.items():
-        raw_key = next((k for k in (data.get("layers") or {}).get("overrides", {}) if str(k) == str(idx)), idx)
+        raw_key = next(
+            (k for k in (data.get("layers") or {}).get("overrides", {}) if str(k) == str(idx)), idx
+        )
         for pname in extra:
             node_lines[("$layers", idx, pname)] = lines.get(("layers", "overrides", raw_key, pname))
     return Graph(
@@ -271,18 +292,27 @@ def _build_layers(raw: Any, lines: dict, params: dict) -> LayerRules:
     if raw is None:
         return LayerRules()
     if not isinstance(raw, dict):
-        raise GraphError("'layers' must be a mapping with 'dense' and/or 'overrides'", line=lines.get(("layers",)))
+        raise GraphError(
+            "'layers' must be a mapping with 'dense' and/or 'overrides'", line=lines.get(("layers",))
+        )
     for key in raw:
         if key not in ("dense", "overrides"):
             raise GraphError(
                 f"unknown key {key!r} in 'layers' (valid: dense, overrides)", line=lines.get(("layers", key))
             )
     dense = raw.get("dense", []) or []
-    if not isinstance(dense, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in dense):
-        raise GraphError("'layers.dense' must be a list of layer indices (ints >= 0)", line=lines.get(("layers", "dense")))
+    if not isinstance(dense, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in dense
+    ):
+        raise GraphError(
+            "'layers.dense' must be a list of layer indices (ints >= 0)", line=lines.get(("layers", "dense"))
+        )
     overrides_raw = raw.get("overrides", {}) or {}
     if not isinstance(overrides_raw, dict):
-        raise GraphError("'layers.overrides' must map a layer index to parameter overrides", line=lines.get(("layers", "overrides")))
+        raise GraphError(
+            "'layers.overrides' must map a layer index to parameter overrides",
+            line=lines.get(("layers", "overrides")),
+        )
     overrides: dict[int, dict[str, Any]] = {}
     for key, value in overrides_raw.items():
         line = lines.get(("layers", "overrides", key))
@@ -332,9 +362,7 @@ def apply_overrides(graph: Graph, overrides: dict[str, Any]) -> Graph:
     return new
 
 
-def load_graph(
-    source: str | os.PathLike | dict | Graph, overrides: dict[str, Any] | None = None
-) -> Graph:
+def load_graph(source: str | os.PathLike | dict | Graph, overrides: dict[str, Any] | None = None) -> Graph:
     """Load and validate a graph from a YAML path, YAML text, a dict (or a Graph, copied).
 
     ``overrides`` updates the graph's ``params:`` block; a name it does not define is an error.
@@ -406,8 +434,10 @@ def shipped_graphs() -> dict[str, Path]:
 def _read_source(source: str | os.PathLike) -> tuple[str, str | None]:
     if isinstance(source, os.PathLike):
         path = Path(source)
-    elif isinstance(source, str) and "\n" not in source and (
-        source.endswith((".yaml", ".yml")) or os.path.sep in source
+    elif (
+        isinstance(source, str)
+        and "\n" not in source
+        and (source.endswith((".yaml", ".yml")) or os.path.sep in source)
     ):
         path = Path(source)
     elif isinstance(source, str) and "\n" not in source and source in shipped_graphs():
@@ -420,7 +450,9 @@ def _read_source(source: str | os.PathLike) -> tuple[str, str | None]:
     elif isinstance(source, str):
         return source, None
     else:
-        raise GraphError(f"cannot load a graph from {type(source).__name__}; give a path, YAML text or a dict")
+        raise GraphError(
+            f"cannot load a graph from {type(source).__name__}; give a path, YAML text or a dict"
+        )
     if not path.exists():
         known = ", ".join(shipped_graphs())
         raise GraphError(f"no such file (shipped graphs: {known})", file=str(path))

@@ -174,7 +174,9 @@ def _check_node_inputs(graph: Graph, name: str, spec) -> None:
                 f"port takes one source, got a list of {len(src)}", node=name, port=port_name, line=pline
             )
         if port.variadic and not srcs:
-            raise WiringError("variadic port needs at least one source", node=name, port=port_name, line=pline)
+            raise WiringError(
+                "variadic port needs at least one source", node=name, port=port_name, line=pline
+            )
         for s in srcs:
             if s == name:
                 raise CycleError(

@@ -163,7 +163,7 @@ CACHES = {
     "quest": ("lo", "hi"),
     "pq": ("codes",),
     "hashattention": ("key_words",),
-    "double_sparsity": ("labels",),
+    "double_sparsity": ("labels", "lo", "step"),
     "socket": ("codes", "vnorm"),
 }
 

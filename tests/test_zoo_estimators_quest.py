@@ -179,3 +179,17 @@ def test_quest_graph_selects_whole_pages():
     full = torch.tensor([3.0] + [4.0] * 14 + [3.0])
     assert ((per_page == 0) | (per_page == full)).all()
     assert ((per_page > 0).sum(-1) == 2).all()
+
+
+@pytest.mark.parametrize("bits", [16, 5])
+def test_bf16_bounds_are_stored_in_bf16_and_still_bound_every_key(bits):
+    gen = torch.Generator().manual_seed(bits)
+    keys = torch.randn(2, 3, 37, 16, generator=gen).to(torch.bfloat16)
+    prep = mg.get_op("quest").prepare(keys, keys, {"page_size": 4, "label_bits": bits}, {}, 0)
+    lo, hi = prep["lo"], prep["hi"]
+    assert lo.dtype == hi.dtype == torch.bfloat16 and lo.shape == (2, 3, 10, 16)
+    pages = torch.arange(37) // 4
+    k = keys.float()
+    assert (lo.float()[:, :, pages] <= k).all() and (k <= hi.float()[:, :, pages]).all()
+    if bits == 16:  # the exact min and max of bf16 keys are bf16 numbers: nothing rounded
+        assert torch.equal(lo[:, :, 0], keys[:, :, :4].amin(2)) and torch.equal(hi[:, :, 9], keys[:, :, 36])

@@ -88,9 +88,7 @@ class CompiledAttention:
                 backend="inductor",
                 mode=torch_mode,
             )
-            self._mask = torch.compile(
-                self._eager_mask, fullgraph=True, dynamic=dynamic, backend="inductor"
-            )
+            self._mask = torch.compile(self._eager_mask, fullgraph=True, dynamic=dynamic, backend="inductor")
         else:
             self._attention = self._eager_attention
             self._mask = self._eager_mask

@@ -8,9 +8,7 @@ from ..registry import Param, Port, operator
 from ..types import PortType
 
 _SCORES = Port("scores", PortType.SCORES, doc="estimated logits; −inf = ineligible")
-_PRIOR = Port(
-    "prior", PortType.MASK, optional=True, doc="keys already selected (they are not chosen again)"
-)
+_PRIOR = Port("prior", PortType.MASK, optional=True, doc="keys already selected (they are not chosen again)")
 
 
 def eligible_scores(env, scores: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
@@ -46,7 +44,9 @@ def topk(env, *, scores, prior=None, k) -> torch.Tensor:
     output=PortType.MASK,
     inputs=[_SCORES, _PRIOR],
     params=[
-        Param("p", "float", 0.9, "share of the residual softmax mass to cover", low=0.0, high=1.0, low_open=True)
+        Param(
+            "p", "float", 0.9, "share of the residual softmax mass to cover", low=0.0, high=1.0, low_open=True
+        )
     ],
     doc=(
         "The smallest set of eligible keys whose softmax mass, over the eligible (residual) keys "

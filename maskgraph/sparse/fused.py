@@ -57,13 +57,14 @@ def index_lists(
 
 
 @functools.cache
-def _kernel(interpret: bool):
-    """The jitted kernel (one per interpreter setting: Triton decides at decoration time)."""
+def _kernels(interpret: bool):
+    """The jitted (gather, merge) kernels, made once per interpreter setting (Triton decides
+    at decoration time)."""
     import triton
 
     from . import fused_kernel
 
-    return triton.jit(fused_kernel.gather_decode)
+    return triton.jit(fused_kernel.gather_decode), triton.jit(fused_kernel.merge_splits)
 
 
 def _interpreting() -> bool:
@@ -88,14 +89,16 @@ def fused_gather_attention(
     scaling: float,
     lists: torch.Tensor,
     sinks: torch.Tensor | None = None,
+    out_dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax attention of each query over its listed keys, in one kernel launch (+ merge).
+    """Softmax attention of each query over its listed keys: two kernel launches (attend over
+    the pieces of each list, merge the pieces).
 
     queries (B, Hq, Qc, D); keys, values (B, Hkv, K, D), last dimension contiguous;
     attention_mask additive, broadcastable to (B, Hq, Qc, K), or None; lists int32
     (B, Hsel, Qc, N) from :func:`index_lists`, Hsel ∈ {Hkv, Hq}, entries distinct where ≥ 0;
-    sinks (Hq,) optional sink logits. Returns out (B, Hq, Qc, D) float32 (zeros on a row with
-    no attended key) and the 0-d int64 count of such rows.
+    sinks (Hq,) optional sink logits. Returns out (B, Hq, Qc, D) in ``out_dtype`` (zeros on a
+    row with no attended key) and the 0-d int32 count of such rows.
     """
     b, hq, qc, d = queries.shape
     hkv, hsel, n = keys.shape[1], lists.shape[1], lists.shape[-1]
@@ -114,7 +117,8 @@ def fused_gather_attention(
         am_strides = am.stride()
     else:
         am, am_strides = lists, (0, 0, 0, 0)
-    _kernel(_interpreting())[(rows, splits)](
+    gather, merge = _kernels(_interpreting())
+    gather[(rows, splits)](
         queries, keys, values, lists, am, acc, m, den,
         float(scaling), n, per,
         *queries.stride()[:3],
@@ -128,22 +132,13 @@ def fused_gather_attention(
         GP=gp, BLOCK=BLOCK_N, DP=dp,
         num_warps=4,
     )  # fmt: skip
-    return merge_splits(acc, m, den, sinks, b, hsel, qc, g, d)
-
-
-def merge_splits(acc, m, den, sinks, b: int, hsel: int, qc: int, g: int, d: int):
-    """Combine the per-split (acc, max, sum) of the kernel: out (B, Hq, Qc, D) f32 and the
-    count of empty rows. acc (R, S, G, D), m and den (R, S, G), R = B·Hsel·Qc."""
-    top = m.amax(dim=1)  # (R, G)
-    empty = top == NEG_INF
-    if sinks is not None:
-        sk = sinks.float().view(1, hsel, 1, g).expand(b, hsel, qc, g).reshape(-1, g)
-        top = torch.maximum(top, sk)
-    top = torch.where(top == NEG_INF, 0.0, top)
-    w = torch.exp(m - top.unsqueeze(1))
-    total = (w * den).sum(dim=1)
-    if sinks is not None:
-        total = total + torch.exp(sk - top)
-    out = (w.unsqueeze(-1) * acc).sum(dim=1) / total.clamp_min(torch.finfo(torch.float32).tiny).unsqueeze(-1)
-    out = out.view(b, hsel, qc, g, d).transpose(2, 3).reshape(b, hsel * g, qc, d)
-    return out, empty.sum()
+    out = torch.empty(b, hq, qc, d, device=queries.device, dtype=out_dtype)
+    empty = torch.zeros((), device=queries.device, dtype=torch.int32)
+    merge[(rows * g,)](
+        acc, m, den, sinks if sinks is not None else m, out, empty,
+        splits, g, hsel, qc, d,
+        *out.stride()[:3],
+        HAS_SINKS=sinks is not None, BLOCK_S=min(64, max(2, 1 << (splits - 1).bit_length())), DP=dp,
+        num_warps=4,
+    )  # fmt: skip
+    return out, empty

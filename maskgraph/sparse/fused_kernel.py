@@ -110,3 +110,50 @@ def gather_decode(
     tl.store(M + out, m, mask=gmask)
     tl.store(L + out, den, mask=gmask)
     tl.store(ACC + out[:, None] * d_real + d[None, :], acc, mask=gmask[:, None] & dmask[None, :])
+
+
+def merge_splits(
+    ACC, M, L, SINKS, OUT, EMPTY,
+    splits, g_heads, hsel, qc, d_real,
+    sob, soh, soq,
+    HAS_SINKS: tl.constexpr, BLOCK_S: tl.constexpr, DP: tl.constexpr,
+):  # fmt: skip
+    """One program per (row, query head of the group): merge the splits' (max, sum, acc)."""
+    pid = tl.program_id(0)
+    row = pid // g_heads
+    gi = pid % g_heads
+    qi = row % qc
+    hs = (row // qc) % hsel
+    b = row // (qc * hsel)
+    hq = hs * g_heads + gi
+    d = tl.arange(0, DP)
+    dmask = d < d_real
+    top = float("-inf")
+    total = 0.0
+    out = tl.zeros((DP,), tl.float32)
+    for first in range(0, splits, BLOCK_S):
+        s = first + tl.arange(0, BLOCK_S)
+        smask = s < splits
+        at = (row * splits + s) * g_heads + gi
+        m = tl.load(M + at, mask=smask, other=float("-inf"))
+        new_top = tl.maximum(top, tl.max(m, 0))
+        use = tl.where(new_top == float("-inf"), 0.0, new_top)
+        w = tl.exp(m - use)
+        den = tl.load(L + at, mask=smask, other=0.0)
+        acc = tl.load(
+            ACC + at[:, None] * d_real + d[None, :], mask=smask[:, None] & dmask[None, :], other=0.0
+        )
+        keep = tl.exp(top - use)
+        total = total * keep + tl.sum(w * den, 0)
+        out = out * keep + tl.sum(w[:, None] * acc, 0)
+        top = new_top
+    if top == float("-inf"):
+        tl.atomic_add(EMPTY, 1)
+    use = tl.where(top == float("-inf"), 0.0, top)
+    if HAS_SINKS:
+        sink = tl.load(SINKS + hq).to(tl.float32)
+        both = tl.maximum(use, sink)
+        total = total * tl.exp(use - both) + tl.exp(sink - both)
+        out = out * tl.exp(use - both)
+    out = out / tl.maximum(total, 1.1754943508222875e-38)
+    tl.store(OUT + b * sob + hq * soh + qi * soq + d, out.to(OUT.dtype.element_ty), mask=dmask)

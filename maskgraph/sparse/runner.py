@@ -26,6 +26,9 @@ KERNELS = ("auto", "triton", "torch")
 #: longer chunks read their sink and window runs as slices with matrix products instead).
 FUSED_MAX_QUERIES = 16
 
+#: Compiled variants kept per graph structure (dynamo's default is 8).
+RECOMPILE_LIMIT = 32
+
 #: Elements of one gathered (B, Hsel, chunk, n, D) float32 tensor aimed for when chunking.
 CHUNK_ELEMENTS = 1 << 24
 
@@ -143,8 +146,11 @@ def compiled_chunk(steps: list[Step], output: str, gqa: str, fn: Callable | None
     """``torch.compile`` of ``fn`` (:func:`sparse_chunk` or :func:`sparse_lists`) for this graph
     structure, made once per process.
 
-    Each structure gets its own copy of the function's code, so that dynamo's per-code
-    recompile limit counts one graph, not all of them; parameter values are arguments.
+    Each structure gets its own entry function (a fresh code object binding the plan), so that
+    dynamo's per-code recompile limit counts one graph, not all of them (wrapping a
+    ``functools.partial`` would give every graph the same entry code); parameter values are
+    arguments. Up to ``RECOMPILE_LIMIT`` variants are kept per graph (batch 1 or more, sizes
+    below 2 or not, ...).
     """
     fn = fn or sparse_chunk
     key = (fn.__name__, structure(steps, output), gqa)
@@ -152,13 +158,21 @@ def compiled_chunk(steps: list[Step], output: str, gqa: str, fn: Callable | None
     # 1000 frames on an H100 (docs/benchmarks.md, run 3); 20000 was enough there (run 7).
     if sys.getrecursionlimit() < 20000:
         sys.setrecursionlimit(20000)
+    config = torch._dynamo.config
+    if getattr(config, "recompile_limit", RECOMPILE_LIMIT) < RECOMPILE_LIMIT:
+        config.recompile_limit = RECOMPILE_LIMIT
     if key not in _COMPILED:
-        code = fn.__code__.replace(co_name=f"{fn.__name__}_{len(_COMPILED)}")
-        copy = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__)
-        _COMPILED[key] = torch.compile(
-            functools.partial(copy, steps, output, gqa), fullgraph=True, dynamic=True, backend="inductor"
-        )
+        scope = dict(_bound.__globals__, _FN=fn, _STEPS=steps, _OUTPUT=output, _GQA=gqa)
+        code = _bound.__code__.replace(co_name=f"{fn.__name__}_{len(_COMPILED)}")
+        entry = types.FunctionType(code, scope, code.co_name)
+        _COMPILED[key] = torch.compile(entry, fullgraph=True, dynamic=True, backend="inductor")
     return _COMPILED[key]
+
+
+def _bound(*args):
+    """Template of a compiled entry: ``_FN(_STEPS, _OUTPUT, _GQA, *args)`` with those names
+    bound in a per-graph globals dict by :func:`compiled_chunk`."""
+    return _FN(_STEPS, _OUTPUT, _GQA, *args)  # noqa: F821
 
 
 class SparseRunner:
@@ -232,7 +246,7 @@ class SparseRunner:
             where = (positions[start:stop], k - q + start, prep)
             if self.uses_kernel(queries):
                 lists = self._lists(*args, *where, layer_idx)
-                out, empty = fused.fused_gather_attention(*args[1:], lists, sinks)
+                out, empty = fused.fused_gather_attention(*args[1:], lists, sinks, queries.dtype)
             else:
                 out, empty = self._chunk(*args, *where, sinks, layer_idx)
             self.compiled.empty_rows = self.compiled.empty_rows.to(empty.device) + empty

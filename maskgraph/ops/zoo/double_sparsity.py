@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ...attention import f32_bmm
 from ...errors import CalibrationError
 from ...registry import Param, Port, operator
 from ...types import PortType
@@ -95,11 +96,21 @@ def quantise_rows(x: torch.Tensor, bits: int) -> torch.Tensor:
 
     x (…, r) float32. ``bits == 16`` returns x unchanged.
     """
+    codes, lo, step = quantise_codes(x, bits)
+    return lo + codes.float() * step
+
+
+def quantise_codes(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The codes behind :func:`quantise_rows`: x (…, r) float32 -> (codes (…, r), lo (…, 1),
+    step (…, 1)) with x ≈ lo + codes·step. ``bits < 16``: codes are the integers 0..2**bits − 1
+    held in bfloat16 (exact up to 8 bits) or float32; ``bits == 16``: codes = x, lo = 0, step = 1.
+    """
     if bits >= 16:
-        return x
+        return x, torch.zeros_like(x[..., :1]), torch.ones_like(x[..., :1])
     lo = x.amin(-1, keepdim=True)
     step = ((x.amax(-1, keepdim=True) - lo) / (2**bits - 1)).clamp_min(torch.finfo(x.dtype).tiny)
-    return lo + torch.round((x - lo) / step) * step
+    codes = torch.round((x - lo) / step)
+    return codes.to(torch.bfloat16 if bits <= 8 else torch.float32), lo, step
 
 
 def label_channels(channels: torch.Tensor, layer_idx: int, group_factor: int, path: str) -> torch.Tensor:
@@ -116,9 +127,10 @@ def label_channels(channels: torch.Tensor, layer_idx: int, group_factor: int, pa
 
 
 def prepare_double_sparsity(keys, values, params, slot, layer_idx) -> dict[str, torch.Tensor]:
-    """Label cache ``labels`` (B, Hkv, K, r) float32 (quantised), appended per step, and the
-    channel indices ``idx`` (Hkv, r) int64 of this layer. Raises CalibrationError without a
-    valid channel file."""
+    """Label cache, appended per step: ``labels`` (B, Hkv, K, r) quantisation codes (bfloat16
+    integers for label_bits ≤ 8: 2 bytes per label, exact), ``lo`` and ``step`` (B, Hkv, K, 1)
+    float32 (label ≈ lo + code·step), and the channel indices ``idx`` (Hkv, r) int64 of this
+    layer. Raises CalibrationError without a valid channel file."""
     path = params["channels"]
     if path is None:
         raise CalibrationError(f"Double Sparsity needs calibrated label channels; {HOW_TO_CALIBRATE}")
@@ -132,6 +144,7 @@ def prepare_double_sparsity(keys, values, params, slot, layer_idx) -> dict[str, 
     bits = params["label_bits"]
     config = (os.path.abspath(path), os.stat(path).st_mtime_ns, params["group_factor"], bits, layer_idx)
     labels, n = slot.get("labels"), slot.get("n", 0)
+    lo, step = slot.get("lo"), slot.get("step")
     fresh = (
         labels is None
         or k < n
@@ -142,10 +155,15 @@ def prepare_double_sparsity(keys, values, params, slot, layer_idx) -> dict[str, 
     start = 0 if fresh else n
     new_keys = keys[:, :, start:].float()
     gathered = torch.gather(new_keys, -1, idx.view(1, h, 1, -1).expand(b, h, k - start, -1))
-    new = quantise_rows(gathered, bits)
-    labels = new if fresh else torch.cat([labels, new], dim=2)
-    slot.update(labels=labels, n=k, config=config, updated=(start, k))
-    return {"labels": labels, "idx": idx}
+    new, new_lo, new_step = quantise_codes(gathered, bits)
+    if fresh:
+        labels, lo, step = new, new_lo, new_step
+    else:
+        labels, lo, step = (
+            torch.cat(pair, dim=2) for pair in ((labels, new), (lo, new_lo), (step, new_step))
+        )
+    slot.update(labels=labels, lo=lo, step=step, n=k, config=config, updated=(start, k))
+    return {"labels": labels, "lo": lo, "step": step, "idx": idx}
 
 
 def double_sparsity_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, int]:
@@ -154,9 +172,16 @@ def double_sparsity_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, in
     labels, idx = prep["labels"], prep["idx"]
     b, hkv, k, r = labels.shape
     gq = (env.Hq // hkv) * env.Q
-    q = env.queries.float().reshape(b, hkv, gq, env.D)
+    q = env.queries.reshape(b, hkv, gq, env.D)
     q_lab = torch.gather(q, -1, idx.view(1, hkv, 1, r).expand(b, hkv, gq, r))
-    scores = (q_lab @ labels.transpose(-1, -2)) * env.scaling
+    # Σ q_c (lo + code_c·step) = lo·Σ q_c + step·(q · codes); with bf16 queries and codes the
+    # product is exact and accumulates in float32 (one small GEMM over 2-byte codes)
+    if q_lab.dtype != labels.dtype:
+        q_lab, labels = q_lab.float(), labels.float()
+    dot = f32_bmm(q_lab.reshape(b * hkv, gq, r), labels.reshape(b * hkv, k, r).transpose(1, 2))
+    dot = dot.view(b, hkv, gq, k)
+    lo, step = prep["lo"].view(b, hkv, 1, k), prep["step"].view(b, hkv, 1, k)
+    scores = (lo * q_lab.float().sum(-1, keepdim=True) + step * dot) * env.scaling
     return env.forbid(scores.view(b, env.Hq, env.Q, k)), 1
 
 

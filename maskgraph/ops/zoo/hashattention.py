@@ -3,7 +3,7 @@
 Per layer, a small MLP per query head and one per KV head (Linear → SiLU → Linear) map a
 vector to ``hat_bits`` sign bits (bit = output > 0). A key scores, for a query, the number of
 bits on which their signatures agree. Key signatures are cached in State packed 32 bits per
-int64 word, and scored by XOR + popcount.
+int32 word, and scored by XOR + popcount.
 
 Weights file (safetensors, or .npz read with ``allow_pickle=False``; never pickle), per layer L:
 
@@ -190,7 +190,8 @@ def hash_bits(x: torch.Tensor, w1, b1, w2, b2) -> torch.Tensor:
 
 
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:
-    """bool (…, nbits) -> int64 (…, ceil(nbits / 32)), 32 bits per word (values < 2**32)."""
+    """bool (…, nbits) -> int32 (…, ceil(nbits / 32)), 32 bits per word; bit j of a word is
+    bit j of its two's-complement int32 (bit 31 set = negative)."""
     n = bits.shape[-1]
     words = -(-n // WORD_BITS)
     padded = F.pad(bits.long(), (0, words * WORD_BITS - n))
@@ -198,21 +199,26 @@ def pack_bits(bits: torch.Tensor) -> torch.Tensor:
         torch.ones(WORD_BITS, dtype=torch.int64, device=bits.device),
         torch.arange(WORD_BITS, device=bits.device),
     )
-    return (padded.view(*bits.shape[:-1], words, WORD_BITS) * weights).sum(-1)
+    unsigned = (padded.view(*bits.shape[:-1], words, WORD_BITS) * weights).sum(-1)
+    return torch.where(unsigned >= 2**31, unsigned - 2**32, unsigned).to(torch.int32)
+
+
+def _popcount16(x: torch.Tensor) -> torch.Tensor:
+    """Set bits of values in [0, 2**16) (SWAR; no intermediate leaves [0, 2**16))."""
+    x = x - ((x >> 1) & 0x5555)
+    x = (x & 0x3333) + ((x >> 2) & 0x3333)
+    x = (x + (x >> 4)) & 0x0F0F
+    return (x + (x >> 8)) & 0x1F
 
 
 def popcount32(x: torch.Tensor) -> torch.Tensor:
-    """Set bits of each int64 value in [0, 2**32) (SWAR bit counting)."""
-    x = x - ((x >> 1) & 0x55555555)
-    x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
-    x = (x + (x >> 4)) & 0x0F0F0F0F
-    x = x + (x >> 8)
-    x = x + (x >> 16)
-    return x & 0x3F
+    """Set bits among the low 32 bits of each int32 or int64 value (two 16-bit halves, so
+    no signed arithmetic overflows)."""
+    return _popcount16(x & 0xFFFF) + _popcount16((x >> 16) & 0xFFFF)
 
 
 def prepare_hashattention(keys, values, params, slot, layer_idx) -> dict[str, torch.Tensor]:
-    """Load this layer's weights; key signatures (B, Hkv, K, W) int64 cached, appended per step.
+    """Load this layer's weights; key signatures (B, Hkv, K, W) int32 cached, appended per step.
 
     Returns ``key_words`` and the query MLP ``qw1, qb1, qw2, qb2`` on the keys' device.
     Raises CalibrationError when no/invalid weights are given or they do not fit.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ...attention import f32_bmm
 from ...registry import Param, Port, operator
 from ...types import PortType
 from ..select import eligible_scores
@@ -64,13 +65,17 @@ def prepare_quest(keys, values, params, slot, layer_idx) -> dict[str, torch.Tens
 
     When K grows, only the pages from the (possibly partial) last cached page onwards are
     recomputed; when K shrinks or the shape changes, everything is rebuilt.
-    Returns ``{"lo": (B, Hkv, P, D), "hi": (B, Hkv, P, D)}`` float32, P = ceil(K / page_size).
+    Returns ``{"lo": (B, Hkv, P, D), "hi": (B, Hkv, P, D)}``, P = ceil(K / page_size), in the
+    keys' dtype when it is a 16-bit float (rounded outwards, so they still bound every key; Quest
+    keeps its page metadata in the cache's precision), float32 otherwise.
     """
     page, bits = params["page_size"], params["label_bits"]
     b, h, k, d = keys.shape
+    store = keys.dtype if keys.dtype in (torch.float16, torch.bfloat16) else torch.float32
     lo, hi, n = slot.get("lo"), slot.get("hi"), slot.get("n", 0)
     fresh = (
         lo is None
+        or lo.dtype != store
         or k < n
         or lo.shape[:2] != (b, h)
         or lo.shape[-1] != d
@@ -79,11 +84,24 @@ def prepare_quest(keys, values, params, slot, layer_idx) -> dict[str, torch.Tens
     )
     first_page = 0 if fresh else n // page
     new_lo, new_hi = quantise_bounds(*page_min_max(keys[:, :, first_page * page :], page), bits)
+    new_lo, new_hi = round_outwards(new_lo, new_hi, store)
     if not fresh:
         new_lo = torch.cat([lo[:, :, :first_page], new_lo], dim=2)
         new_hi = torch.cat([hi[:, :, :first_page], new_hi], dim=2)
     slot.update(lo=new_lo, hi=new_hi, n=k, config=(page, bits), updated=(first_page * page, k))
     return {"lo": new_lo, "hi": new_hi}
+
+
+def round_outwards(
+    lo: torch.Tensor, hi: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 bounds -> ``dtype``, lo rounded down and hi up (exact when representable)."""
+    if dtype == torch.float32:
+        return lo, hi
+    lo_c, hi_c = lo.to(dtype), hi.to(dtype)
+    lo_c = torch.where(lo_c.float() > lo, torch.nextafter(lo_c, torch.full_like(lo_c, float("-inf"))), lo_c)
+    hi_c = torch.where(hi_c.float() < hi, torch.nextafter(hi_c, torch.full_like(hi_c, float("inf"))), hi_c)
+    return lo_c, hi_c
 
 
 # ----- query side ---------------------------------------------------------------------------------
@@ -105,8 +123,12 @@ def quest_sparse_scores(env, prep, *, page_size, label_bits) -> tuple[torch.Tens
     lo, hi = prep["lo"], prep["hi"]
     b, hkv, pages, d = lo.shape
     hq, qc = env.Hq, env.Q
-    q = env.queries.float().reshape(b, hkv, (hq // hkv) * qc, d)
-    bound = q.clamp_min(0) @ hi.transpose(-1, -2) + q.clamp_max(0) @ lo.transpose(-1, -2)
+    q = env.queries.reshape(b * hkv, (hq // hkv) * qc, d)
+    if q.dtype != lo.dtype:
+        q = q.float()
+    lo, hi = lo.to(q.dtype).reshape(b * hkv, pages, d), hi.to(q.dtype).reshape(b * hkv, pages, d)
+    # the products of 16-bit queries and bounds are exact; accumulation is float32
+    bound = f32_bmm(q.clamp_min(0), hi.transpose(1, 2)) + f32_bmm(q.clamp_max(0), lo.transpose(1, 2))
     scores = (bound * env.scaling).view(b, hq, qc, pages)
     ok = page_allowed(env, page_size, pages)
     if ok is not None:
