@@ -130,3 +130,13 @@ def test_kernel_option_is_checked():
         mg.compile("streaming_llm", mode="sparse", kernel="cuda")
     cpu = mg.compile("streaming_llm", mode="sparse")
     assert not cpu._sparse.uses_kernel(torch.zeros(1, 4, 1, 16))  # auto: torch on the CPU
+
+
+def test_inductor_selection_with_radix_topk_matches_torch_path():
+    """The radix top-k is a custom operator: torch.compile calls it inside the compiled selection."""
+    graph = mg.load_graph("oracle_topk", overrides=GRAPHS["oracle_topk"])
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, h, m, 16, generator=gen) for h, m in ((4, 1), (2, 45), (2, 45)))
+    fast = mg.compile(graph, backend="inductor", mode="sparse", gqa="shared", kernel="triton")
+    plain = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")
+    assert rel(fast(q, k, v, state=mg.State()), plain(q, k, v, state=mg.State())) < 1e-5

@@ -28,6 +28,7 @@ class Context:
     env: Env
     gqa: str  # "per_head" | "shared"
     q_first: Any = 0  # absolute position of the chunk's first query (an int, symbolic when compiled)
+    radix: bool = False  # top-k by the Triton radix selection (:mod:`.topk`) instead of torch.topk
 
 
 @dataclass
@@ -134,13 +135,22 @@ def group_scores(ctx: Context, s: torch.Tensor) -> torch.Tensor:
     return s.view(env.B, env.Hkv, env.G, env.Q, s.shape[-1]).amax(dim=2)
 
 
+def top_k(ctx: Context, s: torch.Tensor, k) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, indices) of the k largest along the last dimension, in no promised order."""
+    if ctx.radix:
+        from .topk import radix_topk
+
+        return radix_topk(s, k)
+    # unsorted is much faster on CUDA for large k; the set is the same up to exact ties
+    return torch.topk(s, k, dim=-1, sorted=not s.is_cuda)
+
+
 def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
     env = ctx.env
     prior: IndexSet | None = inputs.get("prior")
     s = exclude_prior(ctx, token_scores(ctx, inputs["scores"]), prior)
     s = group_scores(ctx, s)
-    # unsorted is much faster on CUDA for large k; the set is the same up to exact ties
-    vals, idx = torch.topk(s, _min_k(ctx, params["k"]), dim=-1, sorted=not s.is_cuda)
+    vals, idx = top_k(ctx, s, _min_k(ctx, params["k"]))
     excludes = prior.leaves if prior is not None else frozenset()
     return indexset.selection_set(name, idx, vals > NEG_INF, env.K, excludes)
 
@@ -181,7 +191,7 @@ def lower_topk_pages(ctx: Context, name, inputs, params, prep) -> IndexSet:
     pages = (env.K + size - 1) // size
     s = group_scores(ctx, page_scores(ctx, inputs["scores"], prior, size, pages))
     n = torch.sym_min(env.size(params["k"]) // size, pages)
-    vals, page_idx = torch.topk(s, n, dim=-1, sorted=not s.is_cuda)
+    vals, page_idx = top_k(ctx, s, n)
     offsets = torch.arange(size, device=s.device)
     tok = (page_idx.unsqueeze(-1) * size + offsets).flatten(-2)
     valid = (vals > NEG_INF).unsqueeze(-1).expand(*vals.shape, size).flatten(-2) & (tok < env.K)

@@ -47,10 +47,12 @@ def select_parts(
     q_first: int,
     prep: dict,
     layer_idx: int = 0,
+    radix: bool = False,
 ) -> tuple[list[tuple], tuple[torch.Tensor, torch.Tensor] | None]:
-    """Run the plan for one query chunk: (spans, gathered) as :func:`attend_parts` takes them."""
+    """Run the plan for one query chunk: (spans, gathered) as :func:`attend_parts` takes them.
+    ``radix``: top-k by the Triton radix selection."""
     env = Env(queries, keys, values, attention_mask, scaling, q_pos, layer_idx)
-    chosen = run_plan(steps, output, Context(env, gqa, q_first), prep, params)
+    chosen = run_plan(steps, output, Context(env, gqa, q_first, radix), prep, params)
     spans = [(p.span[0], p.span[1], p.valid) for p in chosen.parts if p.span is not None]
     listed = [p for p in chosen.parts if p.span is None]
     gathered = None
