@@ -108,7 +108,13 @@ GRAPHS = {
 
 @pytest.mark.parametrize("gqa", ["per_head", "shared"])
 @pytest.mark.parametrize("name", list(GRAPHS))
-def test_runner_kernel_matches_torch_path(name, gqa):
+def test_runner_kernel_matches_torch_path(name, gqa, monkeypatch):
+    """Also: the kernel path picks its top-k by the radix selection."""
+    from maskgraph.sparse import topk
+
+    used = []
+    real = topk._kernels
+    monkeypatch.setattr(topk, "_kernels", lambda interpret: used.append(1) or real(interpret))
     gen = torch.Generator().manual_seed(len(name) + len(gqa))
     b, hq, hkv, nq, nk, d = 2, 4, 2, 2, 45, 16
     q, k, v = (torch.randn(b, h, m, d, generator=gen) for h, m in ((hq, nq), (hkv, nk), (hkv, nk)))
@@ -122,6 +128,7 @@ def test_runner_kernel_matches_torch_path(name, gqa):
     want = plain(q, k, v, attention_mask=am, state=mg.State())
     assert rel(a, want) < 1e-5
     assert int(fast.empty_rows) == int(plain.empty_rows)
+    assert bool(used) == (name != "streaming_llm")
 
 
 def test_kernel_option_is_checked():

@@ -25,9 +25,14 @@ BLOCK_N = 64
 TARGET_PROGRAMS = 528
 
 
+@functools.cache
+def triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 def available(device: torch.device) -> bool:
     """True when the fused kernel can run on ``device`` (CUDA with Triton installed)."""
-    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+    return device.type == "cuda" and triton_installed()
 
 
 def index_lists(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 import sys
 import types
@@ -120,7 +119,7 @@ def sparse_lists(
     layer_idx=0,
 ) -> torch.Tensor:
     """One query chunk's selection as int32 index lists (B, Hsel, Qc, N), −1 = not attended
-    (what the fused kernel reads). Arguments as :func:`select_parts`."""
+    (what the fused kernel reads), top-k by radix selection. Arguments as :func:`select_parts`."""
     spans, gathered = select_parts(
         steps,
         output,
@@ -135,6 +134,7 @@ def sparse_lists(
         q_first,
         prep,
         layer_idx,
+        radix=True,
     )
     b, hq, qc, _ = queries.shape
     return fused.index_lists(spans, gathered, b, keys.shape[1], hq, qc)
@@ -191,7 +191,7 @@ class SparseRunner:
             raise NotSupportedError(f"gqa must be one of {', '.join(GQA_MODES)}, got {gqa!r}")
         if kernel not in KERNELS:
             raise NotSupportedError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
-        if kernel == "triton" and importlib.util.find_spec("triton") is None:
+        if kernel == "triton" and not fused.triton_installed():
             raise NotSupportedError("kernel='triton' needs the triton package (pip install triton)")
         self.compiled = compiled
         self.gqa = gqa
@@ -236,7 +236,8 @@ class SparseRunner:
 
     def __call__(self, queries, keys, values, attention_mask, scaling, prep, sinks, layer_idx=0):
         q, k = queries.shape[2], keys.shape[2]
-        step = q if self.uses_kernel(queries) else self.chunk_len(queries, keys)
+        use_kernel = self.uses_kernel(queries)
+        step = q if use_kernel else self.chunk_len(queries, keys)
         positions = torch.arange(k - q, k, device=queries.device)
         outs = []
         for start in range(0, q, step):
@@ -246,7 +247,7 @@ class SparseRunner:
                 am = am[:, :, start:stop]
             args = (self.params, queries[:, :, start:stop], keys, values, am, scaling)
             where = (positions[start:stop], k - q + start, prep)
-            if self.uses_kernel(queries):
+            if use_kernel:
                 lists = self._lists(*args, *where, layer_idx)
                 out, empty = fused.fused_gather_attention(*args[1:], lists, sinks, queries.dtype)
             else:
