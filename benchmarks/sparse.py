@@ -228,7 +228,7 @@ def sparse_case(name, gqa, density, q, k, v, dense_ms, files, device, args) -> d
     budget = max(2, int(density * kk))
     row = dict(graph=name, gqa=gqa, B=b, K=kk, density=density)
     graph = mg.load_graph(name, overrides=graph_params(name, budget, files))
-    attn = mg.compile(graph, backend=args.backend, mode="sparse", gqa=gqa, kernel=args.kernel)
+    attn = mg.compile(graph, backend=args.backend, mode="sparse", gqa=gqa, kernel=args.kernel, topk=args.topk)
     state = mg.State()
     prep = attn._prepare(k, v, state, 0)  # fills the estimator caches (k-means, signatures, pages)
     runner = attn._sparse

@@ -108,33 +108,36 @@ GRAPHS = {
 
 @pytest.mark.parametrize("gqa", ["per_head", "shared"])
 @pytest.mark.parametrize("name", list(GRAPHS))
-def test_runner_kernel_matches_torch_path(name, gqa, monkeypatch):
-    """Also: the kernel path picks its top-k by the radix selection."""
-    from maskgraph.sparse import topk
+@pytest.mark.parametrize("topk", ["torch", "radix"])
+def test_runner_kernel_matches_torch_path(name, gqa, topk, monkeypatch):
+    """Also: topk="radix" picks the top-k by the radix selection (random scores: no ties)."""
+    from maskgraph.sparse import topk as radix
 
     used = []
-    real = topk._kernels
-    monkeypatch.setattr(topk, "_kernels", lambda interpret: used.append(1) or real(interpret))
+    real = radix._kernels
+    monkeypatch.setattr(radix, "_kernels", lambda interpret: used.append(1) or real(interpret))
     gen = torch.Generator().manual_seed(len(name) + len(gqa))
     b, hq, hkv, nq, nk, d = 2, 4, 2, 2, 45, 16
     q, k, v = (torch.randn(b, h, m, d, generator=gen) for h, m in ((hq, nq), (hkv, nk), (hkv, nk)))
     am = torch.zeros(b, 1, nq, nk)
     am[0, ..., :4] = float("-inf")
     graph = mg.load_graph(name, overrides=GRAPHS[name])
-    fast = mg.compile(graph, mode="sparse", gqa=gqa, kernel="triton")
+    fast = mg.compile(graph, mode="sparse", gqa=gqa, kernel="triton", topk=topk)
     plain = mg.compile(graph, mode="sparse", gqa=gqa, kernel="torch")
     assert fast._sparse.uses_kernel(q) and not plain._sparse.uses_kernel(q)
     a = fast(q, k, v, attention_mask=am, state=mg.State())
     want = plain(q, k, v, attention_mask=am, state=mg.State())
     assert rel(a, want) < 1e-5
     assert int(fast.empty_rows) == int(plain.empty_rows)
-    assert bool(used) == (name != "streaming_llm")
+    assert bool(used) == (name != "streaming_llm" and topk == "radix")
 
 
 def test_kernel_option_is_checked():
     """Also: kernel="auto" keeps the torch path on the CPU."""
     with pytest.raises(mg.NotSupportedError, match="kernel must be one of auto, triton, torch"):
         mg.compile("streaming_llm", mode="sparse", kernel="cuda")
+    with pytest.raises(mg.NotSupportedError, match="topk must be one of torch, radix"):
+        mg.compile("streaming_llm", mode="sparse", topk="fast")
     cpu = mg.compile("streaming_llm", mode="sparse")
     assert not cpu._sparse.uses_kernel(torch.zeros(1, 4, 1, 16))  # auto: torch on the CPU
 
@@ -144,6 +147,6 @@ def test_inductor_selection_with_radix_topk_matches_torch_path():
     graph = mg.load_graph("oracle_topk", overrides=GRAPHS["oracle_topk"])
     gen = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(2, h, m, 16, generator=gen) for h, m in ((4, 1), (2, 45), (2, 45)))
-    fast = mg.compile(graph, backend="inductor", mode="sparse", gqa="shared", kernel="triton")
+    fast = mg.compile(graph, backend="inductor", mode="sparse", gqa="shared", kernel="triton", topk="radix")
     plain = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")
     assert rel(fast(q, k, v, state=mg.State()), plain(q, k, v, state=mg.State())) < 1e-5

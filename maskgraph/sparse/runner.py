@@ -20,6 +20,7 @@ from .plan import Step, budget, budget_split, build_plan, run_plan, structure
 
 GQA_MODES = ("per_head", "shared")
 KERNELS = ("auto", "triton", "torch")
+TOPKS = ("torch", "radix")
 
 #: Largest query chunk the fused kernel takes with kernel="auto" (decode and short chunks;
 #: longer chunks read their sink and window runs as slices with matrix products instead).
@@ -117,9 +118,10 @@ def sparse_lists(
     q_first,
     prep,
     layer_idx=0,
+    radix=False,
 ) -> torch.Tensor:
     """One query chunk's selection as int32 index lists (B, Hsel, Qc, N), −1 = not attended
-    (what the fused kernel reads), top-k by radix selection. Arguments as :func:`select_parts`."""
+    (what the fused kernel reads). Arguments as :func:`select_parts`."""
     spans, gathered = select_parts(
         steps,
         output,
@@ -134,7 +136,7 @@ def sparse_lists(
         q_first,
         prep,
         layer_idx,
-        radix=True,
+        radix,
     )
     b, hq, qc, _ = queries.shape
     return fused.index_lists(spans, gathered, b, keys.shape[1], hq, qc)
@@ -185,7 +187,12 @@ class SparseRunner:
     """
 
     def __init__(
-        self, compiled: Any, gqa: str = "per_head", chunk_size: int | str = "auto", kernel: str = "auto"
+        self,
+        compiled: Any,
+        gqa: str = "per_head",
+        chunk_size: int | str = "auto",
+        kernel: str = "auto",
+        topk: str = "torch",
     ):
         if gqa not in GQA_MODES:
             raise NotSupportedError(f"gqa must be one of {', '.join(GQA_MODES)}, got {gqa!r}")
@@ -193,9 +200,12 @@ class SparseRunner:
             raise NotSupportedError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
         if kernel == "triton" and not fused.triton_installed():
             raise NotSupportedError("kernel='triton' needs the triton package (pip install triton)")
+        if topk not in TOPKS:
+            raise NotSupportedError(f"topk must be one of {', '.join(TOPKS)}, got {topk!r}")
         self.compiled = compiled
         self.gqa = gqa
         self.kernel = kernel
+        self.radix = topk == "radix"
         self.chunk_size = chunk_size
         self.steps = build_plan(compiled.graph)
         self.output = compiled.graph.output
@@ -248,7 +258,7 @@ class SparseRunner:
             args = (self.params, queries[:, :, start:stop], keys, values, am, scaling)
             where = (positions[start:stop], k - q + start, prep)
             if use_kernel:
-                lists = self._lists(*args, *where, layer_idx)
+                lists = self._lists(*args, *where, layer_idx, self.radix)
                 out, empty = fused.fused_gather_attention(*args[1:], lists, sinks, queries.dtype)
             else:
                 out, empty = self._chunk(*args, *where, sinks, layer_idx)
