@@ -294,6 +294,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="sparse attention path (auto: the fused Triton kernel on CUDA); with the kernel, the "
         "torch path is timed too (torch_ms, vs_torch) and their outputs compared (err)",
     )
+    ap.add_argument("--topk", default="torch", choices=["torch", "radix"], help="top-k on the kernel path")
     ap.add_argument(
         "--profile", type=int, default=0, metavar="N", help="print the N costliest kernels per case"
     )
