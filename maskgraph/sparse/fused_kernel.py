@@ -52,8 +52,9 @@ def gather_decode(
     splits = tl.num_programs(1)
     qi = row % qc
     hs = (row // qc) % hsel
-    b = row // (qc * hsel)
-    kvh = hs * hkv // hsel
+    # 64-bit offsets: b·(Hkv·K·D) passes 2**31 at B=8, K=512K (an illegal access on the H100, run 12)
+    b = (row // (qc * hsel)).to(tl.int64)
+    kvh = (hs * hkv // hsel).to(tl.int64)
     g = tl.arange(0, GP)
     hq = hs * g_heads + g
     gmask = g < g_heads
@@ -124,7 +125,7 @@ def merge_splits(
     gi = pid % g_heads
     qi = row % qc
     hs = (row // qc) % hsel
-    b = row // (qc * hsel)
+    b = (row // (qc * hsel)).to(tl.int64)
     hq = hs * g_heads + gi
     d = tl.arange(0, DP)
     dmask = d < d_real

@@ -24,7 +24,7 @@ def _ordered(x):
 
 
 def radix_histogram(S, STATE_PTR, n, stride, shift, BLOCK: tl.constexpr, FIRST: tl.constexpr):
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < n
     key = _ordered(tl.load(S + row * stride + offs, mask=inside, other=0.0))
@@ -62,7 +62,7 @@ def radix_choose(STATE_PTR, k, shift):
 
 def radix_gather(S, STATE_PTR, VALS, IDX, n, k, stride, BLOCK: tl.constexpr):
     """Write every key above the threshold and the first ``k − taken`` equal to it."""
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < n
     x = tl.load(S + row * stride + offs, mask=inside, other=0.0)
