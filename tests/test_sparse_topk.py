@@ -7,10 +7,10 @@ import torch
 
 pytest.importorskip("triton", reason="the radix top-k needs triton (installed by setup.sh --dev)")
 
-from maskgraph.sparse import fused  # noqa: E402
 from maskgraph.sparse.topk import BLOCK, radix_topk  # noqa: E402
+from maskgraph.triton_util import interpreting  # noqa: E402
 
-if not torch.cuda.is_available() and not fused._interpreting():
+if not torch.cuda.is_available() and not interpreting():
     pytest.skip(
         "no GPU and Triton's interpreter is off (tests/conftest.py turns it on)", allow_module_level=True
     )

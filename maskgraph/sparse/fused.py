@@ -14,20 +14,14 @@ the CPU through Triton's interpreter (``TRITON_INTERPRET=1``).
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-
 import torch
+
+from ..triton_util import interpreting, jitted, triton_installed
 
 NEG_INF = float("-inf")
 BLOCK_N = 64
 #: Programs aimed for per launch (a few per streaming multiprocessor of an H100).
 TARGET_PROGRAMS = 528
-
-
-@functools.cache
-def triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
 
 
 def available(device: torch.device) -> bool:
@@ -59,23 +53,6 @@ def index_lists(
         idx, valid = gathered
         pieces.append(torch.where(valid, idx.to(torch.int32), -1).expand(*lead, idx.shape[-1]))
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
-
-
-@functools.cache
-def _kernels(interpret: bool):
-    """The jitted (gather, merge) kernels, made once per interpreter setting (Triton decides
-    at decoration time)."""
-    import triton
-
-    from . import fused_kernel
-
-    return triton.jit(fused_kernel.gather_decode), triton.jit(fused_kernel.merge_splits)
-
-
-def _interpreting() -> bool:
-    from triton import knobs
-
-    return bool(knobs.runtime.interpret)
 
 
 def _splits(rows: int, n: int) -> tuple[int, int]:
@@ -122,7 +99,8 @@ def fused_gather_attention(
         am_strides = am.stride()
     else:
         am, am_strides = lists, (0, 0, 0, 0)
-    gather, merge = _kernels(_interpreting())
+    gather = jitted("maskgraph.sparse.fused_kernel", "gather_decode")
+    merge = jitted("maskgraph.sparse.fused_kernel", "merge_splits")
     gather[(rows, splits)](
         queries, keys, values, lists, am, acc, m, den,
         float(scaling), n, per,
@@ -133,7 +111,7 @@ def fused_gather_attention(
         *am_strides,
         hsel, qc, hkv, g, d,
         HAS_AM=attention_mask is not None,
-        UPCAST=_interpreting() and keys.dtype == torch.bfloat16,
+        UPCAST=interpreting() and keys.dtype == torch.bfloat16,
         GP=gp, BLOCK=BLOCK_N, DP=dp,
         num_warps=4,
     )  # fmt: skip

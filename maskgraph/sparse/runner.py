@@ -13,6 +13,7 @@ import torch
 
 from ..env import Env
 from ..errors import NotSupportedError
+from ..triton_util import triton_installed
 from . import fused
 from .gather import attend_parts
 from .ops import Context
@@ -198,7 +199,7 @@ class SparseRunner:
             raise NotSupportedError(f"gqa must be one of {', '.join(GQA_MODES)}, got {gqa!r}")
         if kernel not in KERNELS:
             raise NotSupportedError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
-        if kernel == "triton" and not fused.triton_installed():
+        if kernel == "triton" and not triton_installed():
             raise NotSupportedError("kernel='triton' needs the triton package (pip install triton)")
         if topk not in TOPKS:
             raise NotSupportedError(f"topk must be one of {', '.join(TOPKS)}, got {topk!r}")

@@ -11,33 +11,24 @@ choice among scores tied with the k-th largest (any of them is a valid top-k, as
 
 from __future__ import annotations
 
-import functools
-
 import torch
+
+from ..triton_util import jitted
 
 BLOCK = 2048
 
 
-@functools.cache
-def _kernels(interpret: bool):
-    import triton
-
-    from . import topk_kernel as tk
-
-    return tuple(triton.jit(f) for f in (tk.radix_histogram, tk.radix_choose, tk.radix_gather))
-
-
-def _interpreting() -> bool:
-    from triton import knobs
-
-    return bool(knobs.runtime.interpret)
+def _kernels():
+    return tuple(
+        jitted("maskgraph.sparse.topk_kernel", f) for f in ("radix_histogram", "radix_choose", "radix_gather")
+    )
 
 
 @torch.library.custom_op("maskgraph::radix_topk", mutates_args=())
 def radix_topk_2d(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """scores (R, N) float32, 1 ≤ k ≤ N -> (values (R, k) float32, indices (R, k) int64), each
     row's k largest in no particular order."""
-    histogram, choose, gather = _kernels(_interpreting())
+    histogram, choose, gather = _kernels()
     scores = scores.contiguous()
     rows, n = scores.shape
     state = torch.zeros(rows, 260, device=scores.device, dtype=torch.int32)
