@@ -33,10 +33,16 @@ class Context:
 
 @dataclass
 class BlockScores:
-    """Scores (b, Hq|1, Qc, NB) float32 at granularity ``block`` keys (NB = ceil(K / block))."""
+    """Scores (b, Hq|1, Qc, NB) float32 at granularity ``block`` keys (NB = ceil(K / block));
+    ``grouped``: (b, Hkv, Qc, NB) already reduced to the max over each KV group's query heads
+    (made by an estimator's ``sparse_group_scores`` under ``gqa="shared"``)."""
 
     scores: torch.Tensor
     block: int
+    grouped: bool = False
+
+    def heads(self, env: Env) -> int:
+        return env.Hkv if self.grouped else env.Hq
 
 
 def _min_k(ctx: Context, size):
@@ -99,11 +105,19 @@ def exact_sparse_scores(env: Env, prep) -> tuple[torch.Tensor, int]:
     return env.forbid(env.logits), 1
 
 
-def make_estimator(sparse_scores):
-    """Lowering of an estimator from its ``sparse_scores(env, prep, **params)``."""
+def make_estimator(sparse_scores, sparse_group_scores=None):
+    """Lowering of an estimator from its ``sparse_scores(env, prep, **params)`` and, optionally,
+    ``sparse_group_scores`` (same arguments; the max over each KV group of the former, computed
+    without writing per-query-head scores), used under ``gqa="shared"`` when the attention mask
+    is the same for every head."""
 
     def lower(ctx: Context, name, inputs, params, prep) -> BlockScores:
-        scores, block = sparse_scores(ctx.env, prep, **params)
+        env = ctx.env
+        same_mask = env.allowed is None or env.allowed.shape[1] == 1
+        if sparse_group_scores is not None and ctx.gqa == "shared" and same_mask:
+            scores, block = sparse_group_scores(env, prep, **params)
+            return BlockScores(scores, int(block), grouped=True)
+        scores, block = sparse_scores(env, prep, **params)
         return BlockScores(scores, int(block))
 
     return lower
@@ -111,12 +125,12 @@ def make_estimator(sparse_scores):
 
 # ----- selectors --------------------------------------------------------------------------------
 def token_scores(ctx: Context, scores: BlockScores) -> torch.Tensor:
-    """(B, Hq, Qc, K) float32 scores per key (blocks expanded), −inf where forbidden."""
+    """(B, Hq|Hkv, Qc, K) float32 scores per key (blocks expanded), −inf where forbidden."""
     env = ctx.env
     s = scores.scores.float()
     if scores.block != 1:
         s = s.repeat_interleave(scores.block, dim=-1)[..., : env.K]
-    return env.forbid(s.expand(env.B, env.Hq, env.Q, env.K))
+    return env.forbid(s.expand(env.B, scores.heads(env), env.Q, env.K))
 
 
 def exclude_prior(ctx: Context, s: torch.Tensor, prior: IndexSet | None) -> torch.Tensor:
@@ -127,10 +141,11 @@ def exclude_prior(ctx: Context, s: torch.Tensor, prior: IndexSet | None) -> torc
     return s.masked_fill(prior.contains(pos), NEG_INF)
 
 
-def group_scores(ctx: Context, s: torch.Tensor) -> torch.Tensor:
-    """(B, Hq, Qc, N) -> (B, Hsel, Qc, N): the max over each KV group's query heads when shared."""
+def group_scores(ctx: Context, s: torch.Tensor, grouped: bool = False) -> torch.Tensor:
+    """(B, Hq, Qc, N) -> (B, Hsel, Qc, N): the max over each KV group's query heads when shared
+    (``grouped``: already done by the estimator)."""
     env = ctx.env
-    if ctx.gqa != "shared":
+    if ctx.gqa != "shared" or grouped:
         return s
     return s.view(env.B, env.Hkv, env.G, env.Q, s.shape[-1]).amax(dim=2)
 
@@ -149,7 +164,7 @@ def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
     env = ctx.env
     prior: IndexSet | None = inputs.get("prior")
     s = exclude_prior(ctx, token_scores(ctx, inputs["scores"]), prior)
-    s = group_scores(ctx, s)
+    s = group_scores(ctx, s, inputs["scores"].grouped)
     vals, idx = top_k(ctx, s, _min_k(ctx, params["k"]))
     excludes = prior.leaves if prior is not None else frozenset()
     return indexset.selection_set(name, idx, vals > NEG_INF, env.K, excludes)
@@ -170,17 +185,18 @@ def page_eligible(ctx: Context, prior: IndexSet | None, page_size: int, pages) -
 
 
 def page_scores(ctx: Context, scores: BlockScores, prior: IndexSet | None, page_size: int, pages):
-    """(B, Hq, Qc, P) float32: each page's max score over its eligible keys, −inf if none."""
+    """(B, Hq|Hkv, Qc, P) float32: each page's max score over its eligible keys, −inf if none."""
     env = ctx.env
+    heads = scores.heads(env)
     if scores.block == page_size:
         s = scores.scores.float()
         ok = page_eligible(ctx, prior, page_size, pages)
         if ok is not None:
             s = s.masked_fill(~ok, NEG_INF)
-        return s.expand(env.B, env.Hq, env.Q, pages)
+        return s.expand(env.B, heads, env.Q, pages)
     s = exclude_prior(ctx, token_scores(ctx, scores), prior)
     s = F.pad(s, (0, pages * page_size - env.K), value=NEG_INF)
-    return s.view(env.B, env.Hq, env.Q, pages, page_size).amax(-1)
+    return s.view(env.B, heads, env.Q, pages, page_size).amax(-1)
 
 
 def lower_topk_pages(ctx: Context, name, inputs, params, prep) -> IndexSet:
@@ -189,7 +205,8 @@ def lower_topk_pages(ctx: Context, name, inputs, params, prep) -> IndexSet:
     size = params["page_size"]
     prior: IndexSet | None = inputs.get("prior")
     pages = (env.K + size - 1) // size
-    s = group_scores(ctx, page_scores(ctx, inputs["scores"], prior, size, pages))
+    scores: BlockScores = inputs["scores"]
+    s = group_scores(ctx, page_scores(ctx, scores, prior, size, pages), scores.grouped)
     n = torch.sym_min(env.size(params["k"]) // size, pages)
     vals, page_idx = top_k(ctx, s, n)
     offsets = torch.arange(size, device=s.device)

@@ -22,6 +22,7 @@ import torch
 from ...attention import f32_bmm
 from ...errors import CalibrationError
 from ...registry import Param, Port, operator
+from ...triton_util import jitted, usable
 from ...types import PortType
 from .filecache import cached_load
 
@@ -166,14 +167,22 @@ def prepare_double_sparsity(keys, values, params, slot, layer_idx) -> dict[str, 
     return {"labels": labels, "lo": lo, "step": step, "idx": idx}
 
 
+def query_labels(env, prep) -> torch.Tensor:
+    """The queries' label channels (B, Hkv, G·Q, r), row g·Q + i for query head kv·G + g."""
+    idx = prep["idx"]
+    b, hkv, _, r = prep["labels"].shape
+    gq = (env.Hq // hkv) * env.Q
+    q = env.queries.reshape(b, hkv, gq, env.D)
+    return torch.gather(q, -1, idx.view(1, hkv, 1, r).expand(b, hkv, gq, r))
+
+
 def double_sparsity_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, int]:
     """scaling·Σ_label q_c·k̂_c (B, Hq, Qc, K) float32 from the label cache only; −inf where the
     attention mask forbids a key. Returns (scores, 1)."""
-    labels, idx = prep["labels"], prep["idx"]
+    labels = prep["labels"]
     b, hkv, k, r = labels.shape
-    gq = (env.Hq // hkv) * env.Q
-    q = env.queries.reshape(b, hkv, gq, env.D)
-    q_lab = torch.gather(q, -1, idx.view(1, hkv, 1, r).expand(b, hkv, gq, r))
+    q_lab = query_labels(env, prep)
+    gq = q_lab.shape[2]
     # Σ q_c (lo + code_c·step) = lo·Σ q_c + step·(q · codes); with bf16 queries and codes the
     # product is exact and accumulates in float32 (one small GEMM over 2-byte codes)
     if q_lab.dtype != labels.dtype:
@@ -183,6 +192,42 @@ def double_sparsity_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, in
     lo, step = prep["lo"].view(b, hkv, 1, k), prep["step"].view(b, hkv, 1, k)
     scores = (lo * q_lab.float().sum(-1, keepdim=True) + step * dot) * env.scaling
     return env.forbid(scores.view(b, env.Hq, env.Q, k)), 1
+
+
+@torch.library.custom_op("maskgraph::ds_group_scores", mutates_args=())
+def _ds_group_scores(
+    q_lab: torch.Tensor, codes: torch.Tensor, lo: torch.Tensor, step: torch.Tensor, n_q: int, scaling: float
+) -> torch.Tensor:
+    """q_lab (B, Hkv, G·Q, r), codes (B, Hkv, K, r), lo/step (B, Hkv, K, 1) -> (B, Hkv, Q, K)."""
+    b, hkv, k, r = codes.shape
+    q_lab = q_lab.float().contiguous()
+    out = torch.empty(b, hkv, n_q, k, device=codes.device, dtype=torch.float32)
+    block = 256
+    jitted("maskgraph.ops.zoo.double_sparsity_kernel", "ds_group_scores")[(b * hkv * n_q, -(-k // block))](
+        q_lab, q_lab.sum(-1).contiguous(), codes.contiguous(), lo.contiguous(), step.contiguous(), out,
+        k, n_q, hkv, q_lab.shape[2] // n_q, r, scaling,
+        BLOCK=block, RP=max(16, 1 << (r - 1).bit_length()),
+    )  # fmt: skip
+    return out
+
+
+@_ds_group_scores.register_fake
+def _(q_lab, codes, lo, step, n_q, scaling):
+    return codes.new_empty(codes.shape[0], codes.shape[1], n_q, codes.shape[2], dtype=torch.float32)
+
+
+def double_sparsity_group_scores(env, prep, **params) -> tuple[torch.Tensor, int]:
+    """The max over each KV group's query heads of :func:`double_sparsity_sparse_scores`:
+    (B, Hkv, Qc, K) float32, −inf where forbidden (the mask must be the same for every head).
+    One Triton kernel where Triton runs (no per-query-head scores written); torch otherwise."""
+    labels = prep["labels"]
+    if not usable(labels.device):
+        scores, _ = double_sparsity_sparse_scores(env, prep)
+        return scores.view(env.B, env.Hkv, env.G, env.Q, env.K).amax(2), 1
+    out = _ds_group_scores(
+        query_labels(env, prep), labels, prep["lo"], prep["step"], env.Q, float(env.scaling)
+    )
+    return env.forbid(out), 1
 
 
 @operator(
@@ -205,6 +250,7 @@ def double_sparsity_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, in
     prepare=prepare_double_sparsity,
     stateful=True,
     sparse_scores=double_sparsity_sparse_scores,
+    sparse_group_scores=double_sparsity_group_scores,
 )
 def double_sparsity(env, *, channels, group_factor, label_bits, prep) -> torch.Tensor:
     return double_sparsity_sparse_scores(env, prep)[0]

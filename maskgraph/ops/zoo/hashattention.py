@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ...errors import CalibrationError
 from ...registry import Param, Port, operator
+from ...triton_util import jitted, usable
 from ...types import PortType
 from .filecache import cached_load
 
@@ -264,17 +265,50 @@ def prepare_hashattention(keys, values, params, slot, layer_idx) -> dict[str, to
 def hashattention_sparse_scores(env, prep, *, weights=None, hat_bits) -> tuple[torch.Tensor, int]:
     """Agreeing bits (B, Hq, Qc, K) float32 from packed key signatures; −inf where the
     attention mask forbids a key. Returns (scores, 1)."""
+    kw = prep["key_words"]
+    b, hkv, k, nw = kw.shape
+    qw = query_words(env, prep).reshape(b, hkv, (env.Hq // hkv) * env.Q, 1, nw)
+    differ = popcount32(torch.bitwise_xor(qw, kw.unsqueeze(2))).sum(-1)
+    scores = (hat_bits - differ).float().view(b, env.Hq, env.Q, k)
+    return env.forbid(scores), 1
+
+
+def query_words(env, prep) -> torch.Tensor:
+    """The queries' packed signatures (B, Hq, Q, W) int32."""
     if prep["qw1"].shape[0] != env.Hq or prep["qw1"].shape[1] != env.D:
         raise CalibrationError(
             f"hash weights are for (Hq, D)={tuple(prep['qw1'].shape[:2])}, queries have {(env.Hq, env.D)}"
         )
+    return pack_bits(hash_bits(env.queries, prep["qw1"], prep["qb1"], prep["qw2"], prep["qb2"]))
+
+
+@torch.library.custom_op("maskgraph::hash_group_scores", mutates_args=())
+def _hash_group_scores(query: torch.Tensor, keys: torch.Tensor, hkv: int, hat_bits: int) -> torch.Tensor:
+    """query (B, Hq, Q, W), keys (B, Hkv, K, W) int32 -> (B, Hkv, Q, K) float32 (Triton)."""
+    b, hq, q, nw = query.shape
+    k = keys.shape[2]
+    out = torch.empty(b, hkv, q, k, device=keys.device, dtype=torch.float32)
+    block = 1024
+    jitted("maskgraph.ops.zoo.hashattention_kernel", "hash_group_scores")[(b * hkv * q, -(-k // block))](
+        query.contiguous(), keys.contiguous(), out, k, q, hkv, hq // hkv, nw, hat_bits, BLOCK=block
+    )
+    return out
+
+
+@_hash_group_scores.register_fake
+def _(query, keys, hkv, hat_bits):
+    return keys.new_empty(query.shape[0], hkv, query.shape[2], keys.shape[2], dtype=torch.float32)
+
+
+def hashattention_group_scores(env, prep, *, weights=None, hat_bits) -> tuple[torch.Tensor, int]:
+    """The max over each KV group's query heads of :func:`hashattention_sparse_scores`:
+    (B, Hkv, Qc, K) float32, −inf where forbidden (the mask must be the same for every head).
+    One Triton kernel where Triton runs (no per-query-head scores written); torch otherwise."""
     kw = prep["key_words"]
-    b, hkv, k, nw = kw.shape
-    qw = pack_bits(hash_bits(env.queries, prep["qw1"], prep["qb1"], prep["qw2"], prep["qb2"]))
-    qw = qw.reshape(b, hkv, (env.Hq // hkv) * env.Q, 1, nw)
-    differ = popcount32(torch.bitwise_xor(qw, kw.unsqueeze(2))).sum(-1)
-    scores = (hat_bits - differ).float().view(b, env.Hq, env.Q, k)
-    return env.forbid(scores), 1
+    if not usable(kw.device):
+        scores, _ = hashattention_sparse_scores(env, prep, hat_bits=hat_bits)
+        return scores.view(env.B, env.Hkv, env.G, env.Q, env.K).amax(2), 1
+    return env.forbid(_hash_group_scores(query_words(env, prep), kw, env.Hkv, hat_bits)), 1
 
 
 @operator(
@@ -296,6 +330,7 @@ def hashattention_sparse_scores(env, prep, *, weights=None, hat_bits) -> tuple[t
     prepare=prepare_hashattention,
     stateful=True,
     sparse_scores=hashattention_sparse_scores,
+    sparse_group_scores=hashattention_group_scores,
 )
 def hashattention(env, *, weights, hat_bits, prep) -> torch.Tensor:
     return hashattention_sparse_scores(env, prep, hat_bits=hat_bits)[0]

@@ -1,0 +1,37 @@
+"""Triton kernel of Double Sparsity's grouped scores (imported only where Triton is installed).
+
+One program per (row, KV head, query) and block of keys: each key's label codes, offset and
+step are read once and scored against the G query heads of its group; the kept score is the
+max over the group. Jitted lazily (:mod:`maskgraph.triton_util`).
+"""
+
+import triton.language as tl
+
+
+def ds_group_scores(
+    QL, QS, CODES, LO, STEP, OUT,
+    n_keys, n_q, hkv, g_heads, n_labels, scaling,
+    BLOCK: tl.constexpr, RP: tl.constexpr,
+):  # fmt: skip
+    """QL (B, Hkv, G·Q, R) float32 query label channels, QS (B, Hkv, G·Q) their sums, CODES
+    (B, Hkv, K, R), LO and STEP (B, Hkv, K) float32, OUT (B, Hkv, Q, K) float32, contiguous."""
+    row = tl.program_id(0)
+    qi = row % n_q
+    head = (row // n_q).to(tl.int64)  # b·Hkv + kv head
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < n_keys
+    r = tl.arange(0, RP)
+    codes = tl.load(
+        CODES + (head * n_keys + offs[:, None]) * n_labels + r[None, :],
+        mask=inside[:, None] & (r[None, :] < n_labels),
+        other=0.0,
+    ).to(tl.float32)
+    lo = tl.load(LO + head * n_keys + offs, mask=inside, other=0.0)
+    step = tl.load(STEP + head * n_keys + offs, mask=inside, other=0.0)
+    best = tl.full((BLOCK,), float("-inf"), tl.float32)
+    for gi in range(0, g_heads):
+        at = head * g_heads * n_q + gi * n_q + qi
+        ql = tl.load(QL + at * n_labels + r, mask=r < n_labels, other=0.0)
+        dot = tl.sum(codes * ql[None, :], 1)
+        best = tl.maximum(best, (lo * tl.load(QS + at) + step * dot) * scaling)
+    tl.store(OUT + (head * n_q + qi) * n_keys + offs, best, mask=inside)

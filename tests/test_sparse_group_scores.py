@@ -1,0 +1,77 @@
+"""Grouped estimator scores (``sparse_group_scores``, one Triton kernel; here through Triton's
+interpreter) equal the max over each KV group of the per-query-head scores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import maskgraph as mg
+from maskgraph.env import Env
+from maskgraph.ops.zoo import double_sparsity as ds
+from maskgraph.ops.zoo import hashattention as ha
+from maskgraph.triton_util import triton_installed, usable
+
+if not triton_installed() or not usable(torch.device("cpu")):
+    pytest.skip("needs triton with its interpreter on (tests/conftest.py)", allow_module_level=True)
+
+D = 16
+# (B, Hq, Hkv, Q, K): G = 2, 3 and 1, Q > 1, K not a multiple of any block (256 / 1024 keys)
+SHAPES = [(1, 4, 2, 1, 1100), (2, 6, 2, 3, 300), (1, 2, 2, 2, 45)]
+
+
+def files(tmp_path, hq, hkv):
+    hat = tmp_path / "hat.safetensors"
+    ha.save_hash_weights(hat, ha.random_hash_weights(1, hq, hkv, D, 64, 8, seed=1))
+    gen = torch.Generator().manual_seed(2)
+    chan = tmp_path / "ds.safetensors"
+    ds.save_channels(chan, torch.stack([torch.randperm(D, generator=gen) for _ in range(hkv)])[None])
+    return {"hashattention": str(hat), "double_sparsity": str(chan)}
+
+
+def estimator(op, path):
+    if op == "hashattention":
+        return {"weights": path, "hat_bits": 64}
+    return {"channels": path, "group_factor": 4, "label_bits": 4}
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}Hq{}Hkv{}Q{}K{}".format(*s))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("op", ["hashattention", "double_sparsity"])
+def test_group_scores_are_the_group_max(op, dtype, shape, tmp_path):
+    b, hq, hkv, q, k = shape
+    gen = torch.Generator().manual_seed(sum(shape))
+    queries = torch.randn(b, hq, q, D, generator=gen).to(dtype)
+    keys = torch.randn(b, hkv, k, D, generator=gen).to(dtype)
+    params = estimator(op, files(tmp_path, hq, hkv)[op])
+    spec = mg.get_op(op)
+    prep = spec.prepare(keys, keys, params, {}, 0)
+    env = Env(queries, keys, keys, None, D**-0.5, torch.arange(k - q, k), 0)
+    per_head, _ = spec.extra["sparse_scores"](env, prep, **params)
+    grouped, block = spec.extra["sparse_group_scores"](env, prep, **params)
+    want = per_head.view(b, hkv, hq // hkv, q, k).amax(2)
+    assert block == 1 and grouped.shape == want.shape and grouped.dtype == torch.float32
+    if op == "hashattention":  # integer agreement counts: exact
+        assert torch.equal(grouped, want)
+    else:  # float sums in another order
+        torch.testing.assert_close(grouped, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["hashattention", "double_sparsity"])
+def test_shared_sparse_mode_uses_the_group_scores(op, tmp_path, monkeypatch):
+    b, hq, hkv, q, k = 2, 4, 2, 1, 300
+    gen = torch.Generator().manual_seed(5)
+    qs, ks, vs = (torch.randn(b, h, n, D, generator=gen) for h, n in ((hq, q), (hkv, k), (hkv, k)))
+    path = files(tmp_path, hq, hkv)[op]
+    overrides = {"sink_size": 4, "window_size": 8, "heavy_size": 20}
+    overrides.update({"hat_weights": path, "hat_bits": 64} if op == "hashattention" else {"ds_channels": path})
+    graph = mg.load_graph(op, overrides=overrides)
+    spec = mg.get_op(op)
+    calls = []
+    real = spec.extra["sparse_group_scores"]
+    monkeypatch.setitem(spec.extra, "sparse_group_scores", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    grouped = mg.compile(graph, mode="sparse", gqa="shared")(qs, ks, vs, state=mg.State())
+    assert calls  # the lowering took the grouped scores
+    monkeypatch.setitem(spec.extra, "sparse_group_scores", None)
+    plain = mg.compile(graph, mode="sparse", gqa="shared")(qs, ks, vs, state=mg.State())
+    assert ((grouped - plain).norm() / plain.norm()).item() < 1e-5
