@@ -12,8 +12,13 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import os
 
 import torch
+
+#: Read once at import, so that compiled code (dynamo) sees plain constants.
+_INSTALLED = importlib.util.find_spec("triton") is not None
+_INTERPRET_AT_IMPORT = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @functools.cache
@@ -30,10 +35,9 @@ def interpreting() -> bool:
 
 def usable(device: torch.device) -> bool:
     """True when Triton kernels can run on ``device``: CUDA with Triton installed, or any
-    device while Triton's interpreter is on."""
-    if not triton_installed():
-        return False
-    return device.type == "cuda" or interpreting()
+    device when ``TRITON_INTERPRET=1`` was set before maskgraph was imported. Traceable by
+    torch.compile (module constants only)."""
+    return _INSTALLED and (device.type == "cuda" or _INTERPRET_AT_IMPORT)
 
 
 @functools.cache
