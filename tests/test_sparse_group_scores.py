@@ -96,3 +96,26 @@ def test_group_scores_compile_with_inductor(op, tmp_path):
     plain = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")
     a, want = fast(qs, ks, vs, state=mg.State()), plain(qs, ks, vs, state=mg.State())
     assert ((a - want).norm() / want.norm()).item() < 1e-5
+
+
+@pytest.mark.parametrize("op", ["hashattention", "double_sparsity"])
+def test_without_triton_the_lowering_takes_the_group_max(op, tmp_path, monkeypatch):
+    """Where the kernel cannot run the group function returns None and the shared lowering
+    reduces the per-head scores itself: the same output."""
+    b, hq, hkv, q, k = 1, 4, 2, 1, 200
+    gen = torch.Generator().manual_seed(11)
+    qs, ks, vs = (torch.randn(b, h, n, D, generator=gen) for h, n in ((hq, q), (hkv, k), (hkv, k)))
+    path = files(tmp_path, hq, hkv)[op]
+    overrides = {"sink_size": 4, "window_size": 8, "heavy_size": 20}
+    overrides.update(
+        {"hat_weights": path, "hat_bits": 64} if op == "hashattention" else {"ds_channels": path}
+    )
+    graph = mg.load_graph(op, overrides=overrides)
+    with_kernel = mg.compile(graph, mode="sparse", gqa="shared")(qs, ks, vs, state=mg.State())
+    module = ha if op == "hashattention" else ds
+    monkeypatch.setattr(module, "usable", lambda device: False)
+    spec = mg.get_op(op)
+    params = estimator(op, path)
+    assert spec.extra["sparse_group_scores"](None, {"labels": ks, "key_words": ks}, **params) is None
+    without = mg.compile(graph, mode="sparse", gqa="shared")(qs, ks, vs, state=mg.State())
+    assert ((with_kernel - without).norm() / without.norm()).item() < 1e-5

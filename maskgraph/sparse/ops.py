@@ -108,15 +108,17 @@ def exact_sparse_scores(env: Env, prep) -> tuple[torch.Tensor, int]:
 def make_estimator(sparse_scores, sparse_group_scores=None):
     """Lowering of an estimator from its ``sparse_scores(env, prep, **params)`` and, optionally,
     ``sparse_group_scores`` (same arguments; the max over each KV group of the former, computed
-    without writing per-query-head scores), used under ``gqa="shared"`` when the attention mask
-    is the same for every head."""
+    without writing per-query-head scores, or None where it cannot run: then the group max is
+    taken by :func:`group_scores`), used under ``gqa="shared"`` when the attention mask is the
+    same for every head."""
 
     def lower(ctx: Context, name, inputs, params, prep) -> BlockScores:
         env = ctx.env
         same_mask = env.allowed is None or env.allowed.shape[1] == 1
         if sparse_group_scores is not None and ctx.gqa == "shared" and same_mask:
-            scores, block = sparse_group_scores(env, prep, **params)
-            return BlockScores(scores, int(block), grouped=True)
+            grouped = sparse_group_scores(env, prep, **params)
+            if grouped is not None:
+                return BlockScores(grouped[0], int(grouped[1]), grouped=True)
         scores, block = sparse_scores(env, prep, **params)
         return BlockScores(scores, int(block))
 

@@ -216,14 +216,13 @@ def _(q_lab, codes, lo, step, n_q, scaling):
     return codes.new_empty(codes.shape[0], codes.shape[1], n_q, codes.shape[2], dtype=torch.float32)
 
 
-def double_sparsity_group_scores(env, prep, **params) -> tuple[torch.Tensor, int]:
+def double_sparsity_group_scores(env, prep, **params) -> tuple[torch.Tensor, int] | None:
     """The max over each KV group's query heads of :func:`double_sparsity_sparse_scores`:
-    (B, Hkv, Qc, K) float32, −inf where forbidden (the mask must be the same for every head).
-    One Triton kernel where Triton runs (no per-query-head scores written); torch otherwise."""
+    (B, Hkv, Qc, K) float32, −inf where forbidden (the mask must be the same for every head),
+    in one Triton kernel (no per-query-head scores written); None where Triton cannot run."""
     labels = prep["labels"]
     if not usable(labels.device):
-        scores, _ = double_sparsity_sparse_scores(env, prep)
-        return scores.view(env.B, env.Hkv, env.G, env.Q, env.K).amax(2), 1
+        return None
     out = _ds_group_scores(
         query_labels(env, prep), labels, prep["lo"], prep["step"], env.Q, float(env.scaling)
     )

@@ -300,14 +300,13 @@ def _(query, keys, hkv, hat_bits):
     return keys.new_empty(query.shape[0], hkv, query.shape[2], keys.shape[2], dtype=torch.float32)
 
 
-def hashattention_group_scores(env, prep, *, weights=None, hat_bits) -> tuple[torch.Tensor, int]:
+def hashattention_group_scores(env, prep, *, weights=None, hat_bits) -> tuple[torch.Tensor, int] | None:
     """The max over each KV group's query heads of :func:`hashattention_sparse_scores`:
-    (B, Hkv, Qc, K) float32, −inf where forbidden (the mask must be the same for every head).
-    One Triton kernel where Triton runs (no per-query-head scores written); torch otherwise."""
+    (B, Hkv, Qc, K) float32, −inf where forbidden (the mask must be the same for every head),
+    in one Triton kernel (no per-query-head scores written); None where Triton cannot run."""
     kw = prep["key_words"]
     if not usable(kw.device):
-        scores, _ = hashattention_sparse_scores(env, prep, hat_bits=hat_bits)
-        return scores.view(env.B, env.Hkv, env.G, env.Q, env.K).amax(2), 1
+        return None
     return env.forbid(_hash_group_scores(query_words(env, prep), kw, env.Hkv, hat_bits)), 1
 
 
