@@ -70,75 +70,20 @@ def select_parts(
 
 
 def sparse_chunk(
-    steps,
-    output,
-    gqa,
-    params,
-    queries,
-    keys,
-    values,
-    attention_mask,
-    scaling,
-    q_pos,
-    q_first,
-    prep,
-    sinks,
-    layer_idx=0,
+    *args, sinks: torch.Tensor | None = None, layer_idx: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One query chunk in torch: out (B, Hq, Qc, D) float32 and the empty-row count (0-d int64).
-    Arguments as :func:`select_parts`, plus ``sinks`` (Hq,) or None."""
-    spans, gathered = select_parts(
-        steps,
-        output,
-        gqa,
-        params,
-        queries,
-        keys,
-        values,
-        attention_mask,
-        scaling,
-        q_pos,
-        q_first,
-        prep,
-        layer_idx,
-    )
+    ``args`` as :func:`select_parts` up to ``prep``; ``sinks`` (Hq,) or None."""
+    spans, gathered = select_parts(*args, layer_idx=layer_idx)
+    queries, keys, values, attention_mask, scaling = args[4:9]
     return attend_parts(queries, keys, values, attention_mask, scaling, spans, gathered, sinks)
 
 
-def sparse_lists(
-    steps,
-    output,
-    gqa,
-    params,
-    queries,
-    keys,
-    values,
-    attention_mask,
-    scaling,
-    q_pos,
-    q_first,
-    prep,
-    layer_idx=0,
-    radix=False,
-) -> torch.Tensor:
+def sparse_lists(*args, layer_idx: int = 0, radix: bool = False) -> torch.Tensor:
     """One query chunk's selection as int32 index lists (B, Hsel, Qc, N), −1 = not attended
-    (what the fused kernel reads). Arguments as :func:`select_parts`."""
-    spans, gathered = select_parts(
-        steps,
-        output,
-        gqa,
-        params,
-        queries,
-        keys,
-        values,
-        attention_mask,
-        scaling,
-        q_pos,
-        q_first,
-        prep,
-        layer_idx,
-        radix,
-    )
+    (what the fused kernel reads). ``args`` as :func:`select_parts` up to ``prep``."""
+    spans, gathered = select_parts(*args, layer_idx=layer_idx, radix=radix)
+    queries, keys = args[4], args[5]
     b, hq, qc, _ = queries.shape
     return fused.index_lists(spans, gathered, b, keys.shape[1], hq, qc)
 
@@ -174,10 +119,10 @@ def compiled_chunk(steps: list[Step], output: str, gqa: str, fn: Callable | None
     return _COMPILED[key]
 
 
-def _bound(*args):
+def _bound(*args, **kwargs):
     """Template of a compiled entry: ``_FN(_STEPS, _OUTPUT, _GQA, *args)`` with those names
     bound in a per-graph globals dict by :func:`compiled_chunk`."""
-    return _FN(_STEPS, _OUTPUT, _GQA, *args)  # noqa: F821
+    return _FN(_STEPS, _OUTPUT, _GQA, *args, **kwargs)  # noqa: F821
 
 
 class SparseRunner:
@@ -259,10 +204,10 @@ class SparseRunner:
             args = (self.params, queries[:, :, start:stop], keys, values, am, scaling)
             where = (positions[start:stop], k - q + start, prep)
             if use_kernel:
-                lists = self._lists(*args, *where, layer_idx, self.radix)
+                lists = self._lists(*args, *where, layer_idx=layer_idx, radix=self.radix)
                 out, empty = fused.fused_gather_attention(*args[1:], lists, sinks, queries.dtype)
             else:
-                out, empty = self._chunk(*args, *where, sinks, layer_idx)
+                out, empty = self._chunk(*args, *where, sinks=sinks, layer_idx=layer_idx)
             self.compiled.empty_rows = self.compiled.empty_rows.to(empty.device) + empty
             outs.append(out.to(queries.dtype))
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
