@@ -21,9 +21,8 @@ _INSTALLED = importlib.util.find_spec("triton") is not None
 _INTERPRET_AT_IMPORT = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.cache
 def triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    return _INSTALLED
 
 
 def interpreting() -> bool:
