@@ -121,3 +121,47 @@ def stop_on_sigterm() -> None:
         raise TimeLimit()
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def median_ms(fn, device: torch.device, warmup: int, reps: int) -> float:
+    """Median milliseconds per ``fn()`` (CUDA events on GPU, perf_counter on CPU)."""
+    for _ in range(warmup):
+        fn()
+    if device.type != "cuda":
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+    torch.cuda.synchronize(device)
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def graph_ms(fn, device: torch.device, warmup: int, reps: int) -> tuple[float, str]:
+    """Median ms of ``fn`` replayed from a CUDA graph (launch overhead removed); on CPU, or if
+    capture fails, of plain calls. Returns (ms, "cuda-graph" | "calls")."""
+    if device.type == "cuda":
+        try:
+            stream = torch.cuda.Stream(device)
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):
+                for _ in range(3):
+                    fn()
+            torch.cuda.current_stream(device).wait_stream(stream)
+            cuda_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(cuda_graph):
+                fn()
+            return median_ms(cuda_graph.replay, device, warmup, reps), "cuda-graph"
+        except Exception as exc:  # capture is an optimisation: time plain calls instead
+            print(f"  (CUDA graph capture failed: {type(exc).__name__}: {exc}"[:160] + ")", flush=True)
+            torch.cuda.synchronize(device)
+    return median_ms(fn, device, warmup, reps), "calls"

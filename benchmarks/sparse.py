@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import device_name, out_of_time, print_table, write_json  # noqa: E402
+from common import device_name, graph_ms, median_ms, out_of_time, print_table, write_json  # noqa: E402
 
 import maskgraph as mg  # noqa: E402
 
@@ -58,51 +57,6 @@ COLUMNS = [
     "err",
     "error",
 ]
-
-
-# ----- timing -----------------------------------------------------------------------------------
-def median_ms(fn, device: torch.device, warmup: int, reps: int) -> float:
-    """Median milliseconds per ``fn()`` (CUDA events on GPU, perf_counter on CPU)."""
-    for _ in range(warmup):
-        fn()
-    if device.type != "cuda":
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times)
-    torch.cuda.synchronize(device)
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def graph_ms(fn, device: torch.device, warmup: int, reps: int) -> tuple[float, str]:
-    """Median ms of ``fn`` replayed from a CUDA graph (launch overhead removed); on CPU, or if
-    capture fails, of plain calls. Returns (ms, "cuda-graph" | "calls")."""
-    if device.type == "cuda":
-        try:
-            stream = torch.cuda.Stream(device)
-            stream.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(stream):
-                for _ in range(3):
-                    fn()
-            torch.cuda.current_stream(device).wait_stream(stream)
-            cuda_graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(cuda_graph):
-                fn()
-            return median_ms(cuda_graph.replay, device, warmup, reps), "cuda-graph"
-        except Exception as exc:  # capture is an optimisation: time plain calls instead
-            print(f"  (CUDA graph capture failed: {type(exc).__name__}: {exc}"[:160] + ")", flush=True)
-            torch.cuda.synchronize(device)
-    return median_ms(fn, device, warmup, reps), "calls"
 
 
 def peak_mib(fn, device: torch.device) -> float | None:
@@ -294,7 +248,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="sparse attention path (auto: the fused Triton kernel on CUDA); with the kernel, the "
         "torch path is timed too (torch_ms, vs_torch) and their outputs compared (err)",
     )
-    ap.add_argument("--topk", default="torch", choices=["torch", "radix"], help="top-k on the kernel path")
+    ap.add_argument(
+        "--topk",
+        default="auto",
+        choices=["auto", "torch", "triton"],
+        help="top-k on the kernel path (auto: the Triton selection of maskgraph.sparse.topk)",
+    )
     ap.add_argument(
         "--profile", type=int, default=0, metavar="N", help="print the N costliest kernels per case"
     )

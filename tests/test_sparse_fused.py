@@ -109,14 +109,14 @@ GRAPHS = {
 
 @pytest.mark.parametrize("gqa", ["per_head", "shared"])
 @pytest.mark.parametrize("name", list(GRAPHS))
-@pytest.mark.parametrize("topk", ["torch", "radix"])
+@pytest.mark.parametrize("topk", ["torch", "auto"])
 def test_runner_kernel_matches_torch_path(name, gqa, topk, monkeypatch):
-    """Also: topk="radix" picks the top-k by the radix selection (random scores: no ties)."""
-    from maskgraph.sparse import topk as radix
+    """Also: on the kernel path topk="auto" selects with the Triton top-k of :mod:`.topk`."""
+    from maskgraph.sparse import topk as triton_topk
 
     used = []
-    real = radix._kernels
-    monkeypatch.setattr(radix, "_kernels", lambda: used.append(1) or real())
+    real = triton_topk._kernels
+    monkeypatch.setattr(triton_topk, "_kernels", lambda: used.append(1) or real())
     gen = torch.Generator().manual_seed(len(name) + len(gqa))
     b, hq, hkv, nq, nk, d = 2, 4, 2, 2, 45, 16
     q, k, v = (torch.randn(b, h, m, d, generator=gen) for h, m in ((hq, nq), (hkv, nk), (hkv, nk)))
@@ -130,24 +130,24 @@ def test_runner_kernel_matches_torch_path(name, gqa, topk, monkeypatch):
     want = plain(q, k, v, attention_mask=am, state=mg.State())
     assert rel(a, want) < 1e-5
     assert int(fast.empty_rows) == int(plain.empty_rows)
-    assert bool(used) == (name != "streaming_llm" and topk == "radix")
+    assert bool(used) == (name != "streaming_llm" and topk == "auto")
 
 
 def test_kernel_option_is_checked():
     """Also: kernel="auto" keeps the torch path on the CPU."""
     with pytest.raises(mg.NotSupportedError, match="kernel must be one of auto, triton, torch"):
         mg.compile("streaming_llm", mode="sparse", kernel="cuda")
-    with pytest.raises(mg.NotSupportedError, match="topk must be one of torch, radix"):
+    with pytest.raises(mg.NotSupportedError, match="topk must be one of auto, torch, triton"):
         mg.compile("streaming_llm", mode="sparse", topk="fast")
     cpu = mg.compile("streaming_llm", mode="sparse")
     assert not cpu._sparse.uses_kernel(torch.zeros(1, 4, 1, 16))  # auto: torch on the CPU
 
 
-def test_inductor_selection_with_radix_topk_matches_torch_path():
-    """The radix top-k is a custom operator: torch.compile calls it inside the compiled selection."""
+def test_inductor_selection_with_triton_topk_matches_torch_path():
+    """The Triton top-k is a custom operator: torch.compile calls it inside the compiled selection."""
     graph = mg.load_graph("oracle_topk", overrides=GRAPHS["oracle_topk"])
     gen = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(2, h, m, 16, generator=gen) for h, m in ((4, 1), (2, 45), (2, 45)))
-    fast = mg.compile(graph, backend="inductor", mode="sparse", gqa="shared", kernel="triton", topk="radix")
+    fast = mg.compile(graph, backend="inductor", mode="sparse", gqa="shared", kernel="triton", topk="triton")
     plain = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")
     assert rel(fast(q, k, v, state=mg.State()), plain(q, k, v, state=mg.State())) < 1e-5

@@ -10,6 +10,7 @@ import maskgraph as mg
 from maskgraph.env import Env
 from maskgraph.ops.zoo import double_sparsity as ds
 from maskgraph.ops.zoo import hashattention as ha
+from maskgraph.ops.zoo import quest
 from maskgraph.triton_util import triton_installed, usable
 
 if not triton_installed() or not usable(torch.device("cpu")):
@@ -26,18 +27,29 @@ def files(tmp_path, hq, hkv):
     gen = torch.Generator().manual_seed(2)
     chan = tmp_path / "ds.safetensors"
     ds.save_channels(chan, torch.stack([torch.randperm(D, generator=gen) for _ in range(hkv)])[None])
-    return {"hashattention": str(hat), "double_sparsity": str(chan)}
+    return {"hashattention": str(hat), "double_sparsity": str(chan), "quest": None}
 
 
 def estimator(op, path):
     if op == "hashattention":
         return {"weights": path, "hat_bits": 64}
+    if op == "quest":
+        return {"page_size": 16, "label_bits": 16}
     return {"channels": path, "group_factor": 4, "label_bits": 4}
+
+
+def graph_files(op, path) -> dict:
+    """Graph overrides naming the estimator's file (quest needs none; its pages are 4 keys)."""
+    if op == "hashattention":
+        return {"hat_weights": path, "hat_bits": 64}
+    if op == "quest":
+        return {"page_size": 4}
+    return {"ds_channels": path}
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}Hq{}Hkv{}Q{}K{}".format(*s))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-@pytest.mark.parametrize("op", ["hashattention", "double_sparsity"])
+@pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])
 def test_group_scores_are_the_group_max(op, dtype, shape, tmp_path):
     b, hq, hkv, q, k = shape
     gen = torch.Generator().manual_seed(sum(shape))
@@ -49,24 +61,33 @@ def test_group_scores_are_the_group_max(op, dtype, shape, tmp_path):
     env = Env(queries, keys, keys, None, D**-0.5, torch.arange(k - q, k), 0)
     per_head, _ = spec.extra["sparse_scores"](env, prep, **params)
     grouped, block = spec.extra["sparse_group_scores"](env, prep, **params)
-    want = per_head.view(b, hkv, hq // hkv, q, k).amax(2)
-    assert block == 1 and grouped.shape == want.shape and grouped.dtype == torch.float32
+    n = per_head.shape[-1]  # K, or pages for quest
+    want = per_head.view(b, hkv, hq // hkv, q, n).amax(2)
+    assert block == (16 if op == "quest" else 1)
+    assert grouped.shape == want.shape and grouped.dtype == torch.float32
+    if op == "quest":  # against float64, from the cached page bounds
+        qd, lo, hi = queries.double(), prep["lo"].double(), prep["hi"].double()
+        g = hq // hkv
+        u = torch.maximum(
+            qd.view(b, hkv, g, q, 1, D) * hi.view(b, hkv, 1, 1, -1, D),
+            qd.view(b, hkv, g, q, 1, D) * lo.view(b, hkv, 1, 1, -1, D),
+        ).sum(-1)
+        exact = (u * D**-0.5).amax(2)
+        torch.testing.assert_close(grouped.double(), exact, rtol=1e-5, atol=1e-5)
     if op == "hashattention":  # integer agreement counts: exact
         assert torch.equal(grouped, want)
     else:  # float sums in another order
         torch.testing.assert_close(grouped, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("op", ["hashattention", "double_sparsity"])
+@pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])
 def test_shared_sparse_mode_uses_the_group_scores(op, tmp_path, monkeypatch):
     b, hq, hkv, q, k = 2, 4, 2, 1, 300
     gen = torch.Generator().manual_seed(5)
     qs, ks, vs = (torch.randn(b, h, n, D, generator=gen) for h, n in ((hq, q), (hkv, k), (hkv, k)))
     path = files(tmp_path, hq, hkv)[op]
     overrides = {"sink_size": 4, "window_size": 8, "heavy_size": 20}
-    overrides.update(
-        {"hat_weights": path, "hat_bits": 64} if op == "hashattention" else {"ds_channels": path}
-    )
+    overrides.update(graph_files(op, path))
     graph = mg.load_graph(op, overrides=overrides)
     spec = mg.get_op(op)
     calls = []
@@ -79,7 +100,7 @@ def test_shared_sparse_mode_uses_the_group_scores(op, tmp_path, monkeypatch):
     assert ((grouped - plain).norm() / plain.norm()).item() < 1e-5
 
 
-@pytest.mark.parametrize("op", ["hashattention", "double_sparsity"])
+@pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])
 def test_group_scores_compile_with_inductor(op, tmp_path):
     """The grouped kernels are custom operators: fullgraph torch.compile calls them (run 14 on the
     H100 failed before the Triton check became a module constant)."""
@@ -88,9 +109,7 @@ def test_group_scores_compile_with_inductor(op, tmp_path):
     qs, ks, vs = (torch.randn(b, h, n, D, generator=gen) for h, n in ((hq, q), (hkv, k), (hkv, k)))
     path = files(tmp_path, hq, hkv)[op]
     overrides = {"sink_size": 4, "window_size": 8, "heavy_size": 20}
-    overrides.update(
-        {"hat_weights": path, "hat_bits": 64} if op == "hashattention" else {"ds_channels": path}
-    )
+    overrides.update(graph_files(op, path))
     graph = mg.load_graph(op, overrides=overrides)
     fast = mg.compile(graph, backend="inductor", mode="sparse", gqa="shared", kernel="triton")
     plain = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")
@@ -98,7 +117,7 @@ def test_group_scores_compile_with_inductor(op, tmp_path):
     assert ((a - want).norm() / want.norm()).item() < 1e-5
 
 
-@pytest.mark.parametrize("op", ["hashattention", "double_sparsity"])
+@pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])
 def test_without_triton_the_lowering_takes_the_group_max(op, tmp_path, monkeypatch):
     """Where the kernel cannot run the group function returns None and the shared lowering
     reduces the per-head scores itself: the same output."""
@@ -107,15 +126,31 @@ def test_without_triton_the_lowering_takes_the_group_max(op, tmp_path, monkeypat
     qs, ks, vs = (torch.randn(b, h, n, D, generator=gen) for h, n in ((hq, q), (hkv, k), (hkv, k)))
     path = files(tmp_path, hq, hkv)[op]
     overrides = {"sink_size": 4, "window_size": 8, "heavy_size": 20}
-    overrides.update(
-        {"hat_weights": path, "hat_bits": 64} if op == "hashattention" else {"ds_channels": path}
-    )
+    overrides.update(graph_files(op, path))
     graph = mg.load_graph(op, overrides=overrides)
     with_kernel = mg.compile(graph, mode="sparse", gqa="shared")(qs, ks, vs, state=mg.State())
-    module = ha if op == "hashattention" else ds
+    module = {"hashattention": ha, "double_sparsity": ds, "quest": quest}[op]
     monkeypatch.setattr(module, "usable", lambda device: False)
     spec = mg.get_op(op)
     params = estimator(op, path)
-    assert spec.extra["sparse_group_scores"](None, {"labels": ks, "key_words": ks}, **params) is None
+    prep = {"labels": ks, "key_words": ks, "lo": ks, "hi": ks}
+    assert spec.extra["sparse_group_scores"](None, prep, **params) is None
     without = mg.compile(graph, mode="sparse", gqa="shared")(qs, ks, vs, state=mg.State())
     assert ((with_kernel - without).norm() / without.norm()).item() < 1e-5
+
+
+def test_integer_scores_with_ties_match_simulate_on_the_kernel_path(tmp_path):
+    """HashAttention's scores are agreement counts, tied everywhere: the Triton top-k, the torch
+    top-k and simulate mode all break ties toward the lowest index, so all three agree."""
+    b, hq, hkv, q, k = 2, 4, 2, 2, 700
+    gen = torch.Generator().manual_seed(11)
+    qs, ks, vs = (torch.randn(b, h, n, D, generator=gen) for h, n in ((hq, q), (hkv, k), (hkv, k)))
+    path = files(tmp_path, hq, hkv)["hashattention"]
+    graph = mg.load_graph(
+        "hashattention",
+        overrides={"sink_size": 4, "window_size": 8, "heavy_size": 50, "hat_weights": path, "hat_bits": 64},
+    )
+    simulate = mg.compile(graph)(qs, ks, vs, state=mg.State())
+    for kernel in ("triton", "torch"):
+        out = mg.compile(graph, mode="sparse", kernel=kernel)(qs, ks, vs, state=mg.State())
+        assert ((out - simulate).norm() / simulate.norm()).item() < 1e-5, kernel

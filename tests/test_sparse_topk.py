@@ -1,19 +1,29 @@
-"""Radix top-k (Triton, run on the CPU through Triton's interpreter) against torch.topk."""
+"""Top-k with ties toward the lowest index: the torch rule (simulate mode) against a plain
+reference, and the Triton selection (run on the CPU through Triton's interpreter) against it."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-pytest.importorskip("triton", reason="the radix top-k needs triton (installed by setup.sh --dev)")
+from maskgraph.ops.select import topk_lowest
+from maskgraph.sparse.topk import SEG_MIN, segment, select_topk
+from maskgraph.triton_util import interpreting, triton_installed
 
-from maskgraph.sparse.topk import BLOCK, radix_topk  # noqa: E402
-from maskgraph.triton_util import interpreting  # noqa: E402
 
-if not torch.cuda.is_available() and not interpreting():
-    pytest.skip(
-        "no GPU and Triton's interpreter is off (tests/conftest.py turns it on)", allow_module_level=True
-    )
+def reference(s: torch.Tensor, k: int) -> set[tuple[int, int]]:
+    """(row, index) of each row's k largest, ties toward the lowest index, by a plain sort."""
+    rows = s.reshape(-1, s.shape[-1]).double().tolist()
+    picked = set()
+    for r, row in enumerate(rows):
+        order = sorted(range(len(row)), key=lambda i: (-row[i], i))
+        picked |= {(r, i) for i in order[:k]}
+    return picked
+
+
+def as_set(idx: torch.Tensor) -> set[tuple[int, int]]:
+    flat = idx.reshape(-1, idx.shape[-1]).tolist()
+    return {(r, i) for r, row in enumerate(flat) for i in row}
 
 
 def scores(kind: str, shape, gen) -> torch.Tensor:
@@ -23,22 +33,76 @@ def scores(kind: str, shape, gen) -> torch.Tensor:
     if kind == "negative_and_inf":  # every sign and −inf (forbidden keys)
         s = -s.abs() * 1e-3
         s[..., ::7] = float("-inf")
-    if kind == "mixed_signs":
+    if kind == "mixed_signs":  # a range of 2^200: the histogram bins are wide
         s = s * torch.logspace(-30, 30, shape[-1])
+    if kind == "mostly_inf":  # fewer finite scores than k: −inf entries fill the rest
+        s[..., 5:] = float("-inf")
+    if kind == "outlier":  # one huge score: everything else falls in one bin
+        s[..., 3] = 1e30
     return s
 
 
-@pytest.mark.parametrize(
-    "shape, k",
-    [((3, 5000), 100), ((2, 2 * BLOCK + 3), 2 * BLOCK + 3), ((4, 700), 1), ((1, 2, 3, 999), 333)],
-)
-@pytest.mark.parametrize("kind", ["normal", "ints", "negative_and_inf", "mixed_signs"])
-def test_radix_topk_is_a_top_k(shape, k, kind):
+KINDS = ["normal", "ints", "negative_and_inf", "mixed_signs", "mostly_inf", "outlier"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape, k", [((3, 500), 50), ((2, 77), 77), ((4, 70), 1), ((2, 3, 99), 33)])
+def test_topk_lowest_is_the_plain_rule(shape, k, kind):
     gen = torch.Generator().manual_seed(hash((shape, k, kind)) % 1000)
     s = scores(kind, shape, gen)
-    values, idx = radix_topk(s, k)
-    want, _ = torch.topk(s, k, dim=-1)
+    values, idx = topk_lowest(s, k)
+    assert values.shape == idx.shape == (*shape[:-1], k)
+    assert torch.equal(torch.gather(s, -1, idx), values)
+    assert as_set(idx) == reference(s, k)
+
+
+def test_topk_lowest_of_none():
+    values, idx = topk_lowest(torch.randn(2, 3, 9), 0)
+    assert values.shape == idx.shape == (2, 3, 0)
+
+
+def test_topk_lowest_differs_from_an_arbitrary_tie_choice():
+    """All scores equal: the rule takes exactly the first k indices."""
+    s = torch.zeros(2, 40)
+    assert as_set(topk_lowest(s, 5)[1]) == {(r, i) for r in range(2) for i in range(5)}
+
+
+needs_kernel = pytest.mark.skipif(
+    not triton_installed() or (not torch.cuda.is_available() and not interpreting()),
+    reason="needs triton (setup.sh --dev) and a GPU or Triton's interpreter (tests/conftest.py)",
+)
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "shape, k",
+    [
+        ((3, 5000), 100),  # two segments
+        ((2, 3 * SEG_MIN + 5), 700),  # four segments, the last nearly empty
+        ((2, 2 * SEG_MIN), 2 * SEG_MIN),  # k = N
+        ((4, 700), 1),
+        ((1, 2, 3, 999), 333),
+    ],
+)
+def test_select_topk_matches_the_rule(shape, k, kind):
+    gen = torch.Generator().manual_seed(hash((shape, k, kind, "triton")) % 1000)
+    s = scores(kind, shape, gen)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    values, idx = select_topk(s.to(device), k)
+    values, idx = values.cpu(), idx.cpu()
     assert values.shape == idx.shape == (*shape[:-1], k) and idx.dtype == torch.int64
     assert torch.equal(torch.gather(s, -1, idx), values)  # values are the scores at idx
-    assert torch.equal(values.sort(-1).values, want.sort(-1).values)  # the k largest (ties: any)
-    assert (idx.sort(-1).values.diff(dim=-1) > 0).all()  # each index once
+    assert as_set(idx) == reference(s, k)  # the set, ties toward the lowest index
+
+
+@needs_kernel
+def test_select_topk_rejects_k_out_of_range():
+    with pytest.raises(ValueError, match=r"k must be in \[1, 10\]"):
+        select_topk(torch.zeros(2, 10), 11)
+
+
+def test_segments_are_powers_of_two_and_bounded():
+    for n in (1, SEG_MIN, SEG_MIN + 1, 131072, 524288, 10**6):
+        seg = segment(n)
+        assert seg >= SEG_MIN and seg & (seg - 1) == 0 and -(-n // seg) <= 16

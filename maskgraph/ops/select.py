@@ -11,6 +11,22 @@ _SCORES = Port("scores", PortType.SCORES, doc="estimated logits; −inf = inelig
 _PRIOR = Port("prior", PortType.MASK, optional=True, doc="keys already selected (they are not chosen again)")
 
 
+def topk_lowest(scores: torch.Tensor, k) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest of ``scores`` (…, N) along the last dimension, ties toward the lowest
+    index: (values, indices) of shape (…, k) in no promised order, and the same set on every
+    device and in every mode (``torch.topk`` alone may pick any of the scores tied with the
+    k-th largest)."""
+    if k == 0:
+        return torch.topk(scores, 0, dim=-1)
+    kth = torch.topk(scores, k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
+    above = scores > kth
+    equal = scores == kth
+    need = k - above.sum(-1, keepdim=True)
+    take = above | (equal & (equal.cumsum(-1) <= need))  # exactly k per row
+    idx = torch.topk(take.to(torch.int8), k, dim=-1, sorted=False).indices
+    return torch.gather(scores, -1, idx), idx
+
+
 def eligible_scores(env, scores: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
     """Scores (B, Hq, Q, K) with −inf on keys in ``prior`` or forbidden by the attention mask."""
     s = env.forbid(scores.float().expand(env.B, env.Hq, env.Q, env.K))
@@ -33,7 +49,7 @@ def eligible_scores(env, scores: torch.Tensor, prior: torch.Tensor | None) -> to
 def topk(env, *, scores, prior=None, k) -> torch.Tensor:
     s = eligible_scores(env, scores, prior)
     n = torch.sym_min(env.size(k), env.K)
-    vals, idx = torch.topk(s, n, dim=-1)
+    vals, idx = topk_lowest(s, n)
     picked = (vals > float("-inf")).float()
     return torch.zeros_like(s).scatter_(-1, idx, picked)
 

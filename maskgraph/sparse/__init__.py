@@ -29,10 +29,10 @@ def make_sparse(compiled, **options) -> SparseRunner:
     ``kernel="auto"`` (default: the fused Triton kernel of :mod:`.fused` for chunks of at most
     16 queries on CUDA when Triton is installed, torch otherwise), ``"triton"`` (always; on the
     CPU only under Triton's interpreter, ``TRITON_INTERPRET=1``) or ``"torch"`` (never).
-    ``topk="torch"`` (default) or ``"radix"``: on the kernel path, select top-k by the Triton
-    radix selection of :mod:`.topk` (faster for a few long rows; picks a different key than
-    torch.topk among scores tied with the k-th, so integer-scored estimators such as
-    HashAttention then differ from simulate mode where it breaks such ties).
+    ``topk="auto"`` (default: on the kernel path, top-k by the Triton selection of :mod:`.topk`
+    in four launches; torch elsewhere), ``"triton"`` (the same) or ``"torch"`` (always torch).
+    Both take the same set as simulate mode: ties with the k-th largest score go to the
+    lowest indices.
     """
     options = {**getattr(compiled, "sparse_options", {}), **options}
     unknown = sorted(set(options) - set(OPTIONS))
@@ -43,7 +43,7 @@ def make_sparse(compiled, **options) -> SparseRunner:
         gqa=options.get("gqa", "per_head"),
         chunk_size=compiled.chunk_size,
         kernel=options.get("kernel", "auto"),
-        topk=options.get("topk", "torch"),
+        topk=options.get("topk", "auto"),
     )
 
 

@@ -19,9 +19,12 @@ import torch
 from ..triton_util import interpreting, jitted, triton_installed
 
 NEG_INF = float("-inf")
+#: Listed keys per loop step of ``gather_decode``.
 BLOCK_N = 64
 #: Programs aimed for per launch (a few per streaming multiprocessor of an H100).
 TARGET_PROGRAMS = 528
+#: Warps per ``gather_decode`` program.
+NUM_WARPS = 4
 
 
 def available(device: torch.device) -> bool:
@@ -113,7 +116,7 @@ def fused_gather_attention(
         HAS_AM=attention_mask is not None,
         UPCAST=interpreting() and keys.dtype == torch.bfloat16,
         GP=gp, BLOCK=BLOCK_N, DP=dp,
-        num_warps=4,
+        num_warps=NUM_WARPS,
     )  # fmt: skip
     out = torch.empty(b, hq, qc, d, device=queries.device, dtype=out_dtype)
     empty = torch.zeros((), device=queries.device, dtype=torch.int32)

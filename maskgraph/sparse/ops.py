@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..env import Env
+from ..ops.select import topk_lowest
 from . import indexset
 from .indexset import IndexSet
 
@@ -28,7 +29,7 @@ class Context:
     env: Env
     gqa: str  # "per_head" | "shared"
     q_first: Any = 0  # absolute position of the chunk's first query (an int, symbolic when compiled)
-    radix: bool = False  # top-k by the Triton radix selection (:mod:`.topk`) instead of torch.topk
+    triton_topk: bool = False  # top-k by the Triton selection of :mod:`.topk` instead of torch
 
 
 @dataclass
@@ -153,13 +154,13 @@ def group_scores(ctx: Context, s: torch.Tensor, grouped: bool = False) -> torch.
 
 
 def top_k(ctx: Context, s: torch.Tensor, k) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values, indices) of the k largest along the last dimension, in no promised order."""
-    if ctx.radix:
-        from .topk import radix_topk
+    """(values, indices) of the k largest along the last dimension, ties toward the lowest
+    index (the rule of simulate mode), in no promised order."""
+    if ctx.triton_topk and k > 0:
+        from .topk import select_topk
 
-        return radix_topk(s, k)
-    # unsorted is much faster on CUDA for large k; the set is the same up to exact ties
-    return torch.topk(s, k, dim=-1, sorted=not s.is_cuda)
+        return select_topk(s, k)
+    return topk_lowest(s, k)
 
 
 def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:

@@ -21,7 +21,7 @@ from .plan import Step, budget, budget_split, build_plan, run_plan, structure
 
 GQA_MODES = ("per_head", "shared")
 KERNELS = ("auto", "triton", "torch")
-TOPKS = ("torch", "radix")
+TOPKS = ("auto", "torch", "triton")
 
 #: Largest query chunk the fused kernel takes with kernel="auto" (decode and short chunks;
 #: longer chunks read their sink and window runs as slices with matrix products instead).
@@ -48,12 +48,12 @@ def select_parts(
     q_first: int,
     prep: dict,
     layer_idx: int = 0,
-    radix: bool = False,
+    triton_topk: bool = False,
 ) -> tuple[list[tuple], tuple[torch.Tensor, torch.Tensor] | None]:
     """Run the plan for one query chunk: (spans, gathered) as :func:`attend_parts` takes them.
-    ``radix``: top-k by the Triton radix selection."""
+    ``triton_topk``: top-k by the Triton selection of :mod:`.topk`."""
     env = Env(queries, keys, values, attention_mask, scaling, q_pos, layer_idx)
-    chosen = run_plan(steps, output, Context(env, gqa, q_first, radix), prep, params)
+    chosen = run_plan(steps, output, Context(env, gqa, q_first, triton_topk), prep, params)
     spans = [(p.span[0], p.span[1], p.valid) for p in chosen.parts if p.span is not None]
     listed = [p for p in chosen.parts if p.span is None]
     gathered = None
@@ -79,10 +79,10 @@ def sparse_chunk(
     return attend_parts(queries, keys, values, attention_mask, scaling, spans, gathered, sinks)
 
 
-def sparse_lists(*args, layer_idx: int = 0, radix: bool = False) -> torch.Tensor:
+def sparse_lists(*args, layer_idx: int = 0, triton_topk: bool = False) -> torch.Tensor:
     """One query chunk's selection as int32 index lists (B, Hsel, Qc, N), −1 = not attended
     (what the fused kernel reads). ``args`` as :func:`select_parts` up to ``prep``."""
-    spans, gathered = select_parts(*args, layer_idx=layer_idx, radix=radix)
+    spans, gathered = select_parts(*args, layer_idx=layer_idx, triton_topk=triton_topk)
     queries, keys = args[4], args[5]
     b, hq, qc, _ = queries.shape
     return fused.index_lists(spans, gathered, b, keys.shape[1], hq, qc)
@@ -138,7 +138,7 @@ class SparseRunner:
         gqa: str = "per_head",
         chunk_size: int | str = "auto",
         kernel: str = "auto",
-        topk: str = "torch",
+        topk: str = "auto",
     ):
         if gqa not in GQA_MODES:
             raise NotSupportedError(f"gqa must be one of {', '.join(GQA_MODES)}, got {gqa!r}")
@@ -148,10 +148,12 @@ class SparseRunner:
             raise NotSupportedError("kernel='triton' needs the triton package (pip install triton)")
         if topk not in TOPKS:
             raise NotSupportedError(f"topk must be one of {', '.join(TOPKS)}, got {topk!r}")
+        if topk == "triton" and not triton_installed():
+            raise NotSupportedError("topk='triton' needs the triton package (pip install triton)")
         self.compiled = compiled
         self.gqa = gqa
         self.kernel = kernel
-        self.radix = topk == "radix"
+        self.topk = topk
         self.chunk_size = chunk_size
         self.steps = build_plan(compiled.graph)
         self.output = compiled.graph.output
@@ -204,7 +206,7 @@ class SparseRunner:
             args = (self.params, queries[:, :, start:stop], keys, values, am, scaling)
             where = (positions[start:stop], k - q + start, prep)
             if use_kernel:
-                lists = self._lists(*args, *where, layer_idx=layer_idx, radix=self.radix)
+                lists = self._lists(*args, *where, layer_idx=layer_idx, triton_topk=self.topk != "torch")
                 out, empty = fused.fused_gather_attention(*args[1:], lists, sinks, queries.dtype)
             else:
                 out, empty = self._chunk(*args, *where, sinks=sinks, layer_idx=layer_idx)

@@ -1,12 +1,13 @@
-"""Top-k by radix selection in Triton: the k largest scores of each row, as a set.
+"""Top-k as a set, in a few Triton launches, with ties broken toward the lowest index.
 
-``torch.topk`` over a long row (128K scores, k = 13K) costs ≈ 50–65 µs on an H100, more than
-the attention over the selected keys; selecting the k-th largest key byte by byte (four
-histogram passes, :mod:`.topk_kernel`) and then writing every score at or above it takes a
-fixed ten launches that read the row five times. The set equals ``torch.topk``'s up to the
-choice among scores tied with the k-th largest (any of them is a valid top-k, as with
-``torch.topk``). Registered as the custom operator ``maskgraph::radix_topk`` so that
-``torch.compile`` calls it as one opaque kernel.
+``torch.topk`` over a long row (128K scores, k = 13K) costs ≈ 50–65 µs on an H100 in 13
+launches, more than the attention over the selected keys. :mod:`.topk_kernel` finds the
+k-th largest score with one histogram over the row's own [min, max] range, writes every score
+above its bin directly, and resolves the few scores inside that bin in one program per row:
+four launches, each reading the row at most once. The result is the same set as
+:func:`maskgraph.ops.select.topk_lowest` (the rule simulate mode uses): the k largest scores,
+and among scores equal to the k-th largest, the lowest indices. Registered as the custom
+operator ``maskgraph::select_topk`` so that ``torch.compile`` calls it as one opaque kernel.
 """
 
 from __future__ import annotations
@@ -15,42 +16,63 @@ import torch
 
 from ..triton_util import jitted
 
-BLOCK = 2048
+#: Scores per histogram bin range: bin 0 is −inf, 1..NB−1 split the row's finite range.
+BINS = 2048
+#: Scores one program reads per loop step.
+BLOCK = 1024
+#: Most segments (programs) per row; a segment holds at least SEG_MIN scores.
+MAX_SEGMENTS = 16
+SEG_MIN = 4096
 
 
 def _kernels():
-    return tuple(
-        jitted("maskgraph.sparse.topk_kernel", f) for f in ("radix_histogram", "radix_choose", "radix_gather")
-    )
+    names = ("select_range", "select_hist", "select_write", "select_resolve")
+    return tuple(jitted("maskgraph.sparse.topk_kernel", name) for name in names)
 
 
-@torch.library.custom_op("maskgraph::radix_topk", mutates_args=())
-def radix_topk_2d(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """scores (R, N) float32, 1 ≤ k ≤ N -> (values (R, k) float32, indices (R, k) int64), each
-    row's k largest in no particular order."""
-    histogram, choose, gather = _kernels()
+def segment(n: int) -> int:
+    """Scores per program for rows of ``n``: a power of two ≥ SEG_MIN, ≤ MAX_SEGMENTS programs."""
+    seg = SEG_MIN
+    while seg * MAX_SEGMENTS < n:
+        seg *= 2
+    return seg
+
+
+@torch.library.custom_op("maskgraph::select_topk", mutates_args=())
+def select_topk_2d(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """scores (R, N) float32, 1 ≤ k ≤ N -> (values (R, k) float32, indices (R, k) int64): each
+    row's k largest, ties toward the lowest index, in no particular order."""
+    rng, hist, write, resolve = _kernels()
     scores = scores.contiguous()
     rows, n = scores.shape
-    state = torch.zeros(rows, 260, device=scores.device, dtype=torch.int32)
-    chunks = (rows, -(-n // BLOCK))
-    for i, shift in enumerate((24, 16, 8, 0)):
-        histogram[chunks](scores, state, n, n, shift, BLOCK=BLOCK, FIRST=i == 0, num_warps=8)
-        choose[(rows,)](state, k, shift, num_warps=4)
-    values = torch.empty(rows, k, device=scores.device, dtype=scores.dtype)
-    indices = torch.empty(rows, k, device=scores.device, dtype=torch.int64)
-    gather[chunks](scores, state, values, indices, n, k, n, BLOCK=BLOCK, num_warps=8)
+    if not 1 <= k <= n:
+        raise ValueError(f"select_topk: k must be in [1, {n}] for rows of {n} scores, got {k}")
+    seg = segment(n)
+    grid = (rows, -(-n // seg))
+    dev = scores.device
+    state = torch.zeros(rows, 5, device=dev, dtype=torch.int64)
+    histograms = torch.empty(rows, grid[1], BINS, device=dev, dtype=torch.int32)
+    candidates = torch.empty(rows, n, device=dev, dtype=torch.int32)
+    values = torch.empty(rows, k, device=dev, dtype=torch.float32)
+    indices = torch.empty(rows, k, device=dev, dtype=torch.int64)
+    rng[grid](scores, state, n, n, SEG=seg, BLOCK=BLOCK, num_warps=4)
+    hist[grid](scores, state, histograms, n, n, SEG=seg, BLOCK=BLOCK, NB=BINS, num_warps=4)
+    write[grid](
+        scores, state, histograms, values, indices, candidates, n, k, n, SEG=seg, BLOCK=BLOCK, NB=BINS
+    )
+    resolve[(rows,)](scores, state, values, indices, candidates, k, n, NB=BINS, BLOCK=BLOCK, num_warps=4)
     return values, indices
 
 
-@radix_topk_2d.register_fake
+@select_topk_2d.register_fake
 def _(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     rows = scores.shape[0]
     return scores.new_empty(rows, k), scores.new_empty(rows, k, dtype=torch.int64)
 
 
-def radix_topk(scores: torch.Tensor, k) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.topk(scores, k, dim=-1, sorted=False)`` for float32 scores (…, N), by radix
-    selection: (values, indices) of shape (…, k)."""
+def select_topk(scores: torch.Tensor, k) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of float32 scores (…, N) along the last dimension by :mod:`.topk_kernel`:
+    (values, indices) of shape (…, k), the set of :func:`~maskgraph.ops.select.topk_lowest`."""
     lead = scores.shape[:-1]
-    values, indices = radix_topk_2d(scores.reshape(-1, scores.shape[-1]).float(), k)
+    values, indices = select_topk_2d(scores.reshape(-1, scores.shape[-1]).float(), k)
     return values.view(*lead, k), indices.view(*lead, k)

@@ -290,8 +290,9 @@ def _hash_group_scores(query: torch.Tensor, keys: torch.Tensor, hkv: int, hat_bi
     out = torch.empty(b, hkv, q, k, device=keys.device, dtype=torch.float32)
     block = 1024
     jitted("maskgraph.ops.zoo.hashattention_kernel", "hash_group_scores")[(b * hkv * q, -(-k // block))](
-        query.contiguous(), keys.contiguous(), out, k, q, hkv, hq // hkv, nw, hat_bits, BLOCK=block
-    )
+        query.contiguous(), keys.contiguous(), out, k, q, hkv, hq // hkv, nw, hat_bits,
+        BLOCK=block, WP=max(2, 1 << (nw - 1).bit_length()),
+    )  # fmt: skip
     return out
 
 

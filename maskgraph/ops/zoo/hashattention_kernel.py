@@ -20,23 +20,24 @@ def _popcount16(x):
 def hash_group_scores(
     QW, KW, OUT,
     n_keys, n_q, hkv, g_heads, n_words, hat_bits,
-    BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr, WP: tl.constexpr,
 ):  # fmt: skip
-    """QW (B, Hq, Q, W) int32, KW (B, Hkv, K, W) int32, OUT (B, Hkv, Q, K) float32, contiguous."""
+    """QW (B, Hq, Q, W) int32, KW (B, Hkv, K, W) int32, OUT (B, Hkv, Q, K) float32, contiguous;
+    WP ≥ W a power of two (the words of a block of keys are read as one tile)."""
     row = tl.program_id(0)
     qi = row % n_q
     kvh = (row // n_q) % hkv
     b = (row // (n_q * hkv)).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    w = tl.arange(0, WP)
     inside = offs < n_keys
-    keys = KW + ((b * hkv + kvh) * n_keys + offs) * n_words
+    tile = inside[:, None] & (w < n_words)[None, :]
+    keys = tl.load(KW + ((b * hkv + kvh) * n_keys + offs)[:, None] * n_words + w[None, :], mask=tile, other=0)
     best = tl.full((BLOCK,), -1, tl.int32)
     for gi in range(0, g_heads):
         hq = kvh * g_heads + gi
-        query = QW + ((b * hkv * g_heads + hq) * n_q + qi) * n_words
-        differ = tl.zeros((BLOCK,), tl.int32)
-        for w in range(0, n_words):
-            x = tl.load(query + w) ^ tl.load(keys + w, mask=inside, other=0)
-            differ += _popcount16(x & 0xFFFF) + _popcount16((x >> 16) & 0xFFFF)
+        query = tl.load(QW + ((b * hkv * g_heads + hq) * n_q + qi) * n_words + w, mask=w < n_words, other=0)
+        x = keys ^ query[None, :]
+        differ = tl.sum(_popcount16(x & 0xFFFF) + _popcount16((x >> 16) & 0xFFFF), 1)
         best = tl.maximum(best, hat_bits - differ)
     tl.store(OUT + ((b * hkv + kvh) * n_q + qi) * n_keys + offs, best.to(tl.float32), mask=inside)

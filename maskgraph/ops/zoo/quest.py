@@ -17,8 +17,9 @@ import torch.nn.functional as F
 
 from ...attention import f32_bmm
 from ...registry import Param, Port, operator
+from ...triton_util import jitted, usable
 from ...types import PortType
-from ..select import eligible_scores
+from ..select import eligible_scores, topk_lowest
 
 _NEG_INF = float("-inf")
 
@@ -136,6 +137,42 @@ def quest_sparse_scores(env, prep, *, page_size, label_bits) -> tuple[torch.Tens
     return scores, page_size
 
 
+@torch.library.custom_op("maskgraph::quest_group_scores", mutates_args=())
+def _quest_group_scores(
+    queries: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, scaling: float
+) -> torch.Tensor:
+    """queries (B, Hq, Q, D), page bounds (B, Hkv, P, D) -> (B, Hkv, Q, P) float32 (Triton)."""
+    b, hq, q, d = queries.shape
+    hkv, pages = lo.shape[1], lo.shape[2]
+    out = torch.empty(b, hkv, q, pages, device=lo.device, dtype=torch.float32)
+    block = 32
+    jitted("maskgraph.ops.zoo.quest_kernel", "quest_group_scores")[(b * hkv * q, -(-pages // block))](
+        queries.contiguous(), lo.contiguous(), hi.contiguous(), out,
+        pages, q, hkv, hq // hkv, d, scaling,
+        BLOCK=block, DIM=max(16, 1 << (d - 1).bit_length()),
+    )  # fmt: skip
+    return out
+
+
+@_quest_group_scores.register_fake
+def _(queries, lo, hi, scaling):
+    return lo.new_empty(queries.shape[0], lo.shape[1], queries.shape[2], lo.shape[2], dtype=torch.float32)
+
+
+def quest_group_scores(env, prep, *, page_size, label_bits) -> tuple[torch.Tensor, int] | None:
+    """The max over each KV group's query heads of :func:`quest_sparse_scores`: (B, Hkv, Qc, P)
+    float32, −inf on pages with no allowed key (the mask must be the same for every head), in
+    one Triton kernel that reads each page's bounds once; None where Triton cannot run."""
+    lo, hi = prep["lo"], prep["hi"]
+    if not usable(lo.device):
+        return None
+    scores = _quest_group_scores(env.queries, lo, hi, float(env.scaling))
+    ok = page_allowed(env, page_size, lo.shape[2])
+    if ok is not None:
+        scores = scores.masked_fill(~ok, _NEG_INF)
+    return scores, page_size
+
+
 def expand_blocks(scores: torch.Tensor, block: int, k: int) -> torch.Tensor:
     """Block scores (…, NB) -> token scores (…, K): every token takes its block's score."""
     nb = scores.shape[-1]
@@ -158,6 +195,7 @@ def expand_blocks(scores: torch.Tensor, block: int, k: int) -> torch.Tensor:
     prepare=prepare_quest,
     stateful=True,
     sparse_scores=quest_sparse_scores,
+    sparse_group_scores=quest_group_scores,
 )
 def quest(env, *, page_size, label_bits, prep) -> torch.Tensor:
     scores, block = quest_sparse_scores(env, prep, page_size=page_size, label_bits=label_bits)
@@ -190,6 +228,6 @@ def topk_pages(env, *, scores, prior=None, k, page_size) -> torch.Tensor:
     padded = F.pad(s, (0, pages * page_size - env.K), value=_NEG_INF)
     page_scores = padded.view(env.B, env.Hq, env.Q, pages, page_size).amax(-1)
     n = torch.sym_min(env.size(k) // page_size, pages)
-    vals, idx = torch.topk(page_scores, n, dim=-1)
+    vals, idx = topk_lowest(page_scores, n)
     chosen = torch.zeros_like(page_scores).scatter_(-1, idx, (vals > _NEG_INF).float())
     return expand_blocks(chosen, page_size, env.K) * (s > _NEG_INF).float()

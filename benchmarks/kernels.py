@@ -1,0 +1,199 @@
+"""The sparse decode kernels one at a time, against what they replace, on the issue's shape.
+
+    python benchmarks/kernels.py            # GPU: ~1 min on an H100
+    python benchmarks/kernels.py --quick    # CPU (Triton's interpreter): tiny shapes, checks the script
+
+32 query / 8 KV heads, D=128, bf16, K=128K, B ∈ {1, 8}, every time a CUDA-graph replay:
+
+* ``topk``: the Triton top-k (:mod:`maskgraph.sparse.topk`, 4 launches) vs ``torch.topk`` and
+  vs the lowest-index rule in torch (:func:`maskgraph.ops.select.topk_lowest`), over token
+  scores (K per row) and Quest page scores (K/16 per row), k = 2 % and 10 %;
+* ``quest_scores``: Quest's grouped page-score kernel vs the two bf16 matrix products and
+  group max it replaces;
+* ``gather``: ``fused_gather_attention`` over random lists of 2 % and 10 % of K for a few
+  (BLOCK_N, programs, warps) settings, against flash SDPA over all K.
+
+Prints a table last and writes kernels.json to $OUT (or the current folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+from pathlib import Path
+
+if "--quick" in sys.argv and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import device_name, flash_sdpa, graph_ms, print_table, write_json  # noqa: E402
+
+from maskgraph.env import Env  # noqa: E402
+from maskgraph.ops.select import topk_lowest  # noqa: E402
+from maskgraph.ops.zoo.quest import _quest_group_scores, quest_sparse_scores  # noqa: E402
+from maskgraph.sparse import fused  # noqa: E402
+from maskgraph.sparse.topk import select_topk  # noqa: E402
+
+COLUMNS = ["kernel", "variant", "B", "rows", "N", "k", "ms", "x_ref", "ref"]
+
+
+def topk_rows(b: int, hkv: int, n: int, density: float, device, args) -> list[dict]:
+    """Top-k over (b·hkv, n) float32 scores: three ways, the torch.topk time as reference."""
+    scores = torch.randn(b * hkv, n, device=device)
+    k = max(1, int(density * n))
+    ways = {
+        "torch.topk": lambda: torch.topk(scores, k, dim=-1, sorted=False),
+        "topk_lowest (torch)": lambda: topk_lowest(scores, k),
+        "select_topk (triton)": lambda: select_topk(scores, k),
+    }
+    want = set(topk_lowest(scores, k)[1][0].tolist())
+    assert set(select_topk(scores, k)[1][0].tolist()) == want, "select_topk differs from the rule"
+    rows, ref = [], None
+    for name, fn in ways.items():
+        ms, _ = graph_ms(fn, device, args.warmup, args.reps)
+        ref = ref or ms
+        rows.append(dict(kernel="topk", variant=name, B=b, rows=b * hkv, N=n, k=k, ms=ms, x_ref=ms / ref))
+    for row in rows:
+        row["ref"] = "torch.topk"
+    return rows
+
+
+def quest_rows(b: int, hq: int, hkv: int, pages: int, d: int, device, args) -> list[dict]:
+    """Grouped Quest page scores: the Triton kernel vs two bf16 products and the group max."""
+    q = torch.randn(b, hq, 1, d, device=device, dtype=torch.bfloat16)
+    lo = torch.randn(b, hkv, pages, d, device=device, dtype=torch.bfloat16)
+    hi = lo + 1
+    g = hq // hkv
+
+    keys = lo.new_empty(b, hkv, 1, d).expand(b, hkv, pages * 16, d)  # only its shape is read
+    env = Env(q, keys, keys, None, 1.0, torch.tensor([pages * 16 - 1], device=device), 0)
+    prep = {"lo": lo, "hi": hi}
+
+    def torch_way():
+        scores, _ = quest_sparse_scores(env, prep, page_size=16, label_bits=16)
+        return scores.view(b, hkv, g, 1, pages).amax(2)
+
+    rows = []
+    ref = None
+    for name, fn in (
+        ("bmm + amax (torch)", torch_way),
+        ("quest_group_scores (triton)", lambda: _quest_group_scores(q, lo, hi, 1.0)),
+    ):
+        ms, _ = graph_ms(fn, device, args.warmup, args.reps)
+        ref = ref or ms
+        rows.append(
+            dict(
+                kernel="quest_scores",
+                variant=name,
+                B=b,
+                rows=b * hkv,
+                N=pages,
+                k="-",
+                ms=ms,
+                x_ref=ms / ref,
+                ref="bmm",
+            )
+        )
+    return rows
+
+
+def gather_rows(b: int, hq: int, hkv: int, kk: int, d: int, density: float, device, args) -> list[dict]:
+    """fused_gather_attention over random lists, a few launch settings, vs flash SDPA."""
+    gen = torch.Generator(device=device).manual_seed(b)
+    q = torch.randn(b, hq, 1, d, device=device, dtype=torch.bfloat16, generator=gen)
+    k = torch.randn(b, hkv, kk, d, device=device, dtype=torch.bfloat16, generator=gen)
+    v = torch.randn_like(k)
+    n = max(1, int(density * kk))
+    lists = torch.rand(b, hkv, 1, kk, device=device, generator=gen).topk(n, dim=-1).indices.int()
+    with flash_sdpa():
+        dense, _ = graph_ms(
+            lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True), device, args.warmup, args.reps
+        )
+    rows = [
+        dict(kernel="gather", variant="flash SDPA (all K)", B=b, rows=b * hkv, N=kk, k=n, ms=dense, x_ref=1.0)
+    ]
+    saved = fused.BLOCK_N, fused.TARGET_PROGRAMS, fused.NUM_WARPS
+    try:
+        for block, programs, warps in args.gather_configs:
+            fused.BLOCK_N, fused.TARGET_PROGRAMS, fused.NUM_WARPS = block, programs, warps
+            fn = lambda: fused.fused_gather_attention(q, k, v, None, d**-0.5, lists, None, q.dtype)  # noqa: E731
+            ms, _ = graph_ms(fn, device, args.warmup, args.reps)
+            variant = f"gather_decode BLOCK_N={block} programs={programs} warps={warps}"
+            rows.append(
+                dict(kernel="gather", variant=variant, B=b, rows=b * hkv, N=kk, k=n, ms=ms, x_ref=ms / dense)
+            )
+    finally:
+        fused.BLOCK_N, fused.TARGET_PROGRAMS, fused.NUM_WARPS = saved
+    for row in rows:
+        row["ref"] = "SDPA"
+    return rows
+
+
+def parse_config(text: str) -> tuple[int, int, int]:
+    try:
+        block, programs, warps = (int(x) for x in text.split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected BLOCKxPROGRAMSxWARPS such as 64x528x4, got {text!r}"
+        ) from exc
+    return block, programs, warps
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny shapes on the CPU (Triton's interpreter)")
+    ap.add_argument("--batches", nargs="*", type=int, default=[1, 8])
+    ap.add_argument("--kv-len", type=int, default=131072)
+    ap.add_argument("--densities", nargs="*", type=float, default=[0.02, 0.10])
+    ap.add_argument(
+        "--gather-configs",
+        nargs="*",
+        type=parse_config,
+        default=[parse_config(c) for c in ("64x528x4", "32x1056x4", "64x1056x4", "32x2112x2", "16x2112x2")],
+        metavar="BxPxW",
+        help="gather_decode settings: keys per step x programs aimed for x warps",
+    )
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=50)
+    args = ap.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
+    hq, hkv, d, kk = 32, 8, 128, args.kv_len
+    if args.quick:
+        hq, hkv, d, kk = 4, 2, 16, 2000
+        args.batches, args.warmup, args.reps = [2], 1, 2
+        args.gather_configs = args.gather_configs[:2]
+    print(f"device: {device_name(device)}; torch {torch.__version__}", flush=True)
+    rows: list[dict] = []
+    for b in args.batches:
+        for density in args.densities:
+            rows += topk_rows(b, hkv, kk, density, device, args)
+            rows += topk_rows(b, hkv, kk // 16, density, device, args)
+            rows += gather_rows(b, hq, hkv, kk, d, density, device, args)
+        rows += quest_rows(b, hq, hkv, kk // 16, d, device, args)
+        for row in rows[-2:]:
+            print(row, flush=True)
+    payload = dict(
+        benchmark="kernels",
+        device=device_name(device),
+        date=datetime.date.today().isoformat(),
+        torch=torch.__version__,
+        rows=rows,
+    )
+    path = write_json("kernels.json", payload)
+    print(
+        f"\n## sparse decode kernels — {payload['device']}, {payload['date']}; x_ref = ms / ref ms (same run)"
+    )
+    print_table(rows, COLUMNS)
+    print(f"wrote {path}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

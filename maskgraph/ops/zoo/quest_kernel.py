@@ -1,0 +1,34 @@
+"""Triton kernel of Quest's grouped page scores (imported only where Triton is installed).
+
+One program per (row, KV head, query) and block of pages: the page bounds are read once and
+scored against the G query heads of their group, U = Σ_d max(q_d·hi_d, q_d·lo_d); the kept
+score is ``scaling`` times the max over the group. Jitted lazily (:mod:`maskgraph.triton_util`).
+"""
+
+import triton.language as tl
+
+
+def quest_group_scores(
+    Q, LO, HI, OUT,
+    n_pages, n_q, hkv, g_heads, dim, scaling,
+    BLOCK: tl.constexpr, DIM: tl.constexpr,
+):  # fmt: skip
+    """Q (B, Hq, Q, D), LO/HI (B, Hkv, P, D), OUT (B, Hkv, Q, P) float32, all contiguous."""
+    row = tl.program_id(0)
+    qi = row % n_q
+    kvh = (row // n_q) % hkv
+    b = (row // (n_q * hkv)).to(tl.int64)
+    pages = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    d = tl.arange(0, DIM)
+    inside = (pages < n_pages)[:, None] & (d < dim)[None, :]
+    at = ((b * hkv + kvh) * n_pages + pages)[:, None] * dim + d[None, :]
+    lo = tl.load(LO + at, mask=inside, other=0.0).to(tl.float32)
+    hi = tl.load(HI + at, mask=inside, other=0.0).to(tl.float32)
+    best = tl.full((BLOCK,), float("-inf"), tl.float32)
+    for gi in range(0, g_heads):
+        hq = kvh * g_heads + gi
+        q = tl.load(Q + ((b * hkv * g_heads + hq) * n_q + qi) * dim + d, mask=d < dim, other=0.0)
+        q = q.to(tl.float32)[None, :]
+        best = tl.maximum(best, tl.sum(tl.maximum(q * hi, q * lo), 1))
+    out = OUT + ((b * hkv + kvh) * n_q + qi) * n_pages + pages
+    tl.store(out, best * scaling, mask=pages < n_pages)
