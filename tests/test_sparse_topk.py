@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from maskgraph.ops.select import topk_lowest
-from maskgraph.sparse.topk import SEG_MIN, segment, select_topk
+from maskgraph.sparse.topk import SEG_MAX, SEG_MIN, SEGMENTS, segment, select_topk
 from maskgraph.triton_util import interpreting, triton_installed
 
 
@@ -80,6 +80,7 @@ needs_kernel = pytest.mark.skipif(
     [
         ((3, 5000), 100),  # two segments
         ((2, 3 * SEG_MIN + 5), 700),  # four segments, the last nearly empty
+        ((2, 40 * SEG_MIN + 3), 4000),  # 21 segments of 2·SEG_MIN
         ((2, 2 * SEG_MIN), 2 * SEG_MIN),  # k = N
         ((4, 700), 1),
         ((1, 2, 3, 999), 333),
@@ -103,6 +104,7 @@ def test_select_topk_rejects_k_out_of_range():
 
 
 def test_segments_are_powers_of_two_and_bounded():
-    for n in (1, SEG_MIN, SEG_MIN + 1, 131072, 524288, 10**6):
+    for n in (1, SEG_MIN, SEG_MIN + 1, 131072, 524288, 10**6, 10**7):
         seg = segment(n)
-        assert seg >= SEG_MIN and seg & (seg - 1) == 0 and -(-n // seg) <= 16
+        assert SEG_MIN <= seg <= SEG_MAX and seg & (seg - 1) == 0
+        assert -(-n // seg) <= SEGMENTS or seg == SEG_MAX

@@ -12,18 +12,18 @@ _PRIOR = Port("prior", PortType.MASK, optional=True, doc="keys already selected 
 
 
 def topk_lowest(scores: torch.Tensor, k) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k largest of ``scores`` (…, N) along the last dimension, ties toward the lowest
-    index: (values, indices) of shape (…, k) in no promised order, and the same set on every
-    device and in every mode (``torch.topk`` alone may pick any of the scores tied with the
-    k-th largest)."""
-    if k == 0:
-        return torch.topk(scores, 0, dim=-1)
-    kth = torch.topk(scores, k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
-    above = scores > kth
-    equal = scores == kth
-    need = k - above.sum(-1, keepdim=True)
-    take = above | (equal & (equal.cumsum(-1) <= need))  # exactly k per row
-    idx = torch.topk(take.to(torch.int8), k, dim=-1, sorted=False).indices
+    """The k largest of float32 ``scores`` (…, N) along the last dimension, ties toward the
+    lowest index: (values, indices) of shape (…, k) in no promised order, and the same set on
+    every device and in every mode (``torch.topk`` alone may pick any of the scores tied with
+    the k-th largest).
+
+    One ``torch.topk`` over int64 keys that are all distinct: the score's bits in float order
+    (high half) and N − 1 − index (low half). −0.0 ranks just below +0.0."""
+    bits = scores.float().contiguous().view(torch.int32)
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+    n = scores.shape[-1]
+    pos = torch.arange(n - 1, -1, -1, device=scores.device, dtype=torch.int64)
+    idx = torch.topk(ordered * (1 << 32) + pos, k, dim=-1, sorted=False).indices
     return torch.gather(scores, -1, idx), idx
 
 

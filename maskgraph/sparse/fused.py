@@ -21,8 +21,11 @@ from ..triton_util import interpreting, jitted, triton_installed
 NEG_INF = float("-inf")
 #: Listed keys per loop step of ``gather_decode``.
 BLOCK_N = 64
-#: Programs aimed for per launch (a few per streaming multiprocessor of an H100).
+#: Programs aimed for per launch (four per streaming multiprocessor of an H100), twice that
+#: from MANY_ROWS rows on (benchmarks/kernels.py, run 17: B=8 at 10 % 0.20 -> 0.16 ms; B=1
+#: 0.037 ms with 528, 0.041 ms with 1056).
 TARGET_PROGRAMS = 528
+MANY_ROWS = 32
 #: Warps per ``gather_decode`` program.
 NUM_WARPS = 4
 
@@ -59,9 +62,11 @@ def index_lists(
 
 
 def _splits(rows: int, n: int) -> tuple[int, int]:
-    """(splits, blocks per split) so that rows · splits ≈ TARGET_PROGRAMS."""
+    """(splits, blocks per split) so that rows · splits ≈ TARGET_PROGRAMS (twice that from
+    MANY_ROWS rows on)."""
     blocks = max(1, -(-n // BLOCK_N))
-    want = max(1, min(blocks, -(-TARGET_PROGRAMS // max(rows, 1))))
+    target = TARGET_PROGRAMS * (2 if rows >= MANY_ROWS else 1)
+    want = max(1, min(blocks, -(-target // max(rows, 1))))
     per = -(-blocks // want)
     return -(-blocks // per), per
 

@@ -1,9 +1,9 @@
 """Top-k as a set, in a few Triton launches, with ties broken toward the lowest index.
 
-``torch.topk`` over a long row (128K scores, k = 13K) costs ≈ 50–65 µs on an H100 in 13
+``torch.topk`` over a long row (128K scores, k = 13K) costs ≈ 70 µs on an H100 in 13
 launches, more than the attention over the selected keys. :mod:`.topk_kernel` finds the
 k-th largest score with one histogram over the row's own [min, max] range, writes every score
-above its bin directly, and resolves the few scores inside that bin in one program per row:
+above its bin directly, and resolves the scores inside that bin in one program per row:
 four launches, each reading the row at most once. The result is the same set as
 :func:`maskgraph.ops.select.topk_lowest` (the rule simulate mode uses): the k largest scores,
 and among scores equal to the k-th largest, the lowest indices. Registered as the custom
@@ -16,13 +16,14 @@ import torch
 
 from ..triton_util import jitted
 
-#: Scores per histogram bin range: bin 0 is −inf, 1..NB−1 split the row's finite range.
-BINS = 2048
-#: Scores one program reads per loop step.
-BLOCK = 1024
-#: Most segments (programs) per row; a segment holds at least SEG_MIN scores.
-MAX_SEGMENTS = 16
-SEG_MIN = 4096
+#: Histogram bins per row: bin 0 is −inf, 1..NB−1 split the row's finite range by value.
+BINS = 64
+#: Most segments (programs) per row aimed for; a segment holds SEG_MIN to SEG_MAX scores.
+SEGMENTS = 32
+SEG_MIN = 1024
+SEG_MAX = 16384  # < 2**16: select_write packs two ranks into one int32 scan
+#: Candidates ``select_resolve`` reads per loop step.
+RESOLVE_BLOCK = 8192
 
 
 def _kernels():
@@ -31,9 +32,10 @@ def _kernels():
 
 
 def segment(n: int) -> int:
-    """Scores per program for rows of ``n``: a power of two ≥ SEG_MIN, ≤ MAX_SEGMENTS programs."""
+    """Scores per program for rows of ``n``: a power of two in [SEG_MIN, SEG_MAX], aiming at
+    SEGMENTS programs per row."""
     seg = SEG_MIN
-    while seg * MAX_SEGMENTS < n:
+    while seg * SEGMENTS < n and seg < SEG_MAX:
         seg *= 2
     return seg
 
@@ -49,18 +51,36 @@ def select_topk_2d(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
         raise ValueError(f"select_topk: k must be in [1, {n}] for rows of {n} scores, got {k}")
     seg = segment(n)
     grid = (rows, -(-n // seg))
+    sp = max(2, 1 << (grid[1] - 1).bit_length())
+    warps = 8 if seg >= 4096 else 4
     dev = scores.device
     state = torch.zeros(rows, 5, device=dev, dtype=torch.int64)
     histograms = torch.empty(rows, grid[1], BINS, device=dev, dtype=torch.int32)
     candidates = torch.empty(rows, n, device=dev, dtype=torch.int32)
+    candidate_scores = torch.empty(rows, n, device=dev, dtype=torch.float32)
     values = torch.empty(rows, k, device=dev, dtype=torch.float32)
     indices = torch.empty(rows, k, device=dev, dtype=torch.int64)
-    rng[grid](scores, state, n, n, SEG=seg, BLOCK=BLOCK, num_warps=4)
-    hist[grid](scores, state, histograms, n, n, SEG=seg, BLOCK=BLOCK, NB=BINS, num_warps=4)
+    rng[grid](scores, state, n, n, SEG=seg, num_warps=warps)
+    hist[grid](scores, state, histograms, n, n, SEG=seg, NB=BINS, num_warps=warps)
     write[grid](
-        scores, state, histograms, values, indices, candidates, n, k, n, SEG=seg, BLOCK=BLOCK, NB=BINS
+        scores,
+        state,
+        histograms,
+        values,
+        indices,
+        candidates,
+        candidate_scores,
+        n,
+        k,
+        n,
+        SEG=seg,
+        NB=BINS,
+        SP=sp,
+        num_warps=warps,
     )
-    resolve[(rows,)](scores, state, values, indices, candidates, k, n, NB=BINS, BLOCK=BLOCK, num_warps=4)
+    resolve[(rows,)](
+        state, values, indices, candidates, candidate_scores, k, n, BLOCK=RESOLVE_BLOCK, num_warps=16
+    )
     return values, indices
 
 

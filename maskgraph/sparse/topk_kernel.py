@@ -1,31 +1,34 @@
 """Triton kernels of :mod:`maskgraph.sparse.topk` (imported only where Triton is installed).
 
-Scores become int32 keys in the order of the floats. Each row is cut into segments of ``SEG``
-scores, one program each:
+Each row is cut into segments of ``SEG`` scores, one program each:
 
-1. ``select_range``: the smallest and largest finite key of the row (atomics into ``state``);
+1. ``select_range``: the smallest and largest finite score of the row (atomics into ``state``,
+   as int keys in the order of the floats);
 2. ``select_hist``: per segment, a histogram over ``NB`` bins — bin 0 holds −inf, bins
-   1..NB−1 split [min, max] into equal key ranges (a power of two wide), so a higher bin
-   means a larger score;
-3. ``select_write``: every program sums its row's histograms, finds the bin that holds the
-   k-th largest score, writes the scores above that bin to the output (in index order, at
-   offsets known from the earlier segments' histograms) and the indices of the scores in it
-   to a candidate buffer (also in index order);
+   1..NB−1 split [min, max] into equal value ranges (computed in float64, so a higher bin
+   always means a larger score);
+3. ``select_write``: every program sums its row's histograms, finds the bin holding the k-th
+   largest score, writes the scores above that bin to the output (in index order, at offsets
+   known from the earlier segments' histograms) and the indices of the scores in that bin to
+   a candidate buffer with their scores (also in index order);
 4. ``select_resolve``: one program per row finds the exact k-th key among the candidates,
-   four bits at a time, and writes the candidates above it and, of those equal to it, the
-   ones with the lowest indices.
+   four bits at a time over their own key range, and writes the candidates above it and, of
+   those equal to it, the ones with the lowest indices.
+
+Few bins keep the histogram cheap (Triton's histogram costs grow with the bin count); the
+candidate bin then holds a few per cent of a row of Gaussian-like scores. Scores bunched
+into one bin (one huge outlier) still give the exact answer, more slowly.
 
 State per row (int64, zeroed before the first launch): ``2**31 − 1 − lo`` and ``hi + 2**31``
-(so that both grow from zero under ``atomic_max``; lo/hi are the smallest and largest finite
-keys), then what ``select_write`` found: the bin, the count above it and the count in it. Left undecorated:
-:func:`maskgraph.sparse.topk._kernels` jits them on first use.
+(both grow from zero under ``atomic_max``; lo/hi are the smallest and largest finite keys),
+then what ``select_write`` found: the bin, the count above it and the count in it. Left
+undecorated: :func:`maskgraph.sparse.topk._kernels` jits them on first use.
 """
 
 import triton
 import triton.language as tl
 
 STATE = 5  # lo, hi, bin, above, candidates
-NEG_INF_KEY = -2139095041  # the key of float32 −inf: bitcast 0xFF800000 with the magnitude bits flipped
 
 
 @triton.jit
@@ -36,53 +39,52 @@ def _ordered(x):
 
 
 @triton.jit
-def _bins(x, inside, lo, shift, NB: tl.constexpr):
-    """Bin of each score: 0 for −inf (and lanes outside the row), else 1 + (key − lo) >> shift."""
-    key = _ordered(x).to(tl.int64)
+def _unordered(key):
+    """The inverse of :func:`_ordered`: int32 key -> float32."""
+    key = key.to(tl.int32)
+    return tl.where(key < 0, key ^ 0x7FFFFFFF, key).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _scale(STATE_PTR, row, NB: tl.constexpr):
+    """(lo, scale) float64 of the row's value bins: bin = 1 + ⌊(x − lo)·scale⌋, capped at NB − 1."""
+    lo_key = 2147483647 - tl.load(STATE_PTR + row * 5)
+    hi_key = tl.load(STATE_PTR + row * 5 + 1) - 2147483648
+    some = hi_key >= lo_key  # the row has a finite score
+    lo = _unordered(tl.where(some, lo_key, 0)).to(tl.float64)
+    hi = _unordered(tl.where(some, hi_key, 0)).to(tl.float64)
+    scale = tl.where(hi > lo, (NB - 1) / tl.where(hi > lo, hi - lo, 1.0), 0.0)
+    return lo, scale
+
+
+@triton.jit
+def _bins(x, inside, lo, scale, NB: tl.constexpr):
+    """Bin of each score: 0 for −inf (and lanes outside the row), else 1..NB−1 by value."""
     finite = inside & (x > float("-inf"))
-    return tl.where(finite, 1 + ((key - lo) >> shift), 0)
+    f = tl.where(finite, tl.minimum((x.to(tl.float64) - lo) * scale, NB - 2), 0.0)
+    return tl.where(finite, 1 + f.to(tl.int32), 0)
 
 
-@triton.jit
-def _range(STATE_PTR, row):
-    """(lo, hi) int64 of the row: its smallest and largest finite key (lo > hi when none)."""
-    return 2147483647 - tl.load(STATE_PTR + row * 5), tl.load(STATE_PTR + row * 5 + 1) - 2147483648
-
-
-@triton.jit
-def _shift(lo, hi, NB: tl.constexpr):
-    """Smallest shift with (hi − lo) >> shift < NB − 1 (0 when the row has no finite score)."""
-    span = tl.maximum(hi - lo, 0)
-    s = tl.arange(0, 64).to(tl.int64)
-    return tl.sum((((span >> s) >= NB - 1) & (s < 40)).to(tl.int64), 0)
-
-
-def select_range(S, STATE_PTR, n, stride, SEG: tl.constexpr, BLOCK: tl.constexpr):
+def select_range(S, STATE_PTR, n, stride, SEG: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
-    lo = tl.full((BLOCK,), 2147483647, tl.int64)
-    hi = tl.full((BLOCK,), -2147483648, tl.int64)
-    for start in range(0, SEG, BLOCK):
-        offs = tl.program_id(1) * SEG + start + tl.arange(0, BLOCK)
-        x = tl.load(S + row * stride + offs, mask=offs < n, other=float("-inf"))
-        finite = x > float("-inf")
-        key = _ordered(x).to(tl.int64)
-        lo = tl.minimum(lo, tl.where(finite, key, 2147483647))
-        hi = tl.maximum(hi, tl.where(finite, key, -2147483648))
-    tl.atomic_max(STATE_PTR + row * 5, 2147483647 - tl.min(lo, 0))
-    tl.atomic_max(STATE_PTR + row * 5 + 1, tl.max(hi, 0) + 2147483648)
+    offs = tl.program_id(1) * SEG + tl.arange(0, SEG)
+    x = tl.load(S + row * stride + offs, mask=offs < n, other=float("-inf"))
+    finite = x > float("-inf")
+    key = _ordered(x).to(tl.int64)
+    lo = tl.min(tl.where(finite, key, 2147483647), 0)
+    hi = tl.max(tl.where(finite, key, -2147483648), 0)
+    tl.atomic_max(STATE_PTR + row * 5, 2147483647 - lo)
+    tl.atomic_max(STATE_PTR + row * 5 + 1, hi + 2147483648)
 
 
-def select_hist(S, STATE_PTR, HIST, n, stride, SEG: tl.constexpr, BLOCK: tl.constexpr, NB: tl.constexpr):
+def select_hist(S, STATE_PTR, HIST, n, stride, SEG: tl.constexpr, NB: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(1)
-    lo, hi = _range(STATE_PTR, row)
-    shift = _shift(lo, hi, NB)
-    counts = tl.zeros((NB,), tl.int32)
-    for start in range(0, SEG, BLOCK):
-        offs = seg * SEG + start + tl.arange(0, BLOCK)
-        inside = offs < n
-        x = tl.load(S + row * stride + offs, mask=inside, other=float("-inf"))
-        counts += tl.histogram(_bins(x, inside, lo, shift, NB).to(tl.int32), NB)
+    lo, scale = _scale(STATE_PTR, row, NB)
+    offs = seg * SEG + tl.arange(0, SEG)
+    inside = offs < n
+    x = tl.load(S + row * stride + offs, mask=inside, other=float("-inf"))
+    counts = tl.histogram(_bins(x, inside, lo, scale, NB), NB)
     outside = tl.minimum(tl.maximum((seg + 1) * SEG - n, 0), SEG)  # padding lanes landed in bin 0
     bins = tl.arange(0, NB)
     counts -= tl.where(bins == 0, outside, 0)
@@ -90,81 +92,82 @@ def select_hist(S, STATE_PTR, HIST, n, stride, SEG: tl.constexpr, BLOCK: tl.cons
 
 
 def select_write(
-    S,
-    STATE_PTR,
-    HIST,
-    VALS,
-    IDX,
-    CAND,
-    n,
-    k,
-    stride,
-    SEG: tl.constexpr,
-    BLOCK: tl.constexpr,
-    NB: tl.constexpr,
-):
+    S, STATE_PTR, HIST, VALS, IDX, CAND, CANDV,
+    n, k, stride,
+    SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr,
+):  # fmt: skip
+    """SP ≥ the number of segments, a power of two."""
     row = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(1)
     nseg = tl.num_programs(1)
     bins = tl.arange(0, NB)
-    total = tl.zeros((NB,), tl.int32)
-    before = tl.zeros((NB,), tl.int32)  # the same, over the earlier segments of the row
-    for j in range(0, nseg):
-        h = tl.load(HIST + (row * nseg + j) * NB + bins)
-        total += h
-        before += tl.where(j < seg, h, 0)
+    segs = tl.arange(0, SP)
+    hist = tl.load(
+        HIST + (row * nseg + segs[:, None]) * NB + bins[None, :], mask=(segs < nseg)[:, None], other=0
+    )
+    total = tl.sum(hist, 0)
+    before = tl.sum(tl.where((segs < seg)[:, None], hist, 0), 0)  # over the earlier segments
     above = tl.sum(total, 0) - tl.cumsum(total, 0)  # scores in bins above each bin
     chosen = tl.max(tl.where(above + total >= k, bins, -1), 0)
-    above_chosen = tl.sum(tl.where(bins > chosen, total, 0), 0)
     at = tl.sum(tl.where(bins > chosen, before, 0), 0)  # output offset of this segment
     cat = tl.sum(tl.where(bins == chosen, before, 0), 0)  # candidate offset of this segment
     if seg == 0:
         tl.store(STATE_PTR + row * 5 + 2, chosen.to(tl.int64))
-        tl.store(STATE_PTR + row * 5 + 3, above_chosen.to(tl.int64))
+        tl.store(STATE_PTR + row * 5 + 3, tl.sum(tl.where(bins > chosen, total, 0), 0).to(tl.int64))
         tl.store(STATE_PTR + row * 5 + 4, tl.sum(tl.where(bins == chosen, total, 0), 0).to(tl.int64))
-    lo, hi = _range(STATE_PTR, row)
-    shift = _shift(lo, hi, NB)
-    for start in range(0, SEG, BLOCK):
-        offs = seg * SEG + start + tl.arange(0, BLOCK)
-        inside = offs < n
-        x = tl.load(S + row * stride + offs, mask=inside, other=float("-inf"))
-        b = _bins(x, inside, lo, shift, NB)
-        up = inside & (b > chosen)
-        cand = inside & (b == chosen)
-        pos = at + tl.cumsum(up.to(tl.int32), 0) - 1
-        tl.store(VALS + row * k + pos, x, mask=up)
-        tl.store(IDX + row * k + pos, offs.to(tl.int64), mask=up)
-        cpos = cat + tl.cumsum(cand.to(tl.int32), 0) - 1
-        tl.store(CAND + row * stride + cpos, offs, mask=cand)
-        at += tl.sum(up.to(tl.int32), 0)
-        cat += tl.sum(cand.to(tl.int32), 0)
+    lo, scale = _scale(STATE_PTR, row, NB)
+    offs = seg * SEG + tl.arange(0, SEG)
+    inside = offs < n
+    x = tl.load(S + row * stride + offs, mask=inside, other=float("-inf"))
+    b = _bins(x, inside, lo, scale, NB)
+    up = inside & (b > chosen)
+    cand = inside & (b == chosen)
+    ranks = tl.cumsum(up.to(tl.int32) + (cand.to(tl.int32) << 16), 0)  # both ranks, one scan
+    pos = at + (ranks & 0xFFFF) - 1
+    tl.store(VALS + row * k + pos, x, mask=up)
+    tl.store(IDX + row * k + pos, offs.to(tl.int64), mask=up)
+    cpos = cat + (ranks >> 16) - 1
+    tl.store(CAND + row * stride + cpos, offs, mask=cand)
+    tl.store(CANDV + row * stride + cpos, x, mask=cand)
 
 
-def select_resolve(S, STATE_PTR, VALS, IDX, CAND, k, stride, NB: tl.constexpr, BLOCK: tl.constexpr):
+@triton.jit
+def _candidate_keys(CAND, CANDV, row, stride, start, count, BLOCK: tl.constexpr):
+    """(index, score, key int64, inside) of candidates start..start+BLOCK of the row."""
+    offs = start + tl.arange(0, BLOCK)
+    inside = offs < count
+    idx = tl.load(CAND + row * stride + offs, mask=inside, other=0)
+    x = tl.load(CANDV + row * stride + offs, mask=inside, other=0.0)
+    return idx, x, _ordered(x).to(tl.int64), inside
+
+
+def select_resolve(STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
-    lo, hi = _range(STATE_PTR, row)
-    shift = _shift(lo, hi, NB)
-    chosen = tl.load(STATE_PTR + row * 5 + 2)
     taken = tl.load(STATE_PTR + row * 5 + 3)
-    count = tl.load(STATE_PTR + row * 5 + 4)
+    count = tl.load(STATE_PTR + row * 5 + 4).to(tl.int32)
     need = k - taken  # candidates to take, 1 ≤ need ≤ count
-    # the candidates' keys lie in [base, base + 2**bits); narrow that to one key, 4 bits a round
-    base = tl.where(chosen == 0, NEG_INF_KEY, lo + ((chosen - 1) << shift))
-    bits = tl.where(chosen == 0, 0, shift)
+    # the candidates' own key range [base, base + 2**bits)
+    lo = tl.full((BLOCK,), 2147483647, tl.int64)
+    hi = tl.full((BLOCK,), -2147483648, tl.int64)
+    for start in range(0, count, BLOCK):
+        idx, x, key, inside = _candidate_keys(CAND, CANDV, row, stride, start, count, BLOCK)
+        lo = tl.minimum(lo, tl.where(inside, key, 2147483647))
+        hi = tl.maximum(hi, tl.where(inside, key, -2147483648))
+    base = tl.min(lo, 0)
+    span = tl.max(hi, 0) - base
+    s = tl.arange(0, 64).to(tl.int64)
+    bits = tl.sum(((span >> s) > 0).to(tl.int64), 0)  # bit length of the span
     digits = tl.arange(0, 16)
-    while bits > 0:
+    while bits > 0:  # narrow to one key, four bits a round
         width = tl.minimum(bits, 4)
         sub = bits - width
         counts = tl.zeros((16,), tl.int64)
         for start in range(0, count, BLOCK):
-            offs = start + tl.arange(0, BLOCK)
-            inside = offs < count
-            idx = tl.load(CAND + row * stride + offs, mask=inside, other=0)
-            key = _ordered(tl.load(S + row * stride + idx, mask=inside, other=0.0)).to(tl.int64)
+            idx, x, key, inside = _candidate_keys(CAND, CANDV, row, stride, start, count, BLOCK)
             inside = inside & (key >= base) & (((key - base) >> bits) == 0)
-            digit = (key - base) >> sub
+            digit = ((key - base) >> sub).to(tl.int32)
             hit = inside[:, None] & (digit[:, None] == digits[None, :])
-            counts += tl.sum(hit.to(tl.int64), 0)
+            counts += tl.sum(hit.to(tl.int32), 0).to(tl.int64)
         above = tl.sum(counts, 0) - tl.cumsum(counts, 0)
         d = tl.max(tl.where(above + counts >= need, digits, -1), 0)
         need -= tl.sum(tl.where(digits > d, counts, 0), 0)
@@ -174,11 +177,7 @@ def select_resolve(S, STATE_PTR, VALS, IDX, CAND, k, stride, NB: tl.constexpr, B
     ties = need * 0
     at = taken
     for start in range(0, count, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        inside = offs < count
-        idx = tl.load(CAND + row * stride + offs, mask=inside, other=0)
-        x = tl.load(S + row * stride + idx, mask=inside, other=0.0)
-        key = _ordered(x).to(tl.int64)
+        idx, x, key, inside = _candidate_keys(CAND, CANDV, row, stride, start, count, BLOCK)
         equal = inside & (key == base)
         rank = ties + tl.cumsum(equal.to(tl.int64), 0) - 1
         take = inside & ((key > base) | (equal & (rank < need)))
