@@ -160,6 +160,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         metavar="BxPxW",
         help="gather_decode settings: keys per step x programs aimed for x warps",
     )
+    ap.add_argument(
+        "--parts",
+        nargs="*",
+        default=["topk", "gather", "quest_scores"],
+        choices=["topk", "gather", "quest_scores"],
+        help="which kernels to time",
+    )
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--reps", type=int, default=50)
     args = ap.parse_args(argv)
@@ -173,12 +180,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows: list[dict] = []
     for b in args.batches:
         for density in args.densities:
-            rows += topk_rows(b, hkv, kk, density, device, args)
-            rows += topk_rows(b, hkv, kk // 16, density, device, args)
-            rows += gather_rows(b, hq, hkv, kk, d, density, device, args)
-        rows += quest_rows(b, hq, hkv, kk // 16, d, device, args)
-        for row in rows[-2:]:
-            print(row, flush=True)
+            if "topk" in args.parts:
+                rows += topk_rows(b, hkv, kk, density, device, args)
+                rows += topk_rows(b, hkv, kk // 16, density, device, args)
+            if "gather" in args.parts:
+                rows += gather_rows(b, hq, hkv, kk, d, density, device, args)
+        if "quest_scores" in args.parts:
+            rows += quest_rows(b, hq, hkv, kk // 16, d, device, args)
+        print(f"B={b} done", flush=True)
     payload = dict(
         benchmark="kernels",
         device=device_name(device),

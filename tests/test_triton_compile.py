@@ -57,7 +57,7 @@ KERNELS = [
         "maskgraph.sparse.topk_kernel",
         "select_resolve",
         "STATE_PTR:*i64 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 k:i32 stride:i32 BLOCK:constexpr",
-        {"BLOCK": 8192},
+        {"BLOCK": 2048},
     ),
     (
         "maskgraph.sparse.fused_kernel",

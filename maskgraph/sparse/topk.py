@@ -23,7 +23,7 @@ SEGMENTS = 32
 SEG_MIN = 1024
 SEG_MAX = 16384  # < 2**16: select_write packs two ranks into one int32 scan
 #: Candidates ``select_resolve`` reads per loop step.
-RESOLVE_BLOCK = 8192
+RESOLVE_BLOCK = 2048
 
 
 def _kernels():
@@ -79,7 +79,7 @@ def select_topk_2d(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
         num_warps=warps,
     )
     resolve[(rows,)](
-        state, values, indices, candidates, candidate_scores, k, n, BLOCK=RESOLVE_BLOCK, num_warps=16
+        state, values, indices, candidates, candidate_scores, k, n, BLOCK=RESOLVE_BLOCK, num_warps=8
     )
     return values, indices
 

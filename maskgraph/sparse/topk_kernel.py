@@ -12,7 +12,7 @@ Each row is cut into segments of ``SEG`` scores, one program each:
    known from the earlier segments' histograms) and the indices of the scores in that bin to
    a candidate buffer with their scores (also in index order);
 4. ``select_resolve``: one program per row finds the exact k-th key among the candidates,
-   four bits at a time over their own key range, and writes the candidates above it and, of
+   five bits at a time over their own key range, and writes the candidates above it and, of
    those equal to it, the ones with the lowest indices.
 
 Few bins keep the histogram cheap (Triton's histogram costs grow with the bin count); the
@@ -157,19 +157,19 @@ def select_resolve(STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, BLOCK: tl.const
     span = tl.max(hi, 0) - base
     s = tl.arange(0, 64).to(tl.int64)
     bits = tl.sum(((span >> s) > 0).to(tl.int64), 0)  # bit length of the span
-    digits = tl.arange(0, 16)
-    while bits > 0:  # narrow to one key, four bits a round
-        width = tl.minimum(bits, 4)
+    digits = tl.arange(0, 64)  # 32 digit values, then one bin for keys outside the range
+    while bits > 0:  # narrow to one key, five bits a round
+        width = tl.minimum(bits, 5)
         sub = bits - width
-        counts = tl.zeros((16,), tl.int64)
+        counts = tl.zeros((64,), tl.int32)
         for start in range(0, count, BLOCK):
             idx, x, key, inside = _candidate_keys(CAND, CANDV, row, stride, start, count, BLOCK)
             inside = inside & (key >= base) & (((key - base) >> bits) == 0)
-            digit = ((key - base) >> sub).to(tl.int32)
-            hit = inside[:, None] & (digit[:, None] == digits[None, :])
-            counts += tl.sum(hit.to(tl.int32), 0).to(tl.int64)
+            digit = tl.where(inside, (key - base) >> sub, 32).to(tl.int32)
+            counts += tl.histogram(digit, 64)
+        counts = tl.where(digits < 32, counts, 0).to(tl.int64)
         above = tl.sum(counts, 0) - tl.cumsum(counts, 0)
-        d = tl.max(tl.where(above + counts >= need, digits, -1), 0)
+        d = tl.max(tl.where((above + counts >= need) & (digits < 32), digits, -1), 0)
         need -= tl.sum(tl.where(digits > d, counts, 0), 0)
         base += d.to(tl.int64) << sub
         bits = sub
