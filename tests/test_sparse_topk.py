@@ -30,6 +30,9 @@ def scores(kind: str, shape, gen) -> torch.Tensor:
     s = torch.randn(*shape, generator=gen)
     if kind == "ints":  # HashAttention-like: few distinct values, ties everywhere
         s = torch.randint(0, 33, shape, generator=gen).float()
+    if kind == "wide_ints":  # integers over more values than there are bins
+        s = torch.randint(-500, 500, shape, generator=gen).float()
+        s[..., ::5] = float("-inf")
     if kind == "negative_and_inf":  # every sign and −inf (forbidden keys)
         s = -s.abs() * 1e-3
         s[..., ::7] = float("-inf")
@@ -42,7 +45,7 @@ def scores(kind: str, shape, gen) -> torch.Tensor:
     return s
 
 
-KINDS = ["normal", "ints", "negative_and_inf", "mixed_signs", "mostly_inf", "outlier"]
+KINDS = ["normal", "ints", "wide_ints", "negative_and_inf", "mixed_signs", "mostly_inf", "outlier"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -90,11 +93,13 @@ def test_select_topk_matches_the_rule(shape, k, kind):
     gen = torch.Generator().manual_seed(hash((shape, k, kind, "triton")) % 1000)
     s = scores(kind, shape, gen)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    values, idx = select_topk(s.to(device), k)
-    values, idx = values.cpu(), idx.cpu()
-    assert values.shape == idx.shape == (*shape[:-1], k) and idx.dtype == torch.int64
-    assert torch.equal(torch.gather(s, -1, idx), values)  # values are the scores at idx
-    assert as_set(idx) == reference(s, k)  # the set, ties toward the lowest index
+    integer = [False, True] if "ints" in kind else [False]  # the promise holds for integers only
+    for promise in integer:
+        values, idx = select_topk(s.to(device), k, promise)
+        values, idx = values.cpu(), idx.cpu()
+        assert values.shape == idx.shape == (*shape[:-1], k) and idx.dtype == torch.int64
+        assert torch.equal(torch.gather(s, -1, idx), values)  # values are the scores at idx
+        assert as_set(idx) == reference(s, k)  # the set, ties toward the lowest index
 
 
 @needs_kernel

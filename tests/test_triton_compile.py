@@ -43,15 +43,15 @@ KERNELS = [
     (
         "maskgraph.sparse.topk_kernel",
         "select_hist",
-        "S:*fp32 STATE_PTR:*i64 HIST:*i32 n:i32 stride:i32 SEG:constexpr NB:constexpr",
-        {"SEG": 4096, "NB": 64},
+        "S:*fp32 STATE_PTR:*i64 HIST:*i32 n:i32 stride:i32 SEG:constexpr NB:constexpr INTEGER:constexpr",
+        {"SEG": 4096, "NB": 64, "INTEGER": False},
     ),
     (
         "maskgraph.sparse.topk_kernel",
         "select_write",
         "S:*fp32 STATE_PTR:*i64 HIST:*i32 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 n:i32 k:i32 stride:i32 "
-        "SEG:constexpr NB:constexpr SP:constexpr",
-        {"SEG": 4096, "NB": 64, "SP": 32},
+        "SEG:constexpr NB:constexpr SP:constexpr INTEGER:constexpr",
+        {"SEG": 4096, "NB": 64, "SP": 32, "INTEGER": True},
     ),
     (
         "maskgraph.sparse.topk_kernel",
@@ -91,8 +91,8 @@ KERNELS = [
     (
         "maskgraph.ops.zoo.double_sparsity_kernel",
         "ds_group_scores",
-        "QL:*fp32 QS:*fp32 CODES:*bf16 LO:*fp32 STEP:*fp32 OUT:*fp32 "
-        + I32("n_keys n_q hkv g_heads n_labels")
+        "QL:*fp32 QS:*fp32 WORDS:*i32 LO:*fp32 STEP:*fp32 OUT:*fp32 "
+        + I32("n_keys n_q hkv g_heads n_labels n_words bits per_word")
         + " scaling:fp32 BLOCK:constexpr RP:constexpr",
         {"BLOCK": 256, "RP": 16},
     ),

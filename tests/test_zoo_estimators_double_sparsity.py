@@ -165,3 +165,17 @@ def test_unreadable_file_and_mismatches_rejected(channel_file, tmp_path):
         ds_scores(*make(1, 4, 1, 1, 10), path)
     with pytest.raises(mg.CalibrationError, match="group_factor=16"):
         ds_scores(queries, keys, path, group_factor=16)
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_packed_codes_round_trip(bits):
+    """Codes packed 32 // bits to an int32 word (the top bit used too) come back exactly."""
+    from maskgraph.ops.zoo.double_sparsity import pack_codes, unpack_codes
+
+    gen = torch.Generator().manual_seed(bits)
+    r = 13  # not a multiple of any codes-per-word
+    codes = torch.randint(0, 2**bits, (2, 3, 17, r), generator=gen)
+    codes[0, 0, 0] = 2**bits - 1  # every bit set
+    words = pack_codes(codes.float(), bits)
+    assert words.dtype == torch.int32 and words.shape[-1] == -(-r // (32 // bits))
+    assert torch.equal(unpack_codes(words, r, bits).long(), codes)

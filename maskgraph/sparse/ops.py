@@ -41,6 +41,7 @@ class BlockScores:
     scores: torch.Tensor
     block: int
     grouped: bool = False
+    integer: bool = False  # every finite score is an integer (the estimator promises it)
 
     def heads(self, env: Env) -> int:
         return env.Hkv if self.grouped else env.Hq
@@ -106,12 +107,13 @@ def exact_sparse_scores(env: Env, prep) -> tuple[torch.Tensor, int]:
     return env.forbid(env.logits), 1
 
 
-def make_estimator(sparse_scores, sparse_group_scores=None):
+def make_estimator(sparse_scores, sparse_group_scores=None, integer: bool = False):
     """Lowering of an estimator from its ``sparse_scores(env, prep, **params)`` and, optionally,
     ``sparse_group_scores`` (same arguments; the max over each KV group of the former, computed
     without writing per-query-head scores, or None where it cannot run: then the group max is
     taken by :func:`group_scores`), used under ``gqa="shared"`` when the attention mask is the
-    same for every head."""
+    same for every head. ``integer``: the estimator's finite scores are integers (the Triton
+    top-k then bins them exactly)."""
 
     def lower(ctx: Context, name, inputs, params, prep) -> BlockScores:
         env = ctx.env
@@ -119,9 +121,9 @@ def make_estimator(sparse_scores, sparse_group_scores=None):
         if sparse_group_scores is not None and ctx.gqa == "shared" and same_mask:
             grouped = sparse_group_scores(env, prep, **params)
             if grouped is not None:
-                return BlockScores(grouped[0], int(grouped[1]), grouped=True)
+                return BlockScores(grouped[0], int(grouped[1]), grouped=True, integer=integer)
         scores, block = sparse_scores(env, prep, **params)
-        return BlockScores(scores, int(block))
+        return BlockScores(scores, int(block), integer=integer)
 
     return lower
 
@@ -153,13 +155,14 @@ def group_scores(ctx: Context, s: torch.Tensor, grouped: bool = False) -> torch.
     return s.view(env.B, env.Hkv, env.G, env.Q, s.shape[-1]).amax(dim=2)
 
 
-def top_k(ctx: Context, s: torch.Tensor, k) -> tuple[torch.Tensor, torch.Tensor]:
+def top_k(ctx: Context, s: torch.Tensor, k, integer: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(values, indices) of the k largest along the last dimension, ties toward the lowest
-    index (the rule of simulate mode), in no promised order."""
+    index (the rule of simulate mode), in no promised order. ``integer``: every finite score is
+    an integer."""
     if ctx.triton_topk and k > 0:
         from .topk import select_topk
 
-        return select_topk(s, k)
+        return select_topk(s, k, integer)
     return topk_lowest(s, k)
 
 
@@ -168,7 +171,7 @@ def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
     prior: IndexSet | None = inputs.get("prior")
     s = exclude_prior(ctx, token_scores(ctx, inputs["scores"]), prior)
     s = group_scores(ctx, s, inputs["scores"].grouped)
-    vals, idx = top_k(ctx, s, _min_k(ctx, params["k"]))
+    vals, idx = top_k(ctx, s, _min_k(ctx, params["k"]), inputs["scores"].integer)
     excludes = prior.leaves if prior is not None else frozenset()
     return indexset.selection_set(name, idx, vals > NEG_INF, env.K, excludes)
 

@@ -54,7 +54,9 @@ def _lowering(name: str, spec) -> Callable[..., Any]:
                 "the estimator registers no sparse_scores (block scores from its caches), so "
                 "sparse mode cannot score keys without running it over all of them",
             )
-        return ops.make_estimator(fn, spec.extra.get("sparse_group_scores"))
+        return ops.make_estimator(
+            fn, spec.extra.get("sparse_group_scores"), bool(spec.extra.get("integer_scores"))
+        )
     if spec.output == PortType.PARTIAL:
         raise _refuse(
             name, spec.name, "a Partial (attention over all kept keys) is only built in simulate mode"

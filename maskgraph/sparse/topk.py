@@ -41,9 +41,11 @@ def segment(n: int) -> int:
 
 
 @torch.library.custom_op("maskgraph::select_topk", mutates_args=())
-def select_topk_2d(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def select_topk_2d(scores: torch.Tensor, k: int, integer: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """scores (R, N) float32, 1 ≤ k ≤ N -> (values (R, k) float32, indices (R, k) int64): each
-    row's k largest, ties toward the lowest index, in no particular order."""
+    row's k largest, ties toward the lowest index, in no particular order. ``integer``: every
+    finite score is an integer (a row spanning at most BINS − 2 then gets one bin per value,
+    and the scores tied with the k-th are taken without the resolve step's search)."""
     rng, hist, write, resolve = _kernels()
     scores = scores.contiguous()
     rows, n = scores.shape
@@ -61,7 +63,7 @@ def select_topk_2d(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
     values = torch.empty(rows, k, device=dev, dtype=torch.float32)
     indices = torch.empty(rows, k, device=dev, dtype=torch.int64)
     rng[grid](scores, state, n, n, SEG=seg, num_warps=warps)
-    hist[grid](scores, state, histograms, n, n, SEG=seg, NB=BINS, num_warps=warps)
+    hist[grid](scores, state, histograms, n, n, SEG=seg, NB=BINS, INTEGER=integer, num_warps=warps)
     write[grid](
         scores,
         state,
@@ -75,6 +77,7 @@ def select_topk_2d(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
         n,
         SEG=seg,
         NB=BINS,
+        INTEGER=integer,
         SP=sp,
         num_warps=warps,
     )
@@ -85,14 +88,15 @@ def select_topk_2d(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
 
 
 @select_topk_2d.register_fake
-def _(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _(scores: torch.Tensor, k: int, integer: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     rows = scores.shape[0]
     return scores.new_empty(rows, k), scores.new_empty(rows, k, dtype=torch.int64)
 
 
-def select_topk(scores: torch.Tensor, k) -> tuple[torch.Tensor, torch.Tensor]:
+def select_topk(scores: torch.Tensor, k, integer: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of float32 scores (…, N) along the last dimension by :mod:`.topk_kernel`:
-    (values, indices) of shape (…, k), the set of :func:`~maskgraph.ops.select.topk_lowest`."""
+    (values, indices) of shape (…, k), the set of :func:`~maskgraph.ops.select.topk_lowest`.
+    ``integer``: every finite score is an integer (faster; wrong sets otherwise)."""
     lead = scores.shape[:-1]
-    values, indices = select_topk_2d(scores.reshape(-1, scores.shape[-1]).float(), k)
+    values, indices = select_topk_2d(scores.reshape(-1, scores.shape[-1]).float(), k, integer)
     return values.view(*lead, k), indices.view(*lead, k)

@@ -46,15 +46,20 @@ def _unordered(key):
 
 
 @triton.jit
-def _scale(STATE_PTR, row, NB: tl.constexpr):
-    """(lo, scale) float64 of the row's value bins: bin = 1 + ⌊(x − lo)·scale⌋, capped at NB − 1."""
+def _scale(STATE_PTR, row, NB: tl.constexpr, INTEGER: tl.constexpr):
+    """(lo, scale, exact) of the row's value bins: bin = 1 + ⌊(x − lo)·scale⌋ (float64), capped at
+    NB − 1; ``exact``: one bin per value (INTEGER scores spanning at most NB − 2)."""
     lo_key = 2147483647 - tl.load(STATE_PTR + row * 5)
     hi_key = tl.load(STATE_PTR + row * 5 + 1) - 2147483648
     some = hi_key >= lo_key  # the row has a finite score
     lo = _unordered(tl.where(some, lo_key, 0)).to(tl.float64)
     hi = _unordered(tl.where(some, hi_key, 0)).to(tl.float64)
     scale = tl.where(hi > lo, (NB - 1) / tl.where(hi > lo, hi - lo, 1.0), 0.0)
-    return lo, scale
+    if INTEGER:
+        exact = hi - lo <= NB - 2
+    else:
+        exact = hi < lo  # never
+    return lo, tl.where(exact, 1.0, scale), exact
 
 
 @triton.jit
@@ -77,10 +82,10 @@ def select_range(S, STATE_PTR, n, stride, SEG: tl.constexpr):
     tl.atomic_max(STATE_PTR + row * 5 + 1, hi + 2147483648)
 
 
-def select_hist(S, STATE_PTR, HIST, n, stride, SEG: tl.constexpr, NB: tl.constexpr):
+def select_hist(S, STATE_PTR, HIST, n, stride, SEG: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(1)
-    lo, scale = _scale(STATE_PTR, row, NB)
+    lo, scale, exact = _scale(STATE_PTR, row, NB, INTEGER)
     offs = seg * SEG + tl.arange(0, SEG)
     inside = offs < n
     x = tl.load(S + row * stride + offs, mask=inside, other=float("-inf"))
@@ -94,9 +99,11 @@ def select_hist(S, STATE_PTR, HIST, n, stride, SEG: tl.constexpr, NB: tl.constex
 def select_write(
     S, STATE_PTR, HIST, VALS, IDX, CAND, CANDV,
     n, k, stride,
-    SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr,
+    SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, INTEGER: tl.constexpr,
 ):  # fmt: skip
-    """SP ≥ the number of segments, a power of two."""
+    """SP ≥ the number of segments, a power of two. With exact bins the chosen bin holds one
+    value: its first ``k − above`` scores in index order are written here and no candidate is
+    left to resolve."""
     row = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(1)
     nseg = tl.num_programs(1)
@@ -111,11 +118,13 @@ def select_write(
     chosen = tl.max(tl.where(above + total >= k, bins, -1), 0)
     at = tl.sum(tl.where(bins > chosen, before, 0), 0)  # output offset of this segment
     cat = tl.sum(tl.where(bins == chosen, before, 0), 0)  # candidate offset of this segment
+    above_chosen = tl.sum(tl.where(bins > chosen, total, 0), 0)
+    lo, scale, exact = _scale(STATE_PTR, row, NB, INTEGER)
     if seg == 0:
         tl.store(STATE_PTR + row * 5 + 2, chosen.to(tl.int64))
-        tl.store(STATE_PTR + row * 5 + 3, tl.sum(tl.where(bins > chosen, total, 0), 0).to(tl.int64))
-        tl.store(STATE_PTR + row * 5 + 4, tl.sum(tl.where(bins == chosen, total, 0), 0).to(tl.int64))
-    lo, scale = _scale(STATE_PTR, row, NB)
+        tl.store(STATE_PTR + row * 5 + 3, above_chosen.to(tl.int64))
+        in_chosen = tl.sum(tl.where(bins == chosen, total, 0), 0)
+        tl.store(STATE_PTR + row * 5 + 4, tl.where(exact, 0, in_chosen).to(tl.int64))
     offs = seg * SEG + tl.arange(0, SEG)
     inside = offs < n
     x = tl.load(S + row * stride + offs, mask=inside, other=float("-inf"))
@@ -127,8 +136,13 @@ def select_write(
     tl.store(VALS + row * k + pos, x, mask=up)
     tl.store(IDX + row * k + pos, offs.to(tl.int64), mask=up)
     cpos = cat + (ranks >> 16) - 1
-    tl.store(CAND + row * stride + cpos, offs, mask=cand)
-    tl.store(CANDV + row * stride + cpos, x, mask=cand)
+    if exact:  # the chosen bin is the k-th score itself: take its lowest indices
+        tie = cand & (cpos < k - above_chosen)
+        tl.store(VALS + row * k + above_chosen + cpos, x, mask=tie)
+        tl.store(IDX + row * k + above_chosen + cpos, offs.to(tl.int64), mask=tie)
+    else:
+        tl.store(CAND + row * stride + cpos, offs, mask=cand)
+        tl.store(CANDV + row * stride + cpos, x, mask=cand)
 
 
 @triton.jit

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from ...attention import f32_bmm
 from ...errors import CalibrationError
@@ -114,6 +115,37 @@ def quantise_codes(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tens
     return codes.to(torch.bfloat16 if bits <= 8 else torch.float32), lo, step
 
 
+def codes_per_word(bits: int) -> int:
+    """Label codes of ``bits`` (≤ 8) packed in one int32 word."""
+    return 32 // bits
+
+
+def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Integer codes 0..2**bits − 1 (…, r) (any dtype, ``bits`` ≤ 8) -> int32 words (…, W),
+    W = ceil(r / (32 // bits)); code c sits in word c // cpw at bit (c % cpw)·bits."""
+    cpw = codes_per_word(bits)
+    r = codes.shape[-1]
+    words = -(-r // cpw)
+    c = F.pad(codes.to(torch.int64), (0, words * cpw - r)).view(*codes.shape[:-1], words, cpw)
+    shifts = torch.arange(cpw, device=codes.device, dtype=torch.int64) * bits
+    packed = (c << shifts).sum(-1)  # disjoint bit fields: the sum is the OR
+    return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
+
+
+def unpack_codes(words: torch.Tensor, r: int, bits: int) -> torch.Tensor:
+    """The inverse of :func:`pack_codes`: int32 (…, W) -> codes (…, r) bfloat16 (exact integers)."""
+    cpw = codes_per_word(bits)
+    shifts = torch.arange(cpw, device=words.device, dtype=torch.int64) * bits
+    c = ((words.to(torch.int64) & 0xFFFFFFFF).unsqueeze(-1) >> shifts) & (2**bits - 1)
+    return c.flatten(-2)[..., :r].to(torch.bfloat16)
+
+
+def label_codes(prep: dict, bits: int) -> torch.Tensor:
+    """The label codes (B, Hkv, K, r) of a prepare result: unpacked for ``bits`` ≤ 8."""
+    labels = prep["labels"]
+    return unpack_codes(labels, prep["idx"].shape[-1], bits) if bits <= 8 else labels
+
+
 def label_channels(channels: torch.Tensor, layer_idx: int, group_factor: int, path: str) -> torch.Tensor:
     """The ``D // group_factor`` most important channels of ``layer_idx``: (Hkv, r) int64."""
     layers, _, d = channels.shape
@@ -128,10 +160,11 @@ def label_channels(channels: torch.Tensor, layer_idx: int, group_factor: int, pa
 
 
 def prepare_double_sparsity(keys, values, params, slot, layer_idx) -> dict[str, torch.Tensor]:
-    """Label cache, appended per step: ``labels`` (B, Hkv, K, r) quantisation codes (bfloat16
-    integers for label_bits ≤ 8: 2 bytes per label, exact), ``lo`` and ``step`` (B, Hkv, K, 1)
-    float32 (label ≈ lo + code·step), and the channel indices ``idx`` (Hkv, r) int64 of this
-    layer. Raises CalibrationError without a valid channel file."""
+    """Label cache, appended per step: ``labels`` the quantisation codes — for label_bits ≤ 8
+    packed into int32 words (B, Hkv, K, W), label_bits bits per label (:func:`pack_codes`;
+    :func:`label_codes` unpacks them), else (B, Hkv, K, r) float32 —, ``lo`` and ``step``
+    (B, Hkv, K, 1) float32 (label ≈ lo + code·step), and the channel indices ``idx`` (Hkv, r)
+    int64 of this layer. Raises CalibrationError without a valid channel file."""
     path = params["channels"]
     if path is None:
         raise CalibrationError(f"Double Sparsity needs calibrated label channels; {HOW_TO_CALIBRATE}")
@@ -157,6 +190,8 @@ def prepare_double_sparsity(keys, values, params, slot, layer_idx) -> dict[str, 
     new_keys = keys[:, :, start:].float()
     gathered = torch.gather(new_keys, -1, idx.view(1, h, 1, -1).expand(b, h, k - start, -1))
     new, new_lo, new_step = quantise_codes(gathered, bits)
+    if bits <= 8:
+        new = pack_codes(new, bits)
     if fresh:
         labels, lo, step = new, new_lo, new_step
     else:
@@ -170,7 +205,8 @@ def prepare_double_sparsity(keys, values, params, slot, layer_idx) -> dict[str, 
 def query_labels(env, prep) -> torch.Tensor:
     """The queries' label channels (B, Hkv, G·Q, r), row g·Q + i for query head kv·G + g."""
     idx = prep["idx"]
-    b, hkv, _, r = prep["labels"].shape
+    b, hkv = prep["labels"].shape[:2]
+    r = idx.shape[-1]
     gq = (env.Hq // hkv) * env.Q
     q = env.queries.reshape(b, hkv, gq, env.D)
     return torch.gather(q, -1, idx.view(1, hkv, 1, r).expand(b, hkv, gq, r))
@@ -179,7 +215,7 @@ def query_labels(env, prep) -> torch.Tensor:
 def double_sparsity_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, int]:
     """scaling·Σ_label q_c·k̂_c (B, Hq, Qc, K) float32 from the label cache only; −inf where the
     attention mask forbids a key. Returns (scores, 1)."""
-    labels = prep["labels"]
+    labels = label_codes(prep, params["label_bits"])
     b, hkv, k, r = labels.shape
     q_lab = query_labels(env, prep)
     gq = q_lab.shape[2]
@@ -196,35 +232,44 @@ def double_sparsity_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, in
 
 @torch.library.custom_op("maskgraph::ds_group_scores", mutates_args=())
 def _ds_group_scores(
-    q_lab: torch.Tensor, codes: torch.Tensor, lo: torch.Tensor, step: torch.Tensor, n_q: int, scaling: float
+    q_lab: torch.Tensor,
+    words: torch.Tensor,
+    lo: torch.Tensor,
+    step: torch.Tensor,
+    n_q: int,
+    bits: int,
+    scaling: float,
 ) -> torch.Tensor:
-    """q_lab (B, Hkv, G·Q, r), codes (B, Hkv, K, r), lo/step (B, Hkv, K, 1) -> (B, Hkv, Q, K)."""
-    b, hkv, k, r = codes.shape
+    """q_lab (B, Hkv, G·Q, r), packed codes (B, Hkv, K, W) int32, lo/step (B, Hkv, K, 1) ->
+    (B, Hkv, Q, K) float32 (Triton)."""
+    b, hkv, k, nw = words.shape
+    r = q_lab.shape[-1]
     q_lab = q_lab.float().contiguous()
-    out = torch.empty(b, hkv, n_q, k, device=codes.device, dtype=torch.float32)
+    out = torch.empty(b, hkv, n_q, k, device=words.device, dtype=torch.float32)
     block = 256
     jitted("maskgraph.ops.zoo.double_sparsity_kernel", "ds_group_scores")[(b * hkv * n_q, -(-k // block))](
-        q_lab, q_lab.sum(-1).contiguous(), codes.contiguous(), lo.contiguous(), step.contiguous(), out,
-        k, n_q, hkv, q_lab.shape[2] // n_q, r, scaling,
+        q_lab, q_lab.sum(-1).contiguous(), words.contiguous(), lo.contiguous(), step.contiguous(), out,
+        k, n_q, hkv, q_lab.shape[2] // n_q, r, nw, bits, codes_per_word(bits), scaling,
         BLOCK=block, RP=max(16, 1 << (r - 1).bit_length()),
     )  # fmt: skip
     return out
 
 
 @_ds_group_scores.register_fake
-def _(q_lab, codes, lo, step, n_q, scaling):
-    return codes.new_empty(codes.shape[0], codes.shape[1], n_q, codes.shape[2], dtype=torch.float32)
+def _(q_lab, words, lo, step, n_q, bits, scaling):
+    return words.new_empty(words.shape[0], words.shape[1], n_q, words.shape[2], dtype=torch.float32)
 
 
 def double_sparsity_group_scores(env, prep, **params) -> tuple[torch.Tensor, int] | None:
     """The max over each KV group's query heads of :func:`double_sparsity_sparse_scores`:
     (B, Hkv, Qc, K) float32, −inf where forbidden (the mask must be the same for every head),
-    in one Triton kernel (no per-query-head scores written); None where Triton cannot run."""
-    labels = prep["labels"]
-    if not usable(labels.device):
+    in one Triton kernel that reads the packed codes (no per-query-head scores written); None
+    where Triton cannot run or the codes are not packed (label_bits > 8)."""
+    labels, bits = prep["labels"], params["label_bits"]
+    if not usable(labels.device) or bits > 8:
         return None
     out = _ds_group_scores(
-        query_labels(env, prep), labels, prep["lo"], prep["step"], env.Q, float(env.scaling)
+        query_labels(env, prep), labels, prep["lo"], prep["step"], env.Q, bits, float(env.scaling)
     )
     return env.forbid(out), 1
 
@@ -252,4 +297,4 @@ def double_sparsity_group_scores(env, prep, **params) -> tuple[torch.Tensor, int
     sparse_group_scores=double_sparsity_group_scores,
 )
 def double_sparsity(env, *, channels, group_factor, label_bits, prep) -> torch.Tensor:
-    return double_sparsity_sparse_scores(env, prep)[0]
+    return double_sparsity_sparse_scores(env, prep, label_bits=label_bits)[0]

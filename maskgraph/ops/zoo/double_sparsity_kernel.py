@@ -1,7 +1,7 @@
 """Triton kernel of Double Sparsity's grouped scores (imported only where Triton is installed).
 
-One program per (row, KV head, query) and block of keys: each key's label codes, offset and
-step are read once and scored against the G query heads of its group; the kept score is the
+One program per (row, KV head, query) and block of keys: each key's packed label codes,
+offset and step are read once and scored against the G query heads of its group; the kept score is the
 max over the group. Jitted lazily (:mod:`maskgraph.triton_util`).
 """
 
@@ -9,23 +9,26 @@ import triton.language as tl
 
 
 def ds_group_scores(
-    QL, QS, CODES, LO, STEP, OUT,
-    n_keys, n_q, hkv, g_heads, n_labels, scaling,
+    QL, QS, WORDS, LO, STEP, OUT,
+    n_keys, n_q, hkv, g_heads, n_labels, n_words, bits, per_word, scaling,
     BLOCK: tl.constexpr, RP: tl.constexpr,
 ):  # fmt: skip
-    """QL (B, Hkv, G·Q, R) float32 query label channels, QS (B, Hkv, G·Q) their sums, CODES
-    (B, Hkv, K, R), LO and STEP (B, Hkv, K) float32, OUT (B, Hkv, Q, K) float32, contiguous."""
+    """QL (B, Hkv, G·Q, R) float32 query label channels, QS (B, Hkv, G·Q) their sums, WORDS
+    (B, Hkv, K, W) int32 packed codes (code c in word c // per_word at bit (c % per_word)·bits),
+    LO and STEP (B, Hkv, K) float32, OUT (B, Hkv, Q, K) float32, contiguous."""
     row = tl.program_id(0)
     qi = row % n_q
     head = (row // n_q).to(tl.int64)  # b·Hkv + kv head
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < n_keys
     r = tl.arange(0, RP)
-    codes = tl.load(
-        CODES + (head * n_keys + offs[:, None]) * n_labels + r[None, :],
+    # each word is read by the per_word lanes of its codes (one memory transaction)
+    word = tl.load(
+        WORDS + (head * n_keys + offs[:, None]) * n_words + (r // per_word)[None, :],
         mask=inside[:, None] & (r[None, :] < n_labels),
-        other=0.0,
-    ).to(tl.float32)
+        other=0,
+    )
+    codes = ((word >> ((r % per_word) * bits)[None, :]) & ((1 << bits) - 1)).to(tl.float32)
     lo = tl.load(LO + head * n_keys + offs, mask=inside, other=0.0)
     step = tl.load(STEP + head * n_keys + offs, mask=inside, other=0.0)
     best = tl.full((BLOCK,), float("-inf"), tl.float32)

@@ -331,6 +331,7 @@ def hashattention_group_scores(env, prep, *, weights=None, hat_bits) -> tuple[to
     stateful=True,
     sparse_scores=hashattention_sparse_scores,
     sparse_group_scores=hashattention_group_scores,
+    integer_scores=True,
 )
 def hashattention(env, *, weights, hat_bits, prep) -> torch.Tensor:
     return hashattention_sparse_scores(env, prep, hat_bits=hat_bits)[0]
