@@ -43,7 +43,8 @@ def eligible_scores(env, scores: torch.Tensor, prior: torch.Tensor | None) -> to
     params=[Param("k", "size", 0.1, "how many new keys (int) or share of K (float)")],
     doc=(
         "The k highest-scoring eligible keys per (batch, head, query): exactly min(k, eligible) "
-        "keys, none of them in `prior` or forbidden by the attention mask. Shape (B, Hq, Q, K)."
+        "keys, none of them in `prior` or forbidden by the attention mask; among scores tied "
+        "with the k-th largest, the lowest key positions win. Shape (B, Hq, Q, K)."
     ),
 )
 def topk(env, *, scores, prior=None, k) -> torch.Tensor:

@@ -217,8 +217,9 @@ def quest(env, *, page_size, label_bits, prep) -> torch.Tensor:
     doc=(
         "Page-granular top-k (Quest's selector): a page scores the max over its eligible keys "
         "(not in `prior`, allowed by the attention mask); the budget // page_size best pages "
-        "with an eligible key are kept, all their eligible keys selected. A partial last page "
-        "counts as a page. With page_size 1 this is `topk`. Shape (B, Hq, Q, K)."
+        "with an eligible key are kept (ties toward the lowest page), all their eligible keys "
+        "selected. A partial last page counts as a page. With page_size 1 this is `topk`. "
+        "Shape (B, Hq, Q, K)."
     ),
     paper="Tang et al., ICML 2024 (page selection)",
 )
