@@ -354,3 +354,23 @@ def test_nested_injections_on_one_model_unwind_in_order():
     assert model.config._attn_implementation == outer.name
     outer.remove()
     assert torch.equal(_logits(model, ids), before)
+
+
+@pytest.mark.parametrize("mode", ["simulate", "sparse"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_static_cache_generation_equals_dynamic_cache(arch, mode):
+    """transformers' static caches hand attention their whole preallocated buffer (keys past
+    the tokens seen are zeros); the graphs take key j as position j, so the injection trims the
+    padding. Gemma3's sliding layer (window 6) wraps its static ring well within 12 tokens."""
+    model = tiny_model(arch)
+    ids = _ids(12)
+    narrow = {"sink_size": 2, "window_size": 4}
+    recorder = Recorder()
+    with mg.inject(model, "streaming_llm", mode=mode, protocol="sparse", overrides=narrow, observer=recorder):
+        dynamic, dynamic_logits = _gen_logits(model, ids, n=5)
+        seen = [k for _, _, k, _ in recorder.calls]
+        recorder.calls.clear()
+        static, static_logits = _gen_logits(model, ids, n=5, cache_implementation="static")
+    assert torch.equal(static, dynamic)
+    assert (static_logits - dynamic_logits).abs().max().item() <= TOL
+    assert [k for _, _, k, _ in recorder.calls] == seen  # the graph saw the same keys

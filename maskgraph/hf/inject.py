@@ -158,7 +158,8 @@ class Injection:
         self._hooks.append(self.model.register_forward_hook(self._after, with_kwargs=True))
 
     def _before(self, module, args, kwargs):
-        self.tracker.before_forward(_cache_of(kwargs))
+        self._cache = _cache_of(kwargs)
+        self.tracker.before_forward(self._cache)
 
     def _after(self, module, args, kwargs, output):
         self.tracker.after_forward(_cache_of(output))
@@ -183,6 +184,11 @@ class Injection:
             return _dense(module, query, key, value, attention_mask, dropout, scaling, sinks, kwargs)
         if kwargs.get("softcap") is not None:
             raise NotSupportedError("attention logit soft-capping is not supported by maskgraph graphs")
+        valid = _valid_length(getattr(self, "_cache", None), layer, key.shape[2])
+        if valid < key.shape[2]:  # a static cache: keys past the tokens seen so far are padding
+            key, value = key[:, :, :valid], value[:, :, :valid]
+            if attention_mask is not None:
+                attention_mask = attention_mask[..., :valid]
         if attention_mask is None and query.shape[2] > 1:
             attention_mask = _causal(query.shape[2], key.shape[2], query.device)
         scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
@@ -239,6 +245,23 @@ def _cache_of(obj: Any) -> Any:
     get = obj.get if isinstance(obj, dict) else (lambda name: getattr(obj, name, None))
     cache = get("cache")
     return cache if cache is not None else get("past_key_values")
+
+
+def _valid_length(cache: Any, layer_idx: int, num_keys: int) -> int:
+    """How many of the ``num_keys`` keys a layer received are tokens: fewer than all with
+    transformers' static caches, which hand attention their whole preallocated buffer (the
+    graphs take key j to be position j, so the padding must go). Reads the static layer's token
+    count (a device sync for a full-attention static layer)."""
+    layers = getattr(cache, "layers", None)
+    if not layers or layer_idx >= len(layers):
+        return num_keys
+    layer = layers[layer_idx]
+    count = getattr(layer, "cumulative_length_int", None)  # static sliding-window layers
+    if count is None and getattr(layer, "max_cache_len", None) is not None:
+        count = getattr(layer, "cumulative_length", None)  # static full-attention layers
+    if count is None:
+        return num_keys
+    return min(int(count), num_keys)
 
 
 def _num_layers(model: Any) -> int:
