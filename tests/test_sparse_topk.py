@@ -113,3 +113,18 @@ def test_segments_are_powers_of_two_and_bounded():
         seg = segment(n)
         assert SEG_MIN <= seg <= SEG_MAX and seg & (seg - 1) == 0
         assert -(-n // seg) <= SEGMENTS or seg == SEG_MAX
+
+
+@needs_kernel
+def test_topk_lowest_takes_the_triton_selection_when_asked(monkeypatch):
+    """triton=None picks it on CUDA only; triton=True forces it (here: the interpreter)."""
+    from maskgraph.sparse import topk as triton_topk
+
+    used = []
+    real = triton_topk.select_topk
+    monkeypatch.setattr(triton_topk, "select_topk", lambda *a: used.append(1) or real(*a))
+    s = torch.randint(0, 5, (3, 300)).float()
+    assert as_set(topk_lowest(s, 40, triton=True)[1]) == reference(s, 40) and used
+    used.clear()
+    topk_lowest(s, 40)
+    assert bool(used) == torch.cuda.is_available()

@@ -5,20 +5,30 @@ from __future__ import annotations
 import torch
 
 from ..registry import Param, Port, operator
+from ..triton_util import triton_installed
 from ..types import PortType
 
 _SCORES = Port("scores", PortType.SCORES, doc="estimated logits; −inf = ineligible")
 _PRIOR = Port("prior", PortType.MASK, optional=True, doc="keys already selected (they are not chosen again)")
 
 
-def topk_lowest(scores: torch.Tensor, k) -> tuple[torch.Tensor, torch.Tensor]:
+def topk_lowest(scores: torch.Tensor, k, triton: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The k largest of float32 ``scores`` (…, N) along the last dimension, ties toward the
     lowest index: (values, indices) of shape (…, k) in no promised order, and the same set on
     every device and in every mode (``torch.topk`` alone may pick any of the scores tied with
     the k-th largest).
 
-    One ``torch.topk`` over int64 keys that are all distinct: the score's bits in float order
-    (high half) and N − 1 − index (low half). −0.0 ranks just below +0.0."""
+    ``triton`` None (default): on CUDA with Triton installed,
+    :func:`maskgraph.sparse.topk.select_topk` (four launches, 2–3× faster than the torch rule on
+    an H100, docs/benchmarks.md run 19); False: always one ``torch.topk`` over int64 keys that
+    are all distinct — the score's bits in float order (high half) and N − 1 − index (low
+    half); True: always the Triton selection. −0.0 ranks just below +0.0 in both."""
+    if triton is None:
+        triton = scores.is_cuda and triton_installed()
+    if triton and k > 0:
+        from ..sparse.topk import select_topk
+
+        return select_topk(scores, k)
     bits = scores.float().contiguous().view(torch.int32)
     ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
     n = scores.shape[-1]

@@ -163,7 +163,7 @@ def top_k(ctx: Context, s: torch.Tensor, k, integer: bool = False) -> tuple[torc
         from .topk import select_topk
 
         return select_topk(s, k, integer)
-    return topk_lowest(s, k)
+    return topk_lowest(s, k, triton=False)
 
 
 def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:

@@ -8,6 +8,8 @@ score is the max over the group of the agreeing bits. Jitted lazily (:mod:`maskg
 import triton
 import triton.language as tl
 
+from .group_kernel import group_coords
+
 
 @triton.jit
 def _popcount16(x):
@@ -24,10 +26,7 @@ def hash_group_scores(
 ):  # fmt: skip
     """QW (B, Hq, Q, W) int32, KW (B, Hkv, K, W) int32, OUT (B, Hkv, Q, K) float32, contiguous;
     WP ≥ W a power of two (the words of a block of keys are read as one tile)."""
-    row = tl.program_id(0)
-    qi = row % n_q
-    kvh = (row // n_q) % hkv
-    b = (row // (n_q * hkv)).to(tl.int64)
+    qi, kvh, b = group_coords(n_q, hkv)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     w = tl.arange(0, WP)
     inside = offs < n_keys

@@ -7,6 +7,8 @@ score is ``scaling`` times the max over the group. Jitted lazily (:mod:`maskgrap
 
 import triton.language as tl
 
+from .group_kernel import group_coords
+
 
 def quest_group_scores(
     Q, LO, HI, OUT,
@@ -14,10 +16,7 @@ def quest_group_scores(
     BLOCK: tl.constexpr, DIM: tl.constexpr,
 ):  # fmt: skip
     """Q (B, Hq, Q, D), LO/HI (B, Hkv, P, D), OUT (B, Hkv, Q, P) float32, all contiguous."""
-    row = tl.program_id(0)
-    qi = row % n_q
-    kvh = (row // n_q) % hkv
-    b = (row // (n_q * hkv)).to(tl.int64)
+    qi, kvh, b = group_coords(n_q, hkv)
     pages = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     d = tl.arange(0, DIM)
     inside = (pages < n_pages)[:, None] & (d < dim)[None, :]
