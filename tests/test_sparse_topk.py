@@ -40,12 +40,24 @@ def scores(kind: str, shape, gen) -> torch.Tensor:
         s = s * torch.logspace(-30, 30, shape[-1])
     if kind == "mostly_inf":  # fewer finite scores than k: −inf entries fill the rest
         s[..., 5:] = float("-inf")
+    if kind == "plus_inf":  # +inf scores (and −inf): the range is infinite
+        s[..., ::11] = float("inf")
+        s[..., 1::13] = float("-inf")
     if kind == "outlier":  # one huge score: everything else falls in one bin
-        s[..., 3] = 1e30
+        s[..., min(3, shape[-1] - 1)] = 1e30
     return s
 
 
-KINDS = ["normal", "ints", "wide_ints", "negative_and_inf", "mixed_signs", "mostly_inf", "outlier"]
+KINDS = [
+    "normal",
+    "ints",
+    "wide_ints",
+    "negative_and_inf",
+    "mixed_signs",
+    "mostly_inf",
+    "outlier",
+    "plus_inf",
+]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -87,6 +99,8 @@ needs_kernel = pytest.mark.skipif(
         ((2, 2 * SEG_MIN), 2 * SEG_MIN),  # k = N
         ((4, 700), 1),
         ((1, 2, 3, 999), 333),
+        ((3, 1), 1),  # one key
+        ((2, 3), 2),
     ],
 )
 def test_select_topk_matches_the_rule(shape, k, kind):

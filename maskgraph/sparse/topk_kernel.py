@@ -54,9 +54,11 @@ def _scale(STATE_PTR, row, NB: tl.constexpr, INTEGER: tl.constexpr):
     some = hi_key >= lo_key  # the row has a finite score
     lo = _unordered(tl.where(some, lo_key, 0)).to(tl.float64)
     hi = _unordered(tl.where(some, hi_key, 0)).to(tl.float64)
-    scale = tl.where(hi > lo, (NB - 1) / tl.where(hi > lo, hi - lo, 1.0), 0.0)
+    wide = hi > lo
+    span = tl.where(wide, hi, 1.0) - tl.where(wide, lo, 0.0)  # never inf − inf
+    scale = tl.where(wide, (NB - 1) / span, 0.0)
     if INTEGER:
-        exact = hi - lo <= NB - 2
+        exact = tl.where(wide, span, 0.0) <= NB - 2
     else:
         exact = hi < lo  # never
     return lo, tl.where(exact, 1.0, scale), exact
@@ -66,7 +68,11 @@ def _scale(STATE_PTR, row, NB: tl.constexpr, INTEGER: tl.constexpr):
 def _bins(x, inside, lo, scale, NB: tl.constexpr):
     """Bin of each score: 0 for −inf (and lanes outside the row), else 1..NB−1 by value."""
     finite = inside & (x > float("-inf"))
-    f = tl.where(finite, tl.minimum((x.to(tl.float64) - lo) * scale, NB - 2), 0.0)
+    top = x == float("inf")  # with a +inf score the scale is 0: keep +inf in the top bin
+    plain = finite & ~top
+    # no inf − inf or ±inf·0 on any lane (lo is finite wherever a plain score exists)
+    gap = tl.where(plain, x.to(tl.float64), 0.0) - tl.where(plain, lo, 0.0)
+    f = tl.where(top, NB - 2, tl.minimum(gap * scale, NB - 2))
     return tl.where(finite, 1 + f.to(tl.int32), 0)
 
 
