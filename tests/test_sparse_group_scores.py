@@ -154,3 +154,25 @@ def test_integer_scores_with_ties_match_simulate_on_the_kernel_path(tmp_path):
     for kernel in ("triton", "torch"):
         out = mg.compile(graph, mode="sparse", kernel=kernel)(qs, ks, vs, state=mg.State())
         assert ((out - simulate).norm() / simulate.norm()).item() < 1e-5, kernel
+
+
+@pytest.mark.parametrize("bits, group_factor", [(3, 2), (8, 2), (1, 1), (4, 1)])
+def test_double_sparsity_group_scores_for_other_packings(bits, group_factor, tmp_path):
+    """Codes per word 10, 4, 32, 8 and labels over several words (R = 8 or 16 of D = 16):
+    the kernel's unpacking equals the per-head scores' (torch) unpacking."""
+    b, hq, hkv, q, k = 1, 4, 2, 2, 300
+    gen = torch.Generator().manual_seed(bits)
+    queries = torch.randn(b, hq, q, D, generator=gen)
+    keys = torch.randn(b, hkv, k, D, generator=gen)
+    params = {
+        "channels": files(tmp_path, hq, hkv)["double_sparsity"],
+        "group_factor": group_factor,
+        "label_bits": bits,
+    }
+    spec = mg.get_op("double_sparsity")
+    prep = spec.prepare(keys, keys, params, {}, 0)
+    env = Env(queries, keys, keys, None, D**-0.5, torch.arange(k - q, k), 0)
+    per_head, _ = spec.extra["sparse_scores"](env, prep, **params)
+    grouped, _ = spec.extra["sparse_group_scores"](env, prep, **params)
+    want = per_head.view(b, hkv, hq // hkv, q, k).amax(2)
+    torch.testing.assert_close(grouped, want, rtol=1e-5, atol=1e-5)

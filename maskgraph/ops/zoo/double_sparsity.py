@@ -250,7 +250,8 @@ def _ds_group_scores(
     jitted("maskgraph.ops.zoo.double_sparsity_kernel", "ds_group_scores")[(b * hkv * n_q, -(-k // block))](
         q_lab, q_lab.sum(-1).contiguous(), words.contiguous(), lo.contiguous(), step.contiguous(), out,
         k, n_q, hkv, q_lab.shape[2] // n_q, r, nw, bits, codes_per_word(bits), scaling,
-        BLOCK=block, RP=max(16, 1 << (r - 1).bit_length()),
+        BLOCK=block, WP=max(2, 1 << (nw - 1).bit_length()),
+        CP=max(2, 1 << (codes_per_word(bits) - 1).bit_length()),
     )  # fmt: skip
     return out
 
