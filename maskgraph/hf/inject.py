@@ -78,6 +78,7 @@ class Injection:
         self.name = f"maskgraph_{graph.name}_{next(_COUNTER)}"
         self.calls = 0
         self.dense_calls = 0
+        self._cache: Any = None  # the cache of the forward call in progress
         self._original = model.config._attn_implementation
         self._hooks: list[Any] = []
         self._removed = False
@@ -162,6 +163,7 @@ class Injection:
         self.tracker.before_forward(self._cache)
 
     def _after(self, module, args, kwargs, output):
+        self._cache = None  # no reference kept between calls (a cache may hold gigabytes)
         self.tracker.after_forward(_cache_of(output))
 
     def _attention(
@@ -184,7 +186,7 @@ class Injection:
             return _dense(module, query, key, value, attention_mask, dropout, scaling, sinks, kwargs)
         if kwargs.get("softcap") is not None:
             raise NotSupportedError("attention logit soft-capping is not supported by maskgraph graphs")
-        valid = _valid_length(getattr(self, "_cache", None), layer, key.shape[2])
+        valid = _valid_length(self._cache, layer, key.shape[2])
         if valid < key.shape[2]:  # a static cache: keys past the tokens seen so far are padding
             key, value = key[:, :, :valid], value[:, :, :valid]
             if attention_mask is not None:
