@@ -374,3 +374,20 @@ def test_static_cache_generation_equals_dynamic_cache(arch, mode):
     assert torch.equal(static, dynamic)
     assert (static_logits - dynamic_logits).abs().max().item() <= TOL
     assert [k for _, _, k, _ in recorder.calls] == seen  # the graph saw the same keys
+
+
+def test_static_layer_without_a_token_count_is_measured_by_the_mask():
+    """Older transformers' static layers keep no token count: the last key the boolean mask
+    lets a query attend ends the tokens; without a boolean mask the injection refuses."""
+    from types import SimpleNamespace
+
+    from maskgraph.hf.inject import _valid_length
+
+    cache = SimpleNamespace(layers=[SimpleNamespace(max_cache_len=10)])
+    mask = torch.zeros(1, 1, 2, 10, dtype=torch.bool)
+    mask[0, 0, 0, :6] = True
+    mask[0, 0, 1, :7] = True
+    assert _valid_length(cache, 0, 10, mask) == 7
+    assert _valid_length(SimpleNamespace(layers=[SimpleNamespace()]), 0, 10, None) == 10  # dynamic
+    with pytest.raises(mg.NotSupportedError, match="without a token count"):
+        _valid_length(cache, 0, 10, None)

@@ -11,9 +11,14 @@ from maskgraph.sparse.topk import SEG_MAX, SEG_MIN, SEGMENTS, segment, select_to
 from maskgraph.triton_util import interpreting, triton_installed
 
 
+def counted(s: torch.Tensor) -> torch.Tensor:
+    """Scores as top-k counts them: NaN as −inf (−0.0 equals +0.0 anyway)."""
+    return torch.where(s.isnan(), float("-inf"), s)
+
+
 def reference(s: torch.Tensor, k: int) -> set[tuple[int, int]]:
     """(row, index) of each row's k largest, ties toward the lowest index, by a plain sort."""
-    rows = s.reshape(-1, s.shape[-1]).double().tolist()
+    rows = counted(s).reshape(-1, s.shape[-1]).double().tolist()
     picked = set()
     for r, row in enumerate(rows):
         order = sorted(range(len(row)), key=lambda i: (-row[i], i))
@@ -43,6 +48,11 @@ def scores(kind: str, shape, gen) -> torch.Tensor:
     if kind == "plus_inf":  # +inf scores (and −inf): the range is infinite
         s[..., ::11] = float("inf")
         s[..., 1::13] = float("-inf")
+    if kind == "zeros_and_nan":  # ±0.0 tie with each other; NaN counts as −inf
+        s = torch.zeros(shape)
+        s[..., ::2] = -0.0
+        s[..., 1::7] = 1.0
+        s[..., ::5] = float("nan")
     if kind == "outlier":  # one huge score: everything else falls in one bin
         s[..., min(3, shape[-1] - 1)] = 1e30
     return s
@@ -57,6 +67,7 @@ KINDS = [
     "mostly_inf",
     "outlier",
     "plus_inf",
+    "zeros_and_nan",
 ]
 
 
@@ -67,7 +78,7 @@ def test_topk_lowest_is_the_plain_rule(shape, k, kind):
     s = scores(kind, shape, gen)
     values, idx = topk_lowest(s, k)
     assert values.shape == idx.shape == (*shape[:-1], k)
-    assert torch.equal(torch.gather(s, -1, idx), values)
+    assert torch.equal(torch.gather(counted(s), -1, idx), values)
     assert as_set(idx) == reference(s, k)
 
 
@@ -112,7 +123,7 @@ def test_select_topk_matches_the_rule(shape, k, kind):
         values, idx = select_topk(s.to(device), k, promise)
         values, idx = values.cpu(), idx.cpu()
         assert values.shape == idx.shape == (*shape[:-1], k) and idx.dtype == torch.int64
-        assert torch.equal(torch.gather(s, -1, idx), values)  # values are the scores at idx
+        assert torch.equal(torch.gather(counted(s), -1, idx), values)  # values are the scores at idx
         assert as_set(idx) == reference(s, k)  # the set, ties toward the lowest index
 
 

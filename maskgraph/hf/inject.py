@@ -186,7 +186,7 @@ class Injection:
             return _dense(module, query, key, value, attention_mask, dropout, scaling, sinks, kwargs)
         if kwargs.get("softcap") is not None:
             raise NotSupportedError("attention logit soft-capping is not supported by maskgraph graphs")
-        valid = _valid_length(self._cache, layer, key.shape[2])
+        valid = _valid_length(self._cache, layer, key.shape[2], attention_mask)
         if valid < key.shape[2]:  # a static cache: keys past the tokens seen so far are padding
             key, value = key[:, :, :valid], value[:, :, :valid]
             if attention_mask is not None:
@@ -249,11 +249,12 @@ def _cache_of(obj: Any) -> Any:
     return cache if cache is not None else get("past_key_values")
 
 
-def _valid_length(cache: Any, layer_idx: int, num_keys: int) -> int:
+def _valid_length(cache: Any, layer_idx: int, num_keys: int, attention_mask: torch.Tensor | None) -> int:
     """How many of the ``num_keys`` keys a layer received are tokens: fewer than all with
     transformers' static caches, which hand attention their whole preallocated buffer (the
     graphs take key j to be position j, so the padding must go). Reads the static layer's token
-    count (a device sync for a full-attention static layer)."""
+    count (a device sync for a full-attention static layer); a static layer without one (older
+    transformers) is measured by the last key the boolean mask lets any query attend."""
     layers = getattr(cache, "layers", None)
     if not layers or layer_idx >= len(layers):
         return num_keys
@@ -261,6 +262,14 @@ def _valid_length(cache: Any, layer_idx: int, num_keys: int) -> int:
     count = getattr(layer, "cumulative_length_int", None)  # static sliding-window layers
     if count is None and getattr(layer, "max_cache_len", None) is not None:
         count = getattr(layer, "cumulative_length", None)  # static full-attention layers
+        if count is None:
+            if attention_mask is None or attention_mask.dtype != torch.bool:
+                raise NotSupportedError(
+                    f"layer {layer_idx}: a static cache ({type(layer).__name__}) without a token "
+                    "count and without a boolean attention mask; use the default dynamic cache"
+                )
+            seen = attention_mask.reshape(-1, attention_mask.shape[-1]).any(0)
+            count = int(torch.nonzero(seen).max()) + 1 if bool(seen.any()) else num_keys
     if count is None:
         return num_keys
     return min(int(count), num_keys)

@@ -22,19 +22,22 @@ def topk_lowest(scores: torch.Tensor, k, triton: bool | None = None) -> tuple[to
     :func:`maskgraph.sparse.topk.select_topk` (four launches, 2–3× faster than the torch rule on
     an H100, docs/benchmarks.md run 19); False: always one ``torch.topk`` over int64 keys that
     are all distinct — the score's bits in float order (high half) and N − 1 − index (low
-    half); True: always the Triton selection. −0.0 ranks just below +0.0 in both."""
+    half); True: always the Triton selection. Both count −0.0 as +0.0 and NaN as −inf (never
+    preferred), and return the values so counted."""
     if triton is None:
         triton = scores.is_cuda and triton_installed()
     if triton and k > 0:
         from ..sparse.topk import select_topk
 
         return select_topk(scores, k)
-    bits = scores.float().contiguous().view(torch.int32)
+    s = scores.float()
+    s = torch.where(s == 0, 0.0, torch.where(s != s, float("-inf"), s))
+    bits = s.contiguous().view(torch.int32)
     ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
     n = scores.shape[-1]
     pos = torch.arange(n - 1, -1, -1, device=scores.device, dtype=torch.int64)
     idx = torch.topk(ordered * (1 << 32) + pos, k, dim=-1, sorted=False).indices
-    return torch.gather(scores, -1, idx), idx
+    return torch.gather(s, -1, idx), idx
 
 
 def eligible_scores(env, scores: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:

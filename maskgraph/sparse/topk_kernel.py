@@ -39,6 +39,13 @@ def _ordered(x):
 
 
 @triton.jit
+def _canonical(x):
+    """−0.0 -> +0.0 and NaN -> −inf (the rule of :func:`maskgraph.ops.select.topk_lowest`)."""
+    x = tl.where(x == 0.0, 0.0, x)
+    return tl.where(x != x, float("-inf"), x)
+
+
+@triton.jit
 def _unordered(key):
     """The inverse of :func:`_ordered`: int32 key -> float32."""
     key = key.to(tl.int32)
@@ -79,7 +86,7 @@ def _bins(x, inside, lo, scale, NB: tl.constexpr):
 def select_range(S, STATE_PTR, n, stride, SEG: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * SEG + tl.arange(0, SEG)
-    x = tl.load(S + row * stride + offs, mask=offs < n, other=float("-inf"))
+    x = _canonical(tl.load(S + row * stride + offs, mask=offs < n, other=float("-inf")))
     finite = x > float("-inf")
     key = _ordered(x).to(tl.int64)
     lo = tl.min(tl.where(finite, key, 2147483647), 0)
@@ -94,7 +101,7 @@ def select_hist(S, STATE_PTR, HIST, n, stride, SEG: tl.constexpr, NB: tl.constex
     lo, scale, exact = _scale(STATE_PTR, row, NB, INTEGER)
     offs = seg * SEG + tl.arange(0, SEG)
     inside = offs < n
-    x = tl.load(S + row * stride + offs, mask=inside, other=float("-inf"))
+    x = _canonical(tl.load(S + row * stride + offs, mask=inside, other=float("-inf")))
     counts = tl.histogram(_bins(x, inside, lo, scale, NB), NB)
     outside = tl.minimum(tl.maximum((seg + 1) * SEG - n, 0), SEG)  # padding lanes landed in bin 0
     bins = tl.arange(0, NB)
@@ -133,7 +140,7 @@ def select_write(
         tl.store(STATE_PTR + row * 5 + 4, tl.where(exact, 0, in_chosen).to(tl.int64))
     offs = seg * SEG + tl.arange(0, SEG)
     inside = offs < n
-    x = tl.load(S + row * stride + offs, mask=inside, other=float("-inf"))
+    x = _canonical(tl.load(S + row * stride + offs, mask=inside, other=float("-inf")))
     b = _bins(x, inside, lo, scale, NB)
     up = inside & (b > chosen)
     cand = inside & (b == chosen)

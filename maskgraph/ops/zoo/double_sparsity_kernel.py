@@ -30,7 +30,8 @@ def ds_group_scores(
         mask=inside[:, None] & (w < n_words)[None, :],
         other=0,
     )
-    codes = ((words[:, :, None] >> (j * bits)[None, None, :]) & ((1 << bits) - 1)).to(tl.float32)
+    shift = tl.where(j < per_word, j * bits, 0)  # padding lanes: no shift past 31 bits
+    codes = ((words[:, :, None] >> shift[None, None, :]) & ((1 << bits) - 1)).to(tl.float32)
     label = w[:, None] * per_word + j[None, :]  # (WP, CP): the label channel of each code
     real = (j < per_word)[None, :] & (label < n_labels)
     lo = tl.load(LO + head * n_keys + offs, mask=inside, other=0.0)
