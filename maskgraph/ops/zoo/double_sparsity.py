@@ -246,12 +246,12 @@ def _ds_group_scores(
     r = q_lab.shape[-1]
     q_lab = q_lab.float().contiguous()
     out = torch.empty(b, hkv, n_q, k, device=words.device, dtype=torch.float32)
-    block = 256
+    wp, cp = max(2, 1 << (nw - 1).bit_length()), max(2, 1 << (codes_per_word(bits) - 1).bit_length())
+    block = max(16, min(256, 4096 // (wp * cp)))  # the (block, wp, cp) code tile stays ≤ 4096
     jitted("maskgraph.ops.zoo.double_sparsity_kernel", "ds_group_scores")[(b * hkv * n_q, -(-k // block))](
         q_lab, q_lab.sum(-1).contiguous(), words.contiguous(), lo.contiguous(), step.contiguous(), out,
         k, n_q, hkv, q_lab.shape[2] // n_q, r, nw, bits, codes_per_word(bits), scaling,
-        BLOCK=block, WP=max(2, 1 << (nw - 1).bit_length()),
-        CP=max(2, 1 << (codes_per_word(bits) - 1).bit_length()),
+        BLOCK=block, WP=wp, CP=cp,
     )  # fmt: skip
     return out
 
