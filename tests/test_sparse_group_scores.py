@@ -80,15 +80,19 @@ def test_group_scores_are_the_group_max(op, dtype, shape, tmp_path):
         torch.testing.assert_close(grouped, want, rtol=1e-5, atol=1e-5)
 
 
+def sparse_case(op, tmp_path, b: int, k: int, seed: int):
+    """(graph, queries, keys, values, estimator file) for a shared-GQA sparse run, Hq=4, Hkv=2, Q=1."""
+    hq, hkv = 4, 2
+    gen = torch.Generator().manual_seed(seed)
+    qs, ks, vs = (torch.randn(b, h, n, D, generator=gen) for h, n in ((hq, 1), (hkv, k), (hkv, k)))
+    path = files(tmp_path, hq, hkv)[op]
+    overrides = {"sink_size": 4, "window_size": 8, "heavy_size": 20, **graph_files(op, path)}
+    return mg.load_graph(op, overrides=overrides), qs, ks, vs, path
+
+
 @pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])
 def test_shared_sparse_mode_uses_the_group_scores(op, tmp_path, monkeypatch):
-    b, hq, hkv, q, k = 2, 4, 2, 1, 300
-    gen = torch.Generator().manual_seed(5)
-    qs, ks, vs = (torch.randn(b, h, n, D, generator=gen) for h, n in ((hq, q), (hkv, k), (hkv, k)))
-    path = files(tmp_path, hq, hkv)[op]
-    overrides = {"sink_size": 4, "window_size": 8, "heavy_size": 20}
-    overrides.update(graph_files(op, path))
-    graph = mg.load_graph(op, overrides=overrides)
+    graph, qs, ks, vs, _ = sparse_case(op, tmp_path, b=2, k=300, seed=5)
     spec = mg.get_op(op)
     calls = []
     real = spec.extra["sparse_group_scores"]
@@ -104,13 +108,7 @@ def test_shared_sparse_mode_uses_the_group_scores(op, tmp_path, monkeypatch):
 def test_group_scores_compile_with_inductor(op, tmp_path):
     """The grouped kernels are custom operators: fullgraph torch.compile calls them (run 14 on the
     H100 failed before the Triton check became a module constant)."""
-    b, hq, hkv, q, k = 2, 4, 2, 1, 300
-    gen = torch.Generator().manual_seed(9)
-    qs, ks, vs = (torch.randn(b, h, n, D, generator=gen) for h, n in ((hq, q), (hkv, k), (hkv, k)))
-    path = files(tmp_path, hq, hkv)[op]
-    overrides = {"sink_size": 4, "window_size": 8, "heavy_size": 20}
-    overrides.update(graph_files(op, path))
-    graph = mg.load_graph(op, overrides=overrides)
+    graph, qs, ks, vs, _ = sparse_case(op, tmp_path, b=2, k=300, seed=9)
     fast = mg.compile(graph, backend="inductor", mode="sparse", gqa="shared", kernel="triton")
     plain = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")
     a, want = fast(qs, ks, vs, state=mg.State()), plain(qs, ks, vs, state=mg.State())
@@ -121,13 +119,7 @@ def test_group_scores_compile_with_inductor(op, tmp_path):
 def test_without_triton_the_lowering_takes_the_group_max(op, tmp_path, monkeypatch):
     """Where the kernel cannot run the group function returns None and the shared lowering
     reduces the per-head scores itself: the same output."""
-    b, hq, hkv, q, k = 1, 4, 2, 1, 200
-    gen = torch.Generator().manual_seed(11)
-    qs, ks, vs = (torch.randn(b, h, n, D, generator=gen) for h, n in ((hq, q), (hkv, k), (hkv, k)))
-    path = files(tmp_path, hq, hkv)[op]
-    overrides = {"sink_size": 4, "window_size": 8, "heavy_size": 20}
-    overrides.update(graph_files(op, path))
-    graph = mg.load_graph(op, overrides=overrides)
+    graph, qs, ks, vs, path = sparse_case(op, tmp_path, b=1, k=200, seed=11)
     with_kernel = mg.compile(graph, mode="sparse", gqa="shared")(qs, ks, vs, state=mg.State())
     module = {"hashattention": ha, "double_sparsity": ds, "quest": quest}[op]
     monkeypatch.setattr(module, "usable", lambda device: False)
