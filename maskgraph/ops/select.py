@@ -12,7 +12,9 @@ _SCORES = Port("scores", PortType.SCORES, doc="estimated logits; −inf = inelig
 _PRIOR = Port("prior", PortType.MASK, optional=True, doc="keys already selected (they are not chosen again)")
 
 
-def topk_lowest(scores: torch.Tensor, k, triton: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def topk_lowest(
+    scores: torch.Tensor, k, triton: bool | None = None, integer: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The k largest of float32 ``scores`` (…, N) along the last dimension, ties toward the
     lowest index: (values, indices) of shape (…, k) in no promised order, and the same set on
     every device and in every mode (``torch.topk`` alone may pick any of the scores tied with
@@ -22,14 +24,15 @@ def topk_lowest(scores: torch.Tensor, k, triton: bool | None = None) -> tuple[to
     :func:`maskgraph.sparse.topk.select_topk` (four launches, 2–3× faster than the torch rule on
     an H100, docs/benchmarks.md run 19); False: always one ``torch.topk`` over int64 keys that
     are all distinct — the score's bits in float order (high half) and N − 1 − index (low
-    half); True: always the Triton selection. Both count −0.0 as +0.0 and NaN as −inf (never
+    half); True: always the Triton selection (``integer``: every finite score is an integer,
+    which lets it skip its search). Both count −0.0 as +0.0 and NaN as −inf (never
     preferred), and return the values so counted."""
     if triton is None:
         triton = scores.is_cuda and triton_installed()
     if triton and k > 0:
         from ..sparse.topk import select_topk
 
-        return select_topk(scores, k)
+        return select_topk(scores, k, integer)
     s = scores.float()
     s = torch.where(s == 0, 0.0, torch.where(s != s, float("-inf"), s))
     bits = s.contiguous().view(torch.int32)

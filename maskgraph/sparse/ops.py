@@ -159,11 +159,7 @@ def top_k(ctx: Context, s: torch.Tensor, k, integer: bool = False) -> tuple[torc
     """(values, indices) of the k largest along the last dimension, ties toward the lowest
     index (the rule of simulate mode), in no promised order. ``integer``: every finite score is
     an integer."""
-    if ctx.triton_topk and k > 0:
-        from .topk import select_topk
-
-        return select_topk(s, k, integer)
-    return topk_lowest(s, k, triton=False)
+    return topk_lowest(s, k, triton=ctx.triton_topk, integer=integer)
 
 
 def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
