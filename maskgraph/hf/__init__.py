@@ -8,6 +8,7 @@
 See ``docs/huggingface.md`` for protocols, the context/question API and layer selection.
 """
 
+from .graphed import GraphedDecoder
 from .inject import Injection, Observer, inject
 from .models import MODELS, ModelNotAvailableError, load_model, tiny_config, tiny_model
 from .protocol import PROTOCOLS
@@ -17,6 +18,7 @@ __all__ = [
     "MODELS",
     "PROTOCOLS",
     "ContextSession",
+    "GraphedDecoder",
     "Injection",
     "ModelNotAvailableError",
     "Observer",

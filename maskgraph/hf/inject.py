@@ -28,6 +28,7 @@ from ..errors import MaskgraphError, NotSupportedError
 from ..ir import Graph
 from ..lower import CompiledAttention
 from ..lower import compile as mg_compile
+from . import protocol
 from .protocol import RequestTracker
 
 _COUNTER = itertools.count()
@@ -55,7 +56,9 @@ class Injection:
     Attributes: ``name`` (the registered implementation name), ``graph``, ``protocol``,
     ``layers`` (layer index -> CompiledAttention, or None where the layer stays dense),
     ``state`` (the current request's State), ``calls`` (attention calls that went through a
-    graph), ``dense_calls`` (those that ran dense).
+    graph), ``dense_calls`` (those that ran dense), ``static_calls`` (graph calls that read a
+    static cache's whole buffer with its token count on the device: see
+    :mod:`maskgraph.static`; such calls can be recorded in a CUDA graph).
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class Injection:
         self.name = f"maskgraph_{graph.name}_{next(_COUNTER)}"
         self.calls = 0
         self.dense_calls = 0
+        self.static_calls = 0  # of ``calls``: those that read a static cache's whole buffer
         self._cache: Any = None  # the cache of the forward call in progress
         self._original = model.config._attn_implementation
         self._hooks: list[Any] = []
@@ -186,17 +190,29 @@ class Injection:
             return _dense(module, query, key, value, attention_mask, dropout, scaling, sinks, kwargs)
         if kwargs.get("softcap") is not None:
             raise NotSupportedError("attention logit soft-capping is not supported by maskgraph graphs")
-        valid = _valid_length(self._cache, layer, key.shape[2], attention_mask)
-        if valid < key.shape[2]:  # a static cache: keys past the tokens seen so far are padding
-            key, value = key[:, :, :valid], value[:, :, :valid]
-            if attention_mask is not None:
-                attention_mask = attention_mask[..., :valid]
-        if attention_mask is None and query.shape[2] > 1:
-            attention_mask = _causal(query.shape[2], key.shape[2], query.device)
         scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
-        out = attn(
-            query, key, value, attention_mask, scale, state=self.tracker.state, layer_idx=layer, sinks=sinks
-        )
+        context = {"state": self.tracker.state, "layer_idx": layer, "sinks": sinks}
+        count = _static_count(self._cache, layer)
+        if count is not None and attn.static_problem() is None:
+            # the whole static buffer, its token count on the device: no host read, capturable
+            if attention_mask is None and query.shape[2] > 1:
+                attention_mask = _static_causal(count, query.shape[2], key.shape[2])
+            out = attn(query, key, value, attention_mask, scale, num_keys=count, **context)
+            self.static_calls += 1
+        else:
+            if count is not None and protocol.recording():
+                raise NotSupportedError(
+                    f"layer {layer}: recording a CUDA graph over a static cache needs a graph that "
+                    f"reads static buffers, and {attn.static_problem()}"
+                )
+            valid = _valid_length(self._cache, layer, key.shape[2], attention_mask)
+            if valid < key.shape[2]:  # a static cache: keys past the tokens seen so far are padding
+                key, value = key[:, :, :valid], value[:, :, :valid]
+                if attention_mask is not None:
+                    attention_mask = attention_mask[..., :valid]
+            if attention_mask is None and query.shape[2] > 1:
+                attention_mask = _causal(query.shape[2], key.shape[2], query.device)
+            out = attn(query, key, value, attention_mask, scale, **context)
         self.calls += 1
         if self.observer is not None:
             self.observer.observe(layer, query, key, value, attention_mask, scale, out, attn)
@@ -273,6 +289,25 @@ def _valid_length(cache: Any, layer_idx: int, num_keys: int, attention_mask: tor
     if count is None:
         return num_keys
     return min(int(count), num_keys)
+
+
+def _static_count(cache: Any, layer_idx: int) -> torch.Tensor | None:
+    """A static full-attention layer's token count (0-d tensor on its device, updated in place
+    by transformers), or None for any other layer (dynamic, sliding window, no cache)."""
+    layers = getattr(cache, "layers", None)
+    if not layers or layer_idx >= len(layers):
+        return None
+    layer = layers[layer_idx]
+    if getattr(layer, "max_cache_len", None) is None or hasattr(layer, "cumulative_length_int"):
+        return None
+    count = getattr(layer, "cumulative_length", None)
+    return count if isinstance(count, torch.Tensor) and count.dim() == 0 else None
+
+
+def _static_causal(count: torch.Tensor, q: int, k: int) -> torch.Tensor:
+    """Bool (1, 1, Q, K): query i (at position count − Q + i) may attend keys j ≤ its position."""
+    i = count - q + torch.arange(q, device=count.device).view(-1, 1)
+    return (torch.arange(k, device=count.device).view(1, -1) <= i).view(1, 1, q, k)
 
 
 def _num_layers(model: Any) -> int:

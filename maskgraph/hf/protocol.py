@@ -30,6 +30,8 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+import torch
+
 from ..errors import NotSupportedError
 from ..state import State
 
@@ -78,7 +80,17 @@ class RequestTracker:
 
 def _cache_length(cache: Any) -> int:
     get = getattr(cache, "get_seq_length", None)
-    return int(get()) if callable(get) else 1
+    if not callable(get):
+        return 1
+    if recording():
+        return 1  # a step being recorded into a CUDA graph continues its request (no host read)
+    return int(get())
+
+
+def recording() -> bool:
+    """True while a CUDA graph is being recorded on the current stream (nothing may be read
+    on the host then)."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 def _weak(obj: Any) -> weakref.ReferenceType | None:

@@ -21,6 +21,7 @@ import torch
 from ..errors import NotSupportedError, ShapeError
 from ..ir import Graph
 from ..state import State
+from ..static import StaticKeys, static_mask
 from .codegen import generate_source
 
 BACKENDS = ("eager", "inductor")
@@ -108,12 +109,29 @@ class CompiledAttention:
         state: State | None = None,
         layer_idx: int = 0,
         sinks: torch.Tensor | None = None,
+        num_keys: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Attention output (B, Hq, Q, D) in the queries' dtype."""
+        """Attention output (B, Hq, Q, D) in the queries' dtype.
+
+        ``num_keys``: the keys are a static buffer of which only the first ``num_keys`` hold
+        tokens (a 0-d integer tensor on the keys' device, never read on the host; sparse mode
+        only, see :mod:`maskgraph.static`): the Q queries sit at positions num_keys − Q …
+        num_keys − 1, and keys from num_keys on are never attended, whatever the attention mask
+        says: the call computes what it would on ``keys[:, :, :num_keys]``.
+        """
+        static = self._static(queries, keys, num_keys)
+        if static is not None:
+            allowed = static_mask(static, keys.shape[2])
+            if attention_mask is None:
+                attention_mask = allowed
+            elif attention_mask.dtype == torch.bool:
+                attention_mask = attention_mask[..., : keys.shape[2]] & allowed
+            else:
+                attention_mask = attention_mask[..., : keys.shape[2]].masked_fill(~allowed, float("-inf"))
         am, scaling = self._check(queries, keys, values, attention_mask, scaling, sinks)
-        prep = self._prepare(keys, values, state, layer_idx)
+        prep = self._prepare(keys, values, state, layer_idx, static)
         if self.mode == "sparse":
-            return self._sparse(queries, keys, values, am, scaling, prep, sinks, layer_idx)
+            return self._sparse(queries, keys, values, am, scaling, prep, sinks, layer_idx, static)
         counter = self.empty_rows
         if counter.device != queries.device:
             counter = counter.to(queries.device)
@@ -192,11 +210,35 @@ class CompiledAttention:
             raise ShapeError(f"sinks must have shape (Hq,)=({hq},), got {tuple(sinks.shape)}")
         return am, float(scaling)
 
-    def _prepare(self, keys, values, state, layer_idx) -> dict[str, dict]:
+    def static_problem(self) -> str | None:
+        """Why this attention cannot take static key buffers (``num_keys``), or None if it can."""
+        if self.mode != "sparse":
+            return "num_keys (a static key buffer) needs mode='sparse'; simulate mode takes keys[:, :, :n]"
+        for name, spec in self._stateful.items():
+            support = spec.extra.get("static_buffers", False)
+            if support is not True:
+                why = support if isinstance(support, str) else "it keeps no cache for static buffers"
+                return f"node '{name}' (op '{spec.name}') cannot read a static key buffer: {why}"
+        return self._sparse.static_problem
+
+    def _static(self, queries, keys, num_keys) -> StaticKeys | None:
+        if num_keys is None:
+            return None
+        problem = self.static_problem()
+        if problem is not None:
+            raise NotSupportedError(f"graph '{self.graph.name}': {problem}")
+        if not isinstance(num_keys, torch.Tensor) or num_keys.dim() != 0 or num_keys.is_floating_point():
+            raise ShapeError(f"num_keys must be a 0-d integer tensor, got {num_keys!r}")
+        if num_keys.device != keys.device:
+            raise ShapeError(f"num_keys is on {num_keys.device}, the keys on {keys.device}")
+        return StaticKeys(num_keys.to(torch.int64), queries.shape[2])
+
+    def _prepare(self, keys, values, state, layer_idx, static: StaticKeys | None = None) -> dict[str, dict]:
         prep: dict[str, dict] = {}
+        extra = {} if static is None else {"static": static}
         for name, spec in self._stateful.items():
             slot = state.slot(layer_idx, name) if state is not None else {}
-            prep[name] = spec.prepare(keys, values, self._params[name], slot, layer_idx)
+            prep[name] = spec.prepare(keys, values, self._params[name], slot, layer_idx, **extra)
         return prep
 
     def _chunk_len(self, queries, keys) -> int:

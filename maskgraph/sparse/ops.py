@@ -28,7 +28,8 @@ class Context:
 
     env: Env
     gqa: str  # "per_head" | "shared"
-    q_first: Any = 0  # absolute position of the chunk's first query (an int, symbolic when compiled)
+    q_first: Any = 0  # absolute position of the chunk's first query: an int (symbolic when
+    # compiled), or a 0-d tensor for a static key buffer
     triton_topk: bool = False  # top-k by the Triton selection of :mod:`.topk` instead of torch
 
 

@@ -17,7 +17,7 @@ from ..triton_util import triton_installed
 from . import fused
 from .gather import attend_parts
 from .ops import Context
-from .plan import Step, budget, budget_split, build_plan, run_plan, structure
+from .plan import Step, budget, budget_split, build_plan, run_plan, static_problem, structure
 
 GQA_MODES = ("per_head", "shared")
 KERNELS = ("auto", "triton", "torch")
@@ -159,6 +159,8 @@ class SparseRunner:
         self.output = compiled.graph.output
         self.params = tuple(step.params for step in self.steps)
         self.scores_keys = any(step.op in ("topk", "topk_pages") for step in self.steps)
+        #: Why the graph cannot run on a static key buffer (``num_keys``), or None.
+        self.static_problem = static_problem(self.steps)
         if compiled.backend == "inductor":
             self._chunk = compiled_chunk(self.steps, self.output, gqa)
             self._lists = compiled_chunk(self.steps, self.output, gqa, sparse_lists)
@@ -192,11 +194,16 @@ class SparseRunner:
         chunk = min(chunk, math.isqrt(CHUNK_ELEMENTS // (b * hq)))
         return max(1, min(q, chunk))
 
-    def __call__(self, queries, keys, values, attention_mask, scaling, prep, sinks, layer_idx=0):
+    def __call__(self, queries, keys, values, attention_mask, scaling, prep, sinks, layer_idx=0, static=None):
+        """``static``: a :class:`~maskgraph.static.StaticKeys` when the keys are a static buffer
+        (query positions are then tensors: nothing is read on the host)."""
         q, k = queries.shape[2], keys.shape[2]
         use_kernel = self.uses_kernel(queries)
         step = q if use_kernel else self.chunk_len(queries, keys)
-        positions = torch.arange(k - q, k, device=queries.device)
+        if static is None:
+            positions = torch.arange(k - q, k, device=queries.device)
+        else:
+            positions = static.num_keys - q + torch.arange(q, device=queries.device)
         outs = []
         for start in range(0, q, step):
             stop = min(q, start + step)
@@ -204,7 +211,8 @@ class SparseRunner:
             if am is not None and am.shape[2] != 1:
                 am = am[:, :, start:stop]
             args = (self.params, queries[:, :, start:stop], keys, values, am, scaling)
-            where = (positions[start:stop], k - q + start, prep)
+            first = k - q + start if static is None else positions[start]
+            where = (positions[start:stop], first, prep)
             if use_kernel:
                 lists = self._lists(*args, *where, layer_idx=layer_idx, triton_topk=self.topk != "torch")
                 out, empty = fused.fused_gather_attention(*args[1:], lists, sinks, queries.dtype)

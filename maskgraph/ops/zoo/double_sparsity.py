@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ...attention import f32_bmm
 from ...errors import CalibrationError
 from ...registry import Param, Port, operator
+from ...static import StaticKeys, row_caches
 from ...triton_util import jitted, usable
 from ...types import PortType
 from .filecache import cached_load
@@ -159,8 +160,10 @@ def label_channels(channels: torch.Tensor, layer_idx: int, group_factor: int, pa
     return channels[layer_idx, :, :r]
 
 
-def prepare_double_sparsity(keys, values, params, slot, layer_idx) -> dict[str, torch.Tensor]:
-    """Label cache, appended per step: ``labels`` the quantisation codes — for label_bits ≤ 8
+def prepare_double_sparsity(
+    keys, values, params, slot, layer_idx, static: StaticKeys | None = None
+) -> dict[str, torch.Tensor]:
+    """Label cache, appended per step (rewritten in place for a static buffer): ``labels`` the quantisation codes — for label_bits ≤ 8
     packed into int32 words (B, Hkv, K, W), label_bits bits per label (:func:`pack_codes`;
     :func:`label_codes` unpacks them), else (B, Hkv, K, r) float32 —, ``lo`` and ``step``
     (B, Hkv, K, 1) float32 (label ≈ lo + code·step), and the channel indices ``idx`` (Hkv, r)
@@ -177,28 +180,18 @@ def prepare_double_sparsity(keys, values, params, slot, layer_idx) -> dict[str, 
     idx = label_channels(channels, layer_idx, params["group_factor"], path).to(keys.device)
     bits = params["label_bits"]
     config = (os.path.abspath(path), os.stat(path).st_mtime_ns, params["group_factor"], bits, layer_idx)
-    labels, n = slot.get("labels"), slot.get("n", 0)
-    lo, step = slot.get("lo"), slot.get("step")
-    fresh = (
-        labels is None
-        or k < n
-        or labels.shape[:2] != (b, h)
-        or labels.device != keys.device
-        or slot.get("config") != config
+    labels = slot.get("labels")
+    stale = labels is not None and (
+        labels.shape[:2] != (b, h) or labels.device != keys.device or slot.get("config") != config
     )
-    start = 0 if fresh else n
-    new_keys = keys[:, :, start:].float()
-    gathered = torch.gather(new_keys, -1, idx.view(1, h, 1, -1).expand(b, h, k - start, -1))
-    new, new_lo, new_step = quantise_codes(gathered, bits)
-    if bits <= 8:
-        new = pack_codes(new, bits)
-    if fresh:
-        labels, lo, step = new, new_lo, new_step
-    else:
-        labels, lo, step = (
-            torch.cat(pair, dim=2) for pair in ((labels, new), (lo, new_lo), (step, new_step))
-        )
-    slot.update(labels=labels, lo=lo, step=step, n=k, config=config, updated=(start, k))
+
+    def encode(x: torch.Tensor, _) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        picked = torch.gather(x.float(), -1, idx.view(1, h, 1, -1).expand(b, h, x.shape[2], -1))
+        codes, lo, step = quantise_codes(picked, bits)
+        return (pack_codes(codes, bits) if bits <= 8 else codes), lo, step
+
+    labels, lo, step = row_caches(slot, ["labels", "lo", "step"], keys, values, encode, stale, static)
+    slot["config"] = config
     return {"labels": labels, "lo": lo, "step": step, "idx": idx}
 
 
@@ -294,6 +287,7 @@ def double_sparsity_group_scores(env, prep, **params) -> tuple[torch.Tensor, int
     paper="Yang et al. 2024, Post-Training Sparse Attention with Double Sparsity",
     prepare=prepare_double_sparsity,
     stateful=True,
+    static_buffers=True,
     sparse_scores=double_sparsity_sparse_scores,
     sparse_group_scores=double_sparsity_group_scores,
 )

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ...errors import CalibrationError
 from ...registry import Param, Port, operator
+from ...static import StaticKeys, row_caches
 from ...triton_util import jitted, usable
 from ...types import PortType
 from .filecache import cached_load
@@ -218,8 +219,11 @@ def popcount32(x: torch.Tensor) -> torch.Tensor:
     return _popcount16(x & 0xFFFF) + _popcount16((x >> 16) & 0xFFFF)
 
 
-def prepare_hashattention(keys, values, params, slot, layer_idx) -> dict[str, torch.Tensor]:
-    """Load this layer's weights; key signatures (B, Hkv, K, W) int32 cached, appended per step.
+def prepare_hashattention(
+    keys, values, params, slot, layer_idx, static: StaticKeys | None = None
+) -> dict[str, torch.Tensor]:
+    """Load this layer's weights; key signatures (B, Hkv, K, W) int32 cached, appended per step
+    (rewritten in place for a static buffer: :func:`maskgraph.static.row_caches`).
 
     Returns ``key_words`` and the query MLP ``qw1, qb1, qw2, qb2`` on the keys' device.
     Raises CalibrationError when no/invalid weights are given or they do not fit.
@@ -251,13 +255,12 @@ def prepare_hashattention(keys, values, params, slot, layer_idx) -> dict[str, to
             f"{path}: layer {layer_idx} key weights are for (Hkv, D)={tuple(w['key.w1'].shape[:2])}, "
             f"the keys have {(h, d)}"
         )
-    words, n = slot.get("key_words"), slot.get("n", 0)
-    fresh = words is None or k < n or words.shape[:2] != (b, h) or words.device != keys.device
-    start = 0 if fresh else n
+    words = slot.get("key_words")
+    stale = words is not None and (words.shape[:2] != (b, h) or words.device != keys.device)
     side = [w[f"key.{p}"] for p in PARTS]
-    new = pack_bits(hash_bits(keys[:, :, start:], *side))
-    words = new if fresh else torch.cat([words, new], dim=2)
-    slot.update(key_words=words, n=k, config=config, updated=(start, k))
+    (words,) = row_caches(
+        slot, ["key_words"], keys, values, lambda x, _: (pack_bits(hash_bits(x, *side)),), stale, static
+    )
     q = [w[f"query.{p}"] for p in PARTS]
     return {"key_words": words, "qw1": q[0], "qb1": q[1], "qw2": q[2], "qb2": q[3]}
 
@@ -329,6 +332,7 @@ def hashattention_group_scores(env, prep, *, weights=None, hat_bits) -> tuple[to
     paper="Desai et al., ICML 2025, HashAttention: Semantic Sparsity for Faster Inference",
     prepare=prepare_hashattention,
     stateful=True,
+    static_buffers=True,
     sparse_scores=hashattention_sparse_scores,
     sparse_group_scores=hashattention_group_scores,
     integer_scores=True,

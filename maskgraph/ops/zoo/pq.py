@@ -154,6 +154,10 @@ def pq_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, int]:
     paper="Zhang et al., SIGMOD 2025, PQCache: Product Quantization-based KVCache for Long Context LLM Inference",
     prepare=prepare_pq,
     stateful=True,
+    static_buffers=(
+        "its codebooks are fit by k-means on the first call's keys, which in a static buffer "
+        "would include the padding"
+    ),
     sparse_scores=pq_sparse_scores,
 )
 def pq(env, *, pq_group_factor, pq_bits, kmeans_iter, metric, seed, prep) -> torch.Tensor:

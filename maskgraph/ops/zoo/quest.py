@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ...attention import f32_bmm
 from ...registry import Param, Port, operator
+from ...static import StaticKeys
 from ...triton_util import jitted, usable
 from ...types import PortType
 from ..select import eligible_scores, topk_lowest
@@ -61,11 +62,14 @@ def quantise_bounds(lo: torch.Tensor, hi: torch.Tensor, bits: int) -> tuple[torc
     return torch.minimum(lo_q, lo), torch.maximum(hi_q, hi)
 
 
-def prepare_quest(keys, values, params, slot, layer_idx) -> dict[str, torch.Tensor]:
+def prepare_quest(
+    keys, values, params, slot, layer_idx, static: StaticKeys | None = None
+) -> dict[str, torch.Tensor]:
     """Page bounds of ``keys`` (B, Hkv, K, D), cached in ``slot``.
 
     When K grows, only the pages from the (possibly partial) last cached page onwards are
-    recomputed; when K shrinks or the shape changes, everything is rebuilt.
+    recomputed; when K shrinks or the shape changes, everything is rebuilt. A static buffer
+    (``static``): see :func:`prepare_quest_static`.
     Returns ``{"lo": (B, Hkv, P, D), "hi": (B, Hkv, P, D)}``, P = ceil(K / page_size), in the
     keys' dtype when it is a 16-bit float (rounded outwards, so they still bound every key; Quest
     keeps its page metadata in the cache's precision), float32 otherwise.
@@ -73,9 +77,12 @@ def prepare_quest(keys, values, params, slot, layer_idx) -> dict[str, torch.Tens
     page, bits = params["page_size"], params["label_bits"]
     b, h, k, d = keys.shape
     store = keys.dtype if keys.dtype in (torch.float16, torch.bfloat16) else torch.float32
-    lo, hi, n = slot.get("lo"), slot.get("hi"), slot.get("n", 0)
+    if static is not None:
+        return prepare_quest_static(keys, page, bits, store, slot, static)
+    lo, hi, n = slot.get("lo"), slot.get("hi"), slot.get("n") or 0
     fresh = (
         lo is None
+        or slot.get("static") is not None
         or lo.dtype != store
         or k < n
         or lo.shape[:2] != (b, h)
@@ -89,8 +96,49 @@ def prepare_quest(keys, values, params, slot, layer_idx) -> dict[str, torch.Tens
     if not fresh:
         new_lo = torch.cat([lo[:, :, :first_page], new_lo], dim=2)
         new_hi = torch.cat([hi[:, :, :first_page], new_hi], dim=2)
-    slot.update(lo=new_lo, hi=new_hi, n=k, config=(page, bits), updated=(first_page * page, k))
+    slot.update(lo=new_lo, hi=new_hi, n=k, static=None, config=(page, bits), updated=(first_page * page, k))
     return {"lo": new_lo, "hi": new_hi}
+
+
+def prepare_quest_static(
+    keys, page: int, bits: int, store, slot, static: StaticKeys
+) -> dict[str, torch.Tensor]:
+    """Page bounds of a static buffer ``keys`` (B, Hkv, Kmax, D) holding ``static.num_keys``
+    tokens: built for every page on the first call, then only the pages holding the call's new
+    keys are recomputed and written in place. Rows past the last token are read as copies of
+    the last token, so a partial page is bounded by its tokens alone (as when the keys grow);
+    pages past it are never attended (the attention mask forbids all their keys)."""
+    b, h, k, d = keys.shape
+    pages = -(-k // page)
+    lo, hi = slot.get("lo"), slot.get("hi")
+    fresh = (
+        lo is None
+        or slot.get("static") != k
+        or lo.dtype != store
+        or lo.shape[:2] != (b, h)
+        or lo.shape[-1] != d
+        or lo.device != keys.device
+        or slot.get("config") != (page, bits)
+    )
+    device = keys.device
+    if fresh:
+        ids = torch.arange(pages, device=device)
+    else:  # new keys n − new … n − 1 touch at most this many consecutive pages
+        count = min(pages, (static.new + page - 2) // page + 1)
+        first = (static.num_keys - static.new) // page
+        ids = (first + torch.arange(count, device=device)).clamp_max(pages - 1)
+    rows = (ids.view(-1, 1) * page + torch.arange(page, device=device)).clamp_max(static.num_keys - 1)
+    picked = keys.index_select(2, rows.flatten().clamp(0, k - 1)).float()
+    picked = picked.view(b, h, ids.shape[0], page, d)
+    new_lo, new_hi = quantise_bounds(picked.amin(3), picked.amax(3), bits)
+    new_lo, new_hi = round_outwards(new_lo, new_hi, store)
+    if fresh:
+        lo, hi = new_lo, new_hi
+    else:
+        lo.index_copy_(2, ids, new_lo)
+        hi.index_copy_(2, ids, new_hi)
+    slot.update(lo=lo, hi=hi, n=None, static=k, config=(page, bits), updated=None)
+    return {"lo": lo, "hi": hi}
 
 
 def round_outwards(
@@ -194,6 +242,7 @@ def expand_blocks(scores: torch.Tensor, block: int, k: int) -> torch.Tensor:
     paper="Tang et al., ICML 2024, Quest: Query-Aware Sparsity for Efficient Long-Context LLM Inference",
     prepare=prepare_quest,
     stateful=True,
+    static_buffers=True,
     sparse_scores=quest_sparse_scores,
     sparse_group_scores=quest_group_scores,
 )

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ...registry import Param, Port, operator
+from ...static import StaticKeys, row_caches
 from ...types import PortType
 
 
@@ -40,9 +41,11 @@ def bucket_bits(bits: int, device) -> torch.Tensor:
     return ((codes.unsqueeze(-1) >> torch.arange(bits, device=device)) & 1).float()
 
 
-def prepare_socket(keys, values, params, slot, layer_idx) -> dict[str, torch.Tensor]:
+def prepare_socket(
+    keys, values, params, slot, layer_idx, static: StaticKeys | None = None
+) -> dict[str, torch.Tensor]:
     """Key bucket codes ``codes`` (B, Hkv, K, L) int64 and value norms ``vnorm`` (B, Hkv, K)
-    float32, appended per step; ``planes`` (L, P, D) and ``bucket_bits`` (2**P, P)."""
+    float32, appended per step (rewritten in place for a static buffer); ``planes`` (L, P, D) and ``bucket_bits`` (2**P, P)."""
     tables, bits, seed = params["tables"], params["bits"], params["seed"]
     b, h, k, d = keys.shape
     config = (tables, bits, seed, d)
@@ -50,15 +53,13 @@ def prepare_socket(keys, values, params, slot, layer_idx) -> dict[str, torch.Ten
         slot.clear()
         slot.update(planes=hyperplanes(tables, bits, d, seed).to(keys.device), config=config)
     planes = slot["planes"].to(keys.device)
-    codes, vnorm, n = slot.get("codes"), slot.get("vnorm"), slot.get("n", 0)
-    fresh = codes is None or k < n or codes.shape[:2] != (b, h) or codes.device != keys.device
-    start = 0 if fresh else n
-    new_codes = bucket_codes(keys[:, :, start:], planes)
-    new_norm = values[:, :, start:].float().norm(dim=-1)
-    if not fresh:
-        new_codes = torch.cat([codes, new_codes], dim=2)
-        new_norm = torch.cat([vnorm, new_norm], dim=2)
-    slot.update(codes=new_codes, vnorm=new_norm, n=k, planes=planes, updated=(start, k))
+    codes = slot.get("codes")
+    stale = codes is not None and (codes.shape[:2] != (b, h) or codes.device != keys.device)
+
+    def encode(k_rows: torch.Tensor, v_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return bucket_codes(k_rows, planes), v_rows.float().norm(dim=-1)
+
+    new_codes, new_norm = row_caches(slot, ["codes", "vnorm"], keys, values, encode, stale, static)
     return {
         "codes": new_codes,
         "vnorm": new_norm,
@@ -109,6 +110,7 @@ def socket_sparse_scores(env, prep, *, tables, bits, tau, seed) -> tuple[torch.T
     paper="SOCKET: soft collision kernel estimation for sparse attention (soft LSH)",
     prepare=prepare_socket,
     stateful=True,
+    static_buffers=True,
     sparse_scores=socket_sparse_scores,
 )
 def socket(env, *, tables, bits, tau, seed, prep) -> torch.Tensor:

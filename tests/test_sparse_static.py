@@ -1,0 +1,162 @@
+"""Static key buffers (``num_keys``): the same output as the call on the tokens alone, caches
+rewritten in place, nothing read on the host (what a CUDA graph of a decode step needs)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hostreads import NoHostReads
+from test_sparse import calib, load, rel  # noqa: F401  (calib is a fixture)
+
+import maskgraph as mg
+from maskgraph.errors import NotSupportedError, ShapeError
+
+# int budgets everywhere: a share of K would be a share of the buffer
+STATIC_GRAPHS = {
+    "streaming_llm": {},
+    "oracle_topk": {},
+    "quest": {},
+    "hashattention": {},
+    "double_sparsity": {"heavy_size": 7},
+    "socket": {},
+}
+D = 16
+
+
+def buffers(b, hkv, kmax, dtype, gen):
+    """Random keys and values (B, Hkv, Kmax, D)."""
+    k = torch.randn(b, hkv, kmax, D, generator=gen).to(dtype)
+    v = torch.randn(b, hkv, kmax, D, generator=gen).to(dtype)
+    return k, v
+
+
+def decode_both(attn, b, hq, hkv, steps, dtype=torch.float32, kmax=40, start=23, seed=0, mask=False):
+    """Run ``steps`` calls (query counts) on growing keys and on one static buffer whose padding
+    holds large finite garbage; return the worst relative difference of the outputs."""
+    gen = torch.Generator().manual_seed(seed)
+    k, v = buffers(b, hkv, kmax, dtype, gen)
+    kb, vb = k.clone(), v.clone()
+    grow, static = mg.State(), mg.State()
+    n, worst = start, 0.0
+    for q_len in steps:
+        n += q_len
+        q = torch.randn(b, hq, q_len, D, generator=gen).to(dtype)
+        kb[:, :, :n], vb[:, :, :n] = k[:, :, :n], v[:, :, :n]  # the new tokens are written
+        kb[:, :, n:] = (1e4 * torch.randn(b, hkv, kmax - n, D, generator=gen)).to(dtype)
+        vb[:, :, n:] = (1e4 * torch.randn(b, hkv, kmax - n, D, generator=gen)).to(dtype)
+        am = None
+        if mask:  # causal within the call, and one row that forbids its first keys
+            am = torch.ones(b, 1, q_len, kmax, dtype=torch.bool).tril(n - q_len)
+            am[-1, :, :, :3] = False
+        want = attn(q, k[:, :, :n], v[:, :, :n], None if am is None else am[..., :n], state=grow)
+        got = attn(q, kb, vb, am, state=static, num_keys=torch.tensor(n))
+        assert got.shape == want.shape and got.dtype == want.dtype
+        worst = max(worst, rel(got, want))
+    return worst
+
+
+@pytest.mark.parametrize("gqa", ["per_head", "shared"])
+@pytest.mark.parametrize("name", list(STATIC_GRAPHS))
+def test_static_buffer_equals_the_tokens_alone(name, gqa, calib):  # noqa: F811
+    """Decode steps (Q = 1), a chunk of 3 new tokens, B = 2 with GQA, K = 23 … 30 not a multiple
+    of Quest's page of 4; the padding past the tokens is garbage that must never be read."""
+    graph = load(name, calib, 4, 2, **STATIC_GRAPHS[name])
+    attn = mg.compile(graph, mode="sparse", gqa=gqa)
+    assert decode_both(attn, 2, 4, 2, [1, 1, 3, 1, 1]) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["quest", "hashattention", "double_sparsity"])
+def test_static_buffer_bf16_groups_of_three_and_masks(name, calib):  # noqa: F811
+    graph = load(name, calib, 6, 2, **STATIC_GRAPHS[name])
+    attn = mg.compile(graph, mode="sparse")
+    assert decode_both(attn, 2, 6, 2, [1, 2, 1], dtype=torch.bfloat16, seed=3, mask=True) < 1e-2
+
+
+def test_static_buffer_from_the_first_key(calib):  # noqa: F811
+    """A request that starts on an empty buffer (prefill through the graph, Q = K)."""
+    attn = mg.compile(load("quest", calib, 4, 2), mode="sparse")
+    assert decode_both(attn, 1, 4, 2, [9, 1, 1, 4], start=0, seed=5, mask=True) < 1e-5
+
+
+def test_static_buffer_fused_kernel(calib):  # noqa: F811
+    """The Triton kernel path (interpreter on the CPU) reads the window as a listed part."""
+    pytest.importorskip("triton")
+    from maskgraph.triton_util import interpreting
+
+    if not interpreting():
+        pytest.skip("Triton's interpreter is off (tests/conftest.py turns it on)")
+    for name in ("streaming_llm", "quest"):
+        attn = mg.compile(load(name, calib, 4, 2), mode="sparse", gqa="shared", kernel="triton")
+        assert decode_both(attn, 2, 4, 2, [1, 1, 2], seed=7) < 1e-5, name
+
+
+@pytest.mark.slow
+def test_static_buffer_inductor(calib):  # noqa: F811
+    for name in ("streaming_llm", "quest"):
+        attn = mg.compile(load(name, calib, 4, 2), mode="sparse", backend="inductor")
+        assert decode_both(attn, 1, 4, 2, [1, 1, 1], seed=9) < 1e-5, name
+
+
+@pytest.mark.parametrize("name", ["quest", "hashattention", "double_sparsity", "socket"])
+def test_static_caches_hold_the_rows_of_growing_keys(name, calib):  # noqa: F811
+    """After steps on a static buffer, every cached row (Quest: page) of a token equals the
+    cache built on the growing keys; the first call builds, later ones rewrite in place."""
+    graph = load(name, calib, 4, 2, **STATIC_GRAPHS[name])
+    node = next(n for n in graph.nodes if mg.get_op(graph.nodes[n].op).prepare is not None)
+    spec, params = mg.get_op(graph.nodes[node].op), graph.node_params(node)
+    gen = torch.Generator().manual_seed(11)
+    k, v = buffers(2, 2, 40, torch.float32, gen)
+    grow, static = {}, {}
+    from maskgraph.static import StaticKeys
+
+    tensors = None
+    for n, new in ((25, 25), (26, 1), (29, 3), (30, 1)):
+        want = spec.prepare(k[:, :, :n], v[:, :, :n], params, grow, 0)
+        got = spec.prepare(k, v, params, static, 0, static=StaticKeys(torch.tensor(n), new))
+        if tensors is None:
+            tensors = {key: t for key, t in got.items() if t.dim() == 4}
+        for key, t in tensors.items():
+            assert got[key] is t, f"{key} was reallocated, not rewritten in place"
+            rows = want[key].shape[2]
+            assert torch.equal(t[:, :, :rows], want[key]), (key, n)
+
+
+def test_no_host_reads_detector_catches_a_read():
+    with pytest.raises(AssertionError, match="host read"), NoHostReads():
+        torch.ones(2).sum().item()
+    with pytest.raises(AssertionError, match="host read"), NoHostReads():
+        if torch.ones(1) > 0:
+            pass
+
+
+@pytest.mark.parametrize("name", ["streaming_llm", "quest", "hashattention", "double_sparsity"])
+def test_static_decode_step_reads_nothing_on_the_host(name, calib):  # noqa: F811
+    """After the first call (which builds the caches), a decode step on a static buffer reads
+    no value on the host, so the same recorded work serves every position."""
+    graph = load(name, calib, 4, 2, **STATIC_GRAPHS[name])
+    attn = mg.compile(graph, mode="sparse", gqa="shared")
+    gen = torch.Generator().manual_seed(13)
+    k, v = buffers(1, 2, 40, torch.float32, gen)
+    state = mg.State()
+    q = torch.randn(1, 4, 1, D, generator=gen)
+    attn(q, k, v, state=state, num_keys=torch.tensor(24))
+    with NoHostReads():
+        attn(q, k, v, state=state, num_keys=torch.tensor(25))
+
+
+def test_static_buffers_refused_with_the_reason(calib):  # noqa: F811
+    q, k, v = torch.randn(1, 4, 1, D), torch.randn(1, 2, 30, D), torch.randn(1, 2, 30, D)
+    n = torch.tensor(20)
+    share = mg.compile(load("oracle_topk", calib, 4, 2, heavy_size=0.2), mode="sparse")
+    with pytest.raises(NotSupportedError, match=r"node 'heavy'.*k=0\.2 is a share of K.*int budget"):
+        share(q, k, v, num_keys=n)
+    pq = mg.compile(load("pqcache", calib, 4, 2, heavy_size=7), mode="sparse")
+    with pytest.raises(NotSupportedError, match=r"op 'pq'.*k-means"):
+        pq(q, k, v, num_keys=n)
+    simulate = mg.compile(load("streaming_llm", calib, 4, 2))
+    with pytest.raises(NotSupportedError, match="mode='sparse'"):
+        simulate(q, k, v, num_keys=n)
+    attn = mg.compile(load("streaming_llm", calib, 4, 2), mode="sparse")
+    for bad in (20, torch.tensor([20]), torch.tensor(20.0)):
+        with pytest.raises(ShapeError, match="0-d integer tensor"):
+            attn(q, k, v, num_keys=bad)
