@@ -87,14 +87,15 @@ def graph_params(name: str, budget: int, files: dict) -> dict:
     return out
 
 
-def calibration_files(folder: str, hq: int, hkv: int, d: int) -> dict:
-    """Random (untrained) HashAttention weights and Double Sparsity channels: speed only."""
+def calibration_files(folder: str, hq: int, hkv: int, d: int, layers: int = 1) -> dict:
+    """Random (untrained) HashAttention weights and Double Sparsity channels for ``layers``
+    layers: speed only."""
     files = {}
     try:
         from maskgraph.ops.zoo import hashattention as ha
 
         path = f"{folder}/hat.safetensors"
-        ha.save_hash_weights(path, ha.random_hash_weights(1, hq, hkv, d, 32, 64, seed=0))
+        ha.save_hash_weights(path, ha.random_hash_weights(layers, hq, hkv, d, 32, 64, seed=0))
         files["hat_weights"] = path
     except Exception as exc:  # noqa: BLE001 - a missing method only drops its rows
         print(f"hashattention weights unavailable: {exc}", flush=True)
@@ -103,7 +104,10 @@ def calibration_files(folder: str, hq: int, hkv: int, d: int) -> dict:
 
         gen = torch.Generator().manual_seed(0)
         path = f"{folder}/ds.safetensors"
-        ds.save_channels(path, torch.stack([torch.randperm(d, generator=gen) for _ in range(hkv)])[None])
+        channels = [
+            torch.stack([torch.randperm(d, generator=gen) for _ in range(hkv)]) for _ in range(layers)
+        ]
+        ds.save_channels(path, torch.stack(channels))
         files["ds_channels"] = path
     except Exception as exc:  # noqa: BLE001
         print(f"double_sparsity channels unavailable: {exc}", flush=True)

@@ -71,13 +71,14 @@ class Injection:
         backend: str,
         observer: Observer | None,
         chunk_size: int | str,
+        **sparse_options: Any,
     ) -> None:
         self.model = model
         self.graph = graph
         self.protocol = protocol
         self.observer = observer
         self.tracker = RequestTracker(protocol)
-        self.layers = _compile_layers(graph, _num_layers(model), backend, mode, chunk_size)
+        self.layers = _compile_layers(graph, _num_layers(model), backend, mode, chunk_size, sparse_options)
         self.name = f"maskgraph_{graph.name}_{next(_COUNTER)}"
         self.calls = 0
         self.dense_calls = 0
@@ -228,6 +229,7 @@ def inject(
     observer: Observer | None = None,
     overrides: dict[str, Any] | None = None,
     chunk_size: int | str = "auto",
+    **sparse_options: Any,
 ) -> Injection:
     """Route ``model``'s attention through ``graph``; returns an :class:`Injection`.
 
@@ -236,7 +238,8 @@ def inject(
     distinct layer graph; ``graph.for_layer(i)`` keeps listed layers dense). ``protocol``:
     ``"dense_prefill"`` or ``"sparse"`` (see :mod:`maskgraph.hf.protocol`). ``observer``: an
     object with ``observe(layer_idx, queries, keys, values, attention_mask, scaling, out, attn)``
-    called after every attention call that went through the graph.
+    called after every attention call that went through the graph. ``sparse_options`` (with
+    ``mode="sparse"``: ``gqa``, ``kernel``, ``topk``) go to :func:`maskgraph.compile`.
     """
     from ..loader import load_graph
 
@@ -254,6 +257,7 @@ def inject(
         backend=backend,
         observer=observer,
         chunk_size=chunk_size,
+        **sparse_options,
     )
 
 
@@ -320,7 +324,7 @@ def _num_layers(model: Any) -> int:
     return n
 
 
-def _compile_layers(graph: Graph, n_layers: int, backend: str, mode: str, chunk_size):
+def _compile_layers(graph: Graph, n_layers: int, backend: str, mode: str, chunk_size, sparse_options=None):
     """layer index -> CompiledAttention (shared between layers whose graphs are equal) or None."""
     by_text: dict[str, CompiledAttention] = {}
     layers: dict[int, CompiledAttention | None] = {}
@@ -331,7 +335,9 @@ def _compile_layers(graph: Graph, n_layers: int, backend: str, mode: str, chunk_
             continue
         text = g.to_yaml()
         if text not in by_text:
-            by_text[text] = mg_compile(g, backend=backend, mode=mode, chunk_size=chunk_size)
+            by_text[text] = mg_compile(
+                g, backend=backend, mode=mode, chunk_size=chunk_size, **(sparse_options or {})
+            )
         layers[i] = by_text[text]
     return layers
 

@@ -1,0 +1,161 @@
+"""Per-token decode with the whole step recorded as one CUDA graph (GraphedDecoder).
+
+    python benchmarks/decode_graph.py                  # GPU: 8 layers, contexts 32K and 128K
+    python benchmarks/decode_graph.py --quick          # CPU: a tiny model, eager steps only
+
+Llama-3-8B-shaped model (random weights), prompt prefilled densely, greedy decoding on a
+static cache. Each variant runs twice from the same prompt: eager steps (every step pays
+Python and launch time) and recorded steps (one CUDA graph replay per token). Rows: plain SDPA
+on the static cache (transformers' own path), maskgraph's sparse mode for each graph at an
+int budget of ``density · context`` keys, and the ``dense`` graph in sparse mode (every key
+through the same fused kernel). Columns: ms per token, the ratio to SDPA recorded the same
+way, the ratio of recorded to eager, and whether both runs produced the same tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import sys
+import tempfile
+import traceback
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import TimeLimit, device_name, out_of_time, print_table, stop_on_sigterm, write_json  # noqa: E402
+from decode import llama3_8b_shaped  # noqa: E402
+from sparse import calibration_files, graph_params  # noqa: E402
+
+import maskgraph as mg  # noqa: E402
+from maskgraph.hf import GraphedDecoder  # noqa: E402
+
+GRAPHS = ["streaming_llm", "quest", "hashattention", "double_sparsity"]
+
+
+def run_variant(model, ids, record: bool, steps: int, warmup: int, device) -> tuple[float, list]:
+    """(median ms per token after the warm-up, the tokens) of ``steps`` decode steps."""
+    dec = GraphedDecoder(model, ids.shape[1] + warmup + steps + 2, record=record, warmup=warmup)
+    dec.prefill(ids)
+    tokens, times = [], []
+    for i in range(warmup + steps):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            dec.advance(i)
+            end.record()
+            end.synchronize()
+            ms = start.elapsed_time(end)
+        else:
+            import time
+
+            t0 = time.perf_counter()
+            dec.advance(i)
+            ms = (time.perf_counter() - t0) * 1e3
+        tokens.append(dec._token.clone())
+        if i > warmup:  # the step after the warm-up records the graph
+            times.append(ms)
+    del dec
+    return statistics.median(times), [int(t.flatten()[0]) for t in tokens]
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="CPU, tiny model, eager steps only")
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--contexts", nargs="*", type=int, default=[32768, 131072])
+    ap.add_argument("--densities", nargs="*", type=float, default=[0.1])
+    ap.add_argument("--graphs", nargs="*", default=GRAPHS)
+    ap.add_argument("--steps", type=int, default=20, help="timed decode steps per run")
+    ap.add_argument("--warmup", type=int, default=2, help="eager steps before recording")
+    ap.add_argument("--gqa", default="shared", choices=["shared", "per_head"])
+    args = ap.parse_args(argv)
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if args.quick:
+        args.contexts, args.steps = [200], 4
+    model, cfg = llama3_8b_shaped(args.layers, args.quick, device, dtype)
+    hq, hkv = cfg.num_attention_heads, cfg.num_key_value_heads
+    args.layers = cfg.num_hidden_layers
+    files = calibration_files(tempfile.mkdtemp(), hq, hkv, cfg.hidden_size // hq, args.layers)
+    modes = [False] if device.type != "cuda" else [False, True]
+    print(f"device: {device_name(device)}; torch {torch.__version__}", flush=True)
+    stop_on_sigterm()
+    rows, cut = [], False
+    try:
+        for ctx in args.contexts:
+            ids = torch.randint(0, cfg.vocab_size, (1, ctx), device=device, generator=None)
+            variants = [("sdpa", None, None), ("dense", "dense", {})]
+            for density in args.densities:
+                budget = int(density * ctx)
+                variants += [(g, g, graph_params(g, budget, files)) for g in args.graphs]
+            base = {}
+            for label, graph, overrides in variants:
+                if out_of_time():
+                    raise TimeLimit()
+                density = (
+                    None
+                    if graph in (None, "dense")
+                    else round(sum(v for k, v in overrides.items() if k.endswith("_size")) / ctx, 3)
+                )
+                row = dict(variant=label, context=ctx, density=density)
+                handle = None
+                try:
+                    if graph is not None:
+                        handle = mg.inject(
+                            model, graph, mode="sparse", backend="inductor", overrides=overrides, gqa=args.gqa
+                        )
+                    tokens = {}
+                    for record in modes:
+                        ms, tokens[record] = run_variant(model, ids, record, args.steps, args.warmup, device)
+                        row["graph_ms" if record else "eager_ms"] = ms
+                    if True in tokens:
+                        row["same_tokens"] = tokens[True] == tokens[False]
+                        row["x_eager"] = row["graph_ms"] / row["eager_ms"]
+                    key = "graph_ms" if "graph_ms" in row else "eager_ms"
+                    if graph is None:
+                        base[key] = row[key]
+                    row["x_sdpa"] = row[key] / base[key] if key in base else None
+                    if handle is not None:
+                        row["static_calls"] = handle.static_calls
+                except Exception as exc:  # noqa: BLE001 - one failing variant keeps the table
+                    row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
+                    traceback.print_exc(limit=4)
+                finally:
+                    if handle is not None:
+                        handle.remove()
+                    torch.cuda.empty_cache() if device.type == "cuda" else None
+                rows.append(row)
+                print(row, flush=True)
+    except TimeLimit:
+        cut = True
+        print("time limit reached: the table below is partial", flush=True)
+    payload = dict(
+        benchmark="decode_graph",
+        device=device_name(device),
+        date=datetime.date.today().isoformat(),
+        torch=torch.__version__,
+        layers=args.layers,
+        rows=rows,
+    )
+    write_json("decode_graph.json", payload)
+    print(
+        f"\n## decode per token, whole step as one CUDA graph — {payload['device']}, {payload['date']}, "
+        f"{args.layers} layers (Llama-3-8B shape), gqa={args.gqa}; x_sdpa = ms / SDPA ms (same timing)"
+    )
+    if cut:
+        print("(partial: cut by the time limit)")
+    cols = ["variant", "context", "density", "eager_ms", "graph_ms", "x_sdpa", "x_eager", "same_tokens"]
+    print_table(rows, cols + ["static_calls", "error"])
+    return rows
+
+
+if __name__ == "__main__":
+    main()
