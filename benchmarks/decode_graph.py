@@ -6,7 +6,9 @@
 Llama-3-8B-shaped model (random weights), prompt prefilled densely, greedy decoding on a
 static cache. Each variant runs twice from the same prompt: eager steps (every step pays
 Python and launch time) and recorded steps (one CUDA graph replay per token). Rows: plain SDPA
-on the static cache (transformers' own path), maskgraph's sparse mode for each graph at an
+on the static cache (transformers' own path: a boolean mask, so not the flash kernel), flash
+SDPA over the whole buffer without a mask (timing only: it attends the padding, so its tokens
+are wrong; what a dense kernel taking the token count would cost), maskgraph's sparse mode for each graph at an
 int budget of ``density · context`` keys, and the ``dense`` graph in sparse mode (every key
 through the same fused kernel). Columns: ms per token, the ratio to SDPA recorded the same
 way, the ratio of recorded to eager, and whether both runs produced the same tokens.
@@ -28,7 +30,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import TimeLimit, device_name, out_of_time, print_table, stop_on_sigterm, write_json  # noqa: E402
+from common import (  # noqa: E402
+    TimeLimit,
+    device_name,
+    flash_sdpa,
+    out_of_time,
+    print_table,
+    stop_on_sigterm,
+    write_json,
+)
 from decode import llama3_8b_shaped  # noqa: E402
 from sparse import calibration_files, graph_params  # noqa: E402
 
@@ -36,6 +46,30 @@ import maskgraph as mg  # noqa: E402
 from maskgraph.hf import GraphedDecoder  # noqa: E402
 
 GRAPHS = ["streaming_llm", "quest", "hashattention", "double_sparsity"]
+FLASH = "padded_sdpa_timing_only"
+
+
+def flash_padded(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """Timing only: flash SDPA over the whole static buffer, padding included (no mask), i.e.
+    what a dense decode kernel that takes the token count as a tensor would cost. Its tokens
+    are wrong (the padding is attended)."""
+    import torch.nn.functional as F
+
+    with flash_sdpa():
+        out = F.scaled_dot_product_attention(
+            query, key, value, scale=scaling, is_causal=query.shape[2] > 1, enable_gqa=True
+        )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def use_flash_padded(model, on: bool) -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    if on:
+        AttentionInterface.register(FLASH, flash_padded)
+        AttentionMaskInterface.register(FLASH, lambda *args, **kwargs: None)
+    model.set_attn_implementation(FLASH if on else "sdpa")
 
 
 def run_variant(model, ids, record: bool, steps: int, warmup: int, device) -> tuple[float, list]:
@@ -69,7 +103,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--quick", action="store_true", help="CPU, tiny model, eager steps only")
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--contexts", nargs="*", type=int, default=[32768, 131072])
-    ap.add_argument("--densities", nargs="*", type=float, default=[0.1])
+    ap.add_argument("--densities", nargs="*", type=float, default=[0.02, 0.1])
     ap.add_argument("--graphs", nargs="*", default=GRAPHS)
     ap.add_argument("--steps", type=int, default=20, help="timed decode steps per run")
     ap.add_argument("--warmup", type=int, default=2, help="eager steps before recording")
@@ -92,7 +126,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     try:
         for ctx in args.contexts:
             ids = torch.randint(0, cfg.vocab_size, (1, ctx), device=device, generator=None)
-            variants = [("sdpa", None, None), ("dense", "dense", {})]
+            variants = [("sdpa", None, None), ("flash (timing only)", FLASH, None), ("dense", "dense", {})]
             for density in args.densities:
                 budget = int(density * ctx)
                 variants += [(g, g, graph_params(g, budget, files)) for g in args.graphs]
@@ -102,13 +136,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     raise TimeLimit()
                 density = (
                     None
-                    if graph in (None, "dense")
+                    if graph in (None, FLASH, "dense")
                     else round(sum(v for k, v in overrides.items() if k.endswith("_size")) / ctx, 3)
                 )
                 row = dict(variant=label, context=ctx, density=density)
                 handle = None
                 try:
-                    if graph is not None:
+                    if graph == FLASH:
+                        use_flash_padded(model, True)
+                    elif graph is not None:
                         handle = mg.inject(
                             model, graph, mode="sparse", backend="inductor", overrides=overrides, gqa=args.gqa
                         )
@@ -131,6 +167,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 finally:
                     if handle is not None:
                         handle.remove()
+                    if graph == FLASH:
+                        use_flash_padded(model, False)
                     torch.cuda.empty_cache() if device.type == "cuda" else None
                 rows.append(row)
                 print(row, flush=True)

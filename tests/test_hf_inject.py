@@ -403,3 +403,22 @@ def test_static_layer_without_a_token_count_is_measured_by_the_mask():
     assert _valid_length(SimpleNamespace(layers=[SimpleNamespace()]), 0, 10, None) == 10  # dynamic
     with pytest.raises(mg.NotSupportedError, match="without a token count"):
         _valid_length(cache, 0, 10, None)
+
+
+def test_a_prompt_on_an_empty_cache_builds_no_quadratic_mask():
+    """A causal prompt without padding gets no (Q, K) mask (16 GiB of booleans at 128K): dense
+    SDPA takes ``is_causal``; padding, a continuation or a window still get the full mask."""
+    from transformers.masking_utils import causal_mask_function
+
+    from maskgraph.hf.inject import _materialised_mask
+
+    kw = dict(batch_size=1, q_length=6, kv_length=6, q_offset=0, kv_offset=0, device="cpu")
+    kw.update(mask_function=causal_mask_function, attention_mask=None)
+    assert _materialised_mask(**kw) is None
+    assert _materialised_mask(**{**kw, "attention_mask": torch.ones(1, 6, dtype=torch.bool)}) is None
+    padded = torch.ones(1, 6, dtype=torch.bool)
+    padded[0, 0] = False
+    assert _materialised_mask(**{**kw, "attention_mask": padded}).shape == (1, 1, 6, 6)
+    assert _materialised_mask(**{**kw, "kv_length": 9}).shape == (1, 1, 6, 9)
+    assert _materialised_mask(**{**kw, "local_size": 3}).shape == (1, 1, 6, 6)
+    assert _materialised_mask(**{**kw, "q_length": 1, "kv_length": 1}).shape == (1, 1, 1, 1)

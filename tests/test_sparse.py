@@ -413,7 +413,29 @@ def test_budget_matches_gathered_size(calib):
     assert chosen.size == runner.budget(100)
 
 
+# budgets that select nothing: fewer tokens than one page, a share of K that floors to 0
+ZERO_BUDGETS = [("quest", {"heavy_size": 3}), ("oracle_topk", {"heavy_size": 0.01})]
+
+
+@pytest.mark.parametrize("name,extra", ZERO_BUDGETS, ids=[n for n, _ in ZERO_BUDGETS])
+def test_budget_that_selects_nothing_matches_simulate(name, extra, calib):
+    graph = load(name, calib, 4, 2, **extra)
+    qs, ks, vs = inputs(2, 4, 2, 1, 37, seed=48)
+    simulated, sparse = both(graph, qs, ks, vs)[:2]
+    assert rel(sparse, simulated) < 1e-5
+
+
 # ----- compiled -----------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("name,extra", ZERO_BUDGETS, ids=[n for n, _ in ZERO_BUDGETS])
+def test_inductor_budget_that_selects_nothing(name, extra, calib):
+    """inductor failed to lower a top-k of zero pages (a budget below one page)."""
+    graph = load(name, calib, 4, 2, **extra)
+    qs, ks, vs = inputs(1, 4, 2, 1, 37, seed=49)
+    ind = mg.compile(graph, backend="inductor", mode="sparse")
+    assert rel(ind(qs, ks, vs), mg.compile(graph)(qs, ks, vs)) < 1e-5
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["oracle_topk", "quest"])
 def test_inductor_decode_matches_eager(name, calib):

@@ -7,9 +7,11 @@
   :class:`~maskgraph.lower.compiled.CompiledAttention` (or dense SDPA where the layer stays dense
   or the protocol says so);
 - a mask function with ``transformers.AttentionMaskInterface``: transformers builds causal,
-  padding and sliding-window masks only for implementations it knows; ours always materialises
-  the boolean (B, 1, Q, K) mask (the SDPA mask without the "is_causal" shortcut), so the graph
-  sees exactly the keys the layer may attend (Gemma3's sliding layers keep their window);
+  padding and sliding-window masks only for implementations it knows; ours materialises the
+  boolean (B, 1, Q, K) mask (the SDPA mask without the "is_causal" shortcut), so the graph
+  sees exactly the keys the layer may attend (Gemma3's sliding layers keep their window) —
+  except for a causal prompt on an empty cache without padding, where it returns None (SDPA's
+  ``is_causal``; the graph builds the causal mask itself);
 
 then switches the model to that name. :meth:`Injection.remove` (or leaving the ``with`` block)
 switches back and unregisters both, so the model computes bit for bit what it did before.
@@ -343,12 +345,36 @@ def _compile_layers(graph: Graph, n_layers: int, backend: str, mode: str, chunk_
 
 
 def _materialised_mask(*args, **kwargs):
-    """transformers' SDPA mask, always materialised as bool (B, 1, Q, K) (True = may attend)."""
+    """transformers' SDPA mask, materialised as bool (B, 1, Q, K) (True = may attend), except
+    for a causal prompt on an empty cache (None: dense SDPA uses ``is_causal``, a graph call
+    builds the causal mask itself), which would cost Q·K booleans (16 GiB at 128K)."""
     from transformers.masking_utils import sdpa_mask
 
+    if _plain_causal_prompt(kwargs):
+        return None
     kwargs["allow_is_causal_skip"] = False
     kwargs["allow_is_bidirectional_skip"] = False
     return sdpa_mask(*args, **kwargs)
+
+
+def _plain_causal_prompt(kwargs: dict) -> bool:
+    """The mask asked for is the causal mask of Q queries over Q keys (an empty cache), with no
+    padding and no window (transformers' own SDPA skip condition, read from keyword arguments
+    only; the padding mask is read on the host, never while a CUDA graph is recorded)."""
+    from transformers.masking_utils import causal_mask_function
+
+    q, kv = kwargs.get("q_length"), kwargs.get("kv_length")
+    if not (isinstance(q, int) and isinstance(kv, int) and 1 < q == kv):
+        return False
+    if kwargs.get("local_size") is not None or kwargs.get("mask_function") is not causal_mask_function:
+        return False
+    padding = kwargs.get("attention_mask")
+    if padding is None:
+        return True
+    offset = kwargs.get("kv_offset") or 0
+    return (
+        isinstance(offset, int) and not protocol.recording() and bool(padding[:, offset : offset + kv].all())
+    )
 
 
 def _causal(q: int, k: int, device) -> torch.Tensor:

@@ -168,9 +168,11 @@ def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
     prior: IndexSet | None = inputs.get("prior")
     s = exclude_prior(ctx, token_scores(ctx, inputs["scores"]), prior)
     s = group_scores(ctx, s, inputs["scores"].grouped)
-    vals, idx = top_k(ctx, s, _min_k(ctx, params["k"]), inputs["scores"].integer)
+    k = _min_k(ctx, params["k"])
+    vals, idx = top_k(ctx, s, torch.sym_max(k, 1), inputs["scores"].integer)  # k = 0 keeps none
+    valid = vals > NEG_INF if k > 0 else torch.zeros_like(vals, dtype=torch.bool)
     excludes = prior.leaves if prior is not None else frozenset()
-    return indexset.selection_set(name, idx, vals > NEG_INF, env.K, excludes)
+    return indexset.selection_set(name, idx, valid, env.K, excludes)
 
 
 def page_eligible(ctx: Context, prior: IndexSet | None, page_size: int, pages) -> torch.Tensor | None:
@@ -211,10 +213,12 @@ def lower_topk_pages(ctx: Context, name, inputs, params, prep) -> IndexSet:
     scores: BlockScores = inputs["scores"]
     s = group_scores(ctx, page_scores(ctx, scores, prior, size, pages), scores.grouped)
     n = torch.sym_min(env.size(params["k"]) // size, pages)
-    vals, page_idx = top_k(ctx, s, n)
+    vals, page_idx = top_k(ctx, s, torch.sym_max(n, 1))  # a budget below one page keeps none
     offsets = torch.arange(size, device=s.device)
     tok = (page_idx.unsqueeze(-1) * size + offsets).flatten(-2)
     valid = (vals > NEG_INF).unsqueeze(-1).expand(*vals.shape, size).flatten(-2) & (tok < env.K)
+    if n == 0:
+        valid = torch.zeros_like(valid)
     tok = tok.clamp_max(env.K - 1)
     if prior is not None:
         valid = valid & ~prior.contains(tok)

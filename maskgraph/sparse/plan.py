@@ -142,12 +142,12 @@ def budget_split(steps: list[Step], output: str, num_keys: int) -> tuple[int, in
             sizes[step.name] = (size(step.params["size"], num_keys), 0)
         elif step.op in ("full", "causal"):
             sizes[step.name] = (num_keys, 0)
-        elif step.op == "topk":
-            sizes[step.name] = (0, size(step.params["k"], num_keys))
+        elif step.op == "topk":  # at least one entry: a zero budget selects one, kept by none
+            sizes[step.name] = (0, max(1, size(step.params["k"], num_keys)))
         elif step.op == "topk_pages":
             page = step.params["page_size"]
             pages = -(-num_keys // page)
-            sizes[step.name] = (0, min(size(step.params["k"], num_keys) // page, pages) * page)
+            sizes[step.name] = (0, max(1, min(size(step.params["k"], num_keys) // page, pages)) * page)
         elif step.op == "union":
             parts = [sizes[s] for s in step.inputs["masks"]]
             sizes[step.name] = (sum(p[0] for p in parts), sum(p[1] for p in parts))

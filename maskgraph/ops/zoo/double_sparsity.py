@@ -163,8 +163,9 @@ def label_channels(channels: torch.Tensor, layer_idx: int, group_factor: int, pa
 def prepare_double_sparsity(
     keys, values, params, slot, layer_idx, static: StaticKeys | None = None
 ) -> dict[str, torch.Tensor]:
-    """Label cache, appended per step (rewritten in place for a static buffer): ``labels`` the quantisation codes — for label_bits ≤ 8
-    packed into int32 words (B, Hkv, K, W), label_bits bits per label (:func:`pack_codes`;
+    """Label cache, appended per step (rewritten in place for a static buffer): ``labels`` the
+    quantisation codes — for label_bits ≤ 8 packed into int32 words (B, Hkv, K, W), label_bits
+    bits per label (:func:`pack_codes`;
     :func:`label_codes` unpacks them), else (B, Hkv, K, r) float32 —, ``lo`` and ``step``
     (B, Hkv, K, 1) float32 (label ≈ lo + code·step), and the channel indices ``idx`` (Hkv, r)
     int64 of this layer. Raises CalibrationError without a valid channel file."""
@@ -177,9 +178,13 @@ def prepare_double_sparsity(
         raise CalibrationError(
             f"{path}: channels are for (Hkv, D)={tuple(channels.shape[1:])}, the keys have {(h, d)}"
         )
-    idx = label_channels(channels, layer_idx, params["group_factor"], path).to(keys.device)
     bits = params["label_bits"]
     config = (os.path.abspath(path), os.stat(path).st_mtime_ns, params["group_factor"], bits, layer_idx)
+    idx = slot.get("idx")
+    if slot.get("config") != config or idx is None or idx.device != keys.device:
+        # kept on the keys' device: no host-to-device copy per call (none is allowed while a
+        # CUDA graph is recorded)
+        idx = label_channels(channels, layer_idx, params["group_factor"], path).to(keys.device)
     labels = slot.get("labels")
     stale = labels is not None and (
         labels.shape[:2] != (b, h) or labels.device != keys.device or slot.get("config") != config
@@ -191,7 +196,7 @@ def prepare_double_sparsity(
         return (pack_codes(codes, bits) if bits <= 8 else codes), lo, step
 
     labels, lo, step = row_caches(slot, ["labels", "lo", "step"], keys, values, encode, stale, static)
-    slot["config"] = config
+    slot.update(config=config, idx=idx)
     return {"labels": labels, "lo": lo, "step": step, "idx": idx}
 
 
