@@ -98,6 +98,26 @@ def run_variant(model, ids, record: bool, steps: int, warmup: int, device) -> tu
     return statistics.median(times), [int(t.flatten()[0]) for t in tokens]
 
 
+def profile_steps(model, ids, device, title: str, steps: int = 2) -> None:
+    """The kernels of ``steps`` eager decode steps after a warm-up, by device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    dec = GraphedDecoder(model, ids.shape[1] + steps + 4, record=False)
+    dec.prefill(ids)
+    dec.advance(0)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for i in range(steps):
+            dec.advance(1 + i)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"] if device.type == "cuda" else []
+    launches = sum(e.count for e in events)
+    print(f"\n### profile: {title}: {launches / steps:.0f} kernels per step", flush=True)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=70), flush=True)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="CPU, tiny model, eager steps only")
@@ -108,6 +128,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--steps", type=int, default=20, help="timed decode steps per run")
     ap.add_argument("--warmup", type=int, default=2, help="eager steps before recording")
     ap.add_argument("--gqa", default="shared", choices=["shared", "per_head"])
+    ap.add_argument(
+        "--profile",
+        nargs="*",
+        default=[],
+        metavar="VARIANT",
+        help="also print the kernels of 2 eager steps of these variants (e.g. quest dense)",
+    )
     args = ap.parse_args(argv)
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -152,6 +179,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     for record in modes:
                         ms, tokens[record] = run_variant(model, ids, record, args.steps, args.warmup, device)
                         row["graph_ms" if record else "eager_ms"] = ms
+                    if label in args.profile:
+                        profile_steps(model, ids, device, f"{label} context {ctx} density {density}")
                     if True in tokens:
                         row["same_tokens"] = tokens[True] == tokens[False]
                         row["x_eager"] = row["graph_ms"] / row["eager_ms"]

@@ -37,8 +37,10 @@ from common import device_name, flash_sdpa, graph_ms, print_table, write_json  #
 
 from maskgraph.env import Env  # noqa: E402
 from maskgraph.ops.select import topk_lowest  # noqa: E402
+from maskgraph.ops.zoo import quest  # noqa: E402
 from maskgraph.ops.zoo.quest import _quest_group_scores, quest_sparse_scores  # noqa: E402
 from maskgraph.sparse import fused  # noqa: E402
+from maskgraph.sparse import topk as triton_topk  # noqa: E402
 from maskgraph.sparse.topk import select_topk  # noqa: E402
 
 COLUMNS = ["kernel", "variant", "B", "rows", "N", "k", "ms", "x_ref", "ref"]
@@ -53,6 +55,16 @@ def topk_rows(b: int, hkv: int, n: int, density: float, device, args) -> list[di
         "topk_lowest (torch)": lambda: topk_lowest(scores, k, triton=False),
         "select_topk (triton)": lambda: select_topk(scores, k),
     }
+    if n <= triton_topk.SMALL_MAX:  # the four segment launches, for comparison
+
+        def segments():
+            saved, triton_topk.SMALL_MAX = triton_topk.SMALL_MAX, 0
+            try:
+                return select_topk(scores, k)
+            finally:
+                triton_topk.SMALL_MAX = saved
+
+        ways["select_topk segments (triton)"] = segments
     want = set(topk_lowest(scores, k, triton=False)[1][0].tolist())
     assert set(select_topk(scores, k)[1][0].tolist()) == want, "select_topk differs from the rule"
     rows, ref = [], None
@@ -80,12 +92,21 @@ def quest_rows(b: int, hq: int, hkv: int, pages: int, d: int, device, args) -> l
         scores, _ = quest_sparse_scores(env, prep, page_size=16, label_bits=16)
         return scores.view(b, hkv, g, 1, pages).amax(2)
 
+    ways = [("bmm + amax (torch)", torch_way)]
+    for block, warps in ((32, 4), (64, 4), (64, 8), (128, 8)):
+
+        def kernel(block=block, warps=warps):
+            saved = quest.QUEST_BLOCK, quest.QUEST_WARPS
+            quest.QUEST_BLOCK, quest.QUEST_WARPS = block, warps
+            try:
+                return _quest_group_scores(q, lo, hi, 1.0)
+            finally:
+                quest.QUEST_BLOCK, quest.QUEST_WARPS = saved
+
+        ways.append((f"quest_group_scores BLOCK={block} warps={warps}", kernel))
     rows = []
     ref = None
-    for name, fn in (
-        ("bmm + amax (torch)", torch_way),
-        ("quest_group_scores (triton)", lambda: _quest_group_scores(q, lo, hi, 1.0)),
-    ):
+    for name, fn in ways:
         ms, _ = graph_ms(fn, device, args.warmup, args.reps)
         ref = ref or ms
         rows.append(

@@ -97,15 +97,16 @@ def test_static_buffer_inductor(calib):  # noqa: F811
         assert decode_both(attn, 1, 4, 2, [1, 1, 1], seed=9) < 1e-5, name
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("name", ["quest", "hashattention", "double_sparsity", "socket"])
-def test_static_caches_hold_the_rows_of_growing_keys(name, calib):  # noqa: F811
+def test_static_caches_hold_the_rows_of_growing_keys(name, dtype, calib):  # noqa: F811
     """After steps on a static buffer, every cached row (Quest: page) of a token equals the
     cache built on the growing keys; the first call builds, later ones rewrite in place."""
     graph = load(name, calib, 4, 2, **STATIC_GRAPHS[name])
     node = next(n for n in graph.nodes if mg.get_op(graph.nodes[n].op).prepare is not None)
     spec, params = mg.get_op(graph.nodes[node].op), graph.node_params(node)
     gen = torch.Generator().manual_seed(11)
-    k, v = buffers(2, 2, 40, torch.float32, gen)
+    k, v = buffers(2, 2, 40, dtype, gen)
     grow, static = {}, {}
     from maskgraph.static import StaticKeys
 

@@ -114,7 +114,16 @@ needs_kernel = pytest.mark.skipif(
         ((2, 3), 2),
     ],
 )
-def test_select_topk_matches_the_rule(shape, k, kind):
+@pytest.mark.parametrize("path", ["one_program", "segments"])
+def test_select_topk_matches_the_rule(shape, k, kind, path, monkeypatch):
+    """Rows up to SMALL_MAX take the one-program selection, longer ones the segments
+    (``segments`` forces those for every row)."""
+    from maskgraph.sparse import topk as triton_topk
+
+    if path == "segments":
+        monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
+    elif shape[-1] > triton_topk.SMALL_MAX:
+        pytest.skip("longer than one program's row")
     gen = torch.Generator().manual_seed(hash((shape, k, kind, "triton")) % 1000)
     s = scores(kind, shape, gen)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -60,6 +60,12 @@ KERNELS = [
         {"BLOCK": 2048},
     ),
     (
+        "maskgraph.sparse.topk_kernel",
+        "select_small",
+        "S:*fp32 VALS:*fp32 IDX:*i64 n:i32 k:i32 stride:i32 BLOCK:constexpr",
+        {"BLOCK": 8192},
+    ),
+    (
         "maskgraph.sparse.fused_kernel",
         "gather_decode",
         GATHER,

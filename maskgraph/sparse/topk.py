@@ -1,7 +1,9 @@
 """Top-k as a set, in a few Triton launches, with ties broken toward the lowest index.
 
 ``torch.topk`` over a long row (128K scores, k = 13K) costs ≈ 70 µs on an H100 in 13
-launches, more than the attention over the selected keys. :mod:`.topk_kernel` finds the
+launches, more than the attention over the selected keys. A row of at most SMALL_MAX scores
+(Quest's pages, a short context) is selected by one program in registers, radix digit by
+digit (``select_small``: one launch). For longer rows :mod:`.topk_kernel` finds the
 k-th largest score with one histogram over the row's own [min, max] range, writes every score
 above its bin directly, and resolves the scores inside that bin in one program per row:
 four launches, each reading the row at most once. The result is the same set as
@@ -24,6 +26,9 @@ SEG_MIN = 1024
 SEG_MAX = 16384  # < 2**16: select_write packs two ranks into one int32 scan
 #: Candidates ``select_resolve`` reads per loop step.
 RESOLVE_BLOCK = 2048
+#: Rows of at most this many scores are selected by one program each (``select_small``, one
+#: launch), longer rows by the four launches over segments.
+SMALL_MAX = 16384
 
 
 def _kernels():
@@ -46,11 +51,13 @@ def select_topk_2d(scores: torch.Tensor, k: int, integer: bool = False) -> tuple
     row's k largest, ties toward the lowest index, in no particular order. ``integer``: every
     finite score is an integer (a row spanning at most BINS − 2 then gets one bin per value,
     and the scores tied with the k-th are taken without the resolve step's search)."""
-    rng, hist, write, resolve = _kernels()
     scores = scores.contiguous()
     rows, n = scores.shape
     if not 1 <= k <= n:
         raise ValueError(f"select_topk: k must be in [1, {n}] for rows of {n} scores, got {k}")
+    if n <= SMALL_MAX:
+        return _select_small(scores, k)
+    rng, hist, write, resolve = _kernels()
     seg = segment(n)
     grid = (rows, -(-n // seg))
     sp = max(2, 1 << (grid[1] - 1).bit_length())
@@ -83,6 +90,19 @@ def select_topk_2d(scores: torch.Tensor, k: int, integer: bool = False) -> tuple
     )
     resolve[(rows,)](
         state, values, indices, candidates, candidate_scores, k, n, BLOCK=RESOLVE_BLOCK, num_warps=8
+    )
+    return values, indices
+
+
+def _select_small(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of n ≤ SMALL_MAX scores: one program per row, one launch."""
+    rows, n = scores.shape
+    block = max(16, 1 << (n - 1).bit_length())
+    values = torch.empty(rows, k, device=scores.device, dtype=torch.float32)
+    indices = torch.empty(rows, k, device=scores.device, dtype=torch.int64)
+    warps = 4 if block <= 1024 else 8 if block <= 8192 else 16
+    jitted("maskgraph.sparse.topk_kernel", "select_small")[(rows,)](
+        scores, values, indices, n, k, n, BLOCK=block, num_warps=warps
     )
     return values, indices
 

@@ -213,3 +213,37 @@ def select_resolve(STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, BLOCK: tl.const
         tl.store(IDX + row * k + pos, idx.to(tl.int64), mask=take)
         ties += tl.sum(equal.to(tl.int64), 0)
         at += tl.sum(take.to(tl.int64), 0)
+
+
+def select_small(S, VALS, IDX, n, k, stride, BLOCK: tl.constexpr):
+    """One program per row of n ≤ BLOCK scores, held in registers: the exact k-th largest key
+    in four rounds of 8-bit radix digits (a 256-bin histogram each, over the keys that share
+    the digits found so far), then every key above it and, of the keys equal to it, the lowest
+    indices, written in index order."""
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    inside = offs < n
+    x = _canonical(tl.load(S + row * stride + offs, mask=inside, other=float("-inf")))
+    # unsigned keys in the order of the scores: flip the sign bit of the ordered int32 keys
+    ukey = (_ordered(x) ^ -2147483648).to(tl.uint32, bitcast=True)
+    bins = tl.arange(0, 256)
+    need = k  # keys still to take at or below the prefix found so far
+    prefix = tl.zeros((), tl.uint32)
+    for r in tl.static_range(4):
+        shift = 24 - 8 * r
+        if r == 0:
+            match = inside
+        else:
+            match = inside & ((ukey >> (shift + 8)) == (prefix >> (shift + 8)))
+        digit = tl.where(match, ((ukey >> shift) & 255).to(tl.int32), 0)
+        counts = tl.histogram(digit, 256)
+        counts -= tl.where(bins == 0, BLOCK - tl.sum(match.to(tl.int32), 0), 0)  # lanes not matching
+        above = tl.sum(counts, 0) - tl.cumsum(counts, 0)  # matching keys with a larger digit
+        d = tl.max(tl.where(above + counts >= need, bins, -1), 0)
+        need -= tl.sum(tl.where(bins > d, counts, 0), 0)
+        prefix = prefix | (d.to(tl.uint32) << shift)
+    equal = inside & (ukey == prefix)
+    take = (inside & (ukey > prefix)) | (equal & (tl.cumsum(equal.to(tl.int32), 0) <= need))
+    pos = tl.cumsum(take.to(tl.int32), 0) - 1
+    tl.store(VALS + row * k + pos, x, mask=take)
+    tl.store(IDX + row * k + pos, offs.to(tl.int64), mask=take)

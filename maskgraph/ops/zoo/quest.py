@@ -24,6 +24,10 @@ from ..select import eligible_scores, topk_lowest
 
 _NEG_INF = float("-inf")
 
+#: Pages per program and warps of the grouped page-score kernel (benchmarks/kernels.py).
+QUEST_BLOCK = 32
+QUEST_WARPS = 4
+
 PAGE_SIZE = Param("page_size", "int", 16, "keys per page", low=1)
 LABEL_BITS = Param(
     "label_bits", "int", 16, "bits of the stored page bounds (16 = not quantised)", low=1, high=16
@@ -128,10 +132,13 @@ def prepare_quest_static(
         first = (static.num_keys - static.new) // page
         ids = (first + torch.arange(count, device=device)).clamp_max(pages - 1)
     rows = (ids.view(-1, 1) * page + torch.arange(page, device=device)).clamp_max(static.num_keys - 1)
-    picked = keys.index_select(2, rows.flatten().clamp(0, k - 1)).float()
-    picked = picked.view(b, h, ids.shape[0], page, d)
-    new_lo, new_hi = quantise_bounds(picked.amin(3), picked.amax(3), bits)
-    new_lo, new_hi = round_outwards(new_lo, new_hi, store)
+    picked = keys.index_select(2, rows.flatten().clamp(0, k - 1)).view(b, h, ids.shape[0], page, d)
+    if bits >= 16 and store == keys.dtype:  # minima and maxima of keys are keys: exact as stored
+        new_lo, new_hi = torch.aminmax(picked, dim=3)
+    else:
+        picked = picked.float()
+        new_lo, new_hi = quantise_bounds(picked.amin(3), picked.amax(3), bits)
+        new_lo, new_hi = round_outwards(new_lo, new_hi, store)
     if fresh:
         lo, hi = new_lo, new_hi
     else:
@@ -193,11 +200,11 @@ def _quest_group_scores(
     b, hq, q, d = queries.shape
     hkv, pages = lo.shape[1], lo.shape[2]
     out = torch.empty(b, hkv, q, pages, device=lo.device, dtype=torch.float32)
-    block = 32
+    block = QUEST_BLOCK
     jitted("maskgraph.ops.zoo.quest_kernel", "quest_group_scores")[(b * hkv * q, -(-pages // block))](
         queries.contiguous(), lo.contiguous(), hi.contiguous(), out,
         pages, q, hkv, hq // hkv, d, scaling,
-        BLOCK=block, DIM=max(16, 1 << (d - 1).bit_length()),
+        BLOCK=block, DIM=max(16, 1 << (d - 1).bit_length()), num_warps=QUEST_WARPS,
     )  # fmt: skip
     return out
 
