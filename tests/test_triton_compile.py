@@ -99,8 +99,8 @@ KERNELS = [
         "ds_group_scores",
         "QL:*fp32 QS:*fp32 WORDS:*i32 LO:*fp32 STEP:*fp32 OUT:*fp32 "
         + I32("n_keys n_q hkv g_heads n_labels n_words bits per_word")
-        + " scaling:fp32 BLOCK:constexpr WP:constexpr CP:constexpr",
-        {"BLOCK": 256, "WP": 2, "CP": 8},
+        + " scaling:fp32 BLOCK:constexpr RP:constexpr",
+        {"BLOCK": 256, "RP": 16},
     ),
 ]
 

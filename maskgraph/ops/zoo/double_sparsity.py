@@ -116,6 +116,11 @@ def quantise_codes(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tens
     return codes.to(torch.bfloat16 if bits <= 8 else torch.float32), lo, step
 
 
+#: Keys per program of the grouped score kernel (each code lane loads its word: the lanes of
+#: one word share one memory transaction; docs/benchmarks.md, run 24).
+DS_BLOCK = 256
+
+
 def codes_per_word(bits: int) -> int:
     """Label codes of ``bits`` (≤ 8) packed in one int32 word."""
     return 32 // bits
@@ -244,12 +249,11 @@ def _ds_group_scores(
     r = q_lab.shape[-1]
     q_lab = q_lab.float().contiguous()
     out = torch.empty(b, hkv, n_q, k, device=words.device, dtype=torch.float32)
-    wp, cp = max(2, 1 << (nw - 1).bit_length()), max(2, 1 << (codes_per_word(bits) - 1).bit_length())
-    block = max(16, min(256, 4096 // (wp * cp)))  # the (block, wp, cp) code tile stays ≤ 4096
+    block = DS_BLOCK
     jitted("maskgraph.ops.zoo.double_sparsity_kernel", "ds_group_scores")[(b * hkv * n_q, -(-k // block))](
         q_lab, q_lab.sum(-1).contiguous(), words.contiguous(), lo.contiguous(), step.contiguous(), out,
         k, n_q, hkv, q_lab.shape[2] // n_q, r, nw, bits, codes_per_word(bits), scaling,
-        BLOCK=block, WP=wp, CP=cp,
+        BLOCK=block, RP=max(16, 1 << (r - 1).bit_length()),
     )  # fmt: skip
     return out
 
