@@ -46,6 +46,18 @@ from maskgraph.sparse.topk import select_topk  # noqa: E402
 COLUMNS = ["kernel", "variant", "B", "rows", "N", "k", "ms", "x_ref", "ref"]
 
 
+def with_settings(module, settings: dict, fn):
+    """``fn()`` with the module constants in ``settings`` set for the call."""
+    saved = {name: getattr(module, name) for name in settings}
+    for name, value in settings.items():
+        setattr(module, name, value)
+    try:
+        return fn()
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
+
+
 def topk_rows(b: int, hkv: int, n: int, density: float, device, args) -> list[dict]:
     """Top-k over (b·hkv, n) float32 scores: three ways, the torch.topk time as reference."""
     scores = torch.randn(b * hkv, n, device=device)
@@ -55,16 +67,13 @@ def topk_rows(b: int, hkv: int, n: int, density: float, device, args) -> list[di
         "topk_lowest (torch)": lambda: topk_lowest(scores, k, triton=False),
         "select_topk (triton)": lambda: select_topk(scores, k),
     }
+    variants = {"SEGMENTS=64": {"SEGMENTS": 64}, "BINS=256": {"BINS": 256}}
     if n <= triton_topk.SMALL_MAX:  # the four segment launches, for comparison
-
-        def segments():
-            saved, triton_topk.SMALL_MAX = triton_topk.SMALL_MAX, 0
-            try:
-                return select_topk(scores, k)
-            finally:
-                triton_topk.SMALL_MAX = saved
-
-        ways["select_topk segments (triton)"] = segments
+        variants["segments"] = {"SMALL_MAX": 0}
+    for label, settings in variants.items():
+        ways[f"select_topk {label} (triton)"] = lambda settings=settings: with_settings(
+            triton_topk, settings, lambda: select_topk(scores, k)
+        )
     want = set(topk_lowest(scores, k, triton=False)[1][0].tolist())
     assert set(select_topk(scores, k)[1][0].tolist()) == want, "select_topk differs from the rule"
     rows, ref = [], None
@@ -93,17 +102,16 @@ def quest_rows(b: int, hq: int, hkv: int, pages: int, d: int, device, args) -> l
         return scores.view(b, hkv, g, 1, pages).amax(2)
 
     ways = [("bmm + amax (torch)", torch_way)]
-    for block, warps in ((32, 4), (64, 4), (64, 8), (128, 8)):
-
-        def kernel(block=block, warps=warps):
-            saved = quest.QUEST_BLOCK, quest.QUEST_WARPS
-            quest.QUEST_BLOCK, quest.QUEST_WARPS = block, warps
-            try:
-                return _quest_group_scores(q, lo, hi, 1.0)
-            finally:
-                quest.QUEST_BLOCK, quest.QUEST_WARPS = saved
-
-        ways.append((f"quest_group_scores BLOCK={block} warps={warps}", kernel))
+    for block, warps in ((32, 4), (64, 8)):
+        settings = {"QUEST_BLOCK": block, "QUEST_WARPS": warps}
+        ways.append(
+            (
+                f"quest_group_scores BLOCK={block} warps={warps}",
+                lambda settings=settings: with_settings(
+                    quest, settings, lambda: _quest_group_scores(q, lo, hi, 1.0)
+                ),
+            )
+        )
     rows = []
     ref = None
     for name, fn in ways:

@@ -37,19 +37,21 @@ KERNELS = [
     (
         "maskgraph.sparse.topk_kernel",
         "select_range",
-        "S:*fp32 STATE_PTR:*i64 n:i32 stride:i32 SEG:constexpr",
+        "S:*fp32 RANGE:*i32 n:i32 stride:i32 SEG:constexpr",
         {"SEG": 4096},
     ),
     (
         "maskgraph.sparse.topk_kernel",
         "select_hist",
-        "S:*fp32 STATE_PTR:*i64 HIST:*i32 n:i32 stride:i32 SEG:constexpr NB:constexpr INTEGER:constexpr",
-        {"SEG": 4096, "NB": 64, "INTEGER": False},
+        "S:*fp32 RANGE:*i32 HIST:*i32 n:i32 stride:i32 SEG:constexpr NB:constexpr SP:constexpr "
+        "INTEGER:constexpr",
+        {"SEG": 4096, "NB": 64, "SP": 32, "INTEGER": False},
     ),
     (
         "maskgraph.sparse.topk_kernel",
         "select_write",
-        "S:*fp32 STATE_PTR:*i64 HIST:*i32 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 n:i32 k:i32 stride:i32 "
+        "S:*fp32 RANGE:*i32 STATE_PTR:*i64 HIST:*i32 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 n:i32 k:i32 "
+        "stride:i32 "
         "SEG:constexpr NB:constexpr SP:constexpr INTEGER:constexpr",
         {"SEG": 4096, "NB": 64, "SP": 32, "INTEGER": True},
     ),

@@ -25,7 +25,7 @@ SEGMENTS = 32
 SEG_MIN = 1024
 SEG_MAX = 16384  # < 2**16: select_write packs two ranks into one int32 scan
 #: Candidates ``select_resolve`` reads per loop step.
-RESOLVE_BLOCK = 2048
+RESOLVE_BLOCK = 4096
 #: Rows of at most this many scores are selected by one program each (``select_small``, one
 #: launch), longer rows by the four launches over segments. Run 23 (H100): one program took
 #: 0.040 ms for 8 rows of 8192 scores where the segments took 0.031, and ≈ 0.027 ms for 8 rows
@@ -66,16 +66,18 @@ def select_topk_2d(scores: torch.Tensor, k: int, integer: bool = False) -> tuple
     sp = max(2, 1 << (grid[1] - 1).bit_length())
     warps = 8 if seg >= 4096 else 4
     dev = scores.device
-    state = torch.zeros(rows, 5, device=dev, dtype=torch.int64)
+    ranges = torch.empty(rows, grid[1], 2, device=dev, dtype=torch.int32)
+    state = torch.empty(rows, 3, device=dev, dtype=torch.int64)
     histograms = torch.empty(rows, grid[1], BINS, device=dev, dtype=torch.int32)
     candidates = torch.empty(rows, n, device=dev, dtype=torch.int32)
     candidate_scores = torch.empty(rows, n, device=dev, dtype=torch.float32)
     values = torch.empty(rows, k, device=dev, dtype=torch.float32)
     indices = torch.empty(rows, k, device=dev, dtype=torch.int64)
-    rng[grid](scores, state, n, n, SEG=seg, num_warps=warps)
-    hist[grid](scores, state, histograms, n, n, SEG=seg, NB=BINS, INTEGER=integer, num_warps=warps)
+    rng[grid](scores, ranges, n, n, SEG=seg, num_warps=warps)
+    hist[grid](scores, ranges, histograms, n, n, SEG=seg, NB=BINS, SP=sp, INTEGER=integer, num_warps=warps)
     write[grid](
         scores,
+        ranges,
         state,
         histograms,
         values,

@@ -2,8 +2,8 @@
 
 Each row is cut into segments of ``SEG`` scores, one program each:
 
-1. ``select_range``: the smallest and largest finite score of the row (atomics into ``state``,
-   as int keys in the order of the floats);
+1. ``select_range``: the smallest and largest finite score of each segment (as int keys in the
+   order of the floats; the later launches reduce them over the row);
 2. ``select_hist``: per segment, a histogram over ``NB`` bins — bin 0 holds −inf, bins
    1..NB−1 split [min, max] into equal value ranges (computed in float64, so a higher bin
    always means a larger score);
@@ -12,23 +12,23 @@ Each row is cut into segments of ``SEG`` scores, one program each:
    known from the earlier segments' histograms) and the indices of the scores in that bin to
    a candidate buffer with their scores (also in index order);
 4. ``select_resolve``: one program per row finds the exact k-th key among the candidates,
-   five bits at a time over their own key range, and writes the candidates above it and, of
-   those equal to it, the ones with the lowest indices.
+   five bits at a time over their own key range (in registers when they fit one block), and
+   writes the candidates above it and, of those equal to it, the ones with the lowest indices.
 
 Few bins keep the histogram cheap (Triton's histogram costs grow with the bin count); the
 candidate bin then holds a few per cent of a row of Gaussian-like scores. Scores bunched
 into one bin (one huge outlier) still give the exact answer, more slowly.
 
-State per row (int64, zeroed before the first launch): ``2**31 − 1 − lo`` and ``hi + 2**31``
-(both grow from zero under ``atomic_max``; lo/hi are the smallest and largest finite keys),
-then what ``select_write`` found: the bin, the count above it and the count in it. Left
-undecorated: :func:`maskgraph.sparse.topk._kernels` jits them on first use.
+Per row and segment ``RANGE`` holds (lo, hi) int32 keys (lo > hi when the segment has no finite
+score); per row ``STATE`` (int64) what ``select_write`` found: the bin, the count above it and
+the count in it. Nothing needs zeroing before the first launch. Left undecorated:
+:func:`maskgraph.sparse.topk._kernels` jits them on first use.
 """
 
 import triton
 import triton.language as tl
 
-STATE = 5  # lo, hi, bin, above, candidates
+STATE = 3  # bin, above, candidates
 
 
 @triton.jit
@@ -53,11 +53,13 @@ def _unordered(key):
 
 
 @triton.jit
-def _scale(STATE_PTR, row, NB: tl.constexpr, INTEGER: tl.constexpr):
+def _scale(RANGE, row, nseg, SP: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr):
     """(lo, scale, exact) of the row's value bins: bin = 1 + ⌊(x − lo)·scale⌋ (float64), capped at
     NB − 1; ``exact``: one bin per value (INTEGER scores spanning at most NB − 2)."""
-    lo_key = 2147483647 - tl.load(STATE_PTR + row * 5)
-    hi_key = tl.load(STATE_PTR + row * 5 + 1) - 2147483648
+    segs = tl.arange(0, SP)
+    at = RANGE + (row * nseg + segs) * 2
+    lo_key = tl.min(tl.load(at, mask=segs < nseg, other=2147483647), 0)
+    hi_key = tl.max(tl.load(at + 1, mask=segs < nseg, other=-2147483648), 0)
     some = hi_key >= lo_key  # the row has a finite score
     lo = _unordered(tl.where(some, lo_key, 0)).to(tl.float64)
     hi = _unordered(tl.where(some, hi_key, 0)).to(tl.float64)
@@ -83,7 +85,7 @@ def _bins(x, inside, lo, scale, NB: tl.constexpr):
     return tl.where(finite, 1 + f.to(tl.int32), 0)
 
 
-def select_range(S, STATE_PTR, n, stride, SEG: tl.constexpr):
+def select_range(S, RANGE, n, stride, SEG: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * SEG + tl.arange(0, SEG)
     x = _canonical(tl.load(S + row * stride + offs, mask=offs < n, other=float("-inf")))
@@ -91,14 +93,17 @@ def select_range(S, STATE_PTR, n, stride, SEG: tl.constexpr):
     key = _ordered(x).to(tl.int64)
     lo = tl.min(tl.where(finite, key, 2147483647), 0)
     hi = tl.max(tl.where(finite, key, -2147483648), 0)
-    tl.atomic_max(STATE_PTR + row * 5, 2147483647 - lo)
-    tl.atomic_max(STATE_PTR + row * 5 + 1, hi + 2147483648)
+    at = RANGE + (row * tl.num_programs(1) + tl.program_id(1)) * 2
+    tl.store(at, lo.to(tl.int32))
+    tl.store(at + 1, hi.to(tl.int32))
 
 
-def select_hist(S, STATE_PTR, HIST, n, stride, SEG: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr):
+def select_hist(
+    S, RANGE, HIST, n, stride, SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, INTEGER: tl.constexpr
+):
     row = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(1)
-    lo, scale, exact = _scale(STATE_PTR, row, NB, INTEGER)
+    lo, scale, exact = _scale(RANGE, row, tl.num_programs(1), SP, NB, INTEGER)
     offs = seg * SEG + tl.arange(0, SEG)
     inside = offs < n
     x = _canonical(tl.load(S + row * stride + offs, mask=inside, other=float("-inf")))
@@ -110,7 +115,7 @@ def select_hist(S, STATE_PTR, HIST, n, stride, SEG: tl.constexpr, NB: tl.constex
 
 
 def select_write(
-    S, STATE_PTR, HIST, VALS, IDX, CAND, CANDV,
+    S, RANGE, STATE_PTR, HIST, VALS, IDX, CAND, CANDV,
     n, k, stride,
     SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, INTEGER: tl.constexpr,
 ):  # fmt: skip
@@ -132,12 +137,12 @@ def select_write(
     at = tl.sum(tl.where(bins > chosen, before, 0), 0)  # output offset of this segment
     cat = tl.sum(tl.where(bins == chosen, before, 0), 0)  # candidate offset of this segment
     above_chosen = tl.sum(tl.where(bins > chosen, total, 0), 0)
-    lo, scale, exact = _scale(STATE_PTR, row, NB, INTEGER)
+    lo, scale, exact = _scale(RANGE, row, tl.num_programs(1), SP, NB, INTEGER)
     if seg == 0:
-        tl.store(STATE_PTR + row * 5 + 2, chosen.to(tl.int64))
-        tl.store(STATE_PTR + row * 5 + 3, above_chosen.to(tl.int64))
+        tl.store(STATE_PTR + row * 3, chosen.to(tl.int64))
+        tl.store(STATE_PTR + row * 3 + 1, above_chosen.to(tl.int64))
         in_chosen = tl.sum(tl.where(bins == chosen, total, 0), 0)
-        tl.store(STATE_PTR + row * 5 + 4, tl.where(exact, 0, in_chosen).to(tl.int64))
+        tl.store(STATE_PTR + row * 3 + 2, tl.where(exact, 0, in_chosen).to(tl.int64))
     offs = seg * SEG + tl.arange(0, SEG)
     inside = offs < n
     x = _canonical(tl.load(S + row * stride + offs, mask=inside, other=float("-inf")))
@@ -168,51 +173,85 @@ def _candidate_keys(CAND, CANDV, row, stride, start, count, BLOCK: tl.constexpr)
     return idx, x, _ordered(x).to(tl.int64), inside
 
 
-def select_resolve(STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, BLOCK: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    taken = tl.load(STATE_PTR + row * 5 + 3)
-    count = tl.load(STATE_PTR + row * 5 + 4).to(tl.int32)
-    need = k - taken  # candidates to take, 1 ≤ need ≤ count
-    # the candidates' own key range [base, base + 2**bits)
-    lo = tl.full((BLOCK,), 2147483647, tl.int64)
-    hi = tl.full((BLOCK,), -2147483648, tl.int64)
-    for start in range(0, count, BLOCK):
-        idx, x, key, inside = _candidate_keys(CAND, CANDV, row, stride, start, count, BLOCK)
-        lo = tl.minimum(lo, tl.where(inside, key, 2147483647))
-        hi = tl.maximum(hi, tl.where(inside, key, -2147483648))
+@triton.jit
+def _digit_counts(key, inside, base, bits, sub):
+    """Counts (64,) of the 5-bit digit ``(key − base) >> sub`` of the keys in [base, base + 2**bits);
+    bin 32 takes every other lane."""
+    inside = inside & (key >= base) & (((key - base) >> bits) == 0)
+    return tl.histogram(tl.where(inside, (key - base) >> sub, 32).to(tl.int32), 64)
+
+
+@triton.jit
+def _narrow(counts, need, base, sub):
+    """The digit holding the need-th largest key: (keys still to take at or below it, the base
+    with that digit set)."""
+    digits = tl.arange(0, 64)
+    counts = tl.where(digits < 32, counts, 0).to(tl.int64)
+    above = tl.sum(counts, 0) - tl.cumsum(counts, 0)
+    d = tl.max(tl.where((above + counts >= need) & (digits < 32), digits, -1), 0)
+    need -= tl.sum(tl.where(digits > d, counts, 0), 0)
+    return need, base + (d.to(tl.int64) << sub)
+
+
+@triton.jit
+def _bit_length(lo, hi):
+    """Bit length of (max hi − min lo) over the lanes, and min lo."""
     base = tl.min(lo, 0)
-    span = tl.max(hi, 0) - base
     s = tl.arange(0, 64).to(tl.int64)
-    bits = tl.sum(((span >> s) > 0).to(tl.int64), 0)  # bit length of the span
-    digits = tl.arange(0, 64)  # 32 digit values, then one bin for keys outside the range
-    while bits > 0:  # narrow to one key, five bits a round
-        width = tl.minimum(bits, 5)
-        sub = bits - width
-        counts = tl.zeros((64,), tl.int32)
+    return tl.sum((((tl.max(hi, 0) - base) >> s) > 0).to(tl.int64), 0), base
+
+
+@triton.jit
+def _take(VALS, IDX, row, k, idx, x, key, inside, base, need, ties, at):
+    """Write the lanes above ``base`` and, of those equal to it, the first ``need − ties`` in
+    lane order, from output position ``at``; returns the updated (ties, at)."""
+    equal = inside & (key == base)
+    rank = ties + tl.cumsum(equal.to(tl.int64), 0) - 1
+    take = inside & ((key > base) | (equal & (rank < need)))
+    pos = at + tl.cumsum(take.to(tl.int64), 0) - 1
+    tl.store(VALS + row * k + pos, x, mask=take)
+    tl.store(IDX + row * k + pos, idx.to(tl.int64), mask=take)
+    return ties + tl.sum(equal.to(tl.int64), 0), at + tl.sum(take.to(tl.int64), 0)
+
+
+def select_resolve(STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, BLOCK: tl.constexpr):
+    """Candidates that fit one block are read once and narrowed in registers; more are
+    streamed from the buffer in blocks, once per round."""
+    row = tl.program_id(0).to(tl.int64)
+    taken = tl.load(STATE_PTR + row * 3 + 1)
+    count = tl.load(STATE_PTR + row * 3 + 2).to(tl.int32)
+    need = k - taken  # candidates to take, 1 ≤ need ≤ count
+    if count <= BLOCK:
+        idx, x, key, inside = _candidate_keys(CAND, CANDV, row, stride, 0, count, BLOCK)
+        bits, base = _bit_length(tl.where(inside, key, 2147483647), tl.where(inside, key, -2147483648))
+        while bits > 0:  # narrow to one key, five bits a round
+            sub = bits - tl.minimum(bits, 5)
+            need, base = _narrow(_digit_counts(key, inside, base, bits, sub), need, base, sub)
+            bits = sub
+        _take(VALS, IDX, row, k, idx, x, key, inside, base, need, need * 0, taken)
+    else:
+        # the candidates' own key range [base, base + 2**bits)
+        lo = tl.full((BLOCK,), 2147483647, tl.int64)
+        hi = tl.full((BLOCK,), -2147483648, tl.int64)
         for start in range(0, count, BLOCK):
             idx, x, key, inside = _candidate_keys(CAND, CANDV, row, stride, start, count, BLOCK)
-            inside = inside & (key >= base) & (((key - base) >> bits) == 0)
-            digit = tl.where(inside, (key - base) >> sub, 32).to(tl.int32)
-            counts += tl.histogram(digit, 64)
-        counts = tl.where(digits < 32, counts, 0).to(tl.int64)
-        above = tl.sum(counts, 0) - tl.cumsum(counts, 0)
-        d = tl.max(tl.where((above + counts >= need) & (digits < 32), digits, -1), 0)
-        need -= tl.sum(tl.where(digits > d, counts, 0), 0)
-        base += d.to(tl.int64) << sub
-        bits = sub
-    # keys above ``base`` are taken; of those equal to it, the first ``need`` in index order
-    ties = need * 0
-    at = taken
-    for start in range(0, count, BLOCK):
-        idx, x, key, inside = _candidate_keys(CAND, CANDV, row, stride, start, count, BLOCK)
-        equal = inside & (key == base)
-        rank = ties + tl.cumsum(equal.to(tl.int64), 0) - 1
-        take = inside & ((key > base) | (equal & (rank < need)))
-        pos = at + tl.cumsum(take.to(tl.int64), 0) - 1
-        tl.store(VALS + row * k + pos, x, mask=take)
-        tl.store(IDX + row * k + pos, idx.to(tl.int64), mask=take)
-        ties += tl.sum(equal.to(tl.int64), 0)
-        at += tl.sum(take.to(tl.int64), 0)
+            lo = tl.minimum(lo, tl.where(inside, key, 2147483647))
+            hi = tl.maximum(hi, tl.where(inside, key, -2147483648))
+        bits, base = _bit_length(lo, hi)
+        while bits > 0:
+            sub = bits - tl.minimum(bits, 5)
+            counts = tl.zeros((64,), tl.int32)
+            for start in range(0, count, BLOCK):
+                idx, x, key, inside = _candidate_keys(CAND, CANDV, row, stride, start, count, BLOCK)
+                counts += _digit_counts(key, inside, base, bits, sub)
+            need, base = _narrow(counts, need, base, sub)
+            bits = sub
+        # keys above ``base`` are taken; of those equal to it, the first ``need`` in index order
+        ties = need * 0
+        at = taken
+        for start in range(0, count, BLOCK):
+            idx, x, key, inside = _candidate_keys(CAND, CANDV, row, stride, start, count, BLOCK)
+            ties, at = _take(VALS, IDX, row, k, idx, x, key, inside, base, need, ties, at)
 
 
 def select_small(S, VALS, IDX, n, k, stride, BLOCK: tl.constexpr):
