@@ -20,8 +20,10 @@ from ..triton_util import jitted
 
 #: Histogram bins per row: bin 0 is −inf, 1..NB−1 split the row's finite range by value.
 BINS = 64
-#: Most segments (programs) per row aimed for; a segment holds SEG_MIN to SEG_MAX scores.
-SEGMENTS = 32
+#: Most segments (programs) per row aimed for; a segment holds SEG_MIN to SEG_MAX scores. 64
+#: (2048 scores per segment at 128K) measured 0.19 -> 0.15 ms for 64 rows of 128K and the same
+#: for 8 rows (benchmarks/kernels.py, run 25).
+SEGMENTS = 64
 SEG_MIN = 1024
 SEG_MAX = 16384  # < 2**16: select_write packs two ranks into one int32 scan
 #: Candidates ``select_resolve`` reads per loop step.
