@@ -81,6 +81,8 @@ def test_bad_settings_are_refused():
         GraphedDecoder(model, 40, record=True)
     with pytest.raises(NotSupportedError, match="warmup"):
         GraphedDecoder(model, 40, record=False, warmup=0)
+    with pytest.raises(NotSupportedError, match="max_new_tokens must be ≥ 1"):
+        GraphedDecoder(model, 30, record=False).generate(prompt(), 0)
     with pytest.raises(NotSupportedError, match="exceed max_cache_len=30"):
         GraphedDecoder(model, 30, record=False).generate(prompt(21), 10)
     with pytest.raises(NotSupportedError, match="sliding-window layers"):

@@ -104,7 +104,10 @@ class GraphedDecoder:
             self._cache_position.add_(1)
 
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        """Greedy continuation of ``input_ids`` (B, L): the new tokens (B, max_new_tokens)."""
+        """Greedy continuation of ``input_ids`` (B, L), no padding: the new tokens
+        (B, max_new_tokens)."""
+        if max_new_tokens < 1:
+            raise NotSupportedError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
         if input_ids.shape[1] + max_new_tokens > self.max_cache_len:
             raise NotSupportedError(
                 f"{input_ids.shape[1]} prompt + {max_new_tokens} new tokens exceed max_cache_len={self.max_cache_len}"
