@@ -68,6 +68,13 @@ KERNELS = [
         {"BLOCK": 8192},
     ),
     (
+        "maskgraph.ops.zoo.quest_kernel",
+        "quest_page_update",
+        "K:*bf16 LO:*bf16 HI:*bf16 NUM:*i64 " + I32("pages new page_size hkv dim skb skh skk") + " "
+        "PS:constexpr DIM:constexpr",
+        {"PS": 16, "DIM": 128},
+    ),
+    (
         "maskgraph.sparse.fused_kernel",
         "gather_decode",
         GATHER,

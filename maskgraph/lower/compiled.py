@@ -198,9 +198,7 @@ class CompiledAttention:
                 raise ShapeError(f"attention_mask covers {am.shape[-1]} keys, fewer than K={k}")
             am = am[..., :k]
             if am.dtype == torch.bool:
-                am = torch.zeros(am.shape, dtype=torch.float32, device=am.device).masked_fill(
-                    ~am, float("-inf")
-                )
+                am = torch.where(am, 0.0, float("-inf")).to(torch.float32)  # one kernel
             ab, ah, aq = am.shape[:3]
             if ab not in (1, b) or ah not in (1, hq) or aq not in (1, q):
                 raise ShapeError(

@@ -88,7 +88,8 @@ def fused_gather_attention(
     attention_mask additive, broadcastable to (B, Hq, Qc, K), or None; lists int32
     (B, Hsel, Qc, N) from :func:`index_lists`, Hsel ∈ {Hkv, Hq}, entries distinct where ≥ 0;
     sinks (Hq,) optional sink logits. Returns out (B, Hq, Qc, D) in ``out_dtype`` (zeros on a
-    row with no attended key) and the 0-d int32 count of such rows.
+    row with no attended key; a transposed view of a (B, Qc, Hq, D) tensor) and the 0-d int32
+    count of such rows.
     """
     b, hq, qc, d = queries.shape
     hkv, hsel, n = keys.shape[1], lists.shape[1], lists.shape[-1]
@@ -123,7 +124,8 @@ def fused_gather_attention(
         GP=gp, BLOCK=BLOCK_N, DP=dp,
         num_warps=NUM_WARPS,
     )  # fmt: skip
-    out = torch.empty(b, hq, qc, d, device=queries.device, dtype=out_dtype)
+    # laid out (B, Qc, Hq, D), transformers' order: its transpose back is then free
+    out = torch.empty(b, qc, hq, d, device=queries.device, dtype=out_dtype).transpose(1, 2)
     empty = torch.zeros((), device=queries.device, dtype=torch.int32)
     merge[(rows * g,)](
         acc, m, den, sinks if sinks is not None else m, out, empty,

@@ -125,15 +125,20 @@ def prepare_quest_static(
         or slot.get("config") != (page, bits)
     )
     device = keys.device
+    exact = bits >= 16 and store == keys.dtype  # minima and maxima of keys are keys, as stored
     if fresh:
         ids = torch.arange(pages, device=device)
     else:  # new keys n − new … n − 1 touch at most this many consecutive pages
         count = min(pages, (static.new + page - 2) // page + 1)
+        if exact and usable(device) and keys.stride(-1) == 1:
+            update_pages(keys, lo, hi, static, page, count)
+            slot.update(n=None, static=k, config=(page, bits), updated=None)
+            return {"lo": lo, "hi": hi}
         first = (static.num_keys - static.new) // page
         ids = (first + torch.arange(count, device=device)).clamp_max(pages - 1)
     rows = (ids.view(-1, 1) * page + torch.arange(page, device=device)).clamp_max(static.num_keys - 1)
     picked = keys.index_select(2, rows.flatten().clamp(0, k - 1)).view(b, h, ids.shape[0], page, d)
-    if bits >= 16 and store == keys.dtype:  # minima and maxima of keys are keys: exact as stored
+    if exact:
         new_lo, new_hi = torch.aminmax(picked, dim=3)
     else:
         picked = picked.float()
@@ -158,6 +163,18 @@ def round_outwards(
     lo_c = torch.where(lo_c.float() > lo, torch.nextafter(lo_c, torch.full_like(lo_c, float("-inf"))), lo_c)
     hi_c = torch.where(hi_c.float() < hi, torch.nextafter(hi_c, torch.full_like(hi_c, float("inf"))), hi_c)
     return lo_c, hi_c
+
+
+def update_pages(keys, lo, hi, static: StaticKeys, page: int, count: int) -> None:
+    """Rewrite in place the ``count`` pages from the one holding key n − new (Triton, one
+    launch): lo/hi (B, Hkv, P, D) contiguous in the keys' dtype, which holds the bounds
+    exactly."""
+    b, h, kmax, d = keys.shape
+    jitted("maskgraph.ops.zoo.quest_kernel", "quest_page_update")[(b * h, count)](
+        keys, lo, hi, static.num_keys,
+        lo.shape[2], static.new, page, h, d, *keys.stride()[:3],
+        PS=max(16, 1 << (page - 1).bit_length()), DIM=max(16, 1 << (d - 1).bit_length()),
+    )  # fmt: skip
 
 
 # ----- query side ---------------------------------------------------------------------------------

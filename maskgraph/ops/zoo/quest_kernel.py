@@ -31,3 +31,28 @@ def quest_group_scores(
         best = tl.maximum(best, tl.sum(tl.maximum(q * hi, q * lo), 1))
     out = OUT + ((b * hkv + kvh) * n_q + qi) * n_pages + pages
     tl.store(out, best * scaling, mask=pages < n_pages)
+
+
+def quest_page_update(
+    K, LO, HI, NUM,
+    pages, new, page_size, hkv, dim, skb, skh, skk,
+    PS: tl.constexpr, DIM: tl.constexpr,
+):  # fmt: skip
+    """Program (b·Hkv + h, i) recomputes page (n − new) // page_size + i (capped at the last
+    page) of keys K (B, Hkv, Kmax, D) (strides skb, skh, skk; last dimension contiguous), n the
+    token count at NUM (a 0-d int64 tensor): rows past n − 1 read as row n − 1, so a partial
+    page is bounded by its tokens alone. LO/HI (B, Hkv, P, D) contiguous, in the keys' dtype."""
+    bh = tl.program_id(0).to(tl.int64)
+    n = tl.load(NUM)
+    page = tl.minimum((n - new) // page_size + tl.program_id(1), pages - 1)
+    r = tl.arange(0, PS)
+    rows = tl.minimum(page * page_size + r, n - 1)
+    d = tl.arange(0, DIM)
+    inside = (r < page_size)[:, None] & (d < dim)[None, :]
+    base = K + (bh // hkv) * skb + (bh % hkv) * skh
+    x = tl.load(base + rows[:, None] * skk + d[None, :], mask=inside, other=0.0).to(tl.float32)
+    lo = tl.min(tl.where(inside, x, float("inf")), 0)
+    hi = tl.max(tl.where(inside, x, float("-inf")), 0)
+    at = (bh * pages + page) * dim + d
+    tl.store(LO + at, lo.to(LO.dtype.element_ty), mask=d < dim)
+    tl.store(HI + at, hi.to(HI.dtype.element_ty), mask=d < dim)
