@@ -90,6 +90,32 @@ def write_json(name: str, payload: dict[str, Any]) -> str | None:
     return path
 
 
+def report(
+    name: str, rows: list[dict[str, Any]], columns: list[str], title: str, cut: bool, **extra: Any
+) -> dict:
+    """Write ``rows`` to $OUT/<name>.json (with the device, date, torch version and ``extra``),
+    then print ``## title — device, date`` and the table (noting a run cut by its time limit)."""
+    import datetime
+
+    import torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    payload = dict(
+        benchmark=name,
+        device=extra.pop("device", device_name(device)),
+        date=datetime.date.today().isoformat(),
+        torch=torch.__version__,
+        **extra,
+        rows=rows,
+    )
+    write_json(f"{name}.json", payload)
+    print(f"\n## {title} — {payload['device']}, {payload['date']}")
+    if cut:
+        print("(partial: cut by the time limit)")
+    print_table(rows, columns)
+    return payload
+
+
 def flash_sdpa():
     """Context pinning SDPA to flash (then memory-efficient) kernels: the cuDNN backend rebuilds
     its plan for every new key length, which would make a decode baseline unfairly slow."""

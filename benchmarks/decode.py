@@ -12,7 +12,6 @@ one graph on the eager path. Median ms per token and the ratio to plain SDPA, fr
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import traceback
 import warnings
@@ -28,10 +27,9 @@ from common import (  # noqa: E402
     device_name,
     flash_sdpa,
     out_of_time,
-    print_table,
+    report,
     stop_on_sigterm,
     sync,
-    write_json,
 )
 
 import maskgraph as mg  # noqa: E402
@@ -206,21 +204,9 @@ def main() -> None:
     except TimeLimit:
         cut = True
         print("time limit reached: the table below is partial", flush=True)
-    payload = dict(
-        benchmark="decode",
-        device=device_name(device),
-        date=datetime.date.today().isoformat(),
-        torch=torch.__version__,
-        layers=args.layers,
-        rows=rows,
-    )
-    write_json("decode.json", payload)
-    print(
-        f"\n## decode per token — {payload['device']}, {payload['date']}, {args.layers} layers (Llama-3-8B shape)"
-    )
-    if cut:
-        print("(partial: cut by the time limit)")
-    print_table(rows, ["variant", "context", "ms_per_token", "x_sdpa", "error"])
+    title = f"decode per token, {args.layers} layers (Llama-3-8B shape)"
+    cols = ["variant", "context", "ms_per_token", "x_sdpa", "error"]
+    report("decode", rows, cols, title, cut, device=device_name(device), layers=args.layers)
 
 
 if __name__ == "__main__":

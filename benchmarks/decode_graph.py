@@ -17,7 +17,6 @@ way, the ratio of recorded to eager, and whether both runs produced the same tok
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 import sys
 import tempfile
@@ -35,9 +34,8 @@ from common import (  # noqa: E402
     device_name,
     flash_sdpa,
     out_of_time,
-    print_table,
+    report,
     stop_on_sigterm,
-    write_json,
 )
 from decode import llama3_8b_shaped  # noqa: E402
 from sparse import calibration_files, graph_params  # noqa: E402
@@ -204,23 +202,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     except TimeLimit:
         cut = True
         print("time limit reached: the table below is partial", flush=True)
-    payload = dict(
-        benchmark="decode_graph",
-        device=device_name(device),
-        date=datetime.date.today().isoformat(),
-        torch=torch.__version__,
-        layers=args.layers,
-        rows=rows,
-    )
-    write_json("decode_graph.json", payload)
-    print(
-        f"\n## decode per token, whole step as one CUDA graph — {payload['device']}, {payload['date']}, "
-        f"{args.layers} layers (Llama-3-8B shape), gqa={args.gqa}; x_sdpa = ms / SDPA ms (same timing)"
-    )
-    if cut:
-        print("(partial: cut by the time limit)")
     cols = ["variant", "context", "density", "eager_ms", "graph_ms", "x_sdpa", "x_eager", "same_tokens"]
-    print_table(rows, cols + ["static_calls", "error"])
+    title = (
+        f"decode per token, whole step as one CUDA graph, {args.layers} layers (Llama-3-8B shape), "
+        f"gqa={args.gqa}; x_sdpa = ms / SDPA ms (same timing)"
+    )
+    report(
+        "decode_graph",
+        rows,
+        cols + ["static_calls", "error"],
+        title,
+        cut,
+        device=device_name(device),
+        layers=args.layers,
+    )
     return rows
 
 
