@@ -67,7 +67,7 @@ def topk_rows(b: int, hkv: int, n: int, density: float, device, args) -> list[di
         "topk_lowest (torch)": lambda: topk_lowest(scores, k, triton=False),
         "select_topk (triton)": lambda: select_topk(scores, k),
     }
-    variants = {"SEGMENTS=64": {"SEGMENTS": 64}, "BINS=256": {"BINS": 256}}
+    variants = {"SEGMENTS=32": {"SEGMENTS": 32}, "BINS=256": {"BINS": 256}}
     if n <= triton_topk.SMALL_MAX:  # the four segment launches, for comparison
         variants["segments"] = {"SMALL_MAX": 0}
     for label, settings in variants.items():

@@ -422,3 +422,5 @@ def test_a_prompt_on_an_empty_cache_builds_no_quadratic_mask():
     assert _materialised_mask(**{**kw, "kv_length": 9}).shape == (1, 1, 6, 9)
     assert _materialised_mask(**{**kw, "local_size": 3}).shape == (1, 1, 6, 6)
     assert _materialised_mask(**{**kw, "q_length": 1, "kv_length": 1}).shape == (1, 1, 1, 1)
+    # a caller that needs the mask itself (transformers' indexed-attention layers) gets it
+    assert _materialised_mask(**{**kw, "allow_is_causal_skip": False}).shape == (1, 1, 6, 6)

@@ -30,9 +30,12 @@ def buffers(b, hkv, kmax, dtype, gen):
     return k, v
 
 
-def decode_both(attn, b, hq, hkv, steps, dtype=torch.float32, kmax=40, start=23, seed=0, mask=False):
+def decode_both(
+    attn, b, hq, hkv, steps, dtype=torch.float32, kmax=40, start=23, seed=0, mask=False, nan=False
+):
     """Run ``steps`` calls (query counts) on growing keys and on one static buffer whose padding
-    holds large finite garbage; return the worst relative difference of the outputs."""
+    holds large finite garbage (``nan``: NaN and inf); return the worst relative difference of
+    the outputs."""
     gen = torch.Generator().manual_seed(seed)
     k, v = buffers(b, hkv, kmax, dtype, gen)
     kb, vb = k.clone(), v.clone()
@@ -44,6 +47,9 @@ def decode_both(attn, b, hq, hkv, steps, dtype=torch.float32, kmax=40, start=23,
         kb[:, :, :n], vb[:, :, :n] = k[:, :, :n], v[:, :, :n]  # the new tokens are written
         kb[:, :, n:] = (1e4 * torch.randn(b, hkv, kmax - n, D, generator=gen)).to(dtype)
         vb[:, :, n:] = (1e4 * torch.randn(b, hkv, kmax - n, D, generator=gen)).to(dtype)
+        if nan:
+            kb[:, :, n::2], vb[:, :, n::2] = float("nan"), float("nan")
+            kb[:, :, n + 1 :: 2], vb[:, :, n + 1 :: 2] = float("inf"), float("-inf")
         am = None
         if mask:  # causal within the call, and one row that forbids its first keys
             am = torch.ones(b, 1, q_len, kmax, dtype=torch.bool).tril(n - q_len)
@@ -51,7 +57,8 @@ def decode_both(attn, b, hq, hkv, steps, dtype=torch.float32, kmax=40, start=23,
         want = attn(q, k[:, :, :n], v[:, :, :n], None if am is None else am[..., :n], state=grow)
         got = attn(q, kb, vb, am, state=static, num_keys=torch.tensor(n))
         assert got.shape == want.shape and got.dtype == want.dtype
-        worst = max(worst, rel(got, want))
+        r = rel(got, want)
+        worst = max(worst, r) if r == r else float("inf")  # NaN would vanish in max()
     return worst
 
 
@@ -70,6 +77,31 @@ def test_static_buffer_bf16_groups_of_three_and_masks(name, calib):  # noqa: F81
     graph = load(name, calib, 6, 2, **STATIC_GRAPHS[name])
     attn = mg.compile(graph, mode="sparse")
     assert decode_both(attn, 2, 6, 2, [1, 2, 1], dtype=torch.bfloat16, seed=3, mask=True) < 1e-2
+
+
+@pytest.mark.parametrize("kernel", ["torch", "triton"])
+@pytest.mark.parametrize("name", ["streaming_llm", "dense", "quest"])
+def test_padding_is_never_read_even_nan(name, kernel, calib):  # noqa: F811
+    """Runs that reach past the tokens (a sink longer than them, the dense graph's full run)
+    read NaN and inf padding without letting it into the output."""
+    if kernel == "triton":
+        from maskgraph.triton_util import interpreting
+
+        if not interpreting():
+            pytest.skip("Triton's interpreter is off (tests/conftest.py turns it on)")
+    graph = mg.load_graph(name) if name == "dense" else load(name, calib, 4, 2, sink_size=30)
+    attn = mg.compile(graph, mode="sparse", kernel=kernel)
+    assert decode_both(attn, 2, 4, 2, [1, 2, 1], start=6, nan=True) < 1e-5
+
+
+def test_static_window_is_read_as_one_run_not_per_query(calib, monkeypatch):  # noqa: F811
+    """A chunk of many queries reads its sliding window as one run of the buffer (as a growing
+    cache does), never as a (B, H, Q, window, D) gather per query."""
+    from maskgraph.sparse import gather
+
+    monkeypatch.setattr(gather, "gather_kv", lambda *a: pytest.fail("the window was gathered per query"))
+    attn = mg.compile(load("streaming_llm", calib, 4, 2), mode="sparse", kernel="torch")
+    assert decode_both(attn, 1, 4, 2, [17, 1], start=0, kmax=30, mask=True) < 1e-5
 
 
 def test_static_buffer_from_the_first_key(calib):  # noqa: F811

@@ -366,6 +366,8 @@ def _plain_causal_prompt(kwargs: dict) -> bool:
     q, kv = kwargs.get("q_length"), kwargs.get("kv_length")
     if not (isinstance(q, int) and isinstance(kv, int) and 1 < q == kv):
         return False
+    if kwargs.get("allow_is_causal_skip", True) is False:  # the caller needs the mask itself
+        return False
     if kwargs.get("local_size") is not None or kwargs.get("mask_function") is not causal_mask_function:
         return False
     padding = kwargs.get("attention_mask")

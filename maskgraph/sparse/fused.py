@@ -52,6 +52,7 @@ def index_lists(
     pieces = []
     for start, length, valid in spans:
         pos = start + torch.arange(length, device=valid.device, dtype=torch.int32).view(1, 1, 1, -1)
+        pos = pos.to(torch.int32)  # a tensor start (static buffer) is int64
         if valid.shape[1] not in (1, hsel):  # Hkv-wide validity under per-head lists
             valid = valid.repeat_interleave(hsel // valid.shape[1], dim=1)
         pieces.append(torch.where(valid, pos, -1).expand(*lead, length))

@@ -35,20 +35,37 @@ def _expand_heads(mask: torch.Tensor, hq: int) -> torch.Tensor:
     return mask.repeat_interleave(hq // h, dim=1)
 
 
-def span_logits(queries, keys, start, length, scaling) -> torch.Tensor:
-    """Logits over the slice keys[:, :, start:start+length] (no copy): (B, Hq, Qc, length) f32."""
+def run_of(t: torch.Tensor, dim: int, start, length, limit: torch.Tensor | None = None) -> torch.Tensor:
+    """``t`` at positions start … start + length − 1 along ``dim``: a view for an int start, an
+    index_select (one copy of the run) for a 0-d tensor start (a static buffer's window). With
+    ``limit`` (a static buffer's token count), positions from ``limit`` on read as zeros: the
+    padding, whatever it holds, never reaches a sum."""
+    if not isinstance(start, torch.Tensor):
+        run = t.narrow(dim, start, length)
+    else:
+        run = t.index_select(dim, start + torch.arange(length, device=t.device))
+    if limit is None:
+        return run
+    pos = start + torch.arange(length, device=t.device)
+    keep = (pos < limit).view(*([1] * (dim % t.dim())), length, *([1] * (t.dim() - dim % t.dim() - 1)))
+    return torch.where(keep, run, torch.zeros((), dtype=t.dtype, device=t.device))
+
+
+def span_logits(queries, keys, start, length, scaling, limit=None) -> torch.Tensor:
+    """Logits over the run keys[:, :, start:start+length] (no copy for an int start):
+    (B, Hq, Qc, length) f32."""
     b, hq, qc, d = queries.shape
     hkv = keys.shape[1]
-    k3 = keys.narrow(2, start, length).reshape(b * hkv, length, d)
+    k3 = run_of(keys, 2, start, length, limit).reshape(b * hkv, length, d)
     q3 = queries.reshape(b * hkv, (hq // hkv) * qc, d)
     return (f32_bmm(q3, k3.transpose(1, 2)) * scaling).view(b, hq, qc, length)
 
 
-def span_values(weights, values, start, length) -> torch.Tensor:
-    """Σ_j w_j v_j over the slice: weights (B, Hq, Qc, length) f32 -> (B, Hq, Qc, D) f32."""
+def span_values(weights, values, start, length, limit=None) -> torch.Tensor:
+    """Σ_j w_j v_j over the run: weights (B, Hq, Qc, length) f32 -> (B, Hq, Qc, D) f32."""
     b, hq, qc, _ = weights.shape
     hkv, d = values.shape[1], values.shape[3]
-    v3 = values.narrow(2, start, length).reshape(b * hkv, length, d)
+    v3 = run_of(values, 2, start, length, limit).reshape(b * hkv, length, d)
     w3 = weights.reshape(b * hkv, (hq // hkv) * qc, length)
     if v3.is_cuda and v3.dtype in (torch.float16, torch.bfloat16):
         w3 = w3.to(v3.dtype)  # weights in [0, 1]: rounding them is below half output precision
@@ -89,14 +106,15 @@ def attend_parts(
     spans: list[tuple],
     gathered: tuple[torch.Tensor, torch.Tensor] | None,
     sinks: torch.Tensor | None = None,
+    limit: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention of each query over the union of its parts (disjoint where valid).
 
     queries (B, Hq, Qc, D); keys, values (B, Hkv, K, D); attention_mask additive, broadcastable
     to (B, Hq, Qc, K), or None; ``spans``: (start, length, valid) runs read as slices, valid bool
     broadcastable to (B, h, Qc, length); ``gathered``: (idx int64, valid bool) of shape
-    (B, Hsel, Qc, n), Hsel ∈ {Hkv, Hq}, read by gathering; sinks (Hq,) optional sink logits.
-    Returns out (B, Hq, Qc, D) float32 (zeros on a row with no attended key) and the 0-d int64
+    (B, Hsel, Qc, n), Hsel ∈ {Hkv, Hq}, read by gathering; sinks (Hq,) optional sink logits;
+    ``limit``: a static buffer's token count (runs read zeros from it on). Returns out (B, Hq, Qc, D) float32 (zeros on a row with no attended key) and the 0-d int64
     count of such rows.
     """
     b, hq, qc, d = queries.shape
@@ -105,9 +123,9 @@ def attend_parts(
         am = attention_mask.expand(b, hq, qc, attention_mask.shape[-1])
     logits, sizes = [], []
     for start, length, valid in spans:
-        s = span_logits(queries, keys, start, length, scaling)
+        s = span_logits(queries, keys, start, length, scaling, limit)
         if am is not None:
-            s = s + am.narrow(-1, start, length).float()
+            s = s + run_of(am, -1, start, length).float()
         logits.append(torch.where(_expand_heads(valid, hq), s, NEG_INF))
         sizes.append(length)
     kg = vg = None
@@ -135,7 +153,7 @@ def attend_parts(
     pieces = torch.split(w, sizes, dim=-1)
     num = None
     for (start, length, _), piece in zip(spans, pieces):
-        part = span_values(piece, values, start, length)
+        part = span_values(piece, values, start, length, limit)
         num = part if num is None else num + part
     if vg is not None:
         part = gathered_values(pieces[-1], vg)

@@ -84,17 +84,16 @@ def span_set(name: str, start, length, member: Callable, num_keys, device: torch
     """The run ``start + 0..length−1`` clipped to the keys, kept where ``member(pos)``.
 
     ``start``/``length``: ints (symbolic under torch.compile), ``start`` may be a 0-d tensor
-    (a static buffer's query position: the run is then a gathered part); ``member`` maps positions
+    (a static buffer's query position: the run is then read by one index_select); ``member`` maps positions
     (1, 1, 1, L) to bool (1, 1, Qc|1, L), and is also the set's membership test. The slice read
     is [s0, s0 + L) with L = min(length, K) and s0 = clamp(start, 0, K − L), which covers every
     kept position when those lie in [max(start, 0), start + length) ∩ [0, K).
     """
     run = torch.sym_min(length, num_keys)
-    if isinstance(start, torch.Tensor):  # a position read on the device: gathered, not sliced
+    if isinstance(start, torch.Tensor):  # a static buffer's query position, on the device
         s0 = start.clamp(0, num_keys - run)
-        pos = s0 + torch.arange(run, device=device).view(1, 1, 1, -1)
-        return IndexSet([Part(pos, member(pos))], member, True, frozenset([name]))
-    s0 = torch.sym_max(0, torch.sym_min(start, num_keys - run))
+    else:
+        s0 = torch.sym_max(0, torch.sym_min(start, num_keys - run))
     pos = s0 + torch.arange(run, device=device).view(1, 1, 1, -1)
     part = Part(pos, member(pos), (s0, run))
     return IndexSet([part], member, True, frozenset([name]))

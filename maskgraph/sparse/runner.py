@@ -49,13 +49,18 @@ def select_parts(
     prep: dict,
     layer_idx: int = 0,
     triton_topk: bool = False,
+    limit: torch.Tensor | None = None,
 ) -> tuple[list[tuple], tuple[torch.Tensor, torch.Tensor] | None]:
     """Run the plan for one query chunk: (spans, gathered) as :func:`attend_parts` takes them.
-    ``triton_topk``: top-k by the Triton selection of :mod:`.topk`."""
+    ``triton_topk``: top-k by the Triton selection of :mod:`.topk`; ``limit``: a static
+    buffer's token count (no entry at or past it is valid, whatever the mask says)."""
     env = Env(queries, keys, values, attention_mask, scaling, q_pos, layer_idx)
     chosen = run_plan(steps, output, Context(env, gqa, q_first, triton_topk), prep, params)
-    spans = [(p.span[0], p.span[1], p.valid) for p in chosen.parts if p.span is not None]
-    listed = [p for p in chosen.parts if p.span is None]
+    parts = chosen.parts
+    if limit is not None:  # a run (the sink, a full or causal span) may reach into the padding
+        parts = [p.with_valid(p.valid & (p.idx < limit)) for p in parts]
+    spans = [(p.span[0], p.span[1], p.valid) for p in parts if p.span is not None]
+    listed = [p for p in parts if p.span is None]
     gathered = None
     if listed:
         heads = torch.broadcast_shapes(*(p.lead for p in listed))[1]
@@ -70,19 +75,21 @@ def select_parts(
 
 
 def sparse_chunk(
-    *args, sinks: torch.Tensor | None = None, layer_idx: int = 0
+    *args, sinks: torch.Tensor | None = None, layer_idx: int = 0, limit: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One query chunk in torch: out (B, Hq, Qc, D) float32 and the empty-row count (0-d int64).
     ``args`` as :func:`select_parts` up to ``prep``; ``sinks`` (Hq,) or None."""
-    spans, gathered = select_parts(*args, layer_idx=layer_idx)
+    spans, gathered = select_parts(*args, layer_idx=layer_idx, limit=limit)
     queries, keys, values, attention_mask, scaling = args[4:9]
-    return attend_parts(queries, keys, values, attention_mask, scaling, spans, gathered, sinks)
+    return attend_parts(queries, keys, values, attention_mask, scaling, spans, gathered, sinks, limit)
 
 
-def sparse_lists(*args, layer_idx: int = 0, triton_topk: bool = False) -> torch.Tensor:
+def sparse_lists(
+    *args, layer_idx: int = 0, triton_topk: bool = False, limit: torch.Tensor | None = None
+) -> torch.Tensor:
     """One query chunk's selection as int32 index lists (B, Hsel, Qc, N), −1 = not attended
     (what the fused kernel reads). ``args`` as :func:`select_parts` up to ``prep``."""
-    spans, gathered = select_parts(*args, layer_idx=layer_idx, triton_topk=triton_topk)
+    spans, gathered = select_parts(*args, layer_idx=layer_idx, triton_topk=triton_topk, limit=limit)
     queries, keys = args[4], args[5]
     b, hq, qc, _ = queries.shape
     return fused.index_lists(spans, gathered, b, keys.shape[1], hq, qc)
@@ -213,11 +220,14 @@ class SparseRunner:
             args = (self.params, queries[:, :, start:stop], keys, values, am, scaling)
             first = k - q + start if static is None else positions[start]
             where = (positions[start:stop], first, prep)
+            limit = None if static is None else static.num_keys
             if use_kernel:
-                lists = self._lists(*args, *where, layer_idx=layer_idx, triton_topk=self.topk != "torch")
+                lists = self._lists(
+                    *args, *where, layer_idx=layer_idx, triton_topk=self.topk != "torch", limit=limit
+                )
                 out, empty = fused.fused_gather_attention(*args[1:], lists, sinks, queries.dtype)
             else:
-                out, empty = self._chunk(*args, *where, sinks=sinks, layer_idx=layer_idx)
+                out, empty = self._chunk(*args, *where, sinks=sinks, layer_idx=layer_idx, limit=limit)
             self.compiled.empty_rows = self.compiled.empty_rows.to(empty.device) + empty
             outs.append(out.to(queries.dtype))
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)

@@ -45,14 +45,15 @@ def prepare_socket(
     keys, values, params, slot, layer_idx, static: StaticKeys | None = None
 ) -> dict[str, torch.Tensor]:
     """Key bucket codes ``codes`` (B, Hkv, K, L) int64 and value norms ``vnorm`` (B, Hkv, K)
-    float32, appended per step (rewritten in place for a static buffer); ``planes`` (L, P, D) and ``bucket_bits`` (2**P, P)."""
+    float32, appended per step (rewritten in place for a static buffer); ``planes`` (L, P, D)
+    and ``bucket_bits`` (2**P, P)."""
     tables, bits, seed = params["tables"], params["bits"], params["seed"]
     b, h, k, d = keys.shape
     config = (tables, bits, seed, d)
     if slot.get("config") != config or slot.get("planes") is None:
         slot.clear()
         slot.update(planes=hyperplanes(tables, bits, d, seed).to(keys.device), config=config)
-    planes = slot["planes"].to(keys.device)
+    planes = slot["planes"] = slot["planes"].to(keys.device)  # moved once, not per call
     codes = slot.get("codes")
     stale = codes is not None and (codes.shape[:2] != (b, h) or codes.device != keys.device)
 
