@@ -203,3 +203,6 @@ def test_static_buffers_refused_with_the_reason(calib):  # noqa: F811
     for bad in (20, torch.tensor([20]), torch.tensor(20.0)):
         with pytest.raises(ShapeError, match="0-d integer tensor"):
             attn(q, k, v, num_keys=bad)
+    short = torch.ones(1, 1, 1, 20, dtype=torch.bool)  # a mask over the tokens, not the buffer
+    with pytest.raises(ShapeError, match="must cover the whole buffer of 30"):
+        attn(q, k, v, short, num_keys=n)

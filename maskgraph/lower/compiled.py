@@ -121,6 +121,11 @@ class CompiledAttention:
         """
         static = self._static(queries, keys, num_keys)
         if static is not None:
+            if attention_mask is not None and attention_mask.shape[-1] < keys.shape[2]:
+                raise ShapeError(
+                    f"attention_mask covers {attention_mask.shape[-1]} keys; with num_keys it must "
+                    f"cover the whole buffer of {keys.shape[2]}"
+                )
             allowed = static_mask(static, keys.shape[2])
             if attention_mask is None:
                 attention_mask = allowed
