@@ -199,7 +199,7 @@ class Injection:
         if count is not None and attn.static_problem() is None:
             # the whole static buffer, its token count on the device: no host read, capturable
             if attention_mask is None and query.shape[2] > 1:
-                attention_mask = _static_causal(count, query.shape[2], key.shape[2])
+                attention_mask = _causal(query.shape[2], key.shape[2], query.device, count)
             out = attn(query, key, value, attention_mask, scale, num_keys=count, **context)
             self.static_calls += 1
         else:
@@ -310,12 +310,6 @@ def _static_count(cache: Any, layer_idx: int) -> torch.Tensor | None:
     return count if isinstance(count, torch.Tensor) and count.dim() == 0 else None
 
 
-def _static_causal(count: torch.Tensor, q: int, k: int) -> torch.Tensor:
-    """Bool (1, 1, Q, K): query i (at position count − Q + i) may attend keys j ≤ its position."""
-    i = count - q + torch.arange(q, device=count.device).view(-1, 1)
-    return (torch.arange(k, device=count.device).view(1, -1) <= i).view(1, 1, q, k)
-
-
 def _num_layers(model: Any) -> int:
     config = model.config
     text = getattr(config, "get_text_config", None)
@@ -379,9 +373,11 @@ def _plain_causal_prompt(kwargs: dict) -> bool:
     )
 
 
-def _causal(q: int, k: int, device) -> torch.Tensor:
-    """Bool (1, 1, Q, K): query i (at position K−Q+i) may attend keys j ≤ K−Q+i."""
-    i = torch.arange(k - q, k, device=device).view(-1, 1)
+def _causal(q: int, k: int, device, count: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool (1, 1, Q, K): query i, at position end − Q + i, may attend keys j ≤ its position;
+    ``end`` is K, or ``count`` (a static layer's token count, a device tensor) when given."""
+    end = k if count is None else count
+    i = end - q + torch.arange(q, device=device).view(-1, 1)
     j = torch.arange(k, device=device).view(1, -1)
     return (j <= i).view(1, 1, q, k)
 

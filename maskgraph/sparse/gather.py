@@ -40,13 +40,11 @@ def run_of(t: torch.Tensor, dim: int, start, length, limit: torch.Tensor | None 
     index_select (one copy of the run) for a 0-d tensor start (a static buffer's window). With
     ``limit`` (a static buffer's token count), positions from ``limit`` on read as zeros: the
     padding, whatever it holds, never reaches a sum."""
-    if not isinstance(start, torch.Tensor):
-        run = t.narrow(dim, start, length)
-    else:
-        run = t.index_select(dim, start + torch.arange(length, device=t.device))
+    static = isinstance(start, torch.Tensor) or limit is not None
+    pos = start + torch.arange(length, device=t.device) if static else None
+    run = t.index_select(dim, pos) if isinstance(start, torch.Tensor) else t.narrow(dim, start, length)
     if limit is None:
         return run
-    pos = start + torch.arange(length, device=t.device)
     keep = (pos < limit).view(*([1] * (dim % t.dim())), length, *([1] * (t.dim() - dim % t.dim() - 1)))
     return torch.where(keep, run, torch.zeros((), dtype=t.dtype, device=t.device))
 
