@@ -151,3 +151,23 @@ def test_inductor_selection_with_triton_topk_matches_torch_path():
     fast = mg.compile(graph, backend="inductor", mode="sparse", gqa="shared", kernel="triton", topk="triton")
     plain = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")
     assert rel(fast(q, k, v, state=mg.State()), plain(q, k, v, state=mg.State())) < 1e-5
+
+
+def test_runner_kernel_counts_empty_rows_in_place():
+    """The kernel adds empty rows to the compiled attention's own counter, in place (a recorded
+    CUDA graph replaying the call keeps counting); the count equals the torch path's."""
+    gen = torch.Generator().manual_seed(11)
+    b, hq, hkv, nq, nk, d = 2, 4, 2, 1, 30, 16
+    q, k, v = (torch.randn(b, h, m, d, generator=gen) for h, m in ((hq, nq), (hkv, nk), (hkv, nk)))
+    am = torch.zeros(b, 1, nq, nk, dtype=torch.bool)
+    am[1] = True  # batch row 1 may attend to every key; row 0 to none: Hq empty rows a call
+    graph = mg.load_graph("streaming_llm", overrides={"sink_size": 3, "window_size": 5})
+    fast = mg.compile(graph, mode="sparse", kernel="triton")
+    plain = mg.compile(graph, mode="sparse", kernel="torch")
+    fast(q, k, v, attention_mask=am)
+    counter = fast.empty_rows
+    for _ in range(2):
+        fast(q, k, v, attention_mask=am)
+        plain(q, k, v, attention_mask=am)
+    assert fast.empty_rows is counter  # the same tensor, counted into in place
+    assert int(counter) == 3 * hq and int(plain.empty_rows) == 2 * hq

@@ -81,6 +81,7 @@ def fused_gather_attention(
     lists: torch.Tensor,
     sinks: torch.Tensor | None = None,
     out_dtype: torch.dtype = torch.float32,
+    counter: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention of each query over its listed keys: two kernel launches (attend over
     the pieces of each list, merge the pieces).
@@ -88,9 +89,10 @@ def fused_gather_attention(
     queries (B, Hq, Qc, D); keys, values (B, Hkv, K, D), last dimension contiguous;
     attention_mask additive, broadcastable to (B, Hq, Qc, K), or None; lists int32
     (B, Hsel, Qc, N) from :func:`index_lists`, Hsel ∈ {Hkv, Hq}, entries distinct where ≥ 0;
-    sinks (Hq,) optional sink logits. Returns out (B, Hq, Qc, D) in ``out_dtype`` (zeros on a
-    row with no attended key; a transposed view of a (B, Qc, Hq, D) tensor) and the 0-d int32
-    count of such rows.
+    sinks (Hq,) optional sink logits; ``counter``: a 0-d int64 tensor on the queries' device
+    to which the kernel adds, in place, the rows with no attended key (no extra launch; a new
+    zero counter when None). Returns out (B, Hq, Qc, D) in ``out_dtype`` (zeros on such a row;
+    a transposed view of a (B, Qc, Hq, D) tensor) and the counter.
     """
     b, hq, qc, d = queries.shape
     hkv, hsel, n = keys.shape[1], lists.shape[1], lists.shape[-1]
@@ -127,12 +129,18 @@ def fused_gather_attention(
     )  # fmt: skip
     # laid out (B, Qc, Hq, D), transformers' order: its transpose back is then free
     out = torch.empty(b, qc, hq, d, device=queries.device, dtype=out_dtype).transpose(1, 2)
-    empty = torch.zeros((), device=queries.device, dtype=torch.int32)
+    if counter is None:
+        counter = torch.zeros((), device=queries.device, dtype=torch.int64)
+    elif counter.dtype != torch.int64 or counter.dim() != 0 or counter.device != queries.device:
+        raise ValueError(
+            f"counter must be a 0-d int64 tensor on {queries.device}, got {tuple(counter.shape)} "
+            f"{counter.dtype} on {counter.device}"
+        )
     merge[(rows * g,)](
-        acc, m, den, sinks if sinks is not None else m, out, empty,
+        acc, m, den, sinks if sinks is not None else m, out, counter,
         splits, g, hsel, qc, d,
         *out.stride()[:3],
         HAS_SINKS=sinks is not None, BLOCK_S=min(64, max(2, 1 << (splits - 1).bit_length())), DP=dp,
         num_warps=4,
     )  # fmt: skip
-    return out, empty
+    return out, counter

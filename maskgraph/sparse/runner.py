@@ -201,6 +201,15 @@ class SparseRunner:
         chunk = min(chunk, math.isqrt(CHUNK_ELEMENTS // (b * hq)))
         return max(1, min(q, chunk))
 
+    def _device_counter(self, device: torch.device) -> torch.Tensor:
+        """``compiled.empty_rows`` as a 0-d int64 tensor on ``device`` that the fused kernel
+        adds to in place (moved there once; a CUDA graph replay then keeps counting)."""
+        counter = self.compiled.empty_rows
+        if counter.device != device or counter.dtype != torch.int64:
+            counter = counter.to(device=device, dtype=torch.int64)
+            self.compiled.empty_rows = counter
+        return counter
+
     def __call__(self, queries, keys, values, attention_mask, scaling, prep, sinks, layer_idx=0, static=None):
         """``static``: a :class:`~maskgraph.static.StaticKeys` when the keys are a static buffer
         (query positions are then tensors: nothing is read on the host)."""
@@ -225,9 +234,11 @@ class SparseRunner:
                 lists = self._lists(
                     *args, *where, layer_idx=layer_idx, triton_topk=self.topk != "torch", limit=limit
                 )
-                out, empty = fused.fused_gather_attention(*args[1:], lists, sinks, queries.dtype)
+                # the kernel counts empty rows into the compiled attention's counter in place
+                counter = self._device_counter(queries.device)
+                out, _ = fused.fused_gather_attention(*args[1:], lists, sinks, queries.dtype, counter)
             else:
                 out, empty = self._chunk(*args, *where, sinks=sinks, layer_idx=layer_idx, limit=limit)
-            self.compiled.empty_rows = self.compiled.empty_rows.to(empty.device) + empty
+                self.compiled.empty_rows = self.compiled.empty_rows.to(empty.device) + empty
             outs.append(out.to(queries.dtype))
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
