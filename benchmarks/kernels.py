@@ -10,6 +10,8 @@
   scores (K per row) and Quest page scores (K/16 per row), k = 2 % and 10 %;
 * ``quest_scores``: Quest's grouped page-score kernel vs the two bf16 matrix products and
   group max it replaces;
+* ``small`` (not by default): top-k over short rows (Quest's pages, an 8K context's keys) by
+  each one-program kernel and by the segments, to place ``SMALL_MAX``;
 * ``gather``: ``fused_gather_attention`` over random lists of 2 % and 10 % of K for a few
   (BLOCK_N, programs, warps) settings, against flash SDPA over all K.
 
@@ -84,6 +86,43 @@ def topk_rows(b: int, hkv: int, n: int, density: float, device, args) -> list[di
     for row in rows:
         row["ref"] = "torch.topk"
     return rows
+
+
+#: Ways of selecting a short row (one program per row, or the four segment launches).
+SMALL_WAYS = {
+    "select_search (1 program)": {"SMALL_MAX": 1 << 20, "SMALL_KERNEL": "select_search"},
+    "select_small (1 program)": {"SMALL_MAX": 1 << 20, "SMALL_KERNEL": "select_small"},
+    "segments (4 launches)": {"SMALL_MAX": 0},
+}
+
+
+def small_rows(rows: int, n: int, density: float, device, args) -> list[dict]:
+    """Top-k over (rows, n) scores by each one-program kernel and by the segments, with
+    torch.topk as reference: where the one-program path should stop (``SMALL_MAX``)."""
+    scores = torch.randn(rows, n, device=device)
+    k = max(1, int(density * n))
+    want = set(topk_lowest(scores, k, triton=False)[1][0].tolist())
+    out = []
+    ms_ref, _ = graph_ms(lambda: torch.topk(scores, k, dim=-1, sorted=False), device, args.warmup, args.reps)
+    out.append(
+        dict(
+            kernel="topk_small", variant="torch.topk", B=rows // 8, rows=rows, N=n, k=k, ms=ms_ref, x_ref=1.0
+        )
+    )
+    for label, settings in SMALL_WAYS.items():
+        if label.startswith("select_small") and n > 16384:
+            continue  # its 256-bin histograms over 32K lanes: not a candidate
+        fn = lambda settings=settings: with_settings(triton_topk, settings, lambda: select_topk(scores, k))  # noqa: E731
+        assert set(fn()[1][0].tolist()) == want, f"{label} differs from the rule"
+        ms, _ = graph_ms(fn, device, args.warmup, args.reps)
+        out.append(
+            dict(
+                kernel="topk_small", variant=label, B=rows // 8, rows=rows, N=n, k=k, ms=ms, x_ref=ms / ms_ref
+            )
+        )
+    for row in out:
+        row["ref"] = "torch.topk"
+    return out
 
 
 def quest_rows(b: int, hq: int, hkv: int, pages: int, d: int, device, args) -> list[dict]:
@@ -193,8 +232,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--parts",
         nargs="*",
         default=["topk", "gather", "quest_scores"],
-        choices=["topk", "gather", "quest_scores"],
+        choices=["topk", "gather", "quest_scores", "small"],
         help="which kernels to time",
+    )
+    ap.add_argument(
+        "--small-lens",
+        nargs="*",
+        type=int,
+        default=[512, 1024, 2048, 4096, 8192, 16384, 32768],
+        help="row lengths of the 'small' part (one-program top-k vs segments)",
     )
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--reps", type=int, default=50)
@@ -204,6 +250,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.quick:
         hq, hkv, d, kk = 4, 2, 16, 2000
         args.batches, args.warmup, args.reps = [2], 1, 2
+        args.small_lens = [300, 1500]
         args.gather_configs = args.gather_configs[:2]
     print(f"device: {device_name(device)}; torch {torch.__version__}", flush=True)
     rows: list[dict] = []
@@ -216,6 +263,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 rows += gather_rows(b, hq, hkv, kk, d, density, device, args)
         if "quest_scores" in args.parts:
             rows += quest_rows(b, hq, hkv, kk // 16, d, device, args)
+        if "small" in args.parts:
+            for n in args.small_lens:
+                for density in args.densities:
+                    rows += small_rows(b * hkv, n, density, device, args)
         print(f"B={b} done", flush=True)
     payload = dict(
         benchmark="kernels",

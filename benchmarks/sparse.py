@@ -259,11 +259,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="top-k on the kernel path (auto: the Triton selection of maskgraph.sparse.topk)",
     )
     ap.add_argument(
+        "--topk-small-max",
+        type=int,
+        default=None,
+        metavar="N",
+        help="override maskgraph.sparse.topk.SMALL_MAX (rows up to N scores selected by one "
+        "program) to compare against the shipped setting",
+    )
+    ap.add_argument(
         "--profile", type=int, default=0, metavar="N", help="print the N costliest kernels per case"
     )
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--reps", type=int, default=40)
     args = ap.parse_args(argv)
+    if args.topk_small_max is not None:
+        from maskgraph.sparse import topk as triton_topk
+
+        triton_topk.SMALL_MAX = args.topk_small_max
     # inductor's symbolic-shape code recursed past Python's default limit on the H100 (run 3)
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
 

@@ -68,6 +68,12 @@ KERNELS = [
         {"BLOCK": 8192},
     ),
     (
+        "maskgraph.sparse.topk_kernel",
+        "select_search",
+        "S:*fp32 VALS:*fp32 IDX:*i64 n:i32 k:i32 stride:i32 BLOCK:constexpr",
+        {"BLOCK": 16384},
+    ),
+    (
         "maskgraph.ops.zoo.quest_kernel",
         "quest_page_update",
         "K:*bf16 LO:*bf16 HI:*bf16 NUM:*i64 " + I32("pages new page_size hkv dim skb skh skk") + " "
@@ -83,7 +89,7 @@ KERNELS = [
     (
         "maskgraph.sparse.fused_kernel",
         "merge_splits",
-        "ACC:*fp32 M:*fp32 L:*fp32 SINKS:*fp32 OUT:*bf16 EMPTY:*i32 "
+        "ACC:*fp32 M:*fp32 L:*fp32 SINKS:*fp32 OUT:*bf16 EMPTY:*i64 "
         + I32("splits g_heads hsel qc d_real sob soh soq")
         + " HAS_SINKS:constexpr BLOCK_S:constexpr DP:constexpr",
         {"HAS_SINKS": True, "BLOCK_S": 64, "DP": 128},

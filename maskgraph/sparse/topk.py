@@ -34,6 +34,9 @@ RESOLVE_BLOCK = 4096
 #: of 2048 (about the segments' floor of four launches); Quest's 8 × 512 pages took the whole
 #: decode call from 0.045 to 0.031 ms.
 SMALL_MAX = 1024
+#: The one-program kernel: ``select_search`` (a four-way search on the keys, three counts per
+#: round) or ``select_small`` (four rounds of 256-bin histograms).
+SMALL_KERNEL = "select_search"
 
 
 def _kernels():
@@ -108,7 +111,7 @@ def _select_small(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
     values = torch.empty(rows, k, device=scores.device, dtype=torch.float32)
     indices = torch.empty(rows, k, device=scores.device, dtype=torch.int64)
     warps = 4 if block <= 1024 else 8 if block <= 8192 else 16
-    jitted("maskgraph.sparse.topk_kernel", "select_small")[(rows,)](
+    jitted("maskgraph.sparse.topk_kernel", SMALL_KERNEL)[(rows,)](
         scores, values, indices, n, k, n, BLOCK=block, num_warps=warps
     )
     return values, indices

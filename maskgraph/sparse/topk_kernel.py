@@ -286,3 +286,41 @@ def select_small(S, VALS, IDX, n, k, stride, BLOCK: tl.constexpr):
     pos = tl.cumsum(take.to(tl.int32), 0) - 1
     tl.store(VALS + row * k + pos, x, mask=take)
     tl.store(IDX + row * k + pos, offs.to(tl.int64), mask=take)
+
+
+def select_search(S, VALS, IDX, n, k, stride, BLOCK: tl.constexpr):
+    """One program per row of n ≤ BLOCK < 2**21 scores, held in registers: the exact k-th
+    largest key by a four-way search over the row's own key range (three counts a round, packed
+    into one int64 sum: about 16 rounds for 32-bit keys, no histogram), then every key above it
+    and, of the keys equal to it, the lowest indices, written in index order."""
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    inside = offs < n
+    x = _canonical(tl.load(S + row * stride + offs, mask=inside, other=float("-inf")))
+    key = tl.where(inside, _ordered(x).to(tl.int64), -(2**40))  # padding below every key
+    # the largest t in [lo, hi] with count(key ≥ t) ≥ k: true at the row's minimum
+    lo = tl.min(tl.where(inside, key, 2**40), 0)
+    hi = tl.max(key, 0)
+    while lo < hi:
+        width = hi - lo + 1
+        m1 = lo + width // 4
+        m2 = lo + width // 2
+        m3 = lo + (3 * width) // 4
+        packed = (
+            (key >= m1).to(tl.int64) + ((key >= m2).to(tl.int64) << 21) + ((key >= m3).to(tl.int64) << 42)
+        )
+        total = tl.sum(packed, 0)
+        c1 = total & 0x1FFFFF
+        c2 = (total >> 21) & 0x1FFFFF
+        c3 = total >> 42
+        new_lo = tl.where(c3 >= k, m3, tl.where(c2 >= k, m2, tl.where(c1 >= k, m1, lo)))
+        new_hi = tl.where(c3 >= k, hi, tl.where(c2 >= k, m3 - 1, tl.where(c1 >= k, m2 - 1, m1 - 1)))
+        lo = new_lo
+        hi = new_hi
+    above = inside & (key > lo)
+    equal = inside & (key == lo)
+    need = k - tl.sum(above.to(tl.int32), 0)
+    take = above | (equal & (tl.cumsum(equal.to(tl.int32), 0) <= need))
+    pos = tl.cumsum(take.to(tl.int32), 0) - 1
+    tl.store(VALS + row * k + pos, x, mask=take)
+    tl.store(IDX + row * k + pos, offs.to(tl.int64), mask=take)
