@@ -3,7 +3,8 @@
     python benchmarks/kernels.py            # GPU: ~1 min on an H100
     python benchmarks/kernels.py --quick    # CPU (Triton's interpreter): tiny shapes, checks the script
 
-32 query / 8 KV heads, D=128, bf16, K=128K, B ∈ {1, 8}, every time a CUDA-graph replay:
+32 query / 8 KV heads, D=128, bf16, K=128K, B ∈ {1, 8}, every time per call in a CUDA graph of
+ten back-to-back calls (common.CALLS_PER_GRAPH):
 
 * ``topk``: the Triton top-k (:mod:`maskgraph.sparse.topk`, 4 launches) vs ``torch.topk`` and
   vs the lowest-index rule in torch (:func:`maskgraph.ops.select.topk_lowest`), over token
@@ -90,8 +91,7 @@ def topk_rows(b: int, hkv: int, n: int, density: float, device, args) -> list[di
 
 #: Ways of selecting a short row (one program per row, or the four segment launches).
 SMALL_WAYS = {
-    "select_search (1 program)": {"SMALL_MAX": 1 << 20, "SMALL_KERNEL": "select_search"},
-    "select_small (1 program)": {"SMALL_MAX": 1 << 20, "SMALL_KERNEL": "select_small"},
+    "select_small (1 program)": {"SMALL_MAX": 1 << 20},
     "segments (4 launches)": {"SMALL_MAX": 0},
 }
 
@@ -111,7 +111,7 @@ def small_rows(rows: int, n: int, density: float, device, args) -> list[dict]:
     )
     for label, settings in SMALL_WAYS.items():
         if label.startswith("select_small") and n > 16384:
-            continue  # its 256-bin histograms over 32K lanes: not a candidate
+            continue  # 32K lanes in one program's registers: not a candidate
         fn = lambda settings=settings: with_settings(triton_topk, settings, lambda: select_topk(scores, k))  # noqa: E731
         assert set(fn()[1][0].tolist()) == want, f"{label} differs from the rule"
         ms, _ = graph_ms(fn, device, args.warmup, args.reps)

@@ -7,7 +7,8 @@
 Decode (Q=1), B ∈ {1, 8}, 32 query / 8 KV heads, D=128, bf16, K ∈ {8K, 32K, 128K, 512K},
 densities 2%, 5%, 10% (sink + window + heavy budget = density · K), GQA ``shared`` and
 ``per_head``. Per case: median time of the sparse runner (selection + gather + attention,
-the decode step after the estimator caches are up to date), replayed as a CUDA graph (falls back
+the decode step after the estimator caches are up to date), replayed as a CUDA graph of ten
+back-to-back calls, per call (common.CALLS_PER_GRAPH; falls back
 to plain calls if capture fails; the ``timing`` column says which), the whole call including
 ``prepare`` without a CUDA graph (``call_ms``), peak extra memory, the speed-up over dense SDPA
 timed in the same run, and two lower bounds: bytes moved / 3.0 TB/s and FLOPs / 989 TFLOP/s.

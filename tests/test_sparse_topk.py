@@ -114,17 +114,13 @@ needs_kernel = pytest.mark.skipif(
         ((2, 3), 2),
     ],
 )
-@pytest.mark.parametrize("path", ["select_search", "select_small", "segments"])
+@pytest.mark.parametrize("path", ["one_program", "segments"])
 def test_select_topk_matches_the_rule(shape, k, kind, path, monkeypatch):
-    """Rows up to SMALL_MAX take a one-program selection (either kernel), longer ones the
-    segments; each path is forced here for every row."""
+    """Rows up to SMALL_MAX take the one-program selection, longer ones the segments; each
+    path is forced here for every row."""
     from maskgraph.sparse import topk as triton_topk
 
-    if path == "segments":
-        monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
-    else:
-        monkeypatch.setattr(triton_topk, "SMALL_MAX", 1 << 20)
-        monkeypatch.setattr(triton_topk, "SMALL_KERNEL", path)
+    monkeypatch.setattr(triton_topk, "SMALL_MAX", 0 if path == "segments" else 1 << 20)
     gen = torch.Generator().manual_seed(hash((shape, k, kind, "triton")) % 1000)
     s = scores(kind, shape, gen)
     device = "cuda" if torch.cuda.is_available() else "cpu"

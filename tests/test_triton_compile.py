@@ -68,12 +68,6 @@ KERNELS = [
         {"BLOCK": 8192},
     ),
     (
-        "maskgraph.sparse.topk_kernel",
-        "select_search",
-        "S:*fp32 VALS:*fp32 IDX:*i64 n:i32 k:i32 stride:i32 BLOCK:constexpr",
-        {"BLOCK": 16384},
-    ),
-    (
         "maskgraph.ops.zoo.quest_kernel",
         "quest_page_update",
         "K:*bf16 LO:*bf16 HI:*bf16 NUM:*i64 " + I32("pages new page_size hkv dim skb skh skk") + " "

@@ -44,7 +44,6 @@ def select_parts(
     values: torch.Tensor,
     attention_mask: torch.Tensor | None,
     scaling: float,
-    q_pos: torch.Tensor,
     q_first: int,
     prep: dict,
     layer_idx: int = 0,
@@ -52,8 +51,14 @@ def select_parts(
     limit: torch.Tensor | None = None,
 ) -> tuple[list[tuple], tuple[torch.Tensor, torch.Tensor] | None]:
     """Run the plan for one query chunk: (spans, gathered) as :func:`attend_parts` takes them.
-    ``triton_topk``: top-k by the Triton selection of :mod:`.topk`; ``limit``: a static
-    buffer's token count (no entry at or past it is valid, whatever the mask says)."""
+    The chunk's queries sit at positions q_first, q_first + 1, …; ``limit``: a static buffer's
+    token count (a 0-d tensor; no entry at or past it is valid, whatever the mask says), and
+    then ``q_first`` ≤ 0 counts back from it (the first query sits at limit + q_first).
+    ``triton_topk``: top-k by the Triton selection of :mod:`.topk`. Positions are built here,
+    inside the compiled function, so that they cost no launch of their own."""
+    if limit is not None:
+        q_first = limit + q_first
+    q_pos = q_first + torch.arange(queries.shape[2], device=queries.device)
     env = Env(queries, keys, values, attention_mask, scaling, q_pos, layer_idx)
     chosen = run_plan(steps, output, Context(env, gqa, q_first, triton_topk), prep, params)
     parts = chosen.parts
@@ -216,10 +221,6 @@ class SparseRunner:
         q, k = queries.shape[2], keys.shape[2]
         use_kernel = self.uses_kernel(queries)
         step = q if use_kernel else self.chunk_len(queries, keys)
-        if static is None:
-            positions = torch.arange(k - q, k, device=queries.device)
-        else:
-            positions = static.num_keys - q + torch.arange(q, device=queries.device)
         outs = []
         for start in range(0, q, step):
             stop = min(q, start + step)
@@ -227,8 +228,9 @@ class SparseRunner:
             if am is not None and am.shape[2] != 1:
                 am = am[:, :, start:stop]
             args = (self.params, queries[:, :, start:stop], keys, values, am, scaling)
-            first = k - q + start if static is None else positions[start]
-            where = (positions[start:stop], first, prep)
+            # a static buffer's positions count back from its token count (see select_parts)
+            first = k - q + start if static is None else start - q
+            where = (first, prep)
             limit = None if static is None else static.num_keys
             if use_kernel:
                 lists = self._lists(

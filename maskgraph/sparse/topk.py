@@ -29,14 +29,13 @@ SEG_MAX = 16384  # < 2**16: select_write packs two ranks into one int32 scan
 #: Candidates ``select_resolve`` reads per loop step.
 RESOLVE_BLOCK = 4096
 #: Rows of at most this many scores are selected by one program each (``select_small``, one
-#: launch), longer rows by the four launches over segments. Run 23 (H100): one program took
-#: 0.040 ms for 8 rows of 8192 scores where the segments took 0.031, and ≈ 0.027 ms for 8 rows
-#: of 2048 (about the segments' floor of four launches); Quest's 8 × 512 pages took the whole
-#: decode call from 0.045 to 0.031 ms.
-SMALL_MAX = 1024
-#: The one-program kernel: ``select_search`` (a four-way search on the keys, three counts per
-#: round) or ``select_small`` (four rounds of 256-bin histograms).
-SMALL_KERNEL = "select_search"
+#: launch), longer rows by the four launches over segments. Run 30 (H200, 8 and 64 rows, per
+#: CUDA-graph replay): one program 0.019–0.021 ms up to 4096 scores where the segments took
+#: 0.029–0.034; at 8192 0.040 against 0.031–0.039, at 16384 0.058–0.062 against 0.031–0.047.
+#: A four-way key search in one program (three counts per round, no histogram) was as fast up
+#: to 4096 and took 0.025 ms per call on Quest's 8 × 8192 pages where the segments take less:
+#: not kept.
+SMALL_MAX = 4096
 
 
 def _kernels():
@@ -111,7 +110,7 @@ def _select_small(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
     values = torch.empty(rows, k, device=scores.device, dtype=torch.float32)
     indices = torch.empty(rows, k, device=scores.device, dtype=torch.int64)
     warps = 4 if block <= 1024 else 8 if block <= 8192 else 16
-    jitted("maskgraph.sparse.topk_kernel", SMALL_KERNEL)[(rows,)](
+    jitted("maskgraph.sparse.topk_kernel", "select_small")[(rows,)](
         scores, values, indices, n, k, n, BLOCK=block, num_warps=warps
     )
     return values, indices
