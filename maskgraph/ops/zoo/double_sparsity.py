@@ -142,7 +142,11 @@ def unpack_codes(words: torch.Tensor, r: int, bits: int) -> torch.Tensor:
     """The inverse of :func:`pack_codes`: int32 (…, W) -> codes (…, r) bfloat16 (exact integers)."""
     cpw = codes_per_word(bits)
     shifts = torch.arange(cpw, device=words.device, dtype=torch.int64) * bits
-    c = ((words.to(torch.int64) & 0xFFFFFFFF).unsqueeze(-1) >> shifts) & (2**bits - 1)
+    x = (words.to(torch.int64) & 0xFFFFFFFF).unsqueeze(-1) >> shifts
+    # the low ``bits`` bits by shifts alone: with ``bits`` symbolic (torch.compile, dynamic
+    # shapes) inductor wrote the mask 2**bits − 1 as a float power, which Triton refuses in a
+    # bitwise and (GPU, run 31)
+    c = x - ((x >> bits) << bits)
     return c.flatten(-2)[..., :r].to(torch.bfloat16)
 
 
