@@ -425,6 +425,49 @@ def test_budget_that_selects_nothing_matches_simulate(name, extra, calib):
     assert rel(sparse, simulated) < 1e-5
 
 
+@pytest.mark.parametrize("k_now,page", [(37, 4), (40, 8), (5, 16), (64, 16), (70, 16)])
+@pytest.mark.parametrize("with_mask", [False, True])
+@pytest.mark.parametrize("prior_kind", ["none", "spans", "selection"])
+def test_page_eligibility_by_offsets_equals_the_reduction(k_now, page, with_mask, prior_kind):
+    """The compiled form of Quest's page eligibility (an OR over page offsets, pointwise) equals
+    the eager one (a reduction over each page), with K not a multiple of the page size."""
+    from maskgraph.env import Env
+    from maskgraph.sparse import indexset
+    from maskgraph.sparse import ops as sparse_ops
+
+    gen = torch.Generator().manual_seed(k_now * 31 + page + 7 * with_mask + len(prior_kind))
+    b, hq, hkv, nq, d = 2, 4, 2, 3, 8
+    q = torch.randn(b, hq, nq, d, generator=gen)
+    kv = torch.randn(b, hkv, k_now, d, generator=gen)
+    am = None
+    if with_mask:  # forbid whole runs, so that some pages have no allowed key
+        am = torch.zeros(b, 1, nq, k_now)
+        am[0, ..., : k_now // 2] = float("-inf")
+        am[1][torch.rand(1, nq, k_now, generator=gen) < 0.7] = float("-inf")
+    env = Env(q, kv, kv, am, 1.0, torch.arange(k_now - nq, k_now), 0)
+    ctx = sparse_ops.Context(env, "shared", k_now - nq)
+    prior = None
+    if prior_kind == "spans":
+        sink = sparse_ops.lower_sink(ctx, "sink", {}, {"size": page + 1}, None)
+        local = sparse_ops.lower_local(ctx, "local", {}, {"size": 2 * page}, None)
+        prior = sparse_ops.lower_union(ctx, "u", {"masks": [sink, local]}, {}, None)
+    elif prior_kind == "selection":
+        idx = torch.randint(0, k_now, (b, hkv, nq, 2 * page), generator=gen)
+        valid = torch.rand(b, hkv, nq, 2 * page, generator=gen) < 0.8
+        whole = min(page, k_now)  # the first page, whole
+        idx[..., :whole], valid[..., :whole] = torch.arange(whole), True
+        prior = indexset.selection_set("sel", idx, valid, k_now, frozenset())
+    pages = -(-k_now // page)
+    want = sparse_ops.page_eligible(ctx, prior, page, pages)
+    if want is None:
+        assert prior is None and am is None
+        return
+    got = sparse_ops.page_eligible_by_offsets(ctx, prior, page, pages)
+    lead = torch.broadcast_shapes(want.shape, got.shape)
+    assert torch.equal(got.expand(lead), want.expand(lead))
+    assert not want.all()  # the case excludes some page (else the test could not fail)
+
+
 # ----- compiled -----------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("name,extra", ZERO_BUDGETS, ids=[n for n, _ in ZERO_BUDGETS])
