@@ -139,6 +139,28 @@ def test_select_topk_rejects_k_out_of_range():
         select_topk(torch.zeros(2, 10), 11)
 
 
+@needs_kernel
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("lanes", [(16, 64, 256), (16, 16, 16), (256, 512, 1024)], ids=str)
+def test_resolve_tiers_match_the_rule(kind, lanes, monkeypatch):
+    """The resolve narrows its candidates with SMALL, MID or BLOCK lanes, or streams them when
+    more than BLOCK: small lane counts here send the same rows down every one of those paths."""
+    from maskgraph.sparse import topk as triton_topk
+
+    small, mid, block = lanes
+    monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
+    monkeypatch.setattr(triton_topk, "RESOLVE_SMALL", small)
+    monkeypatch.setattr(triton_topk, "RESOLVE_MID", mid)
+    monkeypatch.setattr(triton_topk, "RESOLVE_BLOCK", block)
+    gen = torch.Generator().manual_seed(hash((kind, lanes)) % 1000)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    for shape, k in (((3, 5000), 100), ((2, 3000), 1500), ((2, 2 * SEG_MIN + 7), 40)):
+        s = scores(kind, shape, gen)
+        values, idx = select_topk(s.to(device), k)
+        assert torch.equal(torch.gather(counted(s), -1, idx.cpu()), values.cpu())
+        assert as_set(idx.cpu()) == reference(s, k)
+
+
 def test_segments_are_powers_of_two_and_bounded():
     for n in (1, SEG_MIN, SEG_MIN + 1, 131072, 524288, 10**6, 10**7):
         seg = segment(n)

@@ -58,8 +58,9 @@ KERNELS = [
     (
         "maskgraph.sparse.topk_kernel",
         "select_resolve",
-        "STATE_PTR:*i64 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 k:i32 stride:i32 BLOCK:constexpr",
-        {"BLOCK": 2048},
+        "STATE_PTR:*i64 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 k:i32 stride:i32 SMALL:constexpr "
+        "MID:constexpr BLOCK:constexpr",
+        {"SMALL": 512, "MID": 2048, "BLOCK": 4096},
     ),
     (
         "maskgraph.sparse.topk_kernel",

@@ -26,8 +26,12 @@ BINS = 64
 SEGMENTS = 64
 SEG_MIN = 1024
 SEG_MAX = 16384  # < 2**16: select_write packs two ranks into one int32 scan
-#: Candidates ``select_resolve`` reads per loop step.
+#: Candidates ``select_resolve`` reads per loop step. Fewer are narrowed with SMALL or MID
+#: lanes: each round's histogram costs in proportion to the lanes, and Quest's rows leave
+#: 40-200 candidates, whose resolve took 16.5 us with 4096 lanes (H100, run 34).
 RESOLVE_BLOCK = 4096
+RESOLVE_SMALL = 512
+RESOLVE_MID = 2048
 #: Rows of at most this many scores are selected by one program each (``select_small``, one
 #: launch), longer rows by the four launches over segments. Run 30 (H200, 8 and 64 rows, per
 #: CUDA-graph replay): one program 0.019–0.021 ms up to 4096 scores where the segments took
@@ -98,8 +102,9 @@ def select_topk_2d(scores: torch.Tensor, k: int, integer: bool = False) -> tuple
         num_warps=warps,
     )
     resolve[(rows,)](
-        state, values, indices, candidates, candidate_scores, k, n, BLOCK=RESOLVE_BLOCK, num_warps=8
-    )
+        state, values, indices, candidates, candidate_scores, k, n,
+        SMALL=RESOLVE_SMALL, MID=RESOLVE_MID, BLOCK=RESOLVE_BLOCK, num_warps=8,
+    )  # fmt: skip
     return values, indices
 
 

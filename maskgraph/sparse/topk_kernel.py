@@ -12,8 +12,9 @@ Each row is cut into segments of ``SEG`` scores, one program each:
    known from the earlier segments' histograms) and the indices of the scores in that bin to
    a candidate buffer with their scores (also in index order);
 4. ``select_resolve``: one program per row finds the exact k-th key among the candidates,
-   five bits at a time over their own key range (in registers when they fit one block), and
-   writes the candidates above it and, of those equal to it, the ones with the lowest indices.
+   five bits at a time over their own key range (in registers, with the fewest of three lane
+   counts that holds them, when they fit one block), and writes the candidates above it and, of
+   those equal to it, the ones with the lowest indices.
 
 Few bins keep the histogram cheap (Triton's histogram costs grow with the bin count); the
 candidate bin then holds a few per cent of a row of Gaussian-like scores. Scores bunched
@@ -214,21 +215,35 @@ def _take(VALS, IDX, row, k, idx, x, key, inside, base, need, ties, at):
     return ties + tl.sum(equal.to(tl.int64), 0), at + tl.sum(take.to(tl.int64), 0)
 
 
-def select_resolve(STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, BLOCK: tl.constexpr):
-    """Candidates that fit one block are read once and narrowed in registers; more are
-    streamed from the buffer in blocks, once per round."""
+@triton.jit
+def _resolve_in_registers(VALS, IDX, CAND, CANDV, row, k, stride, count, need, taken, LANES: tl.constexpr):
+    """Read the row's ``count`` ≤ LANES candidates once, narrow them to the exact k-th key five
+    bits a round and write the ones taken (every round costs in proportion to LANES)."""
+    idx, x, key, inside = _candidate_keys(CAND, CANDV, row, stride, 0, count, LANES)
+    bits, base = _bit_length(tl.where(inside, key, 2147483647), tl.where(inside, key, -2147483648))
+    while bits > 0:  # narrow to one key, five bits a round
+        sub = bits - tl.minimum(bits, 5)
+        need, base = _narrow(_digit_counts(key, inside, base, bits, sub), need, base, sub)
+        bits = sub
+    _take(VALS, IDX, row, k, idx, x, key, inside, base, need, need * 0, taken)
+
+
+def select_resolve(
+    STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, SMALL: tl.constexpr, MID: tl.constexpr, BLOCK: tl.constexpr
+):
+    """Candidates that fit SMALL, MID or BLOCK lanes are read once and narrowed in registers
+    with the fewest lanes that hold them; more are streamed from the buffer in blocks, once
+    per round."""
     row = tl.program_id(0).to(tl.int64)
     taken = tl.load(STATE_PTR + row * 3 + 1)
     count = tl.load(STATE_PTR + row * 3 + 2).to(tl.int32)
     need = k - taken  # candidates to take, 1 ≤ need ≤ count
-    if count <= BLOCK:
-        idx, x, key, inside = _candidate_keys(CAND, CANDV, row, stride, 0, count, BLOCK)
-        bits, base = _bit_length(tl.where(inside, key, 2147483647), tl.where(inside, key, -2147483648))
-        while bits > 0:  # narrow to one key, five bits a round
-            sub = bits - tl.minimum(bits, 5)
-            need, base = _narrow(_digit_counts(key, inside, base, bits, sub), need, base, sub)
-            bits = sub
-        _take(VALS, IDX, row, k, idx, x, key, inside, base, need, need * 0, taken)
+    if count <= SMALL:
+        _resolve_in_registers(VALS, IDX, CAND, CANDV, row, k, stride, count, need, taken, SMALL)
+    elif count <= MID:
+        _resolve_in_registers(VALS, IDX, CAND, CANDV, row, k, stride, count, need, taken, MID)
+    elif count <= BLOCK:
+        _resolve_in_registers(VALS, IDX, CAND, CANDV, row, k, stride, count, need, taken, BLOCK)
     else:
         # the candidates' own key range [base, base + 2**bits)
         lo = tl.full((BLOCK,), 2147483647, tl.int64)
