@@ -28,7 +28,10 @@ SEG_MIN = 1024
 SEG_MAX = 16384  # < 2**16: select_write packs two ranks into one int32 scan
 #: Candidates ``select_resolve`` reads per loop step. Fewer are narrowed with SMALL or MID
 #: lanes: each round's histogram costs in proportion to the lanes, and Quest's rows leave
-#: 40-200 candidates, whose resolve took 16.5 us with 4096 lanes (H100, run 34).
+#: 40-200 candidates, whose resolve took 16.5 us with 4096 lanes (H100, run 34; Quest's whole
+#: call 11.5-13 us faster with the tiers, run 35). Rows with more candidates (Double Sparsity
+#: at 10 %, PQCache) were resolved in 28.8 us with the tiers against about 13 before (run 36):
+#: unexplained; see docs/benchmarks.md, runs 34-36.
 RESOLVE_BLOCK = 4096
 RESOLVE_SMALL = 512
 RESOLVE_MID = 2048
