@@ -195,9 +195,10 @@ def page_eligible(ctx: Context, prior: IndexSet | None, page_size: int, pages) -
 
 def page_eligible_by_offsets(ctx: Context, prior: IndexSet | None, page_size: int, pages) -> torch.Tensor:
     """:func:`page_eligible` as an OR over the ``page_size`` offsets of a page, each a tensor of
-    the pages' shape: under inductor this is pointwise, so it fuses with the masking of the page
-    scores instead of being a reduction kernel of its own (one launch less per decode call).
-    Used when compiling with a prior of runs (``cheap``: membership by arithmetic, no gather)."""
+    the pages' shape: under inductor a pointwise kernel instead of a reduction (Quest, B=1,
+    128K: 1.7 µs against 3.8, run 34; inductor does not fuse it into the score masking, whose
+    shape is B·Hkv times larger). Used when compiling with a prior of runs (``cheap``:
+    membership by arithmetic, no gather)."""
     env = ctx.env
     first = torch.arange(pages, device=env.keys.device) * page_size
     allowed = None
