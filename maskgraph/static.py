@@ -14,10 +14,18 @@ rows of the keys that arrived with it (tensor positions: nothing read on the hos
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+#: Rewrite a static buffer's cache rows through ``torch.compile`` on CUDA (one compile per
+#: encoder and shape): eagerly, HashAttention's signature update was about 25 kernel launches
+#: per layer and step, each a node of a recorded decode step (docs/benchmarks.md, run 38).
+#: "cuda": compiled on CUDA, eager on the CPU; "always" (tests, to compare) or "never".
+COMPILE_UPDATES = "cuda"
 
 
 @dataclass(frozen=True)
@@ -38,12 +46,14 @@ def row_caches(
     names: Sequence[str],
     keys: torch.Tensor,
     values: torch.Tensor,
-    encode: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]],
+    encode: Callable[..., tuple[torch.Tensor, ...]],
     stale: bool,
     static: StaticKeys | None,
+    args: tuple[Any, ...] = (),
 ) -> tuple[torch.Tensor, ...]:
-    """Per-key caches (B, H, K, …) — ``encode(keys, values)`` of every key row, one tensor per
-    name — kept in ``slot`` under ``names``.
+    """Per-key caches (B, H, K, …) — ``encode(keys, values, *args)`` of every key row, one
+    tensor per name — kept in ``slot`` under ``names``. ``encode`` is a module-level function
+    (the compiled static update guards on it; a closure made per call would recompile).
 
     Growing keys (``static`` None): the rows from ``slot["n"]`` on are encoded and appended.
     A static buffer: the first call encodes the whole buffer (padding rows too: they are never
@@ -56,23 +66,67 @@ def row_caches(
         n = slot.get("n") or 0
         fresh = stale or cached[0] is None or k < n or slot.get("static") is not None
         start = 0 if fresh else n
-        new = encode(keys[:, :, start:], values[:, :, start:])
+        new = encode(keys[:, :, start:], values[:, :, start:], *args)
         out = tuple(new) if fresh else tuple(torch.cat([c, x], dim=2) for c, x in zip(cached, new))
         slot.update(zip(names, out))
         slot.update(n=k, static=None, updated=(start, k))
         return out
     fresh = stale or cached[0] is None or slot.get("static") != k
     if fresh:
-        out = tuple(encode(keys, values))
+        out = tuple(encode(keys, values, *args))
     else:
-        pos = static.new_positions()
-        new = encode(keys.index_select(2, pos), values.index_select(2, pos))
-        for c, x in zip(cached, new):
-            c.index_copy_(2, pos, x.to(c.dtype))
+        compile_it = COMPILE_UPDATES == "always" or (COMPILE_UPDATES == "cuda" and keys.is_cuda)
+        update = compiled_update(encode) if compile_it else update_rows
+        update(tuple(cached), keys, values, static.num_keys, static.new, encode, args)
         out = tuple(cached)
     slot.update(zip(names, out))
     slot.update(n=None, static=k, updated=None)
     return out
+
+
+def update_rows(
+    cached: tuple[torch.Tensor, ...],
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    num_keys: torch.Tensor,
+    new: int,
+    encode: Callable[..., tuple[torch.Tensor, ...]],
+    args: tuple[Any, ...],
+) -> None:
+    """Re-encode rows num_keys − new … num_keys − 1 of keys/values (B, H, Kmax, D) and write
+    them in place into the caches (B, H, Kmax, …)."""
+    pos = num_keys - new + torch.arange(new, device=num_keys.device)
+    fresh = encode(keys.index_select(2, pos), values.index_select(2, pos), *args)
+    for c, x in zip(cached, fresh):
+        c.index_copy_(2, pos, x.to(c.dtype))
+
+
+#: encoder -> :func:`update_rows` compiled for it.
+_COMPILED_UPDATES: dict[Callable, Callable] = {}
+
+#: Compiled variants kept per entry function (dynamo's default is 8; each dtype, new-row
+#: count and shape of one encoder is one).
+RECOMPILE_LIMIT = 32
+
+
+def raise_recompile_limit(limit: int = RECOMPILE_LIMIT) -> None:
+    """Let dynamo keep at least ``limit`` compiled variants per entry function."""
+    config = torch._dynamo.config
+    if getattr(config, "recompile_limit", limit) < limit:
+        config.recompile_limit = limit
+
+
+def compiled_update(encode: Callable) -> Callable:
+    """:func:`update_rows` through ``torch.compile`` for one encoder (inductor fuses its
+    pointwise steps and the row writes), made once per process. Each encoder gets its own
+    entry function (a fresh code object), so that dynamo's per-code recompile limit counts
+    that encoder's variants alone."""
+    if encode not in _COMPILED_UPDATES:
+        raise_recompile_limit()
+        code = update_rows.__code__.replace(co_name=f"update_rows_{encode.__name__}")
+        entry = types.FunctionType(code, update_rows.__globals__, code.co_name)
+        _COMPILED_UPDATES[encode] = torch.compile(entry, fullgraph=True)
+    return _COMPILED_UPDATES[encode]
 
 
 def static_mask(static: StaticKeys, num_keys: int) -> torch.Tensor:

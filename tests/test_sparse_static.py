@@ -131,13 +131,31 @@ def test_static_buffer_inductor(calib):  # noqa: F811
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize(
-    "name", ["quest", "quest_torch", "quest_bits", "hashattention", "double_sparsity", "socket"]
+    "name",
+    [
+        "quest",
+        "quest_torch",
+        "quest_bits",
+        "hashattention",
+        "double_sparsity",
+        "socket",
+        "hashattention_compiled",
+        "double_sparsity_compiled",
+        "socket_compiled",
+    ],
 )
 def test_static_caches_hold_the_rows_of_growing_keys(name, dtype, calib, monkeypatch):  # noqa: F811
     """After steps on a static buffer, every cached row (Quest: page) of a token equals the
     cache built on the growing keys; the first call builds, later ones rewrite in place.
     Quest's pages are rewritten by a Triton kernel where Triton runs (the interpreter here),
-    else in torch (``quest_torch``), and in torch for quantised bounds (``quest_bits``)."""
+    else in torch (``quest_torch``), and in torch for quantised bounds (``quest_bits``). The
+    other caches' rows are rewritten eagerly on the CPU and through ``torch.compile`` on CUDA
+    (``*_compiled`` forces that here)."""
+    if name.endswith("_compiled"):
+        from maskgraph import static as static_module
+
+        monkeypatch.setattr(static_module, "COMPILE_UPDATES", "always")
+        name = name.removesuffix("_compiled")
     if name == "quest_torch":
         from maskgraph.ops.zoo import quest
 

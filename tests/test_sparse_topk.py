@@ -142,9 +142,10 @@ def test_select_topk_rejects_k_out_of_range():
 @needs_kernel
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("lanes", [(16, 64, 256), (16, 16, 16), (256, 512, 1024)], ids=str)
-def test_resolve_tiers_match_the_rule(kind, lanes, monkeypatch):
-    """The resolve narrows its candidates with SMALL, MID or BLOCK lanes, or streams them when
-    more than BLOCK: small lane counts here send the same rows down every one of those paths."""
+def test_resolve_paths_match_the_rule(kind, lanes, monkeypatch):
+    """The resolve narrows its candidates in SMALL lanes, in MID lanes (a launch each), in
+    BLOCK lanes, or streams them when more than BLOCK: small lane counts here send the same
+    rows down every one of those paths."""
     from maskgraph.sparse import topk as triton_topk
 
     small, mid, block = lanes

@@ -57,10 +57,17 @@ KERNELS = [
     ),
     (
         "maskgraph.sparse.topk_kernel",
+        "select_resolve_lanes",
+        "STATE_PTR:*i64 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 k:i32 stride:i32 LOW:constexpr "
+        "LANES:constexpr",
+        {"LOW": 512, "LANES": 2048},
+    ),
+    (
+        "maskgraph.sparse.topk_kernel",
         "select_resolve",
         "STATE_PTR:*i64 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 k:i32 stride:i32 SMALL:constexpr "
-        "MID:constexpr BLOCK:constexpr",
-        {"SMALL": 512, "MID": 2048, "BLOCK": 4096},
+        "BLOCK:constexpr",
+        {"SMALL": 512, "BLOCK": 4096},
     ),
     (
         "maskgraph.sparse.topk_kernel",
@@ -107,7 +114,7 @@ KERNELS = [
     (
         "maskgraph.ops.zoo.double_sparsity_kernel",
         "ds_group_scores",
-        "QL:*fp32 QS:*fp32 WORDS:*i32 LO:*fp32 STEP:*fp32 OUT:*fp32 "
+        "QL:*bf16 WORDS:*i32 LO:*fp32 STEP:*fp32 OUT:*fp32 "
         + I32("n_keys n_q hkv g_heads n_labels n_words bits per_word")
         + " scaling:fp32 BLOCK:constexpr RP:constexpr",
         {"BLOCK": 256, "RP": 16},

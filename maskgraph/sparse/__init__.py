@@ -30,7 +30,7 @@ def make_sparse(compiled, **options) -> SparseRunner:
     16 queries on CUDA when Triton is installed, torch otherwise), ``"triton"`` (always; on the
     CPU only under Triton's interpreter, ``TRITON_INTERPRET=1``) or ``"torch"`` (never).
     ``topk="auto"`` (default: on the kernel path, top-k by the Triton selection of :mod:`.topk`
-    in four launches; torch elsewhere), ``"triton"`` (the same) or ``"torch"`` (always torch).
+    in six launches; torch elsewhere), ``"triton"`` (the same) or ``"torch"`` (always torch).
     Both take the same set as simulate mode: ties with the k-th largest score go to the
     lowest indices.
     """

@@ -13,6 +13,7 @@ import torch
 
 from ..env import Env
 from ..errors import NotSupportedError
+from ..static import raise_recompile_limit
 from ..triton_util import triton_installed
 from . import fused
 from .gather import attend_parts
@@ -120,9 +121,7 @@ def compiled_chunk(steps: list[Step], output: str, gqa: str, fn: Callable | None
     # 1000 frames on an H100 (docs/benchmarks.md, run 3); 20000 was enough there (run 7).
     if sys.getrecursionlimit() < 20000:
         sys.setrecursionlimit(20000)
-    config = torch._dynamo.config
-    if getattr(config, "recompile_limit", RECOMPILE_LIMIT) < RECOMPILE_LIMIT:
-        config.recompile_limit = RECOMPILE_LIMIT
+    raise_recompile_limit(RECOMPILE_LIMIT)
     if key not in _COMPILED:
         scope = dict(_bound.__globals__, _FN=fn, _STEPS=steps, _OUTPUT=output, _GQA=gqa)
         code = _bound.__code__.replace(co_name=f"{fn.__name__}_{len(_COMPILED)}")

@@ -6,7 +6,7 @@ launches, more than the attention over the selected keys. A row of at most SMALL
 digit (``select_small``: one launch). For longer rows :mod:`.topk_kernel` finds the
 k-th largest score with one histogram over the row's own [min, max] range, writes every score
 above its bin directly, and resolves the scores inside that bin in one program per row:
-four launches, each reading the row at most once. The result is the same set as
+six launches, each reading the row at most once. The result is the same set as
 :func:`maskgraph.ops.select.topk_lowest` (the rule simulate mode uses): the k largest scores,
 and among scores equal to the k-th largest, the lowest indices. Registered as the custom
 operator ``maskgraph::select_topk`` so that ``torch.compile`` calls it as one opaque kernel.
@@ -26,17 +26,21 @@ BINS = 64
 SEGMENTS = 64
 SEG_MIN = 1024
 SEG_MAX = 16384  # < 2**16: select_write packs two ranks into one int32 scan
-#: Candidates ``select_resolve`` reads per loop step. Fewer are narrowed with SMALL or MID
-#: lanes: each round's histogram costs in proportion to the lanes, and Quest's rows leave
-#: 40-200 candidates, whose resolve took 16.5 us with 4096 lanes (H100, run 34; Quest's whole
-#: call 11.5-13 us faster with the tiers, run 35). Rows with more candidates (Double Sparsity
-#: at 10 %, PQCache) were resolved in 28.8 us with the tiers against about 13 before (run 36):
-#: unexplained; see docs/benchmarks.md, runs 34-36.
+#: Candidates ``select_resolve`` holds in registers (more are streamed in blocks of this many).
 RESOLVE_BLOCK = 4096
+#: Rows with at most RESOLVE_SMALL candidates are resolved in that many lanes, rows with at
+#: most RESOLVE_MID in that many, each tier by ``select_resolve_lanes`` in a launch of its own
+#: (each round's histogram costs in proportion to the lanes). Quest's rows leave 40-200
+#: candidates, resolved in 16.5 us with 4096 lanes (H100, run 34); Gaussian-like scores leave
+#: about 2.3 % of a row at 10 % (750 of 32K). Run 35 narrowed with 512, 2048 or 4096 lanes in
+#: one kernel: Quest 11.5-13 us faster, but the 4096-lane rows (Double Sparsity at 10 %,
+#: PQCache) took 28.8 us against about 13 (run 36, unexplained), so those keep a kernel of
+#: their own. Run 39 (512 lanes, then the rest): Double Sparsity and PQCache at 32K took 39 us
+#: at 5 % and 56 us at 10 % (about 440 and 750 candidates a row).
 RESOLVE_SMALL = 512
 RESOLVE_MID = 2048
 #: Rows of at most this many scores are selected by one program each (``select_small``, one
-#: launch), longer rows by the four launches over segments. Run 30 (H200, 8 and 64 rows, per
+#: launch), longer rows by the six launches over segments. Run 30 (H200, 8 and 64 rows, per
 #: CUDA-graph replay): one program 0.019–0.021 ms up to 4096 scores where the segments took
 #: 0.029–0.034; at 8192 0.040 against 0.031–0.039, at 16384 0.058–0.062 against 0.031–0.047.
 #: A four-way key search in one program (three counts per round, no histogram) was as fast up
@@ -46,7 +50,7 @@ SMALL_MAX = 4096
 
 
 def _kernels():
-    names = ("select_range", "select_hist", "select_write", "select_resolve")
+    names = ("select_range", "select_hist", "select_write", "select_resolve_lanes", "select_resolve")
     return tuple(jitted("maskgraph.sparse.topk_kernel", name) for name in names)
 
 
@@ -71,7 +75,7 @@ def select_topk_2d(scores: torch.Tensor, k: int, integer: bool = False) -> tuple
         raise ValueError(f"select_topk: k must be in [1, {n}] for rows of {n} scores, got {k}")
     if n <= SMALL_MAX:
         return _select_small(scores, k)
-    rng, hist, write, resolve = _kernels()
+    rng, hist, write, resolve_lanes, resolve = _kernels()
     seg = segment(n)
     grid = (rows, -(-n // seg))
     sp = max(2, 1 << (grid[1] - 1).bit_length())
@@ -104,10 +108,10 @@ def select_topk_2d(scores: torch.Tensor, k: int, integer: bool = False) -> tuple
         SP=sp,
         num_warps=warps,
     )
-    resolve[(rows,)](
-        state, values, indices, candidates, candidate_scores, k, n,
-        SMALL=RESOLVE_SMALL, MID=RESOLVE_MID, BLOCK=RESOLVE_BLOCK, num_warps=8,
-    )  # fmt: skip
+    resolving = (state, values, indices, candidates, candidate_scores, k, n)
+    resolve_lanes[(rows,)](*resolving, LOW=0, LANES=RESOLVE_SMALL, num_warps=4)
+    resolve_lanes[(rows,)](*resolving, LOW=RESOLVE_SMALL, LANES=RESOLVE_MID, num_warps=8)
+    resolve[(rows,)](*resolving, SMALL=RESOLVE_MID, BLOCK=RESOLVE_BLOCK, num_warps=8)
     return values, indices
 
 

@@ -11,10 +11,12 @@ Each row is cut into segments of ``SEG`` scores, one program each:
    largest score, writes the scores above that bin to the output (in index order, at offsets
    known from the earlier segments' histograms) and the indices of the scores in that bin to
    a candidate buffer with their scores (also in index order);
-4. ``select_resolve``: one program per row finds the exact k-th key among the candidates,
-   five bits at a time over their own key range (in registers, with the fewest of three lane
-   counts that holds them, when they fit one block), and writes the candidates above it and, of
-   those equal to it, the ones with the lowest indices.
+4. ``select_resolve_lanes`` (twice) then ``select_resolve``: one program per row finds the
+   exact k-th key among the candidates, five bits at a time over their own key range, and
+   writes the candidates above it and, of those equal to it, the ones with the lowest
+   indices. Rows with few candidates are narrowed in few lanes by the first launch, rows with
+   more in more lanes by the second, the others in one block of registers or, past one
+   block, streamed from the buffer by the third.
 
 Few bins keep the histogram cheap (Triton's histogram costs grow with the bin count); the
 candidate bin then holds a few per cent of a row of Gaussian-like scores. Scores bunched
@@ -228,23 +230,30 @@ def _resolve_in_registers(VALS, IDX, CAND, CANDV, row, k, stride, count, need, t
     _take(VALS, IDX, row, k, idx, x, key, inside, base, need, need * 0, taken)
 
 
-def select_resolve(
-    STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, SMALL: tl.constexpr, MID: tl.constexpr, BLOCK: tl.constexpr
+def select_resolve_lanes(
+    STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, LOW: tl.constexpr, LANES: tl.constexpr
 ):
-    """Candidates that fit SMALL, MID or BLOCK lanes are read once and narrowed in registers
-    with the fewest lanes that hold them; more are streamed from the buffer in blocks, once
-    per round."""
+    """Rows with more than LOW and at most LANES candidates (LOW = 0: none too, with exact
+    bins): read once and narrowed in LANES lanes. Every round's histogram costs in proportion
+    to the lanes, so few candidates get few lanes; other rows are left to the other launches."""
+    row = tl.program_id(0).to(tl.int64)
+    count = tl.load(STATE_PTR + row * 3 + 2).to(tl.int32)
+    if (count > LOW) & (count <= LANES):
+        taken = tl.load(STATE_PTR + row * 3 + 1)
+        _resolve_in_registers(VALS, IDX, CAND, CANDV, row, k, stride, count, k - taken, taken, LANES)
+
+
+def select_resolve(STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, SMALL: tl.constexpr, BLOCK: tl.constexpr):
+    """Rows with more than SMALL candidates (``select_resolve_lanes`` took the others): those
+    that fit BLOCK lanes are read once and narrowed in registers, more are streamed from the
+    buffer in blocks, once per round."""
     row = tl.program_id(0).to(tl.int64)
     taken = tl.load(STATE_PTR + row * 3 + 1)
     count = tl.load(STATE_PTR + row * 3 + 2).to(tl.int32)
     need = k - taken  # candidates to take, 1 ≤ need ≤ count
-    if count <= SMALL:
-        _resolve_in_registers(VALS, IDX, CAND, CANDV, row, k, stride, count, need, taken, SMALL)
-    elif count <= MID:
-        _resolve_in_registers(VALS, IDX, CAND, CANDV, row, k, stride, count, need, taken, MID)
-    elif count <= BLOCK:
+    if (count > SMALL) & (count <= BLOCK):
         _resolve_in_registers(VALS, IDX, CAND, CANDV, row, k, stride, count, need, taken, BLOCK)
-    else:
+    elif count > BLOCK:
         # the candidates' own key range [base, base + 2**bits)
         lo = tl.full((BLOCK,), 2147483647, tl.int64)
         hi = tl.full((BLOCK,), -2147483648, tl.int64)

@@ -169,6 +169,17 @@ def label_channels(channels: torch.Tensor, layer_idx: int, group_factor: int, pa
     return channels[layer_idx, :, :r]
 
 
+def label_cache_rows(
+    keys: torch.Tensor, _values, idx: torch.Tensor, bits: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Label-cache rows of keys (B, H, n, D): (codes — packed int32 (B, H, n, W) for ``bits``
+    ≤ 8, else (B, H, n, r) —, lo (B, H, n, 1), step (B, H, n, 1)) for channels ``idx`` (H, r)."""
+    b, h, n, _ = keys.shape
+    picked = torch.gather(keys.float(), -1, idx.view(1, h, 1, -1).expand(b, h, n, -1))
+    codes, lo, step = quantise_codes(picked, bits)
+    return (pack_codes(codes, bits) if bits <= 8 else codes), lo, step
+
+
 def prepare_double_sparsity(
     keys, values, params, slot, layer_idx, static: StaticKeys | None = None
 ) -> dict[str, torch.Tensor]:
@@ -199,12 +210,9 @@ def prepare_double_sparsity(
         labels.shape[:2] != (b, h) or labels.device != keys.device or slot.get("config") != config
     )
 
-    def encode(x: torch.Tensor, _) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        picked = torch.gather(x.float(), -1, idx.view(1, h, 1, -1).expand(b, h, x.shape[2], -1))
-        codes, lo, step = quantise_codes(picked, bits)
-        return (pack_codes(codes, bits) if bits <= 8 else codes), lo, step
-
-    labels, lo, step = row_caches(slot, ["labels", "lo", "step"], keys, values, encode, stale, static)
+    labels, lo, step = row_caches(
+        slot, ["labels", "lo", "step"], keys, values, label_cache_rows, stale, static, (idx, bits)
+    )
     slot.update(config=config, idx=idx)
     return {"labels": labels, "lo": lo, "step": step, "idx": idx}
 
@@ -247,15 +255,15 @@ def _ds_group_scores(
     bits: int,
     scaling: float,
 ) -> torch.Tensor:
-    """q_lab (B, Hkv, G·Q, r), packed codes (B, Hkv, K, W) int32, lo/step (B, Hkv, K, 1) ->
-    (B, Hkv, Q, K) float32 (Triton)."""
+    """q_lab (B, Hkv, G·Q, r) in the queries' dtype, packed codes (B, Hkv, K, W) int32,
+    lo/step (B, Hkv, K, 1) -> (B, Hkv, Q, K) float32 (Triton; the label channels are
+    converted and summed in the kernel: no launch of their own)."""
     b, hkv, k, nw = words.shape
     r = q_lab.shape[-1]
-    q_lab = q_lab.float().contiguous()
     out = torch.empty(b, hkv, n_q, k, device=words.device, dtype=torch.float32)
     block = DS_BLOCK
     jitted("maskgraph.ops.zoo.double_sparsity_kernel", "ds_group_scores")[(b * hkv * n_q, -(-k // block))](
-        q_lab, q_lab.sum(-1).contiguous(), words.contiguous(), lo.contiguous(), step.contiguous(), out,
+        q_lab.contiguous(), words.contiguous(), lo.contiguous(), step.contiguous(), out,
         k, n_q, hkv, q_lab.shape[2] // n_q, r, nw, bits, codes_per_word(bits), scaling,
         BLOCK=block, RP=max(16, 1 << (r - 1).bit_length()),
     )  # fmt: skip

@@ -219,6 +219,12 @@ def popcount32(x: torch.Tensor) -> torch.Tensor:
     return _popcount16(x & 0xFFFF) + _popcount16((x >> 16) & 0xFFFF)
 
 
+def key_signatures(keys: torch.Tensor, _values, w1, b1, w2, b2) -> tuple[torch.Tensor]:
+    """The packed signatures (B, H, n, W) int32 of keys (B, H, n, D), as a 1-tuple (the
+    encoder :func:`maskgraph.static.row_caches` takes)."""
+    return (pack_bits(hash_bits(keys, w1, b1, w2, b2)),)
+
+
 def prepare_hashattention(
     keys, values, params, slot, layer_idx, static: StaticKeys | None = None
 ) -> dict[str, torch.Tensor]:
@@ -257,10 +263,8 @@ def prepare_hashattention(
         )
     words = slot.get("key_words")
     stale = words is not None and (words.shape[:2] != (b, h) or words.device != keys.device)
-    side = [w[f"key.{p}"] for p in PARTS]
-    (words,) = row_caches(
-        slot, ["key_words"], keys, values, lambda x, _: (pack_bits(hash_bits(x, *side)),), stale, static
-    )
+    side = tuple(w[f"key.{p}"] for p in PARTS)
+    (words,) = row_caches(slot, ["key_words"], keys, values, key_signatures, stale, static, side)
     q = [w[f"query.{p}"] for p in PARTS]
     return {"key_words": words, "qw1": q[0], "qb1": q[1], "qw2": q[2], "qb2": q[3]}
 

@@ -41,6 +41,13 @@ def bucket_bits(bits: int, device) -> torch.Tensor:
     return ((codes.unsqueeze(-1) >> torch.arange(bits, device=device)) & 1).float()
 
 
+def socket_rows(
+    keys: torch.Tensor, values: torch.Tensor, planes: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bucket codes (B, H, n, L) of keys and norms (B, H, n) of values (B, H, n, D)."""
+    return bucket_codes(keys, planes), values.float().norm(dim=-1)
+
+
 def prepare_socket(
     keys, values, params, slot, layer_idx, static: StaticKeys | None = None
 ) -> dict[str, torch.Tensor]:
@@ -57,10 +64,9 @@ def prepare_socket(
     codes = slot.get("codes")
     stale = codes is not None and (codes.shape[:2] != (b, h) or codes.device != keys.device)
 
-    def encode(k_rows: torch.Tensor, v_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return bucket_codes(k_rows, planes), v_rows.float().norm(dim=-1)
-
-    new_codes, new_norm = row_caches(slot, ["codes", "vnorm"], keys, values, encode, stale, static)
+    new_codes, new_norm = row_caches(
+        slot, ["codes", "vnorm"], keys, values, socket_rows, stale, static, (planes,)
+    )
     return {
         "codes": new_codes,
         "vnorm": new_norm,
