@@ -21,6 +21,8 @@ class Env:
     - ``logits`` (B, Hq, Qc, K) float32: ``scaling·<q,k> + attention_mask``
     - ``allowed``: bool, broadcastable to logits, False where the attention mask forbids a key
     - ``layer_idx``: int
+    - ``num_keys``: None, or for a static key buffer (sparse mode) the 0-d int64 tensor of
+      tokens in it (K is then the buffer's length; see :meth:`size_bound`)
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class Env:
         scaling: float,
         q_pos: torch.Tensor,
         layer_idx: int = 0,
+        num_keys: torch.Tensor | None = None,
     ) -> None:
         self.queries = queries
         self.keys = keys
@@ -40,6 +43,7 @@ class Env:
         self.scaling = scaling
         self.q_pos = q_pos
         self.layer_idx = layer_idx
+        self.num_keys = num_keys
         self.B, self.Hq, self.Q, self.D = queries.shape
         self.Hkv = keys.shape[1]
         self.K = keys.shape[2]
@@ -71,6 +75,17 @@ class Env:
         if isinstance(value, float):
             return int(value * self.K * SIZE_TOLERANCE)
         return value
+
+    def size_bound(self, value: int | float) -> tuple[int, int | torch.Tensor]:
+        """(bound, size) of a size parameter: ``size`` as :meth:`size` resolves it on the
+        tokens, ``bound`` ≥ it a static int for shapes. They differ only for a share of a
+        static buffer: the share of the buffer's length bounds the share of its token count
+        (a 0-d tensor, floored the same way), which the selection then keeps."""
+        bound = self.size(value)
+        if not isinstance(value, float) or self.num_keys is None:
+            return bound, bound
+        size = (self.num_keys.to(torch.float64) * value * SIZE_TOLERANCE).floor().to(torch.int64)
+        return bound, size
 
     def forbid(self, scores: torch.Tensor) -> torch.Tensor:
         """``scores`` with −inf where the attention mask forbids a key."""

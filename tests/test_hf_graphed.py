@@ -54,6 +54,24 @@ def test_sparse_injection_matches_generate_and_reads_the_static_buffer(name):
     assert torch.equal(got, want)
 
 
+SHARES = {"sink_size": 0.1, "window_size": 0.2, "heavy_size": 0.25}
+
+
+@pytest.mark.parametrize("name", ["oracle_topk", "quest"])
+def test_shares_of_the_tokens_read_the_static_buffer(name):
+    """Float budgets (the shipped graphs' kind) also take the static buffer: each step keeps
+    the share of the tokens so far, and the tokens are generate's on a dynamic cache."""
+    model = tiny_model("llama")
+    ids = prompt()
+    overrides = {**SHARES, "page_size": 4} if name == "quest" else SHARES
+    with mg.inject(model, name, mode="sparse", overrides=overrides) as handle:
+        want = reference(model, ids, 7)
+        before = handle.calls
+        got = GraphedDecoder(model, 33, record=False).generate(ids, 7)
+        assert handle.static_calls == handle.calls - before == 6 * 2
+    assert torch.equal(got, want)
+
+
 @pytest.mark.parametrize("name", ["streaming_llm", "quest"])
 def test_a_step_reads_nothing_on_the_host_while_recording(name, monkeypatch):
     model = tiny_model("llama")

@@ -20,6 +20,16 @@ STATIC_GRAPHS = {
     "double_sparsity": {"heavy_size": 7},
     "socket": {},
 }
+# shares of the tokens: a budget floors share · n, n the buffer's token count (here 24-30 of a
+# buffer of 40: the buffer's share would be larger, so a selection that kept it would differ)
+SHARE_GRAPHS = {
+    "streaming_llm": {"sink_size": 0.1, "window_size": 0.2},
+    "oracle_topk": {"heavy_size": 0.2},
+    "quest": {"sink_size": 0.1, "heavy_size": 0.5},
+    "hashattention": {"heavy_size": 0.2},
+    "double_sparsity": {"heavy_size": 0.2},
+    "socket": {"heavy_size": 0.2},
+}
 D = 16
 
 
@@ -72,6 +82,35 @@ def test_static_buffer_equals_the_tokens_alone(name, gqa, calib):  # noqa: F811
     assert decode_both(attn, 2, 4, 2, [1, 1, 3, 1, 1]) < 1e-5
 
 
+@pytest.mark.parametrize("gqa", ["per_head", "shared"])
+@pytest.mark.parametrize("name", list(SHARE_GRAPHS))
+def test_static_buffer_takes_shares_of_its_tokens(name, gqa, calib):  # noqa: F811
+    """Float budgets: each step keeps the share of the tokens in the buffer (shapes take the
+    share of the buffer, the selection keeps the entries the top-k rule ranks first)."""
+    graph = load(name, calib, 4, 2, **SHARE_GRAPHS[name])
+    attn = mg.compile(graph, mode="sparse", gqa=gqa)
+    assert decode_both(attn, 2, 4, 2, [1, 1, 3, 1, 1], seed=2) < 1e-5
+
+
+def test_rank_within_orders_by_value_then_lowest_index():
+    """Ranks of a selection by (value descending, index ascending), NaN last, against a plain
+    sort of (−value, index) pairs on fresh random rows with many ties."""
+    from maskgraph.sparse.ops import rank_within
+
+    gen = torch.Generator().manual_seed(21)
+    for _ in range(20):
+        k = int(torch.randint(1, 40, (1,), generator=gen))
+        vals = torch.randint(-3, 4, (3, k), generator=gen).float()
+        vals[vals == 3] = float("nan")
+        vals[vals == -3] = float("-inf")
+        idx = torch.stack([torch.randperm(100, generator=gen)[:k] for _ in range(3)])
+        ranks = rank_within(vals, idx)
+        for row in range(3):
+            key = [(-(v if v == v else float("-inf")), int(i)) for v, i in zip(vals[row].tolist(), idx[row])]
+            order = sorted(range(k), key=lambda e: key[e])
+            assert ranks[row].tolist() == [order.index(e) for e in range(k)]
+
+
 @pytest.mark.parametrize("name", ["quest", "hashattention", "double_sparsity"])
 def test_static_buffer_bf16_groups_of_three_and_masks(name, calib):  # noqa: F811
     graph = load(name, calib, 6, 2, **STATIC_GRAPHS[name])
@@ -120,6 +159,9 @@ def test_static_buffer_fused_kernel(calib):  # noqa: F811
     for name in ("streaming_llm", "quest"):
         attn = mg.compile(load(name, calib, 4, 2), mode="sparse", gqa="shared", kernel="triton")
         assert decode_both(attn, 2, 4, 2, [1, 1, 2], seed=7) < 1e-5, name
+        shares = load(name, calib, 4, 2, **SHARE_GRAPHS[name])
+        attn = mg.compile(shares, mode="sparse", gqa="shared", kernel="triton")
+        assert decode_both(attn, 2, 4, 2, [1, 1, 2], seed=8) < 1e-5, f"{name} with shares"
 
 
 @pytest.mark.slow
@@ -127,6 +169,9 @@ def test_static_buffer_inductor(calib):  # noqa: F811
     for name in ("streaming_llm", "quest"):
         attn = mg.compile(load(name, calib, 4, 2), mode="sparse", backend="inductor")
         assert decode_both(attn, 1, 4, 2, [1, 1, 1], seed=9) < 1e-5, name
+        shares = load(name, calib, 4, 2, **SHARE_GRAPHS[name])
+        attn = mg.compile(shares, mode="sparse", backend="inductor")
+        assert decode_both(attn, 1, 4, 2, [1, 1, 1], seed=10) < 1e-5, f"{name} with shares"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
@@ -190,11 +235,13 @@ def test_no_host_reads_detector_catches_a_read():
             pass
 
 
+@pytest.mark.parametrize("shares", [False, True], ids=["tokens", "shares"])
 @pytest.mark.parametrize("name", ["streaming_llm", "quest", "hashattention", "double_sparsity"])
-def test_static_decode_step_reads_nothing_on_the_host(name, calib):  # noqa: F811
+def test_static_decode_step_reads_nothing_on_the_host(name, shares, calib):  # noqa: F811
     """After the first call (which builds the caches), a decode step on a static buffer reads
-    no value on the host, so the same recorded work serves every position."""
-    graph = load(name, calib, 4, 2, **STATIC_GRAPHS[name])
+    no value on the host, so the same recorded work serves every position (budgets in tokens
+    or as shares of the tokens)."""
+    graph = load(name, calib, 4, 2, **(SHARE_GRAPHS if shares else STATIC_GRAPHS)[name])
     attn = mg.compile(graph, mode="sparse", gqa="shared")
     gen = torch.Generator().manual_seed(13)
     k, v = buffers(1, 2, 40, torch.float32, gen)
@@ -208,9 +255,6 @@ def test_static_decode_step_reads_nothing_on_the_host(name, calib):  # noqa: F81
 def test_static_buffers_refused_with_the_reason(calib):  # noqa: F811
     q, k, v = torch.randn(1, 4, 1, D), torch.randn(1, 2, 30, D), torch.randn(1, 2, 30, D)
     n = torch.tensor(20)
-    share = mg.compile(load("oracle_topk", calib, 4, 2, heavy_size=0.2), mode="sparse")
-    with pytest.raises(NotSupportedError, match=r"node 'heavy'.*k=0\.2 is a share of K.*int budget"):
-        share(q, k, v, num_keys=n)
     pq = mg.compile(load("pqcache", calib, 4, 2, heavy_size=7), mode="sparse")
     with pytest.raises(NotSupportedError, match=r"op 'pq'.*k-means"):
         pq(q, k, v, num_keys=n)

@@ -222,7 +222,7 @@ class CompiledAttention:
             if support is not True:
                 why = support if isinstance(support, str) else "it keeps no cache for static buffers"
                 return f"node '{name}' (op '{spec.name}') cannot read a static key buffer: {why}"
-        return self._sparse.static_problem
+        return None
 
     def _static(self, queries, keys, num_keys) -> StaticKeys | None:
         if num_keys is None:

@@ -48,8 +48,35 @@ class BlockScores:
         return env.Hkv if self.grouped else env.Hq
 
 
-def _min_k(ctx: Context, size):
-    return torch.sym_min(ctx.env.size(size), ctx.env.K)
+def _bounded_k(ctx: Context, size):
+    """(bound, size) of a size parameter, both capped at the keys: equal ints except for a share
+    of a static buffer, where ``size`` is a 0-d tensor ≤ the int ``bound`` (see
+    :meth:`maskgraph.env.Env.size_bound`). Shapes take the bound; membership the size."""
+    env = ctx.env
+    bound, size = env.size_bound(size)
+    bound = torch.sym_min(bound, env.K)
+    if isinstance(size, torch.Tensor):
+        return bound, torch.minimum(size, env.num_keys)
+    return bound, bound
+
+
+def rank_within(vals: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Ranks 0..k−1 (…, k) of selected entries by value, descending, ties toward the lowest
+    index (NaN as −inf): the entries of rank < r are the r of them the top-k rule keeps."""
+    by_index = idx.argsort(dim=-1)
+    v = vals.gather(-1, by_index)
+    v = torch.where(v != v, NEG_INF, v)
+    order = by_index.gather(-1, torch.sort(v, dim=-1, descending=True, stable=True).indices)
+    steps = torch.arange(order.shape[-1], device=order.device).expand_as(order)
+    return torch.zeros_like(order).scatter(-1, order, steps)
+
+
+def keep_first(vals: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, size) -> torch.Tensor:
+    """``valid`` limited to the ``size`` entries the top-k rule ranks first, where ``size`` is a
+    0-d tensor (a share of a static buffer's tokens); unchanged for an int size."""
+    if not isinstance(size, torch.Tensor):
+        return valid
+    return valid & (rank_within(vals, idx) < size)
 
 
 # ----- fixed patterns: contiguous runs, read as slices -------------------------------------------
@@ -68,18 +95,19 @@ def lower_full(ctx: Context, name, inputs, params, prep) -> IndexSet:
 
 def lower_sink(ctx: Context, name, inputs, params, prep) -> IndexSet:
     env = ctx.env
-    n = _min_k(ctx, params["size"])
-    return indexset.span_set(name, 0, n, lambda j: j < n, env.K, env.keys.device)
+    bound, n = _bounded_k(ctx, params["size"])
+    return indexset.span_set(name, 0, bound, lambda j: j < n, env.K, env.keys.device)
 
 
 def lower_local(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    """Query t keeps t−w < j ≤ t; the chunk's queries together read one run of w + Qc − 1."""
+    """Query t keeps t−w < j ≤ t; the chunk's queries together read one run of w + Qc − 1
+    (of bound + Qc − 1 where w is a share of a static buffer's tokens)."""
     env = ctx.env
-    w = _min_k(ctx, params["size"])
+    bound, w = _bounded_k(ctx, params["size"])
     t = _query_pos(env)
-    start = ctx.q_first - w + 1
+    start = ctx.q_first - bound + 1
     return indexset.span_set(
-        name, start, w + env.Q - 1, lambda j: (j <= t) & (j > t - w), env.K, env.keys.device
+        name, start, bound + env.Q - 1, lambda j: (j <= t) & (j > t - w), env.K, env.keys.device
     )
 
 
@@ -168,9 +196,10 @@ def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
     prior: IndexSet | None = inputs.get("prior")
     s = exclude_prior(ctx, token_scores(ctx, inputs["scores"]), prior)
     s = group_scores(ctx, s, inputs["scores"].grouped)
-    k = _min_k(ctx, params["k"])
+    k, size = _bounded_k(ctx, params["k"])
     vals, idx = top_k(ctx, s, torch.sym_max(k, 1), inputs["scores"].integer)  # k = 0 keeps none
     valid = vals > NEG_INF if k > 0 else torch.zeros_like(vals, dtype=torch.bool)
+    valid = keep_first(vals, idx, valid, size)
     excludes = prior.leaves if prior is not None else frozenset()
     return indexset.selection_set(name, idx, valid, env.K, excludes)
 
@@ -240,11 +269,13 @@ def lower_topk_pages(ctx: Context, name, inputs, params, prep) -> IndexSet:
     pages = (env.K + size - 1) // size
     scores: BlockScores = inputs["scores"]
     s = group_scores(ctx, page_scores(ctx, scores, prior, size, pages), scores.grouped)
-    n = torch.sym_min(env.size(params["k"]) // size, pages)
+    bound, budget = _bounded_k(ctx, params["k"])
+    n = torch.sym_min(bound // size, pages)
     vals, page_idx = top_k(ctx, s, torch.sym_max(n, 1))  # a budget below one page keeps none
+    kept = keep_first(vals, page_idx, vals > NEG_INF, budget // size)
     offsets = torch.arange(size, device=s.device)
     tok = (page_idx.unsqueeze(-1) * size + offsets).flatten(-2)
-    valid = (vals > NEG_INF).unsqueeze(-1).expand(*vals.shape, size).flatten(-2) & (tok < env.K)
+    valid = kept.unsqueeze(-1).expand(*vals.shape, size).flatten(-2) & (tok < env.K)
     if n == 0:
         valid = torch.zeros_like(valid)
     tok = tok.clamp_max(env.K - 1)

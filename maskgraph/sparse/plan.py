@@ -109,25 +109,6 @@ def run_plan(steps: list[Step], output: str, ctx: ops.Context, prep: dict, param
     return values[output]
 
 
-#: Size parameters read by the sparse lowerings (op -> parameter).
-SIZE_PARAMS = {"sink": "size", "local": "size", "topk": "k", "topk_pages": "k"}
-
-
-def static_problem(steps: list[Step]) -> str | None:
-    """Why the plan cannot run on a static key buffer (:mod:`maskgraph.static`), or None.
-
-    A share of K (a float size) would be a share of the buffer, not of the tokens in it: the
-    budget would differ from the same call on the tokens alone."""
-    for step in steps:
-        name = SIZE_PARAMS.get(step.op)
-        if name is not None and isinstance(step.params[name], float):
-            return (
-                f"node '{step.name}' (op '{step.op}'): {name}={step.params[name]} is a share of K, "
-                "and with a static buffer K is the buffer's length; give an int budget (tokens)"
-            )
-    return None
-
-
 def budget_split(steps: list[Step], output: str, num_keys: int) -> tuple[int, int]:
     """(read in place, gathered) entries per query of the output IndexSet at ``num_keys`` keys:
     sink, window, full and causal runs are slices; top-k selections are gathered."""

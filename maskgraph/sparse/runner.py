@@ -18,7 +18,7 @@ from ..triton_util import triton_installed
 from . import fused
 from .gather import attend_parts
 from .ops import Context
-from .plan import Step, budget, budget_split, build_plan, run_plan, static_problem, structure
+from .plan import Step, budget, budget_split, build_plan, run_plan, structure
 
 GQA_MODES = ("per_head", "shared")
 KERNELS = ("auto", "triton", "torch")
@@ -60,7 +60,7 @@ def select_parts(
     if limit is not None:
         q_first = limit + q_first
     q_pos = q_first + torch.arange(queries.shape[2], device=queries.device)
-    env = Env(queries, keys, values, attention_mask, scaling, q_pos, layer_idx)
+    env = Env(queries, keys, values, attention_mask, scaling, q_pos, layer_idx, limit)
     chosen = run_plan(steps, output, Context(env, gqa, q_first, triton_topk), prep, params)
     parts = chosen.parts
     if limit is not None:  # a run (the sink, a full or causal span) may reach into the padding
@@ -170,8 +170,6 @@ class SparseRunner:
         self.output = compiled.graph.output
         self.params = tuple(step.params for step in self.steps)
         self.scores_keys = any(step.op in ("topk", "topk_pages") for step in self.steps)
-        #: Why the graph cannot run on a static key buffer (``num_keys``), or None.
-        self.static_problem = static_problem(self.steps)
         if compiled.backend == "inductor":
             self._chunk = compiled_chunk(self.steps, self.output, gqa)
             self._lists = compiled_chunk(self.steps, self.output, gqa, sparse_lists)
