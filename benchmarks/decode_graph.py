@@ -43,7 +43,7 @@ from sparse import calibration_files, graph_params  # noqa: E402
 import maskgraph as mg  # noqa: E402
 from maskgraph.hf import GraphedDecoder  # noqa: E402
 
-GRAPHS = ["streaming_llm", "quest", "hashattention", "double_sparsity"]
+GRAPHS = ["streaming_llm", "quest", "hashattention", "double_sparsity", "pqcache"]
 FLASH = "padded_sdpa_timing_only"
 
 

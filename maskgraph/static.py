@@ -75,13 +75,26 @@ def row_caches(
     if fresh:
         out = tuple(encode(keys, values, *args))
     else:
-        compile_it = COMPILE_UPDATES == "always" or (COMPILE_UPDATES == "cuda" and keys.is_cuda)
-        update = compiled_update(encode) if compile_it else update_rows
-        update(tuple(cached), keys, values, static.num_keys, static.new, encode, args)
+        rewrite_rows(tuple(cached), keys, values, static, encode, args)
         out = tuple(cached)
     slot.update(zip(names, out))
     slot.update(n=None, static=k, updated=None)
     return out
+
+
+def rewrite_rows(
+    cached: tuple[torch.Tensor, ...],
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    static: StaticKeys,
+    encode: Callable[..., tuple[torch.Tensor, ...]],
+    args: tuple[Any, ...] = (),
+) -> None:
+    """Rewrite in place the caches' rows of the call's new keys (:func:`update_rows`), through
+    ``torch.compile`` on CUDA (``COMPILE_UPDATES``)."""
+    compile_it = COMPILE_UPDATES == "always" or (COMPILE_UPDATES == "cuda" and keys.is_cuda)
+    update = compiled_update(encode) if compile_it else update_rows
+    update(cached, keys, values, static.num_keys, static.new, encode, args)
 
 
 def update_rows(

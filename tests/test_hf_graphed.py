@@ -20,6 +20,7 @@ GRAPHS = {
     "streaming_llm": NARROW,
     "quest": {**NARROW, "heavy_size": 8, "page_size": 4},
     "oracle_topk": {**NARROW, "heavy_size": 5},
+    "pqcache": {**NARROW, "heavy_size": 5, "pq_bits": 3},
 }
 
 
@@ -40,7 +41,8 @@ def test_plain_model_matches_generate():
     assert torch.equal(got, reference(model, ids, 8))
 
 
-@pytest.mark.parametrize("name", list(GRAPHS))
+# PQCache fits its codebooks at the decoder's first step, generate at the prompt: not compared
+@pytest.mark.parametrize("name", [name for name in GRAPHS if name != "pqcache"])
 def test_sparse_injection_matches_generate_and_reads_the_static_buffer(name):
     """Same tokens as ``generate`` on a dynamic cache; every decode call read the whole static
     buffer with its token count on the device."""
@@ -72,7 +74,19 @@ def test_shares_of_the_tokens_read_the_static_buffer(name):
     assert torch.equal(got, want)
 
 
-@pytest.mark.parametrize("name", ["streaming_llm", "quest"])
+def test_pqcache_decodes_on_the_static_buffer():
+    """PQCache's codebooks are fit by its first call on the static buffer (the decoder's first
+    step: the prompt and the first new token); every decode call then reads the buffer."""
+    model = tiny_model("llama")
+    overrides = {**SHARES, "pq_bits": 3}
+    with mg.inject(model, "pqcache", mode="sparse", overrides=overrides) as handle:
+        before = handle.calls
+        got = GraphedDecoder(model, 33, record=False).generate(prompt(), 5)
+        assert handle.static_calls == handle.calls - before == 4 * 2
+    assert got.shape == (1, 5)
+
+
+@pytest.mark.parametrize("name", ["streaming_llm", "quest", "pqcache"])
 def test_a_step_reads_nothing_on_the_host_while_recording(name, monkeypatch):
     model = tiny_model("llama")
     with mg.inject(model, name, mode="sparse", overrides=GRAPHS[name]):

@@ -19,6 +19,7 @@ STATIC_GRAPHS = {
     "hashattention": {},
     "double_sparsity": {"heavy_size": 7},
     "socket": {},
+    "pqcache": {"heavy_size": 7},
 }
 # shares of the tokens: a budget floors share · n, n the buffer's token count (here 24-30 of a
 # buffer of 40: the buffer's share would be larger, so a selection that kept it would differ)
@@ -29,6 +30,7 @@ SHARE_GRAPHS = {
     "hashattention": {"heavy_size": 0.2},
     "double_sparsity": {"heavy_size": 0.2},
     "socket": {"heavy_size": 0.2},
+    "pqcache": {"heavy_size": 0.2},
 }
 D = 16
 
@@ -187,6 +189,8 @@ def test_static_buffer_inductor(calib):  # noqa: F811
         "hashattention_compiled",
         "double_sparsity_compiled",
         "socket_compiled",
+        "pqcache",
+        "pqcache_compiled",
     ],
 )
 def test_static_caches_hold_the_rows_of_growing_keys(name, dtype, calib, monkeypatch):  # noqa: F811
@@ -225,6 +229,8 @@ def test_static_caches_hold_the_rows_of_growing_keys(name, dtype, calib, monkeyp
             assert got[key] is t, f"{key} was reallocated, not rewritten in place"
             rows = want[key].shape[2]
             assert torch.equal(t[:, :, :rows], want[key]), (key, n)
+        if name == "pqcache":  # fit on the first call's tokens alone, as on growing keys
+            assert torch.equal(got["centroids"], want["centroids"]), n
 
 
 def test_no_host_reads_detector_catches_a_read():
@@ -236,7 +242,7 @@ def test_no_host_reads_detector_catches_a_read():
 
 
 @pytest.mark.parametrize("shares", [False, True], ids=["tokens", "shares"])
-@pytest.mark.parametrize("name", ["streaming_llm", "quest", "hashattention", "double_sparsity"])
+@pytest.mark.parametrize("name", ["streaming_llm", "quest", "hashattention", "double_sparsity", "pqcache"])
 def test_static_decode_step_reads_nothing_on_the_host(name, shares, calib):  # noqa: F811
     """After the first call (which builds the caches), a decode step on a static buffer reads
     no value on the host, so the same recorded work serves every position (budgets in tokens
@@ -256,8 +262,17 @@ def test_static_buffers_refused_with_the_reason(calib):  # noqa: F811
     q, k, v = torch.randn(1, 4, 1, D), torch.randn(1, 2, 30, D), torch.randn(1, 2, 30, D)
     n = torch.tensor(20)
     pq = mg.compile(load("pqcache", calib, 4, 2, heavy_size=7), mode="sparse")
-    with pytest.raises(NotSupportedError, match=r"op 'pq'.*k-means"):
-        pq(q, k, v, num_keys=n)
+    spec = mg.get_op("pq")  # an estimator that declares it cannot read static buffers, and why
+    saved = spec.extra["static_buffers"]
+    spec.extra["static_buffers"] = "its caches need every key"
+    try:
+        with pytest.raises(
+            NotSupportedError,
+            match=r"node 'scores' \(op 'pq'\) cannot read a static key buffer: its caches need",
+        ):
+            pq(q, k, v, num_keys=n)
+    finally:
+        spec.extra["static_buffers"] = saved
     simulate = mg.compile(load("streaming_llm", calib, 4, 2))
     with pytest.raises(NotSupportedError, match="mode='sparse'"):
         simulate(q, k, v, num_keys=n)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from ...errors import ShapeError
+from ...errors import NotSupportedError, ShapeError
 from ...registry import Param, Port, operator
+from ...static import StaticKeys, rewrite_rows
 from ...types import PortType
 
 #: Elements of one (rows, keys, centroids) distance block during k-means.
@@ -79,39 +80,100 @@ def _subvectors(keys: torch.Tensor, groups: int) -> torch.Tensor:
     return keys.float().view(b, h, n, groups, ds).permute(0, 1, 3, 2, 4).reshape(-1, n, ds)
 
 
-def prepare_pq(keys, values, params, slot, layer_idx) -> dict[str, torch.Tensor]:
-    """Codebooks fit on the first call's keys; later keys encoded incrementally.
+def pq_codes(keys: torch.Tensor, _values, centroids: torch.Tensor, metric: str) -> tuple[torch.Tensor]:
+    """Codes (B, H, n, M) int64 of keys (B, H, n, D) under ``centroids`` (B, H, M, C, D/M), as a
+    1-tuple (the encoder :func:`maskgraph.static.rewrite_rows` takes)."""
+    b, h, m, c, ds = centroids.shape
+    n = keys.shape[2]
+    flat = assign(_subvectors(keys, m), centroids.reshape(b * h * m, c, ds), metric)
+    return (flat.view(b, h, m, n).transpose(-1, -2),)
 
-    keys (B, Hkv, K, D). Returns ``centroids`` (B, Hkv, M, C, D/M) float32 and ``codes``
-    (B, Hkv, K, M) int64 (M = pq_group_factor, C = 2**pq_bits). When K shrinks (a new
-    sequence) or the shape or parameters change, the codebooks are refit.
-    """
+
+def fit(keys: torch.Tensor, params: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codebooks fit on keys (B, H, n, D) and their codes: (centroids (B, H, M, C, D/M),
+    codes (B, H, n, M))."""
     m, bits = params["pq_group_factor"], params["pq_bits"]
-    config = (m, bits, params["kmeans_iter"], params["metric"], params["seed"])
-    b, h, k, d = keys.shape
-    cent, codes, n = slot.get("centroids"), slot.get("codes"), slot.get("n", 0)
-    fresh = (
+    b, h, n, d = keys.shape
+    cent, flat = kmeans(
+        _subvectors(keys, m), 2**bits, params["kmeans_iter"], params["metric"], params["seed"]
+    )
+    return cent.view(b, h, m, 2**bits, d // m), flat.view(b, h, m, n).transpose(-1, -2).contiguous()
+
+
+def _config(params: dict) -> tuple:
+    return (
+        params["pq_group_factor"],
+        params["pq_bits"],
+        params["kmeans_iter"],
+        params["metric"],
+        params["seed"],
+    )
+
+
+def _stale(cent, keys: torch.Tensor, m: int, slot: dict, config: tuple) -> bool:
+    b, h, _, d = keys.shape
+    return (
         cent is None
-        or k < n
         or cent.shape[:2] != (b, h)
         or cent.shape[-1] * m != d
         or cent.device != keys.device
         or slot.get("config") != config
     )
+
+
+def prepare_pq(
+    keys, values, params, slot, layer_idx, static: StaticKeys | None = None
+) -> dict[str, torch.Tensor]:
+    """Codebooks fit on the first call's keys; later keys encoded incrementally.
+
+    keys (B, Hkv, K, D). Returns ``centroids`` (B, Hkv, M, C, D/M) float32 and ``codes``
+    (B, Hkv, K, M) int64 (M = pq_group_factor, C = 2**pq_bits). When K shrinks (a new
+    sequence) or the shape or parameters change, the codebooks are refit. A static buffer
+    (``static``): see :func:`prepare_pq_static`.
+    """
+    if static is not None:
+        return prepare_pq_static(keys, values, params, slot, static)
+    m = params["pq_group_factor"]
+    config = _config(params)
+    k = keys.shape[2]
+    cent, codes, n = slot.get("centroids"), slot.get("codes"), slot.get("n", 0)
+    fresh = _stale(cent, keys, m, slot, config) or k < n or slot.get("static") is not None
     if fresh:
-        x = _subvectors(keys, m)
-        cent, flat = kmeans(x, 2**bits, params["kmeans_iter"], params["metric"], params["seed"])
-        cent = cent.view(b, h, m, 2**bits, d // m)
-        codes = flat.view(b, h, m, k).transpose(-1, -2).contiguous()
+        cent, codes = fit(keys, params)
         start = 0
     elif k == n:  # called again on the same keys (e.g. a second pass over one step)
         start = n
     else:
         start = n
-        x = _subvectors(keys[:, :, n:], m)
-        new = assign(x, cent.reshape(b * h * m, 2**bits, d // m), params["metric"])
-        codes = torch.cat([codes, new.view(b, h, m, k - n).transpose(-1, -2)], dim=2)
-    slot.update(centroids=cent, codes=codes, n=k, config=config, updated=(start, k))
+        (new,) = pq_codes(keys[:, :, n:], None, cent, params["metric"])
+        codes = torch.cat([codes, new], dim=2)
+    slot.update(centroids=cent, codes=codes, n=k, static=None, config=config, updated=(start, k))
+    return {"centroids": cent, "codes": codes}
+
+
+def prepare_pq_static(keys, values, params, slot, static: StaticKeys) -> dict[str, torch.Tensor]:
+    """Codebooks and codes of a static buffer ``keys`` (B, Hkv, Kmax, D) holding
+    ``static.num_keys`` tokens. The first call fits the codebooks on its tokens alone, as the
+    first call on growing keys does — which needs their count on the host: it is read there,
+    once (that call cannot be recorded in a CUDA graph) — and encodes the tokens and, apart,
+    the padding (never attended). Later calls encode only their new keys' rows, in place."""
+    m = params["pq_group_factor"]
+    config = _config(params)
+    kmax = keys.shape[2]
+    cent, codes = slot.get("centroids"), slot.get("codes")
+    if _stale(cent, keys, m, slot, config) or slot.get("static") != kmax:
+        if keys.is_cuda and torch.cuda.is_current_stream_capturing():
+            raise NotSupportedError(
+                "PQCache fits its codebooks on the first call over a static buffer, which reads "
+                "the token count on the host: run one step before recording a CUDA graph"
+            )
+        n = int(static.num_keys)  # the one host read: the codebooks are fit on the tokens
+        cent, head = fit(keys[:, :, :n], params)
+        (tail,) = pq_codes(keys[:, :, n:], None, cent, params["metric"])
+        codes = torch.cat([head, tail], dim=2)
+    else:
+        rewrite_rows((codes,), keys, values, static, pq_codes, (cent, params["metric"]))
+    slot.update(centroids=cent, codes=codes, n=None, static=kmax, config=config, updated=None)
     return {"centroids": cent, "codes": codes}
 
 
@@ -154,10 +216,7 @@ def pq_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, int]:
     paper="Zhang et al., SIGMOD 2025, PQCache: Product Quantization-based KVCache for Long Context LLM Inference",
     prepare=prepare_pq,
     stateful=True,
-    static_buffers=(
-        "its codebooks are fit by k-means on the first call's keys, which in a static buffer "
-        "would include the padding"
-    ),
+    static_buffers=True,
     sparse_scores=pq_sparse_scores,
 )
 def pq(env, *, pq_group_factor, pq_bits, kmeans_iter, metric, seed, prep) -> torch.Tensor:
