@@ -111,8 +111,9 @@ def test_bad_settings_are_refused():
     model = tiny_model("llama")
     with pytest.raises(NotSupportedError, match="record=True needs a CUDA model"):
         GraphedDecoder(model, 40, record=True)
-    with pytest.raises(NotSupportedError, match="warmup"):
-        GraphedDecoder(model, 40, record=False, warmup=0)
+    for warmup in (0, 1):
+        with pytest.raises(NotSupportedError, match="warmup must be ≥ 2"):
+            GraphedDecoder(model, 40, record=False, warmup=warmup)
     with pytest.raises(NotSupportedError, match="max_new_tokens must be ≥ 1"):
         GraphedDecoder(model, 30, record=False).generate(prompt(), 0)
     with pytest.raises(NotSupportedError, match="exceed max_cache_len=30"):

@@ -30,7 +30,8 @@ class GraphedDecoder:
     """Greedy decoding of ``model`` on a static cache of ``max_cache_len`` tokens.
 
     ``record``: replay steps from a CUDA graph (default: on CUDA); ``warmup``: eager steps
-    before recording. After :meth:`generate`, ``steps_recorded`` and ``steps_replayed`` say
+    before recording, at least 2 (the first builds the estimator caches on the static cache,
+    the second compiles their row updates). After :meth:`generate`, ``steps_recorded`` and ``steps_replayed`` say
     how the tokens were made.
     """
 
@@ -41,8 +42,11 @@ class GraphedDecoder:
         self.record = self.device.type == "cuda" if record is None else bool(record)
         if self.record and self.device.type != "cuda":
             raise NotSupportedError(f"record=True needs a CUDA model, this one is on {self.device}")
-        if warmup < 1:
-            raise NotSupportedError(f"warmup must be ≥ 1 (the first step builds caches), got {warmup}")
+        if warmup < 2:
+            raise NotSupportedError(
+                f"warmup must be ≥ 2 (the first step builds the estimator caches, the second "
+                f"compiles their in-place row updates; nothing may compile while recording), got {warmup}"
+            )
         self.warmup = warmup
         # transformers ≥ 5.2x names the forward's cache argument ``cache``
         takes = inspect.signature(model.forward).parameters
