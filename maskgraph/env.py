@@ -22,7 +22,8 @@ class Env:
     - ``allowed``: bool, broadcastable to logits, False where the attention mask forbids a key
     - ``layer_idx``: int
     - ``num_keys``: None, or for a static key buffer (sparse mode) the 0-d int64 tensor of
-      tokens in it (K is then the buffer's length; see :meth:`size_bound`)
+      tokens in it (K is then the buffer's length; see :meth:`size_bound`); keys from it on
+      are not ``allowed`` (the caller's mask, if any, already forbids them)
     """
 
     def __init__(
@@ -49,10 +50,12 @@ class Env:
         self.K = keys.shape[2]
         self.G = self.Hq // self.Hkv
         self._logits: torch.Tensor | None = None
-        if attention_mask is None:
-            self.allowed = None
-        else:
+        if attention_mask is not None:
             self.allowed = attention_mask > float("-inf")
+        elif num_keys is not None:  # a static buffer without a mask: its padding is forbidden
+            self.allowed = (torch.arange(self.K, device=keys.device) < num_keys).view(1, 1, 1, -1)
+        else:
+            self.allowed = None
 
     @property
     def logits(self) -> torch.Tensor:

@@ -126,13 +126,14 @@ class CompiledAttention:
                     f"attention_mask covers {attention_mask.shape[-1]} keys; with num_keys it must "
                     f"cover the whole buffer of {keys.shape[2]}"
                 )
-            allowed = static_mask(static, keys.shape[2])
-            if attention_mask is None:
-                attention_mask = allowed
-            elif attention_mask.dtype == torch.bool:
-                attention_mask = attention_mask[..., : keys.shape[2]] & allowed
-            else:
-                attention_mask = attention_mask[..., : keys.shape[2]].masked_fill(~allowed, float("-inf"))
+            # without a mask the sparse runner excludes the padding by the token count itself
+            # (no mask built per call, none read by the attention kernel: Env.allowed)
+            if attention_mask is not None:
+                allowed = static_mask(static, keys.shape[2])
+                if attention_mask.dtype == torch.bool:
+                    attention_mask = attention_mask[..., : keys.shape[2]] & allowed
+                else:
+                    attention_mask = attention_mask[..., : keys.shape[2]].masked_fill(~allowed, float("-inf"))
         am, scaling = self._check(queries, keys, values, attention_mask, scaling, sinks)
         prep = self._prepare(keys, values, state, layer_idx, static)
         if self.mode == "sparse":
