@@ -70,6 +70,15 @@ def use_flash_padded(model, on: bool) -> None:
     model.set_attn_implementation(FLASH if on else "sdpa")
 
 
+def budget_overrides(name: str, budget: int, context: int, files: dict, shares: bool) -> dict:
+    """:func:`graph_params` for ``budget`` keys; ``shares``: the top-k budget as a share of the
+    context (a float: the static buffer then ranks its picks and keeps the share of its tokens)."""
+    overrides = graph_params(name, budget, files)
+    if shares and "heavy_size" in overrides:
+        overrides["heavy_size"] = overrides["heavy_size"] / context
+    return overrides
+
+
 def run_variant(model, ids, record: bool, steps: int, warmup: int, device) -> tuple[float, list]:
     """(median ms per token after the warm-up, the tokens) of ``steps`` decode steps."""
     dec = GraphedDecoder(model, ids.shape[1] + warmup + steps + 2, record=record, warmup=warmup)
@@ -127,6 +136,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--warmup", type=int, default=2, help="eager steps before recording")
     ap.add_argument("--gqa", default="shared", choices=["shared", "per_head"])
     ap.add_argument(
+        "--shares",
+        action="store_true",
+        help="top-k budgets as shares of the context (floats, as the shipped graphs give them) "
+        "instead of token counts",
+    )
+    ap.add_argument(
         "--profile",
         nargs="*",
         default=[],
@@ -154,7 +169,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             variants = [("sdpa", None, None), ("flash (timing only)", FLASH, None), ("dense", "dense", {})]
             for density in args.densities:
                 budget = int(density * ctx)
-                variants += [(g, g, graph_params(g, budget, files)) for g in args.graphs]
+                variants += [
+                    (g, g, budget_overrides(g, budget, ctx, files, args.shares)) for g in args.graphs
+                ]
             base = {}
             for label, graph, overrides in variants:
                 if out_of_time():
@@ -162,7 +179,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 density = (
                     None
                     if graph in (None, FLASH, "dense")
-                    else round(sum(v for k, v in overrides.items() if k.endswith("_size")) / ctx, 3)
+                    else round(
+                        sum(
+                            v * ctx if isinstance(v, float) else v
+                            for k, v in overrides.items()
+                            if k.endswith("_size")
+                        )
+                        / ctx,
+                        3,
+                    )
                 )
                 row = dict(variant=label, context=ctx, density=density)
                 handle = None
