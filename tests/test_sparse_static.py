@@ -94,23 +94,29 @@ def test_static_buffer_takes_shares_of_its_tokens(name, gqa, calib):  # noqa: F8
     assert decode_both(attn, 2, 4, 2, [1, 1, 3, 1, 1], seed=2) < 1e-5
 
 
-def test_rank_within_orders_by_value_then_lowest_index():
-    """Ranks of a selection by (value descending, index ascending), NaN last, against a plain
-    sort of (−value, index) pairs on fresh random rows with many ties."""
-    from maskgraph.sparse.ops import rank_within
+def test_keep_first_keeps_the_entries_ranked_first():
+    """keep_first keeps the ``size`` entries first by (value descending, index ascending; NaN
+    as −inf, −0.0 as +0.0), against a plain sort of (−value, index) pairs, on fresh random rows
+    with many ties, every size from 0 to the row length."""
+    from maskgraph.sparse.ops import keep_first
 
     gen = torch.Generator().manual_seed(21)
     for _ in range(20):
         k = int(torch.randint(1, 40, (1,), generator=gen))
-        vals = torch.randint(-3, 4, (3, k), generator=gen).float()
+        vals = torch.randint(-4, 5, (3, k), generator=gen).float()
         vals[vals == 3] = float("nan")
         vals[vals == -3] = float("-inf")
+        vals[vals == 4] = float("inf")
+        vals[vals == -4] = -0.0
         idx = torch.stack([torch.randperm(100, generator=gen)[:k] for _ in range(3)])
-        ranks = rank_within(vals, idx)
-        for row in range(3):
-            key = [(-(v if v == v else float("-inf")), int(i)) for v, i in zip(vals[row].tolist(), idx[row])]
-            order = sorted(range(k), key=lambda e: key[e])
-            assert ranks[row].tolist() == [order.index(e) for e in range(k)]
+        valid = torch.ones(3, k, dtype=torch.bool)
+        for size in range(k + 1):
+            kept = keep_first(vals, idx, valid, torch.tensor(size))
+            for row in range(3):
+                canon = [float("-inf") if v != v else (0.0 if v == 0 else v) for v in vals[row].tolist()]
+                order = sorted(range(k), key=lambda e: (-canon[e], int(idx[row, e])))
+                assert kept[row].tolist() == [e in order[:size] for e in range(k)], (size, row)
+    assert keep_first(vals, idx, valid, 5) is valid  # an int size: the top-k kept exactly that
 
 
 @pytest.mark.parametrize("name", ["quest", "hashattention", "double_sparsity"])

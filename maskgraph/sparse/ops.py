@@ -60,23 +60,26 @@ def _bounded_k(ctx: Context, size):
     return bound, bound
 
 
-def rank_within(vals: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Ranks 0..k−1 (…, k) of selected entries by value, descending, ties toward the lowest
-    index (NaN as −inf): the entries of rank < r are the r of them the top-k rule keeps."""
-    by_index = idx.argsort(dim=-1)
-    v = vals.gather(-1, by_index)
-    v = torch.where(v != v, NEG_INF, v)
-    order = by_index.gather(-1, torch.sort(v, dim=-1, descending=True, stable=True).indices)
-    steps = torch.arange(order.shape[-1], device=order.device).expand_as(order)
-    return torch.zeros_like(order).scatter(-1, order, steps)
+def rank_keys(vals: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Distinct int64 keys (…, k) of selected entries, larger for the entry the top-k rule ranks
+    first: the score's bits in float order (NaN as −inf, −0.0 as +0.0), then the lower index."""
+    x = torch.where(vals != vals, NEG_INF, vals.float())
+    x = torch.where(x == 0, 0.0, x)
+    bits = x.view(torch.int32).to(torch.int64)
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    return ordered * 2**32 + (2**32 - 1 - idx.to(torch.int64))
 
 
 def keep_first(vals: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, size) -> torch.Tensor:
     """``valid`` limited to the ``size`` entries the top-k rule ranks first, where ``size`` is a
-    0-d tensor (a share of a static buffer's tokens); unchanged for an int size."""
+    0-d tensor (a share of a static buffer's tokens): one sort of the entries' rank keys, the
+    size-th key as the threshold. Unchanged for an int size."""
     if not isinstance(size, torch.Tensor):
         return valid
-    return valid & (rank_within(vals, idx) < size)
+    keys = rank_keys(vals, idx)
+    ranked = torch.sort(keys, dim=-1, descending=True).values
+    at = (size - 1).clamp(min=0).view(*([1] * keys.dim())).expand(*keys.shape[:-1], 1)
+    return valid & (keys >= torch.gather(ranked, -1, at)) & (size > 0)
 
 
 # ----- fixed patterns: contiguous runs, read as slices -------------------------------------------
