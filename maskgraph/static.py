@@ -50,10 +50,13 @@ def row_caches(
     stale: bool,
     static: StaticKeys | None,
     args: tuple[Any, ...] = (),
+    compiled: bool = True,
 ) -> tuple[torch.Tensor, ...]:
     """Per-key caches (B, H, K, …) — ``encode(keys, values, *args)`` of every key row, one
     tensor per name — kept in ``slot`` under ``names``. ``encode`` is a module-level function
     (the compiled static update guards on it; a closure made per call would recompile).
+    ``compiled=False``: a static buffer's rows are always rewritten eagerly (an encoder whose
+    rows inductor would round differently from torch, e.g. a norm: its reduction order differs).
 
     Growing keys (``static`` None): the rows from ``slot["n"]`` on are encoded and appended.
     A static buffer: the first call encodes the whole buffer (padding rows too: they are never
@@ -75,7 +78,7 @@ def row_caches(
     if fresh:
         out = tuple(encode(keys, values, *args))
     else:
-        rewrite_rows(tuple(cached), keys, values, static, encode, args)
+        rewrite_rows(tuple(cached), keys, values, static, encode, args, compiled)
         out = tuple(cached)
     slot.update(zip(names, out))
     slot.update(n=None, static=k, updated=None)
@@ -89,10 +92,11 @@ def rewrite_rows(
     static: StaticKeys,
     encode: Callable[..., tuple[torch.Tensor, ...]],
     args: tuple[Any, ...] = (),
+    compiled: bool = True,
 ) -> None:
     """Rewrite in place the caches' rows of the call's new keys (:func:`update_rows`), through
-    ``torch.compile`` on CUDA (``COMPILE_UPDATES``)."""
-    compile_it = COMPILE_UPDATES == "always" or (COMPILE_UPDATES == "cuda" and keys.is_cuda)
+    ``torch.compile`` on CUDA (``COMPILE_UPDATES``) unless ``compiled`` is False."""
+    compile_it = compiled and (COMPILE_UPDATES == "always" or (COMPILE_UPDATES == "cuda" and keys.is_cuda))
     update = compiled_update(encode) if compile_it else update_rows
     update(cached, keys, values, static.num_keys, static.new, encode, args)
 

@@ -41,8 +41,8 @@ def test_plain_model_matches_generate():
     assert torch.equal(got, reference(model, ids, 8))
 
 
-# PQCache fits its codebooks at the decoder's first step, generate at the prompt: not compared
-@pytest.mark.parametrize("name", [name for name in GRAPHS if name != "pqcache"])
+# PQCache fits its codebooks at the first decode step in both (the prompt is dense)
+@pytest.mark.parametrize("name", list(GRAPHS))
 def test_sparse_injection_matches_generate_and_reads_the_static_buffer(name):
     """Same tokens as ``generate`` on a dynamic cache; every decode call read the whole static
     buffer with its token count on the device."""
@@ -59,31 +59,19 @@ def test_sparse_injection_matches_generate_and_reads_the_static_buffer(name):
 SHARES = {"sink_size": 0.1, "window_size": 0.2, "heavy_size": 0.25}
 
 
-@pytest.mark.parametrize("name", ["oracle_topk", "quest"])
+@pytest.mark.parametrize("name", ["oracle_topk", "quest", "pqcache"])
 def test_shares_of_the_tokens_read_the_static_buffer(name):
     """Float budgets (the shipped graphs' kind) also take the static buffer: each step keeps
     the share of the tokens so far, and the tokens are generate's on a dynamic cache."""
     model = tiny_model("llama")
     ids = prompt()
-    overrides = {**SHARES, "page_size": 4} if name == "quest" else SHARES
+    overrides = {**SHARES, **{"quest": {"page_size": 4}, "pqcache": {"pq_bits": 3}}.get(name, {})}
     with mg.inject(model, name, mode="sparse", overrides=overrides) as handle:
         want = reference(model, ids, 7)
         before = handle.calls
         got = GraphedDecoder(model, 33, record=False).generate(ids, 7)
         assert handle.static_calls == handle.calls - before == 6 * 2
     assert torch.equal(got, want)
-
-
-def test_pqcache_decodes_on_the_static_buffer():
-    """PQCache's codebooks are fit by its first call on the static buffer (the decoder's first
-    step: the prompt and the first new token); every decode call then reads the buffer."""
-    model = tiny_model("llama")
-    overrides = {**SHARES, "pq_bits": 3}
-    with mg.inject(model, "pqcache", mode="sparse", overrides=overrides) as handle:
-        before = handle.calls
-        got = GraphedDecoder(model, 33, record=False).generate(prompt(), 5)
-        assert handle.static_calls == handle.calls - before == 4 * 2
-    assert got.shape == (1, 5)
 
 
 @pytest.mark.parametrize("name", ["streaming_llm", "quest", "pqcache"])

@@ -425,6 +425,16 @@ def test_budget_that_selects_nothing_matches_simulate(name, extra, calib):
     assert rel(sparse, simulated) < 1e-5
 
 
+def test_runs_that_all_floor_to_nothing_attend_no_key(calib):
+    """A graph of runs only whose shares all floor to 0 at K = 3: zero output and every row
+    counted empty, as in simulate mode (the torch path once reduced over zero keys)."""
+    graph = load("streaming_llm", calib, 4, 2, sink_size=0.01, window_size=0.2)
+    qs, ks, vs = inputs(2, 4, 2, 1, 3, seed=49)
+    simulated, sparse, sim, sp = both(graph, qs, ks, vs)
+    assert torch.equal(sparse, torch.zeros_like(sparse)) and rel(sparse, simulated) == 0
+    assert int(sp.empty_rows) == int(sim.empty_rows) == 2 * 4
+
+
 @pytest.mark.parametrize("k_now,page", [(37, 4), (40, 8), (5, 16), (64, 16), (70, 16)])
 @pytest.mark.parametrize("with_mask", [False, True])
 @pytest.mark.parametrize("prior_kind", ["none", "spans", "selection"])

@@ -136,7 +136,7 @@ def prepare_pq(
     m = params["pq_group_factor"]
     config = _config(params)
     k = keys.shape[2]
-    cent, codes, n = slot.get("centroids"), slot.get("codes"), slot.get("n", 0)
+    cent, codes, n = slot.get("centroids"), slot.get("codes"), slot.get("n") or 0
     fresh = _stale(cent, keys, m, slot, config) or k < n or slot.get("static") is not None
     if fresh:
         cent, codes = fit(keys, params)
@@ -168,9 +168,10 @@ def prepare_pq_static(keys, values, params, slot, static: StaticKeys) -> dict[st
                 "the token count on the host: run one step before recording a CUDA graph"
             )
         n = int(static.num_keys)  # the one host read: the codebooks are fit on the tokens
-        cent, head = fit(keys[:, :, :n], params)
-        (tail,) = pq_codes(keys[:, :, n:], None, cent, params["metric"])
-        codes = torch.cat([head, tail], dim=2)
+        cent, codes = fit(keys[:, :, :n], params)
+        if n < kmax:  # the padding, encoded apart (never attended)
+            (tail,) = pq_codes(keys[:, :, n:], None, cent, params["metric"])
+            codes = torch.cat([codes, tail], dim=2)
     else:
         rewrite_rows((codes,), keys, values, static, pq_codes, (cent, params["metric"]))
     slot.update(centroids=cent, codes=codes, n=None, static=kmax, config=config, updated=None)

@@ -64,8 +64,9 @@ def prepare_socket(
     codes = slot.get("codes")
     stale = codes is not None and (codes.shape[:2] != (b, h) or codes.device != keys.device)
 
+    # eager rows: inductor's norm differs from torch's in the last bit, which can decide ties
     new_codes, new_norm = row_caches(
-        slot, ["codes", "vnorm"], keys, values, socket_rows, stale, static, (planes,)
+        slot, ["codes", "vnorm"], keys, values, socket_rows, stale, static, (planes,), compiled=False
     )
     return {
         "codes": new_codes,
