@@ -36,10 +36,6 @@ class StaticKeys:
     num_keys: torch.Tensor
     new: int
 
-    def new_positions(self) -> torch.Tensor:
-        """(new,) int64 positions of the newest keys, num_keys − new … num_keys − 1."""
-        return self.num_keys - self.new + torch.arange(self.new, device=self.num_keys.device)
-
 
 def row_caches(
     slot: dict,

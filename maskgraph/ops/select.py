@@ -23,8 +23,8 @@ def topk_lowest(
     ``triton`` None (default): on CUDA with Triton installed,
     :func:`maskgraph.sparse.topk.select_topk` (four launches, 2–3× faster than the torch rule on
     an H100, docs/benchmarks.md run 19); False: always one ``torch.topk`` over int64 keys that
-    are all distinct — the score's bits in float order (high half) and N − 1 − index (low
-    half); True: always the Triton selection (``integer``: every finite score is an integer,
+    are all distinct (:func:`order_keys`: the score's bits in float order, then the lower
+    index); True: always the Triton selection (``integer``: every finite score is an integer,
     which lets it skip its search). Both count −0.0 as +0.0 and NaN as −inf (never
     preferred), and return the values so counted."""
     if triton is None:
@@ -33,14 +33,25 @@ def topk_lowest(
         from ..sparse.topk import select_topk
 
         return select_topk(scores, k, integer)
-    s = scores.float()
-    s = torch.where(s == 0, 0.0, torch.where(s != s, float("-inf"), s))
-    bits = s.contiguous().view(torch.int32)
-    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
-    n = scores.shape[-1]
-    pos = torch.arange(n - 1, -1, -1, device=scores.device, dtype=torch.int64)
-    idx = torch.topk(ordered * (1 << 32) + pos, k, dim=-1, sorted=False).indices
+    s = canonical_scores(scores)
+    index = torch.arange(scores.shape[-1], device=scores.device)
+    idx = torch.topk(order_keys(s, index), k, dim=-1, sorted=False).indices
     return torch.gather(s, -1, idx), idx
+
+
+def canonical_scores(scores: torch.Tensor) -> torch.Tensor:
+    """float32 ``scores`` with −0.0 as +0.0 and NaN as −inf (how the top-k rule counts them)."""
+    s = scores.float()
+    return torch.where(s == 0, 0.0, torch.where(s != s, float("-inf"), s))
+
+
+def order_keys(scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Distinct int64 keys in the top-k rule's order, larger = taken first: the bits of the
+    canonical float32 ``scores`` in float order (high half), then 2**32 − 1 − ``index`` (low
+    half, so the lower index wins a tie). ``index`` broadcasts to ``scores``, values < 2**32."""
+    bits = scores.contiguous().view(torch.int32)
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+    return ordered * (1 << 32) + ((1 << 32) - 1 - index.to(torch.int64))
 
 
 def eligible_scores(env, scores: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:

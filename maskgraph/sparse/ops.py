@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..env import Env
-from ..ops.select import topk_lowest
+from ..ops.select import canonical_scores, order_keys, topk_lowest
 from . import indexset
 from .indexset import IndexSet
 
@@ -60,23 +60,13 @@ def _bounded_k(ctx: Context, size):
     return bound, bound
 
 
-def rank_keys(vals: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Distinct int64 keys (…, k) of selected entries, larger for the entry the top-k rule ranks
-    first: the score's bits in float order (NaN as −inf, −0.0 as +0.0), then the lower index."""
-    x = torch.where(vals != vals, NEG_INF, vals.float())
-    x = torch.where(x == 0, 0.0, x)
-    bits = x.view(torch.int32).to(torch.int64)
-    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    return ordered * 2**32 + (2**32 - 1 - idx.to(torch.int64))
-
-
 def keep_first(vals: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, size) -> torch.Tensor:
     """``valid`` limited to the ``size`` entries the top-k rule ranks first, where ``size`` is a
     0-d tensor (a share of a static buffer's tokens): one sort of the entries' rank keys, the
     size-th key as the threshold. Unchanged for an int size."""
     if not isinstance(size, torch.Tensor):
         return valid
-    keys = rank_keys(vals, idx)
+    keys = order_keys(canonical_scores(vals), idx)
     ranked = torch.sort(keys, dim=-1, descending=True).values
     at = (size - 1).clamp(min=0).view(*([1] * keys.dim())).expand(*keys.shape[:-1], 1)
     return valid & (keys >= torch.gather(ranked, -1, at)) & (size > 0)
