@@ -139,7 +139,8 @@ def attend_parts(
         sizes.append(safe.shape[-1])
     s = logits[0] if len(logits) == 1 else torch.cat(logits, dim=-1)
     if s.shape[-1] == 0:  # every part is empty (budgets that floor to 0): no key is attended
-        return queries.new_zeros(b, hq, qc, d, dtype=torch.float32), torch.tensor(b * hq * qc)
+        empty = queries.new_full((), b * hq * qc, dtype=torch.int64)  # on the queries' device
+        return queries.new_zeros(b, hq, qc, d, dtype=torch.float32), empty
     m = s.amax(dim=-1, keepdim=True)
     empty = m == NEG_INF  # logits are finite or −inf: one comparison instead of isfinite
     if sinks is not None:
