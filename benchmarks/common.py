@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import ast
+import importlib
 import json
 import os
 import signal
@@ -202,3 +205,30 @@ def graph_ms(
             print(f"  (CUDA graph capture failed: {type(exc).__name__}: {exc}"[:160] + ")", flush=True)
             torch.cuda.synchronize(device)
     return median_ms(fn, device, warmup, reps), "calls"
+
+
+def parse_setting(text: str) -> tuple[str, str, Any]:
+    """'package.module.NAME=VALUE' -> (module, NAME, value); VALUE a Python literal."""
+    target, sep, value = text.partition("=")
+    module, _, name = target.rpartition(".")
+    if not sep or not module or not name:
+        raise argparse.ArgumentTypeError(
+            f"expected MODULE.NAME=VALUE such as maskgraph.sparse.topk.BINS=128, got {text!r}"
+        )
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError) as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: {value!r} is not a Python literal (a number, True, 'text')"
+        ) from exc
+    return module, name, parsed
+
+
+def apply_settings(settings: list[tuple[str, str, Any]]) -> None:
+    """Set each (module, NAME, value): the module must exist and already define NAME."""
+    for module, name, value in settings:
+        mod = importlib.import_module(module)
+        if not hasattr(mod, name):
+            raise SystemExit(f"--set: {module} has no {name} to override")
+        print(f"setting {module}.{name} = {value!r} (was {getattr(mod, name)!r})", flush=True)
+        setattr(mod, name, value)

@@ -6,7 +6,7 @@
 32 query / 8 KV heads, D=128, bf16, K=128K, B ∈ {1, 8}, every time per call in a CUDA graph of
 ten back-to-back calls (common.CALLS_PER_GRAPH):
 
-* ``topk``: the Triton top-k (:mod:`maskgraph.sparse.topk`, 4 launches) vs ``torch.topk`` and
+* ``topk``: the Triton top-k (:mod:`maskgraph.sparse.topk`, 7 launches) vs ``torch.topk`` and
   vs the lowest-index rule in torch (:func:`maskgraph.ops.select.topk_lowest`), over token
   scores (K per row) and Quest page scores (K/16 per row), k = 2 % and 10 %;
 * ``quest_scores``: Quest's grouped page-score kernel vs the two bf16 matrix products and
@@ -70,8 +70,8 @@ def topk_rows(b: int, hkv: int, n: int, density: float, device, args) -> list[di
         "topk_lowest (torch)": lambda: topk_lowest(scores, k, triton=False),
         "select_topk (triton)": lambda: select_topk(scores, k),
     }
-    variants = {"SEGMENTS=32": {"SEGMENTS": 32}, "BINS=256": {"BINS": 256}}
-    if n <= triton_topk.SMALL_MAX:  # the four segment launches, for comparison
+    variants = {"BINS=128": {"BINS": 128}, "BINS=256": {"BINS": 256}}
+    if n <= triton_topk.SMALL_MAX:  # the segment launches, for comparison
         variants["segments"] = {"SMALL_MAX": 0}
     for label, settings in variants.items():
         ways[f"select_topk {label} (triton)"] = lambda settings=settings: with_settings(
@@ -89,10 +89,10 @@ def topk_rows(b: int, hkv: int, n: int, density: float, device, args) -> list[di
     return rows
 
 
-#: Ways of selecting a short row (one program per row, or the four segment launches).
+#: Ways of selecting a short row (one program per row, or the segment launches).
 SMALL_WAYS = {
     "select_small (1 program)": {"SMALL_MAX": 1 << 20},
-    "segments (4 launches)": {"SMALL_MAX": 0},
+    "segments (7 launches)": {"SMALL_MAX": 0},
 }
 
 
@@ -125,6 +125,19 @@ def small_rows(rows: int, n: int, density: float, device, args) -> list[dict]:
     return out
 
 
+#: (tensor-core form, pages per program, warps) of Quest's grouped page scores.
+QUEST_WAYS = [
+    (False, 32, 4),
+    (False, 64, 8),
+    (False, 16, 2),
+    (True, 32, 4),
+    (True, 64, 4),
+    (True, 128, 4),
+    (True, 128, 8),
+    (True, 256, 8),
+]
+
+
 def quest_rows(b: int, hq: int, hkv: int, pages: int, d: int, device, args) -> list[dict]:
     """Grouped Quest page scores: the Triton kernel vs two bf16 products and the group max."""
     q = torch.randn(b, hq, 1, d, device=device, dtype=torch.bfloat16)
@@ -141,11 +154,11 @@ def quest_rows(b: int, hq: int, hkv: int, pages: int, d: int, device, args) -> l
         return scores.view(b, hkv, g, 1, pages).amax(2)
 
     ways = [("bmm + amax (torch)", torch_way)]
-    for block, warps in ((32, 4), (64, 8)):
-        settings = {"QUEST_BLOCK": block, "QUEST_WARPS": warps}
+    for dot, block, warps in QUEST_WAYS:
+        settings = {"QUEST_BLOCK": block, "QUEST_WARPS": warps, "QUEST_DOT": dot}
         ways.append(
             (
-                f"quest_group_scores BLOCK={block} warps={warps}",
+                f"quest_group_scores{' dot' if dot else ''} BLOCK={block} warps={warps}",
                 lambda settings=settings: with_settings(
                     quest, settings, lambda: _quest_group_scores(q, lo, hi, 1.0)
                 ),

@@ -31,7 +31,16 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import device_name, graph_ms, median_ms, out_of_time, print_table, write_json  # noqa: E402
+from common import (  # noqa: E402
+    apply_settings,
+    device_name,
+    graph_ms,
+    median_ms,
+    out_of_time,
+    parse_setting,
+    print_table,
+    write_json,
+)
 
 import maskgraph as mg  # noqa: E402
 
@@ -260,12 +269,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="top-k on the kernel path (auto: the Triton selection of maskgraph.sparse.topk)",
     )
     ap.add_argument(
-        "--topk-small-max",
-        type=int,
-        default=None,
-        metavar="N",
-        help="override maskgraph.sparse.topk.SMALL_MAX (rows up to N scores selected by one "
-        "program) to compare against the shipped setting",
+        "--set",
+        nargs="*",
+        default=[],
+        type=parse_setting,
+        metavar="MODULE.NAME=VALUE",
+        help="override module constants for the run, to compare against the shipped settings, "
+        "e.g. maskgraph.sparse.topk.SMALL_MAX=8192 maskgraph.ops.zoo.quest.QUEST_DOT=True",
     )
     ap.add_argument(
         "--profile", type=int, default=0, metavar="N", help="print the N costliest kernels per case"
@@ -273,10 +283,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--reps", type=int, default=40)
     args = ap.parse_args(argv)
-    if args.topk_small_max is not None:
-        from maskgraph.sparse import topk as triton_topk
-
-        triton_topk.SMALL_MAX = args.topk_small_max
+    apply_settings(args.set)
     # inductor's symbolic-shape code recursed past Python's default limit on the H100 (run 3)
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
 

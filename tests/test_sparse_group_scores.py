@@ -80,6 +80,37 @@ def test_group_scores_are_the_group_max(op, dtype, shape, tmp_path):
         torch.testing.assert_close(grouped, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 4, 2, 1, 1100), (2, 6, 2, 3, 300), (1, 20, 1, 2, 45)],
+    ids=lambda s: "B{}Hq{}Hkv{}Q{}K{}".format(*s),
+)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
+@pytest.mark.parametrize("block", [16, 64])
+def test_quest_tensor_core_form_is_the_float64_bound(shape, dtype, block, monkeypatch):
+    """QUEST_DOT: relu(q)·hi + min(q, 0)·lo as two products over GP ≥ 16 padded heads (G = 2,
+    3 and 20) equals the float64 bound max(q·hi, q·lo) summed, page counts not a multiple of the
+    block, and equals the elementwise kernel to float32 rounding."""
+    b, hq, hkv, q, k = shape
+    gen = torch.Generator().manual_seed(sum(shape) + block)
+    queries = torch.randn(b, hq, q, D, generator=gen).to(dtype)
+    keys = torch.randn(b, hkv, k, D, generator=gen).to(dtype)
+    prep = quest.prepare_quest(keys, keys, {"page_size": 16, "label_bits": 16}, {}, 0)
+    lo, hi = prep["lo"], prep["hi"]
+    monkeypatch.setattr(quest, "QUEST_BLOCK", block)
+    monkeypatch.setattr(quest, "QUEST_DOT", False)
+    plain = quest._quest_group_scores(queries, lo, hi, 0.25)
+    monkeypatch.setattr(quest, "QUEST_DOT", True)
+    dot = quest._quest_group_scores(queries, lo, hi, 0.25)
+    g = hq // hkv
+    qd = queries.double().view(b, hkv, g, q, 1, D)
+    u = torch.maximum(qd * hi.double().view(b, hkv, 1, 1, -1, D), qd * lo.double().view(b, hkv, 1, 1, -1, D))
+    exact = (u.sum(-1) * 0.25).amax(2)
+    assert dot.shape == exact.shape == (b, hkv, q, lo.shape[2])
+    torch.testing.assert_close(dot.double(), exact, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dot, plain, rtol=1e-5, atol=1e-5)
+
+
 def sparse_case(op, tmp_path, b: int, k: int, seed: int):
     """(graph, queries, keys, values, estimator file) for a shared-GQA sparse run, Hq=4, Hkv=2, Q=1."""
     hq, hkv = 4, 2

@@ -49,8 +49,15 @@ KERNELS = [
     ),
     (
         "maskgraph.sparse.topk_kernel",
+        "select_choose",
+        "RANGE:*i32 STATE_PTR:*i64 HIST:*i32 OFFS:*i32 nseg:i32 k:i32 SP:constexpr NB:constexpr "
+        "INTEGER:constexpr",
+        {"SP": 64, "NB": 64, "INTEGER": False},
+    ),
+    (
+        "maskgraph.sparse.topk_kernel",
         "select_write",
-        "S:*fp32 RANGE:*i32 STATE_PTR:*i64 HIST:*i32 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 n:i32 k:i32 "
+        "S:*fp32 RANGE:*i32 STATE_PTR:*i64 OFFS:*i32 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 n:i32 k:i32 "
         "stride:i32 "
         "SEG:constexpr NB:constexpr SP:constexpr INTEGER:constexpr",
         {"SEG": 4096, "NB": 64, "SP": 32, "INTEGER": True},
@@ -102,6 +109,13 @@ KERNELS = [
         "Q:*bf16 LO:*bf16 HI:*bf16 OUT:*fp32 " + I32("n_pages n_q hkv g_heads dim") + " scaling:fp32 "
         "BLOCK:constexpr DIM:constexpr",
         {"BLOCK": 32, "DIM": 128},
+    ),
+    (
+        "maskgraph.ops.zoo.quest_kernel",
+        "quest_group_scores_dot",
+        "Q:*bf16 LO:*bf16 HI:*bf16 OUT:*fp32 " + I32("n_pages n_q hkv g_heads dim") + " scaling:fp32 "
+        "BLOCK:constexpr DIM:constexpr GP:constexpr UPCAST:constexpr",
+        {"BLOCK": 64, "DIM": 128, "GP": 16, "UPCAST": False},
     ),
     (
         "maskgraph.ops.zoo.hashattention_kernel",

@@ -6,7 +6,7 @@ launches, more than the attention over the selected keys. A row of at most SMALL
 digit (``select_small``: one launch). For longer rows :mod:`.topk_kernel` finds the
 k-th largest score with one histogram over the row's own [min, max] range, writes every score
 above its bin directly, and resolves the scores inside that bin in one program per row:
-six launches, each reading the row at most once. The result is the same set as
+seven launches, each reading the row at most once. The result is the same set as
 :func:`maskgraph.ops.select.topk_lowest` (the rule simulate mode uses): the k largest scores,
 and among scores equal to the k-th largest, the lowest indices. Registered as the custom
 operator ``maskgraph::select_topk`` so that ``torch.compile`` calls it as one opaque kernel.
@@ -19,7 +19,10 @@ import torch
 from ..triton_util import jitted
 
 #: Histogram bins per row: bin 0 is −inf, 1..NB−1 split the row's finite range by value.
-BINS = 64
+#: 128 since the bin is chosen in a launch of its own (``select_choose``): B=1, 8 rows of 128K,
+#: k = 2 % / 10 %: 37 / 46 µs with 64 bins, 33 / 38 with 128, 35 / 39 with 256; 64 rows:
+#: 125 / 138, 135 / 135, 135 / 145 (H100, run 43).
+BINS = 128
 #: Most segments (programs) per row aimed for; a segment holds SEG_MIN to SEG_MAX scores. 64
 #: (2048 scores per segment at 128K) measured 0.19 -> 0.15 ms for 64 rows of 128K and the same
 #: for 8 rows (benchmarks/kernels.py, run 25).
@@ -40,7 +43,7 @@ RESOLVE_BLOCK = 4096
 RESOLVE_SMALL = 512
 RESOLVE_MID = 2048
 #: Rows of at most this many scores are selected by one program each (``select_small``, one
-#: launch), longer rows by the six launches over segments. Run 30 (H200, 8 and 64 rows, per
+#: launch), longer rows by the seven launches over segments. Run 30 (H200, 8 and 64 rows, per
 #: CUDA-graph replay): one program 0.019–0.021 ms up to 4096 scores where the segments took
 #: 0.029–0.034; at 8192 0.040 against 0.031–0.039, at 16384 0.058–0.062 against 0.031–0.047.
 #: A four-way key search in one program (three counts per round, no histogram) was as fast up
@@ -50,7 +53,14 @@ SMALL_MAX = 4096
 
 
 def _kernels():
-    names = ("select_range", "select_hist", "select_write", "select_resolve_lanes", "select_resolve")
+    names = (
+        "select_range",
+        "select_hist",
+        "select_choose",
+        "select_write",
+        "select_resolve_lanes",
+        "select_resolve",
+    )
     return tuple(jitted("maskgraph.sparse.topk_kernel", name) for name in names)
 
 
@@ -75,7 +85,7 @@ def select_topk_2d(scores: torch.Tensor, k: int, integer: bool = False) -> tuple
         raise ValueError(f"select_topk: k must be in [1, {n}] for rows of {n} scores, got {k}")
     if n <= SMALL_MAX:
         return _select_small(scores, k)
-    rng, hist, write, resolve_lanes, resolve = _kernels()
+    rng, hist, choose, write, resolve_lanes, resolve = _kernels()
     seg = segment(n)
     grid = (rows, -(-n // seg))
     sp = max(2, 1 << (grid[1] - 1).bit_length())
@@ -84,17 +94,21 @@ def select_topk_2d(scores: torch.Tensor, k: int, integer: bool = False) -> tuple
     ranges = torch.empty(rows, grid[1], 2, device=dev, dtype=torch.int32)
     state = torch.empty(rows, 3, device=dev, dtype=torch.int64)
     histograms = torch.empty(rows, grid[1], BINS, device=dev, dtype=torch.int32)
+    offsets = torch.empty(rows, grid[1], 2, device=dev, dtype=torch.int32)
     candidates = torch.empty(rows, n, device=dev, dtype=torch.int32)
     candidate_scores = torch.empty(rows, n, device=dev, dtype=torch.float32)
     values = torch.empty(rows, k, device=dev, dtype=torch.float32)
     indices = torch.empty(rows, k, device=dev, dtype=torch.int64)
     rng[grid](scores, ranges, n, n, SEG=seg, num_warps=warps)
     hist[grid](scores, ranges, histograms, n, n, SEG=seg, NB=BINS, SP=sp, INTEGER=integer, num_warps=warps)
+    choose[(rows,)](
+        ranges, state, histograms, offsets, grid[1], k, SP=sp, NB=BINS, INTEGER=integer, num_warps=8
+    )
     write[grid](
         scores,
         ranges,
         state,
-        histograms,
+        offsets,
         values,
         indices,
         candidates,

@@ -7,11 +7,12 @@ Each row is cut into segments of ``SEG`` scores, one program each:
 2. ``select_hist``: per segment, a histogram over ``NB`` bins — bin 0 holds −inf, bins
    1..NB−1 split [min, max] into equal value ranges (computed in float64, so a higher bin
    always means a larger score);
-3. ``select_write``: every program sums its row's histograms, finds the bin holding the k-th
-   largest score, writes the scores above that bin to the output (in index order, at offsets
-   known from the earlier segments' histograms) and the indices of the scores in that bin to
-   a candidate buffer with their scores (also in index order);
-4. ``select_resolve_lanes`` (twice) then ``select_resolve``: one program per row finds the
+3. ``select_choose`` (one program per row): sums the row's histograms, finds the bin holding
+   the k-th largest score and, per segment, the offsets its writes start at;
+4. ``select_write``: writes the scores above that bin to the output (in index order) and the
+   indices of the scores in that bin to a candidate buffer with their scores (also in index
+   order);
+5. ``select_resolve_lanes`` (twice) then ``select_resolve``: one program per row finds the
    exact k-th key among the candidates, five bits at a time over their own key range, and
    writes the candidates above it and, of those equal to it, the ones with the lowest
    indices. Rows with few candidates are narrowed in few lanes by the first launch, rows with
@@ -23,7 +24,7 @@ candidate bin then holds a few per cent of a row of Gaussian-like scores. Scores
 into one bin (one huge outlier) still give the exact answer, more slowly.
 
 Per row and segment ``RANGE`` holds (lo, hi) int32 keys (lo > hi when the segment has no finite
-score); per row ``STATE`` (int64) what ``select_write`` found: the bin, the count above it and
+score); per row ``STATE`` (int64) what ``select_choose`` found: the bin, the count above it and
 the count in it. Nothing needs zeroing before the first launch. Left undecorated:
 :func:`maskgraph.sparse.topk._kernels` jits them on first use.
 """
@@ -117,35 +118,48 @@ def select_hist(
     tl.store(HIST + (row * tl.num_programs(1) + seg) * NB + bins, counts)
 
 
+def select_choose(
+    RANGE, STATE_PTR, HIST, OFFS, nseg, k, SP: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr
+):
+    """One program per row: sums the row's segment histograms, finds the bin holding the k-th
+    largest score and writes the row's STATE and, per segment, where its scores above that bin
+    and its scores in it start in the output and in the candidate buffer (OFFS (rows, nseg, 2)
+    int32). With exact bins the chosen bin holds one value and no candidate is left to resolve."""
+    row = tl.program_id(0).to(tl.int64)
+    bins = tl.arange(0, NB)
+    segs = tl.arange(0, SP)
+    real = segs < nseg
+    hist = tl.load(HIST + (row * nseg + segs[:, None]) * NB + bins[None, :], mask=real[:, None], other=0)
+    total = tl.sum(hist, 0)
+    above = tl.sum(total, 0) - tl.cumsum(total, 0)  # scores in bins above each bin
+    chosen = tl.max(tl.where(above + total >= k, bins, -1), 0)
+    up = tl.sum(tl.where((bins > chosen)[None, :], hist, 0), 1)  # per segment, above the bin
+    cand = tl.sum(tl.where((bins == chosen)[None, :], hist, 0), 1)  # per segment, in the bin
+    _, _, exact = _scale(RANGE, row, nseg, SP, NB, INTEGER)
+    tl.store(STATE_PTR + row * 3, chosen.to(tl.int64))
+    tl.store(STATE_PTR + row * 3 + 1, tl.sum(up, 0).to(tl.int64))
+    tl.store(STATE_PTR + row * 3 + 2, tl.where(exact, 0, tl.sum(cand, 0)).to(tl.int64))
+    at = OFFS + (row * nseg + segs) * 2
+    tl.store(at, tl.cumsum(up, 0) - up, mask=real)
+    tl.store(at + 1, tl.cumsum(cand, 0) - cand, mask=real)
+
+
 def select_write(
-    S, RANGE, STATE_PTR, HIST, VALS, IDX, CAND, CANDV,
+    S, RANGE, STATE_PTR, OFFS, VALS, IDX, CAND, CANDV,
     n, k, stride,
     SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, INTEGER: tl.constexpr,
 ):  # fmt: skip
-    """SP ≥ the number of segments, a power of two. With exact bins the chosen bin holds one
-    value: its first ``k − above`` scores in index order are written here and no candidate is
-    left to resolve."""
+    """Writes every score above the chosen bin to the output and the scores in it to the
+    candidate buffer (each in index order, from the offsets ``select_choose`` left). With
+    exact bins the chosen bin's first ``k − above`` scores in index order go to the output."""
     row = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(1)
     nseg = tl.num_programs(1)
-    bins = tl.arange(0, NB)
-    segs = tl.arange(0, SP)
-    hist = tl.load(
-        HIST + (row * nseg + segs[:, None]) * NB + bins[None, :], mask=(segs < nseg)[:, None], other=0
-    )
-    total = tl.sum(hist, 0)
-    before = tl.sum(tl.where((segs < seg)[:, None], hist, 0), 0)  # over the earlier segments
-    above = tl.sum(total, 0) - tl.cumsum(total, 0)  # scores in bins above each bin
-    chosen = tl.max(tl.where(above + total >= k, bins, -1), 0)
-    at = tl.sum(tl.where(bins > chosen, before, 0), 0)  # output offset of this segment
-    cat = tl.sum(tl.where(bins == chosen, before, 0), 0)  # candidate offset of this segment
-    above_chosen = tl.sum(tl.where(bins > chosen, total, 0), 0)
-    lo, scale, exact = _scale(RANGE, row, tl.num_programs(1), SP, NB, INTEGER)
-    if seg == 0:
-        tl.store(STATE_PTR + row * 3, chosen.to(tl.int64))
-        tl.store(STATE_PTR + row * 3 + 1, above_chosen.to(tl.int64))
-        in_chosen = tl.sum(tl.where(bins == chosen, total, 0), 0)
-        tl.store(STATE_PTR + row * 3 + 2, tl.where(exact, 0, in_chosen).to(tl.int64))
+    chosen = tl.load(STATE_PTR + row * 3).to(tl.int32)
+    above_chosen = tl.load(STATE_PTR + row * 3 + 1).to(tl.int32)
+    at = tl.load(OFFS + (row * nseg + seg) * 2)
+    cat = tl.load(OFFS + (row * nseg + seg) * 2 + 1)
+    lo, scale, exact = _scale(RANGE, row, nseg, SP, NB, INTEGER)
     offs = seg * SEG + tl.arange(0, SEG)
     inside = offs < n
     x = _canonical(tl.load(S + row * stride + offs, mask=inside, other=float("-inf")))

@@ -33,6 +33,37 @@ def quest_group_scores(
     tl.store(out, best * scaling, mask=pages < n_pages)
 
 
+def quest_group_scores_dot(
+    Q, LO, HI, OUT,
+    n_pages, n_q, hkv, g_heads, dim, scaling,
+    BLOCK: tl.constexpr, DIM: tl.constexpr, GP: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """As :func:`quest_group_scores` for 16-bit queries and bounds of one dtype, on the tensor
+    cores: U = relu(q)·hi + min(q, 0)·lo as two (BLOCK, D) × (D, GP) products, GP ≥ 16 ≥ the
+    group's heads (the products of 16-bit numbers are exact; accumulation is float32).
+    ``UPCAST``: the products in float32, only for the interpreter (its bf16 ``tl.dot`` returns
+    garbage, Triton 3.9)."""
+    qi, kvh, b = group_coords(n_q, hkv)
+    pages = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    d = tl.arange(0, DIM)
+    g = tl.arange(0, GP)
+    inside = (pages < n_pages)[:, None] & (d < dim)[None, :]
+    at = ((b * hkv + kvh) * n_pages + pages)[:, None] * dim + d[None, :]
+    lo = tl.load(LO + at, mask=inside, other=0.0)
+    hi = tl.load(HI + at, mask=inside, other=0.0)
+    heads = (b * hkv * g_heads + kvh * g_heads + g) * n_q + qi
+    q = tl.load(
+        Q + heads[None, :] * dim + d[:, None], mask=(g < g_heads)[None, :] & (d < dim)[:, None], other=0.0
+    )
+    if UPCAST:
+        lo, hi, q = lo.to(tl.float32), hi.to(tl.float32), q.to(tl.float32)
+    u = tl.dot(hi, tl.maximum(q, 0.0).to(hi.dtype), input_precision="ieee")
+    u = tl.dot(lo, tl.minimum(q, 0.0).to(lo.dtype), acc=u, input_precision="ieee")
+    best = tl.max(tl.where((g < g_heads)[None, :], u, float("-inf")), 1)
+    out = OUT + ((b * hkv + kvh) * n_q + qi) * n_pages + pages
+    tl.store(out, best * scaling, mask=pages < n_pages)
+
+
 def quest_page_update(
     K, LO, HI, NUM,
     pages, new, page_size, hkv, dim, skb, skh, skk,
