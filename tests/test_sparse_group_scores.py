@@ -179,6 +179,35 @@ def test_integer_scores_with_ties_match_simulate_on_the_kernel_path(tmp_path):
         assert ((out - simulate).norm() / simulate.norm()).item() < 1e-5, kernel
 
 
+@pytest.mark.parametrize("shape", SHAPES + [(1, 20, 1, 1, 70)], ids=lambda s: "B{}Hq{}Hkv{}Q{}K{}".format(*s))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["f32", "bf16", "f16"])
+@pytest.mark.parametrize("dot", [True, False], ids=["dot", "plain"])
+@pytest.mark.parametrize("bits", [4, 8, 3])
+def test_double_sparsity_kernel_is_the_float64_score(shape, dtype, dot, bits, tmp_path, monkeypatch):
+    """Both forms of the kernel (DS_DOT: the tensor-core product over the group padded to 16
+    heads, G = 2, 3, 1 and 20; else head by head) against the score written out in float64 from
+    the packed words: scaling·max_g (lo·Σ_c q_c + step·Σ_c code_c·q_c)."""
+    b, hq, hkv, q, k = shape
+    gen = torch.Generator().manual_seed(sum(shape) + bits)
+    queries = torch.randn(b, hq, q, D, generator=gen).to(dtype)
+    keys = torch.randn(b, hkv, k, D, generator=gen)
+    params = {"channels": files(tmp_path, hq, hkv)["double_sparsity"], "group_factor": 2, "label_bits": bits}
+    prep = mg.get_op("double_sparsity").prepare(keys, keys, params, {}, 0)
+    env = Env(queries, keys, keys, None, D**-0.5, torch.arange(k - q, k), 0)
+    monkeypatch.setattr(ds, "DS_DOT", dot)
+    grouped, _ = ds.double_sparsity_group_scores(env, prep, **params)
+    words, per = prep["labels"], ds.codes_per_word(bits)
+    r = prep["idx"].shape[-1]
+    codes = torch.stack([(words[..., c // per] >> ((c % per) * bits)) & (2**bits - 1) for c in range(r)], -1)
+    g = hq // hkv
+    ql = ds.query_labels(env, prep).double().view(b, hkv, g, q, 1, r)
+    lo, step = prep["lo"].double().view(b, hkv, 1, 1, k), prep["step"].double().view(b, hkv, 1, 1, k)
+    dots = (ql * codes.double().view(b, hkv, 1, 1, k, r)).sum(-1)
+    exact = ((lo * ql.sum(-1) + step * dots) * D**-0.5).amax(2)
+    assert grouped.shape == exact.shape and grouped.dtype == torch.float32
+    torch.testing.assert_close(grouped.double(), exact, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("bits, group_factor", [(3, 2), (8, 2), (1, 1), (4, 1)])
 def test_double_sparsity_group_scores_for_other_packings(bits, group_factor, tmp_path):
     """Codes per word 10, 4, 32, 8 and labels over several words (R = 8 or 16 of D = 16):

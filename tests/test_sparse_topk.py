@@ -55,6 +55,12 @@ def scores(kind: str, shape, gen) -> torch.Tensor:
         s[..., ::5] = float("nan")
     if kind == "outlier":  # one huge score: everything else falls in one bin
         s[..., min(3, shape[-1] - 1)] = 1e30
+    if kind == "float_range":  # ±3e38: score − min overflows float32 (the bins cap it)
+        s = s.clamp(-1, 1) * 3.0e38
+    if kind == "denormal_span":  # 0 and the least denormal: a scale past float32 (capped)
+        s = torch.randint(0, 2, shape, generator=gen).float() * 1e-45
+    if kind == "big_ints":  # integers near 2**30: their differences are still exact in float32
+        s = torch.randint(0, 40, shape, generator=gen).float() * 64 + 2.0**30
     return s
 
 
@@ -68,6 +74,9 @@ KINDS = [
     "outlier",
     "plus_inf",
     "zeros_and_nan",
+    "float_range",
+    "denormal_span",
+    "big_ints",
 ]
 
 

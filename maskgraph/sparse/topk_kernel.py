@@ -5,8 +5,8 @@ Each row is cut into segments of ``SEG`` scores, one program each:
 1. ``select_range``: the smallest and largest finite score of each segment (as int keys in the
    order of the floats; the later launches reduce them over the row);
 2. ``select_hist``: per segment, a histogram over ``NB`` bins — bin 0 holds −inf, bins
-   1..NB−1 split [min, max] into equal value ranges (computed in float64, so a higher bin
-   always means a larger score);
+   1..NB−1 split [min, max] into equal value ranges (in float32, whose rounding keeps the
+   order: a higher bin always means a larger score);
 3. ``select_choose`` (one program per row): sums the row's histograms, finds the bin holding
    the k-th largest score and, per segment, the offsets its writes start at;
 4. ``select_write``: writes the scores above that bin to the output (in index order) and the
@@ -58,23 +58,26 @@ def _unordered(key):
 
 @triton.jit
 def _scale(RANGE, row, nseg, SP: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr):
-    """(lo, scale, exact) of the row's value bins: bin = 1 + ⌊(x − lo)·scale⌋ (float64), capped at
-    NB − 1; ``exact``: one bin per value (INTEGER scores spanning at most NB − 2)."""
+    """(lo, scale, exact) of the row's value bins: bin = 1 + ⌊(x − lo)·scale⌋ in float32, capped
+    at NB − 1 (both steps round monotonically, so a higher bin always means a larger score; the
+    scale is worked out in float64 and capped at the largest float32, so that no lane computes
+    0·inf); ``exact``: one bin per value (INTEGER scores spanning at most NB − 2, whose
+    differences float32 holds exactly)."""
     segs = tl.arange(0, SP)
     at = RANGE + (row * nseg + segs) * 2
     lo_key = tl.min(tl.load(at, mask=segs < nseg, other=2147483647), 0)
     hi_key = tl.max(tl.load(at + 1, mask=segs < nseg, other=-2147483648), 0)
     some = hi_key >= lo_key  # the row has a finite score
-    lo = _unordered(tl.where(some, lo_key, 0)).to(tl.float64)
-    hi = _unordered(tl.where(some, hi_key, 0)).to(tl.float64)
+    lo = _unordered(tl.where(some, lo_key, 0))
+    hi = _unordered(tl.where(some, hi_key, 0))
     wide = hi > lo
-    span = tl.where(wide, hi, 1.0) - tl.where(wide, lo, 0.0)  # never inf − inf
-    scale = tl.where(wide, (NB - 1) / span, 0.0)
+    span = tl.where(wide, hi.to(tl.float64), 1.0) - tl.where(wide, lo.to(tl.float64), 0.0)  # never inf − inf
+    scale = tl.minimum(tl.where(wide, (NB - 1) / span, 0.0), 3.0e38)
     if INTEGER:
         exact = tl.where(wide, span, 0.0) <= NB - 2
     else:
         exact = hi < lo  # never
-    return lo, tl.where(exact, 1.0, scale), exact
+    return lo, tl.where(exact, 1.0, scale).to(tl.float32), exact
 
 
 @triton.jit
@@ -83,8 +86,9 @@ def _bins(x, inside, lo, scale, NB: tl.constexpr):
     finite = inside & (x > float("-inf"))
     top = x == float("inf")  # with a +inf score the scale is 0: keep +inf in the top bin
     plain = finite & ~top
-    # no inf − inf or ±inf·0 on any lane (lo is finite wherever a plain score exists)
-    gap = tl.where(plain, x.to(tl.float64), 0.0) - tl.where(plain, lo, 0.0)
+    # no inf − inf or ±inf·0 on any lane (lo is finite wherever a plain score exists); the
+    # difference may round up to +inf (a row spanning more than the float range): capped
+    gap = tl.where(plain, x, 0.0) - tl.where(plain, lo, 0.0)
     f = tl.where(top, NB - 2, tl.minimum(gap * scale, NB - 2))
     return tl.where(finite, 1 + f.to(tl.int32), 0)
 

@@ -280,6 +280,10 @@ def hashattention_sparse_scores(env, prep, *, weights=None, hat_bits) -> tuple[t
     return env.forbid(scores), 1
 
 
+#: Keys per program of the grouped score kernel.
+HASH_BLOCK = 1024
+
+
 def query_words(env, prep) -> torch.Tensor:
     """The queries' packed signatures (B, Hq, Q, W) int32."""
     if prep["qw1"].shape[0] != env.Hq or prep["qw1"].shape[1] != env.D:
@@ -295,7 +299,7 @@ def _hash_group_scores(query: torch.Tensor, keys: torch.Tensor, hkv: int, hat_bi
     b, hq, q, nw = query.shape
     k = keys.shape[2]
     out = torch.empty(b, hkv, q, k, device=keys.device, dtype=torch.float32)
-    block = 1024
+    block = HASH_BLOCK
     jitted("maskgraph.ops.zoo.hashattention_kernel", "hash_group_scores")[(b * hkv * q, -(-k // block))](
         query.contiguous(), keys.contiguous(), out, k, q, hkv, hq // hkv, nw, hat_bits,
         BLOCK=block, WP=max(2, 1 << (nw - 1).bit_length()),
