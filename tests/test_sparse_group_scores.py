@@ -181,11 +181,9 @@ def test_integer_scores_with_ties_match_simulate_on_the_kernel_path(tmp_path):
 
 @pytest.mark.parametrize("shape", SHAPES + [(1, 20, 1, 1, 70)], ids=lambda s: "B{}Hq{}Hkv{}Q{}K{}".format(*s))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["f32", "bf16", "f16"])
-@pytest.mark.parametrize("dot", [True, False], ids=["dot", "plain"])
 @pytest.mark.parametrize("bits", [4, 8, 3])
-def test_double_sparsity_kernel_is_the_float64_score(shape, dtype, dot, bits, tmp_path, monkeypatch):
-    """Both forms of the kernel (DS_DOT: the tensor-core product over the group padded to 16
-    heads, G = 2, 3, 1 and 20; else head by head) against the score written out in float64 from
+def test_double_sparsity_kernel_is_the_float64_score(shape, dtype, bits, tmp_path):
+    """The grouped kernel (G = 2, 3, 1 and 20) against the score written out in float64 from
     the packed words: scaling·max_g (lo·Σ_c q_c + step·Σ_c code_c·q_c)."""
     b, hq, hkv, q, k = shape
     gen = torch.Generator().manual_seed(sum(shape) + bits)
@@ -194,7 +192,6 @@ def test_double_sparsity_kernel_is_the_float64_score(shape, dtype, dot, bits, tm
     params = {"channels": files(tmp_path, hq, hkv)["double_sparsity"], "group_factor": 2, "label_bits": bits}
     prep = mg.get_op("double_sparsity").prepare(keys, keys, params, {}, 0)
     env = Env(queries, keys, keys, None, D**-0.5, torch.arange(k - q, k), 0)
-    monkeypatch.setattr(ds, "DS_DOT", dot)
     grouped, _ = ds.double_sparsity_group_scores(env, prep, **params)
     words, per = prep["labels"], ds.codes_per_word(bits)
     r = prep["idx"].shape[-1]

@@ -130,8 +130,8 @@ KERNELS = [
         "ds_group_scores",
         "QL:*bf16 WORDS:*i32 LO:*fp32 STEP:*fp32 OUT:*fp32 "
         + I32("n_keys n_q hkv g_heads n_labels n_words bits per_word")
-        + " scaling:fp32 BLOCK:constexpr RP:constexpr GP:constexpr DOT:constexpr UPCAST:constexpr",
-        {"BLOCK": 256, "RP": 16, "GP": 16, "DOT": True, "UPCAST": False},
+        + " scaling:fp32 BLOCK:constexpr RP:constexpr",
+        {"BLOCK": 256, "RP": 16},
     ),
 ]
 

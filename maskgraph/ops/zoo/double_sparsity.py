@@ -24,7 +24,7 @@ from ...attention import f32_bmm
 from ...errors import CalibrationError
 from ...registry import Param, Port, operator
 from ...static import StaticKeys, row_caches
-from ...triton_util import interpreting, jitted, usable
+from ...triton_util import jitted, usable
 from ...types import PortType
 from .filecache import cached_load
 
@@ -117,10 +117,10 @@ def quantise_codes(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tens
 
 
 #: Keys per program of the grouped score kernel (each code lane loads its word: the lanes of
-#: one word share one memory transaction; docs/benchmarks.md, run 24), and whether 16-bit
-#: query labels take its tensor-core form.
+#: one word share one memory transaction; docs/benchmarks.md, run 24). A tensor-core form
+#: (the group's codes·labels as one product) was no faster: B=1 / B=8, 128K, 10 %: 99 / 455 µs
+#: against 98 / 446 (H100, run 47), not kept.
 DS_BLOCK = 256
-DS_DOT = True
 
 
 def codes_per_word(bits: int) -> int:
@@ -264,13 +264,10 @@ def _ds_group_scores(
     r = q_lab.shape[-1]
     out = torch.empty(b, hkv, n_q, k, device=words.device, dtype=torch.float32)
     block = DS_BLOCK
-    g = q_lab.shape[2] // n_q
-    dot = DS_DOT and q_lab.dtype in (torch.bfloat16, torch.float16)
     jitted("maskgraph.ops.zoo.double_sparsity_kernel", "ds_group_scores")[(b * hkv * n_q, -(-k // block))](
         q_lab.contiguous(), words.contiguous(), lo.contiguous(), step.contiguous(), out,
-        k, n_q, hkv, g, r, nw, bits, codes_per_word(bits), scaling,
-        BLOCK=block, RP=max(16, 1 << (r - 1).bit_length()), GP=max(16, 1 << (g - 1).bit_length()),
-        DOT=dot, UPCAST=interpreting() and q_lab.dtype == torch.bfloat16,
+        k, n_q, hkv, q_lab.shape[2] // n_q, r, nw, bits, codes_per_word(bits), scaling,
+        BLOCK=block, RP=max(16, 1 << (r - 1).bit_length()),
     )  # fmt: skip
     return out
 

@@ -11,15 +11,12 @@ import triton.language as tl
 def ds_group_scores(
     QL, WORDS, LO, STEP, OUT,
     n_keys, n_q, hkv, g_heads, n_labels, n_words, bits, per_word, scaling,
-    BLOCK: tl.constexpr, RP: tl.constexpr, GP: tl.constexpr, DOT: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK: tl.constexpr, RP: tl.constexpr,
 ):  # fmt: skip
     """QL (B, Hkv, G·Q, R) query label channels (any float dtype; converted and summed here),
     WORDS (B, Hkv, K, W) int32 packed codes (code c in word c // per_word at bit
     (c % per_word)·bits), LO and STEP (B, Hkv, K) float32, OUT (B, Hkv, Q, K) float32,
-    contiguous. ``DOT`` (16-bit QL, codes of at most 8 bits): the codes·labels sums of the G
-    heads (GP ≥ 16 ≥ G) as one (BLOCK, RP) × (RP, GP) product on the tensor cores, exact
-    products and float32 sums (``UPCAST``: in float32, only for the interpreter, whose bf16
-    ``tl.dot`` returns garbage); else head by head in float32."""
+    contiguous."""
     row = tl.program_id(0)
     qi = row % n_q
     head = (row // n_q).to(tl.int64)  # b·Hkv + kv head
@@ -33,30 +30,13 @@ def ds_group_scores(
         mask=inside[:, None] & labelled[None, :],
         other=0,
     )
-    codes = (word >> ((r % per_word) * bits)[None, :]) & ((1 << bits) - 1)
+    codes = ((word >> ((r % per_word) * bits)[None, :]) & ((1 << bits) - 1)).to(tl.float32)
     lo = tl.load(LO + head * n_keys + offs, mask=inside, other=0.0)
     step = tl.load(STEP + head * n_keys + offs, mask=inside, other=0.0)
-    if DOT:
-        g = tl.arange(0, GP)
-        at = head * g_heads * n_q + g * n_q + qi
-        ql = tl.load(
-            QL + at[None, :] * n_labels + r[:, None],
-            mask=labelled[:, None] & (g < g_heads)[None, :],
-            other=0.0,
-        )
-        if UPCAST:
-            dot = tl.dot(codes.to(tl.float32), ql.to(tl.float32), input_precision="ieee")
-        else:
-            dot = tl.dot(codes.to(ql.dtype), ql)
-        total = tl.sum(ql.to(tl.float32), 0)
-        val = (lo[:, None] * total[None, :] + step[:, None] * dot) * scaling
-        best = tl.max(tl.where((g < g_heads)[None, :], val, float("-inf")), 1)
-    else:
-        codes = codes.to(tl.float32)
-        best = tl.full((BLOCK,), float("-inf"), tl.float32)
-        for gi in range(0, g_heads):
-            at = head * g_heads * n_q + gi * n_q + qi
-            ql = tl.load(QL + at * n_labels + r, mask=labelled, other=0.0).to(tl.float32)
-            dot = tl.sum(codes * ql[None, :], 1)
-            best = tl.maximum(best, (lo * tl.sum(ql, 0) + step * dot) * scaling)
+    best = tl.full((BLOCK,), float("-inf"), tl.float32)
+    for gi in range(0, g_heads):
+        at = head * g_heads * n_q + gi * n_q + qi
+        ql = tl.load(QL + at * n_labels + r, mask=labelled, other=0.0).to(tl.float32)
+        dot = tl.sum(codes * ql[None, :], 1)
+        best = tl.maximum(best, (lo * tl.sum(ql, 0) + step * dot) * scaling)
     tl.store(OUT + (head * n_q + qi) * n_keys + offs, best, mask=inside)
