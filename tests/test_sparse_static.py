@@ -94,11 +94,12 @@ def test_static_buffer_takes_shares_of_its_tokens(name, gqa, calib):  # noqa: F8
     assert decode_both(attn, 2, 4, 2, [1, 1, 3, 1, 1], seed=2) < 1e-5
 
 
-def test_keep_first_keeps_the_entries_ranked_first():
-    """keep_first keeps the ``size`` entries first by (value descending, index ascending; NaN
-    as −inf, −0.0 as +0.0), against a plain sort of (−value, index) pairs, on fresh random rows
-    with many ties, every size from 0 to the row length."""
-    from maskgraph.sparse.ops import keep_first
+def test_keep_count_keeps_the_entries_ranked_first():
+    """keep_count keeps the values of the ``count`` entries first by (value descending, index
+    ascending; NaN as −inf, −0.0 as +0.0) and sets the others to −inf, against a plain sort of
+    (−value, index) pairs, on fresh random rows with many ties, every count from 0 to the row
+    length; the torch top-k with a count cuts the same way."""
+    from maskgraph.ops.select import canonical_scores, keep_count, topk_lowest
 
     gen = torch.Generator().manual_seed(21)
     for _ in range(20):
@@ -109,14 +110,21 @@ def test_keep_first_keeps_the_entries_ranked_first():
         vals[vals == 4] = float("inf")
         vals[vals == -4] = -0.0
         idx = torch.stack([torch.randperm(100, generator=gen)[:k] for _ in range(3)])
-        valid = torch.ones(3, k, dtype=torch.bool)
-        for size in range(k + 1):
-            kept = keep_first(vals, idx, valid, torch.tensor(size))
+        canon = canonical_scores(vals)
+        for count in range(k + 1):
+            kept = keep_count(canon, idx, torch.tensor(count))
             for row in range(3):
-                canon = [float("-inf") if v != v else (0.0 if v == 0 else v) for v in vals[row].tolist()]
-                order = sorted(range(k), key=lambda e: (-canon[e], int(idx[row, e])))
-                assert kept[row].tolist() == [e in order[:size] for e in range(k)], (size, row)
-    assert keep_first(vals, idx, valid, 5) is valid  # an int size: the top-k kept exactly that
+                c = canon[row].tolist()
+                order = sorted(range(k), key=lambda e: (-c[e], int(idx[row, e])))
+                want = [c[e] if e in order[:count] else float("-inf") for e in range(k)]
+                assert kept[row].tolist() == want, (count, row)
+    scores = torch.randn(4, 50, generator=gen)
+    values, where = topk_lowest(scores, 10, triton=False, count=torch.tensor(4))
+    assert ((values > float("-inf")).sum(-1) == 4).all()
+    assert torch.equal(values.max(-1).values, scores.max(-1).values)
+    assert torch.equal(
+        torch.gather(scores, -1, where)[values > float("-inf")], values[values > float("-inf")]
+    )
 
 
 @pytest.mark.parametrize("name", ["quest", "hashattention", "double_sparsity"])
@@ -164,12 +172,14 @@ def test_static_buffer_fused_kernel(calib):  # noqa: F811
 
     if not interpreting():
         pytest.skip("Triton's interpreter is off (tests/conftest.py turns it on)")
-    for name in ("streaming_llm", "quest"):
+    for name in ("streaming_llm", "quest", "hashattention", "double_sparsity", "oracle_topk"):
         attn = mg.compile(load(name, calib, 4, 2), mode="sparse", gqa="shared", kernel="triton")
         assert decode_both(attn, 2, 4, 2, [1, 1, 2], seed=7) < 1e-5, name
+        # shares: the Triton top-k takes the share of the tokens as a count read on the device
         shares = load(name, calib, 4, 2, **SHARE_GRAPHS[name])
-        attn = mg.compile(shares, mode="sparse", gqa="shared", kernel="triton")
-        assert decode_both(attn, 2, 4, 2, [1, 1, 2], seed=8) < 1e-5, f"{name} with shares"
+        for gqa in ("shared", "per_head"):
+            attn = mg.compile(shares, mode="sparse", gqa=gqa, kernel="triton")
+            assert decode_both(attn, 2, 4, 2, [1, 1, 2], seed=8) < 1e-5, f"{name} with shares, {gqa}"
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ def reference(s: torch.Tensor, k: int) -> set[tuple[int, int]]:
 
 
 def as_set(idx: torch.Tensor) -> set[tuple[int, int]]:
-    flat = idx.reshape(-1, idx.shape[-1]).tolist()
+    flat = idx.reshape(-1, idx.shape[-1]).tolist() if idx.shape[-1] else []
     return {(r, i) for r, row in enumerate(flat) for i in row}
 
 
@@ -140,6 +140,41 @@ def test_select_topk_matches_the_rule(shape, k, kind, path, monkeypatch):
         assert values.shape == idx.shape == (*shape[:-1], k) and idx.dtype == torch.int64
         assert torch.equal(torch.gather(counted(s), -1, idx), values)  # values are the scores at idx
         assert as_set(idx) == reference(s, k)  # the set, ties toward the lowest index
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", ["normal", "ints", "mostly_inf", "zeros_and_nan", "outlier"])
+@pytest.mark.parametrize(
+    "shape, k", [((3, 5000), 300), ((2, 3 * SEG_MIN + 5), 700), ((4, 700), 90), ((2, 40), 40)]
+)
+@pytest.mark.parametrize("path", ["one_program", "segments"])
+def test_select_topk_with_a_device_count(shape, k, kind, path, monkeypatch):
+    """A count read on the device (a share of a static buffer's tokens): the first
+    min(count, k) slots hold the row's min(count, k) largest by the rule, the rest −inf at
+    index 0; counts 0, 1, one in the middle, k and past k; integer scores with and without
+    the promise; both paths forced."""
+    from maskgraph.sparse import topk as triton_topk
+
+    monkeypatch.setattr(triton_topk, "SMALL_MAX", 0 if path == "segments" else 1 << 20)
+    gen = torch.Generator().manual_seed(hash((shape, k, kind, "count")) % 1000)
+    s = scores(kind, shape, gen)
+    integer = [False, True] if "ints" in kind else [False]
+    for count in (0, 1, k // 3, k, k + 5):
+        kept = min(count, k)
+        for promise in integer:
+            values, idx = select_topk(s, k, promise, torch.tensor(count))
+            assert values.shape == idx.shape == (shape[0], k)
+            assert as_set(idx[:, :kept]) == reference(s, kept), (count, promise)
+            assert torch.equal(torch.gather(counted(s), -1, idx[:, :kept]), values[:, :kept])
+            assert (values[:, kept:] == float("-inf")).all() and (idx[:, kept:] == 0).all()
+
+
+@needs_kernel
+def test_select_topk_rejects_a_bad_count():
+    with pytest.raises(ValueError, match="count must be a 0-d integer tensor"):
+        select_topk(torch.zeros(2, 10), 3, count=torch.tensor([2, 2]))
+    with pytest.raises(ValueError, match="count must be a 0-d integer tensor"):
+        select_topk(torch.zeros(2, 10), 3, count=torch.tensor(2.0))
 
 
 @needs_kernel

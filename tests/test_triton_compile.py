@@ -50,9 +50,9 @@ KERNELS = [
     (
         "maskgraph.sparse.topk_kernel",
         "select_choose",
-        "RANGE:*i32 STATE_PTR:*i64 HIST:*i32 OFFS:*i32 nseg:i32 k:i32 SP:constexpr NB:constexpr "
-        "INTEGER:constexpr",
-        {"SP": 64, "NB": 64, "INTEGER": False},
+        "RANGE:*i32 STATE_PTR:*i64 HIST:*i32 OFFS:*i32 VALS:*fp32 IDX:*i64 COUNT:*i64 nseg:i32 k:i32 "
+        "SP:constexpr NB:constexpr INTEGER:constexpr HAS_COUNT:constexpr FILL:constexpr",
+        {"SP": 64, "NB": 128, "INTEGER": False, "HAS_COUNT": True, "FILL": 1024},
     ),
     (
         "maskgraph.sparse.topk_kernel",
@@ -79,8 +79,8 @@ KERNELS = [
     (
         "maskgraph.sparse.topk_kernel",
         "select_small",
-        "S:*fp32 VALS:*fp32 IDX:*i64 n:i32 k:i32 stride:i32 BLOCK:constexpr",
-        {"BLOCK": 8192},
+        "S:*fp32 VALS:*fp32 IDX:*i64 COUNT:*i64 n:i32 k:i32 stride:i32 BLOCK:constexpr HAS_COUNT:constexpr",
+        {"BLOCK": 8192, "HAS_COUNT": True},
     ),
     (
         "maskgraph.ops.zoo.quest_kernel",

@@ -13,7 +13,11 @@ _PRIOR = Port("prior", PortType.MASK, optional=True, doc="keys already selected 
 
 
 def topk_lowest(
-    scores: torch.Tensor, k, triton: bool | None = None, integer: bool = False
+    scores: torch.Tensor,
+    k,
+    triton: bool | None = None,
+    integer: bool = False,
+    count: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The k largest of float32 ``scores`` (…, N) along the last dimension, ties toward the
     lowest index: (values, indices) of shape (…, k) in no promised order, and the same set on
@@ -26,17 +30,34 @@ def topk_lowest(
     are all distinct (:func:`order_keys`: the score's bits in float order, then the lower
     index); True: always the Triton selection (``integer``: every finite score is an integer,
     which lets it skip its search). Both count −0.0 as +0.0 and NaN as −inf (never
-    preferred), and return the values so counted."""
+    preferred), and return the values so counted.
+
+    ``count``: a 0-d integer tensor ≤ k (a share of a static buffer's tokens, known on the
+    device only): only the ``count`` entries the rule ranks first keep their values, the others
+    read −inf (the Triton selection takes the count itself; the torch rule cuts its k by one
+    sort, :func:`keep_count`)."""
     if triton is None:
         triton = scores.is_cuda and triton_installed()
     if triton and k > 0:
         from ..sparse.topk import select_topk
 
-        return select_topk(scores, k, integer)
+        return select_topk(scores, k, integer, count)
     s = canonical_scores(scores)
     index = torch.arange(scores.shape[-1], device=scores.device)
     idx = torch.topk(order_keys(s, index), k, dim=-1, sorted=False).indices
-    return torch.gather(s, -1, idx), idx
+    values = torch.gather(s, -1, idx)
+    return (values, idx) if count is None else (keep_count(values, idx, count), idx)
+
+
+def keep_count(values: torch.Tensor, idx: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Canonical ``values`` (…, k) at ``idx`` with −inf on all but the ``count`` (a 0-d
+    tensor) entries the top-k rule ranks first: one sort of their order keys, the count-th as
+    the threshold."""
+    keys = order_keys(values, idx)
+    ranked = torch.sort(keys, dim=-1, descending=True).values
+    at = (count - 1).clamp(min=0).view(*([1] * keys.dim())).expand(*keys.shape[:-1], 1)
+    keep = (keys >= torch.gather(ranked, -1, at)) & (count > 0)
+    return values.masked_fill(~keep, float("-inf"))
 
 
 def canonical_scores(scores: torch.Tensor) -> torch.Tensor:

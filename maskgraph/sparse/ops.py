@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..env import Env
-from ..ops.select import canonical_scores, order_keys, topk_lowest
+from ..ops.select import topk_lowest
 from . import indexset
 from .indexset import IndexSet
 
@@ -58,18 +58,6 @@ def _bounded_k(ctx: Context, size):
     if isinstance(size, torch.Tensor):
         return bound, torch.minimum(size, env.num_keys)
     return bound, bound
-
-
-def keep_first(vals: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, size) -> torch.Tensor:
-    """``valid`` limited to the ``size`` entries the top-k rule ranks first, where ``size`` is a
-    0-d tensor (a share of a static buffer's tokens): one sort of the entries' rank keys, the
-    size-th key as the threshold. Unchanged for an int size."""
-    if not isinstance(size, torch.Tensor):
-        return valid
-    keys = order_keys(canonical_scores(vals), idx)
-    ranked = torch.sort(keys, dim=-1, descending=True).values
-    at = (size - 1).clamp(min=0).view(*([1] * keys.dim())).expand(*keys.shape[:-1], 1)
-    return valid & (keys >= torch.gather(ranked, -1, at)) & (size > 0)
 
 
 # ----- fixed patterns: contiguous runs, read as slices -------------------------------------------
@@ -177,11 +165,15 @@ def group_scores(ctx: Context, s: torch.Tensor, grouped: bool = False) -> torch.
     return s.view(env.B, env.Hkv, env.G, env.Q, s.shape[-1]).amax(dim=2)
 
 
-def top_k(ctx: Context, s: torch.Tensor, k, integer: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def top_k(
+    ctx: Context, s: torch.Tensor, k, integer: bool = False, size=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(values, indices) of the k largest along the last dimension, ties toward the lowest
     index (the rule of simulate mode), in no promised order. ``integer``: every finite score is
-    an integer."""
-    return topk_lowest(s, k, triton=ctx.triton_topk, integer=integer)
+    an integer. ``size``: where a 0-d tensor ≤ k (a share of a static buffer's tokens), only
+    the first ``size`` by that rule keep their values, the others read −inf."""
+    count = size if isinstance(size, torch.Tensor) else None
+    return topk_lowest(s, k, triton=ctx.triton_topk, integer=integer, count=count)
 
 
 def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
@@ -190,9 +182,8 @@ def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
     s = exclude_prior(ctx, token_scores(ctx, inputs["scores"]), prior)
     s = group_scores(ctx, s, inputs["scores"].grouped)
     k, size = _bounded_k(ctx, params["k"])
-    vals, idx = top_k(ctx, s, torch.sym_max(k, 1), inputs["scores"].integer)  # k = 0 keeps none
+    vals, idx = top_k(ctx, s, torch.sym_max(k, 1), inputs["scores"].integer, size)  # k = 0 keeps none
     valid = vals > NEG_INF if k > 0 else torch.zeros_like(vals, dtype=torch.bool)
-    valid = keep_first(vals, idx, valid, size)
     excludes = prior.leaves if prior is not None else frozenset()
     return indexset.selection_set(name, idx, valid, env.K, excludes)
 
@@ -264,8 +255,9 @@ def lower_topk_pages(ctx: Context, name, inputs, params, prep) -> IndexSet:
     s = group_scores(ctx, page_scores(ctx, scores, prior, size, pages), scores.grouped)
     bound, budget = _bounded_k(ctx, params["k"])
     n = torch.sym_min(bound // size, pages)
-    vals, page_idx = top_k(ctx, s, torch.sym_max(n, 1))  # a budget below one page keeps none
-    kept = keep_first(vals, page_idx, vals > NEG_INF, budget // size)
+    count = budget // size if isinstance(budget, torch.Tensor) else None
+    vals, page_idx = top_k(ctx, s, torch.sym_max(n, 1), size=count)  # a budget below one page keeps none
+    kept = vals > NEG_INF
     offsets = torch.arange(size, device=s.device)
     tok = (page_idx.unsqueeze(-1) * size + offsets).flatten(-2)
     valid = kept.unsqueeze(-1).expand(*vals.shape, size).flatten(-2) & (tok < env.K)

@@ -50,6 +50,10 @@ RESOLVE_MID = 2048
 #: to 4096 and took 0.025 ms per call on Quest's 8 × 8192 pages where the segments take less:
 #: not kept.
 SMALL_MAX = 4096
+#: int64 fields per row of the selection's state (``topk_kernel.STATE``).
+STATE_FIELDS = 5
+#: Output slots ``select_choose`` fills per step past a device count.
+FILL = 1024
 
 
 def _kernels():
@@ -74,17 +78,29 @@ def segment(n: int) -> int:
 
 
 @torch.library.custom_op("maskgraph::select_topk", mutates_args=())
-def select_topk_2d(scores: torch.Tensor, k: int, integer: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def select_topk_2d(
+    scores: torch.Tensor, k: int, integer: bool = False, count: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """scores (R, N) float32, 1 ≤ k ≤ N -> (values (R, k) float32, indices (R, k) int64): each
     row's k largest, ties toward the lowest index, in no particular order. ``integer``: every
     finite score is an integer (a row spanning at most BINS − 2 then gets one bin per value,
-    and the scores tied with the k-th are taken without the resolve step's search)."""
+    and the scores tied with the k-th are taken without the resolve step's search).
+    ``count``: a 0-d int64 tensor on the scores' device, the number to select read there (a
+    share of a static buffer's tokens; nothing read on the host): the first min(count, k)
+    slots hold the row's min(count, k) largest, the others −inf (index 0); 0 keeps none."""
     scores = scores.contiguous()
     rows, n = scores.shape
     if not 1 <= k <= n:
         raise ValueError(f"select_topk: k must be in [1, {n}] for rows of {n} scores, got {k}")
+    if count is not None and (count.dim() != 0 or count.device != scores.device or count.is_floating_point()):
+        raise ValueError(
+            f"select_topk: count must be a 0-d integer tensor on {scores.device}, got shape "
+            f"{tuple(count.shape)} {count.dtype} on {count.device}"
+        )
+    has_count = count is not None
+    count = count.to(torch.int64) if has_count else scores
     if n <= SMALL_MAX:
-        return _select_small(scores, k)
+        return _select_small(scores, k, count, has_count)
     rng, hist, choose, write, resolve_lanes, resolve = _kernels()
     seg = segment(n)
     grid = (rows, -(-n // seg))
@@ -92,7 +108,7 @@ def select_topk_2d(scores: torch.Tensor, k: int, integer: bool = False) -> tuple
     warps = 8 if seg >= 4096 else 4
     dev = scores.device
     ranges = torch.empty(rows, grid[1], 2, device=dev, dtype=torch.int32)
-    state = torch.empty(rows, 3, device=dev, dtype=torch.int64)
+    state = torch.empty(rows, STATE_FIELDS, device=dev, dtype=torch.int64)
     histograms = torch.empty(rows, grid[1], BINS, device=dev, dtype=torch.int32)
     offsets = torch.empty(rows, grid[1], 2, device=dev, dtype=torch.int32)
     candidates = torch.empty(rows, n, device=dev, dtype=torch.int32)
@@ -102,8 +118,9 @@ def select_topk_2d(scores: torch.Tensor, k: int, integer: bool = False) -> tuple
     rng[grid](scores, ranges, n, n, SEG=seg, num_warps=warps)
     hist[grid](scores, ranges, histograms, n, n, SEG=seg, NB=BINS, SP=sp, INTEGER=integer, num_warps=warps)
     choose[(rows,)](
-        ranges, state, histograms, offsets, grid[1], k, SP=sp, NB=BINS, INTEGER=integer, num_warps=8
-    )
+        ranges, state, histograms, offsets, values, indices, count, grid[1], k,
+        SP=sp, NB=BINS, INTEGER=integer, HAS_COUNT=has_count, FILL=FILL, num_warps=8,
+    )  # fmt: skip
     write[grid](
         scores,
         ranges,
@@ -129,7 +146,9 @@ def select_topk_2d(scores: torch.Tensor, k: int, integer: bool = False) -> tuple
     return values, indices
 
 
-def _select_small(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _select_small(
+    scores: torch.Tensor, k: int, count: torch.Tensor, has_count: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of n ≤ SMALL_MAX scores: one program per row, one launch."""
     rows, n = scores.shape
     block = max(16, 1 << (n - 1).bit_length())
@@ -137,21 +156,27 @@ def _select_small(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
     indices = torch.empty(rows, k, device=scores.device, dtype=torch.int64)
     warps = 4 if block <= 1024 else 8 if block <= 8192 else 16
     jitted("maskgraph.sparse.topk_kernel", "select_small")[(rows,)](
-        scores, values, indices, n, k, n, BLOCK=block, num_warps=warps
+        scores, values, indices, count, n, k, n, BLOCK=block, HAS_COUNT=has_count, num_warps=warps
     )
     return values, indices
 
 
 @select_topk_2d.register_fake
-def _(scores: torch.Tensor, k: int, integer: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def _(
+    scores: torch.Tensor, k: int, integer: bool = False, count: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     rows = scores.shape[0]
     return scores.new_empty(rows, k), scores.new_empty(rows, k, dtype=torch.int64)
 
 
-def select_topk(scores: torch.Tensor, k, integer: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def select_topk(
+    scores: torch.Tensor, k, integer: bool = False, count: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of float32 scores (…, N) along the last dimension by :mod:`.topk_kernel`:
     (values, indices) of shape (…, k), the set of :func:`~maskgraph.ops.select.topk_lowest`.
-    ``integer``: every finite score is an integer (faster; wrong sets otherwise)."""
+    ``integer``: every finite score is an integer (faster; wrong sets otherwise). ``count``:
+    select min(count, k) read on the device, −inf in the other slots (see
+    :func:`select_topk_2d`)."""
     lead = scores.shape[:-1]
-    values, indices = select_topk_2d(scores.reshape(-1, scores.shape[-1]).float(), k, integer)
+    values, indices = select_topk_2d(scores.reshape(-1, scores.shape[-1]).float(), k, integer, count)
     return values.view(*lead, k), indices.view(*lead, k)

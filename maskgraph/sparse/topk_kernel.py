@@ -24,15 +24,21 @@ candidate bin then holds a few per cent of a row of Gaussian-like scores. Scores
 into one bin (one huge outlier) still give the exact answer, more slowly.
 
 Per row and segment ``RANGE`` holds (lo, hi) int32 keys (lo > hi when the segment has no finite
-score); per row ``STATE`` (int64) what ``select_choose`` found: the bin, the count above it and
-the count in it. Nothing needs zeroing before the first launch. Left undecorated:
+score); per row ``STATE`` (int64) what ``select_choose`` found: the bin, the count above it,
+the count in it, the k selected (≥ 1) and the output slots kept (``limit``). Nothing needs
+zeroing before the first launch.
+
+With ``HAS_COUNT`` the number to select is read from the device (``COUNT``, a 0-d int64
+tensor, at most the output's width k): rows select min(count, k) (at least one, so the
+search always has a target) and every store of a selected entry is masked to the slots below
+the count; the slots from the count on hold −inf (index 0). A count of 0 keeps nothing. Left undecorated:
 :func:`maskgraph.sparse.topk._kernels` jits them on first use.
 """
 
 import triton
 import triton.language as tl
 
-STATE = 3  # bin, above, candidates
+STATE = tl.constexpr(5)  # int64 per row: bin, above, candidates, k selected, slots kept
 
 
 @triton.jit
@@ -54,6 +60,15 @@ def _unordered(key):
     """The inverse of :func:`_ordered`: int32 key -> float32."""
     key = key.to(tl.int32)
     return tl.where(key < 0, key ^ 0x7FFFFFFF, key).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _wanted(COUNT, k, HAS_COUNT: tl.constexpr):
+    """(k to select ≥ 1, output slots to keep) for an output of k slots."""
+    if HAS_COUNT:
+        limit = tl.minimum(tl.maximum(tl.load(COUNT), 0), k).to(tl.int32)
+        return tl.maximum(limit, 1), limit
+    return k, k
 
 
 @triton.jit
@@ -123,26 +138,37 @@ def select_hist(
 
 
 def select_choose(
-    RANGE, STATE_PTR, HIST, OFFS, nseg, k, SP: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr
-):
+    RANGE, STATE_PTR, HIST, OFFS, VALS, IDX, COUNT, nseg, k,
+    SP: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr, HAS_COUNT: tl.constexpr, FILL: tl.constexpr,
+):  # fmt: skip
     """One program per row: sums the row's segment histograms, finds the bin holding the k-th
     largest score and writes the row's STATE and, per segment, where its scores above that bin
     and its scores in it start in the output and in the candidate buffer (OFFS (rows, nseg, 2)
-    int32). With exact bins the chosen bin holds one value and no candidate is left to resolve."""
+    int32). With exact bins the chosen bin holds one value and no candidate is left to resolve.
+    With a count, the output slots from it on are filled here (FILL at a time)."""
     row = tl.program_id(0).to(tl.int64)
+    want, limit = _wanted(COUNT, k, HAS_COUNT)
+    if HAS_COUNT:
+        for start in range(0, k, FILL):
+            slots = start + tl.arange(0, FILL)
+            past = (slots >= limit) & (slots < k)
+            tl.store(VALS + row * k + slots, tl.full((FILL,), float("-inf"), tl.float32), mask=past)
+            tl.store(IDX + row * k + slots, tl.zeros((FILL,), tl.int64), mask=past)
     bins = tl.arange(0, NB)
     segs = tl.arange(0, SP)
     real = segs < nseg
     hist = tl.load(HIST + (row * nseg + segs[:, None]) * NB + bins[None, :], mask=real[:, None], other=0)
     total = tl.sum(hist, 0)
     above = tl.sum(total, 0) - tl.cumsum(total, 0)  # scores in bins above each bin
-    chosen = tl.max(tl.where(above + total >= k, bins, -1), 0)
+    chosen = tl.max(tl.where(above + total >= want, bins, -1), 0)
     up = tl.sum(tl.where((bins > chosen)[None, :], hist, 0), 1)  # per segment, above the bin
     cand = tl.sum(tl.where((bins == chosen)[None, :], hist, 0), 1)  # per segment, in the bin
     _, _, exact = _scale(RANGE, row, nseg, SP, NB, INTEGER)
-    tl.store(STATE_PTR + row * 3, chosen.to(tl.int64))
-    tl.store(STATE_PTR + row * 3 + 1, tl.sum(up, 0).to(tl.int64))
-    tl.store(STATE_PTR + row * 3 + 2, tl.where(exact, 0, tl.sum(cand, 0)).to(tl.int64))
+    tl.store(STATE_PTR + row * STATE, chosen.to(tl.int64))
+    tl.store(STATE_PTR + row * STATE + 1, tl.sum(up, 0).to(tl.int64))
+    tl.store(STATE_PTR + row * STATE + 2, tl.where(exact, 0, tl.sum(cand, 0)).to(tl.int64))
+    tl.store(STATE_PTR + row * STATE + 3, want.to(tl.int64))
+    tl.store(STATE_PTR + row * STATE + 4, limit.to(tl.int64))
     at = OFFS + (row * nseg + segs) * 2
     tl.store(at, tl.cumsum(up, 0) - up, mask=real)
     tl.store(at + 1, tl.cumsum(cand, 0) - cand, mask=real)
@@ -159,8 +185,10 @@ def select_write(
     row = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(1)
     nseg = tl.num_programs(1)
-    chosen = tl.load(STATE_PTR + row * 3).to(tl.int32)
-    above_chosen = tl.load(STATE_PTR + row * 3 + 1).to(tl.int32)
+    chosen = tl.load(STATE_PTR + row * STATE).to(tl.int32)
+    above_chosen = tl.load(STATE_PTR + row * STATE + 1).to(tl.int32)
+    want = tl.load(STATE_PTR + row * STATE + 3).to(tl.int32)
+    limit = tl.load(STATE_PTR + row * STATE + 4).to(tl.int32)
     at = tl.load(OFFS + (row * nseg + seg) * 2)
     cat = tl.load(OFFS + (row * nseg + seg) * 2 + 1)
     lo, scale, exact = _scale(RANGE, row, nseg, SP, NB, INTEGER)
@@ -171,12 +199,12 @@ def select_write(
     up = inside & (b > chosen)
     cand = inside & (b == chosen)
     ranks = tl.cumsum(up.to(tl.int32) + (cand.to(tl.int32) << 16), 0)  # both ranks, one scan
-    pos = at + (ranks & 0xFFFF) - 1
+    pos = at + (ranks & 0xFFFF) - 1  # < the count above the bin < want: below the limit
     tl.store(VALS + row * k + pos, x, mask=up)
     tl.store(IDX + row * k + pos, offs.to(tl.int64), mask=up)
     cpos = cat + (ranks >> 16) - 1
     if exact:  # the chosen bin is the k-th score itself: take its lowest indices
-        tie = cand & (cpos < k - above_chosen)
+        tie = cand & (cpos < want - above_chosen) & (above_chosen + cpos < limit)
         tl.store(VALS + row * k + above_chosen + cpos, x, mask=tie)
         tl.store(IDX + row * k + above_chosen + cpos, offs.to(tl.int64), mask=tie)
     else:
@@ -223,20 +251,23 @@ def _bit_length(lo, hi):
 
 
 @triton.jit
-def _take(VALS, IDX, row, k, idx, x, key, inside, base, need, ties, at):
+def _take(VALS, IDX, row, k, limit, idx, x, key, inside, base, need, ties, at):
     """Write the lanes above ``base`` and, of those equal to it, the first ``need − ties`` in
-    lane order, from output position ``at``; returns the updated (ties, at)."""
+    lane order, from output position ``at`` (slots below ``limit`` only); returns the updated
+    (ties, at)."""
     equal = inside & (key == base)
     rank = ties + tl.cumsum(equal.to(tl.int64), 0) - 1
     take = inside & ((key > base) | (equal & (rank < need)))
     pos = at + tl.cumsum(take.to(tl.int64), 0) - 1
-    tl.store(VALS + row * k + pos, x, mask=take)
-    tl.store(IDX + row * k + pos, idx.to(tl.int64), mask=take)
+    tl.store(VALS + row * k + pos, x, mask=take & (pos < limit))
+    tl.store(IDX + row * k + pos, idx.to(tl.int64), mask=take & (pos < limit))
     return ties + tl.sum(equal.to(tl.int64), 0), at + tl.sum(take.to(tl.int64), 0)
 
 
 @triton.jit
-def _resolve_in_registers(VALS, IDX, CAND, CANDV, row, k, stride, count, need, taken, LANES: tl.constexpr):
+def _resolve_in_registers(
+    VALS, IDX, CAND, CANDV, row, k, limit, stride, count, need, taken, LANES: tl.constexpr
+):
     """Read the row's ``count`` ≤ LANES candidates once, narrow them to the exact k-th key five
     bits a round and write the ones taken (every round costs in proportion to LANES)."""
     idx, x, key, inside = _candidate_keys(CAND, CANDV, row, stride, 0, count, LANES)
@@ -245,7 +276,7 @@ def _resolve_in_registers(VALS, IDX, CAND, CANDV, row, k, stride, count, need, t
         sub = bits - tl.minimum(bits, 5)
         need, base = _narrow(_digit_counts(key, inside, base, bits, sub), need, base, sub)
         bits = sub
-    _take(VALS, IDX, row, k, idx, x, key, inside, base, need, need * 0, taken)
+    _take(VALS, IDX, row, k, limit, idx, x, key, inside, base, need, need * 0, taken)
 
 
 def select_resolve_lanes(
@@ -255,10 +286,14 @@ def select_resolve_lanes(
     bins): read once and narrowed in LANES lanes. Every round's histogram costs in proportion
     to the lanes, so few candidates get few lanes; other rows are left to the other launches."""
     row = tl.program_id(0).to(tl.int64)
-    count = tl.load(STATE_PTR + row * 3 + 2).to(tl.int32)
+    count = tl.load(STATE_PTR + row * STATE + 2).to(tl.int32)
     if (count > LOW) & (count <= LANES):
-        taken = tl.load(STATE_PTR + row * 3 + 1)
-        _resolve_in_registers(VALS, IDX, CAND, CANDV, row, k, stride, count, k - taken, taken, LANES)
+        taken = tl.load(STATE_PTR + row * STATE + 1)
+        want = tl.load(STATE_PTR + row * STATE + 3)
+        limit = tl.load(STATE_PTR + row * STATE + 4)
+        _resolve_in_registers(
+            VALS, IDX, CAND, CANDV, row, k, limit, stride, count, want - taken, taken, LANES
+        )
 
 
 def select_resolve(STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, SMALL: tl.constexpr, BLOCK: tl.constexpr):
@@ -266,11 +301,12 @@ def select_resolve(STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, SMALL: tl.const
     that fit BLOCK lanes are read once and narrowed in registers, more are streamed from the
     buffer in blocks, once per round."""
     row = tl.program_id(0).to(tl.int64)
-    taken = tl.load(STATE_PTR + row * 3 + 1)
-    count = tl.load(STATE_PTR + row * 3 + 2).to(tl.int32)
-    need = k - taken  # candidates to take, 1 ≤ need ≤ count
+    taken = tl.load(STATE_PTR + row * STATE + 1)
+    count = tl.load(STATE_PTR + row * STATE + 2).to(tl.int32)
+    need = tl.load(STATE_PTR + row * STATE + 3) - taken  # candidates to take, 1 ≤ need ≤ count
+    limit = tl.load(STATE_PTR + row * STATE + 4)
     if (count > SMALL) & (count <= BLOCK):
-        _resolve_in_registers(VALS, IDX, CAND, CANDV, row, k, stride, count, need, taken, BLOCK)
+        _resolve_in_registers(VALS, IDX, CAND, CANDV, row, k, limit, stride, count, need, taken, BLOCK)
     elif count > BLOCK:
         # the candidates' own key range [base, base + 2**bits)
         lo = tl.full((BLOCK,), 2147483647, tl.int64)
@@ -293,22 +329,23 @@ def select_resolve(STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, SMALL: tl.const
         at = taken
         for start in range(0, count, BLOCK):
             idx, x, key, inside = _candidate_keys(CAND, CANDV, row, stride, start, count, BLOCK)
-            ties, at = _take(VALS, IDX, row, k, idx, x, key, inside, base, need, ties, at)
+            ties, at = _take(VALS, IDX, row, k, limit, idx, x, key, inside, base, need, ties, at)
 
 
-def select_small(S, VALS, IDX, n, k, stride, BLOCK: tl.constexpr):
+def select_small(S, VALS, IDX, COUNT, n, k, stride, BLOCK: tl.constexpr, HAS_COUNT: tl.constexpr):
     """One program per row of n ≤ BLOCK scores, held in registers: the exact k-th largest key
     in four rounds of 8-bit radix digits (a 256-bin histogram each, over the keys that share
     the digits found so far), then every key above it and, of the keys equal to it, the lowest
-    indices, written in index order."""
+    indices, written in index order (with a count: min(count, k) of them, −inf after)."""
     row = tl.program_id(0).to(tl.int64)
+    want, limit = _wanted(COUNT, k, HAS_COUNT)
     offs = tl.arange(0, BLOCK)
     inside = offs < n
     x = _canonical(tl.load(S + row * stride + offs, mask=inside, other=float("-inf")))
     # unsigned keys in the order of the scores: flip the sign bit of the ordered int32 keys
     ukey = (_ordered(x) ^ -2147483648).to(tl.uint32, bitcast=True)
     bins = tl.arange(0, 256)
-    need = k  # keys still to take at or below the prefix found so far
+    need = want  # keys still to take at or below the prefix found so far
     prefix = tl.zeros((), tl.uint32)
     for r in tl.static_range(4):
         shift = 24 - 8 * r
@@ -326,5 +363,9 @@ def select_small(S, VALS, IDX, n, k, stride, BLOCK: tl.constexpr):
     equal = inside & (ukey == prefix)
     take = (inside & (ukey > prefix)) | (equal & (tl.cumsum(equal.to(tl.int32), 0) <= need))
     pos = tl.cumsum(take.to(tl.int32), 0) - 1
-    tl.store(VALS + row * k + pos, x, mask=take)
-    tl.store(IDX + row * k + pos, offs.to(tl.int64), mask=take)
+    tl.store(VALS + row * k + pos, x, mask=take & (pos < limit))
+    tl.store(IDX + row * k + pos, offs.to(tl.int64), mask=take & (pos < limit))
+    if HAS_COUNT:
+        past = (offs >= limit) & (offs < k)
+        tl.store(VALS + row * k + offs, tl.full((BLOCK,), float("-inf"), tl.float32), mask=past)
+        tl.store(IDX + row * k + offs, tl.zeros((BLOCK,), tl.int64), mask=past)
