@@ -145,3 +145,42 @@ def test_group_factor_must_divide_head_dim():
     queries, keys = make(1, 2, 1, 1, 10)
     with pytest.raises(mg.ShapeError, match="pq_group_factor=3"):
         pq_scores(queries, keys, params(pq_group_factor=3))
+
+
+def test_cluster_sums_match_float64_and_ignore_the_order():
+    """The fixed-point cluster sums equal float64 sums up to their float32 rounding (half an
+    ulp) and the fixed point's (2**-43 of the row's largest entry per point), empty clusters
+    are zero, and any order of the points gives the same bits — what
+    float atomics on a GPU cannot promise (a float scatter-add in another order differs here
+    too, which the second half checks)."""
+    from maskgraph.ops.zoo.pq import cluster_sums, fixed_point_scale
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 3001, 5, generator=gen) * torch.tensor([1e-3, 1.0, 300.0]).view(3, 1, 1)
+    x[1, :, 2] += 1e4  # a large common offset in one channel
+    codes = torch.randint(0, 12, (3, 3001), generator=gen)
+    codes[codes == 7] = 3  # cluster 7 stays empty
+    scale = fixed_point_scale(x)
+    sums = cluster_sums(x, codes, 12, scale)
+    want = torch.zeros(3, 12, 5, dtype=torch.float64)
+    for r in range(3):
+        for i in range(3001):
+            want[r, codes[r, i]] += x[r, i].double()
+    top = x.abs().amax(dim=(1, 2)).double().view(3, 1, 1)
+    allowed = want.abs() * 2.0**-24 + 3001 * 2.0**-43 * top
+    assert ((sums.double() - want).abs() <= allowed).all()
+    assert (sums[:, 7] == 0).all()
+    perm = torch.randperm(3001, generator=gen)
+    assert torch.equal(cluster_sums(x[:, perm], codes[:, perm], 12, scale), sums)
+    plain = torch.zeros(3, 12, 5).scatter_add_(1, codes.unsqueeze(-1).expand(-1, -1, 5), x)
+    shuffled = torch.zeros(3, 12, 5).scatter_add_(
+        1, codes[:, perm].unsqueeze(-1).expand(-1, -1, 5), x[:, perm]
+    )
+    assert not torch.equal(plain, shuffled)  # float sums depend on the order
+
+
+def test_kmeans_refuses_keys_that_are_not_finite():
+    x = torch.randn(1, 50, 2)
+    x[0, 3, 1] = float("nan")
+    with pytest.raises(ValueError, match="inf or NaN"):
+        kmeans(x, 4, 2, "euclidean", seed=0)

@@ -22,6 +22,8 @@ from ...types import PortType
 
 #: Elements of one (rows, keys, centroids) distance block during k-means.
 _ASSIGN_ELEMENTS = 1 << 24
+#: Elements of one block of fixed-point vectors summed by :func:`cluster_sums`.
+_SUM_ELEMENTS = 1 << 24
 
 
 # ----- k-means ------------------------------------------------------------------------------------
@@ -39,6 +41,33 @@ def assign(x: torch.Tensor, centroids: torch.Tensor, metric: str) -> torch.Tenso
     step = max(1, _ASSIGN_ELEMENTS // max(1, x.shape[0] * c))
     parts = [_similarity(x[:, i : i + step], centroids, metric).argmax(-1) for i in range(0, n, step)]
     return torch.cat(parts, dim=1) if parts else x.new_zeros(x.shape[0], 0, dtype=torch.int64)
+
+
+def fixed_point_scale(x: torch.Tensor) -> torch.Tensor:
+    """Per row of x (N, n, ds) float32 the power of two (N, 1, 1) float64 that turns every
+    entry into an int64 with ``n · |x| · scale < 2**62``: n entries then sum exactly."""
+    if not torch.isfinite(x).all():
+        raise ValueError("pqcache: the keys hold inf or NaN; k-means needs finite keys")
+    top = x.abs().amax(dim=(1, 2), keepdim=True).double()
+    exponent = torch.frexp(top).exponent  # top < 2**exponent
+    room = 61 - max(1, x.shape[1]).bit_length()
+    return torch.ldexp(torch.ones_like(top), (room - exponent).clamp(max=1000))
+
+
+def cluster_sums(
+    x: torch.Tensor, codes: torch.Tensor, num_centroids: int, scale: torch.Tensor
+) -> torch.Tensor:
+    """Sum of the vectors of each cluster: x (N, n, ds) float32, codes (N, n) int64 ->
+    (N, C, ds) float32, the same bits on every run and device order: the vectors are rounded
+    to int64 fixed point (``scale`` from :func:`fixed_point_scale`: about 2**-44 of the row's
+    largest entry) and added as integers, whose sum no order of the (atomic) adds changes."""
+    big, n, ds = x.shape
+    sums = torch.zeros(big, num_centroids, ds, device=x.device, dtype=torch.int64)
+    step = max(1, _SUM_ELEMENTS // max(1, big * ds))
+    for i in range(0, n, step):
+        q = torch.round(x[:, i : i + step].double() * scale).to(torch.int64)
+        sums.scatter_add_(1, codes[:, i : i + step].unsqueeze(-1).expand(-1, -1, ds), q)
+    return (sums.double() / scale).float()
 
 
 def kmeans(
@@ -60,9 +89,10 @@ def kmeans(
         extra = torch.randint(n, (num_centroids - n,), generator=gen)
         order = torch.cat([order, extra])
     centroids = x[:, order[:num_centroids].to(x.device)].clone()
+    scale = fixed_point_scale(x) if iters else None
     for _ in range(iters):
         codes = assign(x, centroids, metric)
-        sums = torch.zeros_like(centroids).scatter_add_(1, codes.unsqueeze(-1).expand(-1, -1, ds), x)
+        sums = cluster_sums(x, codes, num_centroids, scale)
         counts = torch.zeros(big, num_centroids, device=x.device).scatter_add_(
             1, codes, torch.ones_like(codes, dtype=torch.float32)
         )
