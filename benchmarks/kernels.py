@@ -192,7 +192,10 @@ def gather_rows(b: int, hq: int, hkv: int, kk: int, d: int, density: float, devi
     k = torch.randn(b, hkv, kk, d, device=device, dtype=torch.bfloat16, generator=gen)
     v = torch.randn_like(k)
     n = max(1, int(density * kk))
-    lists = torch.rand(b, hkv, 1, kk, device=device, generator=gen).topk(n, dim=-1).indices.int()
+    # ascending, as the top-k writes most of its picks (index order within each segment)
+    lists = (
+        torch.rand(b, hkv, 1, kk, device=device, generator=gen).topk(n, dim=-1).indices.sort(-1).values.int()
+    )
     with flash_sdpa():
         dense, _ = graph_ms(
             lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True), device, args.warmup, args.reps
@@ -200,31 +203,41 @@ def gather_rows(b: int, hq: int, hkv: int, kk: int, d: int, density: float, devi
     rows = [
         dict(kernel="gather", variant="flash SDPA (all K)", B=b, rows=b * hkv, N=kk, k=n, ms=dense, x_ref=1.0)
     ]
-    saved = fused.BLOCK_N, fused.TARGET_PROGRAMS, fused.NUM_WARPS
+    saved = fused.BLOCK_N, fused.TARGET_PROGRAMS, fused.NUM_WARPS, fused.NUM_STAGES
     try:
-        for block, programs, warps in args.gather_configs:
-            fused.BLOCK_N, fused.TARGET_PROGRAMS, fused.NUM_WARPS = block, programs, warps
+        for block, programs, warps, stages in args.gather_configs:
+            fused.BLOCK_N, fused.TARGET_PROGRAMS, fused.NUM_WARPS, fused.NUM_STAGES = (
+                block,
+                programs,
+                warps,
+                stages,
+            )
             fn = lambda: fused.fused_gather_attention(q, k, v, None, d**-0.5, lists, None, q.dtype)  # noqa: E731
             ms, _ = graph_ms(fn, device, args.warmup, args.reps)
-            variant = f"gather_decode BLOCK_N={block} programs={programs} warps={warps}"
+            variant = (
+                f"gather_decode BLOCK_N={block} programs={programs} warps={warps} stages={stages or '-'}"
+            )
             rows.append(
                 dict(kernel="gather", variant=variant, B=b, rows=b * hkv, N=kk, k=n, ms=ms, x_ref=ms / dense)
             )
     finally:
-        fused.BLOCK_N, fused.TARGET_PROGRAMS, fused.NUM_WARPS = saved
+        fused.BLOCK_N, fused.TARGET_PROGRAMS, fused.NUM_WARPS, fused.NUM_STAGES = saved
     for row in rows:
         row["ref"] = "SDPA"
     return rows
 
 
-def parse_config(text: str) -> tuple[int, int, int]:
+def parse_config(text: str) -> tuple[int, int, int, int | None]:
+    """'64x528x4' or '64x528x4x3' -> (keys per step, programs, warps, stages or None)."""
     try:
-        block, programs, warps = (int(x) for x in text.split("x"))
+        parts = [int(x) for x in text.split("x")]
+        if len(parts) not in (3, 4):
+            raise ValueError(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(
-            f"expected BLOCKxPROGRAMSxWARPS such as 64x528x4, got {text!r}"
+            f"expected BLOCKxPROGRAMSxWARPS[xSTAGES] such as 64x528x4 or 64x528x4x3, got {text!r}"
         ) from exc
-    return block, programs, warps
+    return (*parts, None) if len(parts) == 3 else tuple(parts)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -237,9 +250,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--gather-configs",
         nargs="*",
         type=parse_config,
-        default=[parse_config(c) for c in ("64x528x4", "32x1056x4", "64x1056x4", "32x2112x2", "16x2112x2")],
-        metavar="BxPxW",
-        help="gather_decode settings: keys per step x programs aimed for x warps",
+        default=[
+            parse_config(c)
+            for c in (
+                "64x528x4",
+                "64x528x4x1",
+                "64x528x4x2",
+                "64x528x4x4",
+                "32x1056x4x4",
+                "64x528x8x3",
+                "128x264x8x3",
+            )
+        ],
+        metavar="BxPxW[xS]",
+        help="gather_decode settings: keys per step x programs aimed for x warps [x pipelining stages]",
     )
     ap.add_argument(
         "--parts",

@@ -26,8 +26,10 @@ BLOCK_N = 64
 #: 0.037 ms with 528, 0.041 ms with 1056).
 TARGET_PROGRAMS = 528
 MANY_ROWS = 32
-#: Warps per ``gather_decode`` program.
+#: Warps per ``gather_decode`` program, and its software-pipelining stages (None: Triton's
+#: default).
 NUM_WARPS = 4
+NUM_STAGES: int | None = None
 
 
 def available(device: torch.device) -> bool:
@@ -125,7 +127,7 @@ def fused_gather_attention(
         HAS_AM=attention_mask is not None,
         UPCAST=interpreting() and keys.dtype == torch.bfloat16,
         GP=gp, BLOCK=BLOCK_N, DP=dp,
-        num_warps=NUM_WARPS,
+        num_warps=NUM_WARPS, **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
     )  # fmt: skip
     # laid out (B, Qc, Hq, D), transformers' order: its transpose back is then free
     out = torch.empty(b, qc, hq, d, device=queries.device, dtype=out_dtype).transpose(1, 2)
