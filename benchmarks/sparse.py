@@ -1,8 +1,9 @@
 """Sparse mode per attention call: dense SDPA vs ``mg.compile(graph, mode="sparse")``.
 
-    python benchmarks/sparse.py                  # GPU: the issue's shapes (~5 min on an H100)
+    python benchmarks/sparse.py --batches 1      # GPU: the issue's shapes at B=1 (inductor
+                                                 # compiles every case: split the matrix)
     python benchmarks/sparse.py --quick          # CPU: tiny shapes, checks the script runs
-    python benchmarks/sparse.py --graphs quest --batches 1 --kv-lens 131072 --backend inductor
+    python benchmarks/sparse.py --graphs quest --batches 1 --kv-lens 131072 --backend eager
 
 Decode (Q=1), B ∈ {1, 8}, 32 query / 8 KV heads, D=128, bf16, K ∈ {8K, 32K, 128K, 512K},
 densities 2%, 5%, 10% (sink + window + heavy budget = density · K), GQA ``shared`` and
@@ -251,9 +252,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--gqa", nargs="*", default=["shared", "per_head"], choices=["shared", "per_head"])
     ap.add_argument(
         "--backend",
-        default="eager",
+        default=None,
         choices=["eager", "inductor"],
-        help="inductor compiles once per case (slow): use it on a subset",
+        help="default: inductor on a GPU (what docs/benchmarks.md reports: the list building fused "
+        "into a few kernels; it compiles once per case), eager on the CPU (eager on a GPU runs the "
+        "list building as dozens of small torch kernels)",
     )
     ap.add_argument(
         "--kernel",
@@ -288,6 +291,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
+    if args.backend is None:
+        args.backend = "inductor" if device.type == "cuda" else "eager"
     hq, hkv, d, dtype = 32, 8, 128, torch.bfloat16
     if args.quick:
         hq, hkv, d = 4, 2, 16
