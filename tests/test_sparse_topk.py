@@ -57,6 +57,9 @@ def scores(kind: str, shape, gen) -> torch.Tensor:
         s[..., min(3, shape[-1] - 1)] = 1e30
     if kind == "float_range":  # ±3e38: score − min overflows float32 (the bins cap it)
         s = s.clamp(-1, 1) * 3.0e38
+    if kind == "float_range_plus_inf":  # and a +inf: the scale is 0 where the difference is inf
+        s = s.clamp(-1, 1) * 3.0e38
+        s[..., 1::9] = float("inf")
     if kind == "denormal_span":  # 0 and the least denormal: a scale past float32 (capped)
         s = torch.randint(0, 2, shape, generator=gen).float() * 1e-45
     if kind == "big_ints":  # integers near 2**30: their differences are still exact in float32
@@ -75,6 +78,7 @@ KINDS = [
     "plus_inf",
     "zeros_and_nan",
     "float_range",
+    "float_range_plus_inf",
     "denormal_span",
     "big_ints",
 ]
@@ -175,6 +179,8 @@ def test_select_topk_rejects_a_bad_count():
         select_topk(torch.zeros(2, 10), 3, count=torch.tensor([2, 2]))
     with pytest.raises(ValueError, match="count must be a 0-d integer tensor"):
         select_topk(torch.zeros(2, 10), 3, count=torch.tensor(2.0))
+    with pytest.raises(ValueError, match="count must be a 0-d integer tensor"):
+        select_topk(torch.zeros(2, 10), 3, count=torch.tensor(True))
 
 
 @needs_kernel

@@ -51,11 +51,11 @@ def topk_lowest(
 
 def keep_count(values: torch.Tensor, idx: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """Canonical ``values`` (…, k) at ``idx`` with −inf on all but the ``count`` (a 0-d
-    tensor) entries the top-k rule ranks first: one sort of their order keys, the count-th as
-    the threshold."""
+    tensor; past k keeps all k) entries the top-k rule ranks first: one sort of their order
+    keys, the count-th as the threshold."""
     keys = order_keys(values, idx)
     ranked = torch.sort(keys, dim=-1, descending=True).values
-    at = (count - 1).clamp(min=0).view(*([1] * keys.dim())).expand(*keys.shape[:-1], 1)
+    at = (count.clamp(max=keys.shape[-1]) - 1).clamp(min=0).view(*([1] * keys.dim())).expand(*keys.shape[:-1], 1)
     keep = (keys >= torch.gather(ranked, -1, at)) & (count > 0)
     return values.masked_fill(~keep, float("-inf"))
 

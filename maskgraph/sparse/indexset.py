@@ -100,15 +100,18 @@ def span_set(name: str, start, length, member: Callable, num_keys, device: torch
 
 
 def bitmap_contains(idx: torch.Tensor, valid: torch.Tensor, num_keys) -> Callable:
-    """Membership through a (b, h, Qc, K) bool bitmap of the valid positions of ``idx``."""
+    """Membership through a (b, h, Qc, K) bool bitmap of the valid positions of ``idx``.
+    Invalid entries (which may repeat a valid position, as padding often holds 0) write to a
+    spare column: only True is ever written, so repeated positions cannot undo a member."""
     cache: list[torch.Tensor] = []
 
     def contains(j: torch.Tensor) -> torch.Tensor:
         if not cache:
             lead = torch.broadcast_shapes(idx.shape[:3], valid.shape[:3])
-            bitmap = torch.zeros(*lead, num_keys, dtype=torch.bool, device=idx.device)
+            bitmap = torch.zeros(*lead, num_keys + 1, dtype=torch.bool, device=idx.device)
             ix = idx.expand(*lead, idx.shape[-1])
-            cache.append(bitmap.scatter(-1, ix, valid.expand(ix.shape)))
+            ix = torch.where(valid.expand(ix.shape), ix, num_keys)
+            cache.append(bitmap.scatter(-1, ix, True)[..., :num_keys])
         bitmap = cache[0]
         lead = torch.broadcast_shapes(bitmap.shape[:3], j.shape[:3])
         return torch.gather(bitmap.expand(*lead, num_keys), -1, j.expand(*lead, j.shape[-1]))

@@ -179,8 +179,9 @@ def top_k(
 def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
     env = ctx.env
     prior: IndexSet | None = inputs.get("prior")
-    s = exclude_prior(ctx, token_scores(ctx, inputs["scores"]), prior)
-    s = group_scores(ctx, s, inputs["scores"].grouped)
+    # grouped first: under gqa="shared" a prior that is itself a shared selection has Hkv heads
+    s = group_scores(ctx, token_scores(ctx, inputs["scores"]), inputs["scores"].grouped)
+    s = exclude_prior(ctx, s, prior)
     k, size = _bounded_k(ctx, params["k"])
     vals, idx = top_k(ctx, s, torch.sym_max(k, 1), inputs["scores"].integer, size)  # k = 0 keeps none
     valid = vals > NEG_INF if k > 0 else torch.zeros_like(vals, dtype=torch.bool)

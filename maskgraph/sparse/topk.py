@@ -92,7 +92,13 @@ def select_topk_2d(
     rows, n = scores.shape
     if not 1 <= k <= n:
         raise ValueError(f"select_topk: k must be in [1, {n}] for rows of {n} scores, got {k}")
-    if count is not None and (count.dim() != 0 or count.device != scores.device or count.is_floating_point()):
+    if count is not None and (
+        count.dim() != 0
+        or count.device != scores.device
+        or count.is_floating_point()
+        or count.is_complex()
+        or count.dtype == torch.bool
+    ):
         raise ValueError(
             f"select_topk: count must be a 0-d integer tensor on {scores.device}, got shape "
             f"{tuple(count.shape)} {count.dtype} on {count.device}"

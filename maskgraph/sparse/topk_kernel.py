@@ -75,8 +75,8 @@ def _wanted(COUNT, k, HAS_COUNT: tl.constexpr):
 def _scale(RANGE, row, nseg, SP: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr):
     """(lo, scale, exact) of the row's value bins: bin = 1 + ⌊(x − lo)·scale⌋ in float32, capped
     at NB − 1 (both steps round monotonically, so a higher bin always means a larger score; the
-    scale is worked out in float64 and capped at the largest float32, so that no lane computes
-    0·inf); ``exact``: one bin per value (INTEGER scores spanning at most NB − 2, whose
+    scale is worked out in float64 and capped below the largest float32, the difference capped
+    at it, so that no lane computes 0·inf); ``exact``: one bin per value (INTEGER scores spanning at most NB − 2, whose
     differences float32 holds exactly)."""
     segs = tl.arange(0, SP)
     at = RANGE + (row * nseg + segs) * 2
@@ -101,9 +101,10 @@ def _bins(x, inside, lo, scale, NB: tl.constexpr):
     finite = inside & (x > float("-inf"))
     top = x == float("inf")  # with a +inf score the scale is 0: keep +inf in the top bin
     plain = finite & ~top
-    # no inf − inf or ±inf·0 on any lane (lo is finite wherever a plain score exists); the
-    # difference may round up to +inf (a row spanning more than the float range): capped
-    gap = tl.where(plain, x, 0.0) - tl.where(plain, lo, 0.0)
+    # no inf − inf on any lane (lo is finite wherever a plain score exists); the difference
+    # may round up to +inf (a row spanning more than the float range): capped at the largest
+    # float32 first, so that a zero scale (a row holding +inf) never meets inf
+    gap = tl.minimum(tl.where(plain, x, 0.0) - tl.where(plain, lo, 0.0), 3.4e38)
     f = tl.where(top, NB - 2, tl.minimum(gap * scale, NB - 2))
     return tl.where(finite, 1 + f.to(tl.int32), 0)
 
