@@ -206,21 +206,48 @@ output: attended
 """
 
 
+PAGES_AFTER_TOPK = """
+graph: pages_after_topk
+nodes:
+  - name: scores
+    op: exact
+  - name: h1
+    op: topk
+    inputs: {scores: scores}
+    params: {k: 0.15}
+  - name: q
+    op: quest
+    inputs: {}
+    params: {page_size: 4}
+  - name: pages
+    op: topk_pages
+    inputs: {scores: q, prior: h1}
+    params: {k: 0.3, page_size: 4}
+  - name: attended
+    op: union
+    inputs: {masks: [h1, pages]}
+output: attended
+"""
+
+
+@pytest.mark.parametrize(
+    "graph", [CHAINED_TOPK, PAGES_AFTER_TOPK], ids=["topk_after_topk", "pages_after_topk"]
+)
 @pytest.mark.parametrize("gqa", ["per_head", "shared"])
 @pytest.mark.parametrize("kernel", ["torch", "triton"])
-def test_a_top_k_that_may_pick_key_0_as_another_top_ks_prior(kernel, gqa, tmp_path):
+def test_a_top_k_that_may_pick_key_0_as_another_top_ks_prior(kernel, gqa, graph, tmp_path):
     """Shares of a static buffer: the Triton top-k pads its slots past the count with index 0,
     and the second top-k asks the first whether key 0 is in it (a review found the padding's
     repeats of 0 undoing the real member, relative error 0.23). No sink, so key 0 is a fair pick.
-    Under gqa="shared" the first selection has Hkv heads and the second's scores are grouped
-    before it is excluded (the order was the other way, and the shapes clashed)."""
+    Under gqa="shared" the first selection has Hkv heads and the second's scores (per query
+    head, before their group max) exclude it for each head of its group (the shapes clashed)."""
     if kernel == "triton":
         from maskgraph.triton_util import interpreting
 
         if not interpreting():
             pytest.skip("Triton's interpreter is off (tests/conftest.py turns it on)")
     path = tmp_path / "chained.yaml"
-    path.write_text(CHAINED_TOPK)
+    path.write_text(graph)
     attn = mg.compile(mg.load_graph(str(path)), mode="sparse", gqa=gqa, kernel=kernel)
     assert decode_both(attn, 2, 4, 2, [1, 1, 2], seed=8) < 1e-5
     if gqa == "per_head":  # equals simulate mode on the tokens alone

@@ -55,7 +55,12 @@ def keep_count(values: torch.Tensor, idx: torch.Tensor, count: torch.Tensor) -> 
     keys, the count-th as the threshold."""
     keys = order_keys(values, idx)
     ranked = torch.sort(keys, dim=-1, descending=True).values
-    at = (count.clamp(max=keys.shape[-1]) - 1).clamp(min=0).view(*([1] * keys.dim())).expand(*keys.shape[:-1], 1)
+    at = (
+        (count.clamp(max=keys.shape[-1]) - 1)
+        .clamp(min=0)
+        .view(*([1] * keys.dim()))
+        .expand(*keys.shape[:-1], 1)
+    )
     keep = (keys >= torch.gather(ranked, -1, at)) & (count > 0)
     return values.masked_fill(~keep, float("-inf"))
 

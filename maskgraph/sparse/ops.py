@@ -153,7 +153,16 @@ def exclude_prior(ctx: Context, s: torch.Tensor, prior: IndexSet | None) -> torc
     if prior is None:
         return s
     pos = torch.arange(ctx.env.K, device=s.device).view(1, 1, 1, -1)
-    return s.masked_fill(prior.contains(pos), NEG_INF)
+    return s.masked_fill(to_heads(prior.contains(pos), s.shape[1]), NEG_INF)
+
+
+def to_heads(member: torch.Tensor, heads: int) -> torch.Tensor:
+    """(b, h, …) -> (b, heads, …) where a shared selection (h = Hkv) meets per-query-head
+    scores (heads = Hq, before their group max): each KV head's rows for its group's heads."""
+    h = member.shape[1]
+    if h in (1, heads):
+        return member
+    return member.repeat_interleave(heads // h, dim=1)
 
 
 def group_scores(ctx: Context, s: torch.Tensor, grouped: bool = False) -> torch.Tensor:
@@ -179,9 +188,8 @@ def top_k(
 def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
     env = ctx.env
     prior: IndexSet | None = inputs.get("prior")
-    # grouped first: under gqa="shared" a prior that is itself a shared selection has Hkv heads
-    s = group_scores(ctx, token_scores(ctx, inputs["scores"]), inputs["scores"].grouped)
-    s = exclude_prior(ctx, s, prior)
+    s = exclude_prior(ctx, token_scores(ctx, inputs["scores"]), prior)
+    s = group_scores(ctx, s, inputs["scores"].grouped)
     k, size = _bounded_k(ctx, params["k"])
     vals, idx = top_k(ctx, s, torch.sym_max(k, 1), inputs["scores"].integer, size)  # k = 0 keeps none
     valid = vals > NEG_INF if k > 0 else torch.zeros_like(vals, dtype=torch.bool)
@@ -239,7 +247,7 @@ def page_scores(ctx: Context, scores: BlockScores, prior: IndexSet | None, page_
         s = scores.scores.float()
         ok = page_eligible(ctx, prior, page_size, pages)
         if ok is not None:
-            s = s.masked_fill(~ok, NEG_INF)
+            s = s.masked_fill(~to_heads(ok, heads), NEG_INF)
         return s.expand(env.B, heads, env.Q, pages)
     s = exclude_prior(ctx, token_scores(ctx, scores), prior)
     s = F.pad(s, (0, pages * page_size - env.K), value=NEG_INF)
