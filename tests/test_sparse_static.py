@@ -184,55 +184,38 @@ def test_static_buffer_fused_kernel(calib):  # noqa: F811
             assert decode_both(attn, 2, 4, 2, [1, 1, 2], seed=8) < 1e-5, f"{name} with shares, {gqa}"
 
 
-CHAINED_TOPK = """
-graph: chained_topk
-params:
-  heavy_size: 0.2
-nodes:
-  - name: scores
-    op: exact
-  - name: h1
-    op: topk
-    inputs: {scores: scores}
-    params: {k: $heavy_size}
-  - name: h2
-    op: topk
-    inputs: {scores: scores, prior: h1}
-    params: {k: $heavy_size}
-  - name: attended
-    op: union
-    inputs: {masks: [h1, h2]}
-output: attended
-"""
-
-
-PAGES_AFTER_TOPK = """
-graph: pages_after_topk
-nodes:
+FIRST_TOPK = """nodes:
   - name: scores
     op: exact
   - name: h1
     op: topk
     inputs: {scores: scores}
     params: {k: 0.15}
-  - name: q
+"""
+#: A second selection that takes the first as its prior, then the union of both.
+SECOND_SELECTION = {
+    "topk_after_topk": """  - name: h2
+    op: topk
+    inputs: {scores: scores, prior: h1}
+    params: {k: 0.2}
+""",
+    "pages_after_topk": """  - name: q
     op: quest
-    inputs: {}
     params: {page_size: 4}
-  - name: pages
+  - name: h2
     op: topk_pages
     inputs: {scores: q, prior: h1}
     params: {k: 0.3, page_size: 4}
-  - name: attended
+""",
+}
+UNION = """  - name: attended
     op: union
-    inputs: {masks: [h1, pages]}
+    inputs: {masks: [h1, h2]}
 output: attended
 """
 
 
-@pytest.mark.parametrize(
-    "graph", [CHAINED_TOPK, PAGES_AFTER_TOPK], ids=["topk_after_topk", "pages_after_topk"]
-)
+@pytest.mark.parametrize("graph", sorted(SECOND_SELECTION))
 @pytest.mark.parametrize("gqa", ["per_head", "shared"])
 @pytest.mark.parametrize("kernel", ["torch", "triton"])
 def test_a_top_k_that_may_pick_key_0_as_another_top_ks_prior(kernel, gqa, graph, tmp_path):
@@ -247,7 +230,7 @@ def test_a_top_k_that_may_pick_key_0_as_another_top_ks_prior(kernel, gqa, graph,
         if not interpreting():
             pytest.skip("Triton's interpreter is off (tests/conftest.py turns it on)")
     path = tmp_path / "chained.yaml"
-    path.write_text(graph)
+    path.write_text(f"graph: {graph}\n" + FIRST_TOPK + SECOND_SELECTION[graph] + UNION)
     attn = mg.compile(mg.load_graph(str(path)), mode="sparse", gqa=gqa, kernel=kernel)
     assert decode_both(attn, 2, 4, 2, [1, 1, 2], seed=8) < 1e-5
     if gqa == "per_head":  # equals simulate mode on the tokens alone
