@@ -32,9 +32,9 @@ def topk_lowest(
     which lets it skip its search). Both count −0.0 as +0.0 and NaN as −inf (never
     preferred), and return the values so counted.
 
-    ``count``: a 0-d integer tensor ≤ k (a share of a static buffer's tokens, known on the
-    device only): only the ``count`` entries the rule ranks first keep their values, the others
-    read −inf (the Triton selection takes the count itself; the torch rule cuts its k by one
+    ``count``: a 0-d integer tensor (a share of a static buffer's tokens, known on the device
+    only; past k keeps all k): only the ``count`` entries the rule ranks first keep their
+    values, the others read −inf (the Triton selection takes the count itself; the torch rule cuts its k by one
     sort, :func:`keep_count`)."""
     if triton is None:
         triton = scores.is_cuda and triton_installed()
