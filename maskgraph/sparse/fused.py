@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..triton_util import interpreting, jitted, triton_installed
+from .indexset import expand_heads
 
 NEG_INF = float("-inf")
 #: Listed keys per loop step of ``gather_decode``.
@@ -55,8 +56,7 @@ def index_lists(
     for start, length, valid in spans:
         pos = start + torch.arange(length, device=valid.device, dtype=torch.int32).view(1, 1, 1, -1)
         pos = pos.to(torch.int32)  # a tensor start (static buffer) is int64
-        if valid.shape[1] not in (1, hsel):  # Hkv-wide validity under per-head lists
-            valid = valid.repeat_interleave(hsel // valid.shape[1], dim=1)
+        valid = expand_heads(valid, hsel)  # Hkv-wide validity under per-head lists
         pieces.append(torch.where(valid, pos, -1).expand(*lead, length))
     if gathered is not None:
         idx, valid = gathered

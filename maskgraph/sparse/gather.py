@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..attention import f32_bmm
+from .indexset import expand_heads
 
 NEG_INF = float("-inf")
 
@@ -25,14 +26,6 @@ def gather_kv(
     rows = torch.arange(b, device=idx.device).view(b, 1, 1, 1)
     heads = (torch.arange(hsel, device=idx.device) * hkv // hsel).view(1, hsel, 1, 1)
     return keys[rows, heads, idx], values[rows, heads, idx]
-
-
-def _expand_heads(mask: torch.Tensor, hq: int) -> torch.Tensor:
-    """Bool (b, h, Qc, n) with h ∈ {1, Hkv, Hq} -> broadcastable to (B, Hq, Qc, n)."""
-    h = mask.shape[1]
-    if h in (1, hq):
-        return mask
-    return mask.repeat_interleave(hq // h, dim=1)
 
 
 def run_of(t: torch.Tensor, dim: int, start, length, limit: torch.Tensor | None = None) -> torch.Tensor:
@@ -124,7 +117,7 @@ def attend_parts(
         s = span_logits(queries, keys, start, length, scaling, limit)
         if am is not None:
             s = s + run_of(am, -1, start, length).float()
-        logits.append(torch.where(_expand_heads(valid, hq), s, NEG_INF))
+        logits.append(torch.where(expand_heads(valid, hq), s, NEG_INF))
         sizes.append(length)
     kg = vg = None
     if gathered is not None:
@@ -132,10 +125,10 @@ def attend_parts(
         safe = torch.where(valid, idx, 0)
         kg, vg = gather_kv(keys, values, safe)
         s = gathered_logits(queries, kg, scaling)
-        sel_idx = _expand_heads(safe, hq)
+        sel_idx = expand_heads(safe, hq)
         if am is not None:
             s = s + torch.gather(am, -1, sel_idx.expand(b, hq, qc, safe.shape[-1])).float()
-        logits.append(torch.where(_expand_heads(valid, hq), s, NEG_INF))
+        logits.append(torch.where(expand_heads(valid, hq), s, NEG_INF))
         sizes.append(safe.shape[-1])
     s = logits[0] if len(logits) == 1 else torch.cat(logits, dim=-1)
     if s.shape[-1] == 0:  # every part is empty (budgets that floor to 0): no key is attended

@@ -99,6 +99,16 @@ def span_set(name: str, start, length, member: Callable, num_keys, device: torch
     return IndexSet([part], member, True, frozenset([name]))
 
 
+def expand_heads(mask: torch.Tensor, heads: int) -> torch.Tensor:
+    """(b, h, …) with h ∈ {1, Hkv, heads} -> broadcastable to (b, heads, …): a KV head's rows
+    repeated for each query head of its group where a shared selection (h = Hkv) meets
+    per-query-head tensors."""
+    h = mask.shape[1]
+    if h in (1, heads):
+        return mask
+    return mask.repeat_interleave(heads // h, dim=1)
+
+
 def bitmap_contains(idx: torch.Tensor, valid: torch.Tensor, num_keys) -> Callable:
     """Membership through a (b, h, Qc, K) bool bitmap of the valid positions of ``idx``.
     Invalid entries (which may repeat a valid position, as padding often holds 0) write to a

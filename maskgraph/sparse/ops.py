@@ -153,16 +153,7 @@ def exclude_prior(ctx: Context, s: torch.Tensor, prior: IndexSet | None) -> torc
     if prior is None:
         return s
     pos = torch.arange(ctx.env.K, device=s.device).view(1, 1, 1, -1)
-    return s.masked_fill(to_heads(prior.contains(pos), s.shape[1]), NEG_INF)
-
-
-def to_heads(member: torch.Tensor, heads: int) -> torch.Tensor:
-    """(b, h, …) -> (b, heads, …) where a shared selection (h = Hkv) meets per-query-head
-    scores (heads = Hq, before their group max): each KV head's rows for its group's heads."""
-    h = member.shape[1]
-    if h in (1, heads):
-        return member
-    return member.repeat_interleave(heads // h, dim=1)
+    return s.masked_fill(indexset.expand_heads(prior.contains(pos), s.shape[1]), NEG_INF)
 
 
 def group_scores(ctx: Context, s: torch.Tensor, grouped: bool = False) -> torch.Tensor:
@@ -247,7 +238,7 @@ def page_scores(ctx: Context, scores: BlockScores, prior: IndexSet | None, page_
         s = scores.scores.float()
         ok = page_eligible(ctx, prior, page_size, pages)
         if ok is not None:
-            s = s.masked_fill(~to_heads(ok, heads), NEG_INF)
+            s = s.masked_fill(~indexset.expand_heads(ok, heads), NEG_INF)
         return s.expand(env.B, heads, env.Q, pages)
     s = exclude_prior(ctx, token_scores(ctx, scores), prior)
     s = F.pad(s, (0, pages * page_size - env.K), value=NEG_INF)

@@ -260,8 +260,9 @@ def _take(VALS, IDX, row, k, limit, idx, x, key, inside, base, need, ties, at):
     rank = ties + tl.cumsum(equal.to(tl.int64), 0) - 1
     take = inside & ((key > base) | (equal & (rank < need)))
     pos = at + tl.cumsum(take.to(tl.int64), 0) - 1
-    tl.store(VALS + row * k + pos, x, mask=take & (pos < limit))
-    tl.store(IDX + row * k + pos, idx.to(tl.int64), mask=take & (pos < limit))
+    kept = take & (pos < limit)
+    tl.store(VALS + row * k + pos, x, mask=kept)
+    tl.store(IDX + row * k + pos, idx.to(tl.int64), mask=kept)
     return ties + tl.sum(equal.to(tl.int64), 0), at + tl.sum(take.to(tl.int64), 0)
 
 
@@ -364,8 +365,9 @@ def select_small(S, VALS, IDX, COUNT, n, k, stride, BLOCK: tl.constexpr, HAS_COU
     equal = inside & (ukey == prefix)
     take = (inside & (ukey > prefix)) | (equal & (tl.cumsum(equal.to(tl.int32), 0) <= need))
     pos = tl.cumsum(take.to(tl.int32), 0) - 1
-    tl.store(VALS + row * k + pos, x, mask=take & (pos < limit))
-    tl.store(IDX + row * k + pos, offs.to(tl.int64), mask=take & (pos < limit))
+    kept = take & (pos < limit)
+    tl.store(VALS + row * k + pos, x, mask=kept)
+    tl.store(IDX + row * k + pos, offs.to(tl.int64), mask=kept)
     if HAS_COUNT:
         past = (offs >= limit) & (offs < k)
         tl.store(VALS + row * k + offs, tl.full((BLOCK,), float("-inf"), tl.float32), mask=past)
