@@ -155,7 +155,11 @@ def quest_rows(b: int, hq: int, hkv: int, pages: int, d: int, device, args) -> l
 
     ways = [("bmm + amax (torch)", torch_way)]
     for dot, block, warps in QUEST_WAYS:
-        settings = {"QUEST_BLOCK": block, "QUEST_WARPS": warps, "QUEST_DOT": dot}
+        settings = {
+            "QUEST_DOT_BLOCK" if dot else "QUEST_BLOCK": block,
+            "QUEST_WARPS": warps,
+            "QUEST_DOT": dot,
+        }
         ways.append(
             (
                 f"quest_group_scores{' dot' if dot else ''} BLOCK={block} warps={warps}",

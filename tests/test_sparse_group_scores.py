@@ -98,6 +98,7 @@ def test_quest_tensor_core_form_is_the_float64_bound(shape, dtype, block, monkey
     prep = quest.prepare_quest(keys, keys, {"page_size": 16, "label_bits": 16}, {}, 0)
     lo, hi = prep["lo"], prep["hi"]
     monkeypatch.setattr(quest, "QUEST_BLOCK", block)
+    monkeypatch.setattr(quest, "QUEST_DOT_BLOCK", block)
     monkeypatch.setattr(quest, "QUEST_DOT", False)
     plain = quest._quest_group_scores(queries, lo, hi, 0.25)
     monkeypatch.setattr(quest, "QUEST_DOT", True)

@@ -24,10 +24,12 @@ from ..select import eligible_scores, topk_lowest
 
 _NEG_INF = float("-inf")
 
-#: Pages per program and warps of the grouped page-score kernel (benchmarks/kernels.py), and
-#: whether 16-bit queries and bounds of one dtype take its tensor-core form: 8 rows of 8192
-#: pages, 11 µs against 16 elementwise (64 rows: 96 against 111; H100, run 43).
-QUEST_BLOCK = 64
+#: Pages per program of the grouped page-score kernel (elementwise form, and the tensor-core
+#: form that 16-bit queries and bounds of one dtype take when QUEST_DOT), and its warps
+#: (benchmarks/kernels.py): 8 rows of 8192 pages, 11 µs on the tensor cores against 16
+#: elementwise (64 rows: 96 against 111; H100, run 43).
+QUEST_BLOCK = 32
+QUEST_DOT_BLOCK = 64
 QUEST_WARPS = 4
 QUEST_DOT = True
 
@@ -221,7 +223,7 @@ def _quest_group_scores(
     hkv, pages = lo.shape[1], lo.shape[2]
     out = torch.empty(b, hkv, q, pages, device=lo.device, dtype=torch.float32)
     dot = QUEST_DOT and queries.dtype == lo.dtype == hi.dtype and lo.dtype in (torch.bfloat16, torch.float16)
-    block = max(16, QUEST_BLOCK) if dot else QUEST_BLOCK
+    block = max(16, QUEST_DOT_BLOCK) if dot else QUEST_BLOCK
     args = (queries.contiguous(), lo.contiguous(), hi.contiguous(), out, pages, q, hkv, hq // hkv, d, scaling)
     dim = max(16, 1 << (d - 1).bit_length())
     grid = (b * hkv * q, -(-pages // block))
