@@ -49,3 +49,24 @@ def _jit(module: str, name: str, interpret: bool):
 def jitted(module: str, name: str):
     """``triton.jit`` of ``module.name``, made once per interpreter setting."""
     return _jit(module, name, interpreting())
+
+
+#: Launch maskgraph's Triton kernels with programmatic dependent launch where the GPU has it
+#: (compute capability 9.0 on): a kernel's programs are placed while the one before it
+#: finishes, and wait there (:mod:`maskgraph.pdl_kernel`).
+PDL = True
+
+
+@functools.cache
+def _capability(index: int) -> int:
+    return torch.cuda.get_device_capability(index)[0]
+
+
+def pdl(device: torch.device) -> dict:
+    """Launch arguments for a kernel that starts with ``pdl_kernel.enter(PDL)``: programmatic
+    dependent launch on CUDA devices of compute capability 9.0 on while :data:`PDL` is set and
+    the kernels are compiled (not interpreted); otherwise a plain launch."""
+    if PDL and device.type == "cuda" and not interpreting():
+        if _capability(device.index if device.index is not None else torch.cuda.current_device()) >= 9:
+            return {"PDL": True, "launch_pdl": True}
+    return {"PDL": False}

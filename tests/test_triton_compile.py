@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from maskgraph.triton_util import triton_installed
 
@@ -139,6 +140,7 @@ KERNELS = [
 def compile_all(names: list[str]) -> None:
     """Compile the named kernels for sm_90; print "ok NAME" for each (TRITON_INTERPRET unset)."""
     import importlib
+    import inspect
 
     import triton
     from triton.backends.compiler import GPUTarget
@@ -146,10 +148,14 @@ def compile_all(names: list[str]) -> None:
 
     for module, name, signature, constants in KERNELS:
         if name in names:
-            fn = triton.jit(getattr(importlib.import_module(module), name))
-            source = ASTSource(fn=fn, signature=sig(signature), constexprs=constants)
+            body = getattr(importlib.import_module(module), name)
+            pdl = "PDL" in inspect.signature(body).parameters
+            if pdl:  # compiled as launched on an H100: with programmatic dependent launch
+                signature, constants = signature + " PDL:constexpr", {**constants, "PDL": True}
+            source = ASTSource(fn=triton.jit(body), signature=sig(signature), constexprs=constants)
             compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
             assert compiled.asm["cubin"], name
+            assert ("griddepcontrol.wait" in compiled.asm["ptx"]) == pdl, name
             print("ok", name, flush=True)
 
 
@@ -162,6 +168,14 @@ def test_every_kernel_compiles_for_sm90():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == [w for name in names for w in ("ok", name)]
+
+
+def test_pdl_launches_plain_off_hopper():
+    """Programmatic dependent launch only where kernels are compiled for CUDA: a CPU device
+    (the interpreter) gets a plain launch with the prologue switched off."""
+    from maskgraph.triton_util import pdl
+
+    assert pdl(torch.device("cpu")) == {"PDL": False}
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ..triton_util import interpreting, jitted, triton_installed
+from ..triton_util import interpreting, jitted, pdl, triton_installed
 from .indexset import expand_heads
 
 NEG_INF = float("-inf")
@@ -128,6 +128,7 @@ def fused_gather_attention(
         UPCAST=interpreting() and keys.dtype == torch.bfloat16,
         GP=gp, BLOCK=BLOCK_N, DP=dp,
         num_warps=NUM_WARPS, **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
+        **pdl(queries.device),
     )  # fmt: skip
     # laid out (B, Qc, Hq, D), transformers' order: its transpose back is then free
     out = torch.empty(b, qc, hq, d, device=queries.device, dtype=out_dtype).transpose(1, 2)
@@ -143,6 +144,6 @@ def fused_gather_attention(
         splits, g, hsel, qc, d,
         *out.stride()[:3],
         HAS_SINKS=sinks is not None, BLOCK_S=min(64, max(2, 1 << (splits - 1).bit_length())), DP=dp,
-        num_warps=4,
+        num_warps=4, **pdl(queries.device),
     )  # fmt: skip
     return out, counter

@@ -7,6 +7,8 @@ float32: only for the interpreter, whose bf16 ``tl.dot`` returns garbage (Triton
 
 import triton.language as tl
 
+from ..pdl_kernel import enter
+
 
 def gather_decode(
     Q,
@@ -46,7 +48,9 @@ def gather_decode(
     GP: tl.constexpr,
     BLOCK: tl.constexpr,
     DP: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
+    enter(PDL)
     row = tl.program_id(0)
     split = tl.program_id(1)
     splits = tl.num_programs(1)
@@ -117,9 +121,10 @@ def merge_splits(
     ACC, M, L, SINKS, OUT, EMPTY,
     splits, g_heads, hsel, qc, d_real,
     sob, soh, soq,
-    HAS_SINKS: tl.constexpr, BLOCK_S: tl.constexpr, DP: tl.constexpr,
+    HAS_SINKS: tl.constexpr, BLOCK_S: tl.constexpr, DP: tl.constexpr, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """One program per (row, query head of the group): merge the splits' (max, sum, acc)."""
+    enter(PDL)
     pid = tl.program_id(0)
     row = pid // g_heads
     gi = pid % g_heads

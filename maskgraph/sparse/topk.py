@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ..triton_util import jitted
+from ..triton_util import jitted, pdl
 
 #: Histogram bins per row: bin 0 is −inf, 1..NB−1 split the row's finite range by value.
 #: 128 since the bin is chosen in a launch of its own (``select_choose``): B=1, 8 rows of 128K,
@@ -121,11 +121,14 @@ def select_topk_2d(
     candidate_scores = torch.empty(rows, n, device=dev, dtype=torch.float32)
     values = torch.empty(rows, k, device=dev, dtype=torch.float32)
     indices = torch.empty(rows, k, device=dev, dtype=torch.int64)
-    rng[grid](scores, ranges, n, n, SEG=seg, num_warps=warps)
-    hist[grid](scores, ranges, histograms, n, n, SEG=seg, NB=BINS, SP=sp, INTEGER=integer, num_warps=warps)
+    launch = pdl(scores.device)
+    rng[grid](scores, ranges, n, n, SEG=seg, num_warps=warps, **launch)
+    hist[grid](
+        scores, ranges, histograms, n, n, SEG=seg, NB=BINS, SP=sp, INTEGER=integer, num_warps=warps, **launch
+    )
     choose[(rows,)](
         ranges, state, histograms, offsets, values, indices, count, grid[1], k,
-        SP=sp, NB=BINS, INTEGER=integer, HAS_COUNT=has_count, FILL=FILL, num_warps=8,
+        SP=sp, NB=BINS, INTEGER=integer, HAS_COUNT=has_count, FILL=FILL, num_warps=8, **launch,
     )  # fmt: skip
     write[grid](
         scores,
@@ -144,11 +147,12 @@ def select_topk_2d(
         INTEGER=integer,
         SP=sp,
         num_warps=warps,
+        **launch,
     )
     resolving = (state, values, indices, candidates, candidate_scores, k, n)
-    resolve_lanes[(rows,)](*resolving, LOW=0, LANES=RESOLVE_SMALL, num_warps=4)
-    resolve_lanes[(rows,)](*resolving, LOW=RESOLVE_SMALL, LANES=RESOLVE_MID, num_warps=8)
-    resolve[(rows,)](*resolving, SMALL=RESOLVE_MID, BLOCK=RESOLVE_BLOCK, num_warps=8)
+    resolve_lanes[(rows,)](*resolving, LOW=0, LANES=RESOLVE_SMALL, num_warps=4, **launch)
+    resolve_lanes[(rows,)](*resolving, LOW=RESOLVE_SMALL, LANES=RESOLVE_MID, num_warps=8, **launch)
+    resolve[(rows,)](*resolving, SMALL=RESOLVE_MID, BLOCK=RESOLVE_BLOCK, num_warps=8, **launch)
     return values, indices
 
 
@@ -162,8 +166,9 @@ def _select_small(
     indices = torch.empty(rows, k, device=scores.device, dtype=torch.int64)
     warps = 4 if block <= 1024 else 8 if block <= 8192 else 16
     jitted("maskgraph.sparse.topk_kernel", "select_small")[(rows,)](
-        scores, values, indices, count, n, k, n, BLOCK=block, HAS_COUNT=has_count, num_warps=warps
-    )
+        scores, values, indices, count, n, k, n,
+        BLOCK=block, HAS_COUNT=has_count, num_warps=warps, **pdl(scores.device),
+    )  # fmt: skip
     return values, indices
 
 

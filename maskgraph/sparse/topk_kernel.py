@@ -38,6 +38,8 @@ the count; the slots from the count on hold −inf (index 0). A count of 0 keeps
 import triton
 import triton.language as tl
 
+from ..pdl_kernel import enter
+
 STATE = tl.constexpr(5)  # int64 per row: bin, above, candidates, k selected, slots kept
 
 
@@ -109,7 +111,8 @@ def _bins(x, inside, lo, scale, NB: tl.constexpr):
     return tl.where(finite, 1 + f.to(tl.int32), 0)
 
 
-def select_range(S, RANGE, n, stride, SEG: tl.constexpr):
+def select_range(S, RANGE, n, stride, SEG: tl.constexpr, PDL: tl.constexpr = False):
+    enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * SEG + tl.arange(0, SEG)
     x = _canonical(tl.load(S + row * stride + offs, mask=offs < n, other=float("-inf")))
@@ -123,8 +126,10 @@ def select_range(S, RANGE, n, stride, SEG: tl.constexpr):
 
 
 def select_hist(
-    S, RANGE, HIST, n, stride, SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, INTEGER: tl.constexpr
-):
+    S, RANGE, HIST, n, stride,
+    SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, INTEGER: tl.constexpr, PDL: tl.constexpr = False,
+):  # fmt: skip
+    enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(1)
     lo, scale, exact = _scale(RANGE, row, tl.num_programs(1), SP, NB, INTEGER)
@@ -140,13 +145,14 @@ def select_hist(
 
 def select_choose(
     RANGE, STATE_PTR, HIST, OFFS, VALS, IDX, COUNT, nseg, k,
-    SP: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr, HAS_COUNT: tl.constexpr, FILL: tl.constexpr,
+    SP: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr, HAS_COUNT: tl.constexpr, FILL: tl.constexpr, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """One program per row: sums the row's segment histograms, finds the bin holding the k-th
     largest score and writes the row's STATE and, per segment, where its scores above that bin
     and its scores in it start in the output and in the candidate buffer (OFFS (rows, nseg, 2)
     int32). With exact bins the chosen bin holds one value and no candidate is left to resolve.
     With a count, the output slots from it on are filled here (FILL at a time)."""
+    enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     want, limit = _wanted(COUNT, k, HAS_COUNT)
     if HAS_COUNT:
@@ -178,11 +184,12 @@ def select_choose(
 def select_write(
     S, RANGE, STATE_PTR, OFFS, VALS, IDX, CAND, CANDV,
     n, k, stride,
-    SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, INTEGER: tl.constexpr,
+    SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, INTEGER: tl.constexpr, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """Writes every score above the chosen bin to the output and the scores in it to the
     candidate buffer (each in index order, from the offsets ``select_choose`` left). With
     exact bins the chosen bin's first ``k − above`` scores in index order go to the output."""
+    enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(1)
     nseg = tl.num_programs(1)
@@ -282,11 +289,13 @@ def _resolve_in_registers(
 
 
 def select_resolve_lanes(
-    STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, LOW: tl.constexpr, LANES: tl.constexpr
-):
+    STATE_PTR, VALS, IDX, CAND, CANDV, k, stride,
+    LOW: tl.constexpr, LANES: tl.constexpr, PDL: tl.constexpr = False,
+):  # fmt: skip
     """Rows with more than LOW and at most LANES candidates (LOW = 0: none too, with exact
     bins): read once and narrowed in LANES lanes. Every round's histogram costs in proportion
     to the lanes, so few candidates get few lanes; other rows are left to the other launches."""
+    enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     count = tl.load(STATE_PTR + row * STATE + 2).to(tl.int32)
     if (count > LOW) & (count <= LANES):
@@ -298,10 +307,14 @@ def select_resolve_lanes(
         )
 
 
-def select_resolve(STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, SMALL: tl.constexpr, BLOCK: tl.constexpr):
+def select_resolve(
+    STATE_PTR, VALS, IDX, CAND, CANDV, k, stride,
+    SMALL: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False,
+):  # fmt: skip
     """Rows with more than SMALL candidates (``select_resolve_lanes`` took the others): those
     that fit BLOCK lanes are read once and narrowed in registers, more are streamed from the
     buffer in blocks, once per round."""
+    enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     taken = tl.load(STATE_PTR + row * STATE + 1)
     count = tl.load(STATE_PTR + row * STATE + 2).to(tl.int32)
@@ -334,11 +347,15 @@ def select_resolve(STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, SMALL: tl.const
             ties, at = _take(VALS, IDX, row, k, limit, idx, x, key, inside, base, need, ties, at)
 
 
-def select_small(S, VALS, IDX, COUNT, n, k, stride, BLOCK: tl.constexpr, HAS_COUNT: tl.constexpr):
+def select_small(
+    S, VALS, IDX, COUNT, n, k, stride,
+    BLOCK: tl.constexpr, HAS_COUNT: tl.constexpr, PDL: tl.constexpr = False,
+):  # fmt: skip
     """One program per row of n ≤ BLOCK scores, held in registers: the exact k-th largest key
     in four rounds of 8-bit radix digits (a 256-bin histogram each, over the keys that share
     the digits found so far), then every key above it and, of the keys equal to it, the lowest
     indices, written in index order (with a count: min(count, k) of them, −inf after)."""
+    enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     want, limit = _wanted(COUNT, k, HAS_COUNT)
     offs = tl.arange(0, BLOCK)

@@ -24,7 +24,7 @@ from ...attention import f32_bmm
 from ...errors import CalibrationError
 from ...registry import Param, Port, operator
 from ...static import StaticKeys, row_caches
-from ...triton_util import jitted, usable
+from ...triton_util import jitted, pdl, usable
 from ...types import PortType
 from .filecache import cached_load
 
@@ -267,7 +267,7 @@ def _ds_group_scores(
     jitted("maskgraph.ops.zoo.double_sparsity_kernel", "ds_group_scores")[(b * hkv * n_q, -(-k // block))](
         q_lab.contiguous(), words.contiguous(), lo.contiguous(), step.contiguous(), out,
         k, n_q, hkv, q_lab.shape[2] // n_q, r, nw, bits, codes_per_word(bits), scaling,
-        BLOCK=block, RP=max(16, 1 << (r - 1).bit_length()),
+        BLOCK=block, RP=max(16, 1 << (r - 1).bit_length()), **pdl(words.device),
     )  # fmt: skip
     return out
 

@@ -7,16 +7,19 @@ score is the max over the group. Jitted lazily (:mod:`maskgraph.triton_util`).
 
 import triton.language as tl
 
+from ...pdl_kernel import enter
+
 
 def ds_group_scores(
     QL, WORDS, LO, STEP, OUT,
     n_keys, n_q, hkv, g_heads, n_labels, n_words, bits, per_word, scaling,
-    BLOCK: tl.constexpr, RP: tl.constexpr,
+    BLOCK: tl.constexpr, RP: tl.constexpr, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """QL (B, Hkv, G·Q, R) query label channels (any float dtype; converted and summed here),
     WORDS (B, Hkv, K, W) int32 packed codes (code c in word c // per_word at bit
     (c % per_word)·bits), LO and STEP (B, Hkv, K) float32, OUT (B, Hkv, Q, K) float32,
     contiguous."""
+    enter(PDL)
     row = tl.program_id(0)
     qi = row % n_q
     head = (row // n_q).to(tl.int64)  # b·Hkv + kv head

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ...errors import CalibrationError
 from ...registry import Param, Port, operator
 from ...static import StaticKeys, row_caches
-from ...triton_util import jitted, usable
+from ...triton_util import jitted, pdl, usable
 from ...types import PortType
 from .filecache import cached_load
 
@@ -302,7 +302,7 @@ def _hash_group_scores(query: torch.Tensor, keys: torch.Tensor, hkv: int, hat_bi
     block = HASH_BLOCK
     jitted("maskgraph.ops.zoo.hashattention_kernel", "hash_group_scores")[(b * hkv * q, -(-k // block))](
         query.contiguous(), keys.contiguous(), out, k, q, hkv, hq // hkv, nw, hat_bits,
-        BLOCK=block, WP=max(2, 1 << (nw - 1).bit_length()),
+        BLOCK=block, WP=max(2, 1 << (nw - 1).bit_length()), **pdl(keys.device),
     )  # fmt: skip
     return out
 

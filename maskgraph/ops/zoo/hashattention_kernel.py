@@ -8,6 +8,7 @@ score is the max over the group of the agreeing bits. Jitted lazily (:mod:`maskg
 import triton
 import triton.language as tl
 
+from ...pdl_kernel import enter
 from .group_kernel import group_coords
 
 
@@ -22,10 +23,11 @@ def _popcount16(x):
 def hash_group_scores(
     QW, KW, OUT,
     n_keys, n_q, hkv, g_heads, n_words, hat_bits,
-    BLOCK: tl.constexpr, WP: tl.constexpr,
+    BLOCK: tl.constexpr, WP: tl.constexpr, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """QW (B, Hq, Q, W) int32, KW (B, Hkv, K, W) int32, OUT (B, Hkv, Q, K) float32, contiguous;
     WP ≥ W a power of two (the words of a block of keys are read as one tile)."""
+    enter(PDL)
     qi, kvh, b = group_coords(n_q, hkv)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     w = tl.arange(0, WP)

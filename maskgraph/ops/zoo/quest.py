@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ...attention import f32_bmm
 from ...registry import Param, Port, operator
 from ...static import StaticKeys
-from ...triton_util import interpreting, jitted, usable
+from ...triton_util import interpreting, jitted, pdl, usable
 from ...types import PortType
 from ..select import eligible_scores, topk_lowest
 
@@ -236,10 +236,11 @@ def _quest_group_scores(
             GP=gp,
             UPCAST=interpreting() and lo.dtype == torch.bfloat16,
             num_warps=QUEST_WARPS,
+            **pdl(lo.device),
         )
     else:
         jitted("maskgraph.ops.zoo.quest_kernel", "quest_group_scores")[grid](
-            *args, BLOCK=block, DIM=dim, num_warps=QUEST_WARPS
+            *args, BLOCK=block, DIM=dim, num_warps=QUEST_WARPS, **pdl(lo.device)
         )
     return out
 

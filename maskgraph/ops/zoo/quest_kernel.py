@@ -7,15 +7,17 @@ score is ``scaling`` times the max over the group. Jitted lazily (:mod:`maskgrap
 
 import triton.language as tl
 
+from ...pdl_kernel import enter
 from .group_kernel import group_coords
 
 
 def quest_group_scores(
     Q, LO, HI, OUT,
     n_pages, n_q, hkv, g_heads, dim, scaling,
-    BLOCK: tl.constexpr, DIM: tl.constexpr,
+    BLOCK: tl.constexpr, DIM: tl.constexpr, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """Q (B, Hq, Q, D), LO/HI (B, Hkv, P, D), OUT (B, Hkv, Q, P) float32, all contiguous."""
+    enter(PDL)
     qi, kvh, b = group_coords(n_q, hkv)
     pages = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     d = tl.arange(0, DIM)
@@ -36,13 +38,14 @@ def quest_group_scores(
 def quest_group_scores_dot(
     Q, LO, HI, OUT,
     n_pages, n_q, hkv, g_heads, dim, scaling,
-    BLOCK: tl.constexpr, DIM: tl.constexpr, GP: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK: tl.constexpr, DIM: tl.constexpr, GP: tl.constexpr, UPCAST: tl.constexpr, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """As :func:`quest_group_scores` for 16-bit queries and bounds of one dtype, on the tensor
     cores: U = relu(q)·hi + min(q, 0)·lo as two (BLOCK, D) × (D, GP) products, GP ≥ 16 ≥ the
     group's heads (the products of 16-bit numbers are exact; accumulation is float32).
     ``UPCAST``: the products in float32, only for the interpreter (its bf16 ``tl.dot`` returns
     garbage, Triton 3.9)."""
+    enter(PDL)
     qi, kvh, b = group_coords(n_q, hkv)
     pages = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     d = tl.arange(0, DIM)
