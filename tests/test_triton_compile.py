@@ -127,12 +127,20 @@ KERNELS = [
         {"BLOCK": 1024, "WP": 2},
     ),
     (
+        "maskgraph.ops.zoo.hashattention_kernel",
+        "hash_words",
+        "X:*bf16 W1:*fp32 B1:*fp32 W2:*fp32 B2:*fp32 OUT:*i32 "
+        + I32("n heads dim hidden bits n_words sxb sxh sxn")
+        + " DP:constexpr HB:constexpr BP:constexpr",
+        {"DP": 128, "HB": 32, "BP": 32},
+    ),
+    (
         "maskgraph.ops.zoo.double_sparsity_kernel",
         "ds_group_scores",
         "QL:*bf16 WORDS:*i32 LO:*fp32 STEP:*fp32 OUT:*fp32 "
-        + I32("n_keys n_q hkv g_heads n_labels n_words bits per_word")
-        + " scaling:fp32 BLOCK:constexpr RP:constexpr",
-        {"BLOCK": 256, "RP": 16},
+        + I32("n_keys n_q hkv g_heads n_labels")
+        + " scaling:fp32 BLOCK:constexpr GP:constexpr NW:constexpr BITS:constexpr PER:constexpr",
+        {"BLOCK": 1024, "GP": 4, "NW": 2, "BITS": 4, "PER": 8},
     ),
 ]
 

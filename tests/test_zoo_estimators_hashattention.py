@@ -100,6 +100,44 @@ def test_popcount_and_packing():
     assert torch.equal(torch.tensor(unpacked, dtype=torch.bool), bits)
 
 
+def unpack(words: torch.Tensor, bits: int) -> torch.Tensor:
+    """int32 (…, W) -> bool (…, bits): bit j of word w is unit 32·w + j."""
+    shifts = torch.arange(32, dtype=torch.int64)
+    raw = (words.long().unsqueeze(-1) >> shifts) & 1
+    return raw.flatten(-2)[..., :bits].bool()
+
+
+@pytest.mark.parametrize(
+    "b,h,n,d,hidden,bits,dtype",
+    [
+        (1, 4, 1, 16, 32, 32, torch.float32),  # one word, one block of hidden units
+        (2, 3, 3, 20, 37, 40, torch.float32),  # D, hidden and bits no power of two; two words
+        (1, 2, 16, 8, 70, 70, torch.bfloat16),  # three words, bf16 rows
+        (2, 2, 1, 128, 200, 5, torch.float32),  # fewer bits than a word; hidden in two tiles
+    ],
+)
+def test_hash_words_kernel_matches_float64(b, h, n, d, hidden, bits, dtype):
+    """The Triton MLP-and-pack kernel (Triton's interpreter here) against the plain float64 MLP:
+    every unit not within rounding of 0 has the reference's sign, and the words hold them."""
+    from maskgraph.ops.zoo.hashattention import _hash_words
+
+    gen = torch.Generator().manual_seed(b * 1000 + n * 10 + bits)
+    x = torch.randn(b, h, n, d, generator=gen).to(dtype)
+    w1 = torch.randn(h, d, hidden, generator=gen) / d**0.5
+    b1 = torch.randn(h, hidden, generator=gen) * 0.1
+    w2 = torch.randn(h, hidden, bits, generator=gen) / hidden**0.5
+    b2 = torch.randn(h, bits, generator=gen) * 0.1
+    got = unpack(_hash_words(x, w1, b1, w2, b2), bits)
+    assert got.shape == (b, h, n, bits)
+    hid = torch.einsum("bhnd,hdk->bhnk", x.double(), w1.double()) + b1.double()[:, None]
+    hid = hid * torch.sigmoid(hid)
+    out = torch.einsum("bhnk,hkc->bhnc", hid, w2.double()) + b2.double()[:, None]
+    clear = out.abs() > 1e-4
+    assert clear.float().mean() > 0.99  # the comparison covers nearly every unit
+    assert torch.equal(got[clear], (out > 0)[clear])
+    assert got.any() and not got.all()
+
+
 def test_signatures_packed_in_state(weights_file):
     path, _ = weights_file(4, 2)
     queries, keys = make(1, 4, 2, 1, 20)

@@ -116,11 +116,14 @@ def quantise_codes(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tens
     return codes.to(torch.bfloat16 if bits <= 8 else torch.float32), lo, step
 
 
-#: Keys per program of the grouped score kernel (each code lane loads its word: the lanes of
-#: one word share one memory transaction; docs/benchmarks.md, run 24). A tensor-core form
-#: (the group's codes·labels as one product) was no faster: B=1 / B=8, 128K, 10 %: 99 / 455 µs
-#: against 98 / 446 (H100, run 47), not kept.
-DS_BLOCK = 256
+#: Keys per program of the grouped score kernel, at most DS_TILE // (G padded to a power of
+#: two) so that the (heads, keys) dot products stay in registers. Each key's words are loaded
+#: once and taken apart in registers (until run 53 every code had a lane that loaded its word:
+#: 20 µs per B=1 call at 128K). A tensor-core form (the group's codes·labels as one product)
+#: was no faster: B=1 / B=8, 128K, 10 %: 99 / 455 µs against 98 / 446 (H100, run 47).
+DS_BLOCK = 1024
+DS_TILE = 4096
+DS_WARPS = 4
 
 
 def codes_per_word(bits: int) -> int:
@@ -263,11 +266,14 @@ def _ds_group_scores(
     b, hkv, k, nw = words.shape
     r = q_lab.shape[-1]
     out = torch.empty(b, hkv, n_q, k, device=words.device, dtype=torch.float32)
-    block = DS_BLOCK
+    g = q_lab.shape[2] // n_q
+    gp = 1 << (g - 1).bit_length()
+    block = max(16, min(DS_BLOCK, DS_TILE // gp))
     jitted("maskgraph.ops.zoo.double_sparsity_kernel", "ds_group_scores")[(b * hkv * n_q, -(-k // block))](
         q_lab.contiguous(), words.contiguous(), lo.contiguous(), step.contiguous(), out,
-        k, n_q, hkv, q_lab.shape[2] // n_q, r, nw, bits, codes_per_word(bits), scaling,
-        BLOCK=block, RP=max(16, 1 << (r - 1).bit_length()), **pdl(words.device),
+        k, n_q, hkv, g, r, scaling,
+        BLOCK=block, GP=gp, NW=nw, BITS=bits, PER=codes_per_word(bits),
+        num_warps=DS_WARPS, **pdl(words.device),
     )  # fmt: skip
     return out
 

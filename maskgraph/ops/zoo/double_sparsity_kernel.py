@@ -1,8 +1,8 @@
 """Triton kernel of Double Sparsity's grouped scores (imported only where Triton is installed).
 
 One program per (row, KV head, query) and block of keys: each key's packed label codes,
-offset and step are read once and scored against the G query heads of its group; the kept
-score is the max over the group. Jitted lazily (:mod:`maskgraph.triton_util`).
+offset and step are read once and scored against the G query heads of its group at once;
+the kept score is the max over the group. Jitted lazily (:mod:`maskgraph.triton_util`).
 """
 
 import triton.language as tl
@@ -12,34 +12,37 @@ from ...pdl_kernel import enter
 
 def ds_group_scores(
     QL, WORDS, LO, STEP, OUT,
-    n_keys, n_q, hkv, g_heads, n_labels, n_words, bits, per_word, scaling,
-    BLOCK: tl.constexpr, RP: tl.constexpr, PDL: tl.constexpr = False,
+    n_keys, n_q, hkv, g_heads, n_labels, scaling,
+    BLOCK: tl.constexpr, GP: tl.constexpr, NW: tl.constexpr, BITS: tl.constexpr, PER: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):  # fmt: skip
     """QL (B, Hkv, G·Q, R) query label channels (any float dtype; converted and summed here),
-    WORDS (B, Hkv, K, W) int32 packed codes (code c in word c // per_word at bit
-    (c % per_word)·bits), LO and STEP (B, Hkv, K) float32, OUT (B, Hkv, Q, K) float32,
-    contiguous."""
+    WORDS (B, Hkv, K, NW) int32 packed codes (code c in word c // PER at bit (c % PER)·BITS),
+    LO and STEP (B, Hkv, K) float32, OUT (B, Hkv, Q, K) float32, contiguous; GP ≥ G a power of
+    two. Each word is loaded once per key (one lane per key) and its codes are taken apart in
+    registers, NW·PER steps unrolled; the G heads' dot products are kept side by side (GP, BLOCK)."""
     enter(PDL)
     row = tl.program_id(0)
     qi = row % n_q
     head = (row // n_q).to(tl.int64)  # b·Hkv + kv head
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < n_keys
-    r = tl.arange(0, RP)
-    labelled = r < n_labels
-    # each word is read by the per_word lanes of its codes (one memory transaction)
-    word = tl.load(
-        WORDS + (head * n_keys + offs[:, None]) * n_words + (r // per_word)[None, :],
-        mask=inside[:, None] & labelled[None, :],
-        other=0,
-    )
-    codes = ((word >> ((r % per_word) * bits)[None, :]) & ((1 << bits) - 1)).to(tl.float32)
+    g = tl.arange(0, GP)
+    grouped = g < g_heads
+    q_at = QL + ((head * g_heads + g) * n_q + qi) * n_labels  # (GP,) rows of the heads' labels
     lo = tl.load(LO + head * n_keys + offs, mask=inside, other=0.0)
     step = tl.load(STEP + head * n_keys + offs, mask=inside, other=0.0)
-    best = tl.full((BLOCK,), float("-inf"), tl.float32)
-    for gi in range(0, g_heads):
-        at = head * g_heads * n_q + gi * n_q + qi
-        ql = tl.load(QL + at * n_labels + r, mask=labelled, other=0.0).to(tl.float32)
-        dot = tl.sum(codes * ql[None, :], 1)
-        best = tl.maximum(best, (lo * tl.sum(ql, 0) + step * dot) * scaling)
+    dot = tl.zeros((GP, BLOCK), tl.float32)
+    q_sum = tl.zeros((GP,), tl.float32)
+    for w in tl.static_range(NW):
+        word = tl.load(WORDS + (head * n_keys + offs) * NW + w, mask=inside, other=0)
+        for j in tl.static_range(PER):
+            c = w * PER + j
+            labelled = grouped & (tl.full((GP,), c, tl.int32) < n_labels)
+            ql = tl.load(q_at + c, mask=labelled, other=0.0).to(tl.float32)
+            code = ((word >> (j * BITS)) & ((1 << BITS) - 1)).to(tl.float32)
+            dot += ql[:, None] * code[None, :]
+            q_sum += ql
+    score = (q_sum[:, None] * lo[None, :] + step[None, :] * dot) * scaling
+    best = tl.max(tl.where(grouped[:, None], score, float("-inf")), 0)
     tl.store(OUT + (head * n_q + qi) * n_keys + offs, best, mask=inside)

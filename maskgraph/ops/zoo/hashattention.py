@@ -219,10 +219,55 @@ def popcount32(x: torch.Tensor) -> torch.Tensor:
     return _popcount16(x & 0xFFFF) + _popcount16((x >> 16) & 0xFFFF)
 
 
+#: Rows (queries or new keys per head) up to which :func:`signature_words` runs the MLP and
+#: packs its bits in one Triton launch (decode) instead of torch's products and packing (six
+#: kernels at B=1, about 10 µs on an H100: run 46).
+WORDS_KERNEL_ROWS = 16
+#: Most elements of one (D, hidden units) weight tile of that kernel: D = 128 and 128 hidden
+#: units are read in one step (32 a step took 7.8 µs per B=1 call, run 53: four dependent
+#: rounds of loads).
+WORDS_TILE = 16384
+
+
+def signature_words(x: torch.Tensor, w1, b1, w2, b2) -> torch.Tensor:
+    """The packed signatures (B, H, n, W) int32 of x (B, H, n, D): ``pack_bits(hash_bits(…))``,
+    by one Triton kernel (:func:`_hash_words`) where Triton runs and n ≤ WORDS_KERNEL_ROWS
+    (float32 in another order of sums: a unit within rounding of 0 may take the other sign)."""
+    if usable(x.device) and x.shape[2] <= WORDS_KERNEL_ROWS:
+        return _hash_words(x, w1, b1, w2, b2)
+    return pack_bits(hash_bits(x, w1, b1, w2, b2))
+
+
+@torch.library.custom_op("maskgraph::hash_words", mutates_args=())
+def _hash_words(
+    x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor
+) -> torch.Tensor:
+    """x (B, H, n, D) -> (B, H, n, W) int32 (Triton, one program per row)."""
+    b, h, n, d = x.shape
+    hidden, bits = w1.shape[-1], w2.shape[-1]
+    words = -(-bits // WORD_BITS)
+    out = torch.empty(b, h, n, words, device=x.device, dtype=torch.int32)
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    dp = max(16, 1 << (d - 1).bit_length())
+    jitted("maskgraph.ops.zoo.hashattention_kernel", "hash_words")[(b * h * n,)](
+        x, w1.contiguous(), b1.contiguous(), w2.contiguous(), b2.contiguous(), out,
+        n, h, d, hidden, bits, words, *x.stride()[:3],
+        DP=dp, HB=min(max(16, 1 << (hidden - 1).bit_length()), max(16, WORDS_TILE // dp)),
+        BP=max(32, 1 << (bits - 1).bit_length()), num_warps=8, **pdl(x.device),
+    )  # fmt: skip
+    return out
+
+
+@_hash_words.register_fake
+def _(x, w1, b1, w2, b2):
+    return x.new_empty(*x.shape[:3], -(-w2.shape[-1] // WORD_BITS), dtype=torch.int32)
+
+
 def key_signatures(keys: torch.Tensor, _values, w1, b1, w2, b2) -> tuple[torch.Tensor]:
     """The packed signatures (B, H, n, W) int32 of keys (B, H, n, D), as a 1-tuple (the
     encoder :func:`maskgraph.static.row_caches` takes)."""
-    return (pack_bits(hash_bits(keys, w1, b1, w2, b2)),)
+    return (signature_words(keys, w1, b1, w2, b2),)
 
 
 def prepare_hashattention(
@@ -290,7 +335,7 @@ def query_words(env, prep) -> torch.Tensor:
         raise CalibrationError(
             f"hash weights are for (Hq, D)={tuple(prep['qw1'].shape[:2])}, queries have {(env.Hq, env.D)}"
         )
-    return pack_bits(hash_bits(env.queries, prep["qw1"], prep["qb1"], prep["qw2"], prep["qb2"]))
+    return signature_words(env.queries, prep["qw1"], prep["qb1"], prep["qw2"], prep["qb2"])
 
 
 @torch.library.custom_op("maskgraph::hash_group_scores", mutates_args=())

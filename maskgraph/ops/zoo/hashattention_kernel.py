@@ -42,3 +42,43 @@ def hash_group_scores(
         differ = tl.sum(_popcount16(x & 0xFFFF) + _popcount16((x >> 16) & 0xFFFF), 1)
         best = tl.maximum(best, hat_bits - differ)
     tl.store(OUT + ((b * hkv + kvh) * n_q + qi) * n_keys + offs, best.to(tl.float32), mask=inside)
+
+
+def hash_words(
+    X, W1, B1, W2, B2, OUT,
+    n, heads, dim, hidden, bits, n_words, sxb, sxh, sxn,
+    DP: tl.constexpr, HB: tl.constexpr, BP: tl.constexpr, PDL: tl.constexpr = False,
+):  # fmt: skip
+    """One program per (batch, head, row) of X (B, H, n, D): the head's MLP
+    silu(x·W1 + B1)·W2 + B2 in float32 (W1 (H, D, hidden), B1 (H, hidden), W2 (H, hidden, bits),
+    B2 (H, bits), contiguous), hidden units HB at a time, and its sign bits packed 32 to an int32
+    word (bit j of word w is output unit 32·w + j), OUT (B, H, n, n_words) contiguous; DP ≥ D,
+    BP ≥ bits powers of two, BP ≥ 32."""
+    enter(PDL)
+    row = tl.program_id(0)
+    i = row % n
+    h = (row // n) % heads
+    b = (row // (n * heads)).to(tl.int64)
+    d = tl.arange(0, DP)
+    dm = d < dim
+    x = tl.load(X + b * sxb + h * sxh + i * sxn + d, mask=dm, other=0.0).to(tl.float32)
+    c = tl.arange(0, BP)
+    cm = c < bits
+    acc = tl.load(B2 + h * bits + c, mask=cm, other=0.0).to(tl.float32)
+    for j0 in range(0, hidden, HB):
+        j = j0 + tl.arange(0, HB)
+        jm = j < hidden
+        w1 = tl.load(
+            W1 + (h * dim + d[:, None]) * hidden + j[None, :], mask=dm[:, None] & jm[None, :], other=0.0
+        )
+        pre = tl.sum(x[:, None] * w1.to(tl.float32), 0) + tl.load(B1 + h * hidden + j, mask=jm, other=0.0)
+        unit = pre * tl.sigmoid(pre)  # silu; 0 on padded units
+        w2 = tl.load(
+            W2 + (h * hidden + j[:, None]) * bits + c[None, :], mask=jm[:, None] & cm[None, :], other=0.0
+        )
+        acc += tl.sum(unit[:, None] * w2.to(tl.float32), 0)
+    bit = tl.reshape((acc > 0).to(tl.int32), (BP // 32, 32))  # padded units read 0: bit 0
+    shifts = tl.arange(0, 32)
+    packed = tl.sum(bit << shifts[None, :], 1)  # disjoint bits: the sum is their OR
+    w = tl.arange(0, BP // 32)
+    tl.store(OUT + row * n_words + w, packed, mask=w < n_words)
