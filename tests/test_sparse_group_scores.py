@@ -163,10 +163,15 @@ def test_without_triton_the_lowering_takes_the_group_max(op, tmp_path, monkeypat
     assert ((with_kernel - without).norm() / without.norm()).item() < 1e-5
 
 
-def test_integer_scores_with_ties_match_simulate_on_the_kernel_path(tmp_path):
+@pytest.mark.parametrize("small_max", [4096, 0], ids=["one_program", "segments"])
+def test_integer_scores_with_ties_match_simulate_on_the_kernel_path(small_max, tmp_path, monkeypatch):
     """HashAttention's scores are agreement counts, tied everywhere: the Triton top-k, the torch
-    top-k and simulate mode all break ties toward the lowest index, so all three agree."""
-    b, hq, hkv, q, k = 2, 4, 2, 2, 700
+    top-k and simulate mode all break ties toward the lowest index, so all three agree. Over
+    segments the top-k takes the bounded path (counts in [0, hat_bits], one bin each)."""
+    from maskgraph.sparse import topk as triton_topk
+
+    monkeypatch.setattr(triton_topk, "SMALL_MAX", small_max)
+    b, hq, hkv, q, k = 2, 4, 2, 2, 1500
     gen = torch.Generator().manual_seed(11)
     qs, ks, vs = (torch.randn(b, h, n, D, generator=gen) for h, n in ((hq, q), (hkv, k), (hkv, k)))
     path = files(tmp_path, hq, hkv)["hashattention"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from maskgraph.ops.select import topk_lowest
-from maskgraph.sparse.topk import SEG_MAX, SEG_MIN, SEGMENTS, segment, select_topk
+from maskgraph.sparse.topk import BINS, SEG_MAX, SEG_MIN, SEGMENTS, segment, select_topk
 from maskgraph.triton_util import interpreting, triton_installed
 
 
@@ -65,6 +65,21 @@ def scores(kind: str, shape, gen) -> torch.Tensor:
     if kind == "big_ints":  # integers near 2**30: their differences are still exact in float32
         s = torch.randint(0, 40, shape, generator=gen).float() * 64 + 2.0**30
     return s
+
+
+#: The largest finite score of kinds made of integers in [0, top]: the bounded promise.
+TOPS = {"ints": 32, "zeros_and_nan": 1}
+
+
+def promises(kind: str) -> list[tuple[bool, int | None]]:
+    """(integer, top) promises that hold for scores of ``kind``: none; integers (kinds of
+    integers); integers in [0, top], tight and too wide for one bin per value (BINS − 1)."""
+    out: list[tuple[bool, int | None]] = [(False, None)]
+    if "ints" in kind or kind in TOPS:
+        out.append((True, None))
+    if kind in TOPS:
+        out += [(True, TOPS[kind]), (True, BINS - 1)]
+    return out
 
 
 KINDS = [
@@ -137,9 +152,8 @@ def test_select_topk_matches_the_rule(shape, k, kind, path, monkeypatch):
     gen = torch.Generator().manual_seed(hash((shape, k, kind, "triton")) % 1000)
     s = scores(kind, shape, gen)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    integer = [False, True] if "ints" in kind else [False]  # the promise holds for integers only
-    for promise in integer:
-        values, idx = select_topk(s.to(device), k, promise)
+    for promise, top in promises(kind):
+        values, idx = select_topk(s.to(device), k, promise, top=top)
         values, idx = values.cpu(), idx.cpu()
         assert values.shape == idx.shape == (*shape[:-1], k) and idx.dtype == torch.int64
         assert torch.equal(torch.gather(counted(s), -1, idx), values)  # values are the scores at idx
@@ -162,11 +176,10 @@ def test_select_topk_with_a_device_count(shape, k, kind, path, monkeypatch):
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0 if path == "segments" else 1 << 20)
     gen = torch.Generator().manual_seed(hash((shape, k, kind, "count")) % 1000)
     s = scores(kind, shape, gen)
-    integer = [False, True] if "ints" in kind else [False]
     for count in (0, 1, k // 3, k, k + 5):
         kept = min(count, k)
-        for promise in integer:
-            values, idx = select_topk(s, k, promise, torch.tensor(count))
+        for promise, top in promises(kind):
+            values, idx = select_topk(s, k, promise, torch.tensor(count), top)
             assert values.shape == idx.shape == (shape[0], k)
             assert as_set(idx[:, :kept]) == reference(s, kept), (count, promise)
             assert torch.equal(torch.gather(counted(s), -1, idx[:, :kept]), values[:, :kept])
@@ -210,6 +223,37 @@ def test_resolve_paths_match_the_rule(kind, lanes, monkeypatch):
         values, idx = select_topk(s.to(device), k)
         assert torch.equal(torch.gather(counted(s), -1, idx.cpu()), values.cpu())
         assert as_set(idx.cpu()) == reference(s, k)
+
+
+@needs_kernel
+@pytest.mark.parametrize("top, launches", [(32, 3), (BINS - 2, 3), (BINS - 1, 7)])
+def test_bounded_integers_skip_the_range_and_the_resolve(top, launches, monkeypatch):
+    """Integers promised in [0, top] with top ≤ BINS − 2 take histogram, choose and write only
+    (each value its own bin, the ties written in index order); a wider promise takes all seven
+    launches. Scores hold every value up to ``top`` and many ties at the k-th."""
+    from maskgraph.sparse import topk as triton_topk
+
+    kernels = triton_topk._kernels()
+    launched: list[str] = []
+
+    class Recorder:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            launched.append(self.kernel.fn.__name__)
+            return self.kernel[grid]
+
+    monkeypatch.setattr(triton_topk, "_kernels", lambda: tuple(Recorder(kern) for kern in kernels))
+    monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
+    gen = torch.Generator().manual_seed(top)
+    s = torch.randint(0, top + 1, (3, 3 * SEG_MIN + 7), generator=gen).float()
+    s[0, ::9] = float("-inf")
+    k = 900
+    values, idx = select_topk(s, k, True, top=top)
+    assert len(launched) == launches, launched
+    assert as_set(idx) == reference(s, k)
+    assert torch.equal(torch.gather(s, -1, idx), values)
 
 
 def test_segments_are_powers_of_two_and_bounded():

@@ -45,23 +45,23 @@ KERNELS = [
         "maskgraph.sparse.topk_kernel",
         "select_hist",
         "S:*fp32 RANGE:*i32 HIST:*i32 n:i32 stride:i32 SEG:constexpr NB:constexpr SP:constexpr "
-        "INTEGER:constexpr",
-        {"SEG": 4096, "NB": 64, "SP": 32, "INTEGER": False},
+        "INTEGER:constexpr BOUNDED:constexpr",
+        {"SEG": 4096, "NB": 64, "SP": 32, "INTEGER": False, "BOUNDED": False},
     ),
     (
         "maskgraph.sparse.topk_kernel",
         "select_choose",
         "RANGE:*i32 STATE_PTR:*i64 HIST:*i32 OFFS:*i32 VALS:*fp32 IDX:*i64 COUNT:*i64 nseg:i32 k:i32 "
-        "SP:constexpr NB:constexpr INTEGER:constexpr HAS_COUNT:constexpr FILL:constexpr",
-        {"SP": 64, "NB": 128, "INTEGER": False, "HAS_COUNT": True, "FILL": 1024},
+        "SP:constexpr NB:constexpr INTEGER:constexpr HAS_COUNT:constexpr FILL:constexpr BOUNDED:constexpr",
+        {"SP": 64, "NB": 128, "INTEGER": True, "HAS_COUNT": True, "FILL": 1024, "BOUNDED": True},
     ),
     (
         "maskgraph.sparse.topk_kernel",
         "select_write",
         "S:*fp32 RANGE:*i32 STATE_PTR:*i64 OFFS:*i32 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 n:i32 k:i32 "
         "stride:i32 "
-        "SEG:constexpr NB:constexpr SP:constexpr INTEGER:constexpr",
-        {"SEG": 4096, "NB": 64, "SP": 32, "INTEGER": True},
+        "SEG:constexpr NB:constexpr SP:constexpr INTEGER:constexpr BOUNDED:constexpr",
+        {"SEG": 4096, "NB": 64, "SP": 32, "INTEGER": True, "BOUNDED": True},
     ),
     (
         "maskgraph.sparse.topk_kernel",

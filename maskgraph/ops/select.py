@@ -18,6 +18,7 @@ def topk_lowest(
     triton: bool | None = None,
     integer: bool = False,
     count: torch.Tensor | None = None,
+    top: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The k largest of float32 ``scores`` (…, N) along the last dimension, ties toward the
     lowest index: (values, indices) of shape (…, k) in no promised order, and the same set on
@@ -35,13 +36,14 @@ def topk_lowest(
     ``count``: a 0-d integer tensor (a share of a static buffer's tokens, known on the device
     only; past k keeps all k): only the ``count`` entries the rule ranks first keep their
     values, the others read −inf (the Triton selection takes the count itself; the torch rule cuts its k by one
-    sort, :func:`keep_count`)."""
+    sort, :func:`keep_count`). ``top`` (with ``integer``): every finite score lies in [0, top]
+    (the Triton selection then skips its range pass and its resolve step)."""
     if triton is None:
         triton = scores.is_cuda and triton_installed()
     if triton and k > 0:
         from ..sparse.topk import select_topk
 
-        return select_topk(scores, k, integer, count)
+        return select_topk(scores, k, integer, count, top)
     s = canonical_scores(scores)
     index = torch.arange(scores.shape[-1], device=scores.device)
     idx = torch.topk(order_keys(s, index), k, dim=-1, sorted=False).indices

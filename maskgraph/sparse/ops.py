@@ -43,6 +43,7 @@ class BlockScores:
     block: int
     grouped: bool = False
     integer: bool = False  # every finite score is an integer (the estimator promises it)
+    top: int | None = None  # with integer: every finite score lies in [0, top]
 
     def heads(self, env: Env) -> int:
         return env.Hkv if self.grouped else env.Hq
@@ -117,23 +118,25 @@ def exact_sparse_scores(env: Env, prep) -> tuple[torch.Tensor, int]:
     return env.forbid(env.logits), 1
 
 
-def make_estimator(sparse_scores, sparse_group_scores=None, integer: bool = False):
+def make_estimator(sparse_scores, sparse_group_scores=None, integer: bool = False, top=None):
     """Lowering of an estimator from its ``sparse_scores(env, prep, **params)`` and, optionally,
     ``sparse_group_scores`` (same arguments; the max over each KV group of the former, computed
     without writing per-query-head scores, or None where it cannot run: then the group max is
     taken by :func:`group_scores`), used under ``gqa="shared"`` when the attention mask is the
     same for every head. ``integer``: the estimator's finite scores are integers (the Triton
-    top-k then bins them exactly)."""
+    top-k then bins them exactly); ``top``: None or a function of the parameters giving the
+    largest score, the finite scores then lying in [0, top] (with ``integer``)."""
 
     def lower(ctx: Context, name, inputs, params, prep) -> BlockScores:
         env = ctx.env
+        bound = None if top is None else int(top(params))
         same_mask = env.allowed is None or env.allowed.shape[1] == 1
         if sparse_group_scores is not None and ctx.gqa == "shared" and same_mask:
             grouped = sparse_group_scores(env, prep, **params)
             if grouped is not None:
-                return BlockScores(grouped[0], int(grouped[1]), grouped=True, integer=integer)
+                return BlockScores(grouped[0], int(grouped[1]), True, integer, bound)
         scores, block = sparse_scores(env, prep, **params)
-        return BlockScores(scores, int(block), integer=integer)
+        return BlockScores(scores, int(block), integer=integer, top=bound)
 
     return lower
 
@@ -166,14 +169,15 @@ def group_scores(ctx: Context, s: torch.Tensor, grouped: bool = False) -> torch.
 
 
 def top_k(
-    ctx: Context, s: torch.Tensor, k, integer: bool = False, size=None
+    ctx: Context, s: torch.Tensor, k, integer: bool = False, size=None, top: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(values, indices) of the k largest along the last dimension, ties toward the lowest
     index (the rule of simulate mode), in no promised order. ``integer``: every finite score is
     an integer. ``size``: where a 0-d tensor ≤ k (a share of a static buffer's tokens), only
-    the first ``size`` by that rule keep their values, the others read −inf."""
+    the first ``size`` by that rule keep their values, the others read −inf. ``top``: with
+    ``integer``, the finite scores lie in [0, top]."""
     count = size if isinstance(size, torch.Tensor) else None
-    return topk_lowest(s, k, triton=ctx.triton_topk, integer=integer, count=count)
+    return topk_lowest(s, k, triton=ctx.triton_topk, integer=integer, count=count, top=top)
 
 
 def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
@@ -182,7 +186,8 @@ def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
     s = exclude_prior(ctx, token_scores(ctx, inputs["scores"]), prior)
     s = group_scores(ctx, s, inputs["scores"].grouped)
     k, size = _bounded_k(ctx, params["k"])
-    vals, idx = top_k(ctx, s, torch.sym_max(k, 1), inputs["scores"].integer, size)  # k = 0 keeps none
+    scored: BlockScores = inputs["scores"]
+    vals, idx = top_k(ctx, s, torch.sym_max(k, 1), scored.integer, size, scored.top)  # k = 0 keeps none
     valid = vals > NEG_INF if k > 0 else torch.zeros_like(vals, dtype=torch.bool)
     excludes = prior.leaves if prior is not None else frozenset()
     return indexset.selection_set(name, idx, valid, env.K, excludes)

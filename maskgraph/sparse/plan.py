@@ -55,7 +55,10 @@ def _lowering(name: str, spec) -> Callable[..., Any]:
                 "sparse mode cannot score keys without running it over all of them",
             )
         return ops.make_estimator(
-            fn, spec.extra.get("sparse_group_scores"), bool(spec.extra.get("integer_scores"))
+            fn,
+            spec.extra.get("sparse_group_scores"),
+            bool(spec.extra.get("integer_scores")),
+            spec.extra.get("integer_top"),
         )
     if spec.output == PortType.PARTIAL:
         raise _refuse(

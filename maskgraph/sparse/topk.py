@@ -79,7 +79,11 @@ def segment(n: int) -> int:
 
 @torch.library.custom_op("maskgraph::select_topk", mutates_args=())
 def select_topk_2d(
-    scores: torch.Tensor, k: int, integer: bool = False, count: torch.Tensor | None = None
+    scores: torch.Tensor,
+    k: int,
+    integer: bool = False,
+    count: torch.Tensor | None = None,
+    top: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """scores (R, N) float32, 1 ≤ k ≤ N -> (values (R, k) float32, indices (R, k) int64): each
     row's k largest, ties toward the lowest index, in no particular order. ``integer``: every
@@ -87,7 +91,10 @@ def select_topk_2d(
     and the scores tied with the k-th are taken without the resolve step's search).
     ``count``: a 0-d int64 tensor on the scores' device, the number to select read there (a
     share of a static buffer's tokens; nothing read on the host): the first min(count, k)
-    slots hold the row's min(count, k) largest, the others −inf (index 0); 0 keeps none."""
+    slots hold the row's min(count, k) largest, the others −inf (index 0); 0 keeps none.
+    ``top`` (with ``integer``): every finite score is an integer in [0, top]; with top ≤ BINS − 2
+    each value has its bin without the range pass, and nothing is left to resolve: three
+    launches (histogram, choose, write) instead of seven."""
     scores = scores.contiguous()
     rows, n = scores.shape
     if not 1 <= k <= n:
@@ -107,6 +114,7 @@ def select_topk_2d(
     count = count.to(torch.int64) if has_count else scores
     if n <= SMALL_MAX:
         return _select_small(scores, k, count, has_count)
+    bounded = integer and top is not None and 0 <= top <= BINS - 2
     rng, hist, choose, write, resolve_lanes, resolve = _kernels()
     seg = segment(n)
     grid = (rows, -(-n // seg))
@@ -122,7 +130,9 @@ def select_topk_2d(
     values = torch.empty(rows, k, device=dev, dtype=torch.float32)
     indices = torch.empty(rows, k, device=dev, dtype=torch.int64)
     launch = pdl(scores.device)
-    rng[grid](scores, ranges, n, n, SEG=seg, num_warps=warps, **launch)
+    if not bounded:
+        rng[grid](scores, ranges, n, n, SEG=seg, num_warps=warps, **launch)
+    launch["BOUNDED"] = bounded
     hist[grid](
         scores, ranges, histograms, n, n, SEG=seg, NB=BINS, SP=sp, INTEGER=integer, num_warps=warps, **launch
     )
@@ -149,6 +159,9 @@ def select_topk_2d(
         num_warps=warps,
         **launch,
     )
+    if bounded:  # one value per bin: select_write took the ties, no candidate is left
+        return values, indices
+    del launch["BOUNDED"]
     resolving = (state, values, indices, candidates, candidate_scores, k, n)
     resolve_lanes[(rows,)](*resolving, LOW=0, LANES=RESOLVE_SMALL, num_warps=4, **launch)
     resolve_lanes[(rows,)](*resolving, LOW=RESOLVE_SMALL, LANES=RESOLVE_MID, num_warps=8, **launch)
@@ -174,20 +187,24 @@ def _select_small(
 
 @select_topk_2d.register_fake
 def _(
-    scores: torch.Tensor, k: int, integer: bool = False, count: torch.Tensor | None = None
+    scores: torch.Tensor,
+    k: int,
+    integer: bool = False,
+    count: torch.Tensor | None = None,
+    top: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     rows = scores.shape[0]
     return scores.new_empty(rows, k), scores.new_empty(rows, k, dtype=torch.int64)
 
 
 def select_topk(
-    scores: torch.Tensor, k, integer: bool = False, count: torch.Tensor | None = None
+    scores: torch.Tensor, k, integer: bool = False, count: torch.Tensor | None = None, top: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of float32 scores (…, N) along the last dimension by :mod:`.topk_kernel`:
     (values, indices) of shape (…, k), the set of :func:`~maskgraph.ops.select.topk_lowest`.
     ``integer``: every finite score is an integer (faster; wrong sets otherwise). ``count``:
-    select min(count, k) read on the device, −inf in the other slots (see
-    :func:`select_topk_2d`)."""
+    select min(count, k) read on the device, −inf in the other slots; ``top``: with
+    ``integer``, every finite score is in [0, top] (see :func:`select_topk_2d`)."""
     lead = scores.shape[:-1]
-    values, indices = select_topk_2d(scores.reshape(-1, scores.shape[-1]).float(), k, integer, count)
+    values, indices = select_topk_2d(scores.reshape(-1, scores.shape[-1]).float(), k, integer, count, top)
     return values.view(*lead, k), indices.view(*lead, k)

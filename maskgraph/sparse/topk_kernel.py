@@ -74,12 +74,17 @@ def _wanted(COUNT, k, HAS_COUNT: tl.constexpr):
 
 
 @triton.jit
-def _scale(RANGE, row, nseg, SP: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr):
+def _scale(
+    RANGE, row, nseg, SP: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr, BOUNDED: tl.constexpr
+):
     """(lo, scale, exact) of the row's value bins: bin = 1 + ⌊(x − lo)·scale⌋ in float32, capped
     at NB − 1 (both steps round monotonically, so a higher bin always means a larger score; the
     scale is worked out in float64 and capped below the largest float32, the difference capped
     at it, so that no lane computes 0·inf); ``exact``: one bin per value (INTEGER scores spanning at most NB − 2, whose
-    differences float32 holds exactly)."""
+    differences float32 holds exactly). ``BOUNDED``: the caller promised integers in [0, NB − 2]:
+    bin = 1 + score, RANGE not read."""
+    if BOUNDED:
+        return tl.full([], 0.0, tl.float32), tl.full([], 1.0, tl.float32), tl.full([], 1, tl.int1)
     segs = tl.arange(0, SP)
     at = RANGE + (row * nseg + segs) * 2
     lo_key = tl.min(tl.load(at, mask=segs < nseg, other=2147483647), 0)
@@ -127,12 +132,13 @@ def select_range(S, RANGE, n, stride, SEG: tl.constexpr, PDL: tl.constexpr = Fal
 
 def select_hist(
     S, RANGE, HIST, n, stride,
-    SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, INTEGER: tl.constexpr, PDL: tl.constexpr = False,
+    SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, INTEGER: tl.constexpr,
+    BOUNDED: tl.constexpr = False, PDL: tl.constexpr = False,
 ):  # fmt: skip
     enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(1)
-    lo, scale, exact = _scale(RANGE, row, tl.num_programs(1), SP, NB, INTEGER)
+    lo, scale, exact = _scale(RANGE, row, tl.num_programs(1), SP, NB, INTEGER, BOUNDED)
     offs = seg * SEG + tl.arange(0, SEG)
     inside = offs < n
     x = _canonical(tl.load(S + row * stride + offs, mask=inside, other=float("-inf")))
@@ -145,7 +151,8 @@ def select_hist(
 
 def select_choose(
     RANGE, STATE_PTR, HIST, OFFS, VALS, IDX, COUNT, nseg, k,
-    SP: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr, HAS_COUNT: tl.constexpr, FILL: tl.constexpr, PDL: tl.constexpr = False,
+    SP: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr, HAS_COUNT: tl.constexpr, FILL: tl.constexpr,
+    BOUNDED: tl.constexpr = False, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """One program per row: sums the row's segment histograms, finds the bin holding the k-th
     largest score and writes the row's STATE and, per segment, where its scores above that bin
@@ -170,7 +177,7 @@ def select_choose(
     chosen = tl.max(tl.where(above + total >= want, bins, -1), 0)
     up = tl.sum(tl.where((bins > chosen)[None, :], hist, 0), 1)  # per segment, above the bin
     cand = tl.sum(tl.where((bins == chosen)[None, :], hist, 0), 1)  # per segment, in the bin
-    _, _, exact = _scale(RANGE, row, nseg, SP, NB, INTEGER)
+    _, _, exact = _scale(RANGE, row, nseg, SP, NB, INTEGER, BOUNDED)
     tl.store(STATE_PTR + row * STATE, chosen.to(tl.int64))
     tl.store(STATE_PTR + row * STATE + 1, tl.sum(up, 0).to(tl.int64))
     tl.store(STATE_PTR + row * STATE + 2, tl.where(exact, 0, tl.sum(cand, 0)).to(tl.int64))
@@ -184,7 +191,8 @@ def select_choose(
 def select_write(
     S, RANGE, STATE_PTR, OFFS, VALS, IDX, CAND, CANDV,
     n, k, stride,
-    SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, INTEGER: tl.constexpr, PDL: tl.constexpr = False,
+    SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, INTEGER: tl.constexpr,
+    BOUNDED: tl.constexpr = False, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """Writes every score above the chosen bin to the output and the scores in it to the
     candidate buffer (each in index order, from the offsets ``select_choose`` left). With
@@ -199,7 +207,7 @@ def select_write(
     limit = tl.load(STATE_PTR + row * STATE + 4).to(tl.int32)
     at = tl.load(OFFS + (row * nseg + seg) * 2)
     cat = tl.load(OFFS + (row * nseg + seg) * 2 + 1)
-    lo, scale, exact = _scale(RANGE, row, nseg, SP, NB, INTEGER)
+    lo, scale, exact = _scale(RANGE, row, nseg, SP, NB, INTEGER, BOUNDED)
     offs = seg * SEG + tl.arange(0, SEG)
     inside = offs < n
     x = _canonical(tl.load(S + row * stride + offs, mask=inside, other=float("-inf")))

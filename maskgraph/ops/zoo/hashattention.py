@@ -389,6 +389,7 @@ def hashattention_group_scores(env, prep, *, weights=None, hat_bits) -> tuple[to
     sparse_scores=hashattention_sparse_scores,
     sparse_group_scores=hashattention_group_scores,
     integer_scores=True,
+    integer_top=lambda params: params["hat_bits"],  # agreeing bits: 0..hat_bits
 )
 def hashattention(env, *, weights, hat_bits, prep) -> torch.Tensor:
     return hashattention_sparse_scores(env, prep, hat_bits=hat_bits)[0]
