@@ -183,7 +183,24 @@ def test_pdl_launches_plain_off_hopper():
     (the interpreter) gets a plain launch with the prologue switched off."""
     from maskgraph.triton_util import pdl
 
-    assert pdl(torch.device("cpu")) == {"PDL": False}
+    assert pdl(torch.device("cpu"), 1) == {"PDL": False}
+    assert pdl(torch.device("cuda"), 1) == {"PDL": False}  # interpreted here: plain launches
+
+
+def test_pdl_only_for_launches_of_one_program_per_multiprocessor(monkeypatch):
+    """On a compiled Hopper device (faked): launches up to the multiprocessor count take
+    programmatic dependent launch, wider ones and pre-Hopper devices a plain launch."""
+    from maskgraph import triton_util
+
+    monkeypatch.setattr(triton_util, "interpreting", lambda: False)
+    facts = {0: (9, 132), 1: (8, 108)}
+    monkeypatch.setattr(triton_util, "_device_facts", lambda index: facts[index])
+    on = {"PDL": True, "launch_pdl": True}
+    assert triton_util.pdl(torch.device("cuda", 0), 132) == on
+    assert triton_util.pdl(torch.device("cuda", 0), 133) == {"PDL": False}
+    assert triton_util.pdl(torch.device("cuda", 1), 8) == {"PDL": False}
+    monkeypatch.setattr(triton_util, "PDL", False)
+    assert triton_util.pdl(torch.device("cuda", 0), 8) == {"PDL": False}
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ def fused_gather_attention(
         UPCAST=interpreting() and keys.dtype == torch.bfloat16,
         GP=gp, BLOCK=BLOCK_N, DP=dp,
         num_warps=NUM_WARPS, **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
-        **pdl(queries.device),
+        **pdl(queries.device, rows * splits),
     )  # fmt: skip
     # laid out (B, Qc, Hq, D), transformers' order: its transpose back is then free
     out = torch.empty(b, qc, hq, d, device=queries.device, dtype=out_dtype).transpose(1, 2)
@@ -144,6 +144,6 @@ def fused_gather_attention(
         splits, g, hsel, qc, d,
         *out.stride()[:3],
         HAS_SINKS=sinks is not None, BLOCK_S=min(64, max(2, 1 << (splits - 1).bit_length())), DP=dp,
-        num_warps=4, **pdl(queries.device),
+        num_warps=4, **pdl(queries.device, rows * g),
     )  # fmt: skip
     return out, counter

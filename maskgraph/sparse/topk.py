@@ -129,16 +129,16 @@ def select_topk_2d(
     candidate_scores = torch.empty(rows, n, device=dev, dtype=torch.float32)
     values = torch.empty(rows, k, device=dev, dtype=torch.float32)
     indices = torch.empty(rows, k, device=dev, dtype=torch.int64)
-    launch = pdl(scores.device)
+    wide, per_row = pdl(scores.device, rows * grid[1]), pdl(scores.device, rows)
     if not bounded:
-        rng[grid](scores, ranges, n, n, SEG=seg, num_warps=warps, **launch)
-    launch["BOUNDED"] = bounded
+        rng[grid](scores, ranges, n, n, SEG=seg, num_warps=warps, **wide)
+    wide["BOUNDED"] = per_row["BOUNDED"] = bounded
     hist[grid](
-        scores, ranges, histograms, n, n, SEG=seg, NB=BINS, SP=sp, INTEGER=integer, num_warps=warps, **launch
+        scores, ranges, histograms, n, n, SEG=seg, NB=BINS, SP=sp, INTEGER=integer, num_warps=warps, **wide
     )
     choose[(rows,)](
         ranges, state, histograms, offsets, values, indices, count, grid[1], k,
-        SP=sp, NB=BINS, INTEGER=integer, HAS_COUNT=has_count, FILL=FILL, num_warps=8, **launch,
+        SP=sp, NB=BINS, INTEGER=integer, HAS_COUNT=has_count, FILL=FILL, num_warps=8, **per_row,
     )  # fmt: skip
     write[grid](
         scores,
@@ -157,15 +157,15 @@ def select_topk_2d(
         INTEGER=integer,
         SP=sp,
         num_warps=warps,
-        **launch,
+        **wide,
     )
     if bounded:  # one value per bin: select_write took the ties, no candidate is left
         return values, indices
-    del launch["BOUNDED"]
+    del per_row["BOUNDED"]
     resolving = (state, values, indices, candidates, candidate_scores, k, n)
-    resolve_lanes[(rows,)](*resolving, LOW=0, LANES=RESOLVE_SMALL, num_warps=4, **launch)
-    resolve_lanes[(rows,)](*resolving, LOW=RESOLVE_SMALL, LANES=RESOLVE_MID, num_warps=8, **launch)
-    resolve[(rows,)](*resolving, SMALL=RESOLVE_MID, BLOCK=RESOLVE_BLOCK, num_warps=8, **launch)
+    resolve_lanes[(rows,)](*resolving, LOW=0, LANES=RESOLVE_SMALL, num_warps=4, **per_row)
+    resolve_lanes[(rows,)](*resolving, LOW=RESOLVE_SMALL, LANES=RESOLVE_MID, num_warps=8, **per_row)
+    resolve[(rows,)](*resolving, SMALL=RESOLVE_MID, BLOCK=RESOLVE_BLOCK, num_warps=8, **per_row)
     return values, indices
 
 
@@ -180,7 +180,7 @@ def _select_small(
     warps = 4 if block <= 1024 else 8 if block <= 8192 else 16
     jitted("maskgraph.sparse.topk_kernel", "select_small")[(rows,)](
         scores, values, indices, count, n, k, n,
-        BLOCK=block, HAS_COUNT=has_count, num_warps=warps, **pdl(scores.device),
+        BLOCK=block, HAS_COUNT=has_count, num_warps=warps, **pdl(scores.device, rows),
     )  # fmt: skip
     return values, indices
 

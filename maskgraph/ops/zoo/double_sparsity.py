@@ -273,7 +273,7 @@ def _ds_group_scores(
         q_lab.contiguous(), words.contiguous(), lo.contiguous(), step.contiguous(), out,
         k, n_q, hkv, g, r, scaling,
         BLOCK=block, GP=gp, NW=nw, BITS=bits, PER=codes_per_word(bits),
-        num_warps=DS_WARPS, **pdl(words.device),
+        num_warps=DS_WARPS, **pdl(words.device, b * hkv * n_q * -(-k // block)),
     )  # fmt: skip
     return out
 

@@ -254,7 +254,7 @@ def _hash_words(
         x, w1.contiguous(), b1.contiguous(), w2.contiguous(), b2.contiguous(), out,
         n, h, d, hidden, bits, words, *x.stride()[:3],
         DP=dp, HB=min(max(16, 1 << (hidden - 1).bit_length()), max(16, WORDS_TILE // dp)),
-        BP=max(32, 1 << (bits - 1).bit_length()), num_warps=8, **pdl(x.device),
+        BP=max(32, 1 << (bits - 1).bit_length()), num_warps=8, **pdl(x.device, b * h * n),
     )  # fmt: skip
     return out
 
@@ -347,7 +347,7 @@ def _hash_group_scores(query: torch.Tensor, keys: torch.Tensor, hkv: int, hat_bi
     block = HASH_BLOCK
     jitted("maskgraph.ops.zoo.hashattention_kernel", "hash_group_scores")[(b * hkv * q, -(-k // block))](
         query.contiguous(), keys.contiguous(), out, k, q, hkv, hq // hkv, nw, hat_bits,
-        BLOCK=block, WP=max(2, 1 << (nw - 1).bit_length()), **pdl(keys.device),
+        BLOCK=block, WP=max(2, 1 << (nw - 1).bit_length()), **pdl(keys.device, b * hkv * q * -(-k // block)),
     )  # fmt: skip
     return out
 

@@ -236,11 +236,11 @@ def _quest_group_scores(
             GP=gp,
             UPCAST=interpreting() and lo.dtype == torch.bfloat16,
             num_warps=QUEST_WARPS,
-            **pdl(lo.device),
+            **pdl(lo.device, grid[0] * grid[1]),
         )
     else:
         jitted("maskgraph.ops.zoo.quest_kernel", "quest_group_scores")[grid](
-            *args, BLOCK=block, DIM=dim, num_warps=QUEST_WARPS, **pdl(lo.device)
+            *args, BLOCK=block, DIM=dim, num_warps=QUEST_WARPS, **pdl(lo.device, grid[0] * grid[1])
         )
     return out
 
