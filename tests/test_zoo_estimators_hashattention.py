@@ -114,6 +114,7 @@ def unpack(words: torch.Tensor, bits: int) -> torch.Tensor:
         (2, 3, 3, 20, 37, 40, torch.float32),  # D, hidden and bits no power of two; two words
         (1, 2, 16, 8, 70, 70, torch.bfloat16),  # three words, bf16 rows
         (2, 2, 1, 128, 200, 5, torch.float32),  # fewer bits than a word; hidden in two tiles
+        (1, 2, 2, 16, 40, 300, torch.bfloat16),  # ten words: the (hidden, bits) tile narrows
     ],
 )
 def test_hash_words_kernel_matches_float64(b, h, n, d, hidden, bits, dtype):
@@ -122,7 +123,8 @@ def test_hash_words_kernel_matches_float64(b, h, n, d, hidden, bits, dtype):
     from maskgraph.ops.zoo.hashattention import _hash_words
 
     gen = torch.Generator().manual_seed(b * 1000 + n * 10 + bits)
-    x = torch.randn(b, h, n, d, generator=gen).to(dtype)
+    # the newest rows of a longer cache, as a growing cache hands them over: a strided view
+    x = torch.randn(b, h, n + 7, d, generator=gen).to(dtype)[:, :, 7:]
     w1 = torch.randn(h, d, hidden, generator=gen) / d**0.5
     b1 = torch.randn(h, hidden, generator=gen) * 0.1
     w2 = torch.randn(h, hidden, bits, generator=gen) / hidden**0.5

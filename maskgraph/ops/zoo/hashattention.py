@@ -223,9 +223,9 @@ def popcount32(x: torch.Tensor) -> torch.Tensor:
 #: packs its bits in one Triton launch (decode) instead of torch's products and packing (six
 #: kernels at B=1, about 10 µs on an H100: run 46).
 WORDS_KERNEL_ROWS = 16
-#: Most elements of one (D, hidden units) weight tile of that kernel: D = 128 and 128 hidden
-#: units are read in one step (32 a step took 7.8 µs per B=1 call, run 53: four dependent
-#: rounds of loads).
+#: Most elements of one (D, hidden units) or (hidden units, bits) weight tile of that kernel:
+#: D = 128 and 128 hidden units are read in one step (32 a step took 7.8 µs per B=1 call, run
+#: 53: four dependent rounds of loads); 1024 bits take 16 units a step.
 WORDS_TILE = 16384
 
 
@@ -249,12 +249,12 @@ def _hash_words(
     out = torch.empty(b, h, n, words, device=x.device, dtype=torch.int32)
     if x.stride(-1) != 1:
         x = x.contiguous()
-    dp = max(16, 1 << (d - 1).bit_length())
+    dp, bp = max(16, 1 << (d - 1).bit_length()), max(32, 1 << (bits - 1).bit_length())
     jitted("maskgraph.ops.zoo.hashattention_kernel", "hash_words")[(b * h * n,)](
         x, w1.contiguous(), b1.contiguous(), w2.contiguous(), b2.contiguous(), out,
         n, h, d, hidden, bits, words, *x.stride()[:3],
-        DP=dp, HB=min(max(16, 1 << (hidden - 1).bit_length()), max(16, WORDS_TILE // dp)),
-        BP=max(32, 1 << (bits - 1).bit_length()), num_warps=8, **pdl(x.device, b * h * n),
+        DP=dp, HB=min(max(16, 1 << (hidden - 1).bit_length()), max(16, WORDS_TILE // max(dp, bp))),
+        BP=bp, num_warps=8, **pdl(x.device, b * h * n),
     )  # fmt: skip
     return out
 

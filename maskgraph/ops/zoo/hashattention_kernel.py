@@ -57,7 +57,8 @@ def hash_words(
     enter(PDL)
     row = tl.program_id(0)
     i = row % n
-    h = (row // n) % heads
+    # 64-bit offsets: a growing cache's new keys are a view whose head stride is K·D
+    h = ((row // n) % heads).to(tl.int64)
     b = (row // (n * heads)).to(tl.int64)
     d = tl.arange(0, DP)
     dm = d < dim
