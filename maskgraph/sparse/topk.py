@@ -132,13 +132,14 @@ def select_topk_2d(
     wide, per_row = pdl(scores.device, rows * grid[1]), pdl(scores.device, rows)
     if not bounded:
         rng[grid](scores, ranges, n, n, SEG=seg, num_warps=warps, **wide)
-    wide["BOUNDED"] = per_row["BOUNDED"] = bounded
     hist[grid](
-        scores, ranges, histograms, n, n, SEG=seg, NB=BINS, SP=sp, INTEGER=integer, num_warps=warps, **wide
-    )
+        scores, ranges, histograms, n, n,
+        SEG=seg, NB=BINS, SP=sp, INTEGER=integer, BOUNDED=bounded, num_warps=warps, **wide,
+    )  # fmt: skip
     choose[(rows,)](
         ranges, state, histograms, offsets, values, indices, count, grid[1], k,
-        SP=sp, NB=BINS, INTEGER=integer, HAS_COUNT=has_count, FILL=FILL, num_warps=8, **per_row,
+        SP=sp, NB=BINS, INTEGER=integer, HAS_COUNT=has_count, FILL=FILL, BOUNDED=bounded,
+        num_warps=8, **per_row,
     )  # fmt: skip
     write[grid](
         scores,
@@ -156,12 +157,12 @@ def select_topk_2d(
         NB=BINS,
         INTEGER=integer,
         SP=sp,
+        BOUNDED=bounded,
         num_warps=warps,
         **wide,
     )
     if bounded:  # one value per bin: select_write took the ties, no candidate is left
         return values, indices
-    del per_row["BOUNDED"]
     resolving = (state, values, indices, candidates, candidate_scores, k, n)
     resolve_lanes[(rows,)](*resolving, LOW=0, LANES=RESOLVE_SMALL, num_warps=4, **per_row)
     resolve_lanes[(rows,)](*resolving, LOW=RESOLVE_SMALL, LANES=RESOLVE_MID, num_warps=8, **per_row)
@@ -186,13 +187,7 @@ def _select_small(
 
 
 @select_topk_2d.register_fake
-def _(
-    scores: torch.Tensor,
-    k: int,
-    integer: bool = False,
-    count: torch.Tensor | None = None,
-    top: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _(scores: torch.Tensor, k: int, *_options) -> tuple[torch.Tensor, torch.Tensor]:
     rows = scores.shape[0]
     return scores.new_empty(rows, k), scores.new_empty(rows, k, dtype=torch.int64)
 
