@@ -110,18 +110,29 @@ GRAPHS = {
 @pytest.mark.parametrize("gqa", ["per_head", "shared"])
 @pytest.mark.parametrize("name", list(GRAPHS))
 @pytest.mark.parametrize("topk", ["torch", "auto"])
-def test_runner_kernel_matches_torch_path(name, gqa, topk, monkeypatch):
-    """Also: on the kernel path topk="auto" selects with the Triton top-k of :mod:`.topk`."""
+@pytest.mark.parametrize("masked", [True, False])
+def test_runner_kernel_matches_torch_path(name, gqa, topk, masked, monkeypatch):
+    """Also: on the kernel path topk="auto" selects with the Triton top-k of :mod:`.topk`,
+    which drops the prior's sink and window runs itself where no attention mask applies and
+    the scores come from the estimator's group kernel (two queries: the window slides)."""
     from maskgraph.sparse import topk as triton_topk
 
-    used = []
-    real = triton_topk.jitted
+    used, excludes = [], []
+    real, real_select = triton_topk.jitted, triton_topk.select_topk_2d
     monkeypatch.setattr(triton_topk, "jitted", lambda *a: used.append(1) or real(*a))
+
+    def select(*args):
+        excludes.append(args[5] if len(args) > 5 else None)
+        return real_select(*args)
+
+    monkeypatch.setattr(triton_topk, "select_topk_2d", select)
     gen = torch.Generator().manual_seed(len(name) + len(gqa))
     b, hq, hkv, nq, nk, d = 2, 4, 2, 2, 45, 16
     q, k, v = (torch.randn(b, h, m, d, generator=gen) for h, m in ((hq, nq), (hkv, nk), (hkv, nk)))
-    am = torch.zeros(b, 1, nq, nk)
-    am[0, ..., :4] = float("-inf")
+    am = None
+    if masked:
+        am = torch.zeros(b, 1, nq, nk)
+        am[0, ..., :4] = float("-inf")
     graph = mg.load_graph(name, overrides=GRAPHS[name])
     fast = mg.compile(graph, mode="sparse", gqa=gqa, kernel="triton", topk=topk)
     plain = mg.compile(graph, mode="sparse", gqa=gqa, kernel="torch")
@@ -131,6 +142,10 @@ def test_runner_kernel_matches_torch_path(name, gqa, topk, monkeypatch):
     assert rel(a, want) < 1e-5
     assert int(fast.empty_rows) == int(plain.empty_rows)
     assert bool(used) == (name != "streaming_llm" and topk == "auto")
+    if used:  # Quest's grouped page scores, unmasked: the top-k drops the sink [0, 3) and
+        # the window (t − 5, t] for t = 43, 44 itself, runs (0, 3, 0) and (39, 44, 1)
+        dropped = name == "quest" and gqa == "shared" and not masked
+        assert excludes == [[nq, 4, nk, 0, 3, 0, nk - nq - 4, nk - nq + 1, 1] if dropped else None]
 
 
 def test_kernel_option_is_checked():
@@ -143,9 +158,11 @@ def test_kernel_option_is_checked():
     assert not cpu._sparse.uses_kernel(torch.zeros(1, 4, 1, 16))  # auto: torch on the CPU
 
 
-def test_inductor_selection_with_triton_topk_matches_torch_path():
-    """The Triton top-k is a custom operator: torch.compile calls it inside the compiled selection."""
-    graph = mg.load_graph("oracle_topk", overrides=GRAPHS["oracle_topk"])
+@pytest.mark.parametrize("name", ["oracle_topk", "quest"])
+def test_inductor_selection_with_triton_topk_matches_torch_path(name):
+    """The Triton top-k is a custom operator: torch.compile calls it inside the compiled
+    selection, with the prior's runs (symbolic positions) for it to drop."""
+    graph = mg.load_graph(name, overrides=GRAPHS[name])
     gen = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(2, h, m, 16, generator=gen) for h, m in ((4, 1), (2, 45), (2, 45)))
     fast = mg.compile(graph, backend="inductor", mode="sparse", gqa="shared", kernel="triton", topk="triton")

@@ -112,11 +112,11 @@ def test_quest_tensor_core_form_is_the_float64_bound(shape, dtype, block, monkey
     torch.testing.assert_close(dot, plain, rtol=1e-5, atol=1e-5)
 
 
-def sparse_case(op, tmp_path, b: int, k: int, seed: int):
-    """(graph, queries, keys, values, estimator file) for a shared-GQA sparse run, Hq=4, Hkv=2, Q=1."""
+def sparse_case(op, tmp_path, b: int, k: int, seed: int, q: int = 1):
+    """(graph, queries, keys, values, estimator file) for a shared-GQA sparse run, Hq=4, Hkv=2."""
     hq, hkv = 4, 2
     gen = torch.Generator().manual_seed(seed)
-    qs, ks, vs = (torch.randn(b, h, n, D, generator=gen) for h, n in ((hq, 1), (hkv, k), (hkv, k)))
+    qs, ks, vs = (torch.randn(b, h, n, D, generator=gen) for h, n in ((hq, q), (hkv, k), (hkv, k)))
     path = files(tmp_path, hq, hkv)[op]
     overrides = {"sink_size": 4, "window_size": 8, "heavy_size": 20, **graph_files(op, path)}
     return mg.load_graph(op, overrides=overrides), qs, ks, vs, path
@@ -134,6 +134,29 @@ def test_shared_sparse_mode_uses_the_group_scores(op, tmp_path, monkeypatch):
     monkeypatch.setitem(spec.extra, "sparse_group_scores", None)
     plain = mg.compile(graph, mode="sparse", gqa="shared")(qs, ks, vs, state=mg.State())
     assert ((grouped - plain).norm() / plain.norm()).item() < 1e-5
+
+
+@pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])
+@pytest.mark.parametrize("q", [1, 3])
+@pytest.mark.parametrize("small_max", [4096, 0], ids=["one_program", "segments"])
+def test_the_top_k_drops_the_prior_on_the_kernel_path(op, q, small_max, tmp_path, monkeypatch):
+    """Grouped scores, no attention mask: the Triton top-k drops the sink and the window
+    (sliding over Q queries) itself, pages of Quest where they lie wholly in them; the output
+    is the torch path's, which masks the scores (K = 301: pages of 4 and segments of 1024
+    keys end short)."""
+    from maskgraph.sparse import topk as triton_topk
+
+    monkeypatch.setattr(triton_topk, "SMALL_MAX", small_max)
+    seen = []
+    real = triton_topk.exclusion_args
+    monkeypatch.setattr(triton_topk, "exclusion_args", lambda exclude: seen.append(exclude) or real(exclude))
+    graph, qs, ks, vs, _ = sparse_case(op, tmp_path, b=2, k=301, seed=13, q=q)
+    masked = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")(qs, ks, vs, state=mg.State())
+    assert not seen
+    out = mg.compile(graph, mode="sparse", gqa="shared", kernel="triton")(qs, ks, vs, state=mg.State())
+    block = 4 if op == "quest" else 1  # sink 4, window 8: t − 8 < j ≤ t for t = 301 − q + i
+    assert seen == [[q, block, 301, 0, 4, 0, 301 - q - 7, 301 - q + 1, 1]]
+    assert ((out - masked).norm() / masked.norm()).item() < 1e-5
 
 
 @pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])

@@ -256,6 +256,65 @@ def test_bounded_integers_skip_the_range_and_the_resolve(top, launches, monkeypa
     assert torch.equal(torch.gather(s, -1, idx), values)
 
 
+def dropped_by_runs(rows: int, n: int, qc: int, block: int, num_keys: int, runs) -> torch.Tensor:
+    """Bool (rows, n): score i of row r stands for keys i·block .. i·block + block − 1 below
+    num_keys, and is dropped when each of them is in some run [lo + slope·q, hi + slope·q)
+    for the row's query q = r mod qc — checked key by key."""
+    out = torch.zeros(rows, n, dtype=torch.bool)
+    for r in range(rows):
+        q = r % qc
+        for i in range(n):
+            keys = range(i * block, min(i * block + block, num_keys))
+            out[r, i] = all(any(lo + sl * q <= j < hi + sl * q for lo, hi, sl in runs) for j in keys)
+    return out
+
+
+#: (qc, block, K, runs): sink and window at decode; a window sliding over a chunk of queries;
+#: pages partly covered; runs that overlap, touch (a page spans both), are empty or reach
+#: past the keys; one run.
+EXCLUSIONS = [
+    (1, 1, 300, [(0, 7, 0), (290, 300, 1)]),
+    (3, 1, 300, [(0, 4, 0), (200, 230, 1)]),
+    (2, 5, 298, [(0, 12, 0), (260, 298, 1)]),  # pages of 5 keys, the last one 3
+    (1, 4, 300, [(0, 10, 0), (10, 17, 0)]),  # they touch: page 2 (keys 8-11) lies in both
+    (1, 4, 300, [(0, 10, 0), (5, 40, 0)]),  # they overlap
+    (2, 4, 300, [(30, 30, 0), (-50, 16, 1)]),  # an empty run; a run starting before key 0
+    (1, 1, 300, [(100, 400, 0)]),
+]
+
+
+@needs_kernel
+@pytest.mark.parametrize("qc, block, num_keys, runs", EXCLUSIONS)
+@pytest.mark.parametrize("kind", ["normal", "ints", "zeros_and_nan"])
+@pytest.mark.parametrize("path", ["one_program", "segments"])
+def test_select_topk_drops_the_runs_it_is_given(qc, block, num_keys, runs, kind, path, monkeypatch):
+    """``exclude``: the scores whose keys all lie in a prior's runs count as −inf, as if a pass
+    had masked them; against masking key by key and the plain rule, on both paths and with
+    every promise the kind allows."""
+    from maskgraph.sparse import topk as triton_topk
+
+    monkeypatch.setattr(triton_topk, "SMALL_MAX", 0 if path == "segments" else 1 << 20)
+    monkeypatch.setattr(triton_topk, "SEG_MIN", 16)  # several segments even for short rows
+    n = -(-num_keys // block)
+    rows = 2 * qc * 2  # (B=2, H=2, qc queries)
+    gen = torch.Generator().manual_seed(hash((qc, block, num_keys, kind)) % 1000)
+    s = scores(kind, (rows, n), gen)
+    masked = counted(s).masked_fill(dropped_by_runs(rows, n, qc, block, num_keys, runs), float("-inf"))
+    exclude = [qc, block, num_keys, *(v for run in runs for v in run)]
+    k = max(1, n // 3)
+    for promise, top in promises(kind):
+        values, idx = select_topk(s, k, promise, top=top, exclude=exclude)
+        assert as_set(idx) == reference(masked, k)
+        assert torch.equal(torch.gather(masked, -1, idx), values)
+
+
+def test_select_topk_rejects_a_bad_exclusion():
+    with pytest.raises(ValueError, match="lo, hi, slope for 1 to 2 runs, got 5 numbers"):
+        select_topk(torch.zeros(2, 10), 3, exclude=[1, 1, 10, 0, 4])
+    with pytest.raises(ValueError, match="exclude is taken by the Triton selection only"):
+        topk_lowest(torch.zeros(2, 10), 3, triton=False, exclude=[1, 1, 10, 0, 4, 0])
+
+
 def test_segments_are_powers_of_two_and_bounded():
     for n in (1, SEG_MIN, SEG_MIN + 1, 131072, 524288, 10**6, 10**7):
         seg = segment(n)

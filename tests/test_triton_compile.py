@@ -18,6 +18,9 @@ import torch
 
 from maskgraph.triton_util import triton_installed
 
+#: The nine scalars of a top-k kernel's prior runs (``topk.exclusion_args``).
+EX = " ".join(f"ex{i}:i32" for i in range(9))
+
 
 def sig(text: str) -> dict[str, str]:
     """'a:*fp32 b:i32' -> {'a': '*fp32', 'b': 'i32'}."""
@@ -38,15 +41,15 @@ KERNELS = [
     (
         "maskgraph.sparse.topk_kernel",
         "select_range",
-        "S:*fp32 RANGE:*i32 n:i32 stride:i32 SEG:constexpr",
-        {"SEG": 4096},
+        "S:*fp32 RANGE:*i32 n:i32 stride:i32 " + EX + " SEG:constexpr NEX:constexpr",
+        {"SEG": 4096, "NEX": 2},
     ),
     (
         "maskgraph.sparse.topk_kernel",
         "select_hist",
-        "S:*fp32 RANGE:*i32 HIST:*i32 n:i32 stride:i32 SEG:constexpr NB:constexpr SP:constexpr "
-        "INTEGER:constexpr BOUNDED:constexpr",
-        {"SEG": 4096, "NB": 64, "SP": 32, "INTEGER": False, "BOUNDED": False},
+        "S:*fp32 RANGE:*i32 HIST:*i32 n:i32 stride:i32 " + EX + " SEG:constexpr NB:constexpr SP:constexpr "
+        "INTEGER:constexpr BOUNDED:constexpr NEX:constexpr",
+        {"SEG": 4096, "NB": 64, "SP": 32, "INTEGER": False, "BOUNDED": False, "NEX": 1},
     ),
     (
         "maskgraph.sparse.topk_kernel",
@@ -59,9 +62,9 @@ KERNELS = [
         "maskgraph.sparse.topk_kernel",
         "select_write",
         "S:*fp32 RANGE:*i32 STATE_PTR:*i64 OFFS:*i32 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 n:i32 k:i32 "
-        "stride:i32 "
-        "SEG:constexpr NB:constexpr SP:constexpr INTEGER:constexpr BOUNDED:constexpr",
-        {"SEG": 4096, "NB": 64, "SP": 32, "INTEGER": True, "BOUNDED": True},
+        "stride:i32 " + EX + " SEG:constexpr NB:constexpr SP:constexpr INTEGER:constexpr BOUNDED:constexpr "
+        "NEX:constexpr",
+        {"SEG": 4096, "NB": 64, "SP": 32, "INTEGER": True, "BOUNDED": True, "NEX": 2},
     ),
     (
         "maskgraph.sparse.topk_kernel",
@@ -80,8 +83,9 @@ KERNELS = [
     (
         "maskgraph.sparse.topk_kernel",
         "select_small",
-        "S:*fp32 VALS:*fp32 IDX:*i64 COUNT:*i64 n:i32 k:i32 stride:i32 BLOCK:constexpr HAS_COUNT:constexpr",
-        {"BLOCK": 8192, "HAS_COUNT": True},
+        "S:*fp32 VALS:*fp32 IDX:*i64 COUNT:*i64 n:i32 k:i32 stride:i32 " + EX + " BLOCK:constexpr "
+        "HAS_COUNT:constexpr NEX:constexpr",
+        {"BLOCK": 8192, "HAS_COUNT": True, "NEX": 2},
     ),
     (
         "maskgraph.ops.zoo.quest_kernel",

@@ -15,7 +15,10 @@ The set answers ``contains(j)``: membership of positions ``j`` (int64 (b', h', Q
 broadcast against its own leading dimensions. Ranges answer arithmetically; selections through
 a (b, h, Qc, K) bitmap built on demand. ``leaves`` names the leaf nodes the set is made of and
 ``excludes`` the leaves known to be disjoint from it (top-k never picks a key of its prior), so
-unions skip needless checks.
+unions skip needless checks. ``intervals``, where known, states the membership as at most a
+few half-open runs per query: query q of the chunk (0-based) keeps j exactly when
+``lo + slope·q ≤ j < hi + slope·q`` for one of the ``(lo, hi, slope)`` (ints, symbolic under
+torch.compile); the Triton top-k then drops a prior's keys itself instead of a masking pass.
 
 Sizes are static for a given K (sink + window + k for the usual graphs), so a decode step has a
 fixed shape and no host synchronisation.
@@ -59,6 +62,7 @@ class IndexSet:
     cheap: bool
     leaves: frozenset[str]
     excludes: frozenset[str] = field(default_factory=frozenset)
+    intervals: tuple[tuple[Any, Any, int], ...] | None = None
 
     @property
     def lead(self) -> tuple[int, ...]:
@@ -80,8 +84,17 @@ class IndexSet:
         return sum(p.size for p in self.parts)
 
 
-def span_set(name: str, start, length, member: Callable, num_keys, device: torch.device) -> IndexSet:
-    """The run ``start + 0..length−1`` clipped to the keys, kept where ``member(pos)``.
+def span_set(
+    name: str,
+    start,
+    length,
+    member: Callable,
+    num_keys,
+    device: torch.device,
+    interval: tuple[Any, Any, int] | None = None,
+) -> IndexSet:
+    """The run ``start + 0..length−1`` clipped to the keys, kept where ``member(pos)``;
+    ``interval``: ``member`` as one (lo, hi, slope) run (see the module docstring), if it is one.
 
     ``start``/``length``: ints (symbolic under torch.compile), ``start`` may be a 0-d tensor
     (a static buffer's query position: the run is then read by one index_select); ``member`` maps positions
@@ -96,7 +109,9 @@ def span_set(name: str, start, length, member: Callable, num_keys, device: torch
         s0 = torch.sym_max(0, torch.sym_min(start, num_keys - run))
     pos = s0 + torch.arange(run, device=device).view(1, 1, 1, -1)
     part = Part(pos, member(pos), (s0, run))
-    return IndexSet([part], member, True, frozenset([name]))
+    return IndexSet(
+        [part], member, True, frozenset([name]), intervals=None if interval is None else (interval,)
+    )
 
 
 def expand_heads(mask: torch.Tensor, heads: int) -> torch.Tensor:
@@ -170,7 +185,10 @@ def union(name: str, sets: list[IndexSet]) -> IndexSet:
     leaves = frozenset().union(*(s.leaves for s in ordered))
     excludes = frozenset.intersection(*(s.excludes for s in ordered))
     cheap = all(s.cheap for s in ordered)
-    return IndexSet(parts, contains, cheap, leaves | frozenset([name]), excludes)
+    runs = None
+    if all(s.intervals is not None for s in ordered):
+        runs = tuple(run for s in ordered for run in s.intervals)
+    return IndexSet(parts, contains, cheap, leaves | frozenset([name]), excludes, runs)
 
 
 def intersection(name: str, a: IndexSet, b: IndexSet) -> IndexSet:

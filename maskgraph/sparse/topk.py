@@ -50,6 +50,8 @@ RESOLVE_MID = 2048
 #: to 4096 and took 0.025 ms per call on Quest's 8 × 8192 pages where the segments take less:
 #: not kept.
 SMALL_MAX = 4096
+#: Runs of a prior the kernels drop themselves (``exclude``).
+MAX_RUNS = 2
 #: int64 fields per row of the selection's state (``topk_kernel.STATE``).
 STATE_FIELDS = 5
 #: Output slots ``select_choose`` fills per step past a device count.
@@ -84,6 +86,7 @@ def select_topk_2d(
     integer: bool = False,
     count: torch.Tensor | None = None,
     top: int | None = None,
+    exclude: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """scores (R, N) float32, 1 ≤ k ≤ N -> (values (R, k) float32, indices (R, k) int64): each
     row's k largest, ties toward the lowest index, in no particular order. ``integer``: every
@@ -94,11 +97,16 @@ def select_topk_2d(
     slots hold the row's min(count, k) largest, the others −inf (index 0); 0 keeps none.
     ``top`` (with ``integer``): every finite score is an integer in [0, top]; with top ≤ BINS − 2
     each value has its bin without the range pass, and nothing is left to resolve: three
-    launches (histogram, choose, write) instead of seven."""
+    launches (histogram, choose, write) instead of seven. ``exclude``: a prior's runs the
+    selection treats as −inf without a masking pass of its own, ``[qc, block, K]`` then
+    ``lo, hi, slope`` per run (one or two): row r belongs to query q = r mod qc, score i stands
+    for keys [i·block, min(i·block + block, K)), and it is dropped when every one of those keys
+    lies in some run [lo + slope·q, hi + slope·q) (two runs that meet as one)."""
     scores = scores.contiguous()
     rows, n = scores.shape
     if not 1 <= k <= n:
         raise ValueError(f"select_topk: k must be in [1, {n}] for rows of {n} scores, got {k}")
+    ex, nex = exclusion_args(exclude)
     if count is not None and (
         count.dim() != 0
         or count.device != scores.device
@@ -113,7 +121,7 @@ def select_topk_2d(
     has_count = count is not None
     count = count.to(torch.int64) if has_count else scores
     if n <= SMALL_MAX:
-        return _select_small(scores, k, count, has_count)
+        return _select_small(scores, k, count, has_count, ex, nex)
     bounded = integer and top is not None and 0 <= top <= BINS - 2
     rng, hist, choose, write, resolve_lanes, resolve = _kernels()
     seg = segment(n)
@@ -131,10 +139,10 @@ def select_topk_2d(
     indices = torch.empty(rows, k, device=dev, dtype=torch.int64)
     wide, per_row = pdl(scores.device, rows * grid[1]), pdl(scores.device, rows)
     if not bounded:
-        rng[grid](scores, ranges, n, n, SEG=seg, num_warps=warps, **wide)
+        rng[grid](scores, ranges, n, n, *ex, SEG=seg, NEX=nex, num_warps=warps, **wide)
     hist[grid](
-        scores, ranges, histograms, n, n,
-        SEG=seg, NB=BINS, SP=sp, INTEGER=integer, BOUNDED=bounded, num_warps=warps, **wide,
+        scores, ranges, histograms, n, n, *ex,
+        SEG=seg, NB=BINS, SP=sp, INTEGER=integer, BOUNDED=bounded, NEX=nex, num_warps=warps, **wide,
     )  # fmt: skip
     choose[(rows,)](
         ranges, state, histograms, offsets, values, indices, count, grid[1], k,
@@ -153,11 +161,13 @@ def select_topk_2d(
         n,
         k,
         n,
+        *ex,
         SEG=seg,
         NB=BINS,
         INTEGER=integer,
         SP=sp,
         BOUNDED=bounded,
+        NEX=nex,
         num_warps=warps,
         **wide,
     )
@@ -170,8 +180,22 @@ def select_topk_2d(
     return values, indices
 
 
+def exclusion_args(exclude: list[int] | None) -> tuple[tuple[int, ...], int]:
+    """(the nine scalars the kernels take, run count) of :func:`select_topk_2d`'s ``exclude``."""
+    if not exclude:
+        return (1, 1, 1, 0, 0, 0, 0, 0, 0), 0
+    runs = list(exclude[3:])
+    if len(runs) % 3 or not 1 <= len(runs) // 3 <= MAX_RUNS:
+        raise ValueError(
+            f"select_topk: exclude must be [qc, block, K] then lo, hi, slope for 1 to {MAX_RUNS} "
+            f"runs, got {len(exclude)} numbers"
+        )
+    nex = len(runs) // 3
+    return (*exclude[:3], *runs, *([0] * (3 * (MAX_RUNS - nex)))), nex
+
+
 def _select_small(
-    scores: torch.Tensor, k: int, count: torch.Tensor, has_count: bool
+    scores: torch.Tensor, k: int, count: torch.Tensor, has_count: bool, ex: tuple, nex: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of n ≤ SMALL_MAX scores: one program per row, one launch."""
     rows, n = scores.shape
@@ -180,8 +204,8 @@ def _select_small(
     indices = torch.empty(rows, k, device=scores.device, dtype=torch.int64)
     warps = 4 if block <= 1024 else 8 if block <= 8192 else 16
     jitted("maskgraph.sparse.topk_kernel", "select_small")[(rows,)](
-        scores, values, indices, count, n, k, n,
-        BLOCK=block, HAS_COUNT=has_count, num_warps=warps, **pdl(scores.device, rows),
+        scores, values, indices, count, n, k, n, *ex,
+        BLOCK=block, HAS_COUNT=has_count, NEX=nex, num_warps=warps, **pdl(scores.device, rows),
     )  # fmt: skip
     return values, indices
 
@@ -193,13 +217,20 @@ def _(scores: torch.Tensor, k: int, *_options) -> tuple[torch.Tensor, torch.Tens
 
 
 def select_topk(
-    scores: torch.Tensor, k, integer: bool = False, count: torch.Tensor | None = None, top: int | None = None
+    scores: torch.Tensor,
+    k,
+    integer: bool = False,
+    count: torch.Tensor | None = None,
+    top: int | None = None,
+    exclude: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of float32 scores (…, N) along the last dimension by :mod:`.topk_kernel`:
     (values, indices) of shape (…, k), the set of :func:`~maskgraph.ops.select.topk_lowest`.
     ``integer``: every finite score is an integer (faster; wrong sets otherwise). ``count``:
     select min(count, k) read on the device, −inf in the other slots; ``top``: with
-    ``integer``, every finite score is in [0, top] (see :func:`select_topk_2d`)."""
+    ``integer``, every finite score is in [0, top]; ``exclude``: runs of keys to drop (see
+    :func:`select_topk_2d`)."""
     lead = scores.shape[:-1]
-    values, indices = select_topk_2d(scores.reshape(-1, scores.shape[-1]).float(), k, integer, count, top)
+    flat = scores.reshape(-1, scores.shape[-1]).float()
+    values, indices = select_topk_2d(flat, k, integer, count, top, exclude)
     return values.view(*lead, k), indices.view(*lead, k)

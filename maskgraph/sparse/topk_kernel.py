@@ -116,11 +116,46 @@ def _bins(x, inside, lo, scale, NB: tl.constexpr):
     return tl.where(finite, 1 + f.to(tl.int32), 0)
 
 
-def select_range(S, RANGE, n, stride, SEG: tl.constexpr, PDL: tl.constexpr = False):
+@triton.jit
+def _dropped(offs, row, qc, block, num_keys, lo1, hi1, sl1, lo2, hi2, sl2, NEX: tl.constexpr):
+    """True where every key of element ``offs`` — keys [offs·block, min(offs·block + block, K))
+    — lies in the prior's runs for the row's query q = row mod qc: run i is
+    [lo_i + sl_i·q, hi_i + sl_i·q); two runs that meet count as one."""
+    q = (row % qc).to(tl.int32)  # 32-bit arithmetic: positions stay below K < 2**31
+    p0 = offs * block
+    p1 = tl.minimum(p0 + block, num_keys)
+    a0 = lo1 + sl1 * q
+    a1 = hi1 + sl1 * q
+    out = (a0 <= p0) & (p1 <= a1)
+    if NEX == 2:
+        b0 = lo2 + sl2 * q
+        b1 = hi2 + sl2 * q
+        meet = (a0 < a1) & (b0 < b1) & (tl.maximum(a0, b0) <= tl.minimum(a1, b1))
+        out = out | ((b0 <= p0) & (p1 <= b1))
+        out = out | (meet & (tl.minimum(a0, b0) <= p0) & (p1 <= tl.maximum(a1, b1)))
+    return out
+
+
+@triton.jit
+def _load_scores(
+    S, row, stride, offs, inside, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX: tl.constexpr
+):
+    """The row's scores at ``offs`` in the canonical form (−inf outside the row), −inf where
+    the prior's runs (``ex*``, see :func:`_dropped`; NEX of them, 0 to 2) cover the element."""
+    x = _canonical(tl.load(S + row * stride + offs, mask=inside, other=float("-inf")))
+    if NEX > 0:
+        x = tl.where(_dropped(offs, row, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX), float("-inf"), x)
+    return x
+
+
+def select_range(
+    S, RANGE, n, stride, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
+    SEG: tl.constexpr, NEX: tl.constexpr = 0, PDL: tl.constexpr = False,
+):  # fmt: skip
     enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * SEG + tl.arange(0, SEG)
-    x = _canonical(tl.load(S + row * stride + offs, mask=offs < n, other=float("-inf")))
+    x = _load_scores(S, row, stride, offs, offs < n, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX)
     finite = x > float("-inf")
     key = _ordered(x).to(tl.int64)
     lo = tl.min(tl.where(finite, key, 2147483647), 0)
@@ -131,9 +166,9 @@ def select_range(S, RANGE, n, stride, SEG: tl.constexpr, PDL: tl.constexpr = Fal
 
 
 def select_hist(
-    S, RANGE, HIST, n, stride,
+    S, RANGE, HIST, n, stride, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
     SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, INTEGER: tl.constexpr,
-    BOUNDED: tl.constexpr = False, PDL: tl.constexpr = False,
+    BOUNDED: tl.constexpr = False, NEX: tl.constexpr = 0, PDL: tl.constexpr = False,
 ):  # fmt: skip
     enter(PDL)
     row = tl.program_id(0).to(tl.int64)
@@ -141,7 +176,7 @@ def select_hist(
     lo, scale, exact = _scale(RANGE, row, tl.num_programs(1), SP, NB, INTEGER, BOUNDED)
     offs = seg * SEG + tl.arange(0, SEG)
     inside = offs < n
-    x = _canonical(tl.load(S + row * stride + offs, mask=inside, other=float("-inf")))
+    x = _load_scores(S, row, stride, offs, inside, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX)
     counts = tl.histogram(_bins(x, inside, lo, scale, NB), NB)
     outside = tl.minimum(tl.maximum((seg + 1) * SEG - n, 0), SEG)  # padding lanes landed in bin 0
     bins = tl.arange(0, NB)
@@ -190,9 +225,9 @@ def select_choose(
 
 def select_write(
     S, RANGE, STATE_PTR, OFFS, VALS, IDX, CAND, CANDV,
-    n, k, stride,
+    n, k, stride, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
     SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, INTEGER: tl.constexpr,
-    BOUNDED: tl.constexpr = False, PDL: tl.constexpr = False,
+    BOUNDED: tl.constexpr = False, NEX: tl.constexpr = 0, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """Writes every score above the chosen bin to the output and the scores in it to the
     candidate buffer (each in index order, from the offsets ``select_choose`` left). With
@@ -210,7 +245,7 @@ def select_write(
     lo, scale, exact = _scale(RANGE, row, nseg, SP, NB, INTEGER, BOUNDED)
     offs = seg * SEG + tl.arange(0, SEG)
     inside = offs < n
-    x = _canonical(tl.load(S + row * stride + offs, mask=inside, other=float("-inf")))
+    x = _load_scores(S, row, stride, offs, inside, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX)
     b = _bins(x, inside, lo, scale, NB)
     up = inside & (b > chosen)
     cand = inside & (b == chosen)
@@ -356,8 +391,8 @@ def select_resolve(
 
 
 def select_small(
-    S, VALS, IDX, COUNT, n, k, stride,
-    BLOCK: tl.constexpr, HAS_COUNT: tl.constexpr, PDL: tl.constexpr = False,
+    S, VALS, IDX, COUNT, n, k, stride, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
+    BLOCK: tl.constexpr, HAS_COUNT: tl.constexpr, NEX: tl.constexpr = 0, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """One program per row of n ≤ BLOCK scores, held in registers: the exact k-th largest key
     in four rounds of 8-bit radix digits (a 256-bin histogram each, over the keys that share
@@ -368,7 +403,7 @@ def select_small(
     want, limit = _wanted(COUNT, k, HAS_COUNT)
     offs = tl.arange(0, BLOCK)
     inside = offs < n
-    x = _canonical(tl.load(S + row * stride + offs, mask=inside, other=float("-inf")))
+    x = _load_scores(S, row, stride, offs, inside, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX)
     # unsigned keys in the order of the scores: flip the sign bit of the ordered int32 keys
     ukey = (_ordered(x) ^ -2147483648).to(tl.uint32, bitcast=True)
     bins = tl.arange(0, 256)
