@@ -29,3 +29,16 @@ def reference_gathered(q, k, v, am, scaling, idx, valid, sinks):
                 p = torch.softmax(allv, 0)[: len(keys)]
                 out[bi, h, i] = p @ v[bi, kv, keys].double()
     return out
+
+
+def dropped_by_runs(rows: int, n: int, qc: int, block: int, num_keys: int, runs) -> torch.Tensor:
+    """Bool (rows, n): score i of row r stands for keys i·block .. i·block + block − 1 below
+    num_keys, and is dropped when each of them is in some run [lo + slope·q, hi + slope·q)
+    for the row's query q = r mod qc — checked key by key."""
+    out = torch.zeros(rows, n, dtype=torch.bool)
+    for r in range(rows):
+        q = r % qc
+        for i in range(n):
+            keys = range(i * block, min(i * block + block, num_keys))
+            out[r, i] = all(any(lo + sl * q <= j < hi + sl * q for lo, hi, sl in runs) for j in keys)
+    return out

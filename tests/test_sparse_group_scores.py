@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from launches import record_topk_launches
 
 import maskgraph as mg
 from maskgraph.env import Env
@@ -60,7 +61,7 @@ def test_group_scores_are_the_group_max(op, dtype, shape, tmp_path):
     prep = spec.prepare(keys, keys, params, {}, 0)
     env = Env(queries, keys, keys, None, D**-0.5, torch.arange(k - q, k), 0)
     per_head, _ = spec.extra["sparse_scores"](env, prep, **params)
-    grouped, block = spec.extra["sparse_group_scores"](env, prep, **params)
+    grouped, block, *_ = spec.extra["sparse_group_scores"](env, prep, **params)
     n = per_head.shape[-1]  # K, or pages for quest
     want = per_head.view(b, hkv, hq // hkv, q, n).amax(2)
     assert block == (16 if op == "quest" else 1)
@@ -149,14 +150,80 @@ def test_the_top_k_drops_the_prior_on_the_kernel_path(op, q, small_max, tmp_path
     monkeypatch.setattr(triton_topk, "SMALL_MAX", small_max)
     seen = []
     real = triton_topk.exclusion_args
-    monkeypatch.setattr(triton_topk, "exclusion_args", lambda exclude: seen.append(exclude) or real(exclude))
+    # the hash score kernel takes the same arguments (None where it drops nothing)
+    monkeypatch.setattr(
+        triton_topk, "exclusion_args", lambda exclude: exclude and seen.append(exclude) or real(exclude)
+    )
     graph, qs, ks, vs, _ = sparse_case(op, tmp_path, b=2, k=301, seed=13, q=q)
     masked = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")(qs, ks, vs, state=mg.State())
     assert not seen
     out = mg.compile(graph, mode="sparse", gqa="shared", kernel="triton")(qs, ks, vs, state=mg.State())
     block = 4 if op == "quest" else 1  # sink 4, window 8: t − 8 < j ≤ t for t = 301 − q + i
-    assert seen == [[q, block, 301, 0, 4, 0, 301 - q - 7, 301 - q + 1, 1]]
+    # over segments HashAttention's score kernel drops them from the top-k's histograms too
+    uses = 2 if op == "hashattention" and small_max == 0 else 1
+    assert seen == [[q, block, 301, 0, 4, 0, 301 - q - 7, 301 - q + 1, 1]] * uses
     assert ((out - masked).norm() / masked.norm()).item() < 1e-5
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}Hq{}Hkv{}Q{}K{}".format(*s))
+@pytest.mark.parametrize("bits", [32, 64, 5])
+@pytest.mark.parametrize("runs", [None, [(0, 4, 0), (20, 29, 1)]], ids=["all", "prior"])
+def test_hash_histograms_count_the_scores(shape, bits, runs):
+    """The hash kernel's histograms, one per (row, block of seg keys): bin 1 + score, the keys
+    of the prior's runs and the padding past K in bin 0 (padding then taken off), counted
+    plainly here; its scores are the plain kernel's."""
+    from references import dropped_by_runs
+
+    from maskgraph.sparse.topk import bounded_bins
+
+    b, hq, hkv, q, k = shape
+    gen = torch.Generator().manual_seed(sum(shape) + bits)
+    nw = -(-bits // 32)
+    qw = torch.randint(-(2**31), 2**31 - 1, (b, hq, q, nw), generator=gen, dtype=torch.int32)
+    kw = torch.randint(-(2**31), 2**31 - 1, (b, hkv, k, nw), generator=gen, dtype=torch.int32)
+    if bits % 32:  # the unused high bits of the last word are 0, as hash_words packs them
+        kw[..., -1] &= (1 << (bits % 32)) - 1
+        qw[..., -1] &= (1 << (bits % 32)) - 1
+    seg, nb = 128, bounded_bins(bits)
+    exclude = None if runs is None else [q, 1, k, *(v for run in runs for v in run)]
+    scores, hist = ha._hash_group_scores_hist(qw, kw, hkv, bits, seg, nb, exclude)
+    assert torch.equal(scores, ha._hash_group_scores(qw, kw, hkv, bits))
+    rows = scores.reshape(-1, k)
+    drop = dropped_by_runs(rows.shape[0], k, q, 1, k, runs or [])
+    bins = torch.where(drop, 0, 1 + rows.long())
+    want = torch.zeros(rows.shape[0], -(-k // seg), nb, dtype=torch.int32)
+    for r in range(rows.shape[0]):
+        for s in range(want.shape[1]):
+            for value in bins[r, s * seg : (s + 1) * seg].tolist():
+                want[r, s, value] += 1
+    assert hist.dtype == torch.int32 and torch.equal(hist, want)
+
+
+@pytest.mark.parametrize("q", [1, 3])
+@pytest.mark.parametrize("masked", [False, True])
+def test_hash_top_k_takes_the_kernels_histograms(q, masked, tmp_path, monkeypatch):
+    """HashAttention over segments, grouped, on the kernel path: its score kernel writes the
+    bounded top-k's histograms (the prior dropped there too) and the top-k launches no
+    histogram pass of its own; the output is the torch path's. With an attention mask neither
+    happens."""
+    from maskgraph.sparse import topk as triton_topk
+
+    monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
+    monkeypatch.setattr(triton_topk, "SEG_MIN", 64)  # K = 301: five segments, the last short
+    launched = record_topk_launches(monkeypatch)
+    graph, qs, ks, vs, _ = sparse_case("hashattention", tmp_path, b=2, k=301, seed=17, q=q)
+    am = None
+    if masked:
+        am = torch.zeros(2, 1, q, 301)
+        am[0, ..., 5:9] = float("-inf")
+    masked_out = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")
+    want = masked_out(qs, ks, vs, attention_mask=am, state=mg.State())
+    assert not launched
+    fast = mg.compile(graph, mode="sparse", gqa="shared", kernel="triton")
+    out = fast(qs, ks, vs, attention_mask=am, state=mg.State())
+    expected = ["select_hist"] if masked else []
+    assert [n for n in launched if n == "select_hist"] == expected and "select_write" in launched
+    assert ((out - want).norm() / want.norm()).item() < 1e-5
 
 
 @pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])

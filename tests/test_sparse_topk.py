@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from launches import record_topk_launches
+from references import dropped_by_runs
 
 from maskgraph.ops.select import topk_lowest
 from maskgraph.sparse.topk import BINS, SEG_MAX, SEG_MIN, SEGMENTS, segment, select_topk
@@ -233,18 +235,7 @@ def test_bounded_integers_skip_the_range_and_the_resolve(top, launches, monkeypa
     launches. Scores hold every value up to ``top`` and many ties at the k-th."""
     from maskgraph.sparse import topk as triton_topk
 
-    kernels = triton_topk._kernels()
-    launched: list[str] = []
-
-    class Recorder:
-        def __init__(self, kernel):
-            self.kernel = kernel
-
-        def __getitem__(self, grid):
-            launched.append(self.kernel.fn.__name__)
-            return self.kernel[grid]
-
-    monkeypatch.setattr(triton_topk, "_kernels", lambda: tuple(Recorder(kern) for kern in kernels))
+    launched = record_topk_launches(monkeypatch)
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
     gen = torch.Generator().manual_seed(top)
     s = torch.randint(0, top + 1, (3, 3 * SEG_MIN + 7), generator=gen).float()
@@ -254,19 +245,6 @@ def test_bounded_integers_skip_the_range_and_the_resolve(top, launches, monkeypa
     assert len(launched) == launches, launched
     assert as_set(idx) == reference(s, k)
     assert torch.equal(torch.gather(s, -1, idx), values)
-
-
-def dropped_by_runs(rows: int, n: int, qc: int, block: int, num_keys: int, runs) -> torch.Tensor:
-    """Bool (rows, n): score i of row r stands for keys i·block .. i·block + block − 1 below
-    num_keys, and is dropped when each of them is in some run [lo + slope·q, hi + slope·q)
-    for the row's query q = r mod qc — checked key by key."""
-    out = torch.zeros(rows, n, dtype=torch.bool)
-    for r in range(rows):
-        q = r % qc
-        for i in range(n):
-            keys = range(i * block, min(i * block + block, num_keys))
-            out[r, i] = all(any(lo + sl * q <= j < hi + sl * q for lo, hi, sl in runs) for j in keys)
-    return out
 
 
 #: (qc, block, K, runs): sink and window at decode; a window sliding over a chunk of queries;
@@ -311,7 +289,7 @@ def test_select_topk_drops_the_runs_it_is_given(qc, block, num_keys, runs, kind,
 def test_select_topk_rejects_a_bad_exclusion():
     with pytest.raises(ValueError, match="lo, hi, slope for 1 to 2 runs, got 5 numbers"):
         select_topk(torch.zeros(2, 10), 3, exclude=[1, 1, 10, 0, 4])
-    with pytest.raises(ValueError, match="exclude is taken by the Triton selection only"):
+    with pytest.raises(ValueError, match="exclude and hist are taken by the Triton selection only"):
         topk_lowest(torch.zeros(2, 10), 3, triton=False, exclude=[1, 1, 10, 0, 4, 0])
 
 

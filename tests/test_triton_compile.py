@@ -125,10 +125,12 @@ KERNELS = [
     (
         "maskgraph.ops.zoo.hashattention_kernel",
         "hash_group_scores",
-        "QW:*i32 KW:*i32 OUT:*fp32 "
+        "QW:*i32 KW:*i32 OUT:*fp32 HIST:*i32 "
         + I32("n_keys n_q hkv g_heads n_words hat_bits")
-        + " BLOCK:constexpr WP:constexpr",
-        {"BLOCK": 1024, "WP": 2},
+        + " "
+        + EX
+        + " BLOCK:constexpr WP:constexpr NB:constexpr NEX:constexpr",
+        {"BLOCK": 2048, "WP": 2, "NB": 64, "NEX": 2},
     ),
     (
         "maskgraph.ops.zoo.hashattention_kernel",

@@ -20,6 +20,7 @@ def topk_lowest(
     count: torch.Tensor | None = None,
     top: int | None = None,
     exclude: list[int] | None = None,
+    hist: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The k largest of float32 ``scores`` (…, N) along the last dimension, ties toward the
     lowest index: (values, indices) of shape (…, k) in no promised order, and the same set on
@@ -39,16 +40,18 @@ def topk_lowest(
     values, the others read −inf (the Triton selection takes the count itself; the torch rule cuts its k by one
     sort, :func:`keep_count`). ``top`` (with ``integer``): every finite score lies in [0, top]
     (the Triton selection then skips its range pass and its resolve step). ``exclude``: runs of
-    keys the Triton selection drops itself (:func:`maskgraph.sparse.topk.select_topk_2d`);
-    only with it."""
+    keys the Triton selection drops itself, ``hist``: its histograms made with the scores
+    (:func:`maskgraph.sparse.topk.select_topk_2d`); only with it."""
     if triton is None:
         triton = scores.is_cuda and triton_installed()
     if triton and k > 0:
         from ..sparse.topk import select_topk
 
-        return select_topk(scores, k, integer, count, top, exclude)
-    if exclude:
-        raise ValueError("topk_lowest: exclude is taken by the Triton selection only (triton=True, k > 0)")
+        return select_topk(scores, k, integer, count, top, exclude, hist)
+    if exclude or hist is not None:
+        raise ValueError(
+            "topk_lowest: exclude and hist are taken by the Triton selection only (triton=True, k > 0)"
+        )
     s = canonical_scores(scores)
     index = torch.arange(scores.shape[-1], device=scores.device)
     idx = torch.topk(order_keys(s, index), k, dim=-1, sorted=False).indices

@@ -8,6 +8,7 @@ prepare caches (``exact``, the oracle, reads the keys).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,9 @@ class BlockScores:
     grouped: bool = False
     integer: bool = False  # every finite score is an integer (the estimator promises it)
     top: int | None = None  # with integer: every finite score lies in [0, top]
+    # with_histogram(exclude, seg, bins) -> (the grouped scores, the bounded top-k's histograms
+    # (b·Hkv·Qc, K / seg, bins) int32), made in one kernel (``hist`` of select_topk_2d)
+    histogram: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def heads(self, env: Env) -> int:
         return env.Hkv if self.grouped else env.Hq
@@ -130,7 +134,9 @@ def make_estimator(sparse_scores, sparse_group_scores=None, integer: bool = Fals
     taken by :func:`group_scores`), used under ``gqa="shared"`` when the attention mask is the
     same for every head. ``integer``: the estimator's finite scores are integers (the Triton
     top-k then bins them exactly); ``top``: None or a function of the parameters giving the
-    largest score, the finite scores then lying in [0, top] (with ``integer``)."""
+    largest score, the finite scores then lying in [0, top] (with ``integer``).
+    ``sparse_group_scores`` may return a third item, ``with_histogram`` (see
+    :class:`BlockScores`)."""
 
     def lower(ctx: Context, name, inputs, params, prep) -> BlockScores:
         env = ctx.env
@@ -139,7 +145,8 @@ def make_estimator(sparse_scores, sparse_group_scores=None, integer: bool = Fals
         if sparse_group_scores is not None and ctx.gqa == "shared" and same_mask:
             grouped = sparse_group_scores(env, prep, **params)
             if grouped is not None:
-                return BlockScores(grouped[0], int(grouped[1]), True, integer, bound)
+                histogram = grouped[2] if len(grouped) > 2 else None
+                return BlockScores(grouped[0], int(grouped[1]), True, integer, bound, histogram)
         scores, block = sparse_scores(env, prep, **params)
         return BlockScores(scores, int(block), integer=integer, top=bound)
 
@@ -173,10 +180,10 @@ def kernel_exclusion(ctx: Context, prior: IndexSet | None, scores: BlockScores, 
     window, causal, full and their unions) over scores of ``block`` keys each, where the top-k
     is Triton's, no attention mask applies and the estimator's own group kernel made the
     scores: the selection then drops the prior's keys itself, which saves a pass that reads
-    and writes every score (B·H·K·8 bytes; Hash Attention B=8 128K 2 %: 220 -> 192 µs, H100,
-    run 62). Scores made by torch code take the masking into the kernel that makes them (and
-    PQCache's took 65 -> 136 µs at B=1 128K without it, run 62). None where the prior is
-    masked in torch (:func:`exclude_prior`)."""
+    and writes every score (B·H·K·8 bytes; HashAttention B=8 128K 2 %: 198 -> 186 µs, Quest
+    B=1 8K: 19 -> 16 µs, H100, run 63). Scores made by torch code are left to the masking,
+    which inductor fuses into the kernel that makes them. None where the prior is masked in
+    torch (:func:`exclude_prior`)."""
     env = ctx.env
     if prior is None or not ctx.triton_topk or env.allowed is not None or not scores.grouped:
         return None
@@ -203,28 +210,67 @@ def top_k(
     size=None,
     top: int | None = None,
     exclude: list | None = None,
+    hist: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(values, indices) of the k largest along the last dimension, ties toward the lowest
     index (the rule of simulate mode), in no promised order. ``integer``: every finite score is
     an integer. ``size``: where a 0-d tensor ≤ k (a share of a static buffer's tokens), only
     the first ``size`` by that rule keep their values, the others read −inf. ``top``: with
-    ``integer``, the finite scores lie in [0, top]. ``exclude``: from :func:`kernel_exclusion`."""
+    ``integer``, the finite scores lie in [0, top]. ``exclude``: from :func:`kernel_exclusion`;
+    ``hist``: from :func:`fused_histogram`."""
     count = size if isinstance(size, torch.Tensor) else None
-    return topk_lowest(s, k, triton=ctx.triton_topk, integer=integer, count=count, top=top, exclude=exclude)
+    return topk_lowest(
+        s, k, triton=ctx.triton_topk, integer=integer, count=count, top=top, exclude=exclude, hist=hist
+    )
+
+
+#: Take the estimator's histograms where it offers them (:func:`fused_histogram`).
+FUSED_HISTOGRAM = True
+
+
+def fused_histogram(
+    ctx: Context, scores: BlockScores, prior: IndexSet | None, exclude: list | None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(scores, histograms) from the estimator's ``with_histogram`` where the Triton top-k takes
+    its bounded path over per-key grouped scores and no attention mask applies (the histograms
+    drop the prior's keys by ``exclude``): the top-k then skips its histogram launch
+    (HashAttention B=1 128K 2 / 5 / 10 %: 40.7 / 48.9 / 63.4 -> 38.4 / 46.8 / 61.6 µs, H100,
+    run 64). None otherwise."""
+    from .topk import bounded_layout
+
+    env = ctx.env
+    if not FUSED_HISTOGRAM or scores.histogram is None or scores.block != 1:
+        return None
+    if not ctx.triton_topk or env.allowed is not None:
+        return None
+    if prior is not None and exclude is None:
+        return None
+    # the segments depend on K (a guard under torch.compile: a growing cache recompiles when
+    # K crosses SMALL_MAX or a segment doubling, a handful of times up to 1M keys)
+    layout = bounded_layout(env.K, scores.top)
+    if layout is None:
+        return None
+    made, hist = scores.histogram(exclude, *layout)
+    return made.expand(env.B, env.Hkv, env.Q, env.K), hist
 
 
 def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
     env = ctx.env
     prior: IndexSet | None = inputs.get("prior")
-    exclude = kernel_exclusion(ctx, prior, inputs["scores"], 1)
-    s = token_scores(ctx, inputs["scores"])
-    if exclude is None:
-        s = exclude_prior(ctx, s, prior)
-    s = group_scores(ctx, s, inputs["scores"].grouped)
-    k, size = _bounded_k(ctx, params["k"])
     scored: BlockScores = inputs["scores"]
+    exclude = kernel_exclusion(ctx, prior, scored, 1)
+    fused = fused_histogram(ctx, scored, prior, exclude)
+    hist = None
+    if fused is not None:
+        s, hist = fused
+    else:
+        s = token_scores(ctx, scored)
+        if exclude is None:
+            s = exclude_prior(ctx, s, prior)
+        s = group_scores(ctx, s, scored.grouped)
+    k, size = _bounded_k(ctx, params["k"])
     # k = 0 keeps none
-    vals, idx = top_k(ctx, s, torch.sym_max(k, 1), scored.integer, size, scored.top, exclude)
+    vals, idx = top_k(ctx, s, torch.sym_max(k, 1), scored.integer, size, scored.top, exclude, hist)
     valid = vals > NEG_INF if k > 0 else torch.zeros_like(vals, dtype=torch.bool)
     excludes = prior.leaves if prior is not None else frozenset()
     return indexset.selection_set(name, idx, valid, env.K, excludes)

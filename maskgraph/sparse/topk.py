@@ -87,6 +87,7 @@ def select_topk_2d(
     count: torch.Tensor | None = None,
     top: int | None = None,
     exclude: list[int] | None = None,
+    hist: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """scores (R, N) float32, 1 ≤ k ≤ N -> (values (R, k) float32, indices (R, k) int64): each
     row's k largest, ties toward the lowest index, in no particular order. ``integer``: every
@@ -101,7 +102,10 @@ def select_topk_2d(
     selection treats as −inf without a masking pass of its own, ``[qc, block, K]`` then
     ``lo, hi, slope`` per run (one or two): row r belongs to query q = r mod qc, score i stands
     for keys [i·block, min(i·block + block, K)), and it is dropped when every one of those keys
-    lies in some run [lo + slope·q, hi + slope·q) (two runs that meet as one)."""
+    lies in some run [lo + slope·q, hi + slope·q) (two runs that meet as one). ``hist``: the
+    bounded selection's histograms (R, N / seg, bins) int32 of :func:`bounded_layout`, made by
+    the kernel that made the scores (bin 1 + score, bin 0 for −inf and dropped scores): the
+    histogram launch is then skipped."""
     scores = scores.contiguous()
     rows, n = scores.shape
     if not 1 <= k <= n:
@@ -123,15 +127,24 @@ def select_topk_2d(
     if n <= SMALL_MAX:
         return _select_small(scores, k, count, has_count, ex, nex)
     bounded = integer and top is not None and 0 <= top <= BINS - 2
-    rng, hist, choose, write, resolve_lanes, resolve = _kernels()
+    rng, hist_kernel, choose, write, resolve_lanes, resolve = _kernels()
     seg = segment(n)
     grid = (rows, -(-n // seg))
+    nb = bounded_bins(top) if bounded else BINS
+    if hist is not None and (
+        not bounded or tuple(hist.shape) != (rows, grid[1], nb) or hist.dtype != torch.int32
+    ):
+        raise ValueError(
+            f"select_topk: hist must be int32 of shape {(rows, grid[1], nb)} for a bounded selection "
+            f"(integer scores in [0, top ≤ {BINS - 2}]) of rows of {n}, got {hist.dtype} "
+            f"{tuple(hist.shape)} (integer={integer}, top={top})"
+        )
     sp = max(2, 1 << (grid[1] - 1).bit_length())
     warps = 8 if seg >= 4096 else 4
     dev = scores.device
     ranges = torch.empty(rows, grid[1], 2, device=dev, dtype=torch.int32)
     state = torch.empty(rows, STATE_FIELDS, device=dev, dtype=torch.int64)
-    histograms = torch.empty(rows, grid[1], BINS, device=dev, dtype=torch.int32)
+    histograms = hist if hist is not None else torch.empty(rows, grid[1], nb, device=dev, dtype=torch.int32)
     offsets = torch.empty(rows, grid[1], 2, device=dev, dtype=torch.int32)
     candidates = torch.empty(rows, n, device=dev, dtype=torch.int32)
     candidate_scores = torch.empty(rows, n, device=dev, dtype=torch.float32)
@@ -140,13 +153,14 @@ def select_topk_2d(
     wide, per_row = pdl(scores.device, rows * grid[1]), pdl(scores.device, rows)
     if not bounded:
         rng[grid](scores, ranges, n, n, *ex, SEG=seg, NEX=nex, num_warps=warps, **wide)
-    hist[grid](
-        scores, ranges, histograms, n, n, *ex,
-        SEG=seg, NB=BINS, SP=sp, INTEGER=integer, BOUNDED=bounded, NEX=nex, num_warps=warps, **wide,
-    )  # fmt: skip
+    if hist is None:
+        hist_kernel[grid](
+            scores, ranges, histograms, n, n, *ex,
+            SEG=seg, NB=nb, SP=sp, INTEGER=integer, BOUNDED=bounded, NEX=nex, num_warps=warps, **wide,
+        )  # fmt: skip
     choose[(rows,)](
         ranges, state, histograms, offsets, values, indices, count, grid[1], k,
-        SP=sp, NB=BINS, INTEGER=integer, HAS_COUNT=has_count, FILL=FILL, BOUNDED=bounded,
+        SP=sp, NB=nb, INTEGER=integer, HAS_COUNT=has_count, FILL=FILL, BOUNDED=bounded,
         num_warps=8, **per_row,
     )  # fmt: skip
     write[grid](
@@ -163,7 +177,7 @@ def select_topk_2d(
         n,
         *ex,
         SEG=seg,
-        NB=BINS,
+        NB=nb,
         INTEGER=integer,
         SP=sp,
         BOUNDED=bounded,
@@ -178,6 +192,21 @@ def select_topk_2d(
     resolve_lanes[(rows,)](*resolving, LOW=RESOLVE_SMALL, LANES=RESOLVE_MID, num_warps=8, **per_row)
     resolve[(rows,)](*resolving, SMALL=RESOLVE_MID, BLOCK=RESOLVE_BLOCK, num_warps=8, **per_row)
     return values, indices
+
+
+def bounded_bins(top: int) -> int:
+    """Bins of a bounded selection of integers in [0, top]: −inf and each value its own, rounded
+    up to a power of two (≥ 16; Triton's histogram costs grow with the bins)."""
+    return max(16, 1 << (top + 1).bit_length())
+
+
+def bounded_layout(n: int, top: int | None) -> tuple[int, int] | None:
+    """(segment, bins) of the bounded selection over rows of ``n`` integer scores in [0, top],
+    for a kernel that writes its histograms (``hist`` of :func:`select_topk_2d`); None where
+    the selection takes another path (short rows, no or too wide a bound)."""
+    if top is None or not 0 <= top <= BINS - 2 or n <= SMALL_MAX:
+        return None
+    return segment(n), bounded_bins(top)
 
 
 def exclusion_args(exclude: list[int] | None) -> tuple[tuple[int, ...], int]:
@@ -223,14 +252,16 @@ def select_topk(
     count: torch.Tensor | None = None,
     top: int | None = None,
     exclude: list[int] | None = None,
+    hist: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of float32 scores (…, N) along the last dimension by :mod:`.topk_kernel`:
     (values, indices) of shape (…, k), the set of :func:`~maskgraph.ops.select.topk_lowest`.
     ``integer``: every finite score is an integer (faster; wrong sets otherwise). ``count``:
     select min(count, k) read on the device, −inf in the other slots; ``top``: with
-    ``integer``, every finite score is in [0, top]; ``exclude``: runs of keys to drop (see
+    ``integer``, every finite score is in [0, top]; ``exclude``: runs of keys to drop;
+    ``hist``: the bounded selection's histograms, made with the scores (see
     :func:`select_topk_2d`)."""
     lead = scores.shape[:-1]
     flat = scores.reshape(-1, scores.shape[-1]).float()
-    values, indices = select_topk_2d(flat, k, integer, count, top, exclude)
+    values, indices = select_topk_2d(flat, k, integer, count, top, exclude, hist)
     return values.view(*lead, k), indices.view(*lead, k)

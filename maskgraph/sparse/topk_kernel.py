@@ -117,7 +117,7 @@ def _bins(x, inside, lo, scale, NB: tl.constexpr):
 
 
 @triton.jit
-def _dropped(offs, row, qc, block, num_keys, lo1, hi1, sl1, lo2, hi2, sl2, NEX: tl.constexpr):
+def dropped(offs, row, qc, block, num_keys, lo1, hi1, sl1, lo2, hi2, sl2, NEX: tl.constexpr):
     """True where every key of element ``offs`` — keys [offs·block, min(offs·block + block, K))
     — lies in the prior's runs for the row's query q = row mod qc: run i is
     [lo_i + sl_i·q, hi_i + sl_i·q); two runs that meet count as one."""
@@ -141,10 +141,10 @@ def _load_scores(
     S, row, stride, offs, inside, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX: tl.constexpr
 ):
     """The row's scores at ``offs`` in the canonical form (−inf outside the row), −inf where
-    the prior's runs (``ex*``, see :func:`_dropped`; NEX of them, 0 to 2) cover the element."""
+    the prior's runs (``ex*``, see :func:`dropped`; NEX of them, 0 to 2) cover the element."""
     x = _canonical(tl.load(S + row * stride + offs, mask=inside, other=float("-inf")))
     if NEX > 0:
-        x = tl.where(_dropped(offs, row, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX), float("-inf"), x)
+        x = tl.where(dropped(offs, row, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX), float("-inf"), x)
     return x
 
 

@@ -338,18 +338,32 @@ def query_words(env, prep) -> torch.Tensor:
     return signature_words(env.queries, prep["qw1"], prep["qb1"], prep["qw2"], prep["qb2"])
 
 
-@torch.library.custom_op("maskgraph::hash_group_scores", mutates_args=())
-def _hash_group_scores(query: torch.Tensor, keys: torch.Tensor, hkv: int, hat_bits: int) -> torch.Tensor:
-    """query (B, Hq, Q, W), keys (B, Hkv, K, W) int32 -> (B, Hkv, Q, K) float32 (Triton)."""
+def _launch_group_scores(
+    query: torch.Tensor, keys: torch.Tensor, hkv: int, hat_bits: int, block: int, nb: int = 0, exclude=None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The grouped scores (B, Hkv, Q, K) float32 in programs of ``block`` keys and, with
+    ``nb`` bins, each block's bounded top-k histogram (B·Hkv·Q, K / block, nb) int32."""
+    from ...sparse.topk import exclusion_args
+
     b, hq, q, nw = query.shape
     k = keys.shape[2]
     out = torch.empty(b, hkv, q, k, device=keys.device, dtype=torch.float32)
-    block = HASH_BLOCK
-    jitted("maskgraph.ops.zoo.hashattention_kernel", "hash_group_scores")[(b * hkv * q, -(-k // block))](
-        query.contiguous(), keys.contiguous(), out, k, q, hkv, hq // hkv, nw, hat_bits,
-        BLOCK=block, WP=max(2, 1 << (nw - 1).bit_length()), **pdl(keys.device, b * hkv * q * -(-k // block)),
+    grid = (b * hkv * q, -(-k // block))
+    hist = torch.empty(grid[0], grid[1], nb, device=keys.device, dtype=torch.int32) if nb else None
+    ex, nex = exclusion_args(exclude)
+    jitted("maskgraph.ops.zoo.hashattention_kernel", "hash_group_scores")[grid](
+        query.contiguous(), keys.contiguous(), out, out if hist is None else hist,
+        k, q, hkv, hq // hkv, nw, hat_bits, *ex,
+        BLOCK=block, WP=max(2, 1 << (nw - 1).bit_length()), NB=nb, NEX=nex,
+        **pdl(keys.device, grid[0] * grid[1]),
     )  # fmt: skip
-    return out
+    return out, hist
+
+
+@torch.library.custom_op("maskgraph::hash_group_scores", mutates_args=())
+def _hash_group_scores(query: torch.Tensor, keys: torch.Tensor, hkv: int, hat_bits: int) -> torch.Tensor:
+    """query (B, Hq, Q, W), keys (B, Hkv, K, W) int32 -> (B, Hkv, Q, K) float32 (Triton)."""
+    return _launch_group_scores(query, keys, hkv, hat_bits, HASH_BLOCK)[0]
 
 
 @_hash_group_scores.register_fake
@@ -357,14 +371,45 @@ def _(query, keys, hkv, hat_bits):
     return keys.new_empty(query.shape[0], hkv, query.shape[2], keys.shape[2], dtype=torch.float32)
 
 
+@torch.library.custom_op("maskgraph::hash_group_scores_hist", mutates_args=())
+def _hash_group_scores_hist(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    hkv: int,
+    hat_bits: int,
+    seg: int,
+    nb: int,
+    exclude: list[int] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """As ``hash_group_scores``, in programs of ``seg`` keys that also write the bounded top-k's
+    histogram of their keys (``nb`` bins; the keys of the prior's runs ``exclude`` in bin 0):
+    (scores (B, Hkv, Q, K) float32, histograms (B·Hkv·Q, K / seg, nb) int32)."""
+    out, hist = _launch_group_scores(query, keys, hkv, hat_bits, seg, nb, exclude)
+    return out, hist
+
+
+@_hash_group_scores_hist.register_fake
+def _(query, keys, hkv, hat_bits, seg, nb, exclude):
+    b, q, k = query.shape[0], query.shape[2], keys.shape[2]
+    out = keys.new_empty(b, hkv, q, k, dtype=torch.float32)
+    return out, keys.new_empty(b * hkv * q, -(-k // seg), nb, dtype=torch.int32)
+
+
 def hashattention_group_scores(env, prep, *, weights=None, hat_bits) -> tuple[torch.Tensor, int] | None:
     """The max over each KV group's query heads of :func:`hashattention_sparse_scores`:
     (B, Hkv, Qc, K) float32, −inf where forbidden (the mask must be the same for every head),
-    in one Triton kernel (no per-query-head scores written); None where Triton cannot run."""
+    in one Triton kernel (no per-query-head scores written); None where Triton cannot run.
+    Third: the same scores with the bounded top-k's histograms, made by the same kernel
+    (:class:`maskgraph.sparse.ops.BlockScores` ``histogram``)."""
     kw = prep["key_words"]
     if not usable(kw.device):
         return None
-    return env.forbid(_hash_group_scores(query_words(env, prep), kw, env.Hkv, hat_bits)), 1
+    qw = query_words(env, prep)
+
+    def with_histogram(exclude: list | None, seg: int, nb: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return _hash_group_scores_hist(qw, kw, env.Hkv, hat_bits, seg, nb, exclude)
+
+    return env.forbid(_hash_group_scores(qw, kw, env.Hkv, hat_bits)), 1, with_histogram
 
 
 @operator(

@@ -9,6 +9,7 @@ import triton
 import triton.language as tl
 
 from ...pdl_kernel import enter
+from ...sparse.topk_kernel import dropped
 from .group_kernel import group_coords
 
 
@@ -21,12 +22,16 @@ def _popcount16(x):
 
 
 def hash_group_scores(
-    QW, KW, OUT,
-    n_keys, n_q, hkv, g_heads, n_words, hat_bits,
-    BLOCK: tl.constexpr, WP: tl.constexpr, PDL: tl.constexpr = False,
+    QW, KW, OUT, HIST,
+    n_keys, n_q, hkv, g_heads, n_words, hat_bits, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
+    BLOCK: tl.constexpr, WP: tl.constexpr, NB: tl.constexpr = 0, NEX: tl.constexpr = 0,
+    PDL: tl.constexpr = False,
 ):  # fmt: skip
     """QW (B, Hq, Q, W) int32, KW (B, Hkv, K, W) int32, OUT (B, Hkv, Q, K) float32, contiguous;
-    WP ≥ W a power of two (the words of a block of keys are read as one tile)."""
+    WP ≥ W a power of two (the words of a block of keys are read as one tile). With NB > 0 each
+    program also writes the bounded top-k's histogram of its block (BLOCK = the top-k's
+    segment) to HIST (B·Hkv·Q, K / BLOCK, NB) int32: bin 1 + score, and bin 0 for the keys the
+    prior's runs drop (``ex*``, NEX of them: :func:`maskgraph.sparse.topk_kernel.dropped`)."""
     enter(PDL)
     qi, kvh, b = group_coords(n_q, hkv)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -42,6 +47,15 @@ def hash_group_scores(
         differ = tl.sum(_popcount16(x & 0xFFFF) + _popcount16((x >> 16) & 0xFFFF), 1)
         best = tl.maximum(best, hat_bits - differ)
     tl.store(OUT + ((b * hkv + kvh) * n_q + qi) * n_keys + offs, best.to(tl.float32), mask=inside)
+    if NB > 0:
+        row = tl.program_id(0)  # the top-k's row, (b·Hkv + kvh)·Q + qi
+        bins = tl.where(inside, 1 + best, 0)
+        if NEX > 0:
+            bins = tl.where(dropped(offs, row, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX), 0, bins)
+        counts = tl.histogram(bins, NB)
+        nb = tl.arange(0, NB)
+        counts -= tl.where(nb == 0, BLOCK - tl.sum(inside.to(tl.int32), 0), 0)  # padding lanes
+        tl.store(HIST + (row * tl.num_programs(1) + tl.program_id(1)) * NB + nb, counts)
 
 
 def hash_words(
