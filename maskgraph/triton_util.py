@@ -43,7 +43,10 @@ def usable(device: torch.device) -> bool:
 def _jit(module: str, name: str, interpret: bool):
     import triton
 
-    return triton.jit(getattr(importlib.import_module(module), name))
+    fn = getattr(importlib.import_module(module), name)
+    # arguments a kernel marks as varying from call to call (a decode's positions): compiled
+    # once, not once per value of 1 or per divisibility by 16
+    return triton.jit(fn, do_not_specialize=getattr(fn, "do_not_specialize", None))
 
 
 def jitted(module: str, name: str):

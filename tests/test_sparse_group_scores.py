@@ -62,6 +62,8 @@ def test_group_scores_are_the_group_max(op, dtype, shape, tmp_path):
     env = Env(queries, keys, keys, None, D**-0.5, torch.arange(k - q, k), 0)
     per_head, _ = spec.extra["sparse_scores"](env, prep, **params)
     grouped, block, *_ = spec.extra["sparse_group_scores"](env, prep, **params)
+    if callable(grouped):  # HashAttention's, made where used (it offers histograms)
+        grouped = grouped()
     n = per_head.shape[-1]  # K, or pages for quest
     want = per_head.view(b, hkv, hq // hkv, q, n).amax(2)
     assert block == (16 if op == "quest" else 1)
@@ -207,10 +209,16 @@ def test_hash_top_k_takes_the_kernels_histograms(q, masked, tmp_path, monkeypatc
     histogram pass of its own; the output is the torch path's. With an attention mask neither
     happens."""
     from maskgraph.sparse import topk as triton_topk
+    from maskgraph.sparse.topk import bounded_bins
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
     monkeypatch.setattr(triton_topk, "SEG_MIN", 64)  # K = 301: five segments, the last short
     launched = record_topk_launches(monkeypatch)
+    made = []  # (keys per program, bins) of each score kernel launched
+    real = ha._launch_group_scores
+    monkeypatch.setattr(
+        ha, "_launch_group_scores", lambda *a: made.append((a[4], a[5] if len(a) > 5 else 0)) or real(*a)
+    )
     graph, qs, ks, vs, _ = sparse_case("hashattention", tmp_path, b=2, k=301, seed=17, q=q)
     am = None
     if masked:
@@ -219,10 +227,13 @@ def test_hash_top_k_takes_the_kernels_histograms(q, masked, tmp_path, monkeypatc
     masked_out = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")
     want = masked_out(qs, ks, vs, attention_mask=am, state=mg.State())
     assert not launched
+    made.clear()
     fast = mg.compile(graph, mode="sparse", gqa="shared", kernel="triton")
     out = fast(qs, ks, vs, attention_mask=am, state=mg.State())
     expected = ["select_hist"] if masked else []
     assert [n for n in launched if n == "select_hist"] == expected and "select_write" in launched
+    # one score kernel, eager as compiled: the plain one only where the histograms are not taken
+    assert made == ([(ha.HASH_BLOCK, 0)] if masked else [(64, bounded_bins(64))])  # hat_bits 64
     assert ((out - want).norm() / want.norm()).item() < 1e-5
 
 

@@ -9,7 +9,7 @@ from launches import record_topk_launches
 from references import dropped_by_runs
 
 from maskgraph.ops.select import topk_lowest
-from maskgraph.sparse.topk import BINS, SEG_MAX, SEG_MIN, SEGMENTS, segment, select_topk
+from maskgraph.sparse.topk import BINS, SEG_MAX, SEG_MIN, SEGMENTS, bounded_bins, segment, select_topk
 from maskgraph.triton_util import interpreting, triton_installed
 
 
@@ -286,9 +286,19 @@ def test_select_topk_drops_the_runs_it_is_given(qc, block, num_keys, runs, kind,
         assert torch.equal(torch.gather(masked, -1, idx), values)
 
 
-def test_select_topk_rejects_a_bad_exclusion():
+def test_select_topk_rejects_a_bad_exclusion_or_histogram():
     with pytest.raises(ValueError, match="lo, hi, slope for 1 to 2 runs, got 5 numbers"):
         select_topk(torch.zeros(2, 10), 3, exclude=[1, 1, 10, 0, 4])
+    with pytest.raises(ValueError, match="qc ≥ 1, block ≥ 1 and 0 < K < 2\\*\\*31 − block, got qc=0"):
+        select_topk(torch.zeros(2, 10), 3, exclude=[0, 1, 10, 0, 4, 0])
+    s = torch.zeros(2, 2 * SEG_MIN + 5)
+    nb = bounded_bins(32)
+    hist = torch.zeros(3, 2, nb, dtype=torch.int32)[:, :2]
+    for bad in (hist[:2].transpose(0, 1).contiguous().transpose(0, 1), hist[:2, :, :16], hist[:2].long()):
+        with pytest.raises(ValueError, match="hist must be a contiguous int32 tensor of shape"):
+            select_topk(s, 3, True, top=32, hist=bad)
+    with pytest.raises(ValueError, match="hist must be"):  # short rows take no histograms
+        select_topk(torch.zeros(2, 10), 3, True, top=32, hist=torch.zeros(2, 1, nb, dtype=torch.int32))
     with pytest.raises(ValueError, match="exclude and hist are taken by the Triton selection only"):
         topk_lowest(torch.zeros(2, 10), 3, triton=False, exclude=[1, 1, 10, 0, 4, 0])
 

@@ -38,9 +38,12 @@ class Context:
 class BlockScores:
     """Scores (b, Hq|1, Qc, NB) float32 at granularity ``block`` keys (NB = ceil(K / block));
     ``grouped``: (b, Hkv, Qc, NB) already reduced to the max over each KV group's query heads
-    (made by an estimator's ``sparse_group_scores`` under ``gqa="shared"``)."""
+    (made by an estimator's ``sparse_group_scores`` under ``gqa="shared"``). ``made``: the
+    scores, or a function making them on first use of :attr:`scores` (an estimator that offers
+    ``histogram`` leaves them to one, so that a top-k taking the histogram path launches no
+    kernel for them, in eager mode too)."""
 
-    scores: torch.Tensor
+    made: torch.Tensor | Callable[[], torch.Tensor]
     block: int
     grouped: bool = False
     integer: bool = False  # every finite score is an integer (the estimator promises it)
@@ -48,6 +51,12 @@ class BlockScores:
     # with_histogram(exclude, seg, bins) -> (the grouped scores, the bounded top-k's histograms
     # (b·Hkv·Qc, K / seg, bins) int32), made in one kernel (``hist`` of select_topk_2d)
     histogram: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    @property
+    def scores(self) -> torch.Tensor:
+        if callable(self.made):
+            self.made = self.made()
+        return self.made
 
     def heads(self, env: Env) -> int:
         return env.Hkv if self.grouped else env.Hq
@@ -136,7 +145,7 @@ def make_estimator(sparse_scores, sparse_group_scores=None, integer: bool = Fals
     top-k then bins them exactly); ``top``: None or a function of the parameters giving the
     largest score, the finite scores then lying in [0, top] (with ``integer``).
     ``sparse_group_scores`` may return a third item, ``with_histogram`` (see
-    :class:`BlockScores`)."""
+    :class:`BlockScores`), and then a function making the scores as its first."""
 
     def lower(ctx: Context, name, inputs, params, prep) -> BlockScores:
         env = ctx.env
@@ -239,7 +248,7 @@ def fused_histogram(
     from .topk import bounded_layout
 
     env = ctx.env
-    if not FUSED_HISTOGRAM or scores.histogram is None or scores.block != 1:
+    if not FUSED_HISTOGRAM or scores.histogram is None or scores.block != 1 or not scores.integer:
         return None
     if not ctx.triton_topk or env.allowed is not None:
         return None

@@ -124,21 +124,27 @@ def select_topk_2d(
         )
     has_count = count is not None
     count = count.to(torch.int64) if has_count else scores
-    if n <= SMALL_MAX:
-        return _select_small(scores, k, count, has_count, ex, nex)
     bounded = integer and top is not None and 0 <= top <= BINS - 2
-    rng, hist_kernel, choose, write, resolve_lanes, resolve = _kernels()
     seg = segment(n)
     grid = (rows, -(-n // seg))
     nb = bounded_bins(top) if bounded else BINS
     if hist is not None and (
-        not bounded or tuple(hist.shape) != (rows, grid[1], nb) or hist.dtype != torch.int32
+        not bounded
+        or n <= SMALL_MAX
+        or tuple(hist.shape) != (rows, grid[1], nb)
+        or hist.dtype != torch.int32
+        or hist.device != scores.device
+        or not hist.is_contiguous()
     ):
         raise ValueError(
-            f"select_topk: hist must be int32 of shape {(rows, grid[1], nb)} for a bounded selection "
-            f"(integer scores in [0, top ≤ {BINS - 2}]) of rows of {n}, got {hist.dtype} "
-            f"{tuple(hist.shape)} (integer={integer}, top={top})"
+            f"select_topk: hist must be a contiguous int32 tensor of shape {(rows, grid[1], nb)} on "
+            f"{scores.device}, for a bounded selection (integer scores in [0, top ≤ {BINS - 2}]) of "
+            f"rows of more than {SMALL_MAX} scores; got {hist.dtype} {tuple(hist.shape)} on "
+            f"{hist.device} (integer={integer}, top={top}, rows of {n})"
         )
+    if n <= SMALL_MAX:
+        return _select_small(scores, k, count, has_count, ex, nex)
+    rng, hist_kernel, choose, write, resolve_lanes, resolve = _kernels()
     sp = max(2, 1 << (grid[1] - 1).bit_length())
     warps = 8 if seg >= 4096 else 4
     dev = scores.device
@@ -220,6 +226,12 @@ def exclusion_args(exclude: list[int] | None) -> tuple[tuple[int, ...], int]:
             f"runs, got {len(exclude)} numbers"
         )
     nex = len(runs) // 3
+    qc, block, keys = exclude[:3]
+    if qc < 1 or block < 1 or not 0 < keys < 2**31 - block:
+        raise ValueError(
+            f"select_topk: exclude needs qc ≥ 1, block ≥ 1 and 0 < K < 2**31 − block, got qc={qc}, "
+            f"block={block}, K={keys}"
+        )
     return (*exclude[:3], *runs, *([0] * (3 * (MAX_RUNS - nex)))), nex
 
 

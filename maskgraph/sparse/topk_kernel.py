@@ -432,3 +432,9 @@ def select_small(
         past = (offs >= limit) & (offs < k)
         tl.store(VALS + row * k + offs, tl.full((BLOCK,), float("-inf"), tl.float32), mask=past)
         tl.store(IDX + row * k + offs, tl.zeros((BLOCK,), tl.int64), mask=past)
+
+
+#: The prior's runs move with the decoded position: no specialisation on their values.
+EX_ARGS = tuple(f"ex{i}" for i in range(9))
+for _kernel in (select_range, select_hist, select_write, select_small):
+    _kernel.do_not_specialize = EX_ARGS

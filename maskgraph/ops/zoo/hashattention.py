@@ -399,7 +399,8 @@ def hashattention_group_scores(env, prep, *, weights=None, hat_bits) -> tuple[to
     """The max over each KV group's query heads of :func:`hashattention_sparse_scores`:
     (B, Hkv, Qc, K) float32, −inf where forbidden (the mask must be the same for every head),
     in one Triton kernel (no per-query-head scores written); None where Triton cannot run.
-    Third: the same scores with the bounded top-k's histograms, made by the same kernel
+    Returned as a function making them (launched only where used), with a third item: the
+    same scores with the bounded top-k's histograms, made by the same kernel
     (:class:`maskgraph.sparse.ops.BlockScores` ``histogram``)."""
     kw = prep["key_words"]
     if not usable(kw.device):
@@ -409,7 +410,10 @@ def hashattention_group_scores(env, prep, *, weights=None, hat_bits) -> tuple[to
     def with_histogram(exclude: list | None, seg: int, nb: int) -> tuple[torch.Tensor, torch.Tensor]:
         return _hash_group_scores_hist(qw, kw, env.Hkv, hat_bits, seg, nb, exclude)
 
-    return env.forbid(_hash_group_scores(qw, kw, env.Hkv, hat_bits)), 1, with_histogram
+    def scores() -> torch.Tensor:
+        return env.forbid(_hash_group_scores(qw, kw, env.Hkv, hat_bits))
+
+    return scores, 1, with_histogram
 
 
 @operator(

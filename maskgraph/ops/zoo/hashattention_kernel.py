@@ -9,7 +9,7 @@ import triton
 import triton.language as tl
 
 from ...pdl_kernel import enter
-from ...sparse.topk_kernel import dropped
+from ...sparse.topk_kernel import EX_ARGS, dropped
 from .group_kernel import group_coords
 
 
@@ -48,7 +48,7 @@ def hash_group_scores(
         best = tl.maximum(best, hat_bits - differ)
     tl.store(OUT + ((b * hkv + kvh) * n_q + qi) * n_keys + offs, best.to(tl.float32), mask=inside)
     if NB > 0:
-        row = tl.program_id(0)  # the top-k's row, (b·Hkv + kvh)·Q + qi
+        row = tl.program_id(0).to(tl.int64)  # the top-k's row, (b·Hkv + kvh)·Q + qi
         bins = tl.where(inside, 1 + best, 0)
         if NEX > 0:
             bins = tl.where(dropped(offs, row, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX), 0, bins)
@@ -97,3 +97,6 @@ def hash_words(
     packed = tl.sum(bit << shifts[None, :], 1)  # disjoint bits: the sum is their OR
     w = tl.arange(0, BP // 32)
     tl.store(OUT + row * n_words + w, packed, mask=w < n_words)
+
+
+hash_group_scores.do_not_specialize = EX_ARGS
