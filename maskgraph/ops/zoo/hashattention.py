@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -395,7 +396,9 @@ def _(query, keys, hkv, hat_bits, seg, nb, exclude):
     return out, keys.new_empty(b * hkv * q, -(-k // seg), nb, dtype=torch.int32)
 
 
-def hashattention_group_scores(env, prep, *, weights=None, hat_bits) -> tuple[torch.Tensor, int] | None:
+def hashattention_group_scores(
+    env, prep, *, weights=None, hat_bits
+) -> tuple[Callable[[], torch.Tensor], int, Callable[..., tuple[torch.Tensor, torch.Tensor]]] | None:
     """The max over each KV group's query heads of :func:`hashattention_sparse_scores`:
     (B, Hkv, Qc, K) float32, −inf where forbidden (the mask must be the same for every head),
     in one Triton kernel (no per-query-head scores written); None where Triton cannot run.
