@@ -19,6 +19,7 @@ from ..env import Env
 from ..ops.select import topk_lowest
 from . import indexset
 from .indexset import IndexSet
+from .topk import MAX_RUNS, bounded_layout
 
 NEG_INF = float("-inf")
 
@@ -180,8 +181,9 @@ def exclude_prior(ctx: Context, s: torch.Tensor, prior: IndexSet | None) -> torc
     return s.masked_fill(indexset.expand_heads(prior.contains(pos), s.shape[1]), NEG_INF)
 
 
-#: Runs of a prior the Triton top-k drops itself (a prior of more is masked in a pass of its own).
-KERNEL_RUNS = 2
+#: Runs of a prior the Triton top-k drops itself (a prior of more is masked in a pass of its
+#: own; 0: always masked, the comparison of runs 62-63).
+KERNEL_RUNS = MAX_RUNS
 
 
 def kernel_exclusion(ctx: Context, prior: IndexSet | None, scores: BlockScores, block: int) -> list | None:
@@ -245,8 +247,6 @@ def fused_histogram(
     drop the prior's keys by ``exclude``): the top-k then skips its histogram launch
     (HashAttention B=1 128K 2 / 5 / 10 %: 40.7 / 48.9 / 63.4 -> 38.4 / 46.8 / 61.6 µs, H100,
     run 64). None otherwise."""
-    from .topk import bounded_layout
-
     env = ctx.env
     if not FUSED_HISTOGRAM or scores.histogram is None or scores.block != 1 or not scores.integer:
         return None
@@ -259,8 +259,7 @@ def fused_histogram(
     layout = bounded_layout(env.K, scores.top)
     if layout is None:
         return None
-    made, hist = scores.histogram(exclude, *layout)
-    return made.expand(env.B, env.Hkv, env.Q, env.K), hist
+    return scores.histogram(exclude, *layout)
 
 
 def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:

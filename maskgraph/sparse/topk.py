@@ -124,7 +124,7 @@ def select_topk_2d(
         )
     has_count = count is not None
     count = count.to(torch.int64) if has_count else scores
-    bounded = integer and top is not None and 0 <= top <= BINS - 2
+    bounded = integer and is_bounded(top)
     seg = segment(n)
     grid = (rows, -(-n // seg))
     nb = bounded_bins(top) if bounded else BINS
@@ -200,6 +200,11 @@ def select_topk_2d(
     return values, indices
 
 
+def is_bounded(top: int | None) -> bool:
+    """Whether integer scores promised in [0, top] take the bounded selection (one bin each)."""
+    return top is not None and 0 <= top <= BINS - 2
+
+
 def bounded_bins(top: int) -> int:
     """Bins of a bounded selection of integers in [0, top]: −inf and each value its own, rounded
     up to a power of two (≥ 16; Triton's histogram costs grow with the bins)."""
@@ -210,7 +215,7 @@ def bounded_layout(n: int, top: int | None) -> tuple[int, int] | None:
     """(segment, bins) of the bounded selection over rows of ``n`` integer scores in [0, top],
     for a kernel that writes its histograms (``hist`` of :func:`select_topk_2d`); None where
     the selection takes another path (short rows, no or too wide a bound)."""
-    if top is None or not 0 <= top <= BINS - 2 or n <= SMALL_MAX:
+    if not is_bounded(top) or n <= SMALL_MAX:
         return None
     return segment(n), bounded_bins(top)
 
