@@ -34,7 +34,10 @@ GATHER = (
     + I32(
         "n blocks_per_split sqb sqh sqq skb skh skk svb svh svk sib sih siq sab sah saq sak hsel qc hkv g_heads d_real"
     )
-    + " HAS_AM:constexpr UPCAST:constexpr GP:constexpr BLOCK:constexpr DP:constexpr"
+    + " SINKS:*fp32 OUT:*bf16 EMPTY:*i64 TICKETS:*i32 "
+    + I32("sob soh soq")
+    + " HAS_AM:constexpr UPCAST:constexpr GP:constexpr BLOCK:constexpr DP:constexpr FUSE:constexpr "
+    "HAS_SINKS:constexpr BLOCK_S:constexpr"
 )
 
 KERNELS = [
@@ -98,7 +101,16 @@ KERNELS = [
         "maskgraph.sparse.fused_kernel",
         "gather_decode",
         GATHER,
-        {"HAS_AM": False, "UPCAST": False, "GP": 16, "BLOCK": 64, "DP": 128},
+        {
+            "HAS_AM": False,
+            "UPCAST": False,
+            "GP": 16,
+            "BLOCK": 64,
+            "DP": 128,
+            "FUSE": True,
+            "HAS_SINKS": True,
+            "BLOCK_S": 64,
+        },
     ),
     (
         "maskgraph.sparse.fused_kernel",
