@@ -45,16 +45,9 @@ CASES = [
 ]
 
 
-@pytest.fixture(params=[True, False], ids=["merge-in-kernel", "merge-launch"])
-def merge_in_kernel(request, monkeypatch):
-    """Both ways of merging the pieces: by the last program of each row, or a second launch."""
-    monkeypatch.setattr(fused, "FUSED_MERGE", request.param)
-    return request.param
-
-
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "B{}Hq{}Hkv{}Hsel{}Q{}K{}n{}D{}".format(*c))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-def test_kernel_against_float64(case, dtype, merge_in_kernel):
+def test_kernel_against_float64(case, dtype):
     b, hq, hkv, hsel, nq, nk, n, d = case
     gen = torch.Generator().manual_seed(hash(case) % 10_000)
     q = torch.randn(b, hq, nq, d, generator=gen).to(dtype)
@@ -71,7 +64,7 @@ def test_kernel_against_float64(case, dtype, merge_in_kernel):
 
 @pytest.mark.parametrize("mask_heads", [1, 4])
 @pytest.mark.parametrize("with_sinks", [False, True])
-def test_kernel_mask_sinks_and_empty_rows(mask_heads, with_sinks, merge_in_kernel):
+def test_kernel_mask_sinks_and_empty_rows(mask_heads, with_sinks):
     gen = torch.Generator().manual_seed(7 + mask_heads + 10 * with_sinks)
     b, hq, hkv, nq, nk, n, d = 2, 4, 2, 3, 150, 90, 16
     q, k, v = (torch.randn(b, h, m, d, generator=gen) for h, m in ((hq, nq), (hkv, nk), (hkv, nk)))
@@ -88,38 +81,6 @@ def test_kernel_mask_sinks_and_empty_rows(mask_heads, with_sinks, merge_in_kerne
     if not with_sinks:
         assert out[0, 2:4, 2].abs().max() == 0  # the empty row's two query heads
     assert int(empty) >= 2
-
-
-def test_merge_in_kernel_is_one_launch_and_leaves_tickets_at_zero(monkeypatch):
-    """The fused merge launches gather_decode only, and the last program of each row puts the
-    row's ticket counter back to zero (a later call, or a CUDA graph replay, starts from zero);
-    a buffer too small for the rows is replaced by a larger one, the old one kept alive."""
-    launched = []
-    real = fused.jitted
-
-    def counting(module, name):
-        launched.append(name)
-        return real(module, name)
-
-    monkeypatch.setattr(fused, "jitted", counting)
-    monkeypatch.setattr(fused, "_TICKETS", {})
-    monkeypatch.setattr(fused, "TICKET_ROWS", 4)
-    gen = torch.Generator().manual_seed(11)
-    b, hq, hkv, nq, nk, n, d = 2, 4, 2, 3, 400, 300, 16  # 12 rows of 5 pieces each
-    q, k, v = (torch.randn(b, h, m, d, generator=gen) for h, m in ((hq, nq), (hkv, nk), (hkv, nk)))
-    idx, valid = random_lists(gen, b, hkv, nq, nk, n)
-    lists = torch.where(valid, idx, -1).int()
-    assert fused._splits(b * hkv * nq, n)[0] > 1
-    for _ in range(2):  # the second call starts from the counters the first left
-        out, _ = fused.fused_gather_attention(q, k, v, None, d**-0.5, lists)
-        assert rel(out, reference_gathered(q, k, v, None, d**-0.5, idx, valid, None)) < 1e-5
-    assert launched == ["gather_decode", "gather_decode"]
-    kept = fused._TICKETS[("cpu", None)]
-    assert len(kept) == 1 and kept[0].numel() == b * hkv * nq and not kept[0].any()
-    q2 = torch.randn(b, hq, 2 * nq, d, generator=gen)
-    lists2 = torch.cat([lists, lists], dim=2)
-    fused.fused_gather_attention(q2, k, v, None, d**-0.5, lists2)
-    assert [t.numel() for t in kept] == [12, 24] and not kept[1].any()
 
 
 def test_splits_cover_every_block():

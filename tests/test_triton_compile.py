@@ -34,10 +34,7 @@ GATHER = (
     + I32(
         "n blocks_per_split sqb sqh sqq skb skh skk svb svh svk sib sih siq sab sah saq sak hsel qc hkv g_heads d_real"
     )
-    + " SINKS:*fp32 OUT:*bf16 EMPTY:*i64 TICKETS:*i32 "
-    + I32("sob soh soq")
-    + " HAS_AM:constexpr UPCAST:constexpr GP:constexpr BLOCK:constexpr DP:constexpr FUSE:constexpr "
-    "HAS_SINKS:constexpr BLOCK_S:constexpr"
+    + " HAS_AM:constexpr UPCAST:constexpr GP:constexpr BLOCK:constexpr DP:constexpr"
 )
 
 KERNELS = [
@@ -101,16 +98,7 @@ KERNELS = [
         "maskgraph.sparse.fused_kernel",
         "gather_decode",
         GATHER,
-        {
-            "HAS_AM": False,
-            "UPCAST": False,
-            "GP": 16,
-            "BLOCK": 64,
-            "DP": 128,
-            "FUSE": True,
-            "HAS_SINKS": True,
-            "BLOCK_S": 64,
-        },
+        {"HAS_AM": False, "UPCAST": False, "GP": 16, "BLOCK": 64, "DP": 128},
     ),
     (
         "maskgraph.sparse.fused_kernel",

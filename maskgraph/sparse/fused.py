@@ -4,10 +4,9 @@ The selection of a query chunk is flattened into one index list per (row, select
 query): int32 (B, Hsel, Qc, N), −1 marking padding. The kernel splits each list into
 ``splits`` pieces (flash-decoding): every program loads the G query heads of its selection
 head, walks its piece in blocks of BLOCK_N listed keys, gathers those key and value rows
-straight from the cache (no gathered copy) and keeps an online softmax; the last program of
-each row to finish then merges the pieces, adds sink logits and zeroes the empty rows, exactly
-as :func:`maskgraph.sparse.gather.attend_parts` does (one launch; with FUSED_MERGE off, or
-inside a CUDA graph capture that finds the ticket buffer too small, a second kernel merges).
+straight from the cache (no gathered copy) and keeps an online softmax; a few torch
+operations then merge the pieces, add sink logits and zero the empty rows, exactly as
+:func:`maskgraph.sparse.gather.attend_parts` does.
 
 Used on CUDA when Triton is importable; the CPU keeps the torch path. Tests run the kernel on
 the CPU through Triton's interpreter (``TRITON_INTERPRET=1``).
@@ -32,33 +31,6 @@ MANY_ROWS = 32
 #: default, 3): 2 measured 1–2 µs faster per B=1 call at 128K than 1, 3 or 4 (H200, run 51).
 NUM_WARPS = 4
 NUM_STAGES: int | None = 2
-#: Merge the pieces inside ``gather_decode`` (the last program of a row to finish merges them)
-#: instead of a second launch.
-FUSED_MERGE = True
-#: Rows (B·Hsel·Qc) the first ticket buffer of a device holds: allocated zeroed outside any
-#: CUDA graph capture, so that a capture finds it ready.
-TICKET_ROWS = 1 << 16
-
-#: Per device, the ticket buffers handed out (int32, zero between launches). None is ever
-#: freed: a captured CUDA graph keeps writing the one it was captured with.
-_TICKETS: dict[tuple[str, int | None], list[torch.Tensor]] = {}
-
-
-def ticket_buffer(device: torch.device, rows: int) -> torch.Tensor | None:
-    """A zeroed int32 buffer of at least ``rows`` counters on ``device`` for the fused merge,
-    or None inside a CUDA graph capture when none is large enough (a buffer made there would
-    hold its zeros only once the graph replays)."""
-    kept = _TICKETS.setdefault((device.type, device.index), [])
-    if kept and kept[-1].numel() >= rows:
-        return kept[-1]
-    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        return None
-    kept.append(
-        torch.zeros(
-            max(rows, TICKET_ROWS, 2 * kept[-1].numel() if kept else 0), dtype=torch.int32, device=device
-        )
-    )
-    return kept[-1]
 
 
 def available(device: torch.device) -> bool:
@@ -113,9 +85,8 @@ def fused_gather_attention(
     out_dtype: torch.dtype = torch.float32,
     counter: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax attention of each query over its listed keys: one kernel launch (attend over the
-    pieces of each list; the last piece of a row to finish merges them), two without the fused
-    merge (:data:`FUSED_MERGE`).
+    """Softmax attention of each query over its listed keys: two kernel launches (attend over
+    the pieces of each list, merge the pieces).
 
     queries (B, Hq, Qc, D); keys, values (B, Hkv, K, D), last dimension contiguous;
     attention_mask additive, broadcastable to (B, Hq, Qc, K), or None; lists int32
@@ -142,21 +113,8 @@ def fused_gather_attention(
         am_strides = am.stride()
     else:
         am, am_strides = lists, (0, 0, 0, 0)
-    # laid out (B, Qc, Hq, D), transformers' order: its transpose back is then free
-    out = torch.empty(b, qc, hq, d, device=queries.device, dtype=out_dtype).transpose(1, 2)
-    if counter is None:
-        counter = torch.zeros((), device=queries.device, dtype=torch.int64)
-    elif counter.dtype != torch.int64 or counter.dim() != 0 or counter.device != queries.device:
-        raise ValueError(
-            f"counter must be a 0-d int64 tensor on {queries.device}, got {tuple(counter.shape)} "
-            f"{counter.dtype} on {counter.device}"
-        )
-    tickets = ticket_buffer(queries.device, rows) if FUSED_MERGE else None
-    merging = dict(
-        HAS_SINKS=sinks is not None, BLOCK_S=min(64, max(2, 1 << (splits - 1).bit_length())), DP=dp
-    )
-    sinks_arg = sinks if sinks is not None else m
     gather = jitted("maskgraph.sparse.fused_kernel", "gather_decode")
+    merge = jitted("maskgraph.sparse.fused_kernel", "merge_splits")
     gather[(rows, splits)](
         queries, keys, values, lists, am, acc, m, den,
         float(scaling), n, per,
@@ -166,20 +124,26 @@ def fused_gather_attention(
         *lists.stride()[:3],
         *am_strides,
         hsel, qc, hkv, g, d,
-        sinks_arg, out, counter, tickets if tickets is not None else counter, *out.stride()[:3],
         HAS_AM=attention_mask is not None,
         UPCAST=interpreting() and keys.dtype == torch.bfloat16,
-        GP=gp, BLOCK=BLOCK_N, DP=dp, FUSE=tickets is not None,
-        HAS_SINKS=merging["HAS_SINKS"], BLOCK_S=merging["BLOCK_S"],
+        GP=gp, BLOCK=BLOCK_N, DP=dp,
         num_warps=NUM_WARPS, **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
         **pdl(queries.device, rows * splits),
     )  # fmt: skip
-    if tickets is None:
-        merge = jitted("maskgraph.sparse.fused_kernel", "merge_splits")
-        merge[(rows * g,)](
-            acc, m, den, sinks_arg, out, counter,
-            splits, g, hsel, qc, d,
-            *out.stride()[:3],
-            **merging, num_warps=4, **pdl(queries.device, rows * g),
-        )  # fmt: skip
+    # laid out (B, Qc, Hq, D), transformers' order: its transpose back is then free
+    out = torch.empty(b, qc, hq, d, device=queries.device, dtype=out_dtype).transpose(1, 2)
+    if counter is None:
+        counter = torch.zeros((), device=queries.device, dtype=torch.int64)
+    elif counter.dtype != torch.int64 or counter.dim() != 0 or counter.device != queries.device:
+        raise ValueError(
+            f"counter must be a 0-d int64 tensor on {queries.device}, got {tuple(counter.shape)} "
+            f"{counter.dtype} on {counter.device}"
+        )
+    merge[(rows * g,)](
+        acc, m, den, sinks if sinks is not None else m, out, counter,
+        splits, g, hsel, qc, d,
+        *out.stride()[:3],
+        HAS_SINKS=sinks is not None, BLOCK_S=min(64, max(2, 1 << (splits - 1).bit_length())), DP=dp,
+        num_warps=4, **pdl(queries.device, rows * g),
+    )  # fmt: skip
     return out, counter

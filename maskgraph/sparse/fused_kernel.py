@@ -1,14 +1,10 @@
 """The Triton kernel of :mod:`maskgraph.sparse.fused` (imported only where Triton is installed).
 
 ``gather_decode`` is left undecorated: :func:`maskgraph.sparse.fused._kernel` jits it on first
-use, so that a test can choose Triton's interpreter first. With ``FUSE`` it also merges: each
-program writes its piece's (max, sum, acc), takes a ticket from its row's counter in
-``TICKETS`` (zero between launches), and the program that takes the last ticket merges the
-row's pieces into the output and puts the counter back to zero — no second launch. ``UPCAST`` runs the products in
+use, so that a test can choose Triton's interpreter first. ``UPCAST`` runs the products in
 float32: only for the interpreter, whose bf16 ``tl.dot`` returns garbage (Triton 3.9).
 """
 
-import triton
 import triton.language as tl
 
 from ..pdl_kernel import enter
@@ -47,21 +43,11 @@ def gather_decode(
     hkv,
     g_heads,
     d_real,
-    SINKS,
-    OUT,
-    EMPTY,
-    TICKETS,
-    sob,
-    soh,
-    soq,
     HAS_AM: tl.constexpr,
     UPCAST: tl.constexpr,
     GP: tl.constexpr,
     BLOCK: tl.constexpr,
     DP: tl.constexpr,
-    FUSE: tl.constexpr = False,
-    HAS_SINKS: tl.constexpr = False,
-    BLOCK_S: tl.constexpr = 2,
     PDL: tl.constexpr = False,
 ):
     enter(PDL)
@@ -129,28 +115,19 @@ def gather_decode(
     tl.store(M + out, m, mask=gmask)
     tl.store(L + out, den, mask=gmask)
     tl.store(ACC + out[:, None] * d_real + d[None, :], acc, mask=gmask[:, None] & dmask[None, :])
-    if FUSE:
-        # every thread's stores come before the ticket (barrier, then a release), and the
-        # merging program reads the pieces after its acquire, from L2 (.cg)
-        tl.debug_barrier()
-        ticket = tl.atomic_add(TICKETS + row, 1, sem="acq_rel", scope="gpu")
-        if ticket == splits - 1:
-            tl.debug_barrier()
-            for gi in range(0, g_heads):
-                _merge_row(
-                    ACC, M, L, SINKS, OUT, EMPTY, row, gi, splits, g_heads, hsel, qc, d_real,
-                    sob, soh, soq, HAS_SINKS, BLOCK_S, DP,
-                )  # fmt: skip
-            tl.store(TICKETS + row, 0)
 
 
-@triton.jit
-def _merge_row(
-    ACC, M, L, SINKS, OUT, EMPTY, row, gi, splits, g_heads, hsel, qc, d_real, sob, soh, soq,
-    HAS_SINKS: tl.constexpr, BLOCK_S: tl.constexpr, DP: tl.constexpr,
+def merge_splits(
+    ACC, M, L, SINKS, OUT, EMPTY,
+    splits, g_heads, hsel, qc, d_real,
+    sob, soh, soq,
+    HAS_SINKS: tl.constexpr, BLOCK_S: tl.constexpr, DP: tl.constexpr, PDL: tl.constexpr = False,
 ):  # fmt: skip
-    """Merge the splits' (max, sum, acc) of query head ``gi`` of ``row``'s group into the
-    output; counts the row in EMPTY when no split attended a key."""
+    """One program per (row, query head of the group): merge the splits' (max, sum, acc)."""
+    enter(PDL)
+    pid = tl.program_id(0)
+    row = pid // g_heads
+    gi = pid % g_heads
     qi = row % qc
     hs = (row // qc) % hsel
     b = (row // (qc * hsel)).to(tl.int64)
@@ -164,16 +141,13 @@ def _merge_row(
         s = first + tl.arange(0, BLOCK_S)
         smask = s < splits
         at = (row * splits + s) * g_heads + gi
-        m = tl.load(M + at, mask=smask, other=float("-inf"), cache_modifier=".cg")
+        m = tl.load(M + at, mask=smask, other=float("-inf"))
         new_top = tl.maximum(top, tl.max(m, 0))
         use = tl.where(new_top == float("-inf"), 0.0, new_top)
         w = tl.exp(m - use)
-        den = tl.load(L + at, mask=smask, other=0.0, cache_modifier=".cg")
+        den = tl.load(L + at, mask=smask, other=0.0)
         acc = tl.load(
-            ACC + at[:, None] * d_real + d[None, :],
-            mask=smask[:, None] & dmask[None, :],
-            other=0.0,
-            cache_modifier=".cg",
+            ACC + at[:, None] * d_real + d[None, :], mask=smask[:, None] & dmask[None, :], other=0.0
         )
         keep = tl.exp(top - use)
         total = total * keep + tl.sum(w * den, 0)
@@ -189,18 +163,3 @@ def _merge_row(
         out = out * tl.exp(use - both)
     out = out / tl.maximum(total, 1.1754943508222875e-38)
     tl.store(OUT + b * sob + hq * soh + qi * soq + d, out.to(OUT.dtype.element_ty), mask=dmask)
-
-
-def merge_splits(
-    ACC, M, L, SINKS, OUT, EMPTY,
-    splits, g_heads, hsel, qc, d_real,
-    sob, soh, soq,
-    HAS_SINKS: tl.constexpr, BLOCK_S: tl.constexpr, DP: tl.constexpr, PDL: tl.constexpr = False,
-):  # fmt: skip
-    """One program per (row, query head of the group): merge the splits' (max, sum, acc)."""
-    enter(PDL)
-    pid = tl.program_id(0)
-    _merge_row(
-        ACC, M, L, SINKS, OUT, EMPTY, pid // g_heads, pid % g_heads, splits, g_heads, hsel, qc,
-        d_real, sob, soh, soq, HAS_SINKS, BLOCK_S, DP,
-    )  # fmt: skip
