@@ -100,6 +100,96 @@ def test_index_lists_merge_spans_and_selections():
     assert lists[0, :, 0].tolist() == [[10, 11, -1, 7, -1], [10, 11, -1, 4, 2]]
 
 
+def expand_selection(sel, b, nq, nk):
+    """A Selection as plain (idx, valid) lists (B, Hsel, Qc, n), key by key: a run's keys in
+    its (lo, hi, slope) run and in no earlier run; a listed entry's page keys where its value
+    is finite, below nk and in no run."""
+
+    def in_run(j, run, q):
+        _, _, lo, hi, slope = run
+        return lo + slope * q <= j < hi + slope * q
+
+    rows = []
+    for bi in range(b):
+        for h in range(sel.heads):
+            for q in range(nq):
+                keys, ok = [], []
+                for r, run in enumerate(sel.runs):
+                    for j in range(run[0], run[0] + run[1]):
+                        keys.append(j)
+                        ok.append(in_run(j, run, q) and not any(in_run(j, x, q) for x in sel.runs[:r]))
+                if sel.idx is not None:
+                    ix = sel.idx.expand(b, sel.heads, nq, -1)[bi, h, q].tolist()
+                    vs = (
+                        sel.vals.expand(b, sel.heads, nq, -1)[bi, h, q].tolist()
+                        if sel.vals is not None
+                        else None
+                    )
+                    for e, base in enumerate(ix):
+                        kept = vs[e] > float("-inf") if vs is not None else base >= 0
+                        for p in range(sel.page):
+                            j = base * sel.page + p
+                            keys.append(max(j, 0))
+                            ok.append(kept and j < nk and not any(in_run(j, x, q) for x in sel.runs))
+                rows.append((keys, ok))
+    n = len(rows[0][0])
+    idx = torch.tensor([r[0] for r in rows]).view(b, sel.heads, nq, n)
+    valid = torch.tensor([r[1] for r in rows]).view(b, sel.heads, nq, n)
+    return idx, valid
+
+
+# (B, Hq, Hkv, Q, K, page, listed entries, runs): an overlapping sink and window (Q > 1: the
+# window slides), a window reaching before key 0, pages past K, Q = K, one run only, no runs
+SELECTIONS = [
+    (1, 8, 2, 1, 300, 1, 40, [(0, 8, 0, 8, 0), (200, 100, 200, 300, 0)]),
+    (2, 4, 2, 3, 97, 4, 9, [(0, 6, 0, 6, 0), (2, 12, 3, 13, 1)]),
+    (1, 6, 2, 2, 41, 16, 3, [(0, 41, -5, 3, 1)]),
+    (2, 4, 4, 5, 5, 1, 5, [(0, 2, 0, 2, 0), (0, 5, -2, 1, 1)]),
+    (1, 4, 1, 2, 130, 8, 17, []),
+]
+
+
+@pytest.mark.parametrize(
+    "case", SELECTIONS, ids=lambda c: "B{}Hq{}Hkv{}Q{}K{}page{}n{}runs{}".format(*c[:7], len(c[7]))
+)
+@pytest.mark.parametrize("per_head", [False, True], ids=["shared", "per-head"])
+@pytest.mark.parametrize("with_vals", [True, False], ids=["vals", "idx-sign"])
+def test_kernel_reads_runs_and_listed_entries(case, per_head, with_vals):
+    """gather_decode reading runs and the top-k's own (idx, vals) — pages expanded, keys of
+    earlier runs and of any run dropped — against float64 attention over the same keys listed
+    one by one."""
+    b, hq, hkv, nq, nk, page, n, runs = case
+    gen = torch.Generator().manual_seed(hash(case[:7]) % 10_000 + per_head)
+    heads = hq if per_head else hkv
+    q = torch.randn(b, hq, nq, 16, generator=gen).to(torch.bfloat16)
+    k = torch.randn(b, hkv, nk, 16, generator=gen).to(torch.bfloat16)
+    v = torch.randn(b, hkv, nk, 16, generator=gen).to(torch.bfloat16)
+    pages = -(-nk // page)
+    idx = torch.stack([torch.randperm(pages, generator=gen)[:n] for _ in range(b * heads * nq)])
+    idx = idx.view(b, heads, nq, n)
+    vals = torch.randn(b, heads, nq, n, generator=gen)
+    vals[torch.rand(vals.shape, generator=gen) < 0.2] = float("-inf")
+    if not with_vals:
+        idx = torch.where(vals > float("-inf"), idx, -1)
+    sel = fused.Selection(tuple(runs), idx, vals if with_vals else None, page, heads)
+    want_idx, want_valid = expand_selection(sel, b, nq, nk)
+    assert want_valid.any()
+    out, empty = fused.fused_gather_attention(q, k, v, None, 0.25, sel)
+    want = reference_gathered(q, k, v, None, 0.25, want_idx, want_valid, None)
+    assert rel(out, want) < 1e-2
+    assert int(empty) == int((~want_valid).all(-1).sum()) * (hq // heads)
+
+
+def test_kernel_reads_runs_alone():
+    """No listed part (streaming_llm): the runs are all the kernel reads."""
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, h, m, 16, generator=gen) for h, m in ((4, 3), (2, 70), (2, 70)))
+    sel = fused.Selection(((0, 4, 0, 4, 0), (60, 10, 61, 68, 1)), None, None, 1, 2)
+    out, _ = fused.fused_gather_attention(q, k, v, None, 0.25, sel)
+    want_idx, want_valid = expand_selection(sel, 2, 3, 70)
+    assert rel(out, reference_gathered(q, k, v, None, 0.25, want_idx, want_valid, None)) < 1e-5
+
+
 GRAPHS = {
     "streaming_llm": {"sink_size": 3, "window_size": 5},
     "oracle_topk": {"sink_size": 3, "window_size": 5, "heavy_size": 7},
@@ -126,6 +216,8 @@ def test_runner_kernel_matches_torch_path(name, gqa, topk, masked, monkeypatch):
         return real_select(*args)
 
     monkeypatch.setattr(triton_topk, "select_topk_2d", select)
+    read, real_attend = [], fused.fused_gather_attention
+    monkeypatch.setattr(fused, "fused_gather_attention", lambda *a: read.append(a[5]) or real_attend(*a))
     gen = torch.Generator().manual_seed(len(name) + len(gqa))
     b, hq, hkv, nq, nk, d = 2, 4, 2, 2, 45, 16
     q, k, v = (torch.randn(b, h, m, d, generator=gen) for h, m in ((hq, nq), (hkv, nk), (hkv, nk)))
@@ -142,10 +234,37 @@ def test_runner_kernel_matches_torch_path(name, gqa, topk, masked, monkeypatch):
     assert rel(a, want) < 1e-5
     assert int(fast.empty_rows) == int(plain.empty_rows)
     assert bool(used) == (name != "streaming_llm" and topk == "auto")
+    # the sink and the window reach the kernel as runs, the top-k's output as it wrote it;
+    # Quest's pages under a per-head mask are filtered per head: lists then
+    (sel,) = read
+    if name == "quest" and masked and gqa == "per_head":
+        assert sel.runs == () and sel.vals is None and sel.idx.dtype == torch.int32
+    else:
+        assert [r[:2] for r in sel.runs] == [(0, 3), (nk - nq - 4, nq + 4)]
+        assert (sel.idx is None) == (name == "streaming_llm")
+        assert sel.page == (4 if name == "quest" else 1)
     if used:  # Quest's grouped page scores, unmasked: the top-k drops the sink [0, 3) and
         # the window (t − 5, t] for t = 43, 44 itself, runs (0, 3, 0) and (39, 44, 1)
         dropped = name == "quest" and gqa == "shared" and not masked
         assert excludes == [[nq, 4, nk, 0, 3, 0, nk - nq - 4, nk - nq + 1, 1] if dropped else None]
+
+
+@pytest.mark.parametrize("name", ["oracle_topk", "quest"])
+def test_runs_in_kernel_and_lists_agree(name, monkeypatch):
+    """The same call through runs and the top-k's output, and through int32 lists
+    (RUNS_IN_KERNEL off): equal outputs, three queries with the window sliding over the sink."""
+    from maskgraph.sparse import runner
+
+    gen = torch.Generator().manual_seed(21)
+    q, k, v = (torch.randn(1, h, m, 16, generator=gen) for h, m in ((4, 3), (2, 11), (2, 11)))
+    graph = mg.load_graph(name, overrides=GRAPHS[name])
+    outs = []
+    for on in (True, False):
+        monkeypatch.setattr(runner, "RUNS_IN_KERNEL", on)
+        outs.append(
+            mg.compile(graph, mode="sparse", gqa="shared", kernel="triton")(q, k, v, state=mg.State())
+        )
+    assert rel(outs[0], outs[1]) < 1e-6
 
 
 def test_kernel_option_is_checked():

@@ -30,11 +30,13 @@ def sig(text: str) -> dict[str, str]:
 I32 = lambda names: " ".join(f"{n}:i32" for n in names.split())  # noqa: E731
 
 GATHER = (
-    "Q:*bf16 K:*bf16 V:*bf16 IDX:*i32 AM:*bf16 ACC:*fp32 M:*fp32 L:*fp32 scale:fp32 "
+    "Q:*bf16 K:*bf16 V:*bf16 IDX:*i64 VALS:*fp32 AM:*bf16 ACC:*fp32 M:*fp32 L:*fp32 scale:fp32 "
     + I32(
-        "n blocks_per_split sqb sqh sqq skb skh skk svb svh svk sib sih siq sab sah saq sak hsel qc hkv g_heads d_real"
+        "n blocks_per_split n_keys sqb sqh sqq skb skh skk svb svh svk sib sih siq svlb svlh svlq "
+        "sab sah saq sak hsel qc hkv g_heads d_real r0s r0n r0lo r0hi r0sl r1s r1n r1lo r1hi r1sl"
     )
-    + " HAS_AM:constexpr UPCAST:constexpr GP:constexpr BLOCK:constexpr DP:constexpr"
+    + " HAS_AM:constexpr UPCAST:constexpr GP:constexpr BLOCK:constexpr DP:constexpr NR:constexpr "
+    "PAGE:constexpr HAS_VALS:constexpr"
 )
 
 KERNELS = [
@@ -98,7 +100,16 @@ KERNELS = [
         "maskgraph.sparse.fused_kernel",
         "gather_decode",
         GATHER,
-        {"HAS_AM": False, "UPCAST": False, "GP": 16, "BLOCK": 64, "DP": 128},
+        {
+            "HAS_AM": False,
+            "UPCAST": False,
+            "GP": 16,
+            "BLOCK": 64,
+            "DP": 128,
+            "NR": 2,
+            "PAGE": 16,
+            "HAS_VALS": True,
+        },
     ),
     (
         "maskgraph.sparse.fused_kernel",

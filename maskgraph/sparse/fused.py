@@ -14,10 +14,13 @@ the CPU through Triton's interpreter (``TRITON_INTERPRET=1``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 from ..triton_util import interpreting, jitted, pdl, triton_installed
-from .indexset import expand_heads
+from .indexset import Part, expand_heads
 
 NEG_INF = float("-inf")
 #: Listed keys per loop step of ``gather_decode``.
@@ -36,6 +39,65 @@ NUM_STAGES: int | None = 2
 def available(device: torch.device) -> bool:
     """True when the fused kernel can run on ``device`` (CUDA with Triton installed)."""
     return device.type == "cuda" and triton_installed()
+
+
+#: Runs the kernel reads without a list (sink and window: two).
+MAX_RUNS = 2
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What ``gather_decode`` reads for one query chunk: per row, the keys of ``runs`` then the
+    listed entries (see ``fused_kernel._keys``).
+
+    ``runs``: up to MAX_RUNS (start, length, lo, hi, slope): the slice start … start + length − 1
+    of which query q keeps lo + slope·q ≤ j < hi + slope·q; ``idx`` (b, h, Qc, n) int32/int64
+    listed entries or None; ``vals`` float32 like ``idx`` (kept where > −inf) or None (kept
+    where ``idx`` ≥ 0); ``page``: keys per entry; ``heads``: Hsel, the selection heads.
+    """
+
+    runs: tuple[tuple[Any, Any, Any, Any, int], ...]
+    idx: torch.Tensor | None
+    vals: torch.Tensor | None
+    page: int
+    heads: int
+
+    @property
+    def width(self):
+        """Virtual entries per row: the runs' lengths and every listed entry's keys."""
+        n = sum(r[1] for r in self.runs)
+        return n + (self.idx.shape[-1] * self.page if self.idx is not None else 0)
+
+
+def from_lists(lists: torch.Tensor) -> Selection:
+    """int32 lists (B, Hsel, Qc, N) of :func:`index_lists` as a Selection."""
+    return Selection((), lists, None, 1, lists.shape[1])
+
+
+def kernel_selection(parts: list[Part], hkv: int, hq: int) -> Selection | None:
+    """The parts of an IndexSet as the kernel reads them without building lists: at most
+    MAX_RUNS runs with int starts, then at most one listed selection whose prior's runs are
+    among them; None where the parts say otherwise (lists are then built)."""
+    runs, listed, seen = [], None, set()
+    for part in parts:
+        if part.span is not None and part.run is not None and listed is None:
+            start, length = part.span
+            if isinstance(start, torch.Tensor):
+                return None
+            runs.append((start, length, *part.run))
+            seen.add(part.source)
+        elif part.span is None and part.listed is not None and listed is None:
+            listed = part.listed
+        else:
+            return None
+    if len(runs) > MAX_RUNS:
+        return None
+    if listed is None:
+        return Selection(tuple(runs), None, None, 1, hkv)
+    if not listed.prior_spans <= seen:
+        return None
+    heads = hq if listed.idx.shape[1] == hq else hkv
+    return Selection(tuple(runs), listed.idx, listed.vals, listed.page, heads)
 
 
 def index_lists(
@@ -80,7 +142,7 @@ def fused_gather_attention(
     values: torch.Tensor,
     attention_mask: torch.Tensor | None,
     scaling: float,
-    lists: torch.Tensor,
+    lists: torch.Tensor | Selection,
     sinks: torch.Tensor | None = None,
     out_dtype: torch.dtype = torch.float32,
     counter: torch.Tensor | None = None,
@@ -89,20 +151,31 @@ def fused_gather_attention(
     the pieces of each list, merge the pieces).
 
     queries (B, Hq, Qc, D); keys, values (B, Hkv, K, D), last dimension contiguous;
-    attention_mask additive, broadcastable to (B, Hq, Qc, K), or None; lists int32
-    (B, Hsel, Qc, N) from :func:`index_lists`, Hsel ∈ {Hkv, Hq}, entries distinct where ≥ 0;
+    attention_mask additive, broadcastable to (B, Hq, Qc, K), or None; ``lists``: int32
+    (B, Hsel, Qc, N) from :func:`index_lists`, Hsel ∈ {Hkv, Hq}, entries distinct where ≥ 0, or
+    a :class:`Selection` (runs and a selection read without lists);
     sinks (Hq,) optional sink logits; ``counter``: a 0-d int64 tensor on the queries' device
     to which the kernel adds, in place, the rows with no attended key (no extra launch; a new
     zero counter when None). Returns out (B, Hq, Qc, D) in ``out_dtype`` (zeros on such a row;
     a transposed view of a (B, Qc, Hq, D) tensor) and the counter.
     """
+    sel = lists if isinstance(lists, Selection) else from_lists(lists)
     b, hq, qc, d = queries.shape
-    hkv, hsel, n = keys.shape[1], lists.shape[1], lists.shape[-1]
+    hkv, hsel, n = keys.shape[1], sel.heads, int(sel.width)
     g = hq // hsel
     gp = max(16, 1 << (g - 1).bit_length())
     dp = max(16, 1 << (d - 1).bit_length())
     queries, keys, values = (t if t.stride(-1) == 1 else t.contiguous() for t in (queries, keys, values))
-    lists = lists.contiguous()
+    lead = (b, hsel, qc)
+    idx = sel.idx if sel.idx is not None else queries.new_full((1, 1, 1, 1), -1, dtype=torch.int32)
+    idx = idx.expand(*lead, idx.shape[-1])
+    if idx.stride(-1) != 1:
+        idx = idx.contiguous()
+    vals = sel.vals.expand(*lead, sel.vals.shape[-1]) if sel.vals is not None else None
+    if vals is not None and vals.stride(-1) != 1:
+        vals = vals.contiguous()
+    runs = [(int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in sel.runs]
+    run_args = [v for r in runs for v in r] + [0] * (5 * (MAX_RUNS - len(runs)))
     rows = b * hsel * qc
     splits, per = _splits(rows, n)
     acc = torch.empty(rows, splits, g, d, device=queries.device, dtype=torch.float32)
@@ -112,21 +185,23 @@ def fused_gather_attention(
         am = attention_mask.expand(b, hq, qc, attention_mask.shape[-1])
         am_strides = am.stride()
     else:
-        am, am_strides = lists, (0, 0, 0, 0)
+        am, am_strides = idx, (0, 0, 0, 0)
     gather = jitted("maskgraph.sparse.fused_kernel", "gather_decode")
     merge = jitted("maskgraph.sparse.fused_kernel", "merge_splits")
     gather[(rows, splits)](
-        queries, keys, values, lists, am, acc, m, den,
-        float(scaling), n, per,
+        queries, keys, values, idx, vals if vals is not None else m, am, acc, m, den,
+        float(scaling), n, per, keys.shape[2],
         *queries.stride()[:3],
         *keys.stride()[:3],
         *values.stride()[:3],
-        *lists.stride()[:3],
+        *idx.stride()[:3],
+        *(vals.stride()[:3] if vals is not None else (0, 0, 0)),
         *am_strides,
         hsel, qc, hkv, g, d,
+        *run_args,
         HAS_AM=attention_mask is not None,
         UPCAST=interpreting() and keys.dtype == torch.bfloat16,
-        GP=gp, BLOCK=BLOCK_N, DP=dp,
+        GP=gp, BLOCK=BLOCK_N, DP=dp, NR=len(runs), PAGE=sel.page, HAS_VALS=vals is not None,
         num_warps=NUM_WARPS, **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
         **pdl(queries.device, rows * splits),
     )  # fmt: skip

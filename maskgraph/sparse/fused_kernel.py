@@ -5,51 +5,25 @@ use, so that a test can choose Triton's interpreter first. ``UPCAST`` runs the p
 float32: only for the interpreter, whose bf16 ``tl.dot`` returns garbage (Triton 3.9).
 """
 
+import triton
 import triton.language as tl
 
 from ..pdl_kernel import enter
 
 
 def gather_decode(
-    Q,
-    K,
-    V,
-    IDX,
-    AM,
-    ACC,
-    M,
-    L,
-    scale,
-    n,
-    blocks_per_split,
-    sqb,
-    sqh,
-    sqq,
-    skb,
-    skh,
-    skk,
-    svb,
-    svh,
-    svk,
-    sib,
-    sih,
-    siq,
-    sab,
-    sah,
-    saq,
-    sak,
-    hsel,
-    qc,
-    hkv,
-    g_heads,
-    d_real,
-    HAS_AM: tl.constexpr,
-    UPCAST: tl.constexpr,
-    GP: tl.constexpr,
-    BLOCK: tl.constexpr,
-    DP: tl.constexpr,
+    Q, K, V, IDX, VALS, AM, ACC, M, L,
+    scale, n, blocks_per_split, n_keys,
+    sqb, sqh, sqq, skb, skh, skk, svb, svh, svk, sib, sih, siq, svlb, svlh, svlq,
+    sab, sah, saq, sak,
+    hsel, qc, hkv, g_heads, d_real,
+    r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl,
+    HAS_AM: tl.constexpr, UPCAST: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr,
+    DP: tl.constexpr, NR: tl.constexpr = 0, PAGE: tl.constexpr = 1, HAS_VALS: tl.constexpr = False,
     PDL: tl.constexpr = False,
-):
+):  # fmt: skip
+    """One program per (row, split): online softmax over its piece of the row's keys (see
+    :func:`_keys` for what the n virtual entries of a row are)."""
     enter(PDL)
     row = tl.program_id(0)
     split = tl.program_id(1)
@@ -77,9 +51,11 @@ def gather_decode(
     first = split * blocks_per_split * BLOCK
     for blk in range(0, blocks_per_split):
         offs = first + blk * BLOCK + tl.arange(0, BLOCK)
-        idx = tl.load(IDX + b * sib + hs * sih + qi * siq + offs, mask=offs < n, other=-1)
-        valid = idx >= 0
-        rows = tl.where(valid, idx, 0).to(tl.int64)
+        idx, valid = _keys(
+            IDX + b * sib + hs * sih + qi * siq, VALS + b * svlb + hs * svlh + qi * svlq, offs, n,
+            n_keys, qi, r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl, NR, PAGE, HAS_VALS,
+        )  # fmt: skip
+        rows = tl.where(valid, idx, 0)
         k = tl.load(
             K + b * skb + kvh * skh + rows[:, None] * skk + d[None, :],
             mask=valid[:, None] & dmask[None, :],
@@ -115,6 +91,63 @@ def gather_decode(
     tl.store(M + out, m, mask=gmask)
     tl.store(L + out, den, mask=gmask)
     tl.store(ACC + out[:, None] * d_real + d[None, :], acc, mask=gmask[:, None] & dmask[None, :])
+
+
+@triton.jit
+def _in_run(j, lo, hi, slope, qi):
+    """Whether key j lies in query qi's run lo + slope·qi ≤ j < hi + slope·qi."""
+    shift = slope * qi
+    return (j >= lo + shift) & (j < hi + shift)
+
+
+@triton.jit
+def _keys(
+    IDX, VALS, offs, n, n_keys, qi, r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl,
+    NR: tl.constexpr, PAGE: tl.constexpr, HAS_VALS: tl.constexpr,
+):  # fmt: skip
+    """(key positions int64, valid) of a row's virtual entries ``offs`` out of n: the first
+    r0n are the run r0s … r0s + r0n − 1, the next r1n the run r1s …, (NR of those runs), then
+    the listed entries, PAGE keys each: entry e covers IDX[e]·PAGE … IDX[e]·PAGE + PAGE − 1,
+    kept where VALS[e] > −inf (IDX[e] ≥ 0 without HAS_VALS). A run's key is valid inside its
+    (lo, hi, slope) run and outside the runs before it; a listed key below n_keys and outside
+    every run."""
+    before = 0
+    if NR >= 1:
+        before += r0n
+    if NR >= 2:
+        before += r1n
+    o = offs - before
+    listed = (o >= 0) & (offs < n)
+    e = o // PAGE
+    idx = tl.load(IDX + e, mask=listed, other=-1).to(tl.int64)
+    if HAS_VALS:
+        kept = listed & (tl.load(VALS + e, mask=listed, other=float("-inf")) > float("-inf"))
+    else:
+        kept = listed & (idx >= 0)
+    if PAGE == 1:
+        j = idx
+    else:
+        j = idx * PAGE + o % PAGE
+        kept = kept & (j < n_keys)
+    if NR >= 1:
+        kept = kept & ~_in_run(j, r0lo, r0hi, r0sl, qi)
+        in0 = offs < r0n
+        j0 = (r0s + offs).to(tl.int64)
+        j = tl.where(in0, j0, j)
+        kept = tl.where(in0, _in_run(j0, r0lo, r0hi, r0sl, qi), kept)
+    if NR >= 2:
+        o1 = offs - r0n
+        in1 = (o1 >= 0) & (o1 < r1n)
+        j1 = (r1s + o1).to(tl.int64)
+        ok1 = _in_run(j1, r1lo, r1hi, r1sl, qi) & ~_in_run(j1, r0lo, r0hi, r0sl, qi)
+        kept = kept & ~(listed & _in_run(j, r1lo, r1hi, r1sl, qi))
+        j = tl.where(in1, j1, j)
+        kept = tl.where(in1, ok1, kept)
+    return j, kept
+
+
+#: A decode's runs move with its position: no specialisation on their values.
+gather_decode.do_not_specialize = ("r0s", "r0n", "r0lo", "r0hi", "r1s", "r1n", "r1lo", "r1hi")
 
 
 def merge_splits(

@@ -20,6 +20,12 @@ few half-open runs per query: query q of the chunk (0-based) keeps j exactly whe
 ``lo + slope·q ≤ j < hi + slope·q`` for one of the ``(lo, hi, slope)`` (ints, symbolic under
 torch.compile); the Triton top-k then drops a prior's keys itself instead of a masking pass.
 
+A part may also say how the fused decode kernel reads it without a list: ``run`` (a span
+whose membership is one ``(lo, hi, slope)`` run) or ``listed`` (a selection as the top-k wrote
+it, :class:`Listed`). Both survive a union's check against earlier sets of runs (the kernel
+drops a run's keys from later runs and listed keys from every run itself); any other change of
+``valid`` drops them, and the kernel then reads the concatenated lists.
+
 Sizes are static for a given K (sink + window + k for the usual graphs), so a decode step has a
 fixed shape and no host synchronisation.
 """
@@ -27,19 +33,37 @@ fixed shape and no host synchronisation.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 
+@dataclass(frozen=True)
+class Listed:
+    """A selection as the top-k wrote it: entry e of ``idx`` (b, h, Qc, n) int64 stands for the
+    keys idx·page … idx·page + page − 1 and is kept where ``vals`` (same shape, float32) > −inf;
+    of its keys, those below K and outside the selection's prior are members. The prior is made
+    of the runs of the span nodes ``prior_spans`` (the set must hold them as runs: the kernel
+    drops a listed key of any run)."""
+
+    idx: torch.Tensor
+    vals: torch.Tensor
+    page: int = 1
+    prior_spans: frozenset[str] = frozenset()
+
+
 @dataclass
 class Part:
-    """Positions ``idx`` kept where ``valid``; ``span`` = (start, length) for a contiguous run."""
+    """Positions ``idx`` kept where ``valid``; ``span`` = (start, length) for a contiguous run;
+    ``run``/``listed``: the part in the fused kernel's terms (module docstring), if it has them."""
 
     idx: torch.Tensor
     valid: torch.Tensor
     span: tuple[Any, Any] | None = None
+    run: tuple[Any, Any, int] | None = None
+    listed: Listed | None = None
+    source: str | None = None  # the span node a run comes from
 
     @property
     def size(self):
@@ -50,6 +74,7 @@ class Part:
         return tuple(torch.broadcast_shapes(self.idx.shape[:3], self.valid.shape[:3]))
 
     def with_valid(self, valid: torch.Tensor) -> Part:
+        """The part kept where ``valid`` instead (no longer in the kernel's terms)."""
         return Part(self.idx, valid, self.span)
 
 
@@ -108,7 +133,7 @@ def span_set(
     else:
         s0 = torch.sym_max(0, torch.sym_min(start, num_keys - run))
     pos = s0 + torch.arange(run, device=device).view(1, 1, 1, -1)
-    part = Part(pos, member(pos), (s0, run))
+    part = Part(pos, member(pos), (s0, run), interval, source=name)
     return IndexSet(
         [part], member, True, frozenset([name]), intervals=None if interval is None else (interval,)
     )
@@ -145,11 +170,17 @@ def bitmap_contains(idx: torch.Tensor, valid: torch.Tensor, num_keys) -> Callabl
 
 
 def selection_set(
-    name: str, idx: torch.Tensor, valid: torch.Tensor, num_keys, excludes: frozenset[str]
+    name: str,
+    idx: torch.Tensor,
+    valid: torch.Tensor,
+    num_keys,
+    excludes: frozenset[str],
+    listed: Listed | None = None,
 ) -> IndexSet:
-    """A data-dependent selection (top-k): idx/valid (b, h, Qc, n)."""
+    """A data-dependent selection (top-k): idx/valid (b, h, Qc, n); ``listed``: the same in the
+    fused kernel's terms."""
     return IndexSet(
-        [Part(idx, valid)],
+        [Part(idx, valid, listed=listed)],
         bitmap_contains(idx, valid, num_keys),
         False,
         frozenset([name]),
@@ -170,11 +201,15 @@ def union(name: str, sets: list[IndexSet]) -> IndexSet:
     parts: list[Part] = []
     for i, current in enumerate(ordered):
         earlier = [prev for prev in ordered[:i] if not prev.leaves <= current.excludes]
+        # the fused kernel makes the same check itself against earlier runs
+        by_runs = all(prev.intervals is not None for prev in earlier)
         for part in current.parts:
             valid = part.valid
             for prev in earlier:
                 valid = valid & ~prev.contains(part.idx)
-            parts.append(part.with_valid(valid))
+            checked = part.with_valid(valid)
+            kept = replace(checked, run=part.run, listed=part.listed, source=part.source)
+            parts.append(kept if by_runs else checked)
 
     def contains(j: torch.Tensor) -> torch.Tensor:
         out = ordered[0].contains(j)

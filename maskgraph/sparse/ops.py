@@ -281,7 +281,8 @@ def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
     vals, idx = top_k(ctx, s, torch.sym_max(k, 1), scored.integer, size, scored.top, exclude, hist)
     valid = vals > NEG_INF if k > 0 else torch.zeros_like(vals, dtype=torch.bool)
     excludes = prior.leaves if prior is not None else frozenset()
-    return indexset.selection_set(name, idx, valid, env.K, excludes)
+    listed = indexset.Listed(idx, vals) if k > 0 else None
+    return indexset.selection_set(name, idx, valid, env.K, excludes, listed)
 
 
 def page_eligible(ctx: Context, prior: IndexSet | None, page_size: int, pages) -> torch.Tensor | None:
@@ -344,7 +345,9 @@ def page_scores(ctx: Context, scores: BlockScores, prior: IndexSet | None, page_
 def lower_topk_pages(ctx: Context, name, inputs, params, prep) -> IndexSet:
     """Quest's page-granular top-k: budget // page_size best pages, their eligible keys."""
     env = ctx.env
-    size = params["page_size"]
+    # a constant under torch.compile (one compile per page size): the fused kernel takes it as
+    # a compile-time constant, and inductor lost a symbolic one that only reached the output
+    size = int(params["page_size"])
     prior: IndexSet | None = inputs.get("prior")
     pages = (env.K + size - 1) // size
     scores: BlockScores = inputs["scores"]
@@ -364,13 +367,18 @@ def lower_topk_pages(ctx: Context, name, inputs, params, prep) -> IndexSet:
     if n == 0:
         valid = torch.zeros_like(valid)
     tok = tok.clamp_max(env.K - 1)
+    listed = None
+    if n > 0 and (prior is None or prior.intervals is not None):
+        spans = frozenset(p.source for p in prior.parts) if prior is not None else frozenset()
+        listed = indexset.Listed(page_idx, vals, size, spans)
     if prior is not None:
         valid = valid & ~prior.contains(tok)
     if env.allowed is not None and ctx.gqa != "shared":
         allowed = env.allowed.expand(env.B, env.Hq, env.Q, env.K)
         valid = valid & torch.gather(allowed, -1, tok)
+        listed = None
     excludes = prior.leaves if prior is not None else frozenset()
-    return indexset.selection_set(name, tok, valid, env.K, excludes)
+    return indexset.selection_set(name, tok, valid, env.K, excludes, listed)
 
 
 #: op name -> lowering, for operators whose masks are index sets.

@@ -35,7 +35,7 @@ RECOMPILE_LIMIT = 32
 CHUNK_ELEMENTS = 1 << 24
 
 
-def select_parts(
+def chosen_parts(
     steps: list[Step],
     output: str,
     gqa: str,
@@ -50,8 +50,8 @@ def select_parts(
     layer_idx: int = 0,
     triton_topk: bool = False,
     limit: torch.Tensor | None = None,
-) -> tuple[list[tuple], tuple[torch.Tensor, torch.Tensor] | None]:
-    """Run the plan for one query chunk: (spans, gathered) as :func:`attend_parts` takes them.
+) -> tuple[list, Env]:
+    """Run the plan for one query chunk: the output IndexSet's parts, and the chunk's Env.
     The chunk's queries sit at positions q_first, q_first + 1, …; ``limit``: a static buffer's
     token count (a 0-d tensor; no entry at or past it is valid, whatever the mask says), and
     then ``q_first`` ≤ 0 counts back from it (the first query sits at limit + q_first).
@@ -65,6 +65,17 @@ def select_parts(
     parts = chosen.parts
     if limit is not None:  # a run (the sink, a full or causal span) may reach into the padding
         parts = [p.with_valid(p.valid & (p.idx < limit)) for p in parts]
+    return parts, env
+
+
+def select_parts(*args, **kwargs) -> tuple[list[tuple], tuple[torch.Tensor, torch.Tensor] | None]:
+    """:func:`chosen_parts` as (spans, gathered), the way :func:`attend_parts` takes them."""
+    return spans_and_gathered(*chosen_parts(*args, **kwargs))
+
+
+def spans_and_gathered(parts: list, env: Env) -> tuple[list[tuple], tuple[torch.Tensor, torch.Tensor] | None]:
+    """Parts as (spans, gathered): (start, length, valid) runs and the other parts' (idx, valid)
+    concatenated, (B, Hsel, Qc, n) each."""
     spans = [(p.span[0], p.span[1], p.valid) for p in parts if p.span is not None]
     listed = [p for p in parts if p.span is None]
     gathered = None
@@ -90,15 +101,29 @@ def sparse_chunk(
     return attend_parts(queries, keys, values, attention_mask, scaling, spans, gathered, sinks, limit)
 
 
+#: Hand the fused kernel sink/window runs and the top-k's own output where the selection
+#: allows (:func:`maskgraph.sparse.fused.kernel_selection`) instead of building int32 lists.
+RUNS_IN_KERNEL = True
+
+
 def sparse_lists(
     *args, layer_idx: int = 0, triton_topk: bool = False, limit: torch.Tensor | None = None
-) -> torch.Tensor:
-    """One query chunk's selection as int32 index lists (B, Hsel, Qc, N), −1 = not attended
-    (what the fused kernel reads). ``args`` as :func:`select_parts` up to ``prep``."""
-    spans, gathered = select_parts(*args, layer_idx=layer_idx, triton_topk=triton_topk, limit=limit)
+) -> tuple:
+    """One query chunk's selection as the fused kernel reads it: the fields of a
+    :class:`~maskgraph.sparse.fused.Selection` (a tuple: compiled functions return plain
+    values). Runs and the top-k's output where the parts allow, else int32 index lists
+    (B, Hsel, Qc, N), −1 = not attended. ``args`` as :func:`chosen_parts` up to ``prep``."""
+    kwargs = dict(layer_idx=layer_idx, triton_topk=triton_topk, limit=limit)
     queries, keys = args[4], args[5]
     b, hq, qc, _ = queries.shape
-    return fused.index_lists(spans, gathered, b, keys.shape[1], hq, qc)
+    parts, env = chosen_parts(*args, **kwargs)
+    if RUNS_IN_KERNEL and limit is None:
+        sel = fused.kernel_selection(parts, env.Hkv, env.Hq)
+        if sel is not None:
+            return sel.runs, sel.idx, sel.vals, sel.page, sel.heads
+    spans, gathered = spans_and_gathered(parts, env)
+    lists = fused.index_lists(spans, gathered, b, keys.shape[1], hq, qc)
+    return (), lists, None, 1, lists.shape[1]
 
 
 #: (function, graph structure, gqa) -> compiled function, shared by every parameter setting.
@@ -230,12 +255,14 @@ class SparseRunner:
             where = (first, prep)
             limit = None if static is None else static.num_keys
             if use_kernel:
-                lists = self._lists(
-                    *args, *where, layer_idx=layer_idx, triton_topk=self.topk != "torch", limit=limit
+                sel = fused.Selection(
+                    *self._lists(
+                        *args, *where, layer_idx=layer_idx, triton_topk=self.topk != "torch", limit=limit
+                    )
                 )
                 # the kernel counts empty rows into the compiled attention's counter in place
                 counter = self._device_counter(queries.device)
-                out, _ = fused.fused_gather_attention(*args[1:], lists, sinks, queries.dtype, counter)
+                out, _ = fused.fused_gather_attention(*args[1:], sel, sinks, queries.dtype, counter)
             else:
                 out, empty = self._chunk(*args, *where, sinks=sinks, layer_idx=layer_idx, limit=limit)
                 self.compiled.empty_rows = self.compiled.empty_rows.to(empty.device) + empty
