@@ -55,7 +55,9 @@ def gather_decode(
             IDX + b * sib + hs * sih + qi * siq, VALS + b * svlb + hs * svlh + qi * svlq, offs, n,
             n_keys, qi, r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl, NR, PAGE, HAS_VALS,
         )  # fmt: skip
-        rows = tl.where(valid, idx, 0)
+        # masked lanes are never read, whatever they hold: no select (tl.where(valid, idx, 0)
+        # here broke Triton 3.6's layout pass on sm_90 once the validity came from VALS)
+        rows = idx
         k = tl.load(
             K + b * skb + kvh * skh + rows[:, None] * skk + d[None, :],
             mask=valid[:, None] & dmask[None, :],
