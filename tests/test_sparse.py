@@ -425,6 +425,18 @@ def test_budget_that_selects_nothing_matches_simulate(name, extra, calib):
     assert rel(sparse, simulated) < 1e-5
 
 
+@pytest.mark.parametrize("heavy", [16, 19, 20, 24])
+def test_page_budget_past_the_keys_keeps_every_page(heavy, calib):
+    """Quest's budget counts pages from the budget as given: 20 tokens over K = 19 keys in pages
+    of 4 keep all five pages, the partial last one too, as simulate does (the budget was capped
+    at K first, 19 // 4 = 4 pages; found by a review's fuzzing)."""
+    graph = load("quest", calib, 4, 2, heavy_size=heavy, page_size=4)
+    qs, ks, vs = inputs(1, 4, 2, 3, 19, seed=heavy)
+    simulated, sparse = both(graph, qs, ks, vs)[:2]
+    assert rel(sparse, simulated) < 1e-5
+    assert mg.compile(graph, mode="sparse")._sparse.budget(19) == 3 + 5 + 4 * min(heavy // 4, 5)
+
+
 def test_runs_that_all_floor_to_nothing_attend_no_key(calib):
     """A graph of runs only whose shares all floor to 0 at K = 3: zero output and every row
     counted empty, as in simulate mode (the torch path once reduced over zero keys)."""

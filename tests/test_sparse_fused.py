@@ -268,6 +268,35 @@ def test_runs_in_kernel_and_lists_agree(monkeypatch):
     assert rel(outs[0], outs[1]) < 1e-6
 
 
+CAUSAL_PAGES = """
+graph: causal_pages
+params: {heavy_size: 12, page_size: 4}
+nodes:
+  - {name: causal, op: causal}
+  - {name: bounds, op: quest, params: {page_size: $page_size, label_bits: 16}}
+  - {name: heavy, op: topk_pages, inputs: {scores: bounds, prior: causal}, params: {k: $heavy_size, page_size: $page_size}}
+  - {name: out, op: union, inputs: {masks: [causal, heavy]}}
+output: out
+"""
+
+
+@pytest.mark.parametrize("nq", [1, 4])
+@pytest.mark.parametrize("topk", ["torch", "auto"])
+@pytest.mark.parametrize("sizes", [(12, 4), (2, 2)], ids=["3-pages-of-4", "1-page-of-2"])
+def test_causal_prior_of_pages_matches_torch_path(nq, topk, sizes):
+    """Causality keeps 0 ≤ j ≤ t for query t: one run for one query, none for a chunk of
+    several (a sliding run would drop keys 0 … q − 1 of query q where the kernel reads runs,
+    and let the top-k pick pages of those keys where it drops its prior; found by a review's
+    fuzzing)."""
+    graph = mg.load_graph(CAUSAL_PAGES, overrides={"heavy_size": sizes[0], "page_size": sizes[1]})
+    for seed in range(3):
+        gen = torch.Generator().manual_seed(seed)
+        q, k, v = (torch.randn(1, h, m, 16, generator=gen) for h, m in ((4, nq), (2, 16), (2, 16)))
+        want = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")(q, k, v, state=mg.State())
+        fast = mg.compile(graph, mode="sparse", gqa="shared", kernel="triton", topk=topk)
+        assert rel(fast(q, k, v, state=mg.State()), want) < 1e-5
+
+
 def test_kernel_option_is_checked():
     """Also: kernel="auto" keeps the torch path on the CPU."""
     with pytest.raises(mg.NotSupportedError, match="kernel must be one of auto, triton, torch"):

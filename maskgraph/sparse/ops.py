@@ -114,7 +114,11 @@ def lower_local(ctx: Context, name, inputs, params, prep) -> IndexSet:
 def lower_causal(ctx: Context, name, inputs, params, prep) -> IndexSet:
     env = ctx.env
     t = _query_pos(env)
-    run = None if isinstance(ctx.q_first, torch.Tensor) else (0, ctx.q_first + 1, 1)
+    # query q keeps 0 ≤ j ≤ q_first + q: one (lo, hi, slope) run only for one query (the
+    # slope would move lo too)
+    run = None
+    if not isinstance(ctx.q_first, torch.Tensor) and env.Q == 1:
+        run = (0, ctx.q_first + 1, 0)
     return indexset.span_set(name, 0, env.K, lambda j: j <= t, env.K, env.keys.device, run)
 
 
@@ -281,8 +285,18 @@ def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
     vals, idx = top_k(ctx, s, torch.sym_max(k, 1), scored.integer, size, scored.top, exclude, hist)
     valid = vals > NEG_INF if k > 0 else torch.zeros_like(vals, dtype=torch.bool)
     excludes = prior.leaves if prior is not None else frozenset()
-    listed = indexset.Listed(idx, vals) if k > 0 else None
+    listed = selection_listed(prior, idx, vals, 1) if k > 0 else None
     return indexset.selection_set(name, idx, valid, env.K, excludes, listed)
+
+
+def selection_listed(prior: IndexSet | None, idx: torch.Tensor, vals: torch.Tensor, page: int):
+    """The top-k's (idx, vals) as a :class:`~maskgraph.sparse.indexset.Listed`, or None where
+    its prior is not made of runs (the kernel could not drop the prior's keys)."""
+    if prior is None:
+        return indexset.Listed(idx, vals, page)
+    if prior.intervals is None:
+        return None
+    return indexset.Listed(idx, vals, page, frozenset(p.source for p in prior.parts))
 
 
 def page_eligible(ctx: Context, prior: IndexSet | None, page_size: int, pages) -> torch.Tensor | None:
@@ -356,7 +370,9 @@ def lower_topk_pages(ctx: Context, name, inputs, params, prep) -> IndexSet:
     masked_by = prior if exclude is None else None
     s = group_scores(ctx, page_scores(ctx, scores, masked_by, size, pages), scores.grouped)
     bound, budget = _bounded_k(ctx, params["k"])
-    n = torch.sym_min(bound // size, pages)
+    # pages from the budget as given, not capped at K first: a budget past K keeps every page,
+    # the partial last one too (simulate's rule)
+    n = torch.sym_min(env.size_bound(params["k"])[0] // size, pages)
     count = budget // size if isinstance(budget, torch.Tensor) else None
     # a budget below one page keeps none
     vals, page_idx = top_k(ctx, s, torch.sym_max(n, 1), size=count, exclude=exclude)
@@ -367,10 +383,7 @@ def lower_topk_pages(ctx: Context, name, inputs, params, prep) -> IndexSet:
     if n == 0:
         valid = torch.zeros_like(valid)
     tok = tok.clamp_max(env.K - 1)
-    listed = None
-    if n > 0 and (prior is None or prior.intervals is not None):
-        spans = frozenset(p.source for p in prior.parts) if prior is not None else frozenset()
-        listed = indexset.Listed(page_idx, vals, size, spans)
+    listed = selection_listed(prior, page_idx, vals, size) if n > 0 else None
     if prior is not None:
         valid = valid & ~prior.contains(tok)
     if env.allowed is not None and ctx.gqa != "shared":

@@ -131,7 +131,8 @@ def budget_split(steps: list[Step], output: str, num_keys: int) -> tuple[int, in
         elif step.op == "topk_pages":
             page = step.params["page_size"]
             pages = -(-num_keys // page)
-            sizes[step.name] = (0, max(1, min(size(step.params["k"], num_keys) // page, pages)) * page)
+            # the budget as given, not capped at K: a partial last page counts as a page
+            sizes[step.name] = (0, max(1, size(step.params["k"], pages * page) // page) * page)
         elif step.op == "union":
             parts = [sizes[s] for s in step.inputs["masks"]]
             sizes[step.name] = (sum(p[0] for p in parts), sum(p[1] for p in parts))
