@@ -369,7 +369,7 @@ def lower_topk_pages(ctx: Context, name, inputs, params, prep) -> IndexSet:
     exclude = kernel_exclusion(ctx, prior, scores, size) if scores.block == size else None
     masked_by = prior if exclude is None else None
     s = group_scores(ctx, page_scores(ctx, scores, masked_by, size, pages), scores.grouped)
-    bound, budget = _bounded_k(ctx, params["k"])
+    _, budget = _bounded_k(ctx, params["k"])
     # pages from the budget as given, not capped at K first: a budget past K keeps every page,
     # the partial last one too (simulate's rule)
     n = torch.sym_min(env.size_bound(params["k"])[0] // size, pages)
