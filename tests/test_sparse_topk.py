@@ -167,15 +167,18 @@ def test_select_topk_matches_the_rule(shape, k, kind, path, monkeypatch):
 @pytest.mark.parametrize(
     "shape, k", [((3, 5000), 300), ((2, 3 * SEG_MIN + 5), 700), ((4, 700), 90), ((2, 40), 40)]
 )
-@pytest.mark.parametrize("path", ["one_program", "segments"])
+@pytest.mark.parametrize("path", ["one_program", "segments", "segments_choose_apart"])
 def test_select_topk_with_a_device_count(shape, k, kind, path, monkeypatch):
     """A count read on the device (a share of a static buffer's tokens): the first
     min(count, k) slots hold the row's min(count, k) largest by the rule, the rest −inf at
     index 0; counts 0, 1, one in the middle, k and past k; integer scores with and without
-    the promise; both paths forced."""
+    the promise; each path forced (the segments' bin chosen in the write or by a launch of its
+    own, which also fill the slots past the count)."""
     from maskgraph.sparse import topk as triton_topk
 
-    monkeypatch.setattr(triton_topk, "SMALL_MAX", 0 if path == "segments" else 1 << 20)
+    monkeypatch.setattr(triton_topk, "SMALL_MAX", 0 if path.startswith("segments") else 1 << 20)
+    if path == "segments_choose_apart":
+        monkeypatch.setattr(triton_topk, "CHOOSE_IN_WRITE_BYTES", 0)
     gen = torch.Generator().manual_seed(hash((shape, k, kind, "count")) % 1000)
     s = scores(kind, shape, gen)
     for count in (0, 1, k // 3, k, k + 5):
@@ -215,6 +218,8 @@ def test_resolve_paths_match_the_rule(kind, lanes, monkeypatch):
 
     small, mid, block = lanes
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
+    if lanes == (16, 16, 16):  # the bin chosen by a launch of its own (STATE written there)
+        monkeypatch.setattr(triton_topk, "CHOOSE_IN_WRITE_BYTES", 0)
     monkeypatch.setattr(triton_topk, "RESOLVE_SMALL", small)
     monkeypatch.setattr(triton_topk, "RESOLVE_MID", mid)
     monkeypatch.setattr(triton_topk, "RESOLVE_BLOCK", block)
@@ -228,21 +233,28 @@ def test_resolve_paths_match_the_rule(kind, lanes, monkeypatch):
 
 
 @needs_kernel
-@pytest.mark.parametrize("top, launches", [(32, 3), (BINS - 2, 3), (BINS - 1, 7)])
-def test_bounded_integers_skip_the_range_and_the_resolve(top, launches, monkeypatch):
-    """Integers promised in [0, top] with top ≤ BINS − 2 take histogram, choose and write only
-    (each value its own bin, the ties written in index order); a wider promise takes all seven
-    launches. Scores hold every value up to ``top`` and many ties at the k-th."""
+@pytest.mark.parametrize("choose", ["in_write", "apart"])
+@pytest.mark.parametrize("top, launches", [(32, 2), (BINS - 2, 2), (BINS - 1, 6)])
+def test_bounded_integers_skip_the_range_and_the_resolve(top, launches, choose, monkeypatch):
+    """Integers promised in [0, top] with top ≤ BINS − 2 take histogram and write only (each
+    value its own bin, the ties written in index order); a wider promise takes range,
+    histogram, write and the three resolve launches. The bin is chosen by every write program
+    for itself, or (past CHOOSE_IN_WRITE_BYTES of histograms) by one more launch. Scores hold
+    every value up to ``top`` and many ties at the k-th."""
     from maskgraph.sparse import topk as triton_topk
 
     launched = record_topk_launches(monkeypatch)
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
+    if choose == "apart":
+        monkeypatch.setattr(triton_topk, "CHOOSE_IN_WRITE_BYTES", 0)
+        launches += 1
     gen = torch.Generator().manual_seed(top)
     s = torch.randint(0, top + 1, (3, 3 * SEG_MIN + 7), generator=gen).float()
     s[0, ::9] = float("-inf")
     k = 900
     values, idx = select_topk(s, k, True, top=top)
     assert len(launched) == launches, launched
+    assert ("select_choose" in launched) == (choose == "apart")
     assert as_set(idx) == reference(s, k)
     assert torch.equal(torch.gather(s, -1, idx), values)
 

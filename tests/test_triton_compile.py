@@ -63,10 +63,36 @@ KERNELS = [
     (
         "maskgraph.sparse.topk_kernel",
         "select_write",
-        "S:*fp32 RANGE:*i32 STATE_PTR:*i64 OFFS:*i32 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 n:i32 k:i32 "
-        "stride:i32 " + EX + " SEG:constexpr NB:constexpr SP:constexpr INTEGER:constexpr BOUNDED:constexpr "
-        "NEX:constexpr",
-        {"SEG": 4096, "NB": 64, "SP": 32, "INTEGER": True, "BOUNDED": True, "NEX": 2},
+        "S:*fp32 RANGE:*i32 STATE_PTR:*i64 OFFS:*i32 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 HIST:*i32 "
+        "COUNT:*i64 n:i32 k:i32 stride:i32 " + EX + " SEG:constexpr NB:constexpr SP:constexpr "
+        "INTEGER:constexpr BOUNDED:constexpr NEX:constexpr CHOOSE:constexpr HAS_COUNT:constexpr",
+        {
+            "SEG": 4096,
+            "NB": 64,
+            "SP": 32,
+            "INTEGER": True,
+            "BOUNDED": True,
+            "NEX": 2,
+            "CHOOSE": True,
+            "HAS_COUNT": True,
+        },
+    ),
+    (
+        "maskgraph.sparse.topk_kernel",
+        "select_write",
+        "S:*fp32 RANGE:*i32 STATE_PTR:*i64 OFFS:*i32 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 HIST:*i32 "
+        "COUNT:*i64 n:i32 k:i32 stride:i32 " + EX + " SEG:constexpr NB:constexpr SP:constexpr "
+        "INTEGER:constexpr BOUNDED:constexpr NEX:constexpr CHOOSE:constexpr HAS_COUNT:constexpr",
+        {
+            "SEG": 2048,
+            "NB": 128,
+            "SP": 64,
+            "INTEGER": False,
+            "BOUNDED": False,
+            "NEX": 0,
+            "CHOOSE": False,
+            "HAS_COUNT": False,
+        },
     ),
     (
         "maskgraph.sparse.topk_kernel",

@@ -56,6 +56,10 @@ MAX_RUNS = 2
 STATE_FIELDS = 5
 #: Output slots ``select_choose`` fills per step past a device count.
 FILL = 1024
+#: Most bytes of histograms the programs of ``select_write`` read in all (rows × segments ×
+#: segments × bins × 4) for each of them to find the chosen bin itself, without the
+#: ``select_choose`` launch; past it that launch finds it once per row.
+CHOOSE_IN_WRITE_BYTES = 32 << 20
 
 
 def _kernels():
@@ -164,33 +168,21 @@ def select_topk_2d(
             scores, ranges, histograms, n, n, *ex,
             SEG=seg, NB=nb, SP=sp, INTEGER=integer, BOUNDED=bounded, NEX=nex, num_warps=warps, **wide,
         )  # fmt: skip
-    choose[(rows,)](
-        ranges, state, histograms, offsets, values, indices, count, grid[1], k,
-        SP=sp, NB=nb, INTEGER=integer, HAS_COUNT=has_count, FILL=FILL, BOUNDED=bounded,
-        num_warps=8, **per_row,
-    )  # fmt: skip
+    # few segments: each write program finds the bin itself (one launch less); many: the
+    # histograms it would read grow as segments² (select_choose reads them once per row)
+    apart = rows * grid[1] * grid[1] * nb * 4 > CHOOSE_IN_WRITE_BYTES
+    if apart:
+        choose[(rows,)](
+            ranges, state, histograms, offsets, values, indices, count, grid[1], k,
+            SP=sp, NB=nb, INTEGER=integer, HAS_COUNT=has_count, FILL=FILL, BOUNDED=bounded,
+            num_warps=8, **per_row,
+        )  # fmt: skip
     write[grid](
-        scores,
-        ranges,
-        state,
-        offsets,
-        values,
-        indices,
-        candidates,
-        candidate_scores,
-        n,
-        k,
-        n,
-        *ex,
-        SEG=seg,
-        NB=nb,
-        INTEGER=integer,
-        SP=sp,
-        BOUNDED=bounded,
-        NEX=nex,
-        num_warps=warps,
-        **wide,
-    )
+        scores, ranges, state, offsets, values, indices, candidates, candidate_scores, histograms, count,
+        n, k, n, *ex,
+        SEG=seg, NB=nb, INTEGER=integer, SP=sp, BOUNDED=bounded, NEX=nex, CHOOSE=not apart,
+        HAS_COUNT=has_count, num_warps=warps, **wide,
+    )  # fmt: skip
     if bounded:  # one value per bin: select_write took the ties, no candidate is left
         return values, indices
     resolving = (state, values, indices, candidates, candidate_scores, k, n)

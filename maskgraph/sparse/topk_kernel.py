@@ -184,6 +184,33 @@ def select_hist(
     tl.store(HIST + (row * tl.num_programs(1) + seg) * NB + bins, counts)
 
 
+@triton.jit
+def _row_histograms(HIST, row, nseg, want, SP: tl.constexpr, NB: tl.constexpr):
+    """The row's segment histograms (SP, NB) and the bin holding its want-th largest score:
+    (histograms, bins, segments, the row's total per bin, chosen bin)."""
+    bins = tl.arange(0, NB)
+    segs = tl.arange(0, SP)
+    hist = tl.load(
+        HIST + (row * nseg + segs[:, None]) * NB + bins[None, :], mask=(segs < nseg)[:, None], other=0
+    )
+    total = tl.sum(hist, 0)
+    above = tl.sum(total, 0) - tl.cumsum(total, 0)  # scores in bins above each bin
+    chosen = tl.max(tl.where(above + total >= want, bins, -1), 0)
+    return hist, bins, segs, total, chosen
+
+
+@triton.jit
+def _store_state(STATE_PTR, row, chosen, total, bins, exact, want, limit):
+    """The row's STATE: chosen bin, scores above it, candidates in it (0 with exact bins), the
+    k selected and the slots kept."""
+    tl.store(STATE_PTR + row * STATE, chosen.to(tl.int64))
+    tl.store(STATE_PTR + row * STATE + 1, tl.sum(tl.where(bins > chosen, total, 0), 0).to(tl.int64))
+    in_bin = tl.sum(tl.where(bins == chosen, total, 0), 0)
+    tl.store(STATE_PTR + row * STATE + 2, tl.where(exact, 0, in_bin).to(tl.int64))
+    tl.store(STATE_PTR + row * STATE + 3, want.to(tl.int64))
+    tl.store(STATE_PTR + row * STATE + 4, limit.to(tl.int64))
+
+
 def select_choose(
     RANGE, STATE_PTR, HIST, OFFS, VALS, IDX, COUNT, nseg, k,
     SP: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr, HAS_COUNT: tl.constexpr, FILL: tl.constexpr,
@@ -193,7 +220,8 @@ def select_choose(
     largest score and writes the row's STATE and, per segment, where its scores above that bin
     and its scores in it start in the output and in the candidate buffer (OFFS (rows, nseg, 2)
     int32). With exact bins the chosen bin holds one value and no candidate is left to resolve.
-    With a count, the output slots from it on are filled here (FILL at a time)."""
+    With a count, the output slots from it on are filled here (FILL at a time). (Rows of few
+    segments skip this launch: ``select_write`` with CHOOSE does the same per program.)"""
     enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     want, limit = _wanted(COUNT, k, HAS_COUNT)
@@ -203,46 +231,57 @@ def select_choose(
             past = (slots >= limit) & (slots < k)
             tl.store(VALS + row * k + slots, tl.full((FILL,), float("-inf"), tl.float32), mask=past)
             tl.store(IDX + row * k + slots, tl.zeros((FILL,), tl.int64), mask=past)
-    bins = tl.arange(0, NB)
-    segs = tl.arange(0, SP)
-    real = segs < nseg
-    hist = tl.load(HIST + (row * nseg + segs[:, None]) * NB + bins[None, :], mask=real[:, None], other=0)
-    total = tl.sum(hist, 0)
-    above = tl.sum(total, 0) - tl.cumsum(total, 0)  # scores in bins above each bin
-    chosen = tl.max(tl.where(above + total >= want, bins, -1), 0)
+    hist, bins, segs, total, chosen = _row_histograms(HIST, row, nseg, want, SP, NB)
     up = tl.sum(tl.where((bins > chosen)[None, :], hist, 0), 1)  # per segment, above the bin
     cand = tl.sum(tl.where((bins == chosen)[None, :], hist, 0), 1)  # per segment, in the bin
     _, _, exact = _scale(RANGE, row, nseg, SP, NB, INTEGER, BOUNDED)
-    tl.store(STATE_PTR + row * STATE, chosen.to(tl.int64))
-    tl.store(STATE_PTR + row * STATE + 1, tl.sum(up, 0).to(tl.int64))
-    tl.store(STATE_PTR + row * STATE + 2, tl.where(exact, 0, tl.sum(cand, 0)).to(tl.int64))
-    tl.store(STATE_PTR + row * STATE + 3, want.to(tl.int64))
-    tl.store(STATE_PTR + row * STATE + 4, limit.to(tl.int64))
+    _store_state(STATE_PTR, row, chosen, total, bins, exact, want, limit)
     at = OFFS + (row * nseg + segs) * 2
+    real = segs < nseg
     tl.store(at, tl.cumsum(up, 0) - up, mask=real)
     tl.store(at + 1, tl.cumsum(cand, 0) - cand, mask=real)
 
 
 def select_write(
-    S, RANGE, STATE_PTR, OFFS, VALS, IDX, CAND, CANDV,
+    S, RANGE, STATE_PTR, OFFS, VALS, IDX, CAND, CANDV, HIST, COUNT,
     n, k, stride, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
     SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, INTEGER: tl.constexpr,
-    BOUNDED: tl.constexpr = False, NEX: tl.constexpr = 0, PDL: tl.constexpr = False,
+    BOUNDED: tl.constexpr = False, NEX: tl.constexpr = 0, CHOOSE: tl.constexpr = False,
+    HAS_COUNT: tl.constexpr = False, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """Writes every score above the chosen bin to the output and the scores in it to the
     candidate buffer (each in index order, from the offsets ``select_choose`` left). With
-    exact bins the chosen bin's first ``k − above`` scores in index order go to the output."""
+    exact bins the chosen bin's first ``k − above`` scores in index order go to the output.
+    ``CHOOSE``: no ``select_choose`` ran; every program reads the row's histograms (HIST) and
+    finds the bin and its own offsets itself, the row's first program writes the STATE, and
+    with a count (``HAS_COUNT``, COUNT) each program fills its share of the slots past it."""
     enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(1)
     nseg = tl.num_programs(1)
-    chosen = tl.load(STATE_PTR + row * STATE).to(tl.int32)
-    above_chosen = tl.load(STATE_PTR + row * STATE + 1).to(tl.int32)
-    want = tl.load(STATE_PTR + row * STATE + 3).to(tl.int32)
-    limit = tl.load(STATE_PTR + row * STATE + 4).to(tl.int32)
-    at = tl.load(OFFS + (row * nseg + seg) * 2)
-    cat = tl.load(OFFS + (row * nseg + seg) * 2 + 1)
     lo, scale, exact = _scale(RANGE, row, nseg, SP, NB, INTEGER, BOUNDED)
+    if CHOOSE:
+        want, limit = _wanted(COUNT, k, HAS_COUNT)
+        hist, bins, segs, total, chosen = _row_histograms(HIST, row, nseg, want, SP, NB)
+        before = (segs < seg)[:, None]
+        at = tl.sum(tl.sum(tl.where(before & (bins > chosen)[None, :], hist, 0), 1), 0)
+        cat = tl.sum(tl.sum(tl.where(before & (bins == chosen)[None, :], hist, 0), 1), 0)
+        above_chosen = tl.sum(tl.where(bins > chosen, total, 0), 0)
+        if seg == 0:
+            _store_state(STATE_PTR, row, chosen, total, bins, exact, want, limit)
+        if HAS_COUNT:  # slots past the count: this program's share, at most SEG of them
+            share = (k + nseg - 1) // nseg
+            slots = seg * share + tl.arange(0, SEG)
+            past = (slots >= limit) & (slots < k) & (slots < seg * share + share)
+            tl.store(VALS + row * k + slots, tl.full((SEG,), float("-inf"), tl.float32), mask=past)
+            tl.store(IDX + row * k + slots, tl.zeros((SEG,), tl.int64), mask=past)
+    else:
+        chosen = tl.load(STATE_PTR + row * STATE).to(tl.int32)
+        above_chosen = tl.load(STATE_PTR + row * STATE + 1).to(tl.int32)
+        want = tl.load(STATE_PTR + row * STATE + 3).to(tl.int32)
+        limit = tl.load(STATE_PTR + row * STATE + 4).to(tl.int32)
+        at = tl.load(OFFS + (row * nseg + seg) * 2)
+        cat = tl.load(OFFS + (row * nseg + seg) * 2 + 1)
     offs = seg * SEG + tl.arange(0, SEG)
     inside = offs < n
     x = _load_scores(S, row, stride, offs, inside, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX)
