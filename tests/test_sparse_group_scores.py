@@ -190,6 +190,10 @@ def test_hash_histograms_count_the_scores(shape, bits, runs):
     exclude = None if runs is None else [q, 1, k, *(v for run in runs for v in run)]
     scores, hist = ha._hash_group_scores_hist(qw, kw, hkv, bits, seg, nb, exclude)
     assert torch.equal(scores, ha._hash_group_scores(qw, kw, hkv, bits))
+    # the scores, plainly: bits − differing bits, the max over each group's query heads
+    x = (qw.view(b, hkv, hq // hkv, q, 1, nw) ^ kw.view(b, hkv, 1, 1, k, nw)).long() & 0xFFFFFFFF
+    differ = sum((x >> i) & 1 for i in range(32)).sum(-1)
+    assert torch.equal(scores, (bits - differ).amax(2).float())
     rows = scores.reshape(-1, k)
     drop = dropped_by_runs(rows.shape[0], k, q, 1, k, runs or [])
     bins = torch.where(drop, 0, 1 + rows.long())

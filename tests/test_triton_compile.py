@@ -166,8 +166,8 @@ KERNELS = [
         + I32("n_keys n_q hkv g_heads n_words hat_bits")
         + " "
         + EX
-        + " BLOCK:constexpr WP:constexpr NB:constexpr NEX:constexpr",
-        {"BLOCK": 2048, "WP": 2, "NB": 64, "NEX": 2},
+        + " BLOCK:constexpr GP:constexpr NB:constexpr NEX:constexpr HW_POPC:constexpr",
+        {"BLOCK": 2048, "GP": 4, "NB": 64, "NEX": 2, "HW_POPC": True},
     ),
     (
         "maskgraph.ops.zoo.hashattention_kernel",

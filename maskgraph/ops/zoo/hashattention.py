@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ...errors import CalibrationError
 from ...registry import Param, Port, operator
 from ...static import StaticKeys, row_caches
-from ...triton_util import jitted, pdl, usable
+from ...triton_util import interpreting, jitted, pdl, usable
 from ...types import PortType
 from .filecache import cached_load
 
@@ -355,8 +355,8 @@ def _launch_group_scores(
     jitted("maskgraph.ops.zoo.hashattention_kernel", "hash_group_scores")[grid](
         query.contiguous(), keys.contiguous(), out, out if hist is None else hist,
         k, q, hkv, hq // hkv, nw, hat_bits, *ex,
-        BLOCK=block, WP=max(2, 1 << (nw - 1).bit_length()), NB=nb, NEX=nex,
-        **pdl(keys.device, grid[0] * grid[1]),
+        BLOCK=block, GP=max(2, 1 << (hq // hkv - 1).bit_length()), NB=nb, NEX=nex,
+        HW_POPC=not interpreting(), **pdl(keys.device, grid[0] * grid[1]),
     )  # fmt: skip
     return out, hist
 

@@ -7,6 +7,7 @@ score is the max over the group of the agreeing bits. Jitted lazily (:mod:`maskg
 
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 from ...pdl_kernel import enter
 from ...sparse.topk_kernel import EX_ARGS, dropped
@@ -21,31 +22,42 @@ def _popcount16(x):
     return (x + (x >> 8)) & 0x1F
 
 
+@triton.jit
+def _popcount32(x, HW: tl.constexpr):
+    """Set bits of int32 ``x``: the GPU's popc instruction (``HW``), else SWAR on 16-bit
+    halves (Triton's interpreter has no popc)."""
+    if HW:
+        return libdevice.popc(x)
+    return _popcount16(x & 0xFFFF) + _popcount16((x >> 16) & 0xFFFF)
+
+
 def hash_group_scores(
     QW, KW, OUT, HIST,
     n_keys, n_q, hkv, g_heads, n_words, hat_bits, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
-    BLOCK: tl.constexpr, WP: tl.constexpr, NB: tl.constexpr = 0, NEX: tl.constexpr = 0,
-    PDL: tl.constexpr = False,
+    BLOCK: tl.constexpr, GP: tl.constexpr, NB: tl.constexpr = 0, NEX: tl.constexpr = 0,
+    HW_POPC: tl.constexpr = False, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """QW (B, Hq, Q, W) int32, KW (B, Hkv, K, W) int32, OUT (B, Hkv, Q, K) float32, contiguous;
-    WP ≥ W a power of two (the words of a block of keys are read as one tile). With NB > 0 each
+    GP ≥ the group's G query heads, a power of two: each key word is read once and compared
+    with the G heads' words as one (GP, BLOCK) tile. ``HW_POPC``: count bits with the GPU's
+    popc (compiled kernels), else in SWAR steps (the interpreter). With NB > 0 each
     program also writes the bounded top-k's histogram of its block (BLOCK = the top-k's
     segment) to HIST (B·Hkv·Q, K / BLOCK, NB) int32: bin 1 + score, and bin 0 for the keys the
     prior's runs drop (``ex*``, NEX of them: :func:`maskgraph.sparse.topk_kernel.dropped`)."""
     enter(PDL)
     qi, kvh, b = group_coords(n_q, hkv)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    w = tl.arange(0, WP)
     inside = offs < n_keys
-    tile = inside[:, None] & (w < n_words)[None, :]
-    keys = tl.load(KW + ((b * hkv + kvh) * n_keys + offs)[:, None] * n_words + w[None, :], mask=tile, other=0)
-    best = tl.full((BLOCK,), -1, tl.int32)
-    for gi in range(0, g_heads):
-        hq = kvh * g_heads + gi
-        query = tl.load(QW + ((b * hkv * g_heads + hq) * n_q + qi) * n_words + w, mask=w < n_words, other=0)
-        x = keys ^ query[None, :]
-        differ = tl.sum(_popcount16(x & 0xFFFF) + _popcount16((x >> 16) & 0xFFFF), 1)
-        best = tl.maximum(best, hat_bits - differ)
+    g = tl.arange(0, GP)
+    heads = g < g_heads
+    keys_at = KW + ((b * hkv + kvh) * n_keys + offs) * n_words
+    query_at = QW + ((b * hkv * g_heads + kvh * g_heads + g) * n_q + qi) * n_words
+    differ = tl.zeros((GP, BLOCK), tl.int32)
+    for w in range(0, n_words):
+        key = tl.load(keys_at + w, mask=inside, other=0)
+        query = tl.load(query_at + w, mask=heads, other=0)
+        differ += _popcount32(key[None, :] ^ query[:, None], HW_POPC)
+    best = tl.max(tl.where(heads[:, None], hat_bits - differ, -1), 0)
     tl.store(OUT + ((b * hkv + kvh) * n_q + qi) * n_keys + offs, best.to(tl.float32), mask=inside)
     if NB > 0:
         row = tl.program_id(0).to(tl.int64)  # the top-k's row, (b·Hkv + kvh)·Q + qi
