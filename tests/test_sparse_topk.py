@@ -178,7 +178,7 @@ def test_select_topk_with_a_device_count(shape, k, kind, path, monkeypatch):
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0 if path.startswith("segments") else 1 << 20)
     if path == "segments_choose_apart":
-        monkeypatch.setattr(triton_topk, "CHOOSE_IN_WRITE_BYTES", 0)
+        monkeypatch.setattr(triton_topk, "CHOOSE_IN_WRITE_SEGMENTS", 0)
     gen = torch.Generator().manual_seed(hash((shape, k, kind, "count")) % 1000)
     s = scores(kind, shape, gen)
     for count in (0, 1, k // 3, k, k + 5):
@@ -219,7 +219,7 @@ def test_resolve_paths_match_the_rule(kind, lanes, monkeypatch):
     small, mid, block = lanes
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
     if lanes == (16, 16, 16):  # the bin chosen by a launch of its own (STATE written there)
-        monkeypatch.setattr(triton_topk, "CHOOSE_IN_WRITE_BYTES", 0)
+        monkeypatch.setattr(triton_topk, "CHOOSE_IN_WRITE_SEGMENTS", 0)
     monkeypatch.setattr(triton_topk, "RESOLVE_SMALL", small)
     monkeypatch.setattr(triton_topk, "RESOLVE_MID", mid)
     monkeypatch.setattr(triton_topk, "RESOLVE_BLOCK", block)
@@ -239,14 +239,14 @@ def test_bounded_integers_skip_the_range_and_the_resolve(top, launches, choose, 
     """Integers promised in [0, top] with top ≤ BINS − 2 take histogram and write only (each
     value its own bin, the ties written in index order); a wider promise takes range,
     histogram, write and the three resolve launches. The bin is chosen by every write program
-    for itself, or (past CHOOSE_IN_WRITE_BYTES of histograms) by one more launch. Scores hold
+    for itself, or (past CHOOSE_IN_WRITE_SEGMENTS segments) by one more launch. Scores hold
     every value up to ``top`` and many ties at the k-th."""
     from maskgraph.sparse import topk as triton_topk
 
     launched = record_topk_launches(monkeypatch)
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
     if choose == "apart":
-        monkeypatch.setattr(triton_topk, "CHOOSE_IN_WRITE_BYTES", 0)
+        monkeypatch.setattr(triton_topk, "CHOOSE_IN_WRITE_SEGMENTS", 0)
         launches += 1
     gen = torch.Generator().manual_seed(top)
     s = torch.randint(0, top + 1, (3, 3 * SEG_MIN + 7), generator=gen).float()

@@ -56,10 +56,12 @@ MAX_RUNS = 2
 STATE_FIELDS = 5
 #: Output slots ``select_choose`` fills per step past a device count.
 FILL = 1024
-#: Most bytes of histograms the programs of ``select_write`` read in all (rows × segments ×
-#: segments × bins × 4) for each of them to find the chosen bin itself, without the
-#: ``select_choose`` launch; past it that launch finds it once per row.
-CHOOSE_IN_WRITE_BYTES = 32 << 20
+#: Most segments per row for which every ``select_write`` program reads the row's histograms
+#: and finds the chosen bin itself (no ``select_choose`` launch); longer rows take that launch.
+#: H100, 10 %, µs, in the write / apart (run 71): 8 segments (8K) B=1 HashAttention 17.3 /
+#: 17.8, Double Sparsity 28.7 / 29.6, B=8 34.1 / 34.9, 50.8 / 52.6; 64 segments (128K) B=1
+#: 66.8 / 65.1 and 91.2 / 90.0 (the write then reads 16–32 KB of histograms per program).
+CHOOSE_IN_WRITE_SEGMENTS = 8
 
 
 def _kernels():
@@ -169,8 +171,8 @@ def select_topk_2d(
             SEG=seg, NB=nb, SP=sp, INTEGER=integer, BOUNDED=bounded, NEX=nex, num_warps=warps, **wide,
         )  # fmt: skip
     # few segments: each write program finds the bin itself (one launch less); many: the
-    # histograms it would read grow as segments² (select_choose reads them once per row)
-    apart = rows * grid[1] * grid[1] * nb * 4 > CHOOSE_IN_WRITE_BYTES
+    # histograms each program would read grow with them (select_choose reads them once per row)
+    apart = grid[1] > CHOOSE_IN_WRITE_SEGMENTS
     if apart:
         choose[(rows,)](
             ranges, state, histograms, offsets, values, indices, count, grid[1], k,
