@@ -150,7 +150,6 @@ def test_the_top_k_drops_the_prior_on_the_kernel_path(op, q, small_max, tmp_path
     from maskgraph.sparse import topk as triton_topk
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", small_max)
-    monkeypatch.setattr(ha, "SELECT_IN_SCORES_MAX", 0)  # the selection's own test is below
     seen = []
     real = triton_topk.exclusion_args
     # the hash score kernel takes the same arguments (None where it drops nothing)
@@ -218,7 +217,6 @@ def test_hash_top_k_takes_the_kernels_histograms(q, masked, tmp_path, monkeypatc
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
     monkeypatch.setattr(triton_topk, "SEG_MIN", 64)  # K = 301: five segments, the last short
-    monkeypatch.setattr(ha, "SELECT_IN_SCORES_MAX", 0)  # not the one-kernel selection
     launched = record_topk_launches(monkeypatch)
     made = []  # (keys per program, bins) of each score kernel launched
     real = ha._launch_group_scores
@@ -270,17 +268,14 @@ def test_without_triton_the_lowering_takes_the_group_max(op, tmp_path, monkeypat
     assert ((with_kernel - without).norm() / without.norm()).item() < 1e-5
 
 
-@pytest.mark.parametrize("path", ["selection", "one_program", "segments"])
-def test_integer_scores_with_ties_match_simulate_on_the_kernel_path(path, tmp_path, monkeypatch):
+@pytest.mark.parametrize("small_max", [4096, 0], ids=["one_program", "segments"])
+def test_integer_scores_with_ties_match_simulate_on_the_kernel_path(small_max, tmp_path, monkeypatch):
     """HashAttention's scores are agreement counts, tied everywhere: the Triton top-k, the torch
     top-k and simulate mode all break ties toward the lowest index, so all three agree. Over
-    segments the top-k takes the bounded path (counts in [0, hat_bits], one bin each); the
-    selection makes scores and top-k in one kernel."""
+    segments the top-k takes the bounded path (counts in [0, hat_bits], one bin each)."""
     from maskgraph.sparse import topk as triton_topk
 
-    monkeypatch.setattr(triton_topk, "SMALL_MAX", 0 if path == "segments" else 4096)
-    if path != "selection":
-        monkeypatch.setattr(ha, "SELECT_IN_SCORES_MAX", 0)
+    monkeypatch.setattr(triton_topk, "SMALL_MAX", small_max)
     b, hq, hkv, q, k = 2, 4, 2, 2, 1500
     gen = torch.Generator().manual_seed(11)
     qs, ks, vs = (torch.randn(b, h, n, D, generator=gen) for h, n in ((hq, q), (hkv, k), (hkv, k)))
@@ -341,97 +336,3 @@ def test_double_sparsity_group_scores_for_other_packings(bits, group_factor, tmp
     grouped, _ = spec.extra["sparse_group_scores"](env, prep, **params)
     want = per_head.view(b, hkv, hq // hkv, q, k).amax(2)
     torch.testing.assert_close(grouped, want, rtol=1e-5, atol=1e-5)
-
-
-def plain_top(s: torch.Tensor, kept: int) -> set[tuple[int, int]]:
-    """(row, index) of each row's ``kept`` largest of s (rows, n), ties toward the lowest index."""
-    rows = s.double().tolist()
-    return {
-        (r, i)
-        for r, row in enumerate(rows)
-        for i in sorted(range(len(row)), key=lambda i: (-row[i], i))[:kept]
-    }
-
-
-@pytest.mark.parametrize("shape", SHAPES + [(1, 8, 2, 1, 2)], ids=lambda s: "B{}Hq{}Hkv{}Q{}K{}".format(*s))
-@pytest.mark.parametrize("bits", [32, 64, 5])
-@pytest.mark.parametrize(
-    "runs", [None, [(0, 4, 0), (20, 29, 1)], [(3, 40, 0)]], ids=["all", "prior", "one_run"]
-)
-def test_hash_selection_is_the_top_k_of_the_scores(shape, bits, runs):
-    """The one-kernel selection (scores and top-k of a whole row in one program) against the
-    plain scores, the prior's keys dropped key by key and a plain sort: k of 1, a third and all
-    of the keys; with a device count of 0, 1, a third, k and past k (the slots after it −inf,
-    index 0); and the same values and set as the plain kernel's scores through select_topk."""
-    from references import dropped_by_runs
-
-    from maskgraph.sparse.topk import select_topk
-
-    b, hq, hkv, q, k = shape
-    gen = torch.Generator().manual_seed(sum(shape) + bits + len(runs or []))
-    nw = -(-bits // 32)
-    qw = torch.randint(-(2**31), 2**31 - 1, (b, hq, q, nw), generator=gen, dtype=torch.int32)
-    kw = torch.randint(-(2**31), 2**31 - 1, (b, hkv, k, nw), generator=gen, dtype=torch.int32)
-    if bits % 32:
-        kw[..., -1] &= (1 << (bits % 32)) - 1
-        qw[..., -1] &= (1 << (bits % 32)) - 1
-    x = (qw.view(b, hkv, hq // hkv, q, 1, nw) ^ kw.view(b, hkv, 1, 1, k, nw)).long() & 0xFFFFFFFF
-    plain = (bits - sum((x >> i) & 1 for i in range(32)).sum(-1)).amax(2).float().reshape(-1, k)
-    exclude = None if runs is None else [q, 1, k, *(v for run in runs for v in run)]
-    masked = plain.masked_fill(dropped_by_runs(plain.shape[0], k, q, 1, k, runs or []), float("-inf"))
-    for top in sorted({1, max(1, k // 3), k}):
-        for count in (None, 0, 1, top // 3, top, top + 5):
-            kept = top if count is None else min(count, top)
-            c = None if count is None else torch.tensor(count)
-            vals, idx = ha._hash_group_select(qw, kw, hkv, bits, top, c, exclude)
-            assert vals.shape == idx.shape == (b, hkv, q, top) and idx.dtype == torch.int64
-            vals, idx = vals.reshape(-1, top), idx.reshape(-1, top)
-            got = {(r, i) for r, row in enumerate(idx[:, :kept].tolist()) for i in row}
-            assert got == plain_top(masked, kept), (top, count)
-            assert torch.equal(torch.gather(masked, -1, idx[:, :kept]), vals[:, :kept])
-            assert (vals[:, kept:] == float("-inf")).all() and (idx[:, kept:] == 0).all()
-        scores = ha._hash_group_scores(qw, kw, hkv, bits)
-        want_vals, want_idx = select_topk(scores, top, True, None, bits, exclude)
-        vals, idx = ha._hash_group_select(qw, kw, hkv, bits, top, None, exclude)
-        assert torch.equal(vals.sort(-1).values, want_vals.sort(-1).values)
-        assert torch.equal(idx.sort(-1).values, want_idx.sort(-1).values)
-
-
-def test_hash_selection_rejects_rows_it_cannot_hold():
-    qw = torch.zeros(1, 2, 1, 1, dtype=torch.int32)
-    with pytest.raises(ValueError, match=r"needs 1 ≤ k ≤ K ≤ 8192, got k=3, K=2"):
-        ha._hash_group_select(qw, torch.zeros(1, 1, 2, 1, dtype=torch.int32), 1, 32, 3, None, None)
-    with pytest.raises(ValueError, match=r"got k=1, K=8193"):
-        ha._hash_group_select(qw, torch.zeros(1, 1, 8193, 1, dtype=torch.int32), 1, 32, 1, None, None)
-
-
-@pytest.mark.parametrize("q", [1, 3])
-@pytest.mark.parametrize("masked", [False, True])
-def test_hash_top_k_takes_the_one_kernel_selection(q, masked, tmp_path, monkeypatch):
-    """HashAttention grouped on the kernel path, rows of at most SELECT_IN_SCORES_MAX keys: the
-    selection kernel makes scores and top-k (no score kernel, no top-k launch), with the prior
-    dropped there; the output is the torch path's. With an attention mask the scores are made
-    and selected as before."""
-    launched = record_topk_launches(monkeypatch)
-    selected, made = [], []
-    real_select, real_scores = ha._hash_group_select, ha._launch_group_scores
-    monkeypatch.setattr(ha, "_hash_group_select", lambda *a: selected.append(a[-1]) or real_select(*a))
-    monkeypatch.setattr(ha, "_launch_group_scores", lambda *a: made.append(1) or real_scores(*a))
-    graph, qs, ks, vs, _ = sparse_case("hashattention", tmp_path, b=2, k=301, seed=17, q=q)
-    am = None
-    if masked:
-        am = torch.zeros(2, 1, q, 301)
-        am[0, ..., 5:9] = float("-inf")
-    want = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")(
-        qs, ks, vs, attention_mask=am, state=mg.State()
-    )
-    assert not selected and not launched
-    made.clear()
-    out = mg.compile(graph, mode="sparse", gqa="shared", kernel="triton")(
-        qs, ks, vs, attention_mask=am, state=mg.State()
-    )
-    if masked:  # the scores made, then selected (by select_small: rows of 301)
-        assert not selected and made
-    else:  # sink 4, window 8 dropped by the kernel: t − 8 < j ≤ t for t = 301 − q + i
-        assert selected == [[q, 1, 301, 0, 4, 0, 301 - q - 7, 301 - q + 1, 1]] and not made and not launched
-    assert ((out - want).norm() / want.norm()).item() < 1e-5

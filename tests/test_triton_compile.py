@@ -171,16 +171,6 @@ KERNELS = [
     ),
     (
         "maskgraph.ops.zoo.hashattention_kernel",
-        "hash_group_select",
-        "QW:*i32 KW:*i32 VALS:*fp32 IDX:*i64 COUNT:*i64 "
-        + I32("n_keys n_q hkv g_heads n_words hat_bits k")
-        + " "
-        + EX
-        + " BLOCK:constexpr NB:constexpr HAS_COUNT:constexpr NEX:constexpr HW_POPC:constexpr",
-        {"BLOCK": 8192, "NB": 64, "HAS_COUNT": True, "NEX": 2, "HW_POPC": True},
-    ),
-    (
-        "maskgraph.ops.zoo.hashattention_kernel",
         "hash_words",
         "X:*bf16 W1:*fp32 B1:*fp32 W2:*fp32 B2:*fp32 OUT:*i32 "
         + I32("n heads dim hidden bits n_words sxb sxh sxn")

@@ -19,7 +19,7 @@ from ..env import Env
 from ..ops.select import topk_lowest
 from . import indexset
 from .indexset import IndexSet
-from .topk import MAX_RUNS, bounded_layout, is_bounded
+from .topk import MAX_RUNS, bounded_layout
 
 NEG_INF = float("-inf")
 
@@ -52,10 +52,6 @@ class BlockScores:
     # with_histogram(exclude, seg, bins) -> (the grouped scores, the bounded top-k's histograms
     # (b·Hkv·Qc, K / seg, bins) int32), made in one kernel (``hist`` of select_topk_2d)
     histogram: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
-    # selection(k, count, exclude) -> (values, indices) (b, Hkv, Qc, k) of the bounded top-k of
-    # the grouped scores, made by one kernel that writes no scores; None where the rows are
-    # too long for it
-    selection: Callable[..., tuple[torch.Tensor, torch.Tensor] | None] | None = None
 
     @property
     def scores(self) -> torch.Tensor:
@@ -164,8 +160,7 @@ def make_estimator(sparse_scores, sparse_group_scores=None, integer: bool = Fals
             grouped = sparse_group_scores(env, prep, **params)
             if grouped is not None:
                 histogram = grouped[2] if len(grouped) > 2 else None
-                selection = grouped[3] if len(grouped) > 3 else None
-                return BlockScores(grouped[0], int(grouped[1]), True, integer, bound, histogram, selection)
+                return BlockScores(grouped[0], int(grouped[1]), True, integer, bound, histogram)
         scores, block = sparse_scores(env, prep, **params)
         return BlockScores(scores, int(block), integer=integer, top=bound)
 
@@ -271,50 +266,11 @@ def fused_histogram(
     return scores.histogram(exclude, *layout)
 
 
-#: Take the estimator's one-kernel scores and top-k where it offers them (:func:`fused_selection`).
-FUSED_SELECTION = True
-
-
-def fused_selection(
-    ctx: Context, scores: BlockScores, prior: IndexSet | None, exclude: list | None, k, size
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(values, indices) of the top-k made by the estimator's ``selection`` (scores and top-k
-    in one kernel, no scores written) where the Triton top-k would take its bounded path over
-    per-key grouped scores with no attention mask (the prior dropped by ``exclude``) and the
-    estimator takes rows of this length; None otherwise."""
-    env = ctx.env
-    if not FUSED_SELECTION or scores.selection is None or scores.block != 1 or not scores.integer:
-        return None
-    if not ctx.triton_topk or env.allowed is not None or not is_bounded(scores.top):
-        return None
-    if prior is not None and exclude is None:
-        return None
-    return scores.selection(k, size if isinstance(size, torch.Tensor) else None, exclude)
-
-
 def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
     env = ctx.env
     prior: IndexSet | None = inputs.get("prior")
     scored: BlockScores = inputs["scores"]
     exclude = kernel_exclusion(ctx, prior, scored, 1)
-    k, size = _bounded_k(ctx, params["k"])
-    # k = 0 keeps none
-    picked = fused_selection(ctx, scored, prior, exclude, torch.sym_max(k, 1), size)
-    if picked is not None:
-        vals, idx = picked
-    else:
-        vals, idx = _scored_top_k(ctx, scored, prior, exclude, k, size)
-    valid = vals > NEG_INF if k > 0 else torch.zeros_like(vals, dtype=torch.bool)
-    excludes = prior.leaves if prior is not None else frozenset()
-    listed = selection_listed(prior, idx, vals, 1) if k > 0 else None
-    return indexset.selection_set(name, idx, valid, env.K, excludes, listed)
-
-
-def _scored_top_k(
-    ctx: Context, scored: BlockScores, prior: IndexSet | None, exclude: list | None, k, size
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The top-k of :func:`lower_topk` over scores made first (with the bounded histograms
-    where the estimator offers them)."""
     fused = fused_histogram(ctx, scored, prior, exclude)
     hist = None
     if fused is not None:
@@ -324,7 +280,13 @@ def _scored_top_k(
         if exclude is None:
             s = exclude_prior(ctx, s, prior)
         s = group_scores(ctx, s, scored.grouped)
-    return top_k(ctx, s, torch.sym_max(k, 1), scored.integer, size, scored.top, exclude, hist)
+    k, size = _bounded_k(ctx, params["k"])
+    # k = 0 keeps none
+    vals, idx = top_k(ctx, s, torch.sym_max(k, 1), scored.integer, size, scored.top, exclude, hist)
+    valid = vals > NEG_INF if k > 0 else torch.zeros_like(vals, dtype=torch.bool)
+    excludes = prior.leaves if prior is not None else frozenset()
+    listed = selection_listed(prior, idx, vals, 1) if k > 0 else None
+    return indexset.selection_set(name, idx, valid, env.K, excludes, listed)
 
 
 def selection_listed(prior: IndexSet | None, idx: torch.Tensor, vals: torch.Tensor, page: int):

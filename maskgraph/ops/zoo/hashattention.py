@@ -396,52 +396,6 @@ def _(query, keys, hkv, hat_bits, seg, nb, exclude):
     return out, keys.new_empty(b * hkv * q, -(-k // seg), nb, dtype=torch.int32)
 
 
-#: Longest rows whose grouped scores and top-k are made in one program per row
-#: (:func:`_hash_group_select`), without writing the scores.
-SELECT_IN_SCORES_MAX = 8192
-
-
-@torch.library.custom_op("maskgraph::hash_group_select", mutates_args=())
-def _hash_group_select(
-    query: torch.Tensor,
-    keys: torch.Tensor,
-    hkv: int,
-    hat_bits: int,
-    k: int,
-    count: torch.Tensor | None,
-    exclude: list[int] | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """query (B, Hq, Q, W), keys (B, Hkv, K, W) int32, K ≤ SELECT_IN_SCORES_MAX -> (values
-    (B, Hkv, Q, k) float32, indices (B, Hkv, Q, k) int64): the top-k of the grouped scores, as
-    ``select_topk(hash_group_scores(…), k, True, count, hat_bits, exclude)`` returns it (the
-    same set and values), in one Triton launch that writes no scores."""
-    from ...sparse.topk import bounded_bins, exclusion_args
-
-    b, hq, q, nw = query.shape
-    n = keys.shape[2]
-    if not 1 <= k <= n or n > SELECT_IN_SCORES_MAX:
-        raise ValueError(f"hash_group_select: needs 1 ≤ k ≤ K ≤ {SELECT_IN_SCORES_MAX}, got k={k}, K={n}")
-    rows = b * hkv * q
-    values = torch.empty(b, hkv, q, k, device=keys.device, dtype=torch.float32)
-    indices = torch.empty(b, hkv, q, k, device=keys.device, dtype=torch.int64)
-    ex, nex = exclusion_args(exclude)
-    block = max(16, 1 << (n - 1).bit_length())
-    jitted("maskgraph.ops.zoo.hashattention_kernel", "hash_group_select")[(rows,)](
-        query.contiguous(), keys.contiguous(), values, indices, count if count is not None else values,
-        n, q, hkv, hq // hkv, nw, hat_bits, k, *ex,
-        BLOCK=block, NB=bounded_bins(hat_bits), HAS_COUNT=count is not None, NEX=nex,
-        HW_POPC=not interpreting(), num_warps=4 if block <= 1024 else 8 if block <= 4096 else 16,
-        **pdl(keys.device, rows),
-    )  # fmt: skip
-    return values, indices
-
-
-@_hash_group_select.register_fake
-def _(query, keys, hkv, hat_bits, k, count, exclude):
-    shape = (query.shape[0], hkv, query.shape[2], k)
-    return keys.new_empty(shape, dtype=torch.float32), keys.new_empty(shape, dtype=torch.int64)
-
-
 def hashattention_group_scores(
     env, prep, *, weights=None, hat_bits
 ) -> tuple[Callable[[], torch.Tensor], int, Callable[..., tuple[torch.Tensor, torch.Tensor]]] | None:
@@ -450,8 +404,7 @@ def hashattention_group_scores(
     in one Triton kernel (no per-query-head scores written); None where Triton cannot run.
     Returned as a function making them (launched only where used), with a third item: the
     same scores with the bounded top-k's histograms, made by the same kernel
-    (:class:`maskgraph.sparse.ops.BlockScores` ``histogram``), and a fourth: their top-k made
-    by one kernel for rows of at most SELECT_IN_SCORES_MAX keys (``selection``)."""
+    (:class:`maskgraph.sparse.ops.BlockScores` ``histogram``)."""
     kw = prep["key_words"]
     if not usable(kw.device):
         return None
@@ -463,15 +416,7 @@ def hashattention_group_scores(
     def scores() -> torch.Tensor:
         return env.forbid(_hash_group_scores(qw, kw, env.Hkv, hat_bits))
 
-    def selection(
-        k, count: torch.Tensor | None, exclude: list | None
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        # the row length is a guard under torch.compile: a growing cache recompiles once past it
-        if env.K > SELECT_IN_SCORES_MAX:
-            return None
-        return _hash_group_select(qw, kw, env.Hkv, hat_bits, k, count, exclude)
-
-    return scores, 1, with_histogram, selection
+    return scores, 1, with_histogram
 
 
 @operator(

@@ -10,7 +10,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from ...pdl_kernel import enter
-from ...sparse.topk_kernel import EX_ARGS, _wanted, dropped
+from ...sparse.topk_kernel import EX_ARGS, dropped
 from .group_kernel import group_coords
 
 
@@ -70,72 +70,6 @@ def hash_group_scores(
         tl.store(HIST + (row * tl.num_programs(1) + tl.program_id(1)) * NB + nb, counts)
 
 
-@triton.jit
-def _group_best(
-    QW, KW, offs, inside, b, kvh, qi, n_keys, n_q, hkv, g_heads, n_words, hat_bits, HW: tl.constexpr
-):
-    """(BLOCK,) int32: the max over the G heads of the agreeing bits of keys ``offs`` (−1 outside)."""
-    keys_at = KW + ((b * hkv + kvh) * n_keys + offs) * n_words
-    best = tl.full(offs.shape, -1, tl.int32)
-    for gi in range(0, g_heads):
-        query_at = QW + ((b * hkv * g_heads + kvh * g_heads + gi) * n_q + qi) * n_words
-        differ = tl.zeros(offs.shape, tl.int32)
-        for w in range(0, n_words):
-            key = tl.load(keys_at + w, mask=inside, other=0)
-            differ += _popcount32(key ^ tl.load(query_at + w), HW)
-        best = tl.maximum(best, hat_bits - differ)
-    return tl.where(inside, best, -1)
-
-
-def hash_group_select(
-    QW, KW, VALS, IDX, COUNT,
-    n_keys, n_q, hkv, g_heads, n_words, hat_bits, k, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
-    BLOCK: tl.constexpr, NB: tl.constexpr, HAS_COUNT: tl.constexpr = False, NEX: tl.constexpr = 0,
-    HW_POPC: tl.constexpr = False, PDL: tl.constexpr = False,
-):  # fmt: skip
-    """The grouped scores of a whole row (K ≤ BLOCK keys) and their top-k in one program per
-    (row, KV head, query): the row's scores stay in registers, one histogram with a bin per
-    value (bin 1 + score; bin 0 for −inf: the prior's runs ``ex*``, NEX of them, and lanes
-    past K) finds the bin of the k-th largest, and the scores above it and the lowest indices
-    of those in it are written in index order to VALS (rows, k) float32 and IDX (rows, k)
-    int64 — the set and values of :func:`maskgraph.sparse.topk.select_topk` over the scores of
-    ``hash_group_scores`` (with ``HAS_COUNT``: min(count, k) of them, −inf and index 0 in the
-    slots after). NB > hat_bits + 1, a power of two."""
-    enter(PDL)
-    qi, kvh, b = group_coords(n_q, hkv)
-    row = tl.program_id(0).to(tl.int64)  # (b·Hkv + kvh)·Q + qi
-    offs = tl.arange(0, BLOCK)
-    inside = offs < n_keys
-    best = _group_best(
-        QW, KW, offs, inside, b, kvh, qi, n_keys, n_q, hkv, g_heads, n_words, hat_bits, HW_POPC
-    )
-    bins = tl.where(inside, 1 + best, 0)
-    if NEX > 0:
-        bins = tl.where(dropped(offs, row, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX), 0, bins)
-    x = tl.where(bins > 0, best.to(tl.float32), float("-inf"))
-    want, limit = _wanted(COUNT, k, HAS_COUNT)
-    nb = tl.arange(0, NB)
-    counts = tl.histogram(bins, NB)
-    counts -= tl.where(nb == 0, BLOCK - tl.sum(inside.to(tl.int32), 0), 0)  # lanes past K
-    above = tl.sum(counts, 0) - tl.cumsum(counts, 0)  # scores in bins above each bin
-    chosen = tl.max(tl.where(above + counts >= want, nb, -1), 0)
-    above_chosen = tl.sum(tl.where(nb > chosen, counts, 0), 0)
-    up = inside & (bins > chosen)
-    tie = inside & (bins == chosen)
-    ranks = tl.cumsum(up.to(tl.int32) + (tie.to(tl.int32) << 16), 0)  # both ranks, one scan
-    pos = (ranks & 0xFFFF) - 1  # < above_chosen < want: below the limit
-    tl.store(VALS + row * k + pos, x, mask=up)
-    tl.store(IDX + row * k + pos, offs.to(tl.int64), mask=up)
-    tpos = above_chosen + (ranks >> 16) - 1
-    taken = tie & (tpos < want) & (tpos < limit)
-    tl.store(VALS + row * k + tpos, x, mask=taken)
-    tl.store(IDX + row * k + tpos, offs.to(tl.int64), mask=taken)
-    if HAS_COUNT:
-        past = (offs >= limit) & (offs < k)
-        tl.store(VALS + row * k + offs, tl.full((BLOCK,), float("-inf"), tl.float32), mask=past)
-        tl.store(IDX + row * k + offs, tl.zeros((BLOCK,), tl.int64), mask=past)
-
-
 def hash_words(
     X, W1, B1, W2, B2, OUT,
     n, heads, dim, hidden, bits, n_words, sxb, sxh, sxn,
@@ -178,4 +112,3 @@ def hash_words(
 
 
 hash_group_scores.do_not_specialize = EX_ARGS
-hash_group_select.do_not_specialize = EX_ARGS
