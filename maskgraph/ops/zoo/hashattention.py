@@ -224,6 +224,8 @@ def popcount32(x: torch.Tensor) -> torch.Tensor:
 #: packs its bits in one Triton launch (decode) instead of torch's products and packing (six
 #: kernels at B=1, about 10 µs on an H100: run 46).
 WORDS_KERNEL_ROWS = 16
+#: Warps per program of that kernel.
+WORDS_WARPS = 8
 #: Most elements of one (D, hidden units) or (hidden units, bits) weight tile of that kernel:
 #: D = 128 and 128 hidden units are read in one step (32 a step took 7.8 µs per B=1 call, run
 #: 53: four dependent rounds of loads); 1024 bits take 16 units a step.
@@ -255,7 +257,7 @@ def _hash_words(
         x, w1.contiguous(), b1.contiguous(), w2.contiguous(), b2.contiguous(), out,
         n, h, d, hidden, bits, words, *x.stride()[:3],
         DP=dp, HB=min(max(16, 1 << (hidden - 1).bit_length()), max(16, WORDS_TILE // max(dp, bp))),
-        BP=bp, num_warps=8, **pdl(x.device, b * h * n),
+        BP=bp, num_warps=WORDS_WARPS, **pdl(x.device, b * h * n),
     )  # fmt: skip
     return out
 
