@@ -6,7 +6,8 @@ launches, more than the attention over the selected keys. A row of at most SMALL
 digit (``select_small``: one launch). For longer rows :mod:`.topk_kernel` finds the
 k-th largest score with one histogram over the row's own [min, max] range, writes every score
 above its bin directly, and resolves the scores inside that bin in one program per row:
-seven launches, each reading the row at most once. The result is the same set as
+seven launches (six for rows of few segments, whose write programs find the bin themselves),
+each reading the row at most once. The result is the same set as
 :func:`maskgraph.ops.select.topk_lowest` (the rule simulate mode uses): the k largest scores,
 and among scores equal to the k-th largest, the lowest indices. Registered as the custom
 operator ``maskgraph::select_topk`` so that ``torch.compile`` calls it as one opaque kernel.

@@ -8,7 +8,8 @@ Each row is cut into segments of ``SEG`` scores, one program each:
    1..NB−1 split [min, max] into equal value ranges (in float32, whose rounding keeps the
    order: a higher bin always means a larger score);
 3. ``select_choose`` (one program per row): sums the row's histograms, finds the bin holding
-   the k-th largest score and, per segment, the offsets its writes start at;
+   the k-th largest score and, per segment, the offsets its writes start at (for rows of few
+   segments ``select_write`` does this itself, per program: ``CHOOSE``);
 4. ``select_write``: writes the scores above that bin to the output (in index order) and the
    indices of the scores in that bin to a candidate buffer with their scores (also in index
    order);
