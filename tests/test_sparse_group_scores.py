@@ -167,13 +167,16 @@ def test_the_top_k_drops_the_prior_on_the_kernel_path(op, q, small_max, tmp_path
     assert ((out - masked).norm() / masked.norm()).item() < 1e-5
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}Hq{}Hkv{}Q{}K{}".format(*s))
+@pytest.mark.parametrize(
+    "shape", SHAPES + [(1, 12, 2, 2, 700)], ids=lambda s: "B{}Hq{}Hkv{}Q{}K{}".format(*s)
+)
 @pytest.mark.parametrize("bits", [32, 64, 5])
 @pytest.mark.parametrize("runs", [None, [(0, 4, 0), (20, 29, 1)]], ids=["all", "prior"])
 def test_hash_histograms_count_the_scores(shape, bits, runs):
     """The hash kernel's histograms, one per (row, block of seg keys): bin 1 + score, the keys
     of the prior's runs and the padding past K in bin 0 (padding then taken off), counted
-    plainly here; its scores are the plain kernel's."""
+    plainly here; its scores are the plain kernel's and the plain count's (groups of 1 to 6
+    heads: more than GROUP_CHUNK take two rounds)."""
     from references import dropped_by_runs
 
     from maskgraph.sparse.topk import bounded_bins

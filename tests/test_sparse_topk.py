@@ -136,7 +136,7 @@ needs_kernel = pytest.mark.skipif(
     [
         ((3, 5000), 100),  # two segments
         ((2, 3 * SEG_MIN + 5), 700),  # four segments, the last nearly empty
-        ((2, 40 * SEG_MIN + 3), 4000),  # 21 segments of 2·SEG_MIN
+        ((2, 40 * SEG_MIN + 3), 4000),  # 41 segments (the last of 3 scores): the bin chosen apart
         ((2, 2 * SEG_MIN), 2 * SEG_MIN),  # k = N
         ((4, 700), 1),
         ((1, 2, 3, 999), 333),

@@ -94,6 +94,23 @@ KERNELS = [
             "HAS_COUNT": False,
         },
     ),
+    (  # float scores, the bin chosen in the write
+        "maskgraph.sparse.topk_kernel",
+        "select_write",
+        "S:*fp32 RANGE:*i32 STATE_PTR:*i64 OFFS:*i32 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 HIST:*i32 "
+        "COUNT:*i64 n:i32 k:i32 stride:i32 " + EX + " SEG:constexpr NB:constexpr SP:constexpr "
+        "INTEGER:constexpr BOUNDED:constexpr NEX:constexpr CHOOSE:constexpr HAS_COUNT:constexpr",
+        {
+            "SEG": 1024,
+            "NB": 128,
+            "SP": 8,
+            "INTEGER": False,
+            "BOUNDED": False,
+            "NEX": 1,
+            "CHOOSE": True,
+            "HAS_COUNT": False,
+        },
+    ),
     (
         "maskgraph.sparse.topk_kernel",
         "select_resolve_lanes",
@@ -166,8 +183,8 @@ KERNELS = [
         + I32("n_keys n_q hkv g_heads n_words hat_bits")
         + " "
         + EX
-        + " BLOCK:constexpr GP:constexpr NB:constexpr NEX:constexpr HW_POPC:constexpr",
-        {"BLOCK": 2048, "GP": 4, "NB": 64, "NEX": 2, "HW_POPC": True},
+        + " BLOCK:constexpr HC:constexpr NB:constexpr NEX:constexpr HW_POPC:constexpr",
+        {"BLOCK": 2048, "HC": 4, "NB": 64, "NEX": 2, "HW_POPC": True},
     ),
     (
         "maskgraph.ops.zoo.hashattention_kernel",

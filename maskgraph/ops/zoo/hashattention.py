@@ -331,6 +331,10 @@ def hashattention_sparse_scores(env, prep, *, weights=None, hat_bits) -> tuple[t
 
 #: Keys per program of the grouped score kernel.
 HASH_BLOCK = 1024
+#: Most query heads the grouped score kernel compares with a block of keys at once (a (heads,
+#: block) tile; larger groups take several rounds: 8 heads × 2048 keys needed 251 registers a
+#: thread on sm_90, 4 heads 128).
+GROUP_CHUNK = 4
 
 
 def query_words(env, prep) -> torch.Tensor:
@@ -358,7 +362,7 @@ def _launch_group_scores(
     jitted("maskgraph.ops.zoo.hashattention_kernel", "hash_group_scores")[grid](
         query.contiguous(), keys.contiguous(), out, out if hist is None else hist,
         k, q, hkv, hq // hkv, nw, hat_bits, *ex,
-        BLOCK=block, GP=max(2, 1 << (hq // hkv - 1).bit_length()), NB=nb, NEX=nex,
+        BLOCK=block, HC=min(GROUP_CHUNK, max(2, 1 << (hq // hkv - 1).bit_length())), NB=nb, NEX=nex,
         HW_POPC=not interpreting(), **pdl(keys.device, grid[0] * grid[1]),
     )  # fmt: skip
     return out, hist

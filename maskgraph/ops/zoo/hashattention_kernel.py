@@ -34,13 +34,15 @@ def _popcount32(x, HW: tl.constexpr):
 def hash_group_scores(
     QW, KW, OUT, HIST,
     n_keys, n_q, hkv, g_heads, n_words, hat_bits, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
-    BLOCK: tl.constexpr, GP: tl.constexpr, NB: tl.constexpr = 0, NEX: tl.constexpr = 0,
+    BLOCK: tl.constexpr, HC: tl.constexpr, NB: tl.constexpr = 0, NEX: tl.constexpr = 0,
     HW_POPC: tl.constexpr = False, PDL: tl.constexpr = False,
 ):  # fmt: skip
-    """QW (B, Hq, Q, W) int32, KW (B, Hkv, K, W) int32, OUT (B, Hkv, Q, K) float32, contiguous;
-    GP ≥ the group's G query heads, a power of two: each key word is read once and compared
-    with the G heads' words as one (GP, BLOCK) tile. ``HW_POPC``: count bits with the GPU's
-    popc (compiled kernels), else in SWAR steps (the interpreter). With NB > 0 each
+    """QW (B, Hq, Q, W) int32, KW (B, Hkv, K, W) int32, OUT (B, Hkv, Q, K) float32, contiguous.
+    The group's G query heads are compared with the keys HC at a time (a power of two) as one
+    (HC, BLOCK) tile, keeping a running max (HC ≥ G for the usual groups of up to 4: each key
+    word read once; larger groups read it once per HC heads, which keeps the tile's registers
+    bounded). ``HW_POPC``: count bits with the GPU's popc (compiled kernels), else in SWAR
+    steps (the interpreter). With NB > 0 each
     program also writes the bounded top-k's histogram of its block (BLOCK = the top-k's
     segment) to HIST (B·Hkv·Q, K / BLOCK, NB) int32: bin 1 + score, and bin 0 for the keys the
     prior's runs drop (``ex*``, NEX of them: :func:`maskgraph.sparse.topk_kernel.dropped`)."""
@@ -48,16 +50,18 @@ def hash_group_scores(
     qi, kvh, b = group_coords(n_q, hkv)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < n_keys
-    g = tl.arange(0, GP)
-    heads = g < g_heads
     keys_at = KW + ((b * hkv + kvh) * n_keys + offs) * n_words
-    query_at = QW + ((b * hkv * g_heads + kvh * g_heads + g) * n_q + qi) * n_words
-    differ = tl.zeros((GP, BLOCK), tl.int32)
-    for w in range(0, n_words):
-        key = tl.load(keys_at + w, mask=inside, other=0)
-        query = tl.load(query_at + w, mask=heads, other=0)
-        differ += _popcount32(key[None, :] ^ query[:, None], HW_POPC)
-    best = tl.max(tl.where(heads[:, None], hat_bits - differ, -1), 0)
+    best = tl.full((BLOCK,), -1, tl.int32)
+    for h0 in range(0, g_heads, HC):
+        g = h0 + tl.arange(0, HC)
+        heads = g < g_heads
+        query_at = QW + ((b * hkv * g_heads + kvh * g_heads + g) * n_q + qi) * n_words
+        differ = tl.zeros((HC, BLOCK), tl.int32)
+        for w in range(0, n_words):
+            key = tl.load(keys_at + w, mask=inside, other=0)
+            query = tl.load(query_at + w, mask=heads, other=0)
+            differ += _popcount32(key[None, :] ^ query[:, None], HW_POPC)
+        best = tl.maximum(best, tl.max(tl.where(heads[:, None], hat_bits - differ, -1), 0))
     tl.store(OUT + ((b * hkv + kvh) * n_q + qi) * n_keys + offs, best.to(tl.float32), mask=inside)
     if NB > 0:
         row = tl.program_id(0).to(tl.int64)  # the top-k's row, (b·Hkv + kvh)·Q + qi
