@@ -32,8 +32,15 @@ def plain_hash_scores(qw: torch.Tensor, kw: torch.Tensor, bits: int) -> torch.Te
 
 def check_hash(device: torch.device) -> bool:
     ok = True
-    # (B, Hq, Hkv, Q, K, bits): G = 4, 3 and 1; one and two words; K past a block
-    for b, hq, hkv, q, k, bits in [(1, 32, 8, 1, 131077, 32), (2, 6, 2, 3, 5001, 64), (1, 4, 4, 1, 999, 5)]:
+    # (B, Hq, Hkv, Q, K, bits): G = 4, 3, 1 and 6 (two rounds of heads); one and two words; K
+    # past a block
+    shapes = [
+        (1, 32, 8, 1, 131077, 32),
+        (2, 6, 2, 3, 5001, 64),
+        (1, 4, 4, 1, 999, 5),
+        (1, 12, 2, 2, 3001, 32),
+    ]
+    for b, hq, hkv, q, k, bits in shapes:
         gen = torch.Generator().manual_seed(k)
         nw = -(-bits // 32)
         qw = torch.randint(-(2**31), 2**31 - 1, (b, hq, q, nw), generator=gen, dtype=torch.int32)
