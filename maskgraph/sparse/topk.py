@@ -105,8 +105,9 @@ def select_topk_2d(
     slots hold the row's min(count, k) largest, the others −inf (index 0); 0 keeps none.
     ``top`` (with ``integer``): every finite score is an integer in [0, top]; with top ≤ BINS − 2
     each value has its bin without the range pass, and nothing is left to resolve: three
-    launches (histogram, choose, write; two where the write chooses) instead of seven. ``exclude``: a prior's runs the
-    selection treats as −inf without a masking pass of its own, ``[qc, block, K]`` then
+    launches (histogram, choose, write; two where the write chooses) instead of seven.
+    ``exclude``: a prior's runs the selection treats as −inf without a masking pass of its
+    own, ``[qc, block, K]`` then
     ``lo, hi, slope`` per run (one or two): row r belongs to query q = r mod qc, score i stands
     for keys [i·block, min(i·block + block, K)), and it is dropped when every one of those keys
     lies in some run [lo + slope·q, hi + slope·q) (two runs that meet as one). ``hist``: the

@@ -25,8 +25,9 @@ candidate bin then holds a few per cent of a row of Gaussian-like scores. Scores
 into one bin (one huge outlier) still give the exact answer, more slowly.
 
 Per row and segment ``RANGE`` holds (lo, hi) int32 keys (lo > hi when the segment has no finite
-score); per row ``STATE`` (int64) what ``select_choose`` (or the write's first program) found: the bin, the count above it,
-the count in it, the k selected (≥ 1) and the output slots kept (``limit``). Nothing needs
+score); per row ``STATE`` (int64) what ``select_choose`` (or the write's first program)
+found: the bin, the count above it, the count in it, the k selected (≥ 1) and the output
+slots kept (``limit``). Nothing needs
 zeroing before the first launch.
 
 With ``HAS_COUNT`` the number to select is read from the device (``COUNT``, a 0-d int64
