@@ -47,7 +47,11 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "B{}Hq{}Hkv{}Hsel{}Q{}K{}n{}D{}".format(*c))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-def test_kernel_against_float64(case, dtype):
+@pytest.mark.parametrize("merge_parts", [1, 4])
+def test_kernel_against_float64(case, dtype, merge_parts, monkeypatch):
+    """The gather and the merge (each head merged by one program, or its channels by four)
+    against float64 attention over the listed keys; empty rows counted once per query head."""
+    monkeypatch.setattr(fused, "MERGE_PARTS", merge_parts)
     b, hq, hkv, hsel, nq, nk, n, d = case
     gen = torch.Generator().manual_seed(hash(case) % 10_000)
     q = torch.randn(b, hq, nq, d, generator=gen).to(dtype)
@@ -64,7 +68,9 @@ def test_kernel_against_float64(case, dtype):
 
 @pytest.mark.parametrize("mask_heads", [1, 4])
 @pytest.mark.parametrize("with_sinks", [False, True])
-def test_kernel_mask_sinks_and_empty_rows(mask_heads, with_sinks):
+@pytest.mark.parametrize("merge_parts", [1, 2])
+def test_kernel_mask_sinks_and_empty_rows(mask_heads, with_sinks, merge_parts, monkeypatch):
+    monkeypatch.setattr(fused, "MERGE_PARTS", merge_parts)
     gen = torch.Generator().manual_seed(7 + mask_heads + 10 * with_sinks)
     b, hq, hkv, nq, nk, n, d = 2, 4, 2, 3, 150, 90, 16
     q, k, v = (torch.randn(b, h, m, d, generator=gen) for h, m in ((hq, nq), (hkv, nk), (hkv, nk)))

@@ -34,6 +34,10 @@ MANY_ROWS = 32
 #: default, 3): 2 measured 1–2 µs faster per B=1 call at 128K than 1, 3 or 4 (H200, run 51).
 NUM_WARPS = 4
 NUM_STAGES: int | None = 2
+#: Programs per (row, query head) of ``merge_splits``, each merging dp / MERGE_PARTS channels
+#: (HashAttention B=1 10 %, 8K / 128K: 15.3 / 57.1 µs with 4 against 15.6–15.8 / 58.4–58.9
+#: with 1; H100, run 78).
+MERGE_PARTS = 4
 
 
 def available(device: torch.device) -> bool:
@@ -216,11 +220,12 @@ def fused_gather_attention(
             f"counter must be a 0-d int64 tensor on {queries.device}, got {tuple(counter.shape)} "
             f"{counter.dtype} on {counter.device}"
         )
-    merge[(rows * g,)](
+    parts = max(1, min(MERGE_PARTS, dp // 16))
+    merge[(rows * g, parts)](
         acc, m, den, sinks if sinks is not None else m, out, counter,
         splits, g, hsel, qc, d,
         *out.stride()[:3],
-        HAS_SINKS=sinks is not None, BLOCK_S=min(64, max(2, 1 << (splits - 1).bit_length())), DP=dp,
-        num_warps=4, **pdl(queries.device, rows * g),
+        HAS_SINKS=sinks is not None, BLOCK_S=min(64, max(2, 1 << (splits - 1).bit_length())),
+        DP=dp // parts, num_warps=4, **pdl(queries.device, rows * g * parts),
     )  # fmt: skip
     return out, counter

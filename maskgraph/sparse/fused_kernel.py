@@ -158,7 +158,8 @@ def merge_splits(
     sob, soh, soq,
     HAS_SINKS: tl.constexpr, BLOCK_S: tl.constexpr, DP: tl.constexpr, PDL: tl.constexpr = False,
 ):  # fmt: skip
-    """One program per (row, query head of the group): merge the splits' (max, sum, acc)."""
+    """One program per (row, query head of the group) and DP channels of the head (the
+    launch's second axis): merge the splits' (max, sum, acc)."""
     enter(PDL)
     pid = tl.program_id(0)
     row = pid // g_heads
@@ -167,7 +168,7 @@ def merge_splits(
     hs = (row // qc) % hsel
     b = (row // (qc * hsel)).to(tl.int64)
     hq = hs * g_heads + gi
-    d = tl.arange(0, DP)
+    d = tl.program_id(1) * DP + tl.arange(0, DP)
     dmask = d < d_real
     top = float("-inf")
     total = 0.0
@@ -188,7 +189,7 @@ def merge_splits(
         total = total * keep + tl.sum(w * den, 0)
         out = out * keep + tl.sum(w[:, None] * acc, 0)
         top = new_top
-    if top == float("-inf"):
+    if (top == float("-inf")) & (tl.program_id(1) == 0):
         tl.atomic_add(EMPTY, 1)
     use = tl.where(top == float("-inf"), 0.0, top)
     if HAS_SINKS:
