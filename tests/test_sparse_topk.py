@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from launches import record_topk_launches
-from references import dropped_by_runs
+from references import block_ranges, dropped_by_runs
 
 from maskgraph.ops.select import topk_lowest
 from maskgraph.sparse.topk import BINS, SEG_MAX, SEG_MIN, SEGMENTS, bounded_bins, segment, select_topk
@@ -129,6 +129,12 @@ needs_kernel = pytest.mark.skipif(
 )
 
 
+#: The selection's paths, each forced for every row by the tests: radix digits in one program,
+#: one sort in one program (slow under the interpreter: every case only with --runslow; a
+#: few in :func:`test_sorted_selection_matches_the_rule`), segments.
+PATHS = ["one_program", pytest.param("one_program_sorted", marks=pytest.mark.slow), "segments"]
+
+
 @needs_kernel
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
@@ -144,13 +150,14 @@ needs_kernel = pytest.mark.skipif(
         ((2, 3), 2),
     ],
 )
-@pytest.mark.parametrize("path", ["one_program", "segments"])
+@pytest.mark.parametrize("path", PATHS)
 def test_select_topk_matches_the_rule(shape, k, kind, path, monkeypatch):
     """Rows up to SMALL_MAX take the one-program selection, longer ones the segments; each
     path is forced here for every row."""
     from maskgraph.sparse import topk as triton_topk
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0 if path == "segments" else 1 << 20)
+    monkeypatch.setattr(triton_topk, "SORT_MAX", 1024 if path == "one_program_sorted" else 0)
     gen = torch.Generator().manual_seed(hash((shape, k, kind, "triton")) % 1000)
     s = scores(kind, shape, gen)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -167,7 +174,7 @@ def test_select_topk_matches_the_rule(shape, k, kind, path, monkeypatch):
 @pytest.mark.parametrize(
     "shape, k", [((3, 5000), 300), ((2, 3 * SEG_MIN + 5), 700), ((4, 700), 90), ((2, 40), 40)]
 )
-@pytest.mark.parametrize("path", ["one_program", "segments", "segments_choose_apart"])
+@pytest.mark.parametrize("path", [*PATHS, "segments_choose_apart"])
 def test_select_topk_with_a_device_count(shape, k, kind, path, monkeypatch):
     """A count read on the device (a share of a static buffer's tokens): the first
     min(count, k) slots hold the row's min(count, k) largest by the rule, the rest −inf at
@@ -177,6 +184,7 @@ def test_select_topk_with_a_device_count(shape, k, kind, path, monkeypatch):
     from maskgraph.sparse import topk as triton_topk
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0 if path.startswith("segments") else 1 << 20)
+    monkeypatch.setattr(triton_topk, "SORT_MAX", 1024 if path == "one_program_sorted" else 0)
     if path == "segments_choose_apart":
         monkeypatch.setattr(triton_topk, "CHOOSE_IN_WRITE_SEGMENTS", 0)
     gen = torch.Generator().manual_seed(hash((shape, k, kind, "count")) % 1000)
@@ -189,6 +197,41 @@ def test_select_topk_with_a_device_count(shape, k, kind, path, monkeypatch):
             assert as_set(idx[:, :kept]) == reference(s, kept), (count, promise)
             assert torch.equal(torch.gather(counted(s), -1, idx[:, :kept]), values[:, :kept])
             assert (values[:, kept:] == float("-inf")).all() and (idx[:, kept:] == 0).all()
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "kind",
+    ["normal", "ints", "zeros_and_nan", "plus_inf", "mostly_inf", "float_range_plus_inf", "denormal_span"],
+)
+def test_sorted_selection_matches_the_rule(kind, monkeypatch):
+    """Rows of at most SORT_MAX scores are sorted in one program (``select_sorted``): the
+    rule's set on awkward scores, k < N and k = N, with every promise, a device count and a
+    prior's runs (rows of 200 scores in blocks of 256: the interpreter's sort is slow)."""
+    from maskgraph.sparse import topk as triton_topk
+
+    jitted, taken = triton_topk.jitted, []
+    monkeypatch.setattr(
+        triton_topk, "jitted", lambda module, name: taken.append(name) or jitted(module, name)
+    )
+    monkeypatch.setattr(triton_topk, "SORT_MAX", 256)
+    gen = torch.Generator().manual_seed(hash((kind, "sorted")) % 1000)
+    s = scores(kind, (3, 200), gen)
+    for k in (20, 200):
+        for promise, top in promises(kind):
+            values, idx = select_topk(s, k, promise, top=top)
+            assert as_set(idx) == reference(s, k)
+            assert torch.equal(torch.gather(counted(s), -1, idx), values)
+    for count in (0, 7, 25):
+        values, idx = select_topk(s, 20, count=torch.tensor(count))
+        kept = min(count, 20)
+        assert as_set(idx[:, :kept]) == reference(s, kept)
+        assert (values[:, kept:] == float("-inf")).all() and (idx[:, kept:] == 0).all()
+    runs = [(0, 7, 0), (150, 200, 1)]
+    masked = counted(s).masked_fill(dropped_by_runs(3, 200, 1, 1, 200, runs), float("-inf"))
+    values, idx = select_topk(s, 20, exclude=[1, 1, 200, *(v for run in runs for v in run)])
+    assert as_set(idx) == reference(masked, 20)
+    assert set(taken) == {"select_sorted"}
 
 
 @needs_kernel
@@ -209,14 +252,26 @@ def test_select_topk_rejects_k_out_of_range():
 
 @needs_kernel
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("lanes", [(16, 64, 256), (16, 16, 16), (256, 512, 1024)], ids=str)
-def test_resolve_paths_match_the_rule(kind, lanes, monkeypatch):
-    """The resolve narrows its candidates in SMALL lanes, in MID lanes (a launch each), in
-    BLOCK lanes, or streams them when more than BLOCK: small lane counts here send the same
-    rows down every one of those paths."""
+@pytest.mark.parametrize(
+    "launches, lanes",
+    [
+        (1, (16, 64, 256)),
+        # streamed in blocks of 16 lanes after a launch choosing the bin: slow to interpret
+        pytest.param(1, (16, 16, 16), marks=pytest.mark.slow),
+        (1, (256, 512, 1024)),
+        pytest.param(2, (16, 64, 256), marks=pytest.mark.slow),  # the tiers split: settings only
+        pytest.param(3, (16, 64, 256), marks=pytest.mark.slow),
+    ],
+    ids=str,
+)
+def test_resolve_paths_match_the_rule(kind, lanes, launches, monkeypatch):
+    """The resolve narrows its candidates in SMALL lanes, in MID lanes, in BLOCK lanes, or
+    streams them when more than BLOCK, in one launch (the default) or in two or three: small
+    lane counts here send the same rows down every one of those paths."""
     from maskgraph.sparse import topk as triton_topk
 
     small, mid, block = lanes
+    monkeypatch.setattr(triton_topk, "RESOLVE_LAUNCHES", launches)
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
     if lanes == (16, 16, 16):  # the bin chosen by a launch of its own (STATE written there)
         monkeypatch.setattr(triton_topk, "CHOOSE_IN_WRITE_SEGMENTS", 0)
@@ -234,11 +289,11 @@ def test_resolve_paths_match_the_rule(kind, lanes, monkeypatch):
 
 @needs_kernel
 @pytest.mark.parametrize("choose", ["in_write", "apart"])
-@pytest.mark.parametrize("top, launches", [(32, 2), (BINS - 2, 2), (BINS - 1, 6)])
+@pytest.mark.parametrize("top, launches", [(32, 2), (BINS - 2, 2), (BINS - 1, 4)])
 def test_bounded_integers_skip_the_range_and_the_resolve(top, launches, choose, monkeypatch):
     """Integers promised in [0, top] with top ≤ BINS − 2 take histogram and write only (each
     value its own bin, the ties written in index order); a wider promise takes range,
-    histogram, write and the three resolve launches. The bin is chosen by every write program
+    histogram, write and the resolve (one launch). The bin is chosen by every write program
     for itself, or (past CHOOSE_IN_WRITE_SEGMENTS segments) by one more launch. Scores hold
     every value up to ``top`` and many ties at the k-th."""
     from maskgraph.sparse import topk as triton_topk
@@ -276,7 +331,7 @@ EXCLUSIONS = [
 @needs_kernel
 @pytest.mark.parametrize("qc, block, num_keys, runs", EXCLUSIONS)
 @pytest.mark.parametrize("kind", ["normal", "ints", "zeros_and_nan"])
-@pytest.mark.parametrize("path", ["one_program", "segments"])
+@pytest.mark.parametrize("path", PATHS)
 def test_select_topk_drops_the_runs_it_is_given(qc, block, num_keys, runs, kind, path, monkeypatch):
     """``exclude``: the scores whose keys all lie in a prior's runs count as −inf, as if a pass
     had masked them; against masking key by key and the plain rule, on both paths and with
@@ -284,6 +339,7 @@ def test_select_topk_drops_the_runs_it_is_given(qc, block, num_keys, runs, kind,
     from maskgraph.sparse import topk as triton_topk
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0 if path == "segments" else 1 << 20)
+    monkeypatch.setattr(triton_topk, "SORT_MAX", 1024 if path == "one_program_sorted" else 0)
     monkeypatch.setattr(triton_topk, "SEG_MIN", 16)  # several segments even for short rows
     n = -(-num_keys // block)
     rows = 2 * qc * 2  # (B=2, H=2, qc queries)
@@ -296,6 +352,53 @@ def test_select_topk_drops_the_runs_it_is_given(qc, block, num_keys, runs, kind,
         values, idx = select_topk(s, k, promise, top=top, exclude=exclude)
         assert as_set(idx) == reference(masked, k)
         assert torch.equal(torch.gather(masked, -1, idx), values)
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "kind", ["normal", "ints", "negative_and_inf", "plus_inf", "zeros_and_nan", "mostly_inf"]
+)
+@pytest.mark.parametrize("block", [7, 64, 2 * SEG_MIN + 9])
+def test_select_topk_takes_the_ranges_it_is_given(kind, block, monkeypatch):
+    """``ranges`` made per block of scores (as a score kernel writes them; a block count that
+    is not the segments') replace the range launch: the same set as the rule, with the tight
+    bounds, with looser ones (any bounds holding every finite score serve) and with scores
+    set to −inf after the bounds were taken (a mask applied later)."""
+    from maskgraph.sparse import topk as triton_topk
+
+    launched = record_topk_launches(monkeypatch)
+    monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
+    gen = torch.Generator().manual_seed(hash((kind, block)) % 1000)
+    s = scores(kind, (3, 2 * SEG_MIN + 9), gen)
+    tight = block_ranges(s, block)
+    loose = tight.clone()
+    loose[..., 0] = (loose[..., 0] - 1000).clamp(min=-(2**31))
+    loose[..., 1] = (loose[..., 1] + 1000).clamp(max=2**31 - 1)
+    masked = s.clone()
+    masked[:, 5::3] = float("-inf")
+    k = 150
+    for given, bounds in ((s, tight), (s, loose), (masked, tight)):
+        launched.clear()
+        values, idx = select_topk(given, k, ranges=bounds.int())
+        assert "select_range" not in launched and len(launched) >= 3, launched
+        assert as_set(idx) == reference(given, k)
+        assert torch.equal(torch.gather(counted(given), -1, idx), values)
+
+
+def test_select_topk_rejects_bad_ranges():
+    s = torch.zeros(2, 2 * SEG_MIN + 5)
+    good = torch.zeros(2, 3, 2, dtype=torch.int32)
+    for bad in (
+        good.long(),
+        good[:1],
+        good[..., :1],
+        good[:, :0],
+        good.transpose(0, 1).contiguous().transpose(0, 1),
+    ):
+        with pytest.raises(
+            ValueError, match="ranges must be a contiguous int32 tensor of shape \\(2, P, 2\\)"
+        ):
+            select_topk(s, 3, ranges=bad)
 
 
 def test_select_topk_rejects_a_bad_exclusion_or_histogram():

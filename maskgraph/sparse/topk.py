@@ -2,12 +2,12 @@
 
 ``torch.topk`` over a long row (128K scores, k = 13K) costs ≈ 70 µs on an H100 in 13
 launches, more than the attention over the selected keys. A row of at most SMALL_MAX scores
-(Quest's pages of a short context) is selected by one program in registers, radix digit by
-digit (``select_small``: one launch). For longer rows :mod:`.topk_kernel` finds the
-k-th largest score with one histogram over the row's own [min, max] range, writes every score
-above its bin directly, and resolves the scores inside that bin in one program per row:
-seven launches (six for rows of few segments, whose write programs find the bin themselves),
-each reading the row at most once. The result is the same set as
+(Quest's pages of a short context) is selected by one program in registers, by one sort up
+to SORT_MAX scores (``select_sorted``), else radix digit by digit (``select_small``): one
+launch. For longer rows :mod:`.topk_kernel` finds the k-th largest score with one histogram
+over the row's own [min, max] range, writes every score above its bin directly, and resolves
+the scores inside that bin in one program per row: five launches (four for rows of few
+segments, whose write programs find the bin themselves), each reading the row at most once. The result is the same set as
 :func:`maskgraph.ops.select.topk_lowest` (the rule simulate mode uses): the k largest scores,
 and among scores equal to the k-th largest, the lowest indices. Registered as the custom
 operator ``maskgraph::select_topk`` so that ``torch.compile`` calls it as one opaque kernel.
@@ -33,24 +33,33 @@ SEG_MAX = 16384  # < 2**16: select_write packs two ranks into one int32 scan
 #: Candidates ``select_resolve`` holds in registers (more are streamed in blocks of this many).
 RESOLVE_BLOCK = 4096
 #: Rows with at most RESOLVE_SMALL candidates are resolved in that many lanes, rows with at
-#: most RESOLVE_MID in that many, each tier by ``select_resolve_lanes`` in a launch of its own
-#: (each round's histogram costs in proportion to the lanes). Quest's rows leave 40-200
+#: most RESOLVE_MID in that many (each round's histogram costs in proportion to the lanes). Quest's rows leave 40-200
 #: candidates, resolved in 16.5 us with 4096 lanes (H100, run 34); Gaussian-like scores leave
 #: about 2.3 % of a row at 10 % (750 of 32K). Run 35 narrowed with 512, 2048 or 4096 lanes in
 #: one kernel: Quest 11.5-13 us faster, but the 4096-lane rows (Double Sparsity at 10 %,
-#: PQCache) took 28.8 us against about 13 (run 36, unexplained), so those keep a kernel of
-#: their own. Run 39 (512 lanes, then the rest): Double Sparsity and PQCache at 32K took 39 us
+#: PQCache) took 28.8 us against about 13 (run 36, unexplained), so those kept a kernel of
+#: their own until run 78 (RESOLVE_LAUNCHES). Run 39 (512 lanes, then the rest): Double Sparsity and PQCache at 32K took 39 us
 #: at 5 % and 56 us at 10 % (about 440 and 750 candidates a row).
 RESOLVE_SMALL = 512
 RESOLVE_MID = 2048
+#: Launches of the resolve: 1 (every tier in one launch of ``select_resolve_tiers``, 8 warps),
+#: 2 (both lane tiers in that launch, then ``select_resolve`` for the rest) or 3 (a launch per
+#: tier, ``select_resolve_lanes`` twice). B=1 10 %, µs, 3 / 2 / 1 launches (H100, run 78, one
+#: process each): Quest 128K 76.1 and 74.0 / 63.5 / 62.2, Double Sparsity 8K 28.9 and 28.1 /
+#: 26.9 / 26.4, 128K 90.2 and 90.3 / 88.9 / 88.7.
+RESOLVE_LAUNCHES = 1
 #: Rows of at most this many scores are selected by one program each (``select_small``, one
-#: launch), longer rows by the seven launches over segments. Run 30 (H200, 8 and 64 rows, per
+#: launch), longer rows by the launches over segments. Run 30 (H200, 8 and 64 rows, per
 #: CUDA-graph replay): one program 0.019–0.021 ms up to 4096 scores where the segments took
 #: 0.029–0.034; at 8192 0.040 against 0.031–0.039, at 16384 0.058–0.062 against 0.031–0.047.
 #: A four-way key search in one program (three counts per round, no histogram) was as fast up
 #: to 4096 and took 0.025 ms per call on Quest's 8 × 8192 pages where the segments take less:
 #: not kept.
 SMALL_MAX = 4096
+#: Rows of at most this many scores (padded to a power of two) are selected by one sort in
+#: registers (``select_sorted``) instead of ``select_small``'s four digit rounds: Quest B=1 10 %
+#: (H100, run 78) at 8K, 512 pages, 13.1 µs against 15.5; at 32K, 2048 pages, 44.1 against 26.7.
+SORT_MAX = 512
 #: Runs of a prior the kernels drop themselves (``exclude``).
 MAX_RUNS = 2
 #: int64 fields per row of the selection's state (``topk_kernel.STATE``).
@@ -73,6 +82,7 @@ def _kernels():
         "select_write",
         "select_resolve_lanes",
         "select_resolve",
+        "select_resolve_tiers",
     )
     return tuple(jitted("maskgraph.sparse.topk_kernel", name) for name in names)
 
@@ -95,6 +105,7 @@ def select_topk_2d(
     top: int | None = None,
     exclude: list[int] | None = None,
     hist: torch.Tensor | None = None,
+    ranges: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """scores (R, N) float32, 1 ≤ k ≤ N -> (values (R, k) float32, indices (R, k) int64): each
     row's k largest, ties toward the lowest index, in no particular order. ``integer``: every
@@ -113,7 +124,10 @@ def select_topk_2d(
     lies in some run [lo + slope·q, hi + slope·q) (two runs that meet as one). ``hist``: the
     bounded selection's histograms (R, N / seg, bins) int32 of :func:`bounded_layout`, made by
     the kernel that made the scores (bin 1 + score, bin 0 for −inf and dropped scores): the
-    histogram launch is then skipped."""
+    histogram launch is then skipped. ``ranges``: (R, P, 2) int32, contiguous, per row P
+    pairs of ordered keys (lo, hi) whose union holds every finite score of the row (written by
+    the kernel that made the scores: :func:`~maskgraph.sparse.topk_kernel.store_range`): the
+    range launch is then skipped (rows of more than SMALL_MAX scores, not bounded)."""
     scores = scores.contiguous()
     rows, n = scores.shape
     if not 1 <= k <= n:
@@ -137,12 +151,7 @@ def select_topk_2d(
     grid = (rows, -(-n // seg))
     nb = bounded_bins(top) if bounded else BINS
     if hist is not None and (
-        not bounded
-        or n <= SMALL_MAX
-        or tuple(hist.shape) != (rows, grid[1], nb)
-        or hist.dtype != torch.int32
-        or hist.device != scores.device
-        or not hist.is_contiguous()
+        not bounded or n <= SMALL_MAX or not _int32_buffer(hist, scores.device, (rows, grid[1], nb))
     ):
         raise ValueError(
             f"select_topk: hist must be a contiguous int32 tensor of shape {(rows, grid[1], nb)} on "
@@ -150,13 +159,24 @@ def select_topk_2d(
             f"rows of more than {SMALL_MAX} scores; got {hist.dtype} {tuple(hist.shape)} on "
             f"{hist.device} (integer={integer}, top={top}, rows of {n})"
         )
+    if ranges is not None and not (
+        ranges.dim() == 3 and ranges.shape[1] >= 1 and _int32_buffer(ranges, scores.device, (rows, -1, 2))
+    ):
+        raise ValueError(
+            f"select_topk: ranges must be a contiguous int32 tensor of shape ({rows}, P, 2) on "
+            f"{scores.device}, got {ranges.dtype} {tuple(ranges.shape)} on {ranges.device}"
+        )
     if n <= SMALL_MAX:
         return _select_small(scores, k, count, has_count, ex, nex)
-    rng, hist_kernel, choose, write, resolve_lanes, resolve = _kernels()
+    rng, hist_kernel, choose, write, resolve_lanes, resolve, resolve_tiers = _kernels()
     sp = max(2, 1 << (grid[1] - 1).bit_length())
     warps = 8 if seg >= 4096 else 4
     dev = scores.device
-    ranges = torch.empty(rows, grid[1], 2, device=dev, dtype=torch.int32)
+    own_range = ranges is None or bounded
+    if own_range:
+        ranges = torch.empty(rows, grid[1], 2, device=dev, dtype=torch.int32)
+    nrange = ranges.shape[1]
+    sr = max(2, 1 << (nrange - 1).bit_length())
     state = torch.empty(rows, STATE_FIELDS, device=dev, dtype=torch.int64)
     histograms = hist if hist is not None else torch.empty(rows, grid[1], nb, device=dev, dtype=torch.int32)
     offsets = torch.empty(rows, grid[1], 2, device=dev, dtype=torch.int32)
@@ -165,35 +185,53 @@ def select_topk_2d(
     values = torch.empty(rows, k, device=dev, dtype=torch.float32)
     indices = torch.empty(rows, k, device=dev, dtype=torch.int64)
     wide, per_row = pdl(scores.device, rows * grid[1]), pdl(scores.device, rows)
-    if not bounded:
+    if own_range and not bounded:
         rng[grid](scores, ranges, n, n, *ex, SEG=seg, NEX=nex, num_warps=warps, **wide)
     if hist is None:
         hist_kernel[grid](
-            scores, ranges, histograms, n, n, *ex,
-            SEG=seg, NB=nb, SP=sp, INTEGER=integer, BOUNDED=bounded, NEX=nex, num_warps=warps, **wide,
+            scores, ranges, histograms, n, n, nrange, *ex,
+            SEG=seg, NB=nb, SR=sr, INTEGER=integer, BOUNDED=bounded, NEX=nex, num_warps=warps, **wide,
         )  # fmt: skip
     # few segments: each write program finds the bin itself (one launch less); many: the
     # histograms each program would read grow with them (select_choose reads them once per row)
     apart = grid[1] > CHOOSE_IN_WRITE_SEGMENTS
     if apart:
         choose[(rows,)](
-            ranges, state, histograms, offsets, values, indices, count, grid[1], k,
-            SP=sp, NB=nb, INTEGER=integer, HAS_COUNT=has_count, FILL=FILL, BOUNDED=bounded,
+            ranges, state, histograms, offsets, values, indices, count, grid[1], k, nrange,
+            SP=sp, NB=nb, INTEGER=integer, HAS_COUNT=has_count, FILL=FILL, SR=sr, BOUNDED=bounded,
             num_warps=8, **per_row,
         )  # fmt: skip
     write[grid](
         scores, ranges, state, offsets, values, indices, candidates, candidate_scores, histograms, count,
-        n, k, n, *ex,
-        SEG=seg, NB=nb, INTEGER=integer, SP=sp, BOUNDED=bounded, NEX=nex, CHOOSE=not apart,
+        n, k, n, nrange, *ex,
+        SEG=seg, NB=nb, INTEGER=integer, SP=sp, SR=sr, BOUNDED=bounded, NEX=nex, CHOOSE=not apart,
         HAS_COUNT=has_count, num_warps=warps, **wide,
     )  # fmt: skip
     if bounded:  # one value per bin: select_write took the ties, no candidate is left
         return values, indices
     resolving = (state, values, indices, candidates, candidate_scores, k, n)
-    resolve_lanes[(rows,)](*resolving, LOW=0, LANES=RESOLVE_SMALL, num_warps=4, **per_row)
-    resolve_lanes[(rows,)](*resolving, LOW=RESOLVE_SMALL, LANES=RESOLVE_MID, num_warps=8, **per_row)
-    resolve[(rows,)](*resolving, SMALL=RESOLVE_MID, BLOCK=RESOLVE_BLOCK, num_warps=8, **per_row)
+    if RESOLVE_LAUNCHES == 3:
+        resolve_lanes[(rows,)](*resolving, LOW=0, LANES=RESOLVE_SMALL, num_warps=4, **per_row)
+        resolve_lanes[(rows,)](*resolving, LOW=RESOLVE_SMALL, LANES=RESOLVE_MID, num_warps=8, **per_row)
+    else:
+        resolve_tiers[(rows,)](
+            *resolving, SMALL=RESOLVE_SMALL, MID=RESOLVE_MID, BLOCK=RESOLVE_BLOCK, REST=RESOLVE_LAUNCHES == 1,
+            num_warps=8, **per_row,
+        )  # fmt: skip
+    if RESOLVE_LAUNCHES != 1:
+        resolve[(rows,)](*resolving, SMALL=RESOLVE_MID, BLOCK=RESOLVE_BLOCK, num_warps=8, **per_row)
     return values, indices
+
+
+def _int32_buffer(t: torch.Tensor, device: torch.device, shape: tuple[int, ...]) -> bool:
+    """Whether ``t`` is a contiguous int32 tensor on ``device`` of ``shape`` (−1: any size)."""
+    return (
+        t.dim() == len(shape)
+        and all(want in (-1, got) for want, got in zip(shape, t.shape))
+        and t.dtype == torch.int32
+        and t.device == device
+        and t.is_contiguous()
+    )
 
 
 def is_bounded(top: int | None) -> bool:
@@ -246,8 +284,11 @@ def _select_small(
     indices = torch.empty(rows, k, device=scores.device, dtype=torch.int64)
     # fewer warps measured slower: Quest B=1 8K 10 %, 512 pages, 4 warps 15.5 µs, 2 warps 16.9,
     # 1 warp 22.5 (H100, run 69)
+    # 8 warps measured the same at 512 scores, 16 slower (Quest B=1 8K 10 %: 15.5 / 15.6 /
+    # 17.2 µs with 4 / 8 / 16 warps, H100, run 77)
     warps = 4 if block <= 1024 else 8 if block <= 8192 else 16
-    jitted("maskgraph.sparse.topk_kernel", "select_small")[(rows,)](
+    kernel = "select_sorted" if block <= SORT_MAX else "select_small"
+    jitted("maskgraph.sparse.topk_kernel", kernel)[(rows,)](
         scores, values, indices, count, n, k, n, *ex,
         BLOCK=block, HAS_COUNT=has_count, NEX=nex, num_warps=warps, **pdl(scores.device, rows),
     )  # fmt: skip
@@ -268,15 +309,18 @@ def select_topk(
     top: int | None = None,
     exclude: list[int] | None = None,
     hist: torch.Tensor | None = None,
+    ranges: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of float32 scores (…, N) along the last dimension by :mod:`.topk_kernel`:
     (values, indices) of shape (…, k), the set of :func:`~maskgraph.ops.select.topk_lowest`.
     ``integer``: every finite score is an integer (faster; wrong sets otherwise). ``count``:
     select min(count, k) read on the device, −inf in the other slots; ``top``: with
     ``integer``, every finite score is in [0, top]; ``exclude``: runs of keys to drop;
-    ``hist``: the bounded selection's histograms, made with the scores (see
-    :func:`select_topk_2d`)."""
+    ``hist``: the bounded selection's histograms, made with the scores; ``ranges``: bounds of
+    the scores, made with them (see :func:`select_topk_2d`; (…, P, 2) here)."""
     lead = scores.shape[:-1]
     flat = scores.reshape(-1, scores.shape[-1]).float()
-    values, indices = select_topk_2d(flat, k, integer, count, top, exclude, hist)
+    if ranges is not None and ranges.dim() > 3:
+        ranges = ranges.flatten(0, -3)
+    values, indices = select_topk_2d(flat, k, integer, count, top, exclude, hist, ranges)
     return values.view(*lead, k), indices.view(*lead, k)

@@ -3,7 +3,8 @@
 Each row is cut into segments of ``SEG`` scores, one program each:
 
 1. ``select_range``: the smallest and largest finite score of each segment (as int keys in the
-   order of the floats; the later launches reduce them over the row);
+   order of the floats; the later launches reduce them over the row), unless the kernel that
+   made the scores wrote such bounds for its blocks (:func:`store_range`);
 2. ``select_hist``: per segment, a histogram over ``NB`` bins — bin 0 holds −inf, bins
    1..NB−1 split [min, max] into equal value ranges (in float32, whose rounding keeps the
    order: a higher bin always means a larger score);
@@ -13,12 +14,12 @@ Each row is cut into segments of ``SEG`` scores, one program each:
 4. ``select_write``: writes the scores above that bin to the output (in index order) and the
    indices of the scores in that bin to a candidate buffer with their scores (also in index
    order);
-5. ``select_resolve_lanes`` (twice) then ``select_resolve``: one program per row finds the
-   exact k-th key among the candidates, five bits at a time over their own key range, and
-   writes the candidates above it and, of those equal to it, the ones with the lowest
-   indices. Rows with few candidates are narrowed in few lanes by the first launch, rows with
-   more in more lanes by the second, the others in one block of registers or, past one
-   block, streamed from the buffer by the third.
+5. ``select_resolve_tiers``: one program per row finds the exact k-th key among the
+   candidates, five bits at a time over their own key range, and writes the candidates above
+   it and, of those equal to it, the ones with the lowest indices. Rows with few candidates
+   are narrowed in few lanes, rows with more in more lanes, the others in one block of
+   registers or, past one block, streamed from the buffer (the tiers may also be launched
+   apart: ``select_resolve_lanes`` twice, then ``select_resolve``).
 
 Few bins keep the histogram cheap (Triton's histogram costs grow with the bin count); the
 candidate bin then holds a few per cent of a row of Gaussian-like scores. Scores bunched
@@ -67,6 +68,19 @@ def _unordered(key):
 
 
 @triton.jit
+def store_range(RANGE, at, x, inside):
+    """Store at RANGE + 2·at the (lo, hi) int32 keys of the finite scores among ``x``'s lanes
+    ``inside`` (lo > hi where none is): a score kernel's block range, which the selection
+    reduces over the row instead of a ``select_range`` launch (any bounds holding every finite
+    score of the row serve; ``select_range``'s are the tightest)."""
+    x = _canonical(x)
+    finite = inside & (x > float("-inf"))
+    key = _ordered(x)
+    tl.store(RANGE + at * 2, tl.min(tl.where(finite, key, 2147483647), 0))
+    tl.store(RANGE + at * 2 + 1, tl.max(tl.where(finite, key, -2147483648), 0))
+
+
+@triton.jit
 def _wanted(COUNT, k, HAS_COUNT: tl.constexpr):
     """(k to select ≥ 1, output slots to keep) for an output of k slots."""
     if HAS_COUNT:
@@ -77,7 +91,7 @@ def _wanted(COUNT, k, HAS_COUNT: tl.constexpr):
 
 @triton.jit
 def _scale(
-    RANGE, row, nseg, SP: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr, BOUNDED: tl.constexpr
+    RANGE, row, nrange, SR: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr, BOUNDED: tl.constexpr
 ):
     """(lo, scale, exact) of the row's value bins: bin = 1 + ⌊(x − lo)·scale⌋ in float32, capped
     at NB − 1 (both steps round monotonically, so a higher bin always means a larger score; the
@@ -87,10 +101,10 @@ def _scale(
     bin = 1 + score, RANGE not read."""
     if BOUNDED:
         return tl.full([], 0.0, tl.float32), tl.full([], 1.0, tl.float32), tl.full([], 1, tl.int1)
-    segs = tl.arange(0, SP)
-    at = RANGE + (row * nseg + segs) * 2
-    lo_key = tl.min(tl.load(at, mask=segs < nseg, other=2147483647), 0)
-    hi_key = tl.max(tl.load(at + 1, mask=segs < nseg, other=-2147483648), 0)
+    parts = tl.arange(0, SR)
+    at = RANGE + (row * nrange + parts) * 2
+    lo_key = tl.min(tl.load(at, mask=parts < nrange, other=2147483647), 0)
+    hi_key = tl.max(tl.load(at + 1, mask=parts < nrange, other=-2147483648), 0)
     some = hi_key >= lo_key  # the row has a finite score
     lo = _unordered(tl.where(some, lo_key, 0))
     hi = _unordered(tl.where(some, hi_key, 0))
@@ -168,14 +182,16 @@ def select_range(
 
 
 def select_hist(
-    S, RANGE, HIST, n, stride, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
-    SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, INTEGER: tl.constexpr,
+    S, RANGE, HIST, n, stride, nrange, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
+    SEG: tl.constexpr, NB: tl.constexpr, SR: tl.constexpr, INTEGER: tl.constexpr,
     BOUNDED: tl.constexpr = False, NEX: tl.constexpr = 0, PDL: tl.constexpr = False,
 ):  # fmt: skip
+    """A histogram per segment over the row's range (``nrange`` (lo, hi) entries a row in
+    RANGE, SR ≥ nrange a power of two)."""
     enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(1)
-    lo, scale, exact = _scale(RANGE, row, tl.num_programs(1), SP, NB, INTEGER, BOUNDED)
+    lo, scale, exact = _scale(RANGE, row, nrange, SR, NB, INTEGER, BOUNDED)
     offs = seg * SEG + tl.arange(0, SEG)
     inside = offs < n
     x = _load_scores(S, row, stride, offs, inside, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX)
@@ -214,9 +230,9 @@ def _store_state(STATE_PTR, row, chosen, total, bins, exact, want, limit):
 
 
 def select_choose(
-    RANGE, STATE_PTR, HIST, OFFS, VALS, IDX, COUNT, nseg, k,
+    RANGE, STATE_PTR, HIST, OFFS, VALS, IDX, COUNT, nseg, k, nrange,
     SP: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr, HAS_COUNT: tl.constexpr, FILL: tl.constexpr,
-    BOUNDED: tl.constexpr = False, PDL: tl.constexpr = False,
+    SR: tl.constexpr, BOUNDED: tl.constexpr = False, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """One program per row: sums the row's segment histograms, finds the bin holding the k-th
     largest score and writes the row's STATE and, per segment, where its scores above that bin
@@ -236,7 +252,7 @@ def select_choose(
     hist, bins, segs, total, chosen = _row_histograms(HIST, row, nseg, want, SP, NB)
     up = tl.sum(tl.where((bins > chosen)[None, :], hist, 0), 1)  # per segment, above the bin
     cand = tl.sum(tl.where((bins == chosen)[None, :], hist, 0), 1)  # per segment, in the bin
-    _, _, exact = _scale(RANGE, row, nseg, SP, NB, INTEGER, BOUNDED)
+    _, _, exact = _scale(RANGE, row, nrange, SR, NB, INTEGER, BOUNDED)
     _store_state(STATE_PTR, row, chosen, total, bins, exact, want, limit)
     at = OFFS + (row * nseg + segs) * 2
     real = segs < nseg
@@ -246,8 +262,8 @@ def select_choose(
 
 def select_write(
     S, RANGE, STATE_PTR, OFFS, VALS, IDX, CAND, CANDV, HIST, COUNT,
-    n, k, stride, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
-    SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, INTEGER: tl.constexpr,
+    n, k, stride, nrange, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
+    SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, INTEGER: tl.constexpr, SR: tl.constexpr,
     BOUNDED: tl.constexpr = False, NEX: tl.constexpr = 0, CHOOSE: tl.constexpr = False,
     HAS_COUNT: tl.constexpr = False, PDL: tl.constexpr = False,
 ):  # fmt: skip
@@ -261,7 +277,7 @@ def select_write(
     row = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(1)
     nseg = tl.num_programs(1)
-    lo, scale, exact = _scale(RANGE, row, nseg, SP, NB, INTEGER, BOUNDED)
+    lo, scale, exact = _scale(RANGE, row, nrange, SR, NB, INTEGER, BOUNDED)
     if CHOOSE:
         want, limit = _wanted(COUNT, k, HAS_COUNT)
         hist, bins, segs, total, chosen = _row_histograms(HIST, row, nseg, want, SP, NB)
@@ -400,13 +416,45 @@ def select_resolve(
     buffer in blocks, once per round."""
     enter(PDL)
     row = tl.program_id(0).to(tl.int64)
-    taken = tl.load(STATE_PTR + row * STATE + 1)
     count = tl.load(STATE_PTR + row * STATE + 2).to(tl.int32)
+    if count > SMALL:
+        _resolve_many(STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, row, count, BLOCK)
+
+
+def select_resolve_tiers(
+    STATE_PTR, VALS, IDX, CAND, CANDV, k, stride,
+    SMALL: tl.constexpr, MID: tl.constexpr, BLOCK: tl.constexpr, REST: tl.constexpr,
+    PDL: tl.constexpr = False,
+):  # fmt: skip
+    """The resolve tiers in one launch: rows of at most SMALL candidates narrowed in SMALL
+    lanes, of at most MID in MID lanes and, with REST, the others as ``select_resolve`` does
+    (without REST they are left to it)."""
+    enter(PDL)
+    row = tl.program_id(0).to(tl.int64)
+    count = tl.load(STATE_PTR + row * STATE + 2).to(tl.int32)
+    if (count > 0) & (count <= MID):
+        taken = tl.load(STATE_PTR + row * STATE + 1)
+        need = tl.load(STATE_PTR + row * STATE + 3) - taken
+        limit = tl.load(STATE_PTR + row * STATE + 4)
+        if count <= SMALL:
+            _resolve_in_registers(VALS, IDX, CAND, CANDV, row, k, limit, stride, count, need, taken, SMALL)
+        else:
+            _resolve_in_registers(VALS, IDX, CAND, CANDV, row, k, limit, stride, count, need, taken, MID)
+    elif REST:
+        if count > MID:
+            _resolve_many(STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, row, count, BLOCK)
+
+
+@triton.jit
+def _resolve_many(STATE_PTR, VALS, IDX, CAND, CANDV, k, stride, row, count, BLOCK: tl.constexpr):
+    """A row's candidates in one block of BLOCK registers if they fit, else streamed from the
+    buffer in blocks, once per round."""
+    taken = tl.load(STATE_PTR + row * STATE + 1)
     need = tl.load(STATE_PTR + row * STATE + 3) - taken  # candidates to take, 1 ≤ need ≤ count
     limit = tl.load(STATE_PTR + row * STATE + 4)
-    if (count > SMALL) & (count <= BLOCK):
+    if count <= BLOCK:
         _resolve_in_registers(VALS, IDX, CAND, CANDV, row, k, limit, stride, count, need, taken, BLOCK)
-    elif count > BLOCK:
+    else:
         # the candidates' own key range [base, base + 2**bits)
         lo = tl.full((BLOCK,), 2147483647, tl.int64)
         hi = tl.full((BLOCK,), -2147483648, tl.int64)
@@ -431,6 +479,29 @@ def select_resolve(
             ties, at = _take(VALS, IDX, row, k, limit, idx, x, key, inside, base, need, ties, at)
 
 
+@triton.jit
+def _whole_row(
+    S, COUNT, n, k, stride, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
+    BLOCK: tl.constexpr, HAS_COUNT: tl.constexpr, NEX: tl.constexpr,
+):  # fmt: skip
+    """(row, k to select, slots to keep, offsets, lanes inside the row, scores) of this
+    program's row of n ≤ BLOCK scores, loaded whole."""
+    row = tl.program_id(0).to(tl.int64)
+    want, limit = _wanted(COUNT, k, HAS_COUNT)
+    offs = tl.arange(0, BLOCK)
+    inside = offs < n
+    x = _load_scores(S, row, stride, offs, inside, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX)
+    return row, want, limit, offs, inside, x
+
+
+@triton.jit
+def _fill_past(VALS, IDX, row, k, offs, limit, BLOCK: tl.constexpr):
+    """−inf at index 0 in the row's output slots from ``limit`` to k (a count below k)."""
+    past = (offs >= limit) & (offs < k)
+    tl.store(VALS + row * k + offs, tl.full((BLOCK,), float("-inf"), tl.float32), mask=past)
+    tl.store(IDX + row * k + offs, tl.zeros((BLOCK,), tl.int64), mask=past)
+
+
 def select_small(
     S, VALS, IDX, COUNT, n, k, stride, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
     BLOCK: tl.constexpr, HAS_COUNT: tl.constexpr, NEX: tl.constexpr = 0, PDL: tl.constexpr = False,
@@ -440,11 +511,9 @@ def select_small(
     the digits found so far), then every key above it and, of the keys equal to it, the lowest
     indices, written in index order (with a count: min(count, k) of them, −inf after)."""
     enter(PDL)
-    row = tl.program_id(0).to(tl.int64)
-    want, limit = _wanted(COUNT, k, HAS_COUNT)
-    offs = tl.arange(0, BLOCK)
-    inside = offs < n
-    x = _load_scores(S, row, stride, offs, inside, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX)
+    row, want, limit, offs, inside, x = _whole_row(
+        S, COUNT, n, k, stride, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, BLOCK, HAS_COUNT, NEX
+    )
     # unsigned keys in the order of the scores: flip the sign bit of the ordered int32 keys
     ukey = (_ordered(x) ^ -2147483648).to(tl.uint32, bitcast=True)
     bins = tl.arange(0, 256)
@@ -470,12 +539,32 @@ def select_small(
     tl.store(VALS + row * k + pos, x, mask=kept)
     tl.store(IDX + row * k + pos, offs.to(tl.int64), mask=kept)
     if HAS_COUNT:
-        past = (offs >= limit) & (offs < k)
-        tl.store(VALS + row * k + offs, tl.full((BLOCK,), float("-inf"), tl.float32), mask=past)
-        tl.store(IDX + row * k + offs, tl.zeros((BLOCK,), tl.int64), mask=past)
+        _fill_past(VALS, IDX, row, k, offs, limit, BLOCK)
+
+
+def select_sorted(
+    S, VALS, IDX, COUNT, n, k, stride, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
+    BLOCK: tl.constexpr, HAS_COUNT: tl.constexpr, NEX: tl.constexpr = 0, PDL: tl.constexpr = False,
+):  # fmt: skip
+    """As :func:`select_small` by one sort in registers: each score and its index as one int64
+    (the score's ordered key above, BLOCK − 1 − index below, so equal scores put the lowest
+    index first), sorted descending; slot p of the output takes the p-th (no digit rounds,
+    each a chain of block-wide reductions)."""
+    enter(PDL)
+    row, _, limit, offs, _, x = _whole_row(
+        S, COUNT, n, k, stride, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, BLOCK, HAS_COUNT, NEX
+    )
+    packed = (_ordered(x).to(tl.int64) << 32) | (BLOCK - 1 - offs).to(tl.int64)
+    ranked = tl.sort(packed, 0, descending=True)
+    idx = BLOCK - 1 - (ranked & 0xFFFFFFFF)
+    kept = offs < limit
+    tl.store(VALS + row * k + offs, _unordered(ranked >> 32), mask=kept)
+    tl.store(IDX + row * k + offs, idx, mask=kept)
+    if HAS_COUNT:
+        _fill_past(VALS, IDX, row, k, offs, limit, BLOCK)
 
 
 #: The prior's runs move with the decoded position: no specialisation on their values.
 EX_ARGS = tuple(f"ex{i}" for i in range(9))
-for _kernel in (select_range, select_hist, select_write, select_small):
+for _kernel in (select_range, select_hist, select_write, select_small, select_sorted):
     _kernel.do_not_specialize = EX_ARGS
