@@ -42,3 +42,22 @@ def dropped_by_runs(rows: int, n: int, qc: int, block: int, num_keys: int, runs)
             keys = range(i * block, min(i * block + block, num_keys))
             out[r, i] = all(any(lo + sl * q <= j < hi + sl * q for lo, hi, sl in runs) for j in keys)
     return out
+
+
+def block_ranges(scores: torch.Tensor, block: int) -> torch.Tensor:
+    """(…, ⌈N / block⌉, 2) int64 keys (lo, hi) of each block of ``block`` scores (…, N) along
+    the last dimension: the int32 bit patterns of the smallest and largest finite score made
+    order-keeping (negative floats' bits flipped below the sign), −0 read as +0 and NaN as
+    −inf; (2**31 − 1, −2**31) for a block with no finite score."""
+    x = scores.float().clone()
+    x[x == 0] = 0.0
+    finite = x > float("-inf")
+    bits = x.view(torch.int32).long()
+    keys = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    n = x.shape[-1]
+    blocks = -(-n // block)
+    pad = blocks * block - n
+    lo = torch.nn.functional.pad(torch.where(finite, keys, 2**31 - 1), (0, pad), value=2**31 - 1)
+    hi = torch.nn.functional.pad(torch.where(finite, keys, -(2**31)), (0, pad), value=-(2**31))
+    shape = (*x.shape[:-1], blocks, block)
+    return torch.stack([lo.view(shape).amin(-1), hi.view(shape).amax(-1)], -1)

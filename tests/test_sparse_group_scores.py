@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from launches import record_topk_launches
+from references import block_ranges
 
 import maskgraph as mg
 from maskgraph.env import Env
@@ -103,9 +104,9 @@ def test_quest_tensor_core_form_is_the_float64_bound(shape, dtype, block, monkey
     monkeypatch.setattr(quest, "QUEST_BLOCK", block)
     monkeypatch.setattr(quest, "QUEST_DOT_BLOCK", block)
     monkeypatch.setattr(quest, "QUEST_DOT", False)
-    plain = quest._quest_group_scores(queries, lo, hi, 0.25)
+    plain, plain_ranges = quest._quest_group_scores(queries, lo, hi, 0.25)
     monkeypatch.setattr(quest, "QUEST_DOT", True)
-    dot = quest._quest_group_scores(queries, lo, hi, 0.25)
+    dot, dot_ranges = quest._quest_group_scores(queries, lo, hi, 0.25)
     g = hq // hkv
     qd = queries.double().view(b, hkv, g, q, 1, D)
     u = torch.maximum(qd * hi.double().view(b, hkv, 1, 1, -1, D), qd * lo.double().view(b, hkv, 1, 1, -1, D))
@@ -113,6 +114,8 @@ def test_quest_tensor_core_form_is_the_float64_bound(shape, dtype, block, monkey
     assert dot.shape == exact.shape == (b, hkv, q, lo.shape[2])
     torch.testing.assert_close(dot.double(), exact, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(dot, plain, rtol=1e-5, atol=1e-5)
+    assert torch.equal(plain_ranges.long(), block_ranges(plain, quest._quest_block(False)))
+    assert torch.equal(dot_ranges.long(), block_ranges(dot, quest._quest_block(True)))
 
 
 def sparse_case(op, tmp_path, b: int, k: int, seed: int, q: int = 1):
@@ -306,7 +309,7 @@ def test_double_sparsity_kernel_is_the_float64_score(shape, dtype, bits, tmp_pat
     params = {"channels": files(tmp_path, hq, hkv)["double_sparsity"], "group_factor": 2, "label_bits": bits}
     prep = mg.get_op("double_sparsity").prepare(keys, keys, params, {}, 0)
     env = Env(queries, keys, keys, None, D**-0.5, torch.arange(k - q, k), 0)
-    grouped, _ = ds.double_sparsity_group_scores(env, prep, **params)
+    grouped, _, _, ranges = ds.double_sparsity_group_scores(env, prep, **params)
     words, per = prep["labels"], ds.codes_per_word(bits)
     r = prep["idx"].shape[-1]
     codes = torch.stack([(words[..., c // per] >> ((c % per) * bits)) & (2**bits - 1) for c in range(r)], -1)
@@ -317,6 +320,14 @@ def test_double_sparsity_kernel_is_the_float64_score(shape, dtype, bits, tmp_pat
     exact = ((lo * ql.sum(-1) + step * dots) * D**-0.5).amax(2)
     assert grouped.shape == exact.shape and grouped.dtype == torch.float32
     torch.testing.assert_close(grouped.double(), exact, rtol=1e-5, atol=1e-5)
+    # the bounds are the kernel's own (before the causal mask), per block of keys
+    raw, _ = ds._ds_group_scores(
+        ds.query_labels(env, prep), words, prep["lo"], prep["step"], q, bits, D**-0.5
+    )
+    block = ds._ds_block(1 << (g - 1).bit_length())
+    assert torch.equal(ranges.long(), block_ranges(raw, block))
+    kept = block_ranges(grouped, block)
+    assert (kept[..., 0] >= ranges[..., 0]).all() and (kept[..., 1] <= ranges[..., 1]).all()
 
 
 @pytest.mark.parametrize("bits, group_factor", [(3, 2), (8, 2), (1, 1), (4, 1)])
@@ -336,6 +347,6 @@ def test_double_sparsity_group_scores_for_other_packings(bits, group_factor, tmp
     prep = spec.prepare(keys, keys, params, {}, 0)
     env = Env(queries, keys, keys, None, D**-0.5, torch.arange(k - q, k), 0)
     per_head, _ = spec.extra["sparse_scores"](env, prep, **params)
-    grouped, _ = spec.extra["sparse_group_scores"](env, prep, **params)
+    grouped = spec.extra["sparse_group_scores"](env, prep, **params)[0]
     want = per_head.view(b, hkv, hq // hkv, q, k).amax(2)
     torch.testing.assert_close(grouped, want, rtol=1e-5, atol=1e-5)

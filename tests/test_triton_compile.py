@@ -49,28 +49,30 @@ KERNELS = [
     (
         "maskgraph.sparse.topk_kernel",
         "select_hist",
-        "S:*fp32 RANGE:*i32 HIST:*i32 n:i32 stride:i32 " + EX + " SEG:constexpr NB:constexpr SP:constexpr "
-        "INTEGER:constexpr BOUNDED:constexpr NEX:constexpr",
-        {"SEG": 4096, "NB": 64, "SP": 32, "INTEGER": False, "BOUNDED": False, "NEX": 1},
+        "S:*fp32 RANGE:*i32 HIST:*i32 n:i32 stride:i32 nrange:i32 " + EX + " SEG:constexpr NB:constexpr "
+        "SR:constexpr INTEGER:constexpr BOUNDED:constexpr NEX:constexpr",
+        {"SEG": 4096, "NB": 64, "SR": 256, "INTEGER": False, "BOUNDED": False, "NEX": 1},
     ),
     (
         "maskgraph.sparse.topk_kernel",
         "select_choose",
         "RANGE:*i32 STATE_PTR:*i64 HIST:*i32 OFFS:*i32 VALS:*fp32 IDX:*i64 COUNT:*i64 nseg:i32 k:i32 "
-        "SP:constexpr NB:constexpr INTEGER:constexpr HAS_COUNT:constexpr FILL:constexpr BOUNDED:constexpr",
-        {"SP": 64, "NB": 128, "INTEGER": True, "HAS_COUNT": True, "FILL": 1024, "BOUNDED": True},
+        "nrange:i32 SP:constexpr NB:constexpr INTEGER:constexpr HAS_COUNT:constexpr FILL:constexpr "
+        "SR:constexpr BOUNDED:constexpr",
+        {"SP": 64, "NB": 128, "INTEGER": True, "HAS_COUNT": True, "FILL": 1024, "SR": 64, "BOUNDED": True},
     ),
     (
         "maskgraph.sparse.topk_kernel",
         "select_write",
         "S:*fp32 RANGE:*i32 STATE_PTR:*i64 OFFS:*i32 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 HIST:*i32 "
-        "COUNT:*i64 n:i32 k:i32 stride:i32 " + EX + " SEG:constexpr NB:constexpr SP:constexpr "
-        "INTEGER:constexpr BOUNDED:constexpr NEX:constexpr CHOOSE:constexpr HAS_COUNT:constexpr",
+        "COUNT:*i64 n:i32 k:i32 stride:i32 nrange:i32 " + EX + " SEG:constexpr NB:constexpr SP:constexpr "
+        "INTEGER:constexpr SR:constexpr BOUNDED:constexpr NEX:constexpr CHOOSE:constexpr HAS_COUNT:constexpr",
         {
             "SEG": 4096,
             "NB": 64,
             "SP": 32,
             "INTEGER": True,
+            "SR": 32,
             "BOUNDED": True,
             "NEX": 2,
             "CHOOSE": True,
@@ -81,13 +83,14 @@ KERNELS = [
         "maskgraph.sparse.topk_kernel",
         "select_write",
         "S:*fp32 RANGE:*i32 STATE_PTR:*i64 OFFS:*i32 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 HIST:*i32 "
-        "COUNT:*i64 n:i32 k:i32 stride:i32 " + EX + " SEG:constexpr NB:constexpr SP:constexpr "
-        "INTEGER:constexpr BOUNDED:constexpr NEX:constexpr CHOOSE:constexpr HAS_COUNT:constexpr",
+        "COUNT:*i64 n:i32 k:i32 stride:i32 nrange:i32 " + EX + " SEG:constexpr NB:constexpr SP:constexpr "
+        "INTEGER:constexpr SR:constexpr BOUNDED:constexpr NEX:constexpr CHOOSE:constexpr HAS_COUNT:constexpr",
         {
             "SEG": 2048,
             "NB": 128,
             "SP": 64,
             "INTEGER": False,
+            "SR": 512,
             "BOUNDED": False,
             "NEX": 0,
             "CHOOSE": False,
@@ -98,13 +101,14 @@ KERNELS = [
         "maskgraph.sparse.topk_kernel",
         "select_write",
         "S:*fp32 RANGE:*i32 STATE_PTR:*i64 OFFS:*i32 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 HIST:*i32 "
-        "COUNT:*i64 n:i32 k:i32 stride:i32 " + EX + " SEG:constexpr NB:constexpr SP:constexpr "
-        "INTEGER:constexpr BOUNDED:constexpr NEX:constexpr CHOOSE:constexpr HAS_COUNT:constexpr",
+        "COUNT:*i64 n:i32 k:i32 stride:i32 nrange:i32 " + EX + " SEG:constexpr NB:constexpr SP:constexpr "
+        "INTEGER:constexpr SR:constexpr BOUNDED:constexpr NEX:constexpr CHOOSE:constexpr HAS_COUNT:constexpr",
         {
             "SEG": 1024,
             "NB": 128,
             "SP": 8,
             "INTEGER": False,
+            "SR": 8,
             "BOUNDED": False,
             "NEX": 1,
             "CHOOSE": True,
@@ -127,10 +131,24 @@ KERNELS = [
     ),
     (
         "maskgraph.sparse.topk_kernel",
+        "select_resolve_tiers",
+        "STATE_PTR:*i64 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 k:i32 stride:i32 SMALL:constexpr "
+        "MID:constexpr BLOCK:constexpr REST:constexpr",
+        {"SMALL": 512, "MID": 2048, "BLOCK": 4096, "REST": True},
+    ),
+    (
+        "maskgraph.sparse.topk_kernel",
         "select_small",
         "S:*fp32 VALS:*fp32 IDX:*i64 COUNT:*i64 n:i32 k:i32 stride:i32 " + EX + " BLOCK:constexpr "
         "HAS_COUNT:constexpr NEX:constexpr",
         {"BLOCK": 8192, "HAS_COUNT": True, "NEX": 2},
+    ),
+    (
+        "maskgraph.sparse.topk_kernel",
+        "select_sorted",
+        "S:*fp32 VALS:*fp32 IDX:*i64 COUNT:*i64 n:i32 k:i32 stride:i32 " + EX + " BLOCK:constexpr "
+        "HAS_COUNT:constexpr NEX:constexpr",
+        {"BLOCK": 512, "HAS_COUNT": True, "NEX": 2},
     ),
     (
         "maskgraph.ops.zoo.quest_kernel",
@@ -165,14 +183,18 @@ KERNELS = [
     (
         "maskgraph.ops.zoo.quest_kernel",
         "quest_group_scores",
-        "Q:*bf16 LO:*bf16 HI:*bf16 OUT:*fp32 " + I32("n_pages n_q hkv g_heads dim") + " scaling:fp32 "
+        "Q:*bf16 LO:*bf16 HI:*bf16 OUT:*fp32 RANGES:*i32 "
+        + I32("n_pages n_q hkv g_heads dim")
+        + " scaling:fp32 "
         "BLOCK:constexpr DIM:constexpr",
         {"BLOCK": 32, "DIM": 128},
     ),
     (
         "maskgraph.ops.zoo.quest_kernel",
         "quest_group_scores_dot",
-        "Q:*bf16 LO:*bf16 HI:*bf16 OUT:*fp32 " + I32("n_pages n_q hkv g_heads dim") + " scaling:fp32 "
+        "Q:*bf16 LO:*bf16 HI:*bf16 OUT:*fp32 RANGES:*i32 "
+        + I32("n_pages n_q hkv g_heads dim")
+        + " scaling:fp32 "
         "BLOCK:constexpr DIM:constexpr GP:constexpr UPCAST:constexpr",
         {"BLOCK": 64, "DIM": 128, "GP": 16, "UPCAST": False},
     ),
@@ -197,7 +219,7 @@ KERNELS = [
     (
         "maskgraph.ops.zoo.double_sparsity_kernel",
         "ds_group_scores",
-        "QL:*bf16 WORDS:*i32 LO:*fp32 STEP:*fp32 OUT:*fp32 "
+        "QL:*bf16 WORDS:*i32 LO:*fp32 STEP:*fp32 OUT:*fp32 RANGES:*i32 "
         + I32("n_keys n_q hkv g_heads n_labels")
         + " scaling:fp32 BLOCK:constexpr GP:constexpr NW:constexpr BITS:constexpr PER:constexpr",
         {"BLOCK": 1024, "GP": 4, "NW": 2, "BITS": 4, "PER": 8},

@@ -21,6 +21,7 @@ def topk_lowest(
     top: int | None = None,
     exclude: list[int] | None = None,
     hist: torch.Tensor | None = None,
+    ranges: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The k largest of float32 ``scores`` (…, N) along the last dimension, ties toward the
     lowest index: (values, indices) of shape (…, k) in no promised order, and the same set on
@@ -41,13 +42,15 @@ def topk_lowest(
     sort, :func:`keep_count`). ``top`` (with ``integer``): every finite score lies in [0, top]
     (the Triton selection then skips its range pass and its resolve step). ``exclude``: runs of
     keys the Triton selection drops itself, ``hist``: its histograms made with the scores
-    (:func:`maskgraph.sparse.topk.select_topk_2d`); only with it."""
+    (:func:`maskgraph.sparse.topk.select_topk_2d`); only with it. ``ranges``: bounds of the
+    scores made with them, which spare the Triton selection its range pass (the same set
+    either way; the torch rule has no use for them)."""
     if triton is None:
         triton = scores.is_cuda and triton_installed()
     if triton and k > 0:
         from ..sparse.topk import select_topk
 
-        return select_topk(scores, k, integer, count, top, exclude, hist)
+        return select_topk(scores, k, integer, count, top, exclude, hist, ranges)
     if exclude or hist is not None:
         raise ValueError(
             "topk_lowest: exclude and hist are taken by the Triton selection only (triton=True, k > 0)"

@@ -52,6 +52,9 @@ class BlockScores:
     # with_histogram(exclude, seg, bins) -> (the grouped scores, the bounded top-k's histograms
     # (b·Hkv·Qc, K / seg, bins) int32), made in one kernel (``hist`` of select_topk_2d)
     histogram: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+    # grouped scores' bounds, (b, Hkv, Qc, P, 2) int32 ordered keys (lo, hi) per block of the
+    # kernel that made them (``ranges`` of select_topk_2d: the top-k then skips its range pass)
+    ranges: torch.Tensor | None = None
 
     @property
     def scores(self) -> torch.Tensor:
@@ -141,6 +144,10 @@ def exact_sparse_scores(env: Env, prep) -> tuple[torch.Tensor, int]:
     return env.forbid(env.logits), 1
 
 
+#: Take the bounds an estimator's group kernel writes with its scores (``ranges``).
+RANGES_FROM_SCORES = True
+
+
 def make_estimator(sparse_scores, sparse_group_scores=None, integer: bool = False, top=None):
     """Lowering of an estimator from its ``sparse_scores(env, prep, **params)`` and, optionally,
     ``sparse_group_scores`` (same arguments; the max over each KV group of the former, computed
@@ -150,7 +157,8 @@ def make_estimator(sparse_scores, sparse_group_scores=None, integer: bool = Fals
     top-k then bins them exactly); ``top``: None or a function of the parameters giving the
     largest score, the finite scores then lying in [0, top] (with ``integer``).
     ``sparse_group_scores`` may return a third item, ``with_histogram`` (see
-    :class:`BlockScores`), and then a function making the scores as its first."""
+    :class:`BlockScores`), and then a function making the scores as its first, or None; and a
+    fourth, the scores' ``ranges``."""
 
     def lower(ctx: Context, name, inputs, params, prep) -> BlockScores:
         env = ctx.env
@@ -160,7 +168,8 @@ def make_estimator(sparse_scores, sparse_group_scores=None, integer: bool = Fals
             grouped = sparse_group_scores(env, prep, **params)
             if grouped is not None:
                 histogram = grouped[2] if len(grouped) > 2 else None
-                return BlockScores(grouped[0], int(grouped[1]), True, integer, bound, histogram)
+                ranges = grouped[3] if len(grouped) > 3 and RANGES_FROM_SCORES else None
+                return BlockScores(grouped[0], int(grouped[1]), True, integer, bound, histogram, ranges)
         scores, block = sparse_scores(env, prep, **params)
         return BlockScores(scores, int(block), integer=integer, top=bound)
 
@@ -226,17 +235,30 @@ def top_k(
     top: int | None = None,
     exclude: list | None = None,
     hist: torch.Tensor | None = None,
+    ranges: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(values, indices) of the k largest along the last dimension, ties toward the lowest
     index (the rule of simulate mode), in no promised order. ``integer``: every finite score is
     an integer. ``size``: where a 0-d tensor ≤ k (a share of a static buffer's tokens), only
     the first ``size`` by that rule keep their values, the others read −inf. ``top``: with
     ``integer``, the finite scores lie in [0, top]. ``exclude``: from :func:`kernel_exclusion`;
-    ``hist``: from :func:`fused_histogram`."""
+    ``hist``: from :func:`fused_histogram`; ``ranges``: from :func:`score_ranges`."""
     count = size if isinstance(size, torch.Tensor) else None
     return topk_lowest(
-        s, k, triton=ctx.triton_topk, integer=integer, count=count, top=top, exclude=exclude, hist=hist
-    )
+        s, k, triton=ctx.triton_topk, integer=integer, count=count, top=top, exclude=exclude,
+        hist=hist, ranges=ranges,
+    )  # fmt: skip
+
+
+def score_ranges(ctx: Context, scores: BlockScores, s: torch.Tensor) -> torch.Tensor | None:
+    """The estimator kernel's bounds of ``s`` (its grouped scores, some set to −inf since: the
+    bounds still hold every finite one) for the Triton top-k, where it made them and ``s``
+    has their layout; None otherwise."""
+    if scores.ranges is None or not ctx.triton_topk or not scores.grouped:
+        return None
+    if tuple(s.shape) != tuple(scores.ranges.shape[:3]) + (s.shape[-1],):
+        return None
+    return scores.ranges
 
 
 #: Take the estimator's histograms where it offers them (:func:`fused_histogram`).
@@ -281,8 +303,9 @@ def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
             s = exclude_prior(ctx, s, prior)
         s = group_scores(ctx, s, scored.grouped)
     k, size = _bounded_k(ctx, params["k"])
+    ranges = score_ranges(ctx, scored, s) if scored.block == 1 else None
     # k = 0 keeps none
-    vals, idx = top_k(ctx, s, torch.sym_max(k, 1), scored.integer, size, scored.top, exclude, hist)
+    vals, idx = top_k(ctx, s, torch.sym_max(k, 1), scored.integer, size, scored.top, exclude, hist, ranges)
     valid = vals > NEG_INF if k > 0 else torch.zeros_like(vals, dtype=torch.bool)
     excludes = prior.leaves if prior is not None else frozenset()
     listed = selection_listed(prior, idx, vals, 1) if k > 0 else None
@@ -375,7 +398,8 @@ def lower_topk_pages(ctx: Context, name, inputs, params, prep) -> IndexSet:
     n = torch.sym_min(env.size_bound(params["k"])[0] // size, pages)
     count = budget // size if isinstance(budget, torch.Tensor) else None
     # a budget below one page keeps none
-    vals, page_idx = top_k(ctx, s, torch.sym_max(n, 1), size=count, exclude=exclude)
+    ranges = score_ranges(ctx, scores, s) if scores.block == size else None
+    vals, page_idx = top_k(ctx, s, torch.sym_max(n, 1), size=count, exclude=exclude, ranges=ranges)
     kept = vals > NEG_INF
     offsets = torch.arange(size, device=s.device)
     tok = (page_idx.unsqueeze(-1) * size + offsets).flatten(-2)

@@ -259,28 +259,39 @@ def _ds_group_scores(
     n_q: int,
     bits: int,
     scaling: float,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """q_lab (B, Hkv, G·Q, r) in the queries' dtype, packed codes (B, Hkv, K, W) int32,
-    lo/step (B, Hkv, K, 1) -> (B, Hkv, Q, K) float32 (Triton; the label channels are
-    converted and summed in the kernel: no launch of their own)."""
+    lo/step (B, Hkv, K, 1) -> (B, Hkv, Q, K) float32 scores and their bounds
+    (B, Hkv, Q, ⌈K / block⌉, 2) int32 (``ranges`` of the Triton top-k) (Triton; the label
+    channels are converted and summed in the kernel: no launch of their own)."""
     b, hkv, k, nw = words.shape
     r = q_lab.shape[-1]
     out = torch.empty(b, hkv, n_q, k, device=words.device, dtype=torch.float32)
     g = q_lab.shape[2] // n_q
     gp = 1 << (g - 1).bit_length()
-    block = max(16, min(DS_BLOCK, DS_TILE // gp))
-    jitted("maskgraph.ops.zoo.double_sparsity_kernel", "ds_group_scores")[(b * hkv * n_q, -(-k // block))](
-        q_lab.contiguous(), words.contiguous(), lo.contiguous(), step.contiguous(), out,
+    block = _ds_block(gp)
+    grid = (b * hkv * n_q, -(-k // block))
+    ranges = torch.empty(b, hkv, n_q, grid[1], 2, device=words.device, dtype=torch.int32)
+    jitted("maskgraph.ops.zoo.double_sparsity_kernel", "ds_group_scores")[grid](
+        q_lab.contiguous(), words.contiguous(), lo.contiguous(), step.contiguous(), out, ranges,
         k, n_q, hkv, g, r, scaling,
         BLOCK=block, GP=gp, NW=nw, BITS=bits, PER=codes_per_word(bits),
-        num_warps=DS_WARPS, **pdl(words.device, b * hkv * n_q * -(-k // block)),
+        num_warps=DS_WARPS, **pdl(words.device, grid[0] * grid[1]),
     )  # fmt: skip
-    return out
+    return out, ranges
+
+
+def _ds_block(gp: int) -> int:
+    """Keys per program of the group-score kernel for groups of ``gp`` (a power of two) heads."""
+    return max(16, min(DS_BLOCK, DS_TILE // gp))
 
 
 @_ds_group_scores.register_fake
 def _(q_lab, words, lo, step, n_q, bits, scaling):
-    return words.new_empty(words.shape[0], words.shape[1], n_q, words.shape[2], dtype=torch.float32)
+    b, hkv, k = words.shape[:3]
+    blocks = -(-k // _ds_block(1 << (q_lab.shape[2] // n_q - 1).bit_length()))
+    out = words.new_empty(b, hkv, n_q, k, dtype=torch.float32)
+    return out, words.new_empty(b, hkv, n_q, blocks, 2, dtype=torch.int32)
 
 
 def double_sparsity_group_scores(env, prep, **params) -> tuple[torch.Tensor, int] | None:
@@ -291,10 +302,10 @@ def double_sparsity_group_scores(env, prep, **params) -> tuple[torch.Tensor, int
     labels, bits = prep["labels"], params["label_bits"]
     if not usable(labels.device) or bits > 8:
         return None
-    out = _ds_group_scores(
+    out, ranges = _ds_group_scores(
         query_labels(env, prep), labels, prep["lo"], prep["step"], env.Q, bits, float(env.scaling)
     )
-    return env.forbid(out), 1
+    return env.forbid(out), 1, None, ranges
 
 
 @operator(

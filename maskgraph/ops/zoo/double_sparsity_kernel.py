@@ -8,10 +8,11 @@ the kept score is the max over the group. Jitted lazily (:mod:`maskgraph.triton_
 import triton.language as tl
 
 from ...pdl_kernel import enter
+from ...sparse.topk_kernel import store_range
 
 
 def ds_group_scores(
-    QL, WORDS, LO, STEP, OUT,
+    QL, WORDS, LO, STEP, OUT, RANGES,
     n_keys, n_q, hkv, g_heads, n_labels, scaling,
     BLOCK: tl.constexpr, GP: tl.constexpr, NW: tl.constexpr, BITS: tl.constexpr, PER: tl.constexpr,
     PDL: tl.constexpr = False,
@@ -19,8 +20,10 @@ def ds_group_scores(
     """QL (B, Hkv, G·Q, R) query label channels (any float dtype; converted and summed here),
     WORDS (B, Hkv, K, NW) int32 packed codes (code c in word c // PER at bit (c % PER)·BITS),
     LO and STEP (B, Hkv, K) float32, OUT (B, Hkv, Q, K) float32, contiguous; GP ≥ G a power of
-    two. Each word is loaded once per key (one lane per key) and its codes are taken apart in
-    registers, NW·PER steps unrolled; the G heads' dot products are kept side by side (GP, BLOCK)."""
+    two; RANGES (B·Hkv·Q, ⌈K / BLOCK⌉, 2) int32: each program's score bounds
+    (:func:`store_range`). Each word is loaded once per key (one lane per key) and its codes are
+    taken apart in registers, NW·PER steps unrolled; the G heads' dot products are kept side by
+    side (GP, BLOCK)."""
     enter(PDL)
     row = tl.program_id(0)
     qi = row % n_q
@@ -46,3 +49,4 @@ def ds_group_scores(
     score = (q_sum[:, None] * lo[None, :] + step[None, :] * dot) * scaling
     best = tl.max(tl.where(grouped[:, None], score, float("-inf")), 0)
     tl.store(OUT + (head * n_q + qi) * n_keys + offs, best, mask=inside)
+    store_range(RANGES, row * tl.num_programs(1) + tl.program_id(1), best, inside)

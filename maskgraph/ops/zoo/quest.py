@@ -217,16 +217,19 @@ def quest_sparse_scores(env, prep, *, page_size, label_bits) -> tuple[torch.Tens
 @torch.library.custom_op("maskgraph::quest_group_scores", mutates_args=())
 def _quest_group_scores(
     queries: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, scaling: float
-) -> torch.Tensor:
-    """queries (B, Hq, Q, D), page bounds (B, Hkv, P, D) -> (B, Hkv, Q, P) float32 (Triton)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """queries (B, Hq, Q, D), page bounds (B, Hkv, P, D) -> (B, Hkv, Q, P) float32 scores and
+    their bounds (B, Hkv, Q, ⌈P / block⌉, 2) int32 (``ranges`` of the Triton top-k) (Triton)."""
     b, hq, q, d = queries.shape
     hkv, pages = lo.shape[1], lo.shape[2]
     out = torch.empty(b, hkv, q, pages, device=lo.device, dtype=torch.float32)
-    dot = QUEST_DOT and queries.dtype == lo.dtype == hi.dtype and lo.dtype in (torch.bfloat16, torch.float16)
-    block = max(16, QUEST_DOT_BLOCK) if dot else QUEST_BLOCK
-    args = (queries.contiguous(), lo.contiguous(), hi.contiguous(), out, pages, q, hkv, hq // hkv, d, scaling)
-    dim = max(16, 1 << (d - 1).bit_length())
+    dot = _quest_dot(queries, lo, hi)
+    block = _quest_block(dot)
     grid = (b * hkv * q, -(-pages // block))
+    ranges = torch.empty(b, hkv, q, grid[1], 2, device=lo.device, dtype=torch.int32)
+    args = (queries.contiguous(), lo.contiguous(), hi.contiguous(), out, ranges)
+    args += (pages, q, hkv, hq // hkv, d, scaling)
+    dim = max(16, 1 << (d - 1).bit_length())
     if dot:
         gp = max(16, 1 << (hq // hkv - 1).bit_length())
         jitted("maskgraph.ops.zoo.quest_kernel", "quest_group_scores_dot")[grid](
@@ -242,12 +245,25 @@ def _quest_group_scores(
         jitted("maskgraph.ops.zoo.quest_kernel", "quest_group_scores")[grid](
             *args, BLOCK=block, DIM=dim, num_warps=QUEST_WARPS, **pdl(lo.device, grid[0] * grid[1])
         )
-    return out
+    return out, ranges
+
+
+def _quest_dot(queries: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> bool:
+    """Whether the group scores take the tensor-core kernel (16-bit inputs of one dtype)."""
+    return QUEST_DOT and queries.dtype == lo.dtype == hi.dtype and lo.dtype in (torch.bfloat16, torch.float16)
+
+
+def _quest_block(dot: bool) -> int:
+    """Pages per program of the group-score kernel (``dot``: the tensor-core one)."""
+    return max(16, QUEST_DOT_BLOCK) if dot else QUEST_BLOCK
 
 
 @_quest_group_scores.register_fake
 def _(queries, lo, hi, scaling):
-    return lo.new_empty(queries.shape[0], lo.shape[1], queries.shape[2], lo.shape[2], dtype=torch.float32)
+    b, q, (hkv, pages) = queries.shape[0], queries.shape[2], lo.shape[1:3]
+    out = lo.new_empty(b, hkv, q, pages, dtype=torch.float32)
+    blocks = -(-pages // _quest_block(_quest_dot(queries, lo, hi)))
+    return out, lo.new_empty(b, hkv, q, blocks, 2, dtype=torch.int32)
 
 
 def quest_group_scores(env, prep, *, page_size, label_bits) -> tuple[torch.Tensor, int] | None:
@@ -257,11 +273,11 @@ def quest_group_scores(env, prep, *, page_size, label_bits) -> tuple[torch.Tenso
     lo, hi = prep["lo"], prep["hi"]
     if not usable(lo.device):
         return None
-    scores = _quest_group_scores(env.queries, lo, hi, float(env.scaling))
+    scores, ranges = _quest_group_scores(env.queries, lo, hi, float(env.scaling))
     ok = page_allowed(env, page_size, lo.shape[2])
     if ok is not None:
         scores = scores.masked_fill(~ok, _NEG_INF)
-    return scores, page_size
+    return scores, page_size, None, ranges
 
 
 def expand_blocks(scores: torch.Tensor, block: int, k: int) -> torch.Tensor:

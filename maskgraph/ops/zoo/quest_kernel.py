@@ -8,15 +8,17 @@ score is ``scaling`` times the max over the group. Jitted lazily (:mod:`maskgrap
 import triton.language as tl
 
 from ...pdl_kernel import enter
+from ...sparse.topk_kernel import store_range
 from .group_kernel import group_coords
 
 
 def quest_group_scores(
-    Q, LO, HI, OUT,
+    Q, LO, HI, OUT, RANGES,
     n_pages, n_q, hkv, g_heads, dim, scaling,
     BLOCK: tl.constexpr, DIM: tl.constexpr, PDL: tl.constexpr = False,
 ):  # fmt: skip
-    """Q (B, Hq, Q, D), LO/HI (B, Hkv, P, D), OUT (B, Hkv, Q, P) float32, all contiguous."""
+    """Q (B, Hq, Q, D), LO/HI (B, Hkv, P, D), OUT (B, Hkv, Q, P) float32, all contiguous;
+    RANGES (B·Hkv·Q, ⌈P / BLOCK⌉, 2) int32: each program's score bounds (:func:`store_range`)."""
     enter(PDL)
     qi, kvh, b = group_coords(n_q, hkv)
     pages = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -32,11 +34,13 @@ def quest_group_scores(
         q = q.to(tl.float32)[None, :]
         best = tl.maximum(best, tl.sum(tl.maximum(q * hi, q * lo), 1))
     out = OUT + ((b * hkv + kvh) * n_q + qi) * n_pages + pages
-    tl.store(out, best * scaling, mask=pages < n_pages)
+    score = best * scaling
+    tl.store(out, score, mask=pages < n_pages)
+    store_range(RANGES, tl.program_id(0) * tl.num_programs(1) + tl.program_id(1), score, pages < n_pages)
 
 
 def quest_group_scores_dot(
-    Q, LO, HI, OUT,
+    Q, LO, HI, OUT, RANGES,
     n_pages, n_q, hkv, g_heads, dim, scaling,
     BLOCK: tl.constexpr, DIM: tl.constexpr, GP: tl.constexpr, UPCAST: tl.constexpr, PDL: tl.constexpr = False,
 ):  # fmt: skip
@@ -64,7 +68,9 @@ def quest_group_scores_dot(
     u = tl.dot(lo, tl.minimum(q, 0.0).to(lo.dtype), acc=u, input_precision="ieee")
     best = tl.max(tl.where((g < g_heads)[None, :], u, float("-inf")), 1)
     out = OUT + ((b * hkv + kvh) * n_q + qi) * n_pages + pages
-    tl.store(out, best * scaling, mask=pages < n_pages)
+    score = best * scaling
+    tl.store(out, score, mask=pages < n_pages)
+    store_range(RANGES, tl.program_id(0) * tl.num_programs(1) + tl.program_id(1), score, pages < n_pages)
 
 
 def quest_page_update(
