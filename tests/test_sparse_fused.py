@@ -255,6 +255,19 @@ def test_runner_kernel_matches_torch_path(name, gqa, topk, masked, monkeypatch):
         assert excludes == [[nq, 4, nk, 0, 3, 0, nk - nq - 4, nk - nq + 1, 1] if dropped else None]
 
 
+def _on_and_off(monkeypatch, module, flag: str, graph, q, k, v) -> tuple[list, list]:
+    """The outputs of ``graph`` (sparse, shared, Triton kernel) with ``module.flag`` True then
+    False, and the Selections the fused kernel was handed."""
+    outs, read = [], []
+    real = fused.fused_gather_attention
+    monkeypatch.setattr(fused, "fused_gather_attention", lambda *a: read.append(a[5]) or real(*a))
+    for on in (True, False):
+        monkeypatch.setattr(module, flag, on)
+        attn = mg.compile(graph, mode="sparse", gqa="shared", kernel="triton")
+        outs.append(attn(q, k, v, state=mg.State()))
+    return outs, read
+
+
 def test_runs_in_kernel_and_lists_agree(monkeypatch):
     """Quest through runs and the top-k's pages, and through int32 lists (RUNS_IN_KERNEL off):
     equal outputs, three queries with the window sliding over the sink, K = 11 (a short page)."""
@@ -263,14 +276,29 @@ def test_runs_in_kernel_and_lists_agree(monkeypatch):
     gen = torch.Generator().manual_seed(21)
     q, k, v = (torch.randn(1, h, m, 16, generator=gen) for h, m in ((4, 3), (2, 11), (2, 11)))
     graph = mg.load_graph("quest", overrides=GRAPHS["quest"])
-    outs, read = [], []
-    real = fused.fused_gather_attention
-    monkeypatch.setattr(fused, "fused_gather_attention", lambda *a: read.append(a[5]) or real(*a))
-    for on in (True, False):
-        monkeypatch.setattr(runner, "RUNS_IN_KERNEL", on)
-        attn = mg.compile(graph, mode="sparse", gqa="shared", kernel="triton")
-        outs.append(attn(q, k, v, state=mg.State()))
+    outs, read = _on_and_off(monkeypatch, runner, "RUNS_IN_KERNEL", graph, q, k, v)
     assert [len(sel.runs) for sel in read] == [2, 0]
+    assert rel(outs[0], outs[1]) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["oracle_topk", "hashattention"])
+def test_key_selections_in_kernel_and_lists_agree(name, tmp_path, monkeypatch):
+    """KEY_SELECTIONS_IN_KERNEL on: a key selection (page 1) reaches the kernel as the top-k
+    wrote it, after the sink and window runs (the kernel drops their keys from it), instead of
+    int32 lists; the same output (three queries, the window sliding over the sink)."""
+    from maskgraph.ops.zoo import hashattention as ha
+
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(1, h, m, 16, generator=gen) for h, m in ((4, 3), (2, 40), (2, 40)))
+    overrides = dict(GRAPHS["oracle_topk"])
+    if name == "hashattention":
+        path = tmp_path / "hat.safetensors"
+        ha.save_hash_weights(path, ha.random_hash_weights(1, 4, 2, 16, 32, 8, seed=1))
+        overrides["hat_weights"] = str(path)
+    graph = mg.load_graph(name, overrides=overrides)
+    outs, read = _on_and_off(monkeypatch, fused, "KEY_SELECTIONS_IN_KERNEL", graph, q, k, v)
+    assert [len(sel.runs) for sel in read] == [2, 0]
+    assert read[0].page == 1 and read[0].vals is not None and read[0].idx.dtype == torch.int64
     assert rel(outs[0], outs[1]) < 1e-6
 
 

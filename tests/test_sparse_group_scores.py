@@ -247,6 +247,76 @@ def test_hash_top_k_takes_the_kernels_histograms(q, masked, tmp_path, monkeypatc
     assert ((out - want).norm() / want.norm()).item() < 1e-5
 
 
+# (B, Hq, Hkv, Q, K, heavy): G = 2, 3 and 1; Q > 1; K not a multiple of the 64-key segments;
+# a heavy size above the keys the prior leaves (the selection runs out of finite scores)
+SELECT_SHAPES = [(2, 4, 2, 1, 301, 20), (1, 6, 2, 3, 200, 37), (1, 2, 2, 2, 45, 40)]
+
+
+@pytest.mark.parametrize("shape", SELECT_SHAPES, ids=lambda s: "B{}Hq{}Hkv{}Q{}K{}k{}".format(*s))
+@pytest.mark.parametrize("apart", [False, True], ids=["choose-inside", "choose-apart"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("parts", [1, 2])
+def test_hash_selects_inside_the_attention_kernel(shape, apart, dtype, parts, tmp_path, monkeypatch):
+    """HashAttention's bounded top-k made by ``select_attend`` as it attends (one program per
+    segment of scores, others for the sink and window runs): no ``select_write`` or
+    ``gather_decode`` launch under inductor, and the output is the torch path's in float64 (a
+    KV group's heads share one selection, which simulate mode has no form of; the signatures
+    are float32 sign bits either way). ``apart``: ``select_choose`` finds each row's
+    bin first, as for rows of many segments."""
+    from maskgraph.sparse import fused
+    from maskgraph.sparse import topk as triton_topk
+
+    b, hq, hkv, q, k, heavy = shape
+    monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
+    monkeypatch.setattr(triton_topk, "SEG_MIN", 64)
+    monkeypatch.setattr(triton_topk, "CHOOSE_IN_WRITE_SEGMENTS", 0 if apart else 64)
+    monkeypatch.setattr(fused, "SELECT_PARTS", parts)
+    monkeypatch.setattr(fused, "SELECT_IN_ATTENTION", True)
+    launched = record_topk_launches(monkeypatch)
+    real = fused.jitted
+    monkeypatch.setattr(fused, "jitted", lambda module, name: launched.append(name) or real(module, name))
+    gen = torch.Generator().manual_seed(sum(shape))
+    qs, ks, vs = (torch.randn(b, h, n, D, generator=gen) for h, n in ((hq, q), (hkv, k), (hkv, k)))
+    path = files(tmp_path, hq, hkv)["hashattention"]
+    overrides = {"sink_size": 4, "window_size": 8, "heavy_size": heavy, **graph_files("hashattention", path)}
+    graph = mg.load_graph("hashattention", overrides=overrides)
+    qs, ks, vs = (t.to(dtype) for t in (qs, ks, vs))  # the reference takes the rounded inputs
+    plain = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")
+    want = plain(qs.double(), ks.double(), vs.double(), state=mg.State())
+    fast = mg.compile(graph, backend="inductor", mode="sparse", gqa="shared", kernel="triton")
+    out = fast(qs, ks, vs, state=mg.State())
+    assert "select_attend" in launched and "gather_decode" not in launched
+    assert "select_write" not in launched and ("select_choose" in launched) == apart
+    err = ((out.double() - want).norm() / want.norm()).item()
+    assert err < (1e-5 if dtype == torch.float32 else 1e-2)
+
+
+def test_select_in_attention_can_be_turned_off(tmp_path, monkeypatch):
+    """SELECT_IN_ATTENTION on, then off (the default: slower at B=1, run 81): off, the top-k
+    writes its selection, lists are built and ``gather_decode`` reads them; the same output.
+    Eager code, which has made the selection already, reads it from lists either way."""
+    from maskgraph.sparse import fused
+    from maskgraph.sparse import topk as triton_topk
+
+    monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
+    monkeypatch.setattr(triton_topk, "SEG_MIN", 64)
+    graph, qs, ks, vs, _ = sparse_case("hashattention", tmp_path, b=1, k=301, seed=23, q=2)
+    outs, read = [], []
+    real = fused.fused_gather_attention
+    monkeypatch.setattr(fused, "fused_gather_attention", lambda *a: read.append(a[5]) or real(*a))
+    for on in (True, False):
+        monkeypatch.setattr(fused, "SELECT_IN_ATTENTION", on)
+        attn = mg.compile(graph, backend="inductor", mode="sparse", gqa="shared", kernel="triton")
+        outs.append(attn(qs, ks, vs, state=mg.State()))
+    assert read[0].bounded is not None and len(read[0].runs) == 2 and read[0].idx is None
+    assert read[1].bounded is None and read[1].runs == () and read[1].idx.dtype == torch.int32
+    assert ((outs[0] - outs[1]).norm() / outs[1].norm()).item() < 1e-6
+    monkeypatch.setattr(fused, "SELECT_IN_ATTENTION", True)
+    eager = mg.compile(graph, mode="sparse", gqa="shared", kernel="triton")
+    assert ((eager(qs, ks, vs, state=mg.State()) - outs[1]).norm() / outs[1].norm()).item() < 1e-6
+    assert read[2].bounded is None and read[2].idx.dtype == torch.int32
+
+
 @pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])
 def test_group_scores_compile_with_inductor(op, tmp_path):
     """The grouped kernels are custom operators: fullgraph torch.compile calls them (run 14 on the

@@ -39,6 +39,21 @@ GATHER = (
     "PAGE:constexpr HAS_VALS:constexpr"
 )
 
+SELECT_ATTEND = (
+    "Q:*bf16 K:*bf16 V:*bf16 S:*fp32 HIST:*i32 STATE_PTR:*i64 OFFS:*i32 LIST:*i32 AM:*bf16 ACC:*fp32 "
+    "M:*fp32 L:*fp32 scale:fp32 "
+    + I32(
+        "n_keys k nseg runs_n blocks_per_run_split sqb sqh sqq skb skh skk svb svh svk sab sah saq sak "
+        "hkv qc g_heads d_real"
+    )
+    + " "
+    + EX
+    + " "
+    + I32("r0s r0n r0lo r0hi r0sl r1s r1n r1lo r1hi r1sl")
+    + " SEG:constexpr NB:constexpr SP:constexpr CHOOSE:constexpr NEX:constexpr HAS_AM:constexpr "
+    "UPCAST:constexpr GP:constexpr BLOCK:constexpr DP:constexpr NR:constexpr PARTS:constexpr"
+)
+
 KERNELS = [
     (
         "maskgraph.sparse.topk_kernel",
@@ -171,6 +186,20 @@ KERNELS = [
             "PAGE": 16,
             "HAS_VALS": True,
         },
+    ),
+    (  # HashAttention's bounded top-k made while attending, the bin chosen in each program
+        "maskgraph.sparse.fused_kernel",
+        "select_attend",
+        SELECT_ATTEND,
+        {"SEG": 1024, "NB": 64, "SP": 8, "CHOOSE": True, "NEX": 2, "HAS_AM": False, "UPCAST": False}
+        | {"GP": 16, "BLOCK": 64, "DP": 128, "NR": 2, "PARTS": 1},
+    ),
+    (  # the bin from select_choose, an attention mask, no runs
+        "maskgraph.sparse.fused_kernel",
+        "select_attend",
+        SELECT_ATTEND,
+        {"SEG": 2048, "NB": 64, "SP": 64, "CHOOSE": False, "NEX": 0, "HAS_AM": True, "UPCAST": False}
+        | {"GP": 16, "BLOCK": 64, "DP": 128, "NR": 0, "PARTS": 2},
     ),
     (
         "maskgraph.sparse.fused_kernel",

@@ -9,6 +9,7 @@ import triton
 import triton.language as tl
 
 from ..pdl_kernel import enter
+from .topk_kernel import EX_ARGS, _bins, _chosen_here, _chosen_stored, _load_scores, _scale, _segment_ranks
 
 
 def gather_decode(
@@ -27,12 +28,33 @@ def gather_decode(
     enter(PDL)
     row = tl.program_id(0)
     split = tl.program_id(1)
-    splits = tl.num_programs(1)
     qi = row % qc
     hs = (row // qc) % hsel
     # 64-bit offsets: b·(Hkv·K·D) passes 2**31 at B=8, K=512K (an illegal access on the H100, run 12)
     b = (row // (qc * hsel)).to(tl.int64)
     kvh = (hs * hkv // hsel).to(tl.int64)
+    q, hq, gmask, d, dmask = _group_queries(Q, b, hs, qi, sqb, sqh, sqq, g_heads, d_real, GP, DP, UPCAST)
+    m = tl.full((GP,), float("-inf"), tl.float32)
+    den = tl.zeros((GP,), tl.float32)
+    acc = tl.zeros((GP, DP), tl.float32)
+    m, den, acc = _attend_entries(
+        IDX + b * sib + hs * sih + qi * siq, VALS + b * svlb + hs * svlh + qi * svlq,
+        split * blocks_per_split * BLOCK, blocks_per_split, n, n_keys,
+        r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl,
+        q, K, V, AM, m, den, acc, b, kvh, hq, qi, gmask, d, dmask, scale,
+        skb, skh, skk, svb, svh, svk, sab, sah, saq, sak, HAS_AM, UPCAST, BLOCK, NR, PAGE, HAS_VALS,
+    )  # fmt: skip
+    _store_partial(
+        ACC, M, L, (row * tl.num_programs(1) + split) * g_heads, m, den, acc, gmask, d, dmask, d_real, GP
+    )
+
+
+@triton.jit
+def _group_queries(
+    Q, b, hs, qi, sqb, sqh, sqq, g_heads, d_real, GP: tl.constexpr, DP: tl.constexpr, UPCAST: tl.constexpr
+):  # fmt: skip
+    """The G query heads of selection head ``hs``: (queries (GP, DP), their heads, the heads
+    that exist, channels, the channels that exist)."""
     g = tl.arange(0, GP)
     hq = hs * g_heads + g
     gmask = g < g_heads
@@ -45,51 +67,55 @@ def gather_decode(
     )
     if UPCAST:
         q = q.to(tl.float32)
-    m = tl.full((GP,), float("-inf"), tl.float32)
-    den = tl.zeros((GP,), tl.float32)
-    acc = tl.zeros((GP, DP), tl.float32)
-    first = split * blocks_per_split * BLOCK
-    for blk in range(0, blocks_per_split):
-        offs = first + blk * BLOCK + tl.arange(0, BLOCK)
-        idx, valid = _keys(
-            IDX + b * sib + hs * sih + qi * siq, VALS + b * svlb + hs * svlh + qi * svlq, offs, n,
-            n_keys, qi, r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl, NR, PAGE, HAS_VALS,
-        )  # fmt: skip
-        # masked lanes are never read, whatever they hold: no select (tl.where(valid, idx, 0)
-        # here broke Triton 3.6's layout pass on sm_90 once the validity came from VALS)
-        rows = idx
-        k = tl.load(
-            K + b * skb + kvh * skh + rows[:, None] * skk + d[None, :],
-            mask=valid[:, None] & dmask[None, :],
+    return q, hq, gmask, d, dmask
+
+
+@triton.jit
+def _attend(
+    q, K, V, AM, rows, valid, m, den, acc, b, kvh, hq, qi, gmask, d, dmask, scale,
+    skb, skh, skk, svb, svh, svk, sab, sah, saq, sak, HAS_AM: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """One block of keys ``rows`` (kept where ``valid``) into the online softmax (m, den, acc)
+    of the group's queries ``q``: the updated (m, den, acc)."""
+    # masked lanes are never read, whatever they hold: no select (tl.where(valid, idx, 0)
+    # here broke Triton 3.6's layout pass on sm_90 once the validity came from VALS)
+    k = tl.load(
+        K + b * skb + kvh * skh + rows[:, None] * skk + d[None, :],
+        mask=valid[:, None] & dmask[None, :],
+        other=0.0,
+    )
+    if UPCAST:
+        k = k.to(tl.float32)
+    s = tl.dot(q, tl.trans(k)) * scale
+    if HAS_AM:
+        am = tl.load(
+            AM + b * sab + hq[:, None] * sah + qi * saq + rows[None, :] * sak,
+            mask=gmask[:, None] & valid[None, :],
             other=0.0,
         )
-        if UPCAST:
-            k = k.to(tl.float32)
-        s = tl.dot(q, tl.trans(k)) * scale
-        if HAS_AM:
-            am = tl.load(
-                AM + b * sab + hq[:, None] * sah + qi * saq + rows[None, :] * sak,
-                mask=gmask[:, None] & valid[None, :],
-                other=0.0,
-            )
-            s += am.to(tl.float32)
-        s = tl.where(valid[None, :], s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, 1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp(m - m_use)
-        p = tl.exp(s - m_use[:, None])
-        den = den * alpha + tl.sum(p, 1)
-        v = tl.load(
-            V + b * svb + kvh * svh + rows[:, None] * svk + d[None, :],
-            mask=valid[:, None] & dmask[None, :],
-            other=0.0,
-        )
-        if UPCAST:
-            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m = m_new
-    out = (row * splits + split) * g_heads + g
+        s += am.to(tl.float32)
+    s = tl.where(valid[None, :], s, float("-inf"))
+    m_new = tl.maximum(m, tl.max(s, 1))
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp(m - m_use)
+    p = tl.exp(s - m_use[:, None])
+    den = den * alpha + tl.sum(p, 1)
+    v = tl.load(
+        V + b * svb + kvh * svh + rows[:, None] * svk + d[None, :],
+        mask=valid[:, None] & dmask[None, :],
+        other=0.0,
+    )
+    if UPCAST:
+        acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
+    else:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, den, acc
+
+
+@triton.jit
+def _store_partial(ACC, M, L, first, m, den, acc, gmask, d, dmask, d_real, GP: tl.constexpr):
+    """A program's (max, sum, acc) for its G heads at entries ``first`` … of M, L and ACC."""
+    out = first + tl.arange(0, GP)
     tl.store(M + out, m, mask=gmask)
     tl.store(L + out, den, mask=gmask)
     tl.store(ACC + out[:, None] * d_real + d[None, :], acc, mask=gmask[:, None] & dmask[None, :])
@@ -148,8 +174,108 @@ def _keys(
     return j, kept
 
 
+@triton.jit
+def _attend_entries(
+    IDX, VALS, first, blocks, n, n_keys,
+    r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl,
+    q, K, V, AM, m, den, acc, b, kvh, hq, qi, gmask, d, dmask, scale,
+    skb, skh, skk, svb, svh, svk, sab, sah, saq, sak,
+    HAS_AM: tl.constexpr, UPCAST: tl.constexpr, BLOCK: tl.constexpr, NR: tl.constexpr,
+    PAGE: tl.constexpr, HAS_VALS: tl.constexpr,
+):  # fmt: skip
+    """The online softmax (m, den, acc) carried over ``blocks`` blocks of BLOCK of a row's n
+    virtual entries from entry ``first`` on (:func:`_keys`; IDX and VALS at the row's list)."""
+    for blk in range(0, blocks):
+        offs = first + blk * BLOCK + tl.arange(0, BLOCK)
+        idx, valid = _keys(
+            IDX, VALS, offs, n, n_keys, qi, r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl,
+            NR, PAGE, HAS_VALS,
+        )  # fmt: skip
+        m, den, acc = _attend(
+            q, K, V, AM, idx, valid, m, den, acc, b, kvh, hq, qi, gmask, d, dmask, scale,
+            skb, skh, skk, svb, svh, svk, sab, sah, saq, sak, HAS_AM, UPCAST,
+        )  # fmt: skip
+    return m, den, acc
+
+
+def select_attend(
+    Q, K, V, S, HIST, STATE_PTR, OFFS, LIST, AM, ACC, M, L,
+    scale, n_keys, k, nseg, runs_n, blocks_per_run_split,
+    sqb, sqh, sqq, skb, skh, skk, svb, svh, svk, sab, sah, saq, sak,
+    hkv, qc, g_heads, d_real,
+    ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
+    r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl,
+    SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, CHOOSE: tl.constexpr, NEX: tl.constexpr,
+    HAS_AM: tl.constexpr, UPCAST: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr,
+    DP: tl.constexpr, NR: tl.constexpr = 0, PARTS: tl.constexpr = 1, PDL: tl.constexpr = False,
+):  # fmt: skip
+    """The bounded top-k's write and the gather-attention in one launch, one program per
+    (row, split). Rows are (batch, KV head, query) of the grouped scores S (rows, n_keys)
+    float32 (integers in [0, NB − 2], −inf forbidden), whose segments of SEG keys have the
+    histograms HIST (rows, nseg, NB) int32 (bin 1 + score, bin 0 for −inf and the prior's
+    dropped keys). Split s < nseg·PARTS selects segment s // PARTS's share of the row's k
+    largest (ties toward the lowest index, as ``select_write``: the chosen bin found from HIST
+    with ``CHOOSE``, else read from ``select_choose``'s STATE and OFFS), writes those key
+    positions to the row's k slots of LIST (int32, the order ``select_write`` uses; the PARTS
+    programs of a segment write the same values), reads them back and attends over every
+    PARTS-th block of them from block s mod PARTS on; the splits from nseg·PARTS on attend over
+    the NR runs (``runs_n`` keys, blocks_per_run_split blocks each). Partial results go to ACC, M, L as ``gather_decode``'s do."""
+    enter(PDL)
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    qi = row % qc
+    kvh = ((row // qc) % hkv).to(tl.int64)
+    b = (row // (qc * hkv)).to(tl.int64)
+    q, hq, gmask, d, dmask = _group_queries(Q, b, kvh, qi, sqb, sqh, sqq, g_heads, d_real, GP, DP, UPCAST)
+    m = tl.full((GP,), float("-inf"), tl.float32)
+    den = tl.zeros((GP,), tl.float32)
+    acc = tl.zeros((GP, DP), tl.float32)
+    srow = row.to(tl.int64)
+    if split < nseg * PARTS:
+        seg = split // PARTS
+        if CHOOSE:
+            chosen, above, at, cat, _, _ = _chosen_here(HIST, srow, seg, nseg, k, SP, NB)
+        else:
+            chosen, above, _, _, at, cat = _chosen_stored(STATE_PTR, OFFS, srow, seg, nseg)
+        offs = seg * SEG + tl.arange(0, SEG)
+        inside = offs < n_keys
+        x = _load_scores(S, srow, n_keys, offs, inside, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX)
+        lo, unit, _ = _scale(S, srow, 1, 2, NB, True, True)
+        bins = _bins(x, inside, lo, unit, NB)
+        up, cand, ranks = _segment_ranks(bins, inside, chosen)
+        cpos = cat + (ranks >> 16) - 1
+        tie = cand & (bins > 0) & (cpos < k - above)  # bin 0: −inf, never attended
+        slots = LIST + srow * k
+        tl.store(slots + at + (ranks & 0xFFFF) - 1, offs, mask=up)
+        tl.store(slots + above + cpos, offs, mask=tie)
+        tl.debug_barrier()  # the program's threads read back what the others wrote
+        nup = tl.sum(up.to(tl.int32), 0)
+        count = nup + tl.sum(tie.to(tl.int32), 0)
+        for e0 in range((split % PARTS) * BLOCK, count, PARTS * BLOCK):
+            e = e0 + tl.arange(0, BLOCK)
+            valid = e < count
+            slot = tl.where(e < nup, at + e, above + cat + e - nup)
+            rows = tl.load(slots + slot, mask=valid, other=0).to(tl.int64)
+
+            m, den, acc = _attend(
+                q, K, V, AM, rows, valid, m, den, acc, b, kvh, hq, qi, gmask, d, dmask, scale,
+                skb, skh, skk, svb, svh, svk, sab, sah, saq, sak, HAS_AM, UPCAST,
+            )  # fmt: skip
+    else:
+        m, den, acc = _attend_entries(
+            LIST, LIST, (split - nseg * PARTS) * blocks_per_run_split * BLOCK, blocks_per_run_split,
+            runs_n, n_keys, r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl,
+            q, K, V, AM, m, den, acc, b, kvh, hq, qi, gmask, d, dmask, scale,
+            skb, skh, skk, svb, svh, svk, sab, sah, saq, sak, HAS_AM, UPCAST, BLOCK, NR, 1, False,
+        )  # fmt: skip
+    _store_partial(
+        ACC, M, L, (row * tl.num_programs(1) + split) * g_heads, m, den, acc, gmask, d, dmask, d_real, GP
+    )
+
+
 #: A decode's runs move with its position: no specialisation on their values.
 gather_decode.do_not_specialize = ("r0s", "r0n", "r0lo", "r0hi", "r1s", "r1n", "r1lo", "r1hi")
+select_attend.do_not_specialize = gather_decode.do_not_specialize + EX_ARGS + ("runs_n",)
 
 
 def merge_splits(

@@ -308,18 +308,24 @@ def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
     vals, idx = top_k(ctx, s, torch.sym_max(k, 1), scored.integer, size, scored.top, exclude, hist, ranges)
     valid = vals > NEG_INF if k > 0 else torch.zeros_like(vals, dtype=torch.bool)
     excludes = prior.leaves if prior is not None else frozenset()
-    listed = selection_listed(prior, idx, vals, 1) if k > 0 else None
+    bounded = None
+    if hist is not None and not isinstance(size, torch.Tensor):
+        bounded = indexset.BoundedTopk(s, hist, k, exclude)
+    listed = selection_listed(prior, idx, vals, 1, bounded) if k > 0 else None
     return indexset.selection_set(name, idx, valid, env.K, excludes, listed)
 
 
-def selection_listed(prior: IndexSet | None, idx: torch.Tensor, vals: torch.Tensor, page: int):
-    """The top-k's (idx, vals) as a :class:`~maskgraph.sparse.indexset.Listed`, or None where
-    its prior is not made of runs (the kernel could not drop the prior's keys)."""
+def selection_listed(
+    prior: IndexSet | None, idx: torch.Tensor, vals: torch.Tensor, page: int, bounded=None
+) -> indexset.Listed | None:
+    """The top-k's (idx, vals) as a :class:`~maskgraph.sparse.indexset.Listed` (``bounded``: how
+    the fused kernel may make them itself), or None where its prior is not made of runs (the
+    kernel could not drop the prior's keys)."""
     if prior is None:
-        return indexset.Listed(idx, vals, page)
+        return indexset.Listed(idx, vals, page, bounded=bounded)
     if prior.intervals is None:
         return None
-    return indexset.Listed(idx, vals, page, frozenset(p.source for p in prior.parts))
+    return indexset.Listed(idx, vals, page, frozenset(p.source for p in prior.parts), bounded)
 
 
 def page_eligible(ctx: Context, prior: IndexSet | None, page_size: int, pages) -> torch.Tensor | None:

@@ -120,7 +120,7 @@ def sparse_lists(
     if RUNS_IN_KERNEL and limit is None:
         sel = fused.kernel_selection(parts, env.Hkv, env.Hq)
         if sel is not None:
-            return sel.runs, sel.idx, sel.vals, sel.page, sel.heads
+            return sel.fields()
     spans, gathered = spans_and_gathered(parts, env)
     lists = fused.index_lists(spans, gathered, b, keys.shape[1], hq, qc)
     return (), lists, None, 1, lists.shape[1]
@@ -255,8 +255,8 @@ class SparseRunner:
             where = (first, prep)
             limit = None if static is None else static.num_keys
             if use_kernel:
-                sel = fused.Selection(
-                    *self._lists(
+                sel = fused.Selection.from_fields(
+                    self._lists(
                         *args, *where, layer_idx=layer_idx, triton_topk=self.topk != "torch", limit=limit
                     )
                 )

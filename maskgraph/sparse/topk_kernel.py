@@ -229,6 +229,41 @@ def _store_state(STATE_PTR, row, chosen, total, bins, exact, want, limit):
     tl.store(STATE_PTR + row * STATE + 4, limit.to(tl.int64))
 
 
+@triton.jit
+def _chosen_here(HIST, row, seg, nseg, want, SP: tl.constexpr, NB: tl.constexpr):
+    """From the row's segment histograms: (the bin holding the want-th largest score, the row's
+    scores above it, segment ``seg``'s first output slot for its scores above the bin, its
+    first candidate slot for its scores in the bin, the row's total per bin, the bins)."""
+    hist, bins, segs, total, chosen = _row_histograms(HIST, row, nseg, want, SP, NB)
+    before = (segs < seg)[:, None]
+    at = tl.sum(tl.sum(tl.where(before & (bins > chosen)[None, :], hist, 0), 1), 0)
+    cat = tl.sum(tl.sum(tl.where(before & (bins == chosen)[None, :], hist, 0), 1), 0)
+    above = tl.sum(tl.where(bins > chosen, total, 0), 0)
+    return chosen, above, at, cat, total, bins
+
+
+@triton.jit
+def _chosen_stored(STATE_PTR, OFFS, row, seg, nseg):
+    """What :func:`_chosen_here` finds, as ``select_choose`` stored it: (chosen bin, scores above
+    it, k selected, slots kept, the segment's first output slot, its first candidate slot)."""
+    chosen = tl.load(STATE_PTR + row * STATE).to(tl.int32)
+    above = tl.load(STATE_PTR + row * STATE + 1).to(tl.int32)
+    want = tl.load(STATE_PTR + row * STATE + 3).to(tl.int32)
+    limit = tl.load(STATE_PTR + row * STATE + 4).to(tl.int32)
+    at = tl.load(OFFS + (row * nseg + seg) * 2)
+    cat = tl.load(OFFS + (row * nseg + seg) * 2 + 1)
+    return chosen, above, want, limit, at, cat
+
+
+@triton.jit
+def _segment_ranks(b, inside, chosen):
+    """(lanes above the chosen bin, lanes in it, both ranks in index order packed in one int32:
+    above in the low 16 bits, in the bin in the high ones; segments < 2**16)."""
+    up = inside & (b > chosen)
+    cand = inside & (b == chosen)
+    return up, cand, tl.cumsum(up.to(tl.int32) + (cand.to(tl.int32) << 16), 0)
+
+
 def select_choose(
     RANGE, STATE_PTR, HIST, OFFS, VALS, IDX, COUNT, nseg, k, nrange,
     SP: tl.constexpr, NB: tl.constexpr, INTEGER: tl.constexpr, HAS_COUNT: tl.constexpr, FILL: tl.constexpr,
@@ -280,11 +315,7 @@ def select_write(
     lo, scale, exact = _scale(RANGE, row, nrange, SR, NB, INTEGER, BOUNDED)
     if CHOOSE:
         want, limit = _wanted(COUNT, k, HAS_COUNT)
-        hist, bins, segs, total, chosen = _row_histograms(HIST, row, nseg, want, SP, NB)
-        before = (segs < seg)[:, None]
-        at = tl.sum(tl.sum(tl.where(before & (bins > chosen)[None, :], hist, 0), 1), 0)
-        cat = tl.sum(tl.sum(tl.where(before & (bins == chosen)[None, :], hist, 0), 1), 0)
-        above_chosen = tl.sum(tl.where(bins > chosen, total, 0), 0)
+        chosen, above_chosen, at, cat, total, bins = _chosen_here(HIST, row, seg, nseg, want, SP, NB)
         if seg == 0:
             _store_state(STATE_PTR, row, chosen, total, bins, exact, want, limit)
         if HAS_COUNT:  # slots past the count: this program's share, at most SEG of them
@@ -294,19 +325,11 @@ def select_write(
             tl.store(VALS + row * k + slots, tl.full((SEG,), float("-inf"), tl.float32), mask=past)
             tl.store(IDX + row * k + slots, tl.zeros((SEG,), tl.int64), mask=past)
     else:
-        chosen = tl.load(STATE_PTR + row * STATE).to(tl.int32)
-        above_chosen = tl.load(STATE_PTR + row * STATE + 1).to(tl.int32)
-        want = tl.load(STATE_PTR + row * STATE + 3).to(tl.int32)
-        limit = tl.load(STATE_PTR + row * STATE + 4).to(tl.int32)
-        at = tl.load(OFFS + (row * nseg + seg) * 2)
-        cat = tl.load(OFFS + (row * nseg + seg) * 2 + 1)
+        chosen, above_chosen, want, limit, at, cat = _chosen_stored(STATE_PTR, OFFS, row, seg, nseg)
     offs = seg * SEG + tl.arange(0, SEG)
     inside = offs < n
     x = _load_scores(S, row, stride, offs, inside, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX)
-    b = _bins(x, inside, lo, scale, NB)
-    up = inside & (b > chosen)
-    cand = inside & (b == chosen)
-    ranks = tl.cumsum(up.to(tl.int32) + (cand.to(tl.int32) << 16), 0)  # both ranks, one scan
+    up, cand, ranks = _segment_ranks(_bins(x, inside, lo, scale, NB), inside, chosen)
     pos = at + (ranks & 0xFFFF) - 1  # < the count above the bin < want: below the limit
     tl.store(VALS + row * k + pos, x, mask=up)
     tl.store(IDX + row * k + pos, offs.to(tl.int64), mask=up)
