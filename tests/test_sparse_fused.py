@@ -210,7 +210,7 @@ GRAPHS = {
 def test_runner_kernel_matches_torch_path(name, gqa, topk, masked, monkeypatch):
     """Also: on the kernel path topk="auto" selects with the Triton top-k of :mod:`.topk`,
     which drops the prior's sink and window runs itself where no attention mask applies and
-    the scores come from the estimator's group kernel (two queries: the window slides)."""
+    the scores come from the estimator's kernel (two queries: the window slides)."""
     from maskgraph.sparse import topk as triton_topk
 
     used, excludes = [], []
@@ -249,9 +249,10 @@ def test_runner_kernel_matches_torch_path(name, gqa, topk, masked, monkeypatch):
         assert sel.page == 4 and sel.vals is not None and sel.idx.dtype == torch.int64
     else:
         assert sel.runs == () and sel.vals is None and sel.idx.dtype == torch.int32
-    if used:  # Quest's grouped page scores, unmasked: the top-k drops the sink [0, 3) and
-        # the window (t − 5, t] for t = 43, 44 itself, runs (0, 3, 0) and (39, 44, 1)
-        dropped = name == "quest" and gqa == "shared" and not masked
+    if used:  # Quest's page scores from its kernel (grouped or per head), unmasked: the top-k
+        # drops the sink [0, 3) and the window (t − 5, t] for t = 43, 44 itself, runs (0, 3, 0)
+        # and (39, 44, 1)
+        dropped = name == "quest" and not masked
         assert excludes == [[nq, 4, nk, 0, 3, 0, nk - nq - 4, nk - nq + 1, 1] if dropped else None]
 
 

@@ -49,18 +49,26 @@ def graph_files(op, path) -> dict:
     return {"ds_channels": path}
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}Hq{}Hkv{}Q{}K{}".format(*s))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-@pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])
-def test_group_scores_are_the_group_max(op, dtype, shape, tmp_path):
+def estimator_case(op, dtype, shape, tmp_path, seed: int) -> tuple:
+    """(spec, params, prep, env) of estimator ``op`` on fresh queries and keys of ``shape``
+    (B, Hq, Hkv, Q, K) in ``dtype``, the queries the last Q positions (causal)."""
     b, hq, hkv, q, k = shape
-    gen = torch.Generator().manual_seed(sum(shape))
+    gen = torch.Generator().manual_seed(seed)
     queries = torch.randn(b, hq, q, D, generator=gen).to(dtype)
     keys = torch.randn(b, hkv, k, D, generator=gen).to(dtype)
     params = estimator(op, files(tmp_path, hq, hkv)[op])
     spec = mg.get_op(op)
     prep = spec.prepare(keys, keys, params, {}, 0)
-    env = Env(queries, keys, keys, None, D**-0.5, torch.arange(k - q, k), 0)
+    return spec, params, prep, Env(queries, keys, keys, None, D**-0.5, torch.arange(k - q, k), 0)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}Hq{}Hkv{}Q{}K{}".format(*s))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])
+def test_group_scores_are_the_group_max(op, dtype, shape, tmp_path):
+    b, hq, hkv, q, k = shape
+    spec, params, prep, env = estimator_case(op, dtype, shape, tmp_path, sum(shape))
+    queries = env.queries
     per_head, _ = spec.extra["sparse_scores"](env, prep, **params)
     grouped, block, *_ = spec.extra["sparse_group_scores"](env, prep, **params)
     if callable(grouped):  # HashAttention's, made where used (it offers histograms)
@@ -104,9 +112,9 @@ def test_quest_tensor_core_form_is_the_float64_bound(shape, dtype, block, monkey
     monkeypatch.setattr(quest, "QUEST_BLOCK", block)
     monkeypatch.setattr(quest, "QUEST_DOT_BLOCK", block)
     monkeypatch.setattr(quest, "QUEST_DOT", False)
-    plain, plain_ranges = quest._quest_group_scores(queries, lo, hi, 0.25)
+    plain, plain_ranges = quest._quest_group_scores(queries, lo, hi, 0.25, hkv)
     monkeypatch.setattr(quest, "QUEST_DOT", True)
-    dot, dot_ranges = quest._quest_group_scores(queries, lo, hi, 0.25)
+    dot, dot_ranges = quest._quest_group_scores(queries, lo, hi, 0.25, hkv)
     g = hq // hkv
     qd = queries.double().view(b, hkv, g, q, 1, D)
     u = torch.maximum(qd * hi.double().view(b, hkv, 1, 1, -1, D), qd * lo.double().view(b, hkv, 1, 1, -1, D))
@@ -420,3 +428,98 @@ def test_double_sparsity_group_scores_for_other_packings(bits, group_factor, tmp
     grouped = spec.extra["sparse_group_scores"](env, prep, **params)[0]
     want = per_head.view(b, hkv, hq // hkv, q, k).amax(2)
     torch.testing.assert_close(grouped, want, rtol=1e-5, atol=1e-5)
+
+
+def head_scores_float64(op, env, prep, params) -> torch.Tensor:
+    """Each query head's own scores (B, Hq, Q, K | P) written out plainly in float64 from the
+    estimator's caches (HashAttention: agreeing bits, counted bit by bit)."""
+    b, hq, q = env.B, env.Hq, env.Q
+    hkv, g = env.Hkv, env.Hq // env.Hkv
+    if op == "hashattention":
+        qw = ha.query_words(env, prep).long().view(b, hkv, g, q, 1, -1)
+        kw = prep["key_words"].long().view(b, hkv, 1, 1, env.K, -1)
+        differ = qw ^ kw
+        bits = sum(((differ >> i) & 1) for i in range(32)).sum(-1)
+        return (params["hat_bits"] - bits).double().view(b, hq, q, env.K)
+    if op == "quest":
+        qd = env.queries.double().view(b, hkv, g, q, 1, D)
+        lo, hi = prep["lo"].double(), prep["hi"].double()
+        u = torch.maximum(qd * hi.view(b, hkv, 1, 1, -1, D), qd * lo.view(b, hkv, 1, 1, -1, D))
+        return (u.sum(-1) * D**-0.5).view(b, hq, q, -1)
+    bits, words = params["label_bits"], prep["labels"]
+    per, r = ds.codes_per_word(bits), prep["idx"].shape[-1]
+    codes = torch.stack([(words[..., c // per] >> ((c % per) * bits)) & (2**bits - 1) for c in range(r)], -1)
+    ql = ds.query_labels(env, prep).double().view(b, hkv, g, q, 1, r)
+    lo, step = prep["lo"].double().view(b, hkv, 1, 1, -1), prep["step"].double().view(b, hkv, 1, 1, -1)
+    dots = (ql * codes.double().view(b, hkv, 1, 1, env.K, r)).sum(-1)
+    return ((lo * ql.sum(-1) + step * dots) * D**-0.5).view(b, hq, q, env.K)
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(1, 20, 4, 1, 70)], ids=lambda s: "B{}Hq{}Hkv{}Q{}K{}".format(*s))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])
+def test_head_scores_are_each_heads_own(op, dtype, shape, tmp_path):
+    """``sparse_head_scores`` (the group kernels with one query head a row, reading key head
+    h // G) against float64 scores written out per head, and their bounds per block; the
+    causal rows end in −inf as the per-head torch scores do."""
+    b, hq, hkv, q, k = shape
+    spec, params, prep, env = estimator_case(op, dtype, shape, tmp_path, sum(shape) + 7)
+    queries = env.queries
+    made = spec.extra["sparse_head_scores"](env, prep, **params)
+    own = made[0]() if callable(made[0]) else made[0]
+    torch_scores, block = spec.extra["sparse_scores"](env, prep, **params)
+    assert made[1] == block and own.shape == torch_scores.shape == (b, hq, q, torch_scores.shape[-1])
+    assert torch.equal(own == float("-inf"), torch_scores == float("-inf"))
+    exact = head_scores_float64(op, env, prep, params)
+    finite = own > float("-inf")
+    if op == "hashattention":  # integer agreement counts: exact
+        assert torch.equal(own[finite].double(), exact[finite])
+    else:
+        torch.testing.assert_close(own[finite].double(), exact[finite], rtol=1e-5, atol=1e-5)
+    if op != "hashattention":  # the kernel's bounds hold every finite score of its block
+        ranges = made[3]
+        if op == "quest":  # 16-bit and G > 1: the tensor-core form, each head of a group
+            kernel_block = quest._quest_block(quest._quest_dot(queries, prep["lo"], prep["hi"], hq))
+        else:
+            kernel_block = ds._ds_block(1)
+        kept = block_ranges(own, kernel_block)
+        assert ranges.shape == kept.shape
+        assert (kept[..., 0] >= ranges[..., 0]).all() and (kept[..., 1] <= ranges[..., 1]).all()
+
+
+@pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])
+@pytest.mark.parametrize("q, padded", [(3, False), (1, True)], ids=["Q3-unmasked", "Q1-padding-mask"])
+def test_per_head_sparse_mode_uses_the_head_scores(op, q, padded, tmp_path, monkeypatch):
+    """``gqa="per_head"`` scores each query head by the estimator's kernel (the Triton top-k
+    dropping the sink and window itself where no mask applies) and equals simulate mode, and
+    the same graph with the torch scores (HEAD_SCORES_BY_KERNEL off); K = 301: pages of 4
+    and key blocks end short."""
+    from maskgraph.sparse import ops as sparse_ops
+    from maskgraph.sparse import topk as triton_topk
+
+    graph, qs, ks, vs, _ = sparse_case(op, tmp_path, b=2, k=150, seed=17, q=q)
+    mask = None
+    if padded:  # row 1 starts with 5 padding keys
+        mask = torch.zeros(2, 1, q, 150)
+        mask[1, ..., :5] = float("-inf")
+        mask = mask + torch.triu(torch.full((q, 150), float("-inf")), 150 - q + 1)
+    spec = mg.get_op(op)
+    calls, seen = [], []
+    real = spec.extra["sparse_head_scores"]
+    monkeypatch.setitem(spec.extra, "sparse_head_scores", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    real_ex = triton_topk.exclusion_args
+    monkeypatch.setattr(triton_topk, "exclusion_args", lambda ex: ex and seen.append(ex) or real_ex(ex))
+    simulate = mg.compile(graph)(qs, ks, vs, attention_mask=mask, state=mg.State())
+    own = mg.compile(graph, mode="sparse", gqa="per_head", kernel="triton")(
+        qs, ks, vs, attention_mask=mask, state=mg.State()
+    )
+    assert calls
+    assert bool(seen) == (not padded)
+    monkeypatch.setattr(sparse_ops, "HEAD_SCORES_BY_KERNEL", False)
+    calls.clear()
+    plain = mg.compile(graph, mode="sparse", gqa="per_head", kernel="triton")(
+        qs, ks, vs, attention_mask=mask, state=mg.State()
+    )
+    assert not calls
+    assert ((own - simulate).norm() / simulate.norm()).item() < 1e-5
+    assert ((own - plain).norm() / plain.norm()).item() < 1e-5

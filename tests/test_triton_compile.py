@@ -213,7 +213,7 @@ KERNELS = [
         "maskgraph.ops.zoo.quest_kernel",
         "quest_group_scores",
         "Q:*bf16 LO:*bf16 HI:*bf16 OUT:*fp32 RANGES:*i32 "
-        + I32("n_pages n_q hkv g_heads dim")
+        + I32("n_pages n_q hkv g_heads kv_div dim")
         + " scaling:fp32 "
         "BLOCK:constexpr DIM:constexpr",
         {"BLOCK": 32, "DIM": 128},
@@ -222,16 +222,16 @@ KERNELS = [
         "maskgraph.ops.zoo.quest_kernel",
         "quest_group_scores_dot",
         "Q:*bf16 LO:*bf16 HI:*bf16 OUT:*fp32 RANGES:*i32 "
-        + I32("n_pages n_q hkv g_heads dim")
+        + I32("n_pages n_q hkv g_heads kv_div dim")
         + " scaling:fp32 "
-        "BLOCK:constexpr DIM:constexpr GP:constexpr UPCAST:constexpr",
-        {"BLOCK": 64, "DIM": 128, "GP": 16, "UPCAST": False},
+        "BLOCK:constexpr DIM:constexpr GP:constexpr UPCAST:constexpr EACH_HEAD:constexpr",
+        {"BLOCK": 64, "DIM": 128, "GP": 16, "UPCAST": False, "EACH_HEAD": False},
     ),
     (
         "maskgraph.ops.zoo.hashattention_kernel",
         "hash_group_scores",
         "QW:*i32 KW:*i32 OUT:*fp32 HIST:*i32 "
-        + I32("n_keys n_q hkv g_heads n_words hat_bits")
+        + I32("n_keys n_q hkv g_heads kv_div n_words hat_bits")
         + " "
         + EX
         + " BLOCK:constexpr HC:constexpr NB:constexpr NEX:constexpr HW_POPC:constexpr",
@@ -249,11 +249,30 @@ KERNELS = [
         "maskgraph.ops.zoo.double_sparsity_kernel",
         "ds_group_scores",
         "QL:*bf16 WORDS:*i32 LO:*fp32 STEP:*fp32 OUT:*fp32 RANGES:*i32 "
-        + I32("n_keys n_q hkv g_heads n_labels")
+        + I32("n_keys n_q hkv g_heads kv_div n_labels")
         + " scaling:fp32 BLOCK:constexpr GP:constexpr NW:constexpr BITS:constexpr PER:constexpr",
         {"BLOCK": 1024, "GP": 4, "NW": 2, "BITS": 4, "PER": 8},
     ),
 ]
+
+
+#: The grouped-score kernels as ``gqa="per_head"`` launches them: one query head a row (the
+#: group size 1 becomes a constant, as Triton specialises an argument equal to 1), or Quest's
+#: tensor-core kernel writing each head of its group.
+PER_HEAD = [
+    (module, name, signature.replace("g_heads:i32", "g_heads:constexpr"), {**constants, "g_heads": 1, **one})
+    for module, name, signature, constants in KERNELS
+    for one in [
+        {"quest_group_scores": {}, "hash_group_scores": {"HC": 2}, "ds_group_scores": {"GP": 1}}.get(name)
+    ]
+    if one is not None
+]
+PER_HEAD += [
+    (module, name, signature, {**constants, "EACH_HEAD": True})
+    for module, name, signature, constants in KERNELS
+    if name == "quest_group_scores_dot"
+]
+KERNELS += PER_HEAD
 
 
 def compile_all(names: list[str]) -> None:
@@ -271,6 +290,7 @@ def compile_all(names: list[str]) -> None:
             pdl = "PDL" in inspect.signature(body).parameters
             if pdl:  # compiled as launched on an H100: with programmatic dependent launch
                 signature, constants = signature + " PDL:constexpr", {**constants, "PDL": True}
+            # every parameter up to PDL in the signature: Triton 3.9 matches them by position
             source = ASTSource(fn=triton.jit(body), signature=sig(signature), constexprs=constants)
             compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
             assert compiled.asm["cubin"], name

@@ -49,12 +49,16 @@ class BlockScores:
     grouped: bool = False
     integer: bool = False  # every finite score is an integer (the estimator promises it)
     top: int | None = None  # with integer: every finite score lies in [0, top]
-    # with_histogram(exclude, seg, bins) -> (the grouped scores, the bounded top-k's histograms
+    # with_histogram(exclude, seg, bins) -> (the kernel's scores, the bounded top-k's histograms
     # (b·Hkv·Qc, K / seg, bins) int32), made in one kernel (``hist`` of select_topk_2d)
     histogram: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
-    # grouped scores' bounds, (b, Hkv, Qc, P, 2) int32 ordered keys (lo, hi) per block of the
+    # the kernel-made scores' bounds, (b, Hkv|Hq, Qc, P, 2) int32 ordered keys (lo, hi) per block of the
     # kernel that made them (``ranges`` of select_topk_2d: the top-k then skips its range pass)
     ranges: torch.Tensor | None = None
+    # made by the estimator's own Triton kernel (grouped, or per query head by its
+    # ``sparse_head_scores``): nothing forbidden but by the attention mask, so the Triton
+    # top-k may drop the prior's keys itself
+    by_kernel: bool = False
 
     @property
     def scores(self) -> torch.Tensor:
@@ -148,7 +152,14 @@ def exact_sparse_scores(env: Env, prep) -> tuple[torch.Tensor, int]:
 RANGES_FROM_SCORES = True
 
 
-def make_estimator(sparse_scores, sparse_group_scores=None, integer: bool = False, top=None):
+#: Per-query-head scores (``gqa="per_head"``) from the estimator's own kernel where it
+#: registers ``sparse_head_scores`` (False: its torch ``sparse_scores``, the A/B of run 84).
+HEAD_SCORES_BY_KERNEL = True
+
+
+def make_estimator(
+    sparse_scores, sparse_group_scores=None, integer: bool = False, top=None, sparse_head_scores=None
+):
     """Lowering of an estimator from its ``sparse_scores(env, prep, **params)`` and, optionally,
     ``sparse_group_scores`` (same arguments; the max over each KV group of the former, computed
     without writing per-query-head scores, or None where it cannot run: then the group max is
@@ -158,7 +169,14 @@ def make_estimator(sparse_scores, sparse_group_scores=None, integer: bool = Fals
     largest score, the finite scores then lying in [0, top] (with ``integer``).
     ``sparse_group_scores`` may return a third item, ``with_histogram`` (see
     :class:`BlockScores`), and then a function making the scores as its first, or None; and a
-    fourth, the scores' ``ranges``."""
+    fourth, the scores' ``ranges``. ``sparse_head_scores``: the same as
+    ``sparse_group_scores`` with one query head a group — ``sparse_scores``' values by the
+    estimator's kernel, with its histograms and ranges — used under ``gqa="per_head"``."""
+
+    def made_by_kernel(made: tuple, grouped: bool, bound: int | None) -> BlockScores:
+        histogram = made[2] if len(made) > 2 else None
+        ranges = made[3] if len(made) > 3 and RANGES_FROM_SCORES else None
+        return BlockScores(made[0], int(made[1]), grouped, integer, bound, histogram, ranges, True)
 
     def lower(ctx: Context, name, inputs, params, prep) -> BlockScores:
         env = ctx.env
@@ -167,9 +185,11 @@ def make_estimator(sparse_scores, sparse_group_scores=None, integer: bool = Fals
         if sparse_group_scores is not None and ctx.gqa == "shared" and same_mask:
             grouped = sparse_group_scores(env, prep, **params)
             if grouped is not None:
-                histogram = grouped[2] if len(grouped) > 2 else None
-                ranges = grouped[3] if len(grouped) > 3 and RANGES_FROM_SCORES else None
-                return BlockScores(grouped[0], int(grouped[1]), True, integer, bound, histogram, ranges)
+                return made_by_kernel(grouped, True, bound)
+        if sparse_head_scores is not None and ctx.gqa == "per_head" and HEAD_SCORES_BY_KERNEL:
+            own = sparse_head_scores(env, prep, **params)
+            if own is not None:
+                return made_by_kernel(own, False, bound)
         scores, block = sparse_scores(env, prep, **params)
         return BlockScores(scores, int(block), integer=integer, top=bound)
 
@@ -202,14 +222,14 @@ KERNEL_RUNS = MAX_RUNS
 def kernel_exclusion(ctx: Context, prior: IndexSet | None, scores: BlockScores, block: int) -> list | None:
     """The Triton top-k's ``exclude`` for a prior of at most KERNEL_RUNS known runs (sink,
     window, causal, full and their unions) over scores of ``block`` keys each, where the top-k
-    is Triton's, no attention mask applies and the estimator's own group kernel made the
-    scores: the selection then drops the prior's keys itself, which saves a pass that reads
+    is Triton's, no attention mask applies and the estimator's own kernel made the scores
+    (grouped or per head): the selection then drops the prior's keys itself, which saves a pass that reads
     and writes every score (B·H·K·8 bytes; HashAttention B=8 128K 2 %: 198 -> 186 µs, Quest
     B=1 8K: 19 -> 16 µs, H100, run 63). Scores made by torch code are left to the masking,
     which inductor fuses into the kernel that makes them. None where the prior is masked in
     torch (:func:`exclude_prior`)."""
     env = ctx.env
-    if prior is None or not ctx.triton_topk or env.allowed is not None or not scores.grouped:
+    if prior is None or not ctx.triton_topk or env.allowed is not None or not scores.by_kernel:
         return None
     runs = prior.intervals
     if runs is None or len(runs) > KERNEL_RUNS:
@@ -251,10 +271,10 @@ def top_k(
 
 
 def score_ranges(ctx: Context, scores: BlockScores, s: torch.Tensor) -> torch.Tensor | None:
-    """The estimator kernel's bounds of ``s`` (its grouped scores, some set to −inf since: the
+    """The estimator kernel's bounds of ``s`` (its scores, some set to −inf since: the
     bounds still hold every finite one) for the Triton top-k, where it made them and ``s``
     has their layout; None otherwise."""
-    if scores.ranges is None or not ctx.triton_topk or not scores.grouped:
+    if scores.ranges is None or not ctx.triton_topk or not scores.by_kernel:
         return None
     if tuple(s.shape) != tuple(scores.ranges.shape[:3]) + (s.shape[-1],):
         return None
@@ -309,7 +329,7 @@ def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
     valid = vals > NEG_INF if k > 0 else torch.zeros_like(vals, dtype=torch.bool)
     excludes = prior.leaves if prior is not None else frozenset()
     bounded = None
-    if hist is not None and not isinstance(size, torch.Tensor):
+    if hist is not None and scored.grouped and not isinstance(size, torch.Tensor):
         bounded = indexset.BoundedTopk(s, hist, k, exclude)
     listed = selection_listed(prior, idx, vals, 1, bounded) if k > 0 else None
     return indexset.selection_set(name, idx, valid, env.K, excludes, listed)

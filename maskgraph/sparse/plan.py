@@ -59,6 +59,7 @@ def _lowering(name: str, spec) -> Callable[..., Any]:
             spec.extra.get("sparse_group_scores"),
             bool(spec.extra.get("integer_scores")),
             spec.extra.get("integer_top"),
+            spec.extra.get("sparse_head_scores"),
         )
     if spec.output == PortType.PARTIAL:
         raise _refuse(

@@ -13,6 +13,7 @@ head a permutation of 0..D−1, most important first; metadata ``{"kind": "doubl
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -260,21 +261,22 @@ def _ds_group_scores(
     bits: int,
     scaling: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """q_lab (B, Hkv, G·Q, r) in the queries' dtype, packed codes (B, Hkv, K, W) int32,
-    lo/step (B, Hkv, K, 1) -> (B, Hkv, Q, K) float32 scores and their bounds
-    (B, Hkv, Q, ⌈K / block⌉, 2) int32 (``ranges`` of the Triton top-k) (Triton; the label
+    """q_lab (B, H, G·Q, r) in the queries' dtype — H = Hkv: each KV group's G query heads;
+    H = Hq, G = 1: each query head alone — packed codes (B, Hkv, K, W) int32, lo/step
+    (B, Hkv, K, 1) -> (B, H, Q, K) float32 scores (the max over each row's G heads) and their
+    bounds (B, H, Q, ⌈K / block⌉, 2) int32 (``ranges`` of the Triton top-k) (Triton; the label
     channels are converted and summed in the kernel: no launch of their own)."""
     b, hkv, k, nw = words.shape
-    r = q_lab.shape[-1]
-    out = torch.empty(b, hkv, n_q, k, device=words.device, dtype=torch.float32)
+    heads, r = q_lab.shape[1], q_lab.shape[-1]
+    out = torch.empty(b, heads, n_q, k, device=words.device, dtype=torch.float32)
     g = q_lab.shape[2] // n_q
     gp = 1 << (g - 1).bit_length()
     block = _ds_block(gp)
-    grid = (b * hkv * n_q, -(-k // block))
-    ranges = torch.empty(b, hkv, n_q, grid[1], 2, device=words.device, dtype=torch.int32)
+    grid = (b * heads * n_q, -(-k // block))
+    ranges = torch.empty(b, heads, n_q, grid[1], 2, device=words.device, dtype=torch.int32)
     jitted("maskgraph.ops.zoo.double_sparsity_kernel", "ds_group_scores")[grid](
         q_lab.contiguous(), words.contiguous(), lo.contiguous(), step.contiguous(), out, ranges,
-        k, n_q, hkv, g, r, scaling,
+        k, n_q, heads, g, heads // hkv, r, scaling,
         BLOCK=block, GP=gp, NW=nw, BITS=bits, PER=codes_per_word(bits),
         num_warps=DS_WARPS, **pdl(words.device, grid[0] * grid[1]),
     )  # fmt: skip
@@ -288,23 +290,26 @@ def _ds_block(gp: int) -> int:
 
 @_ds_group_scores.register_fake
 def _(q_lab, words, lo, step, n_q, bits, scaling):
-    b, hkv, k = words.shape[:3]
+    b, k = words.shape[0], words.shape[2]
+    heads = q_lab.shape[1]
     blocks = -(-k // _ds_block(1 << (q_lab.shape[2] // n_q - 1).bit_length()))
-    out = words.new_empty(b, hkv, n_q, k, dtype=torch.float32)
-    return out, words.new_empty(b, hkv, n_q, blocks, 2, dtype=torch.int32)
+    out = words.new_empty(b, heads, n_q, k, dtype=torch.float32)
+    return out, words.new_empty(b, heads, n_q, blocks, 2, dtype=torch.int32)
 
 
-def double_sparsity_group_scores(env, prep, **params) -> tuple[torch.Tensor, int] | None:
+def double_sparsity_group_scores(env, prep, *, per_head: bool = False, **params) -> tuple | None:
     """The max over each KV group's query heads of :func:`double_sparsity_sparse_scores`:
     (B, Hkv, Qc, K) float32, −inf where forbidden (the mask must be the same for every head),
     in one Triton kernel that reads the packed codes (no per-query-head scores written); None
-    where Triton cannot run or the codes are not packed (label_bits > 8)."""
+    where Triton cannot run or the codes are not packed (label_bits > 8). ``per_head``: each
+    query head's own scores (B, Hq, Qc, K) by the same kernel (any attention mask)."""
     labels, bits = prep["labels"], params["label_bits"]
     if not usable(labels.device) or bits > 8:
         return None
-    out, ranges = _ds_group_scores(
-        query_labels(env, prep), labels, prep["lo"], prep["step"], env.Q, bits, float(env.scaling)
-    )
+    q_lab = query_labels(env, prep)
+    if per_head:  # row g·Q + i of KV head kv is query head kv·G + g
+        q_lab = q_lab.reshape(env.B, env.Hq, env.Q, q_lab.shape[-1])
+    out, ranges = _ds_group_scores(q_lab, labels, prep["lo"], prep["step"], env.Q, bits, float(env.scaling))
     return env.forbid(out), 1, None, ranges
 
 
@@ -330,6 +335,7 @@ def double_sparsity_group_scores(env, prep, **params) -> tuple[torch.Tensor, int
     static_buffers=True,
     sparse_scores=double_sparsity_sparse_scores,
     sparse_group_scores=double_sparsity_group_scores,
+    sparse_head_scores=functools.partial(double_sparsity_group_scores, per_head=True),
 )
 def double_sparsity(env, *, channels, group_factor, label_bits, prep) -> torch.Tensor:
     return double_sparsity_sparse_scores(env, prep, label_bits=label_bits)[0]

@@ -18,6 +18,7 @@ the file.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -347,43 +348,46 @@ def query_words(env, prep) -> torch.Tensor:
 
 
 def _launch_group_scores(
-    query: torch.Tensor, keys: torch.Tensor, hkv: int, hat_bits: int, block: int, nb: int = 0, exclude=None
+    query: torch.Tensor, keys: torch.Tensor, heads: int, hat_bits: int, block: int, nb: int = 0, exclude=None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The grouped scores (B, Hkv, Q, K) float32 in programs of ``block`` keys and, with
-    ``nb`` bins, each block's bounded top-k histogram (B·Hkv·Q, K / block, nb) int32."""
+    """The scores (B, heads, Q, K) float32 — heads = Hkv: the max over each KV group's query
+    heads; heads = Hq: each query head's own — in programs of ``block`` keys and, with ``nb``
+    bins, each block's bounded top-k histogram (B·heads·Q, K / block, nb) int32."""
     from ...sparse.topk import exclusion_args
 
     b, hq, q, nw = query.shape
     k = keys.shape[2]
-    out = torch.empty(b, hkv, q, k, device=keys.device, dtype=torch.float32)
-    grid = (b * hkv * q, -(-k // block))
+    out = torch.empty(b, heads, q, k, device=keys.device, dtype=torch.float32)
+    grid = (b * heads * q, -(-k // block))
     hist = torch.empty(grid[0], grid[1], nb, device=keys.device, dtype=torch.int32) if nb else None
     ex, nex = exclusion_args(exclude)
+    group = hq // heads
     jitted("maskgraph.ops.zoo.hashattention_kernel", "hash_group_scores")[grid](
         query.contiguous(), keys.contiguous(), out, out if hist is None else hist,
-        k, q, hkv, hq // hkv, nw, hat_bits, *ex,
-        BLOCK=block, HC=min(GROUP_CHUNK, max(2, 1 << (hq // hkv - 1).bit_length())), NB=nb, NEX=nex,
+        k, q, heads, group, heads // keys.shape[1], nw, hat_bits, *ex,
+        BLOCK=block, HC=min(GROUP_CHUNK, max(2, 1 << (group - 1).bit_length())), NB=nb, NEX=nex,
         HW_POPC=not interpreting(), **pdl(keys.device, grid[0] * grid[1]),
     )  # fmt: skip
     return out, hist
 
 
 @torch.library.custom_op("maskgraph::hash_group_scores", mutates_args=())
-def _hash_group_scores(query: torch.Tensor, keys: torch.Tensor, hkv: int, hat_bits: int) -> torch.Tensor:
-    """query (B, Hq, Q, W), keys (B, Hkv, K, W) int32 -> (B, Hkv, Q, K) float32 (Triton)."""
-    return _launch_group_scores(query, keys, hkv, hat_bits, HASH_BLOCK)[0]
+def _hash_group_scores(query: torch.Tensor, keys: torch.Tensor, heads: int, hat_bits: int) -> torch.Tensor:
+    """query (B, Hq, Q, W), keys (B, Hkv, K, W) int32 -> (B, heads, Q, K) float32 (Triton;
+    heads Hkv or Hq, see :func:`_launch_group_scores`)."""
+    return _launch_group_scores(query, keys, heads, hat_bits, HASH_BLOCK)[0]
 
 
 @_hash_group_scores.register_fake
-def _(query, keys, hkv, hat_bits):
-    return keys.new_empty(query.shape[0], hkv, query.shape[2], keys.shape[2], dtype=torch.float32)
+def _(query, keys, heads, hat_bits):
+    return keys.new_empty(query.shape[0], heads, query.shape[2], keys.shape[2], dtype=torch.float32)
 
 
 @torch.library.custom_op("maskgraph::hash_group_scores_hist", mutates_args=())
 def _hash_group_scores_hist(
     query: torch.Tensor,
     keys: torch.Tensor,
-    hkv: int,
+    heads: int,
     hat_bits: int,
     seg: int,
     nb: int,
@@ -391,37 +395,39 @@ def _hash_group_scores_hist(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """As ``hash_group_scores``, in programs of ``seg`` keys that also write the bounded top-k's
     histogram of their keys (``nb`` bins; the keys of the prior's runs ``exclude`` in bin 0):
-    (scores (B, Hkv, Q, K) float32, histograms (B·Hkv·Q, K / seg, nb) int32)."""
-    out, hist = _launch_group_scores(query, keys, hkv, hat_bits, seg, nb, exclude)
+    (scores (B, heads, Q, K) float32, histograms (B·heads·Q, K / seg, nb) int32)."""
+    out, hist = _launch_group_scores(query, keys, heads, hat_bits, seg, nb, exclude)
     return out, hist
 
 
 @_hash_group_scores_hist.register_fake
-def _(query, keys, hkv, hat_bits, seg, nb, exclude):
+def _(query, keys, heads, hat_bits, seg, nb, exclude):
     b, q, k = query.shape[0], query.shape[2], keys.shape[2]
-    out = keys.new_empty(b, hkv, q, k, dtype=torch.float32)
-    return out, keys.new_empty(b * hkv * q, -(-k // seg), nb, dtype=torch.int32)
+    out = keys.new_empty(b, heads, q, k, dtype=torch.float32)
+    return out, keys.new_empty(b * heads * q, -(-k // seg), nb, dtype=torch.int32)
 
 
 def hashattention_group_scores(
-    env, prep, *, weights=None, hat_bits
+    env, prep, *, weights=None, hat_bits, per_head: bool = False
 ) -> tuple[Callable[[], torch.Tensor], int, Callable[..., tuple[torch.Tensor, torch.Tensor]]] | None:
     """The max over each KV group's query heads of :func:`hashattention_sparse_scores`:
     (B, Hkv, Qc, K) float32, −inf where forbidden (the mask must be the same for every head),
     in one Triton kernel (no per-query-head scores written); None where Triton cannot run.
     Returned as a function making them (launched only where used), with a third item: the
     same scores with the bounded top-k's histograms, made by the same kernel
-    (:class:`maskgraph.sparse.ops.BlockScores` ``histogram``)."""
+    (:class:`maskgraph.sparse.ops.BlockScores` ``histogram``). ``per_head``: each query
+    head's own scores (B, Hq, Qc, K) by the same kernel (any attention mask)."""
     kw = prep["key_words"]
     if not usable(kw.device):
         return None
     qw = query_words(env, prep)
+    heads = env.Hq if per_head else env.Hkv
 
     def with_histogram(exclude: list | None, seg: int, nb: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return _hash_group_scores_hist(qw, kw, env.Hkv, hat_bits, seg, nb, exclude)
+        return _hash_group_scores_hist(qw, kw, heads, hat_bits, seg, nb, exclude)
 
     def scores() -> torch.Tensor:
-        return env.forbid(_hash_group_scores(qw, kw, env.Hkv, hat_bits))
+        return env.forbid(_hash_group_scores(qw, kw, heads, hat_bits))
 
     return scores, 1, with_histogram
 
@@ -447,6 +453,7 @@ def hashattention_group_scores(
     static_buffers=True,
     sparse_scores=hashattention_sparse_scores,
     sparse_group_scores=hashattention_group_scores,
+    sparse_head_scores=functools.partial(hashattention_group_scores, per_head=True),
     integer_scores=True,
     integer_top=lambda params: params["hat_bits"],  # agreeing bits: 0..hat_bits
 )

@@ -33,12 +33,13 @@ def _popcount32(x, HW: tl.constexpr):
 
 def hash_group_scores(
     QW, KW, OUT, HIST,
-    n_keys, n_q, hkv, g_heads, n_words, hat_bits, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
+    n_keys, n_q, hkv, g_heads, kv_div, n_words, hat_bits, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
     BLOCK: tl.constexpr, HC: tl.constexpr, NB: tl.constexpr = 0, NEX: tl.constexpr = 0,
     HW_POPC: tl.constexpr = False, PDL: tl.constexpr = False,
 ):  # fmt: skip
-    """QW (B, Hq, Q, W) int32, KW (B, Hkv, K, W) int32, OUT (B, Hkv, Q, K) float32, contiguous.
-    The group's G query heads are compared with the keys HC at a time (a power of two) as one
+    """QW (B, Hq, Q, W) int32, KW (B, Hkv / kv_div, K, W) int32, OUT (B, Hkv, Q, K) float32,
+    contiguous; ``hkv`` groups of ``g_heads`` query heads, group h reading key head h // kv_div
+    (kv_div 1: the KV groups; g_heads 1 and kv_div G: every query head its own row). The group's G query heads are compared with the keys HC at a time (a power of two) as one
     (HC, BLOCK) tile, keeping a running max (HC ≥ G for the usual groups of up to 4: each key
     word read once; larger groups read it once per HC heads, which keeps the tile's registers
     bounded). ``HW_POPC``: count bits with the GPU's popc (compiled kernels), else in SWAR
@@ -50,7 +51,7 @@ def hash_group_scores(
     qi, kvh, b = group_coords(n_q, hkv)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < n_keys
-    keys_at = KW + ((b * hkv + kvh) * n_keys + offs) * n_words
+    keys_at = KW + (((b * hkv + kvh) // kv_div) * n_keys + offs) * n_words
     best = tl.full((BLOCK,), -1, tl.int32)
     for h0 in range(0, g_heads, HC):
         g = h0 + tl.arange(0, HC)

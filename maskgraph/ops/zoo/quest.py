@@ -12,6 +12,8 @@ budget (pages = budget // page_size).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -216,28 +218,33 @@ def quest_sparse_scores(env, prep, *, page_size, label_bits) -> tuple[torch.Tens
 
 @torch.library.custom_op("maskgraph::quest_group_scores", mutates_args=())
 def _quest_group_scores(
-    queries: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, scaling: float
+    queries: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, scaling: float, heads: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """queries (B, Hq, Q, D), page bounds (B, Hkv, P, D) -> (B, Hkv, Q, P) float32 scores and
-    their bounds (B, Hkv, Q, ⌈P / block⌉, 2) int32 (``ranges`` of the Triton top-k) (Triton)."""
+    """queries (B, Hq, Q, D), page bounds (B, Hkv, P, D) -> (B, heads, Q, P) float32 scores —
+    heads = Hkv: the max over each KV group's query heads; heads = Hq: each query head's own —
+    and their bounds (B, heads, Q, ⌈P / block⌉, 2) int32 (``ranges`` of the Triton top-k)
+    (Triton)."""
     b, hq, q, d = queries.shape
     hkv, pages = lo.shape[1], lo.shape[2]
-    out = torch.empty(b, hkv, q, pages, device=lo.device, dtype=torch.float32)
-    dot = _quest_dot(queries, lo, hi)
+    out = torch.empty(b, heads, q, pages, device=lo.device, dtype=torch.float32)
+    dot = _quest_dot(queries, lo, hi, heads)
     block = _quest_block(dot)
-    grid = (b * hkv * q, -(-pages // block))
-    ranges = torch.empty(b, hkv, q, grid[1], 2, device=lo.device, dtype=torch.int32)
+    each = dot and heads == hq  # the tensor-core kernel writes each head of its group
+    groups = hkv if each else heads
+    grid = (b * groups * q, -(-pages // block))
+    ranges = torch.empty(b, heads, q, grid[1], 2, device=lo.device, dtype=torch.int32)
     args = (queries.contiguous(), lo.contiguous(), hi.contiguous(), out, ranges)
-    args += (pages, q, hkv, hq // hkv, d, scaling)
+    args += (pages, q, groups, hq // groups, groups // hkv, d, scaling)
     dim = max(16, 1 << (d - 1).bit_length())
     if dot:
-        gp = max(16, 1 << (hq // hkv - 1).bit_length())
+        gp = max(16, 1 << (hq // groups - 1).bit_length())
         jitted("maskgraph.ops.zoo.quest_kernel", "quest_group_scores_dot")[grid](
             *args,
             BLOCK=block,
             DIM=dim,
             GP=gp,
             UPCAST=interpreting() and lo.dtype == torch.bfloat16,
+            EACH_HEAD=each,
             num_warps=QUEST_WARPS,
             **pdl(lo.device, grid[0] * grid[1]),
         )
@@ -248,9 +255,12 @@ def _quest_group_scores(
     return out, ranges
 
 
-def _quest_dot(queries: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> bool:
-    """Whether the group scores take the tensor-core kernel (16-bit inputs of one dtype)."""
-    return QUEST_DOT and queries.dtype == lo.dtype == hi.dtype and lo.dtype in (torch.bfloat16, torch.float16)
+def _quest_dot(queries: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, heads: int) -> bool:
+    """Whether the scores take the tensor-core kernel: 16-bit inputs of one dtype, and KV
+    groups of more than one query head (the kernel scores a group's heads at once: a head
+    alone would fill 1 of its 16 columns)."""
+    sixteen = queries.dtype == lo.dtype == hi.dtype and lo.dtype in (torch.bfloat16, torch.float16)
+    return QUEST_DOT and sixteen and queries.shape[1] > lo.shape[1]
 
 
 def _quest_block(dot: bool) -> int:
@@ -259,21 +269,23 @@ def _quest_block(dot: bool) -> int:
 
 
 @_quest_group_scores.register_fake
-def _(queries, lo, hi, scaling):
-    b, q, (hkv, pages) = queries.shape[0], queries.shape[2], lo.shape[1:3]
-    out = lo.new_empty(b, hkv, q, pages, dtype=torch.float32)
-    blocks = -(-pages // _quest_block(_quest_dot(queries, lo, hi)))
-    return out, lo.new_empty(b, hkv, q, blocks, 2, dtype=torch.int32)
+def _(queries, lo, hi, scaling, heads):
+    b, q, pages = queries.shape[0], queries.shape[2], lo.shape[2]
+    out = lo.new_empty(b, heads, q, pages, dtype=torch.float32)
+    blocks = -(-pages // _quest_block(_quest_dot(queries, lo, hi, heads)))
+    return out, lo.new_empty(b, heads, q, blocks, 2, dtype=torch.int32)
 
 
-def quest_group_scores(env, prep, *, page_size, label_bits) -> tuple[torch.Tensor, int] | None:
+def quest_group_scores(env, prep, *, page_size, label_bits, per_head: bool = False) -> tuple | None:
     """The max over each KV group's query heads of :func:`quest_sparse_scores`: (B, Hkv, Qc, P)
     float32, −inf on pages with no allowed key (the mask must be the same for every head), in
-    one Triton kernel that reads each page's bounds once; None where Triton cannot run."""
+    one Triton kernel that reads each page's bounds once; None where Triton cannot run.
+    ``per_head``: each query head's own scores (B, Hq, Qc, P) by the same kernel (any mask)."""
     lo, hi = prep["lo"], prep["hi"]
     if not usable(lo.device):
         return None
-    scores, ranges = _quest_group_scores(env.queries, lo, hi, float(env.scaling))
+    heads = env.Hq if per_head else env.Hkv
+    scores, ranges = _quest_group_scores(env.queries, lo, hi, float(env.scaling), heads)
     ok = page_allowed(env, page_size, lo.shape[2])
     if ok is not None:
         scores = scores.masked_fill(~ok, _NEG_INF)
@@ -304,6 +316,7 @@ def expand_blocks(scores: torch.Tensor, block: int, k: int) -> torch.Tensor:
     static_buffers=True,
     sparse_scores=quest_sparse_scores,
     sparse_group_scores=quest_group_scores,
+    sparse_head_scores=functools.partial(quest_group_scores, per_head=True),
 )
 def quest(env, *, page_size, label_bits, prep) -> torch.Tensor:
     scores, block = quest_sparse_scores(env, prep, page_size=page_size, label_bits=label_bits)

@@ -14,17 +14,19 @@ from .group_kernel import group_coords
 
 def quest_group_scores(
     Q, LO, HI, OUT, RANGES,
-    n_pages, n_q, hkv, g_heads, dim, scaling,
+    n_pages, n_q, hkv, g_heads, kv_div, dim, scaling,
     BLOCK: tl.constexpr, DIM: tl.constexpr, PDL: tl.constexpr = False,
 ):  # fmt: skip
-    """Q (B, Hq, Q, D), LO/HI (B, Hkv, P, D), OUT (B, Hkv, Q, P) float32, all contiguous;
+    """Q (B, Hq, Q, D), LO/HI (B, Hkv / kv_div, P, D), OUT (B, Hkv, Q, P) float32, all
+    contiguous: ``hkv`` groups of ``g_heads`` query heads, group h reading page bounds h // kv_div
+    (kv_div 1: the KV groups; g_heads 1 and kv_div the group size: one query head a row);
     RANGES (B·Hkv·Q, ⌈P / BLOCK⌉, 2) int32: each program's score bounds (:func:`store_range`)."""
     enter(PDL)
     qi, kvh, b = group_coords(n_q, hkv)
     pages = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     d = tl.arange(0, DIM)
     inside = (pages < n_pages)[:, None] & (d < dim)[None, :]
-    at = ((b * hkv + kvh) * n_pages + pages)[:, None] * dim + d[None, :]
+    at = (((b * hkv + kvh) // kv_div) * n_pages + pages)[:, None] * dim + d[None, :]
     lo = tl.load(LO + at, mask=inside, other=0.0).to(tl.float32)
     hi = tl.load(HI + at, mask=inside, other=0.0).to(tl.float32)
     best = tl.full((BLOCK,), float("-inf"), tl.float32)
@@ -41,21 +43,24 @@ def quest_group_scores(
 
 def quest_group_scores_dot(
     Q, LO, HI, OUT, RANGES,
-    n_pages, n_q, hkv, g_heads, dim, scaling,
-    BLOCK: tl.constexpr, DIM: tl.constexpr, GP: tl.constexpr, UPCAST: tl.constexpr, PDL: tl.constexpr = False,
+    n_pages, n_q, hkv, g_heads, kv_div, dim, scaling,
+    BLOCK: tl.constexpr, DIM: tl.constexpr, GP: tl.constexpr, UPCAST: tl.constexpr,
+    EACH_HEAD: tl.constexpr = False, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """As :func:`quest_group_scores` for 16-bit queries and bounds of one dtype, on the tensor
     cores: U = relu(q)·hi + min(q, 0)·lo as two (BLOCK, D) × (D, GP) products, GP ≥ 16 ≥ the
     group's heads (the products of 16-bit numbers are exact; accumulation is float32).
-    ``UPCAST``: the products in float32, only for the interpreter (its bf16 ``tl.dot`` returns
-    garbage, Triton 3.9)."""
+    ``EACH_HEAD``: every head's own scores instead of their max, OUT (B, Hkv·G, Q, P) and
+    RANGES per head row (the bounds read once for the group; kv_div 1). ``UPCAST``: the
+    products in float32, only for the interpreter (its bf16 ``tl.dot`` returns garbage, Triton
+    3.9)."""
     enter(PDL)
     qi, kvh, b = group_coords(n_q, hkv)
     pages = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     d = tl.arange(0, DIM)
     g = tl.arange(0, GP)
     inside = (pages < n_pages)[:, None] & (d < dim)[None, :]
-    at = ((b * hkv + kvh) * n_pages + pages)[:, None] * dim + d[None, :]
+    at = (((b * hkv + kvh) // kv_div) * n_pages + pages)[:, None] * dim + d[None, :]
     lo = tl.load(LO + at, mask=inside, other=0.0)
     hi = tl.load(HI + at, mask=inside, other=0.0)
     heads = (b * hkv * g_heads + kvh * g_heads + g) * n_q + qi
@@ -66,11 +71,18 @@ def quest_group_scores_dot(
         lo, hi, q = lo.to(tl.float32), hi.to(tl.float32), q.to(tl.float32)
     u = tl.dot(hi, tl.maximum(q, 0.0).to(hi.dtype), input_precision="ieee")
     u = tl.dot(lo, tl.minimum(q, 0.0).to(lo.dtype), acc=u, input_precision="ieee")
-    best = tl.max(tl.where((g < g_heads)[None, :], u, float("-inf")), 1)
-    out = OUT + ((b * hkv + kvh) * n_q + qi) * n_pages + pages
-    score = best * scaling
-    tl.store(out, score, mask=pages < n_pages)
-    store_range(RANGES, tl.program_id(0) * tl.num_programs(1) + tl.program_id(1), score, pages < n_pages)
+    if EACH_HEAD:
+        for j in range(0, g_heads):
+            score = tl.sum(tl.where((g == j)[None, :], u, 0.0), 1) * scaling
+            row = ((b * hkv + kvh) * g_heads + j) * n_q + qi
+            tl.store(OUT + row * n_pages + pages, score, mask=pages < n_pages)
+            store_range(RANGES, row * tl.num_programs(1) + tl.program_id(1), score, pages < n_pages)
+    else:
+        best = tl.max(tl.where((g < g_heads)[None, :], u, float("-inf")), 1)
+        out = OUT + ((b * hkv + kvh) * n_q + qi) * n_pages + pages
+        score = best * scaling
+        tl.store(out, score, mask=pages < n_pages)
+        store_range(RANGES, tl.program_id(0) * tl.num_programs(1) + tl.program_id(1), score, pages < n_pages)
 
 
 def quest_page_update(
