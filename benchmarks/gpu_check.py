@@ -33,13 +33,14 @@ from maskgraph.ops.zoo import quest  # noqa: E402
 from maskgraph.sparse import topk as triton_topk  # noqa: E402
 
 
-def plain_hash_scores(qw: torch.Tensor, kw: torch.Tensor, bits: int) -> torch.Tensor:
-    """(B, Hkv, Q, K) float32: bits − differing bits, the max over each KV group's heads."""
+def plain_hash_scores(qw: torch.Tensor, kw: torch.Tensor, bits: int, per_head: bool = False) -> torch.Tensor:
+    """(B, Hkv, Q, K) float32: bits − differing bits, the max over each KV group's heads
+    (``per_head``: (B, Hq, Q, K), each query head's own)."""
     b, hq, q, nw = qw.shape
     hkv, k = kw.shape[1], kw.shape[2]
     x = (qw.view(b, hkv, hq // hkv, q, 1, nw) ^ kw.view(b, hkv, 1, 1, k, nw)).long() & 0xFFFFFFFF
-    differ = sum((x >> i) & 1 for i in range(32)).sum(-1)
-    return (bits - differ).amax(2).float()
+    agree = bits - sum((x >> i) & 1 for i in range(32)).sum(-1)
+    return (agree.view(b, hq, q, k) if per_head else agree.amax(2)).float()
 
 
 def check_hash(device: torch.device) -> bool:
@@ -60,12 +61,14 @@ def check_hash(device: torch.device) -> bool:
         if bits % 32:
             qw[..., -1] &= (1 << (bits % 32)) - 1
             kw[..., -1] &= (1 << (bits % 32)) - 1
-        got = ha._hash_group_scores(qw.to(device), kw.to(device), hkv, bits).cpu()
-        same = torch.equal(got, plain_hash_scores(qw, kw, bits))
-        ok &= same
-        print(
-            f"hash group scores B={b} Hq={hq} Hkv={hkv} Q={q} K={k} bits={bits}: {'ok' if same else 'MISMATCH'}"
-        )
+        for heads in (hkv, hq):  # grouped, then one query head a row (gqa="per_head")
+            got = ha._hash_group_scores(qw.to(device), kw.to(device), heads, bits).cpu()
+            same = torch.equal(got, plain_hash_scores(qw, kw, bits, per_head=heads == hq))
+            ok &= same
+            print(
+                f"hash scores B={b} Hq={hq} Hkv={hkv} rows of {hq // heads} heads Q={q} K={k} "
+                f"bits={bits}: {'ok' if same else 'MISMATCH'}"
+            )
     return ok
 
 
@@ -113,13 +116,18 @@ def check_score_ranges(device: torch.device) -> bool:
         queries = torch.randn(b, hq, q, d, generator=gen).to(device, dtype)
         lo = torch.randn(b, hkv, pages, d, generator=gen).to(device, dtype)
         hi = lo + torch.rand(b, hkv, pages, d, generator=gen).to(device, dtype)
-        scores, ranges = quest._quest_group_scores(queries, lo, hi, d**-0.5)
-        block = quest._quest_block(quest._quest_dot(queries, lo, hi))
+        scores, ranges = quest._quest_group_scores(queries, lo, hi, d**-0.5, hkv)
+        block = quest._quest_block(quest._quest_dot(queries, lo, hi, hkv))
         tight = torch.equal(ranges.cpu().long(), block_ranges(scores.cpu(), block))
         same = same_selection(scores, pages // 10, ranges=ranges)
-        ok &= tight and same
+        own, own_ranges = quest._quest_group_scores(queries, lo, hi, d**-0.5, hq)  # per head
+        heads = max_of_heads(
+            own, scores, own_ranges, quest._quest_block(quest._quest_dot(queries, lo, hi, hq))
+        )
+        ok &= tight and same and heads
         print(
-            f"quest ranges P={pages} {dtype}: bounds {'ok' if tight else 'MISMATCH'}, top-k {'ok' if same else 'MISMATCH'}"
+            f"quest ranges P={pages} {dtype}: bounds {'ok' if tight else 'MISMATCH'}, top-k "
+            f"{'ok' if same else 'MISMATCH'}, per head {'ok' if heads else 'MISMATCH'}"
         )
     for k, g in [(131072, 4), (8195, 3)]:
         nw, bits = 2, 4
@@ -133,11 +141,25 @@ def check_score_ranges(device: torch.device) -> bool:
         block = ds._ds_block(1 << (g - 1).bit_length())
         tight = torch.equal(ranges.cpu().long(), block_ranges(scores.cpu(), block))
         same = same_selection(scores, k // 10, ranges=ranges)
-        ok &= tight and same
+        own, own_ranges = ds._ds_group_scores(
+            q_lab.view(b, hkv * g, q, -1), words, lo, step, q, bits, d**-0.5
+        )
+        heads = max_of_heads(own, scores, own_ranges, ds._ds_block(1))
+        ok &= tight and same and heads
         print(
-            f"double sparsity ranges K={k} G={g}: bounds {'ok' if tight else 'MISMATCH'}, top-k {'ok' if same else 'MISMATCH'}"
+            f"double sparsity ranges K={k} G={g}: bounds {'ok' if tight else 'MISMATCH'}, top-k "
+            f"{'ok' if same else 'MISMATCH'}, per head {'ok' if heads else 'MISMATCH'}"
         )
     return ok
+
+
+def max_of_heads(own: torch.Tensor, grouped: torch.Tensor, ranges: torch.Tensor, block: int) -> bool:
+    """Per-head kernel scores (B, Hq, Q, N) whose max over each KV group is the grouped
+    kernel's (B, Hkv, Q, N) to float32 rounding, with their own per-block bounds."""
+    b, hkv, q, n = grouped.shape
+    top = own.view(b, hkv, -1, q, n).amax(2)
+    close = torch.allclose(top, grouped, rtol=1e-5, atol=1e-5)
+    return close and torch.equal(ranges.cpu().long(), block_ranges(own.cpu(), block))
 
 
 #: (B, Q, K, heavy) of :func:`check_select_attend`: 8K (8 segments), 32K + 5 (33), 128K + 77

@@ -164,7 +164,7 @@ def quest_rows(b: int, hq: int, hkv: int, pages: int, d: int, device, args) -> l
             (
                 f"quest_group_scores{' dot' if dot else ''} BLOCK={block} warps={warps}",
                 lambda settings=settings: with_settings(
-                    quest, settings, lambda: _quest_group_scores(q, lo, hi, 1.0)
+                    quest, settings, lambda: _quest_group_scores(q, lo, hi, 1.0, lo.shape[1])
                 ),
             )
         )
