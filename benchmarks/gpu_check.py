@@ -117,13 +117,11 @@ def check_score_ranges(device: torch.device) -> bool:
         lo = torch.randn(b, hkv, pages, d, generator=gen).to(device, dtype)
         hi = lo + torch.rand(b, hkv, pages, d, generator=gen).to(device, dtype)
         scores, ranges = quest._quest_group_scores(queries, lo, hi, d**-0.5, hkv)
-        block = quest._quest_block(quest._quest_dot(queries, lo, hi, hkv))
+        block = quest._quest_block(quest._quest_dot(queries, lo, hi))
         tight = torch.equal(ranges.cpu().long(), block_ranges(scores.cpu(), block))
         same = same_selection(scores, pages // 10, ranges=ranges)
         own, own_ranges = quest._quest_group_scores(queries, lo, hi, d**-0.5, hq)  # per head
-        heads = max_of_heads(
-            own, scores, own_ranges, quest._quest_block(quest._quest_dot(queries, lo, hi, hq))
-        )
+        heads = max_of_heads(own, scores, own_ranges, quest._quest_block(quest._quest_dot(queries, lo, hi)))
         ok &= tight and same and heads
         print(
             f"quest ranges P={pages} {dtype}: bounds {'ok' if tight else 'MISMATCH'}, top-k "

@@ -479,7 +479,7 @@ def test_head_scores_are_each_heads_own(op, dtype, shape, tmp_path):
     if op != "hashattention":  # the kernel's bounds hold every finite score of its block
         ranges = made[3]
         if op == "quest":  # 16-bit and G > 1: the tensor-core form, each head of a group
-            kernel_block = quest._quest_block(quest._quest_dot(queries, prep["lo"], prep["hi"], hq))
+            kernel_block = quest._quest_block(quest._quest_dot(queries, prep["lo"], prep["hi"]))
         else:
             kernel_block = ds._ds_block(1)
         kept = block_ranges(own, kernel_block)

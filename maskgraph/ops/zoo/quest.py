@@ -227,7 +227,7 @@ def _quest_group_scores(
     b, hq, q, d = queries.shape
     hkv, pages = lo.shape[1], lo.shape[2]
     out = torch.empty(b, heads, q, pages, device=lo.device, dtype=torch.float32)
-    dot = _quest_dot(queries, lo, hi, heads)
+    dot = _quest_dot(queries, lo, hi)
     block = _quest_block(dot)
     each = dot and heads == hq  # the tensor-core kernel writes each head of its group
     groups = hkv if each else heads
@@ -255,7 +255,7 @@ def _quest_group_scores(
     return out, ranges
 
 
-def _quest_dot(queries: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, heads: int) -> bool:
+def _quest_dot(queries: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> bool:
     """Whether the scores take the tensor-core kernel: 16-bit inputs of one dtype, and KV
     groups of more than one query head (the kernel scores a group's heads at once: a head
     alone would fill 1 of its 16 columns)."""
@@ -272,7 +272,7 @@ def _quest_block(dot: bool) -> int:
 def _(queries, lo, hi, scaling, heads):
     b, q, pages = queries.shape[0], queries.shape[2], lo.shape[2]
     out = lo.new_empty(b, heads, q, pages, dtype=torch.float32)
-    blocks = -(-pages // _quest_block(_quest_dot(queries, lo, hi, heads)))
+    blocks = -(-pages // _quest_block(_quest_dot(queries, lo, hi)))
     return out, lo.new_empty(b, heads, q, blocks, 2, dtype=torch.int32)
 
 
