@@ -14,7 +14,11 @@ ten back-to-back calls (common.CALLS_PER_GRAPH):
 * ``small`` (not by default): top-k over short rows (Quest's pages, an 8K context's keys) by
   each one-program kernel and by the segments, to place ``SMALL_MAX``;
 * ``gather``: ``fused_gather_attention`` over random lists of 2 % and 10 % of K for a few
-  (BLOCK_N, programs, warps) settings, against flash SDPA over all K.
+  (BLOCK_N, programs, warps) settings, against flash SDPA over all K;
+* ``forms`` (not by default): the same number of keys read in each form the kernel takes —
+  int32 key lists (sorted, shuffled), random pages of 16 keys as key lists, as page entries,
+  with the top-k's values, with the sink and window runs — one selection a KV head (shared)
+  and one a query head (per head), for each of the gather settings, against flash SDPA.
 
 Prints a table last and writes kernels.json to $OUT (or the current folder).
 """
@@ -231,6 +235,68 @@ def gather_rows(b: int, hq: int, hkv: int, kk: int, d: int, density: float, devi
     return rows
 
 
+def forms_rows(b: int, hq: int, hkv: int, kk: int, d: int, density: float, device, args) -> list[dict]:
+    """``fused_gather_attention`` over one share of K in each selection form, shared and per head."""
+    gen = torch.Generator(device=device).manual_seed(b)
+    q = torch.randn(b, hq, 1, d, device=device, dtype=torch.bfloat16, generator=gen)
+    k = torch.randn(b, hkv, kk, d, device=device, dtype=torch.bfloat16, generator=gen)
+    v = torch.randn_like(k)
+    page = 16
+    with flash_sdpa():
+        dense, _ = graph_ms(
+            lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True), device, args.warmup, args.reps
+        )
+    rows = [
+        dict(kernel="forms", variant="flash SDPA (all K)", B=b, rows=b * hkv, N=kk, k=kk, ms=dense, x_ref=1.0)
+    ]
+    sink, window = 4, 64
+    runs = ((0, sink, 0, sink, 0), (kk - window, window, kk - window, kk, 0))
+    for hsel, gqa in ((hkv, "shared"), (hq, "per_head")):
+        n = max(1, int(density * kk))
+        npages = max(1, n // page)
+
+        def pick(count: int, total: int) -> torch.Tensor:
+            return torch.rand(b, hsel, 1, total, device=device, generator=gen).topk(count, dim=-1).indices
+
+        keys = pick(n, kk).sort(-1).values
+        shuffled = keys[..., torch.randperm(n, device=device, generator=gen)]
+        pages = pick(npages, kk // page).sort(-1).values
+        expanded = (pages[..., None] * page + torch.arange(page, device=device)).flatten(-2)
+        vals = torch.zeros(pages.shape, device=device)
+        forms = {
+            "keys sorted (int32 list)": keys.int(),
+            "keys shuffled (int32 list)": shuffled.int(),
+            "pages as a key list": expanded.int(),
+            "pages": fused.Selection((), pages, None, page, hsel),
+            "pages + values": fused.Selection((), pages, vals, page, hsel),
+            "pages + values + 2 runs": fused.Selection(runs, pages, vals, page, hsel),
+            "2 runs alone": fused.Selection(runs, None, None, 1, hsel),
+        }
+        for name, sel in forms.items():
+            for block, programs, warps, stages in args.gather_configs:
+                settings = dict(BLOCK_N=block, TARGET_PROGRAMS=programs, NUM_WARPS=warps, NUM_STAGES=stages)
+                fn = lambda sel=sel: fused.fused_gather_attention(q, k, v, None, d**-0.5, sel, None, q.dtype)  # noqa: E731
+                ms, _ = with_settings(
+                    fused, settings, lambda fn=fn: graph_ms(fn, device, args.warmup, args.reps)
+                )
+                width = sel.shape[-1] if isinstance(sel, torch.Tensor) else sel.width
+                rows.append(
+                    dict(
+                        kernel=f"forms {gqa}",
+                        variant=f"{name}; {block}x{programs}x{warps}x{stages or '-'}",
+                        B=b,
+                        rows=b * hsel,
+                        N=kk,
+                        k=width,
+                        ms=ms,
+                        x_ref=ms / dense,
+                    )
+                )
+    for row in rows:
+        row["ref"] = "SDPA"
+    return rows
+
+
 def parse_config(text: str) -> tuple[int, int, int, int | None]:
     """'64x528x4' or '64x528x4x3' -> (keys per step, programs, warps, stages or None)."""
     try:
@@ -258,14 +324,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
             parse_config(c) for c in ("64x528x4x2", "64x528x4x3", "64x528x4x1", "32x1056x4x2", "128x264x8x2")
         ],
         metavar="BxPxW[xS]",
-        help="gather_decode settings: keys per step x programs aimed for x warps [x pipelining stages; "
-        "none: Triton's default]; the first default is the shipped one",
+        help="gather_decode settings (the gather and forms parts): keys per step x programs aimed for x "
+        "warps [x pipelining stages; none: Triton's default]; the first default is the shipped one",
     )
     ap.add_argument(
         "--parts",
         nargs="*",
         default=["topk", "gather", "quest_scores"],
-        choices=["topk", "gather", "quest_scores", "small"],
+        choices=["topk", "gather", "quest_scores", "small", "forms"],
         help="which kernels to time",
     )
     ap.add_argument(
@@ -294,6 +360,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 rows += topk_rows(b, hkv, kk // 16, density, device, args)
             if "gather" in args.parts:
                 rows += gather_rows(b, hq, hkv, kk, d, density, device, args)
+            if "forms" in args.parts:
+                rows += forms_rows(b, hq, hkv, kk, d, density, device, args)
         if "quest_scores" in args.parts:
             rows += quest_rows(b, hq, hkv, kk // 16, d, device, args)
         if "small" in args.parts:

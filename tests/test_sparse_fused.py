@@ -152,6 +152,8 @@ SELECTIONS = [
     (1, 6, 2, 2, 41, 16, 3, [(0, 41, -5, 3, 1)]),
     (2, 4, 4, 5, 5, 1, 5, [(0, 2, 0, 2, 0), (0, 5, -2, 1, 1)]),
     (1, 4, 1, 2, 130, 8, 17, []),
+    # a sink longer than a program's piece (BLOCK_N = 64): the run ends past the program's end
+    (1, 4, 2, 1, 300, 4, 10, [(0, 100, 0, 100, 0), (250, 50, 250, 300, 0)]),
 ]
 
 
@@ -164,6 +166,27 @@ def test_kernel_reads_runs_and_listed_entries(case, per_head, with_vals):
     """gather_decode reading runs and the top-k's own (idx, vals) — pages expanded, keys of
     earlier runs and of any run dropped — against float64 attention over the same keys listed
     one by one."""
+    check_runs_and_listed(case, per_head, with_vals)
+
+
+@pytest.mark.parametrize("case", SELECTIONS[:3] + SELECTIONS[-1:], ids=lambda c: f"K{c[4]}runs{len(c[7])}")
+def test_kernel_reads_with_wide_offsets(case, monkeypatch):
+    """64-bit key offsets (WIDE, chosen for caches whose slab passes 2**31 elements): the
+    same keys."""
+    monkeypatch.setattr(fused, "_wide", lambda keys, values: True)
+    check_runs_and_listed(case, True, True)
+
+
+def test_wide_offsets_chosen_by_the_cache_slab():
+    """64-bit offsets exactly where K · (the key stride) reaches 2**31: a (B, K, H, D) cache
+    of 2M keys, 8 heads of 128 (stride 1024) needs them; the (B, H, K, D) layout does not."""
+    keys = torch.empty(1, 2**21, 8, 128, device="meta").transpose(1, 2)
+    assert fused._wide(keys, keys)
+    assert not fused._wide(keys.contiguous(), keys.contiguous())
+    assert not fused._wide(keys[:, :, : 2**21 - 1], keys.contiguous()[:, :, : 2**21 - 1])
+
+
+def check_runs_and_listed(case, per_head: bool, with_vals: bool) -> None:
     b, hq, hkv, nq, nk, page, n, runs = case
     gen = torch.Generator().manual_seed(hash(case[:7]) % 10_000 + per_head)
     heads = hq if per_head else hkv

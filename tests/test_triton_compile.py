@@ -36,7 +36,7 @@ GATHER = (
         "sab sah saq sak hsel qc hkv g_heads d_real r0s r0n r0lo r0hi r0sl r1s r1n r1lo r1hi r1sl"
     )
     + " HAS_AM:constexpr UPCAST:constexpr GP:constexpr BLOCK:constexpr DP:constexpr NR:constexpr "
-    "PAGE:constexpr HAS_VALS:constexpr"
+    "PAGE:constexpr HAS_VALS:constexpr WIDE:constexpr"
 )
 
 SELECT_ATTEND = (
@@ -51,7 +51,8 @@ SELECT_ATTEND = (
     + " "
     + I32("r0s r0n r0lo r0hi r0sl r1s r1n r1lo r1hi r1sl")
     + " SEG:constexpr NB:constexpr SP:constexpr CHOOSE:constexpr NEX:constexpr HAS_AM:constexpr "
-    "UPCAST:constexpr GP:constexpr BLOCK:constexpr DP:constexpr NR:constexpr PARTS:constexpr"
+    "UPCAST:constexpr GP:constexpr BLOCK:constexpr DP:constexpr NR:constexpr PARTS:constexpr "
+    "WIDE:constexpr"
 )
 
 KERNELS = [
@@ -185,21 +186,29 @@ KERNELS = [
             "NR": 2,
             "PAGE": 16,
             "HAS_VALS": True,
+            "WIDE": False,
         },
+    ),
+    (  # 64-bit key offsets
+        "maskgraph.sparse.fused_kernel",
+        "gather_decode",
+        GATHER,
+        {"HAS_AM": True, "UPCAST": False, "GP": 16, "BLOCK": 64, "DP": 128, "NR": 2}
+        | {"PAGE": 16, "HAS_VALS": True, "WIDE": True},
     ),
     (  # HashAttention's bounded top-k made while attending, the bin chosen in each program
         "maskgraph.sparse.fused_kernel",
         "select_attend",
         SELECT_ATTEND,
         {"SEG": 1024, "NB": 64, "SP": 8, "CHOOSE": True, "NEX": 2, "HAS_AM": False, "UPCAST": False}
-        | {"GP": 16, "BLOCK": 64, "DP": 128, "NR": 2, "PARTS": 1},
+        | {"GP": 16, "BLOCK": 64, "DP": 128, "NR": 2, "PARTS": 1, "WIDE": False},
     ),
     (  # the bin from select_choose, an attention mask, no runs
         "maskgraph.sparse.fused_kernel",
         "select_attend",
         SELECT_ATTEND,
         {"SEG": 2048, "NB": 64, "SP": 64, "CHOOSE": False, "NEX": 0, "HAS_AM": True, "UPCAST": False}
-        | {"GP": 16, "BLOCK": 64, "DP": 128, "NR": 0, "PARTS": 2},
+        | {"GP": 16, "BLOCK": 64, "DP": 128, "NR": 0, "PARTS": 2, "WIDE": True},
     ),
     (
         "maskgraph.sparse.fused_kernel",

@@ -23,7 +23,10 @@ from ..triton_util import interpreting, jitted, pdl, triton_installed
 from .indexset import BoundedTopk, Part, expand_heads
 
 NEG_INF = float("-inf")
-#: Listed keys per loop step of ``gather_decode``.
+#: Listed keys per loop step of ``gather_decode``. 32 for short rows (B=1 8K, 8 rows of 819
+#: keys: 208 programs instead of 104) read them faster alone (gather and merge 7 against 10
+#: µs) but lost inside the call (Quest 14.9 against 12.3 µs, HashAttention 15.4 / 15.0; H200,
+#: runs 90–91).
 BLOCK_N = 64
 #: Programs aimed for per launch (four per streaming multiprocessor of an H100), twice that
 #: from MANY_ROWS rows on (benchmarks/kernels.py, run 17: B=8 at 10 % 0.20 -> 0.16 ms; B=1
@@ -236,6 +239,12 @@ def _partials(rows: int, splits: int, g: int, d: int, device: torch.device) -> t
     return acc, m, torch.empty_like(m)
 
 
+def _wide(keys: torch.Tensor, values: torch.Tensor) -> bool:
+    """Whether a key's element offset in its (batch, head) slab may pass 2**31 (the kernels
+    then compute 64-bit offsets; 32-bit ones keep their programs from spilling registers)."""
+    return keys.shape[2] * max(keys.stride(2), values.stride(2), 1) >= 2**31
+
+
 def _run_args(sel: Selection) -> list[int]:
     """The kernels' ten run scalars: (start, length, lo, hi, slope) per run, zeros past NR."""
     runs = [(int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in sel.runs]
@@ -287,6 +296,7 @@ def _gather(queries, keys, values, attention_mask, scaling, sel: Selection) -> t
         HAS_AM=attention_mask is not None,
         UPCAST=interpreting() and keys.dtype == torch.bfloat16,
         GP=gp, BLOCK=BLOCK_N, DP=dp, NR=len(sel.runs), PAGE=sel.page, HAS_VALS=vals is not None,
+        WIDE=_wide(keys, values),
         num_warps=NUM_WARPS, **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
         **pdl(queries.device, rows * splits),
     )  # fmt: skip
@@ -339,6 +349,7 @@ def _select_attend(
         SEG=seg, NB=nb, SP=sp, CHOOSE=choose, NEX=nex, HAS_AM=attention_mask is not None,
         UPCAST=interpreting() and keys.dtype == torch.bfloat16, GP=max(16, 1 << (g - 1).bit_length()),
         BLOCK=BLOCK_N, DP=max(16, 1 << (d - 1).bit_length()), NR=len(sel.runs), PARTS=parts,
+        WIDE=_wide(keys, values),
         num_warps=NUM_WARPS, **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
         **pdl(queries.device, rows * splits),
     )  # fmt: skip

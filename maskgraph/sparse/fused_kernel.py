@@ -21,7 +21,7 @@ def gather_decode(
     r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl,
     HAS_AM: tl.constexpr, UPCAST: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr,
     DP: tl.constexpr, NR: tl.constexpr = 0, PAGE: tl.constexpr = 1, HAS_VALS: tl.constexpr = False,
-    PDL: tl.constexpr = False,
+    WIDE: tl.constexpr = False, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """One program per (row, split): online softmax over its piece of the row's keys (see
     :func:`_keys` for what the n virtual entries of a row are)."""
@@ -42,7 +42,7 @@ def gather_decode(
         split * blocks_per_split * BLOCK, blocks_per_split, n, n_keys,
         r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl,
         q, K, V, AM, m, den, acc, b, kvh, hq, qi, gmask, d, dmask, scale,
-        skb, skh, skk, svb, svh, svk, sab, sah, saq, sak, HAS_AM, UPCAST, BLOCK, NR, PAGE, HAS_VALS,
+        skb, skh, skk, svb, svh, svk, sab, sah, saq, sak, HAS_AM, UPCAST, BLOCK, NR, PAGE, HAS_VALS, WIDE,
     )  # fmt: skip
     _store_partial(
         ACC, M, L, (row * tl.num_programs(1) + split) * g_heads, m, den, acc, gmask, d, dmask, d_real, GP
@@ -74,9 +74,15 @@ def _group_queries(
 def _attend(
     q, K, V, AM, rows, valid, m, den, acc, b, kvh, hq, qi, gmask, d, dmask, scale,
     skb, skh, skk, svb, svh, svk, sab, sah, saq, sak, HAS_AM: tl.constexpr, UPCAST: tl.constexpr,
+    WIDE: tl.constexpr,
 ):  # fmt: skip
-    """One block of keys ``rows`` (kept where ``valid``) into the online softmax (m, den, acc)
-    of the group's queries ``q``: the updated (m, den, acc)."""
+    """One block of keys ``rows`` int32 (kept where ``valid``) into the online softmax (m, den,
+    acc) of the group's queries ``q``: the updated (m, den, acc). ``WIDE``: a key's offset
+    in its (batch, head) slab, rows · skk, may pass 2**31 (64-bit offsets then)."""
+    # 32-bit offsets otherwise: 64-bit ones spilled registers at 4 warps (Quest's pages with
+    # runs: 216–704 bytes of stack, sm_90)
+    if WIDE:
+        rows = rows.to(tl.int64)
     # masked lanes are never read, whatever they hold: no select (tl.where(valid, idx, 0)
     # here broke Triton 3.6's layout pass on sm_90 once the validity came from VALS)
     k = tl.load(
@@ -133,21 +139,38 @@ def _keys(
     IDX, VALS, offs, n, n_keys, qi, r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl,
     NR: tl.constexpr, PAGE: tl.constexpr, HAS_VALS: tl.constexpr,
 ):  # fmt: skip
-    """(key positions int64, valid) of a row's virtual entries ``offs`` out of n: the first
+    """(key positions int32, valid) of a row's virtual entries ``offs`` out of n: the first
     r0n are the run r0s … r0s + r0n − 1, the next r1n the run r1s …, (NR of those runs), then
     the listed entries, PAGE keys each: entry e covers IDX[e]·PAGE … IDX[e]·PAGE + PAGE − 1,
     kept where VALS[e] > −inf (IDX[e] ≥ 0 without HAS_VALS). A run's key is valid inside its
     (lo, hi, slope) run and outside the runs before it; a listed key below n_keys and outside
-    every run."""
+    every run. Positions are int32 (n_keys < 2**31)."""
     before = 0
     if NR >= 1:
         before += r0n
     if NR >= 2:
         before += r1n
-    o = offs - before
-    listed = (o >= 0) & (offs < n)
+    j, kept = _listed_keys(
+        IDX, VALS, offs - before, n - before, n_keys, qi, r0lo, r0hi, r0sl, r1lo, r1hi, r1sl, NR, PAGE, HAS_VALS
+    )  # fmt: skip
+    if NR >= 1:
+        in_runs = offs < before
+        jr, kr = _run_keys(offs, before, qi, r0s, r0n, r0lo, r0hi, r0sl, r1s, r1lo, r1hi, r1sl, NR)
+        j = tl.where(in_runs, jr, j)
+        kept = tl.where(in_runs, kr, kept)
+    return j, kept
+
+
+@triton.jit
+def _listed_keys(
+    IDX, VALS, o, n_listed, n_keys, qi, r0lo, r0hi, r0sl, r1lo, r1hi, r1sl,
+    NR: tl.constexpr, PAGE: tl.constexpr, HAS_VALS: tl.constexpr,
+):  # fmt: skip
+    """(key positions int32, valid) of listed entries ``o`` (keys of the entries, PAGE a
+    listed entry; valid for 0 ≤ o < n_listed): see :func:`_keys`."""
+    listed = (o >= 0) & (o < n_listed)
     e = o // PAGE
-    idx = tl.load(IDX + e, mask=listed, other=-1).to(tl.int64)
+    idx = tl.load(IDX + e, mask=listed, other=-1).to(tl.int32)
     if HAS_VALS:
         kept = listed & (tl.load(VALS + e, mask=listed, other=float("-inf")) > float("-inf"))
     else:
@@ -159,16 +182,25 @@ def _keys(
         kept = kept & (j < n_keys)
     if NR >= 1:
         kept = kept & ~_in_run(j, r0lo, r0hi, r0sl, qi)
-        in0 = offs < r0n
-        j0 = (r0s + offs).to(tl.int64)
-        j = tl.where(in0, j0, j)
-        kept = tl.where(in0, _in_run(j0, r0lo, r0hi, r0sl, qi), kept)
+    if NR >= 2:
+        kept = kept & ~_in_run(j, r1lo, r1hi, r1sl, qi)
+    return j, kept
+
+
+@triton.jit
+def _run_keys(
+    offs, n_runs, qi, r0s, r0n, r0lo, r0hi, r0sl, r1s, r1lo, r1hi, r1sl, NR: tl.constexpr
+):  # fmt: skip
+    """(key positions int32, valid) of run entries ``offs`` (valid for offs < n_runs, the
+    runs' total length): see :func:`_keys`."""
+    j0 = r0s + offs
+    kept = (offs < r0n) & (offs < n_runs) & _in_run(j0, r0lo, r0hi, r0sl, qi)
+    j = j0
     if NR >= 2:
         o1 = offs - r0n
-        in1 = (o1 >= 0) & (o1 < r1n)
-        j1 = (r1s + o1).to(tl.int64)
+        in1 = (o1 >= 0) & (offs < n_runs)
+        j1 = r1s + o1
         ok1 = _in_run(j1, r1lo, r1hi, r1sl, qi) & ~_in_run(j1, r0lo, r0hi, r0sl, qi)
-        kept = kept & ~(listed & _in_run(j, r1lo, r1hi, r1sl, qi))
         j = tl.where(in1, j1, j)
         kept = tl.where(in1, ok1, kept)
     return j, kept
@@ -181,7 +213,7 @@ def _attend_entries(
     q, K, V, AM, m, den, acc, b, kvh, hq, qi, gmask, d, dmask, scale,
     skb, skh, skk, svb, svh, svk, sab, sah, saq, sak,
     HAS_AM: tl.constexpr, UPCAST: tl.constexpr, BLOCK: tl.constexpr, NR: tl.constexpr,
-    PAGE: tl.constexpr, HAS_VALS: tl.constexpr,
+    PAGE: tl.constexpr, HAS_VALS: tl.constexpr, WIDE: tl.constexpr,
 ):  # fmt: skip
     """The online softmax (m, den, acc) carried over ``blocks`` blocks of BLOCK of a row's n
     virtual entries from entry ``first`` on (:func:`_keys`; IDX and VALS at the row's list)."""
@@ -193,7 +225,7 @@ def _attend_entries(
         )  # fmt: skip
         m, den, acc = _attend(
             q, K, V, AM, idx, valid, m, den, acc, b, kvh, hq, qi, gmask, d, dmask, scale,
-            skb, skh, skk, svb, svh, svk, sab, sah, saq, sak, HAS_AM, UPCAST,
+            skb, skh, skk, svb, svh, svk, sab, sah, saq, sak, HAS_AM, UPCAST, WIDE,
         )  # fmt: skip
     return m, den, acc
 
@@ -207,7 +239,8 @@ def select_attend(
     r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl,
     SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, CHOOSE: tl.constexpr, NEX: tl.constexpr,
     HAS_AM: tl.constexpr, UPCAST: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr,
-    DP: tl.constexpr, NR: tl.constexpr = 0, PARTS: tl.constexpr = 1, PDL: tl.constexpr = False,
+    DP: tl.constexpr, NR: tl.constexpr = 0, PARTS: tl.constexpr = 1, WIDE: tl.constexpr = False,
+    PDL: tl.constexpr = False,
 ):  # fmt: skip
     """The bounded top-k's write and the gather-attention in one launch, one program per
     (row, split). Rows are (batch, KV head, query) of the grouped scores S (rows, n_keys)
@@ -255,18 +288,17 @@ def select_attend(
             e = e0 + tl.arange(0, BLOCK)
             valid = e < count
             slot = tl.where(e < nup, at + e, above + cat + e - nup)
-            rows = tl.load(slots + slot, mask=valid, other=0).to(tl.int64)
-
+            rows = tl.load(slots + slot, mask=valid, other=0)
             m, den, acc = _attend(
                 q, K, V, AM, rows, valid, m, den, acc, b, kvh, hq, qi, gmask, d, dmask, scale,
-                skb, skh, skk, svb, svh, svk, sab, sah, saq, sak, HAS_AM, UPCAST,
+                skb, skh, skk, svb, svh, svk, sab, sah, saq, sak, HAS_AM, UPCAST, WIDE,
             )  # fmt: skip
     else:
         m, den, acc = _attend_entries(
             LIST, LIST, (split - nseg * PARTS) * blocks_per_run_split * BLOCK, blocks_per_run_split,
             runs_n, n_keys, r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl,
             q, K, V, AM, m, den, acc, b, kvh, hq, qi, gmask, d, dmask, scale,
-            skb, skh, skk, svb, svh, svk, sab, sah, saq, sak, HAS_AM, UPCAST, BLOCK, NR, 1, False,
+            skb, skh, skk, svb, svh, svk, sab, sah, saq, sak, HAS_AM, UPCAST, BLOCK, NR, 1, False, WIDE,
         )  # fmt: skip
     _store_partial(
         ACC, M, L, (row * tl.num_programs(1) + split) * g_heads, m, den, acc, gmask, d, dmask, d_real, GP
