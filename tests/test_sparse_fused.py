@@ -154,6 +154,9 @@ SELECTIONS = [
     (1, 4, 1, 2, 130, 8, 17, []),
     # a sink longer than a program's piece (BLOCK_N = 64): the run ends past the program's end
     (1, 4, 2, 1, 300, 4, 10, [(0, 100, 0, 100, 0), (250, 50, 250, 300, 0)]),
+    # pages of 6 keys (not a power of two: one load a key) and of 16 after 70 run keys
+    (1, 4, 2, 2, 200, 6, 9, [(0, 4, 0, 4, 0), (190, 10, 189, 199, 1)]),
+    (2, 4, 2, 1, 700, 16, 9, [(0, 6, 0, 6, 0), (636, 64, 636, 700, 0)]),
 ]
 
 
@@ -171,10 +174,21 @@ def test_kernel_reads_runs_and_listed_entries(case, per_head, with_vals):
 
 @pytest.mark.parametrize("case", SELECTIONS[:3] + SELECTIONS[-1:], ids=lambda c: f"K{c[4]}runs{len(c[7])}")
 def test_kernel_reads_with_wide_offsets(case, monkeypatch):
-    """64-bit key offsets (WIDE, chosen for caches whose slab passes 2**31 elements): the
-    same keys."""
+    """64-bit key offsets (WIDE, chosen for caches whose slab passes 2**31 elements), and each
+    page's index and value loaded once a key (ENTRY_ROWS off): the same keys."""
     monkeypatch.setattr(fused, "_wide", lambda keys, values: True)
+    monkeypatch.setattr(fused, "ENTRY_ROWS", False)
     check_runs_and_listed(case, True, True)
+
+
+def test_pages_start_aligned_after_the_runs():
+    """Under entry_rows the listed pages start at the runs' total rounded up to a page."""
+    idx = torch.zeros(1, 1, 1, 5, dtype=torch.int64)
+    runs = ((0, 4, 0, 4, 0), (90, 10, 90, 100, 0))
+    assert fused.Selection(runs, idx, None, 16, 1).width == 16 + 5 * 16
+    assert fused.Selection(runs, idx, None, 6, 1).width == 14 + 5 * 6  # not a power of two
+    assert fused.Selection(runs, idx, None, 128, 1).width == 14 + 5 * 128  # over BLOCK_N
+    assert fused.Selection(runs, None, None, 1, 1).width == 14
 
 
 def test_wide_offsets_chosen_by_the_cache_slab():

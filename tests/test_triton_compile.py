@@ -36,7 +36,7 @@ GATHER = (
         "sab sah saq sak hsel qc hkv g_heads d_real r0s r0n r0lo r0hi r0sl r1s r1n r1lo r1hi r1sl"
     )
     + " HAS_AM:constexpr UPCAST:constexpr GP:constexpr BLOCK:constexpr DP:constexpr NR:constexpr "
-    "PAGE:constexpr HAS_VALS:constexpr WIDE:constexpr"
+    "PAGE:constexpr HAS_VALS:constexpr WIDE:constexpr ENTRY_ROWS:constexpr"
 )
 
 SELECT_ATTEND = (
@@ -187,6 +187,7 @@ KERNELS = [
             "PAGE": 16,
             "HAS_VALS": True,
             "WIDE": False,
+            "ENTRY_ROWS": True,
         },
     ),
     (  # 64-bit key offsets
@@ -194,7 +195,7 @@ KERNELS = [
         "gather_decode",
         GATHER,
         {"HAS_AM": True, "UPCAST": False, "GP": 16, "BLOCK": 64, "DP": 128, "NR": 2}
-        | {"PAGE": 16, "HAS_VALS": True, "WIDE": True},
+        | {"PAGE": 16, "HAS_VALS": True, "WIDE": True, "ENTRY_ROWS": False},
     ),
     (  # HashAttention's bounded top-k made while attending, the bin chosen in each program
         "maskgraph.sparse.fused_kernel",
@@ -346,3 +347,23 @@ def test_pdl_only_for_launches_of_one_program_per_multiprocessor(monkeypatch):
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     compile_all(sys.argv[1:])
+
+
+@pytest.mark.skipif(not triton_installed(), reason="needs triton (setup.sh --dev)")
+def test_register_report_reads_the_compiled_kernels():
+    """benchmarks/registers.py compiles the named kernels for sm_90 and reads each cubin's
+    registers and stack bytes (a kernel's registers are between 1 and 255); a name it does not
+    know is refused with the known ones."""
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "registers.py")
+    done = subprocess.run(
+        [sys.executable, script, "select_sorted"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = [line for line in done.stdout.splitlines() if line.startswith("| select_sorted")]
+    assert len(row) == 1
+    regs, stack = (int(cell) for cell in row[0].split("|")[3:5])
+    assert 1 <= regs <= 255 and stack >= 0
+    bad = subprocess.run(
+        [sys.executable, script, "no_such_kernel"], capture_output=True, text=True, timeout=300
+    )
+    assert bad.returncode != 0 and "no_such_kernel" in bad.stderr and "gather_decode" in bad.stderr

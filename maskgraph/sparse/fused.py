@@ -28,6 +28,10 @@ NEG_INF = float("-inf")
 #: µs) but lost inside the call (Quest 14.9 against 12.3 µs, HashAttention 15.4 / 15.0; H200,
 #: runs 90–91).
 BLOCK_N = 64
+#: Load a listed page's index and value once for its keys (Selection.entry_rows) rather than
+#: once a key: with 64-bit offsets' spills gone, what still spilled in Quest's page path
+#: (216 bytes a thread at 4 warps, sm_90) was the per-key load of the top-k's values.
+ENTRY_ROWS = True
 #: Programs aimed for per launch (four per streaming multiprocessor of an H100), twice that
 #: from MANY_ROWS rows on (benchmarks/kernels.py, run 17: B=8 at 10 % 0.20 -> 0.16 ms; B=1
 #: 0.037 ms with 528, 0.041 ms with 1056).
@@ -89,11 +93,23 @@ class Selection:
 
     @property
     def width(self):
-        """Virtual entries per row: the runs' lengths and every listed entry's keys."""
+        """Virtual entries per row: the runs' lengths and every listed entry's keys (the
+        runs' total rounded up to a multiple of the page under :attr:`entry_rows`)."""
         n = sum(r[1] for r in self.runs)
         if self.bounded is not None:
             return n + self.bounded.k
-        return n + (self.idx.shape[-1] * self.page if self.idx is not None else 0)
+        if self.idx is None:
+            return n
+        if self.entry_rows:
+            n = -(-n // self.page) * self.page
+        return n + self.idx.shape[-1] * self.page
+
+    @property
+    def entry_rows(self) -> bool:
+        """Whether ``gather_decode`` loads each listed page's index and value once (pages of a
+        power of two keys dividing BLOCK_N; the listed entries then start page-aligned)."""
+        page = self.page
+        return self.idx is not None and 1 < page <= BLOCK_N and page & (page - 1) == 0 and ENTRY_ROWS
 
     def fields(self) -> tuple:
         """The selection as plain values (what a compiled function returns); the inverse of
@@ -296,7 +312,7 @@ def _gather(queries, keys, values, attention_mask, scaling, sel: Selection) -> t
         HAS_AM=attention_mask is not None,
         UPCAST=interpreting() and keys.dtype == torch.bfloat16,
         GP=gp, BLOCK=BLOCK_N, DP=dp, NR=len(sel.runs), PAGE=sel.page, HAS_VALS=vals is not None,
-        WIDE=_wide(keys, values),
+        WIDE=_wide(keys, values), ENTRY_ROWS=sel.entry_rows,
         num_warps=NUM_WARPS, **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
         **pdl(queries.device, rows * splits),
     )  # fmt: skip

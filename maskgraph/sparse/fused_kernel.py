@@ -21,7 +21,7 @@ def gather_decode(
     r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl,
     HAS_AM: tl.constexpr, UPCAST: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr,
     DP: tl.constexpr, NR: tl.constexpr = 0, PAGE: tl.constexpr = 1, HAS_VALS: tl.constexpr = False,
-    WIDE: tl.constexpr = False, PDL: tl.constexpr = False,
+    WIDE: tl.constexpr = False, ENTRY_ROWS: tl.constexpr = False, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """One program per (row, split): online softmax over its piece of the row's keys (see
     :func:`_keys` for what the n virtual entries of a row are)."""
@@ -43,6 +43,7 @@ def gather_decode(
         r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl,
         q, K, V, AM, m, den, acc, b, kvh, hq, qi, gmask, d, dmask, scale,
         skb, skh, skk, svb, svh, svk, sab, sah, saq, sak, HAS_AM, UPCAST, BLOCK, NR, PAGE, HAS_VALS, WIDE,
+        ENTRY_ROWS,
     )  # fmt: skip
     _store_partial(
         ACC, M, L, (row * tl.num_programs(1) + split) * g_heads, m, den, acc, gmask, d, dmask, d_real, GP
@@ -137,21 +138,26 @@ def _in_run(j, lo, hi, slope, qi):
 @triton.jit
 def _keys(
     IDX, VALS, offs, n, n_keys, qi, r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl,
-    NR: tl.constexpr, PAGE: tl.constexpr, HAS_VALS: tl.constexpr,
+    NR: tl.constexpr, PAGE: tl.constexpr, HAS_VALS: tl.constexpr, ENTRY_ROWS: tl.constexpr,
 ):  # fmt: skip
     """(key positions int32, valid) of a row's virtual entries ``offs`` out of n: the first
     r0n are the run r0s … r0s + r0n − 1, the next r1n the run r1s …, (NR of those runs), then
-    the listed entries, PAGE keys each: entry e covers IDX[e]·PAGE … IDX[e]·PAGE + PAGE − 1,
-    kept where VALS[e] > −inf (IDX[e] ≥ 0 without HAS_VALS). A run's key is valid inside its
-    (lo, hi, slope) run and outside the runs before it; a listed key below n_keys and outside
-    every run. Positions are int32 (n_keys < 2**31)."""
+    (from the runs' total rounded up to a multiple of PAGE under ENTRY_ROWS, the lanes between
+    never valid) the listed entries, PAGE keys each: entry e covers IDX[e]·PAGE … IDX[e]·PAGE +
+    PAGE − 1, kept where VALS[e] > −inf (IDX[e] ≥ 0 without HAS_VALS). A run's key is valid
+    inside its (lo, hi, slope) run and outside the runs before it; a listed key below n_keys
+    and outside every run. Positions are int32 (n_keys < 2**31)."""
     before = 0
     if NR >= 1:
         before += r0n
     if NR >= 2:
         before += r1n
+    start = before
+    if ENTRY_ROWS:
+        start = (before + PAGE - 1) // PAGE * PAGE
     j, kept = _listed_keys(
-        IDX, VALS, offs - before, n - before, n_keys, qi, r0lo, r0hi, r0sl, r1lo, r1hi, r1sl, NR, PAGE, HAS_VALS
+        IDX, VALS, offs - start, n - start, n_keys, qi, r0lo, r0hi, r0sl, r1lo, r1hi, r1sl, NR, PAGE, HAS_VALS,
+        ENTRY_ROWS,
     )  # fmt: skip
     if NR >= 1:
         in_runs = offs < before
@@ -164,22 +170,38 @@ def _keys(
 @triton.jit
 def _listed_keys(
     IDX, VALS, o, n_listed, n_keys, qi, r0lo, r0hi, r0sl, r1lo, r1hi, r1sl,
-    NR: tl.constexpr, PAGE: tl.constexpr, HAS_VALS: tl.constexpr,
+    NR: tl.constexpr, PAGE: tl.constexpr, HAS_VALS: tl.constexpr, ENTRY_ROWS: tl.constexpr,
 ):  # fmt: skip
     """(key positions int32, valid) of listed entries ``o`` (keys of the entries, PAGE a
-    listed entry; valid for 0 ≤ o < n_listed): see :func:`_keys`."""
-    listed = (o >= 0) & (o < n_listed)
-    e = o // PAGE
-    idx = tl.load(IDX + e, mask=listed, other=-1).to(tl.int32)
-    if HAS_VALS:
-        kept = listed & (tl.load(VALS + e, mask=listed, other=float("-inf")) > float("-inf"))
+    listed entry; valid for 0 ≤ o < n_listed): see :func:`_keys`. ``ENTRY_ROWS``: o starts at a
+    multiple of PAGE, which divides its length (each entry's index and value are then loaded
+    once, not once a key)."""
+    if ENTRY_ROWS:
+        # o is PAGE-aligned: each row of the (entries, PAGE) view is one entry, loaded once
+        E: tl.constexpr = o.shape[0] // PAGE
+        o2 = tl.reshape(o, (E, PAGE))
+        first = tl.min(o2, 1)
+        listed = (first >= 0) & (first < n_listed)
+        idx = tl.load(IDX + first // PAGE, mask=listed, other=-1).to(tl.int32)
+        if HAS_VALS:
+            keep = listed & (tl.load(VALS + first // PAGE, mask=listed, other=float("-inf")) > float("-inf"))
+        else:
+            keep = listed & (idx >= 0)
+        j = tl.reshape(idx[:, None] * PAGE + (o2 - first[:, None]), (E * PAGE,))
+        kept = tl.reshape(tl.broadcast_to(keep[:, None], (E, PAGE)), (E * PAGE,)) & (j < n_keys)
     else:
-        kept = listed & (idx >= 0)
-    if PAGE == 1:
-        j = idx
-    else:
-        j = idx * PAGE + o % PAGE
-        kept = kept & (j < n_keys)
+        listed = (o >= 0) & (o < n_listed)
+        e = o // PAGE
+        idx = tl.load(IDX + e, mask=listed, other=-1).to(tl.int32)
+        if HAS_VALS:
+            kept = listed & (tl.load(VALS + e, mask=listed, other=float("-inf")) > float("-inf"))
+        else:
+            kept = listed & (idx >= 0)
+        if PAGE == 1:
+            j = idx
+        else:
+            j = idx * PAGE + o % PAGE
+            kept = kept & (j < n_keys)
     if NR >= 1:
         kept = kept & ~_in_run(j, r0lo, r0hi, r0sl, qi)
     if NR >= 2:
@@ -213,15 +235,16 @@ def _attend_entries(
     q, K, V, AM, m, den, acc, b, kvh, hq, qi, gmask, d, dmask, scale,
     skb, skh, skk, svb, svh, svk, sab, sah, saq, sak,
     HAS_AM: tl.constexpr, UPCAST: tl.constexpr, BLOCK: tl.constexpr, NR: tl.constexpr,
-    PAGE: tl.constexpr, HAS_VALS: tl.constexpr, WIDE: tl.constexpr,
+    PAGE: tl.constexpr, HAS_VALS: tl.constexpr, WIDE: tl.constexpr, ENTRY_ROWS: tl.constexpr = False,
 ):  # fmt: skip
     """The online softmax (m, den, acc) carried over ``blocks`` blocks of BLOCK of a row's n
-    virtual entries from entry ``first`` on (:func:`_keys`; IDX and VALS at the row's list)."""
+    virtual entries from entry ``first`` (a multiple of BLOCK) on (:func:`_keys`; IDX and VALS
+    at the row's list)."""
     for blk in range(0, blocks):
         offs = first + blk * BLOCK + tl.arange(0, BLOCK)
         idx, valid = _keys(
             IDX, VALS, offs, n, n_keys, qi, r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl,
-            NR, PAGE, HAS_VALS,
+            NR, PAGE, HAS_VALS, ENTRY_ROWS,
         )  # fmt: skip
         m, den, acc = _attend(
             q, K, V, AM, idx, valid, m, den, acc, b, kvh, hq, qi, gmask, d, dmask, scale,
