@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import zlib
 
 import pytest
@@ -534,6 +535,9 @@ def test_benchmark_quick_runs_on_cpu(tmp_path, monkeypatch, capsys):
     import importlib.util
     import json
 
+    # the script puts benchmarks/ first on sys.path, where its kernels.py would shadow the
+    # `kernels` package transformers looks for in later tests: a copy, restored afterwards
+    monkeypatch.setattr(sys, "path", list(sys.path))
     spec = importlib.util.spec_from_file_location("bench_sparse", "benchmarks/sparse.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

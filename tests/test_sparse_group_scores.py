@@ -487,8 +487,20 @@ def test_head_scores_are_each_heads_own(op, dtype, shape, tmp_path):
         assert (kept[..., 0] >= ranges[..., 0]).all() and (kept[..., 1] <= ranges[..., 1]).all()
 
 
-@pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])
-@pytest.mark.parametrize("q, padded", [(3, False), (1, True)], ids=["Q3-unmasked", "Q1-padding-mask"])
+@pytest.mark.parametrize(
+    "op, q, padded",
+    [
+        pytest.param(
+            op,
+            q,
+            padded,
+            id=f"{name}-{op}",
+            marks=pytest.mark.slow if (op, q) == ("double_sparsity", 3) else (),  # the longest: 17 s
+        )  # fmt: skip
+        for q, padded, name in ((3, False, "Q3-unmasked"), (1, True, "Q1-padding-mask"))
+        for op in ("hashattention", "double_sparsity", "quest")
+    ],
+)
 def test_per_head_sparse_mode_uses_the_head_scores(op, q, padded, tmp_path, monkeypatch):
     """``gqa="per_head"`` scores each query head by the estimator's kernel (the Triton top-k
     dropping the sink and window itself where no mask applies) and equals simulate mode, and

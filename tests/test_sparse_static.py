@@ -167,21 +167,25 @@ def test_static_buffer_from_the_first_key(calib):  # noqa: F811
     assert decode_both(attn, 1, 4, 2, [9, 1, 1, 4], start=0, seed=5, mask=True) < 1e-5
 
 
-def test_static_buffer_fused_kernel(calib):  # noqa: F811
+@pytest.mark.parametrize(
+    "name",
+    ["streaming_llm", "quest", "hashattention"]
+    + [pytest.param(name, marks=pytest.mark.slow) for name in ("double_sparsity", "oracle_topk")],
+)
+def test_static_buffer_fused_kernel(name, calib):  # noqa: F811
     """The Triton kernel path (interpreter on the CPU) reads the window as a listed part."""
     pytest.importorskip("triton")
     from maskgraph.triton_util import interpreting
 
     if not interpreting():
         pytest.skip("Triton's interpreter is off (tests/conftest.py turns it on)")
-    for name in ("streaming_llm", "quest", "hashattention", "double_sparsity", "oracle_topk"):
-        attn = mg.compile(load(name, calib, 4, 2), mode="sparse", gqa="shared", kernel="triton")
-        assert decode_both(attn, 2, 4, 2, [1, 1, 2], seed=7) < 1e-5, name
-        # shares: the Triton top-k takes the share of the tokens as a count read on the device
-        shares = load(name, calib, 4, 2, **SHARE_GRAPHS[name])
-        for gqa in ("shared", "per_head"):
-            attn = mg.compile(shares, mode="sparse", gqa=gqa, kernel="triton")
-            assert decode_both(attn, 2, 4, 2, [1, 1, 2], seed=8) < 1e-5, f"{name} with shares, {gqa}"
+    attn = mg.compile(load(name, calib, 4, 2), mode="sparse", gqa="shared", kernel="triton")
+    assert decode_both(attn, 2, 4, 2, [1, 1, 2], seed=7) < 1e-5, name
+    # shares: the Triton top-k takes the share of the tokens as a count read on the device
+    shares = load(name, calib, 4, 2, **SHARE_GRAPHS[name])
+    for gqa in ("shared", "per_head"):
+        attn = mg.compile(shares, mode="sparse", gqa=gqa, kernel="triton")
+        assert decode_both(attn, 2, 4, 2, [1, 1, 2], seed=8) < 1e-5, f"{name} with shares, {gqa}"
 
 
 FIRST_TOPK = """nodes:

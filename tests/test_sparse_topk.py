@@ -170,7 +170,9 @@ def test_select_topk_matches_the_rule(shape, k, kind, path, monkeypatch):
 
 
 @needs_kernel
-@pytest.mark.parametrize("kind", ["normal", "ints", "mostly_inf", "zeros_and_nan", "outlier"])
+@pytest.mark.parametrize(
+    "kind", ["normal", "ints", "mostly_inf", pytest.param("zeros_and_nan", marks=pytest.mark.slow), "outlier"]
+)
 @pytest.mark.parametrize(
     "shape, k", [((3, 5000), 300), ((2, 3 * SEG_MIN + 5), 700), ((4, 700), 90), ((2, 40), 40)]
 )
@@ -202,7 +204,11 @@ def test_select_topk_with_a_device_count(shape, k, kind, path, monkeypatch):
 @needs_kernel
 @pytest.mark.parametrize(
     "kind",
-    ["normal", "ints", "zeros_and_nan", "plus_inf", "mostly_inf", "float_range_plus_inf", "denormal_span"],
+    ["normal", "ints", "plus_inf", "mostly_inf"]
+    + [
+        pytest.param(kind, marks=pytest.mark.slow)
+        for kind in ("zeros_and_nan", "float_range_plus_inf", "denormal_span")
+    ],
 )
 def test_sorted_selection_matches_the_rule(kind, monkeypatch):
     """Rows of at most SORT_MAX scores are sorted in one program (``select_sorted``): the
@@ -319,7 +325,7 @@ def test_bounded_integers_skip_the_range_and_the_resolve(top, launches, choose, 
 #: past the keys; one run.
 EXCLUSIONS = [
     (1, 1, 300, [(0, 7, 0), (290, 300, 1)]),
-    (3, 1, 300, [(0, 4, 0), (200, 230, 1)]),
+    pytest.param(3, 1, 300, [(0, 4, 0), (200, 230, 1)], marks=pytest.mark.slow),  # 20–35 s a path
     (2, 5, 298, [(0, 12, 0), (260, 298, 1)]),  # pages of 5 keys, the last one 3
     (1, 4, 300, [(0, 10, 0), (10, 17, 0)]),  # they touch: page 2 (keys 8-11) lies in both
     (1, 4, 300, [(0, 10, 0), (5, 40, 0)]),  # they overlap
@@ -330,7 +336,7 @@ EXCLUSIONS = [
 
 @needs_kernel
 @pytest.mark.parametrize("qc, block, num_keys, runs", EXCLUSIONS)
-@pytest.mark.parametrize("kind", ["normal", "ints", "zeros_and_nan"])
+@pytest.mark.parametrize("kind", ["normal", "ints", pytest.param("zeros_and_nan", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("path", PATHS)
 def test_select_topk_drops_the_runs_it_is_given(qc, block, num_keys, runs, kind, path, monkeypatch):
     """``exclude``: the scores whose keys all lie in a prior's runs count as −inf, as if a pass
