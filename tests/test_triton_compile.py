@@ -344,11 +344,6 @@ def test_pdl_only_for_launches_of_one_program_per_multiprocessor(monkeypatch):
     assert triton_util.pdl(torch.device("cuda", 0), 8) == {"PDL": False}
 
 
-if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    compile_all(sys.argv[1:])
-
-
 @pytest.mark.skipif(not triton_installed(), reason="needs triton (setup.sh --dev)")
 def test_register_report_reads_the_compiled_kernels():
     """benchmarks/registers.py compiles the named kernels for sm_90 and reads each cubin's
@@ -367,3 +362,8 @@ def test_register_report_reads_the_compiled_kernels():
         [sys.executable, script, "no_such_kernel"], capture_output=True, text=True, timeout=300
     )
     assert bad.returncode != 0 and "no_such_kernel" in bad.stderr and "gather_decode" in bad.stderr
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    compile_all(sys.argv[1:])

@@ -161,7 +161,7 @@ def _keys(
     )  # fmt: skip
     if NR >= 1:
         in_runs = offs < before
-        jr, kr = _run_keys(offs, before, qi, r0s, r0n, r0lo, r0hi, r0sl, r1s, r1lo, r1hi, r1sl, NR)
+        jr, kr = _run_keys(offs, qi, r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl, NR)
         j = tl.where(in_runs, jr, j)
         kept = tl.where(in_runs, kr, kept)
     return j, kept
@@ -211,16 +211,16 @@ def _listed_keys(
 
 @triton.jit
 def _run_keys(
-    offs, n_runs, qi, r0s, r0n, r0lo, r0hi, r0sl, r1s, r1lo, r1hi, r1sl, NR: tl.constexpr
+    offs, qi, r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl, NR: tl.constexpr
 ):  # fmt: skip
-    """(key positions int32, valid) of run entries ``offs`` (valid for offs < n_runs, the
-    runs' total length): see :func:`_keys`."""
+    """(key positions int32, valid) of run entries ``offs`` (the first r0n of run 0, the next
+    r1n of run 1): see :func:`_keys`."""
     j0 = r0s + offs
-    kept = (offs < r0n) & (offs < n_runs) & _in_run(j0, r0lo, r0hi, r0sl, qi)
+    kept = (offs < r0n) & _in_run(j0, r0lo, r0hi, r0sl, qi)
     j = j0
     if NR >= 2:
         o1 = offs - r0n
-        in1 = (o1 >= 0) & (offs < n_runs)
+        in1 = (o1 >= 0) & (o1 < r1n)
         j1 = r1s + o1
         ok1 = _in_run(j1, r1lo, r1hi, r1sl, qi) & ~_in_run(j1, r0lo, r0hi, r0sl, qi)
         j = tl.where(in1, j1, j)
