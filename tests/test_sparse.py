@@ -535,8 +535,7 @@ def test_benchmark_quick_runs_on_cpu(tmp_path, monkeypatch, capsys):
     import importlib.util
     import json
 
-    # the script puts benchmarks/ first on sys.path, where its kernels.py would shadow the
-    # `kernels` package transformers looks for in later tests: a copy, restored afterwards
+    # the script puts benchmarks/ first on sys.path: a copy, restored afterwards
     monkeypatch.setattr(sys, "path", list(sys.path))
     spec = importlib.util.spec_from_file_location("bench_sparse", "benchmarks/sparse.py")
     bench = importlib.util.module_from_spec(spec)
@@ -553,3 +552,13 @@ def test_benchmark_quick_runs_on_cpu(tmp_path, monkeypatch, capsys):
         if row["graph"] != "dense SDPA":
             assert 0 < row["n"] <= int(row["density"] * row["K"])
             assert row["bytes_ms"] > 0 and row["flops_ms"] > 0
+
+
+def test_benchmark_scripts_shadow_no_package_transformers_imports():
+    """The benchmark scripts put benchmarks/ first on sys.path; a script there named like a
+    package transformers looks for (``kernels.py`` once was) broke importing its models."""
+    import subprocess
+
+    code = "import sys; sys.path.insert(0, 'benchmarks'); import transformers.activations"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -4,6 +4,6 @@
 # the listed entries' alignment. It ran with a --run-lengths option of the forms part, dropped
 # after the run (the alignment was not the cause: docs/benchmarks.md, runs 86–91).
 set -u
-python3 benchmarks/kernels.py --parts forms --batches 1 --densities 0.1 \
+python3 benchmarks/kernel_times.py --parts forms --batches 1 --densities 0.1 \
   --run-lengths 4+0 4+12 4+60 4+64 4+76 64+0 68+0 > $OUT/r89-forms.log 2>&1
 grep "^| forms" $OUT/r89-forms.log

@@ -26,7 +26,7 @@ from ..triton_util import jitted, pdl
 BINS = 128
 #: Most segments (programs) per row aimed for; a segment holds SEG_MIN to SEG_MAX scores. 64
 #: (2048 scores per segment at 128K) measured 0.19 -> 0.15 ms for 64 rows of 128K and the same
-#: for 8 rows (benchmarks/kernels.py, run 25).
+#: for 8 rows (benchmarks/kernel_times.py, run 25).
 SEGMENTS = 64
 SEG_MIN = 1024
 SEG_MAX = 16384  # < 2**16: select_write packs two ranks into one int32 scan

@@ -28,7 +28,7 @@ _NEG_INF = float("-inf")
 
 #: Pages per program of the grouped page-score kernel (elementwise form, and the tensor-core
 #: form that 16-bit queries and bounds of one dtype take when QUEST_DOT), and its warps
-#: (benchmarks/kernels.py): 8 rows of 8192 pages, 11 µs on the tensor cores against 16
+#: (benchmarks/kernel_times.py): 8 rows of 8192 pages, 11 µs on the tensor cores against 16
 #: elementwise (64 rows: 96 against 111; H100, run 43).
 QUEST_BLOCK = 32
 QUEST_DOT_BLOCK = 64

@@ -1,7 +1,7 @@
 """The sparse decode kernels one at a time, against what they replace, on the issue's shape.
 
-    python benchmarks/kernels.py            # GPU: ~1 min on an H100
-    python benchmarks/kernels.py --quick    # CPU (Triton's interpreter): tiny shapes, checks the script
+    python benchmarks/kernel_times.py            # GPU: ~1 min on an H100
+    python benchmarks/kernel_times.py --quick    # CPU (Triton's interpreter): tiny shapes, checks the script
 
 32 query / 8 KV heads, D=128, bf16, K=128K, B ∈ {1, 8}, every time per call in a CUDA graph of
 ten back-to-back calls (common.CALLS_PER_GRAPH):
