@@ -203,15 +203,17 @@ def sparse_case(name, gqa, density, q, k, v, dense_ms, files, device, args) -> d
     runner = attn._sparse
     scaling = d**-0.5
 
+    am = torch.zeros(b, 1, 1, kk, device=q.device, dtype=torch.float32) if args.mask else None
+
     def step():
-        return runner(q, k, v, None, scaling, prep, None, 0)
+        return runner(q, k, v, am, scaling, prep, None, 0)
 
     ms, how = graph_ms(step, device, args.warmup, args.reps)
     if runner.uses_kernel(q):  # the same graph through the torch path: ratio and agreement
         plain = mg.compile(graph, backend=args.backend, mode="sparse", gqa=gqa, kernel="torch")._sparse
 
         def plain_step():
-            return plain(q, k, v, None, scaling, prep, None, 0)
+            return plain(q, k, v, am, scaling, prep, None, 0)
 
         row["torch_ms"], _ = graph_ms(plain_step, device, args.warmup, args.reps)
         row["vs_torch"] = row["torch_ms"] / ms
@@ -279,6 +281,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         metavar="MODULE.NAME=VALUE",
         help="override module constants for the run, to compare against the shipped settings, "
         "e.g. maskgraph.sparse.topk.SMALL_MAX=8192 maskgraph.ops.zoo.quest.QUEST_DOT=True",
+    )
+    ap.add_argument(
+        "--mask",
+        action="store_true",
+        help="pass the additive (B, 1, 1, K) float32 attention mask (every key allowed) that the "
+        "transformers injection passes to the sparse runner in decode",
     )
     ap.add_argument(
         "--profile", type=int, default=0, metavar="N", help="print the N costliest kernels per case"

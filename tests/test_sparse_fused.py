@@ -69,8 +69,14 @@ def test_kernel_against_float64(case, dtype, merge_parts, monkeypatch):
 @pytest.mark.parametrize("mask_heads", [1, 4])
 @pytest.mark.parametrize("with_sinks", [False, True])
 @pytest.mark.parametrize("merge_parts", [1, 2])
-def test_kernel_mask_sinks_and_empty_rows(mask_heads, with_sinks, merge_parts, monkeypatch):
+@pytest.mark.parametrize("shared_rows", [True, False], ids=["mask_row_once", "mask_row_per_head"])
+def test_kernel_mask_sinks_and_empty_rows(mask_heads, with_sinks, merge_parts, shared_rows, monkeypatch):
+    """A mask of one row for every head (read once a block, or once a head) or a row per head;
+    sink logits; rows with no key."""
     monkeypatch.setattr(fused, "MERGE_PARTS", merge_parts)
+    monkeypatch.setattr(fused, "SHARED_MASK_ROWS", shared_rows)
+    if mask_heads == 4 and not shared_rows:
+        pytest.skip("a mask row per head is read once a head either way")
     gen = torch.Generator().manual_seed(7 + mask_heads + 10 * with_sinks)
     b, hq, hkv, nq, nk, n, d = 2, 4, 2, 3, 150, 90, 16
     q, k, v = (torch.randn(b, h, m, d, generator=gen) for h, m in ((hq, nq), (hkv, nk), (hkv, nk)))

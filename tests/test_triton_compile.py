@@ -177,8 +177,8 @@ KERNELS = [
         "maskgraph.sparse.fused_kernel",
         "gather_decode",
         GATHER,
-        {
-            "HAS_AM": False,
+        {  # transformers' mask, one row for every head
+            "HAS_AM": 1,
             "UPCAST": False,
             "GP": 16,
             "BLOCK": 64,
@@ -190,11 +190,11 @@ KERNELS = [
             "ENTRY_ROWS": True,
         },
     ),
-    (  # 64-bit key offsets
+    (  # 64-bit key offsets, a mask row per head
         "maskgraph.sparse.fused_kernel",
         "gather_decode",
         GATHER,
-        {"HAS_AM": True, "UPCAST": False, "GP": 16, "BLOCK": 64, "DP": 128, "NR": 2}
+        {"HAS_AM": 2, "UPCAST": False, "GP": 16, "BLOCK": 64, "DP": 128, "NR": 2}
         | {"PAGE": 16, "HAS_VALS": True, "WIDE": True, "ENTRY_ROWS": False},
     ),
     (  # HashAttention's bounded top-k made while attending, the bin chosen in each program
@@ -208,7 +208,7 @@ KERNELS = [
         "maskgraph.sparse.fused_kernel",
         "select_attend",
         SELECT_ATTEND,
-        {"SEG": 2048, "NB": 64, "SP": 64, "CHOOSE": False, "NEX": 0, "HAS_AM": True, "UPCAST": False}
+        {"SEG": 2048, "NB": 64, "SP": 64, "CHOOSE": False, "NEX": 0, "HAS_AM": 1, "UPCAST": False}
         | {"GP": 16, "BLOCK": 64, "DP": 128, "NR": 0, "PARTS": 2, "WIDE": True},
     ),
     (

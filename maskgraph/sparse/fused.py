@@ -32,8 +32,12 @@ BLOCK_N = 64
 #: once a key: with 64-bit offsets' spills gone, what still spilled in Quest's page path
 #: (216 bytes a thread at 4 warps, sm_90) was the per-key load of the top-k's values.
 ENTRY_ROWS = True
+#: Load an attention mask shared by every head (transformers' (B, 1, Q, K)) as one row a
+#: block, not one row a head: Quest's page gather under a mask then no longer spills (32 bytes
+#: of stack a thread before, sm_90: benchmarks/registers.py).
+SHARED_MASK_ROWS = True
 #: Programs aimed for per launch (four per streaming multiprocessor of an H100), twice that
-#: from MANY_ROWS rows on (benchmarks/kernels.py, run 17: B=8 at 10 % 0.20 -> 0.16 ms; B=1
+#: from MANY_ROWS rows on (benchmarks/kernel_times.py, run 17: B=8 at 10 % 0.20 -> 0.16 ms; B=1
 #: 0.037 ms with 528, 0.041 ms with 1056).
 TARGET_PROGRAMS = 528
 MANY_ROWS = 32
@@ -277,6 +281,14 @@ def _mask_args(attention_mask: torch.Tensor | None, queries: torch.Tensor) -> tu
     return am, am.stride()
 
 
+def _mask_kind(attention_mask: torch.Tensor | None, strides: tuple) -> int:
+    """The kernels' HAS_AM: 0 without a mask, 1 for one mask row shared by every head (what
+    transformers passes: (B, 1, Q, K)), 2 for a row per head."""
+    if attention_mask is None:
+        return 0
+    return 2 if strides[1] != 0 or not SHARED_MASK_ROWS else 1
+
+
 def _gather(queries, keys, values, attention_mask, scaling, sel: Selection) -> tuple[torch.Tensor, ...]:
     """``gather_decode`` over the selection's runs and listed entries: the partials (acc, max,
     sum) of :func:`_partials`."""
@@ -309,7 +321,7 @@ def _gather(queries, keys, values, attention_mask, scaling, sel: Selection) -> t
         *am_strides,
         hsel, qc, hkv, g, d,
         *_run_args(sel),
-        HAS_AM=attention_mask is not None,
+        HAS_AM=_mask_kind(attention_mask, am_strides),
         UPCAST=interpreting() and keys.dtype == torch.bfloat16,
         GP=gp, BLOCK=BLOCK_N, DP=dp, NR=len(sel.runs), PAGE=sel.page, HAS_VALS=vals is not None,
         WIDE=_wide(keys, values), ENTRY_ROWS=sel.entry_rows,
@@ -362,7 +374,7 @@ def _select_attend(
         float(scaling), n, k, nseg, runs_n, per,
         *queries.stride()[:3], *keys.stride()[:3], *values.stride()[:3], *am_strides,
         hkv, qc, g, d, *ex, *_run_args(sel),
-        SEG=seg, NB=nb, SP=sp, CHOOSE=choose, NEX=nex, HAS_AM=attention_mask is not None,
+        SEG=seg, NB=nb, SP=sp, CHOOSE=choose, NEX=nex, HAS_AM=_mask_kind(attention_mask, am_strides),
         UPCAST=interpreting() and keys.dtype == torch.bfloat16, GP=max(16, 1 << (g - 1).bit_length()),
         BLOCK=BLOCK_N, DP=max(16, 1 << (d - 1).bit_length()), NR=len(sel.runs), PARTS=parts,
         WIDE=_wide(keys, values),

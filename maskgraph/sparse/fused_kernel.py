@@ -78,8 +78,9 @@ def _attend(
     WIDE: tl.constexpr,
 ):  # fmt: skip
     """One block of keys ``rows`` int32 (kept where ``valid``) into the online softmax (m, den,
-    acc) of the group's queries ``q``: the updated (m, den, acc). ``WIDE``: a key's offset
-    in its (batch, head) slab, rows · skk, may pass 2**31 (64-bit offsets then)."""
+    acc) of the group's queries ``q``: the updated (m, den, acc). ``HAS_AM``: 0 no additive
+    mask, 1 one mask row for every head (head stride 0), 2 a row per head. ``WIDE``: a key's
+    offset in its (batch, head) slab, rows · skk, may pass 2**31 (64-bit offsets then)."""
     # 32-bit offsets otherwise: 64-bit ones spilled registers at 4 warps (Quest's pages with
     # runs: 216–704 bytes of stack, sm_90)
     if WIDE:
@@ -94,13 +95,16 @@ def _attend(
     if UPCAST:
         k = k.to(tl.float32)
     s = tl.dot(q, tl.trans(k)) * scale
-    if HAS_AM:
+    if HAS_AM == 2:
         am = tl.load(
             AM + b * sab + hq[:, None] * sah + qi * saq + rows[None, :] * sak,
             mask=gmask[:, None] & valid[None, :],
             other=0.0,
         )
         s += am.to(tl.float32)
+    elif HAS_AM == 1:  # one row for the group's heads: loaded once, not once a head
+        am = tl.load(AM + b * sab + qi * saq + rows * sak, mask=valid, other=0.0)
+        s += am.to(tl.float32)[None, :]
     s = tl.where(valid[None, :], s, float("-inf"))
     m_new = tl.maximum(m, tl.max(s, 1))
     m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
