@@ -31,9 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     TimeLimit,
+    apply_settings,
     device_name,
     flash_sdpa,
     out_of_time,
+    parse_setting,
     report,
     stop_on_sigterm,
 )
@@ -142,6 +144,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "instead of token counts",
     )
     ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        type=parse_setting,
+        metavar="MODULE.NAME=VALUE",
+        help="override module constants for the run, e.g. maskgraph.hf.inject.UNMASKED_DECODE=False",
+    )
+    ap.add_argument(
         "--profile",
         nargs="*",
         default=[],
@@ -149,6 +159,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="also print the kernels of 2 eager steps of these variants (e.g. quest dense)",
     )
     args = ap.parse_args(argv)
+    apply_settings(args.set)
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
     warnings.filterwarnings("ignore", category=FutureWarning)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")

@@ -424,3 +424,59 @@ def test_a_prompt_on_an_empty_cache_builds_no_quadratic_mask():
     assert _materialised_mask(**{**kw, "q_length": 1, "kv_length": 1}).shape == (1, 1, 1, 1)
     # a caller that needs the mask itself (transformers' indexed-attention layers) gets it
     assert _materialised_mask(**{**kw, "allow_is_causal_skip": False}).shape == (1, 1, 6, 6)
+
+
+def test_an_unpadded_decode_steps_mask_is_noted_and_no_other():
+    """One causal query without padding or window: the mask is made (dense layers need it)
+    and noted as a decode step's; padding, a window, two queries or a copy are not."""
+    from transformers.masking_utils import causal_mask_function
+
+    from maskgraph.hf.inject import _is_decode_mask, _materialised_mask
+
+    kw = dict(batch_size=2, q_length=1, kv_length=7, q_offset=6, kv_offset=0, device="cpu")
+    kw.update(mask_function=causal_mask_function, attention_mask=None)
+    step = _materialised_mask(**kw)
+    assert step.shape == (2, 1, 1, 7) and bool(step.all()) and _is_decode_mask(step)
+    assert not _is_decode_mask(step.clone()) and not _is_decode_mask(None)
+    assert _is_decode_mask(_materialised_mask(**{**kw, "attention_mask": torch.ones(2, 7, dtype=torch.bool)}))
+    padded = torch.ones(2, 7, dtype=torch.bool)
+    padded[1, 0] = False
+    assert not _is_decode_mask(_materialised_mask(**{**kw, "attention_mask": padded}))
+    assert not _is_decode_mask(_materialised_mask(**{**kw, "local_size": 3}))
+    assert not _is_decode_mask(_materialised_mask(**{**kw, "q_length": 2, "q_offset": 5}))
+    # a static buffer: the query at position 3 of 7 slots; its mask still counts (the graph
+    # call's token count drops the slots past it)
+    static = _materialised_mask(**{**kw, "q_offset": 3})
+    assert static[0, 0, 0].tolist() == [True] * 4 + [False] * 3 and _is_decode_mask(static)
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_graph_layers_run_unpadded_decode_steps_without_a_mask(cache, monkeypatch):
+    """Sparse decode steps of an unpadded batch reach the graph without a mask, with the same
+    tokens and logits as when they are given the mask; a left-padded batch keeps its masks."""
+    import importlib
+
+    inject_module = importlib.import_module("maskgraph.hf.inject")
+    model = tiny_model("llama")
+    ids = _ids(12, batch=2)
+    graph, narrow = "quest", {"sink_size": 2, "window_size": 3, "heavy_size": 4, "page_size": 2}
+    kw = {} if cache == "dynamic" else {"cache_implementation": "static"}
+    runs = {}
+    for noted in (True, False):
+        if not noted:
+            monkeypatch.setattr(inject_module, "UNMASKED_DECODE", False)
+        recorder = Recorder()
+        with mg.inject(model, graph, mode="sparse", protocol="sparse", overrides=narrow, observer=recorder):
+            runs[noted] = _gen_logits(model, ids, n=4, **kw)
+        masks = [mask for _, q, _, mask in recorder.calls if q == 1]
+        assert len(masks) == 2 * 3  # two layers, three decode steps
+        assert all((mask is None) == noted for mask in masks)
+    assert torch.equal(runs[True][0], runs[False][0])
+    assert (runs[True][1] - runs[False][1]).abs().max().item() <= TOL
+    padding = torch.ones_like(ids)
+    padding[1, :3] = 0
+    recorder = Recorder()
+    monkeypatch.undo()
+    with mg.inject(model, graph, mode="sparse", protocol="sparse", overrides=narrow, observer=recorder):
+        _gen_logits(model, ids, n=3, attention_mask=padding, **kw)
+    assert all(mask is not None for _, q, _, mask in recorder.calls if q == 1)

@@ -11,7 +11,10 @@
   boolean (B, 1, Q, K) mask (the SDPA mask without the "is_causal" shortcut), so the graph
   sees exactly the keys the layer may attend (Gemma3's sliding layers keep their window) —
   except for a causal prompt on an empty cache without padding, where it returns None (SDPA's
-  ``is_causal``; the graph builds the causal mask itself);
+  ``is_causal``; the graph builds the causal mask itself). A decode step's mask (one query,
+  causal, no padding, no window) is noted as such: a graph layer then runs without it (the
+  query may attend every key its cache holds, a static layer's token count bounds them), which
+  spares the estimators their masking work; dense layers still get it;
 
 then switches the model to that name. :meth:`Injection.remove` (or leaving the ``with`` block)
 switches back and unregisters both, so the model computes bit for bit what it did before.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import weakref
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -196,6 +200,11 @@ class Injection:
         scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
         context = {"state": self.tracker.state, "layer_idx": layer, "sinks": sinks}
         count = _static_count(self._cache, layer)
+        # an unpadded decode step's mask forbids only the keys past the query's position: none
+        # in a dynamic cache (or a static one cut to its tokens), those past the token count in
+        # a static buffer (which the graph call drops itself)
+        if _is_decode_mask(attention_mask):
+            attention_mask = None
         if count is not None and attn.static_problem() is None:
             # the whole static buffer, its token count on the device: no host read, capturable
             if attention_mask is None and query.shape[2] > 1:
@@ -346,9 +355,50 @@ def _materialised_mask(*args, **kwargs):
 
     if _plain_causal_prompt(kwargs):
         return None
+    unpadded_step = _unpadded_decode_step(kwargs)
     kwargs["allow_is_causal_skip"] = False
     kwargs["allow_is_bidirectional_skip"] = False
-    return sdpa_mask(*args, **kwargs)
+    mask = sdpa_mask(*args, **kwargs)
+    if unpadded_step and isinstance(mask, torch.Tensor):
+        mask = mask.contiguous()  # generate() makes a static cache's mask contiguous: the same tensor
+        _DECODE_MASKS[id(mask)] = mask
+    return mask
+
+
+#: Run graph layers' unpadded decode steps without their mask (see the module's docstring);
+#: False gives them the mask, as before run 95.
+UNMASKED_DECODE = True
+#: The masks :func:`_materialised_mask` made for unpadded decode steps, by id (weakly held: an
+#: entry goes with its mask).
+_DECODE_MASKS: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
+
+
+def _is_decode_mask(mask: torch.Tensor | None) -> bool:
+    """Whether ``mask`` is one :func:`_materialised_mask` made for an unpadded decode step: a
+    single query that may attend every key up to its own position, and none past it."""
+    return UNMASKED_DECODE and mask is not None and _DECODE_MASKS.get(id(mask)) is mask
+
+
+def _unpadded_decode_step(kwargs: dict) -> bool:
+    """The mask asked for is the causal mask of one query with no padding and no window (read
+    from keyword arguments; a padding mask is read on the host, never while a CUDA graph is
+    recorded: while recording, only a missing padding mask counts as none)."""
+    from transformers.masking_utils import causal_mask_function
+
+    if kwargs.get("q_length") != 1 or kwargs.get("local_size") is not None:
+        return False
+    if kwargs.get("mask_function") is not causal_mask_function:
+        return False
+    padding = kwargs.get("attention_mask")
+    if padding is None:
+        return True
+    offset, kv = kwargs.get("kv_offset") or 0, kwargs.get("kv_length")
+    return (
+        isinstance(offset, int)
+        and isinstance(kv, int)
+        and not protocol.recording()
+        and bool(padding[:, offset : offset + kv].all())
+    )
 
 
 def _plain_causal_prompt(kwargs: dict) -> bool:
