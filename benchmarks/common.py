@@ -224,6 +224,19 @@ def parse_setting(text: str) -> tuple[str, str, Any]:
     return module, name, parsed
 
 
+def add_set_argument(ap: argparse.ArgumentParser, example: str) -> None:
+    """``--set MODULE.NAME=VALUE …``: module constants to override for the run (:func:`apply_settings`),
+    to compare against the shipped settings; ``example`` shows one or two in the help."""
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        type=parse_setting,
+        metavar="MODULE.NAME=VALUE",
+        help=f"override module constants for the run, to compare against the shipped settings, e.g. {example}",
+    )
+
+
 def apply_settings(settings: list[tuple[str, str, Any]]) -> None:
     """Set each (module, NAME, value): the module must exist and already define NAME."""
     for module, name, value in settings:

@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     TimeLimit,
+    add_set_argument,
     apply_settings,
     device_name,
     flash_sdpa,
     out_of_time,
-    parse_setting,
     report,
     stop_on_sigterm,
 )
@@ -143,14 +143,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="top-k budgets as shares of the context (floats, as the shipped graphs give them) "
         "instead of token counts",
     )
-    ap.add_argument(
-        "--set",
-        nargs="*",
-        default=[],
-        type=parse_setting,
-        metavar="MODULE.NAME=VALUE",
-        help="override module constants for the run, e.g. maskgraph.hf.inject.UNMASKED_DECODE=False",
-    )
+    add_set_argument(ap, "maskgraph.hf.inject.UNMASKED_DECODE=False")
     ap.add_argument(
         "--profile",
         nargs="*",

@@ -194,12 +194,17 @@ def quest_rows(b: int, hq: int, hkv: int, pages: int, d: int, device, args) -> l
     return rows
 
 
-def gather_rows(b: int, hq: int, hkv: int, kk: int, d: int, density: float, device, args) -> list[dict]:
-    """fused_gather_attention over random lists, a few launch settings, vs flash SDPA."""
+def decode_inputs(b: int, hq: int, hkv: int, kk: int, d: int, device) -> tuple:
+    """(a generator seeded with b, queries (B, Hq, 1, D), keys and values (B, Hkv, K, D)) bf16."""
     gen = torch.Generator(device=device).manual_seed(b)
     q = torch.randn(b, hq, 1, d, device=device, dtype=torch.bfloat16, generator=gen)
     k = torch.randn(b, hkv, kk, d, device=device, dtype=torch.bfloat16, generator=gen)
-    v = torch.randn_like(k)
+    return gen, q, k, torch.randn_like(k)
+
+
+def gather_rows(b: int, hq: int, hkv: int, kk: int, d: int, density: float, device, args) -> list[dict]:
+    """fused_gather_attention over random lists, a few launch settings, vs flash SDPA."""
+    gen, q, k, v = decode_inputs(b, hq, hkv, kk, d, device)
     n = max(1, int(density * kk))
     # ascending, as the top-k writes most of its picks (index order within each segment)
     lists = (
@@ -238,10 +243,7 @@ def gather_rows(b: int, hq: int, hkv: int, kk: int, d: int, density: float, devi
 
 def forms_rows(b: int, hq: int, hkv: int, kk: int, d: int, density: float, device, args) -> list[dict]:
     """``fused_gather_attention`` over one share of K in each selection form, shared and per head."""
-    gen = torch.Generator(device=device).manual_seed(b)
-    q = torch.randn(b, hq, 1, d, device=device, dtype=torch.bfloat16, generator=gen)
-    k = torch.randn(b, hkv, kk, d, device=device, dtype=torch.bfloat16, generator=gen)
-    v = torch.randn_like(k)
+    gen, q, k, v = decode_inputs(b, hq, hkv, kk, d, device)
     page = 16
     with flash_sdpa():
         dense, _ = graph_ms(

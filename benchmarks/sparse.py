@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    add_set_argument,
     apply_settings,
     device_name,
     graph_ms,
     median_ms,
     out_of_time,
-    parse_setting,
     print_table,
     write_json,
 )
@@ -273,15 +273,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         choices=["auto", "torch", "triton"],
         help="top-k on the kernel path (auto: the Triton selection of maskgraph.sparse.topk)",
     )
-    ap.add_argument(
-        "--set",
-        nargs="*",
-        default=[],
-        type=parse_setting,
-        metavar="MODULE.NAME=VALUE",
-        help="override module constants for the run, to compare against the shipped settings, "
-        "e.g. maskgraph.sparse.topk.SMALL_MAX=8192 maskgraph.ops.zoo.quest.QUEST_DOT=True",
-    )
+    add_set_argument(ap, "maskgraph.sparse.topk.SMALL_MAX=8192 maskgraph.ops.zoo.quest.QUEST_DOT=True")
     ap.add_argument(
         "--mask",
         action="store_true",
