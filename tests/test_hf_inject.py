@@ -450,10 +450,13 @@ def test_an_unpadded_decode_steps_mask_is_noted_and_no_other():
     assert static[0, 0, 0].tolist() == [True] * 4 + [False] * 3 and _is_decode_mask(static)
 
 
+@pytest.mark.parametrize("mode", ["sparse", "simulate"])
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
-def test_graph_layers_run_unpadded_decode_steps_without_a_mask(cache, monkeypatch):
-    """Sparse decode steps of an unpadded batch reach the graph without a mask, with the same
-    tokens and logits as when they are given the mask; a left-padded batch keeps its masks."""
+def test_graph_layers_run_unpadded_decode_steps_without_a_mask(cache, mode, monkeypatch):
+    """Decode steps of an unpadded batch reach the graph without a mask (a static cache's whole
+    buffer with its token count in sparse mode, the buffer cut to its tokens in simulate mode),
+    with the same tokens and logits as when they are given the mask; a left-padded batch keeps
+    its masks."""
     import importlib
 
     inject_module = importlib.import_module("maskgraph.hf.inject")
@@ -466,7 +469,7 @@ def test_graph_layers_run_unpadded_decode_steps_without_a_mask(cache, monkeypatc
         if not noted:
             monkeypatch.setattr(inject_module, "UNMASKED_DECODE", False)
         recorder = Recorder()
-        with mg.inject(model, graph, mode="sparse", protocol="sparse", overrides=narrow, observer=recorder):
+        with mg.inject(model, graph, mode=mode, protocol="sparse", overrides=narrow, observer=recorder):
             runs[noted] = _gen_logits(model, ids, n=4, **kw)
         masks = [mask for _, q, _, mask in recorder.calls if q == 1]
         assert len(masks) == 2 * 3  # two layers, three decode steps
@@ -477,6 +480,6 @@ def test_graph_layers_run_unpadded_decode_steps_without_a_mask(cache, monkeypatc
     padding[1, :3] = 0
     recorder = Recorder()
     monkeypatch.undo()
-    with mg.inject(model, graph, mode="sparse", protocol="sparse", overrides=narrow, observer=recorder):
+    with mg.inject(model, graph, mode=mode, protocol="sparse", overrides=narrow, observer=recorder):
         _gen_logits(model, ids, n=3, attention_mask=padding, **kw)
     assert all(mask is not None for _, q, _, mask in recorder.calls if q == 1)

@@ -200,13 +200,14 @@ class Injection:
         scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
         context = {"state": self.tracker.state, "layer_idx": layer, "sinks": sinks}
         count = _static_count(self._cache, layer)
-        # an unpadded decode step's mask forbids only the keys past the query's position: none
-        # in a dynamic cache (or a static one cut to its tokens), those past the token count in
-        # a static buffer (which the graph call drops itself)
-        if _is_decode_mask(attention_mask):
-            attention_mask = None
+        # an unpadded decode step's mask forbids only the keys past the query's position: those
+        # past the token count in a static buffer (which the graph call drops itself), none in a
+        # dynamic cache or a static one cut to its tokens
+        decode_step = _is_decode_mask(attention_mask)
         if count is not None and attn.static_problem() is None:
             # the whole static buffer, its token count on the device: no host read, capturable
+            if decode_step:
+                attention_mask = None
             if attention_mask is None and query.shape[2] > 1:
                 attention_mask = _causal(query.shape[2], key.shape[2], query.device, count)
             out = attn(query, key, value, attention_mask, scale, num_keys=count, **context)
@@ -222,6 +223,8 @@ class Injection:
                 key, value = key[:, :, :valid], value[:, :, :valid]
                 if attention_mask is not None:
                     attention_mask = attention_mask[..., :valid]
+            if decode_step:
+                attention_mask = None
             if attention_mask is None and query.shape[2] > 1:
                 attention_mask = _causal(query.shape[2], key.shape[2], query.device)
             out = attn(query, key, value, attention_mask, scale, **context)
