@@ -455,31 +455,42 @@ def test_an_unpadded_decode_steps_mask_is_noted_and_no_other():
 def test_graph_layers_run_unpadded_decode_steps_without_a_mask(cache, mode, monkeypatch):
     """Decode steps of an unpadded batch reach the graph without a mask (a static cache's whole
     buffer with its token count in sparse mode, the buffer cut to its tokens in simulate mode),
-    with the same tokens and logits as when they are given the mask; a left-padded batch keeps
-    its masks."""
+    with the same tokens and logits as when they are given the mask; an observer still gets
+    the mask; a left-padded batch's steps keep theirs."""
     import importlib
 
+    from maskgraph.lower.compiled import CompiledAttention
+
     inject_module = importlib.import_module("maskgraph.hf.inject")
+    given = []
+    real_call = CompiledAttention.__call__
+
+    def spy(self, queries, keys, values, attention_mask=None, *args, **kwargs):
+        if queries.shape[2] == 1:
+            given.append(attention_mask)
+        return real_call(self, queries, keys, values, attention_mask, *args, **kwargs)
+
+    monkeypatch.setattr(CompiledAttention, "__call__", spy)
     model = tiny_model("llama")
     ids = _ids(12, batch=2)
     graph, narrow = "quest", {"sink_size": 2, "window_size": 3, "heavy_size": 4, "page_size": 2}
     kw = {} if cache == "dynamic" else {"cache_implementation": "static"}
     runs = {}
     for noted in (True, False):
-        if not noted:
-            monkeypatch.setattr(inject_module, "UNMASKED_DECODE", False)
+        monkeypatch.setattr(inject_module, "UNMASKED_DECODE", noted)
+        given.clear()
         recorder = Recorder()
         with mg.inject(model, graph, mode=mode, protocol="sparse", overrides=narrow, observer=recorder):
             runs[noted] = _gen_logits(model, ids, n=4, **kw)
-        masks = [mask for _, q, _, mask in recorder.calls if q == 1]
-        assert len(masks) == 2 * 3  # two layers, three decode steps
-        assert all((mask is None) == noted for mask in masks)
+        assert len(given) == 2 * 3  # two layers, three decode steps
+        assert all((mask is None) == noted for mask in given)
+        assert all(mask is not None for _, q, _, mask in recorder.calls if q == 1)
     assert torch.equal(runs[True][0], runs[False][0])
     assert (runs[True][1] - runs[False][1]).abs().max().item() <= TOL
+    monkeypatch.setattr(inject_module, "UNMASKED_DECODE", True)
     padding = torch.ones_like(ids)
     padding[1, :3] = 0
-    recorder = Recorder()
-    monkeypatch.undo()
-    with mg.inject(model, graph, mode=mode, protocol="sparse", overrides=narrow, observer=recorder):
+    given.clear()
+    with mg.inject(model, graph, mode=mode, protocol="sparse", overrides=narrow):
         _gen_logits(model, ids, n=3, attention_mask=padding, **kw)
-    assert all(mask is not None for _, q, _, mask in recorder.calls if q == 1)
+    assert len(given) == 2 * 2 and all(mask is not None for mask in given)

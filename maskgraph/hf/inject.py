@@ -14,7 +14,7 @@
   ``is_causal``; the graph builds the causal mask itself). A decode step's mask (one query,
   causal, no padding, no window) is noted as such: a graph layer then runs without it (the
   query may attend every key its cache holds, a static layer's token count bounds them), which
-  spares the estimators their masking work; dense layers still get it;
+  spares the estimators their masking work; dense layers and observers still get it;
 
 then switches the model to that name. :meth:`Injection.remove` (or leaving the ``with`` block)
 switches back and unregisters both, so the model computes bit for bit what it did before.
@@ -202,15 +202,15 @@ class Injection:
         count = _static_count(self._cache, layer)
         # an unpadded decode step's mask forbids only the keys past the query's position: those
         # past the token count in a static buffer (which the graph call drops itself), none in a
-        # dynamic cache or a static one cut to its tokens
+        # dynamic cache or a static one cut to its tokens; the graph runs without it (an observer
+        # still gets it)
         decode_step = _is_decode_mask(attention_mask)
         if count is not None and attn.static_problem() is None:
             # the whole static buffer, its token count on the device: no host read, capturable
-            if decode_step:
-                attention_mask = None
             if attention_mask is None and query.shape[2] > 1:
                 attention_mask = _causal(query.shape[2], key.shape[2], query.device, count)
-            out = attn(query, key, value, attention_mask, scale, num_keys=count, **context)
+            graph_mask = None if decode_step else attention_mask
+            out = attn(query, key, value, graph_mask, scale, num_keys=count, **context)
             self.static_calls += 1
         else:
             if count is not None and protocol.recording():
@@ -223,11 +223,10 @@ class Injection:
                 key, value = key[:, :, :valid], value[:, :, :valid]
                 if attention_mask is not None:
                     attention_mask = attention_mask[..., :valid]
-            if decode_step:
-                attention_mask = None
             if attention_mask is None and query.shape[2] > 1:
                 attention_mask = _causal(query.shape[2], key.shape[2], query.device)
-            out = attn(query, key, value, attention_mask, scale, **context)
+            graph_mask = None if decode_step else attention_mask
+            out = attn(query, key, value, graph_mask, scale, **context)
         self.calls += 1
         if self.observer is not None:
             self.observer.observe(layer, query, key, value, attention_mask, scale, out, attn)
