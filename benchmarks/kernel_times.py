@@ -217,25 +217,14 @@ def gather_rows(b: int, hq: int, hkv: int, kk: int, d: int, density: float, devi
     rows = [
         dict(kernel="gather", variant="flash SDPA (all K)", B=b, rows=b * hkv, N=kk, k=n, ms=dense, x_ref=1.0)
     ]
-    saved = fused.BLOCK_N, fused.TARGET_PROGRAMS, fused.NUM_WARPS, fused.NUM_STAGES
-    try:
-        for block, programs, warps, stages in args.gather_configs:
-            fused.BLOCK_N, fused.TARGET_PROGRAMS, fused.NUM_WARPS, fused.NUM_STAGES = (
-                block,
-                programs,
-                warps,
-                stages,
-            )
-            fn = lambda: fused.fused_gather_attention(q, k, v, None, d**-0.5, lists, None, q.dtype)  # noqa: E731
-            ms, _ = graph_ms(fn, device, args.warmup, args.reps)
-            variant = (
-                f"gather_decode BLOCK_N={block} programs={programs} warps={warps} stages={stages or '-'}"
-            )
-            rows.append(
-                dict(kernel="gather", variant=variant, B=b, rows=b * hkv, N=kk, k=n, ms=ms, x_ref=ms / dense)
-            )
-    finally:
-        fused.BLOCK_N, fused.TARGET_PROGRAMS, fused.NUM_WARPS, fused.NUM_STAGES = saved
+    fn = lambda: fused.fused_gather_attention(q, k, v, None, d**-0.5, lists, None, q.dtype)  # noqa: E731
+    for block, programs, warps, stages in args.gather_configs:
+        settings = dict(BLOCK_N=block, TARGET_PROGRAMS=programs, NUM_WARPS=warps, NUM_STAGES=stages)
+        ms, _ = with_settings(fused, settings, lambda: graph_ms(fn, device, args.warmup, args.reps))
+        variant = f"gather_decode BLOCK_N={block} programs={programs} warps={warps} stages={stages or '-'}"
+        rows.append(
+            dict(kernel="gather", variant=variant, B=b, rows=b * hkv, N=kk, k=n, ms=ms, x_ref=ms / dense)
+        )
     for row in rows:
         row["ref"] = "SDPA"
     return rows

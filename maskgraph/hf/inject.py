@@ -382,14 +382,30 @@ def _is_decode_mask(mask: torch.Tensor | None) -> bool:
 
 
 def _unpadded_decode_step(kwargs: dict) -> bool:
-    """The mask asked for is the causal mask of one query with no padding and no window (read
-    from keyword arguments; a padding mask is read on the host, never while a CUDA graph is
-    recorded: while recording, only a missing padding mask counts as none)."""
+    """The mask asked for is the causal mask of one query with no padding and no window (see
+    :func:`_causal_unpadded`)."""
+    return kwargs.get("q_length") == 1 and _causal_unpadded(kwargs)
+
+
+def _plain_causal_prompt(kwargs: dict) -> bool:
+    """The mask asked for is the causal mask of Q queries over Q keys (an empty cache), with no
+    padding and no window (transformers' own SDPA skip condition; see :func:`_causal_unpadded`)."""
+    q, kv = kwargs.get("q_length"), kwargs.get("kv_length")
+    if not (isinstance(q, int) and isinstance(kv, int) and 1 < q == kv):
+        return False
+    if kwargs.get("allow_is_causal_skip", True) is False:  # the caller needs the mask itself
+        return False
+    return _causal_unpadded(kwargs)
+
+
+def _causal_unpadded(kwargs: dict) -> bool:
+    """The mask asked for is causal, without a window, and its padding mask (if any) keeps
+    every key of [kv_offset, kv_offset + kv_length): read from keyword arguments only; a padding
+    mask is read on the host, never while a CUDA graph is recorded (only a missing one counts
+    as none then)."""
     from transformers.masking_utils import causal_mask_function
 
-    if kwargs.get("q_length") != 1 or kwargs.get("local_size") is not None:
-        return False
-    if kwargs.get("mask_function") is not causal_mask_function:
+    if kwargs.get("local_size") is not None or kwargs.get("mask_function") is not causal_mask_function:
         return False
     padding = kwargs.get("attention_mask")
     if padding is None:
@@ -400,28 +416,6 @@ def _unpadded_decode_step(kwargs: dict) -> bool:
         and isinstance(kv, int)
         and not protocol.recording()
         and bool(padding[:, offset : offset + kv].all())
-    )
-
-
-def _plain_causal_prompt(kwargs: dict) -> bool:
-    """The mask asked for is the causal mask of Q queries over Q keys (an empty cache), with no
-    padding and no window (transformers' own SDPA skip condition, read from keyword arguments
-    only; the padding mask is read on the host, never while a CUDA graph is recorded)."""
-    from transformers.masking_utils import causal_mask_function
-
-    q, kv = kwargs.get("q_length"), kwargs.get("kv_length")
-    if not (isinstance(q, int) and isinstance(kv, int) and 1 < q == kv):
-        return False
-    if kwargs.get("allow_is_causal_skip", True) is False:  # the caller needs the mask itself
-        return False
-    if kwargs.get("local_size") is not None or kwargs.get("mask_function") is not causal_mask_function:
-        return False
-    padding = kwargs.get("attention_mask")
-    if padding is None:
-        return True
-    offset = kwargs.get("kv_offset") or 0
-    return (
-        isinstance(offset, int) and not protocol.recording() and bool(padding[:, offset : offset + kv].all())
     )
 
 
