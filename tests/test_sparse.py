@@ -485,7 +485,7 @@ def test_page_eligibility_by_offsets_equals_the_reduction(k_now, page, with_mask
     if want is None:
         assert prior is None and am is None
         return
-    got = sparse_ops.page_eligible_by_offsets(ctx, prior, page, pages)
+    got = sparse_ops.page_eligible_by_offsets(ctx, prior, page, pages, env.allowed)
     lead = torch.broadcast_shapes(want.shape, got.shape)
     assert torch.equal(got.expand(lead), want.expand(lead))
     assert not want.all()  # the case excludes some page (else the test could not fail)

@@ -3,6 +3,8 @@ interpreter) equal the max over each KV group of the per-query-head scores."""
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from launches import record_topk_launches
@@ -153,11 +155,14 @@ def test_shared_sparse_mode_uses_the_group_scores(op, tmp_path, monkeypatch):
 @pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])
 @pytest.mark.parametrize("q", [1, 3])
 @pytest.mark.parametrize("small_max", [4096, 0], ids=["one_program", "segments"])
-def test_the_top_k_drops_the_prior_on_the_kernel_path(op, q, small_max, tmp_path, monkeypatch):
-    """Grouped scores, no attention mask: the Triton top-k drops the sink and the window
-    (sliding over Q queries) itself, pages of Quest where they lie wholly in them; the output
-    is the torch path's, which masks the scores (K = 301: pages of 4 and segments of 1024
-    keys end short)."""
+@pytest.mark.parametrize("padded", [False, True], ids=["", "padded"])
+def test_the_top_k_drops_the_prior_on_the_kernel_path(op, q, small_max, padded, tmp_path, monkeypatch):
+    """Grouped scores, without an attention mask or with a padded batch's (which the estimator
+    kernel applies): the Triton top-k drops the sink and the window (sliding over Q queries)
+    itself, pages of Quest where they lie wholly in them — except Quest's under a mask, whose
+    pages are made eligible key by key in torch (see
+    test_quest_skips_pages_whose_allowed_keys_the_prior_holds); the output is the torch path's,
+    which masks the scores (K = 301: pages of 4 and segments of 1024 keys end short)."""
     from maskgraph.sparse import topk as triton_topk
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", small_max)
@@ -168,12 +173,20 @@ def test_the_top_k_drops_the_prior_on_the_kernel_path(op, q, small_max, tmp_path
         triton_topk, "exclusion_args", lambda exclude: exclude and seen.append(exclude) or real(exclude)
     )
     graph, qs, ks, vs, _ = sparse_case(op, tmp_path, b=2, k=301, seed=13, q=q)
-    masked = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")(qs, ks, vs, state=mg.State())
+    am = None
+    if padded:  # row 1 starts with 37 padding keys (the sink's among them); causal over Q
+        am = torch.triu(torch.full((q, 301), float("-inf")), 301 - q + 1).expand(2, 1, q, 301).clone()
+        am[1, ..., :37] = float("-inf")
+    run = {"attention_mask": am, "state": mg.State()}
+    masked = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")(qs, ks, vs, **run)
     assert not seen
-    out = mg.compile(graph, mode="sparse", gqa="shared", kernel="triton")(qs, ks, vs, state=mg.State())
+    run["state"] = mg.State()
+    out = mg.compile(graph, mode="sparse", gqa="shared", kernel="triton")(qs, ks, vs, **run)
     block = 4 if op == "quest" else 1  # sink 4, window 8: t − 8 < j ≤ t for t = 301 − q + i
     # over segments HashAttention's score kernel drops them from the top-k's histograms too
     uses = 2 if op == "hashattention" and small_max == 0 else 1
+    if padded and op == "quest":
+        uses = 0
     assert seen == [[q, block, 301, 0, 4, 0, 301 - q - 7, 301 - q + 1, 1]] * uses
     assert ((out - masked).norm() / masked.norm()).item() < 1e-5
 
@@ -183,11 +196,13 @@ def test_the_top_k_drops_the_prior_on_the_kernel_path(op, q, small_max, tmp_path
 )
 @pytest.mark.parametrize("bits", [32, 64, 5])
 @pytest.mark.parametrize("runs", [None, [(0, 4, 0), (20, 29, 1)]], ids=["all", "prior"])
-def test_hash_histograms_count_the_scores(shape, bits, runs):
+@pytest.mark.parametrize("masked", [False, True], ids=["", "masked"])
+def test_hash_histograms_count_the_scores(shape, bits, runs, masked):
     """The hash kernel's histograms, one per (row, block of seg keys): bin 1 + score, the keys
-    of the prior's runs and the padding past K in bin 0 (padding then taken off), counted
-    plainly here; its scores are the plain kernel's and the plain count's (groups of 1 to 6
-    heads: more than GROUP_CHUNK take two rounds)."""
+    of the prior's runs, those an attention mask forbids (their scores −inf) and the padding
+    past K in bin 0 (padding then taken off), counted plainly here; its scores are the plain
+    kernel's and the plain count's (groups of 1 to 6 heads: more than GROUP_CHUNK take two
+    rounds)."""
     from references import dropped_by_runs
 
     from maskgraph.sparse.topk import bounded_bins
@@ -202,15 +217,21 @@ def test_hash_histograms_count_the_scores(shape, bits, runs):
         qw[..., -1] &= (1 << (bits % 32)) - 1
     seg, nb = 128, bounded_bins(bits)
     exclude = None if runs is None else [q, 1, k, *(v for run in runs for v in run)]
-    scores, hist = ha._hash_group_scores_hist(qw, kw, hkv, bits, seg, nb, exclude)
-    assert torch.equal(scores, ha._hash_group_scores(qw, kw, hkv, bits))
+    am = random_mask("per_query", b, hq, q, k, sum(shape)) if masked else None
+    scores, hist = ha._hash_group_scores_hist(qw, kw, hkv, bits, seg, nb, exclude, am)
+    assert torch.equal(scores, ha._hash_group_scores(qw, kw, hkv, bits, am))
     # the scores, plainly: bits − differing bits, the max over each group's query heads
     x = (qw.view(b, hkv, hq // hkv, q, 1, nw) ^ kw.view(b, hkv, 1, 1, k, nw)).long() & 0xFFFFFFFF
     differ = sum((x >> i) & 1 for i in range(32)).sum(-1)
-    assert torch.equal(scores, (bits - differ).amax(2).float())
+    want = (bits - differ).amax(2).float()
+    forbidden = torch.zeros_like(want, dtype=torch.bool)
+    if masked:
+        forbidden = (am == float("-inf")).expand(want.shape)
+        assert forbidden.any() and not forbidden.all()
+    assert torch.equal(scores, want.masked_fill(forbidden, float("-inf")))
     rows = scores.reshape(-1, k)
-    drop = dropped_by_runs(rows.shape[0], k, q, 1, k, runs or [])
-    bins = torch.where(drop, 0, 1 + rows.long())
+    drop = dropped_by_runs(rows.shape[0], k, q, 1, k, runs or []) | forbidden.reshape(-1, k)
+    bins = torch.where(drop, 0, 1 + rows.nan_to_num(neginf=0).long())
     want = torch.zeros(rows.shape[0], -(-k // seg), nb, dtype=torch.int32)
     for r in range(rows.shape[0]):
         for s in range(want.shape[1]):
@@ -220,38 +241,49 @@ def test_hash_histograms_count_the_scores(shape, bits, runs):
 
 
 @pytest.mark.parametrize("q", [1, 3])
-@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("masked", ["none", "kernel", "torch"])
 def test_hash_top_k_takes_the_kernels_histograms(q, masked, tmp_path, monkeypatch):
     """HashAttention over segments, grouped, on the kernel path: its score kernel writes the
     bounded top-k's histograms (the prior dropped there too) and the top-k launches no
-    histogram pass of its own; the output is the torch path's. With an attention mask neither
-    happens."""
+    histogram pass of its own; the output is the torch path's. With an attention mask the
+    kernel applies it (−inf, bin 0) and the same holds; with the mask left to torch
+    (``keymask.IN_KERNEL`` off) neither happens."""
+    from maskgraph.sparse import keymask
     from maskgraph.sparse import topk as triton_topk
     from maskgraph.sparse.topk import bounded_bins
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
     monkeypatch.setattr(triton_topk, "SEG_MIN", 64)  # K = 301: five segments, the last short
+    monkeypatch.setattr(keymask, "IN_KERNEL", masked != "torch")
     launched = record_topk_launches(monkeypatch)
-    made = []  # (keys per program, bins) of each score kernel launched
+    made = []  # (keys per program, bins, mask applied) of each score kernel launched
     real = ha._launch_group_scores
-    monkeypatch.setattr(
-        ha, "_launch_group_scores", lambda *a: made.append((a[4], a[5] if len(a) > 5 else 0)) or real(*a)
-    )
+
+    def recorded(*a, **kw):
+        args = inspect.signature(real).bind(*a, **kw).arguments
+        made.append((args["block"], args.get("nb", 0), args.get("mask") is not None))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ha, "_launch_group_scores", recorded)
     graph, qs, ks, vs, _ = sparse_case("hashattention", tmp_path, b=2, k=301, seed=17, q=q)
     am = None
-    if masked:
+    if masked != "none":  # padding of row 0 (inside the prior's sink too) and keys of row 1
         am = torch.zeros(2, 1, q, 301)
-        am[0, ..., 5:9] = float("-inf")
+        am[0, ..., :9] = float("-inf")
+        am[1, ..., 100:140] = float("-inf")
     masked_out = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")
     want = masked_out(qs, ks, vs, attention_mask=am, state=mg.State())
     assert not launched
     made.clear()
     fast = mg.compile(graph, mode="sparse", gqa="shared", kernel="triton")
     out = fast(qs, ks, vs, attention_mask=am, state=mg.State())
-    expected = ["select_hist"] if masked else []
+    expected = ["select_hist"] if masked == "torch" else []
     assert [n for n in launched if n == "select_hist"] == expected and "select_write" in launched
     # one score kernel, eager as compiled: the plain one only where the histograms are not taken
-    assert made == ([(ha.HASH_BLOCK, 0)] if masked else [(64, bounded_bins(64))])  # hat_bits 64
+    if masked == "torch":
+        assert made == [(ha.HASH_BLOCK, 0, False)]
+    else:
+        assert made == [(64, bounded_bins(64), masked == "kernel")]  # hat_bits 64
     assert ((out - want).norm() / want.norm()).item() < 1e-5
 
 
@@ -271,6 +303,21 @@ def test_hash_selects_inside_the_attention_kernel(shape, apart, dtype, parts, tm
     KV group's heads share one selection, which simulate mode has no form of; the signatures
     are float32 sign bits either way). ``apart``: ``select_choose`` finds each row's
     bin first, as for rows of many segments."""
+    select_in_attention_case(shape, apart, dtype, parts, False, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "shape, dtype", [((2, 4, 2, 1, 301, 20), torch.float32), ((2, 6, 2, 3, 200, 37), torch.bfloat16)]
+)
+def test_hash_selects_inside_the_attention_kernel_with_a_padding_mask(shape, dtype, tmp_path, monkeypatch):
+    """As above for a padded batch (row 1 begins with padding, causal over the queries): the
+    score kernel applies the mask, so that ``select_attend`` still makes the selection."""
+    select_in_attention_case(shape, True, dtype, 2, True, tmp_path, monkeypatch)
+
+
+def select_in_attention_case(shape, apart, dtype, parts, padded, tmp_path, monkeypatch) -> None:
+    """Run :func:`test_hash_selects_inside_the_attention_kernel`'s check (``padded``: with a
+    padding mask)."""
     from maskgraph.sparse import fused
     from maskgraph.sparse import topk as triton_topk
 
@@ -289,10 +336,14 @@ def test_hash_selects_inside_the_attention_kernel(shape, apart, dtype, parts, tm
     overrides = {"sink_size": 4, "window_size": 8, "heavy_size": heavy, **graph_files("hashattention", path)}
     graph = mg.load_graph("hashattention", overrides=overrides)
     qs, ks, vs = (t.to(dtype) for t in (qs, ks, vs))  # the reference takes the rounded inputs
+    am = None
+    if padded:
+        am = torch.triu(torch.full((q, k), float("-inf")), k - q + 1).expand(b, 1, q, k).clone()
+        am[1, ..., : k // 3] = float("-inf")
     plain = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")
-    want = plain(qs.double(), ks.double(), vs.double(), state=mg.State())
+    want = plain(qs.double(), ks.double(), vs.double(), attention_mask=am, state=mg.State())
     fast = mg.compile(graph, backend="inductor", mode="sparse", gqa="shared", kernel="triton")
-    out = fast(qs, ks, vs, state=mg.State())
+    out = fast(qs, ks, vs, attention_mask=am, state=mg.State())
     assert "select_attend" in launched and "gather_decode" not in launched
     assert "select_write" not in launched and ("select_choose" in launched) == apart
     err = ((out.double() - want).norm() / want.norm()).item()
@@ -326,13 +377,23 @@ def test_select_in_attention_can_be_turned_off(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])
-def test_group_scores_compile_with_inductor(op, tmp_path):
+@pytest.mark.parametrize("padded", [False, True], ids=["", "padded"])
+def test_group_scores_compile_with_inductor(op, padded, tmp_path, monkeypatch):
     """The grouped kernels are custom operators: fullgraph torch.compile calls them (run 14 on the
-    H100 failed before the Triton check became a module constant)."""
+    H100 failed before the Triton check became a module constant), with a padding mask too
+    (passed to them), equal to the torch path with the mask applied in torch."""
+    from maskgraph.sparse import keymask
+
     graph, qs, ks, vs, _ = sparse_case(op, tmp_path, b=2, k=300, seed=9)
+    am = None
+    if padded:
+        am = torch.zeros(2, 1, 1, 300, dtype=torch.bfloat16)
+        am[1, ..., :70] = float("-inf")
     fast = mg.compile(graph, backend="inductor", mode="sparse", gqa="shared", kernel="triton")
+    a = fast(qs, ks, vs, attention_mask=am, state=mg.State())
+    monkeypatch.setattr(keymask, "IN_KERNEL", False)
     plain = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")
-    a, want = fast(qs, ks, vs, state=mg.State()), plain(qs, ks, vs, state=mg.State())
+    want = plain(qs, ks, vs, attention_mask=am, state=mg.State())
     assert ((a - want).norm() / want.norm()).item() < 1e-5
 
 
@@ -387,7 +448,7 @@ def test_double_sparsity_kernel_is_the_float64_score(shape, dtype, bits, tmp_pat
     params = {"channels": files(tmp_path, hq, hkv)["double_sparsity"], "group_factor": 2, "label_bits": bits}
     prep = mg.get_op("double_sparsity").prepare(keys, keys, params, {}, 0)
     env = Env(queries, keys, keys, None, D**-0.5, torch.arange(k - q, k), 0)
-    grouped, _, _, ranges = ds.double_sparsity_group_scores(env, prep, **params)
+    grouped, _, _, ranges, _ = ds.double_sparsity_group_scores(env, prep, **params)
     words, per = prep["labels"], ds.codes_per_word(bits)
     r = prep["idx"].shape[-1]
     codes = torch.stack([(words[..., c // per] >> ((c % per) * bits)) & (2**bits - 1) for c in range(r)], -1)
@@ -487,6 +548,105 @@ def test_head_scores_are_each_heads_own(op, dtype, shape, tmp_path):
         assert (kept[..., 0] >= ranges[..., 0]).all() and (kept[..., 1] <= ranges[..., 1]).all()
 
 
+@pytest.mark.parametrize("gqa", ["per_head", "shared"])
+@pytest.mark.parametrize("kernel", ["triton", "torch"])
+def test_quest_skips_pages_whose_allowed_keys_the_prior_holds(gqa, kernel, tmp_path, monkeypatch):
+    """A page is eligible only if one of its keys is both allowed by the mask and outside the
+    prior (simulate's rule, key by key): here page 73 (keys 292–295) has the best bound, key
+    292 forbidden and 293–295 in the window. A mask applied per page by the score kernel and a
+    prior dropped per page by the top-k would each keep it, wasting a page of the budget (whose
+    keys are then all invalid); the
+    output is simulate's (per head) and the torch-masked path's (shared)."""
+    from maskgraph.sparse import keymask
+
+    graph, qs, ks, vs, _ = sparse_case("quest", tmp_path, b=1, k=301, seed=23)
+    # the page every head ranks first: its bound comes from the forbidden key 292 (keys 293-295
+    # keep ordinary logits, so that the other pages' share of the output shows)
+    ks[..., 292, :] = 20 * qs.mean((1, 2)).view(1, 1, D)
+    am = torch.zeros(1, 1, 1, 301)
+    am[..., 292] = float("-inf")
+    run = {"attention_mask": am}
+    got = mg.compile(graph, mode="sparse", gqa=gqa, kernel=kernel)(qs, ks, vs, state=mg.State(), **run)
+    if gqa == "per_head":
+        want = mg.compile(graph)(qs, ks, vs, state=mg.State(), **run)
+    else:
+        monkeypatch.setattr(keymask, "IN_KERNEL", False)
+        want = mg.compile(graph, mode="sparse", gqa=gqa, kernel="torch")(qs, ks, vs, state=mg.State(), **run)
+    assert ((got - want).norm() / want.norm()).item() < 1e-5
+
+
+def random_mask(form: str, b: int, hq: int, q: int, k: int, seed: int) -> torch.Tensor:
+    """An additive mask of ``form``: "padding" (B, 1, 1, K) a prefix per row, in row 0 33 keys
+    (whole pages of 16 and part of one); "per_query" (B, 1, Q, K) that prefix, holes, and the
+    causal end for Q > 1; "broadcast" (1, 1, 1, K) holes and a run; "per_head" (B, Hq, Q, K)
+    holes and, in head 1, the run. Some allowed keys carry a finite negative bias (allowed all
+    the same)."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = {"padding": (b, 1, 1, k), "per_query": (b, 1, q, k), "broadcast": (1, 1, 1, k)}
+    am = torch.zeros(shape.get(form, (b, hq, q, k)))
+    am[torch.rand(am.shape, generator=gen) < 0.2] = -3.0e38  # finite: allowed
+    if form in ("padding", "per_query"):
+        for r in range(b):
+            pad = 33 if r == 0 else int(torch.randint(0, k // 2 + 1, (1,), generator=gen))
+            am[r, ..., :pad] = float("-inf")
+    if form != "padding":
+        am[torch.rand(am.shape, generator=gen) < 0.3] = float("-inf")
+    if form == "broadcast":
+        am[..., k // 3 : k // 3 + 40] = float("-inf")
+    if form == "per_head":
+        am[:, 1, :, k // 3 : k // 3 + 40] = float("-inf")
+    if form == "per_query" and q > 1:
+        am = am + torch.triu(torch.full((q, k), float("-inf")), k - q + 1)
+    return am
+
+
+def masked_reference(op, env, prep, params, per_head: bool) -> torch.Tensor:
+    """The float64 scores of each query head (or their group max), −inf where the mask forbids
+    the key (Quest: the page holds no key it allows), the rule written plainly."""
+    exact = head_scores_float64(op, env, prep, params)
+    allowed = (env.attention_mask > float("-inf")).expand(env.B, env.Hq, env.Q, env.K)
+    if op == "quest":
+        pages = exact.shape[-1]
+        padded = torch.zeros(env.B, env.Hq, env.Q, pages * 16, dtype=torch.bool)
+        padded[..., : env.K] = allowed
+        allowed = padded.view(env.B, env.Hq, env.Q, pages, 16).any(-1)
+    exact = exact.masked_fill(~allowed, float("-inf"))
+    if per_head:
+        return exact
+    return exact.view(env.B, env.Hkv, env.G, env.Q, -1).amax(2)
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(2, 8, 2, 1, 257)], ids=lambda s: "B{}Hq{}Hkv{}Q{}K{}".format(*s))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("form", ["padding", "per_query", "broadcast", "per_head"])
+@pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])
+def test_estimator_kernels_apply_the_attention_mask(op, form, dtype, shape, tmp_path):
+    """An additive attention mask given to the estimator kernels (grouped, and per query head;
+    masks broadcast over batch, heads and queries, or not) forbids exactly the keys (Quest: the
+    pages with no allowed key) the float64 reference forbids, leaves the other scores the
+    reference's, and the kernel says it applied the mask. A mask that differs between the heads
+    of a group is per-head only (the grouped scores are not taken with it)."""
+    from maskgraph.sparse.keymask import kernel_mask
+
+    b, hq, hkv, q, k = shape
+    spec, params, prep, env = estimator_case(op, dtype, shape, tmp_path, sum(shape) + 11)
+    am = random_mask(form, b, hq, q, k, sum(shape)).to(dtype)  # additive masks of 16 bits too
+    env = Env(env.queries, env.keys, env.values, am, D**-0.5, env.q_pos, 0)
+    assert (kernel_mask(env) is None) == (form == "per_head")
+    for per_head in (True,) if form == "per_head" else (False, True):
+        made = spec.extra["sparse_head_scores" if per_head else "sparse_group_scores"](env, prep, **params)
+        got = made[0]() if callable(made[0]) else made[0]
+        want = masked_reference(op, env, prep, params, per_head)
+        assert made[4] is True  # the kernel applied it
+        assert torch.equal(got == float("-inf"), want == float("-inf"))
+        finite = want > float("-inf")
+        assert finite.any() and not finite.all()  # the case forbids some, keeps some
+        if op == "hashattention":
+            assert torch.equal(got[finite].double(), want[finite])
+        else:
+            torch.testing.assert_close(got[finite].double(), want[finite], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "op, q, padded",
     [
@@ -502,8 +662,10 @@ def test_head_scores_are_each_heads_own(op, dtype, shape, tmp_path):
     ],
 )
 def test_per_head_sparse_mode_uses_the_head_scores(op, q, padded, tmp_path, monkeypatch):
-    """``gqa="per_head"`` scores each query head by the estimator's kernel (the Triton top-k
-    dropping the sink and window itself where no mask applies) and equals simulate mode, and
+    """``gqa="per_head"`` scores each query head by the estimator's kernel (which applies the
+    padding mask itself, so that the Triton top-k drops the sink and window itself in both
+    cases, except for Quest's pages under a mask: see ops._exact_with_mask) and equals
+    simulate mode, and
     the same graph with the torch scores (HEAD_SCORES_BY_KERNEL off); K = 301: pages of 4
     and key blocks end short."""
     from maskgraph.sparse import ops as sparse_ops
@@ -525,8 +687,7 @@ def test_per_head_sparse_mode_uses_the_head_scores(op, q, padded, tmp_path, monk
     own = mg.compile(graph, mode="sparse", gqa="per_head", kernel="triton")(
         qs, ks, vs, attention_mask=mask, state=mg.State()
     )
-    assert calls
-    assert bool(seen) == (not padded)
+    assert calls and bool(seen) == (not padded or op != "quest")
     monkeypatch.setattr(sparse_ops, "HEAD_SCORES_BY_KERNEL", False)
     calls.clear()
     plain = mg.compile(graph, mode="sparse", gqa="per_head", kernel="triton")(

@@ -222,30 +222,33 @@ KERNELS = [
     (
         "maskgraph.ops.zoo.quest_kernel",
         "quest_group_scores",
-        "Q:*bf16 LO:*bf16 HI:*bf16 OUT:*fp32 RANGES:*i32 "
+        "Q:*bf16 LO:*bf16 HI:*bf16 OUT:*fp32 RANGES:*i32 AM:*fp32 "
         + I32("n_pages n_q hkv g_heads kv_div dim")
         + " scaling:fp32 "
-        "BLOCK:constexpr DIM:constexpr",
-        {"BLOCK": 32, "DIM": 128},
+        + I32("n_keys page_size sab sah saq")
+        + " BLOCK:constexpr DIM:constexpr PS:constexpr HAS_AM:constexpr",
+        {"BLOCK": 32, "DIM": 128, "PS": 16, "HAS_AM": False},
     ),
     (
         "maskgraph.ops.zoo.quest_kernel",
         "quest_group_scores_dot",
-        "Q:*bf16 LO:*bf16 HI:*bf16 OUT:*fp32 RANGES:*i32 "
+        "Q:*bf16 LO:*bf16 HI:*bf16 OUT:*fp32 RANGES:*i32 AM:*fp32 "
         + I32("n_pages n_q hkv g_heads kv_div dim")
         + " scaling:fp32 "
-        "BLOCK:constexpr DIM:constexpr GP:constexpr UPCAST:constexpr EACH_HEAD:constexpr",
-        {"BLOCK": 64, "DIM": 128, "GP": 16, "UPCAST": False, "EACH_HEAD": False},
+        + I32("n_keys page_size sab sah saq")
+        + " BLOCK:constexpr DIM:constexpr GP:constexpr UPCAST:constexpr EACH_HEAD:constexpr PS:constexpr "
+        "HAS_AM:constexpr",
+        {"BLOCK": 64, "DIM": 128, "GP": 16, "UPCAST": False, "EACH_HEAD": False, "PS": 16, "HAS_AM": False},
     ),
     (
         "maskgraph.ops.zoo.hashattention_kernel",
         "hash_group_scores",
-        "QW:*i32 KW:*i32 OUT:*fp32 HIST:*i32 "
-        + I32("n_keys n_q hkv g_heads kv_div n_words hat_bits")
+        "QW:*i32 KW:*i32 OUT:*fp32 HIST:*i32 AM:*fp32 "
+        + I32("n_keys n_q hkv g_heads kv_div n_words hat_bits sab sah saq")
         + " "
         + EX
-        + " BLOCK:constexpr HC:constexpr NB:constexpr NEX:constexpr HW_POPC:constexpr",
-        {"BLOCK": 2048, "HC": 4, "NB": 64, "NEX": 2, "HW_POPC": True},
+        + " BLOCK:constexpr HC:constexpr NB:constexpr NEX:constexpr HW_POPC:constexpr HAS_AM:constexpr",
+        {"BLOCK": 2048, "HC": 4, "NB": 64, "NEX": 2, "HW_POPC": True, "HAS_AM": False},
     ),
     (
         "maskgraph.ops.zoo.hashattention_kernel",
@@ -258,10 +261,12 @@ KERNELS = [
     (
         "maskgraph.ops.zoo.double_sparsity_kernel",
         "ds_group_scores",
-        "QL:*bf16 WORDS:*i32 LO:*fp32 STEP:*fp32 OUT:*fp32 RANGES:*i32 "
+        "QL:*bf16 WORDS:*i32 LO:*fp32 STEP:*fp32 OUT:*fp32 RANGES:*i32 AM:*fp32 "
         + I32("n_keys n_q hkv g_heads kv_div n_labels")
-        + " scaling:fp32 BLOCK:constexpr GP:constexpr NW:constexpr BITS:constexpr PER:constexpr",
-        {"BLOCK": 1024, "GP": 4, "NW": 2, "BITS": 4, "PER": 8},
+        + " scaling:fp32 "
+        + I32("sab sah saq")
+        + " BLOCK:constexpr GP:constexpr NW:constexpr BITS:constexpr PER:constexpr HAS_AM:constexpr",
+        {"BLOCK": 1024, "GP": 4, "NW": 2, "BITS": 4, "PER": 8, "HAS_AM": False},
     ),
 ]
 
@@ -283,6 +288,15 @@ PER_HEAD += [
     if name == "quest_group_scores_dot"
 ]
 KERNELS += PER_HEAD
+#: The estimators' score kernels applying a padded batch's attention mask themselves (float32,
+#: and a 16-bit mask for the grouped launches).
+KERNELS += [
+    (module, name, signature.replace("AM:*fp32", f"AM:*{dtype}"), {**constants, "HAS_AM": True})
+    for module, name, signature, constants in KERNELS
+    if name in ("quest_group_scores", "quest_group_scores_dot", "hash_group_scores", "ds_group_scores")
+    for dtype in ("fp32", "bf16")
+    if dtype == "fp32" or "g_heads" not in constants
+]
 
 
 def compile_all(names: list[str]) -> None:

@@ -59,6 +59,13 @@ class BlockScores:
     # ``sparse_head_scores``): nothing forbidden but by the attention mask, so the Triton
     # top-k may drop the prior's keys itself
     by_kernel: bool = False
+    # the estimator's kernel forbade what the attention mask forbids (−inf, bin 0 of its
+    # histograms; Quest: pages with no allowed key): no torch pass over the scores is needed
+    masked: bool = False
+
+    def unmasked(self, env: Env) -> bool:
+        """Whether an attention mask applies that the estimator's kernel did not apply."""
+        return env.allowed is not None and not self.masked
 
     @property
     def scores(self) -> torch.Tensor:
@@ -169,14 +176,16 @@ def make_estimator(
     largest score, the finite scores then lying in [0, top] (with ``integer``).
     ``sparse_group_scores`` may return a third item, ``with_histogram`` (see
     :class:`BlockScores`), and then a function making the scores as its first, or None; and a
-    fourth, the scores' ``ranges``. ``sparse_head_scores``: the same as
+    fourth, the scores' ``ranges``, and a fifth, whether its kernel applied the attention mask
+    (:mod:`maskgraph.sparse.keymask`; the histograms then honour it). ``sparse_head_scores``: the same as
     ``sparse_group_scores`` with one query head a group — ``sparse_scores``' values by the
     estimator's kernel, with its histograms and ranges — used under ``gqa="per_head"``."""
 
     def made_by_kernel(made: tuple, grouped: bool, bound: int | None) -> BlockScores:
         histogram = made[2] if len(made) > 2 else None
         ranges = made[3] if len(made) > 3 and RANGES_FROM_SCORES else None
-        return BlockScores(made[0], int(made[1]), grouped, integer, bound, histogram, ranges, True)
+        masked = len(made) > 4 and bool(made[4])
+        return BlockScores(made[0], int(made[1]), grouped, integer, bound, histogram, ranges, True, masked)
 
     def lower(ctx: Context, name, inputs, params, prep) -> BlockScores:
         env = ctx.env
@@ -203,7 +212,8 @@ def token_scores(ctx: Context, scores: BlockScores) -> torch.Tensor:
     s = scores.scores.float()
     if scores.block != 1:
         s = s.repeat_interleave(scores.block, dim=-1)[..., : env.K]
-    return env.forbid(s.expand(env.B, scores.heads(env), env.Q, env.K))
+    s = s.expand(env.B, scores.heads(env), env.Q, env.K)
+    return s if scores.block == 1 and scores.masked else env.forbid(s)
 
 
 def exclude_prior(ctx: Context, s: torch.Tensor, prior: IndexSet | None) -> torch.Tensor:
@@ -222,19 +232,28 @@ KERNEL_RUNS = MAX_RUNS
 def kernel_exclusion(ctx: Context, prior: IndexSet | None, scores: BlockScores, block: int) -> list | None:
     """The Triton top-k's ``exclude`` for a prior of at most KERNEL_RUNS known runs (sink,
     window, causal, full and their unions) over scores of ``block`` keys each, where the top-k
-    is Triton's, no attention mask applies and the estimator's own kernel made the scores
-    (grouped or per head): the selection then drops the prior's keys itself, which saves a pass that reads
-    and writes every score (B·H·K·8 bytes; HashAttention B=8 128K 2 %: 198 -> 186 µs, Quest
-    B=1 8K: 19 -> 16 µs, H100, run 63). Scores made by torch code are left to the masking,
+    is Triton's, the estimator's own kernel made the scores (grouped or per head) and applied
+    the attention mask, if any, key by key (:func:`_exact_with_mask`): the selection then drops
+    the prior's keys itself, which saves a pass that reads and writes every score (B·H·K·8
+    bytes; HashAttention B=8 128K 2 %: 198 -> 186 µs, Quest B=1 8K: 19 -> 16 µs, H100, run 63). Scores made by torch code are left to the masking,
     which inductor fuses into the kernel that makes them. None where the prior is masked in
     torch (:func:`exclude_prior`)."""
     env = ctx.env
-    if prior is None or not ctx.triton_topk or env.allowed is not None or not scores.by_kernel:
+    if prior is None or not ctx.triton_topk or not scores.by_kernel or not _exact_with_mask(env, scores):
         return None
     runs = prior.intervals
     if runs is None or len(runs) > KERNEL_RUNS:
         return None
     return [env.Q, block, env.K, *(v for run in runs for v in run)]
+
+
+def _exact_with_mask(env: Env, scores: BlockScores) -> bool:
+    """Whether the top-k may drop the prior apart from the attention mask: no mask, or one the
+    kernel applied to scores of single keys. A page is eligible only if one of its keys is
+    both allowed and outside the prior; a page whose allowed keys all lie in the prior would
+    pass a page-wise mask and a page-wise drop alike, so Quest's pages under a mask are masked
+    key by key in torch (:func:`page_eligible`), and that pass drops the prior too."""
+    return env.allowed is None or (scores.masked and scores.block == 1)
 
 
 def group_scores(ctx: Context, s: torch.Tensor, grouped: bool = False) -> torch.Tensor:
@@ -289,14 +308,14 @@ def fused_histogram(
     ctx: Context, scores: BlockScores, prior: IndexSet | None, exclude: list | None
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(scores, histograms) from the estimator's ``with_histogram`` where the Triton top-k takes
-    its bounded path over per-key grouped scores and no attention mask applies (the histograms
-    drop the prior's keys by ``exclude``): the top-k then skips its histogram launch
+    its bounded path over per-key grouped scores and any attention mask is the kernel's to apply
+    (the histograms drop the prior's keys by ``exclude``): the top-k then skips its histogram launch
     (HashAttention B=1 128K 2 / 5 / 10 %: 40.7 / 48.9 / 63.4 -> 38.4 / 46.8 / 61.6 µs, H100,
     run 64). None otherwise."""
     env = ctx.env
     if not FUSED_HISTOGRAM or scores.histogram is None or scores.block != 1 or not scores.integer:
         return None
-    if not ctx.triton_topk or env.allowed is not None:
+    if not ctx.triton_topk or scores.unmasked(env):
         return None
     if prior is not None and exclude is None:
         return None
@@ -348,35 +367,38 @@ def selection_listed(
     return indexset.Listed(idx, vals, page, frozenset(p.source for p in prior.parts), bounded)
 
 
-def page_eligible(ctx: Context, prior: IndexSet | None, page_size: int, pages) -> torch.Tensor | None:
-    """Bool (b, h, Qc, P): pages holding a key not in ``prior`` and allowed (None = all)."""
+def page_eligible(
+    ctx: Context, prior: IndexSet | None, page_size: int, pages, masked: bool = False
+) -> torch.Tensor | None:
+    """Bool (b, h, Qc, P): pages holding a key not in ``prior`` and allowed (None = all;
+    ``masked``: the scores' kernel already forbade the pages the mask forbids)."""
     env = ctx.env
-    if prior is None and env.allowed is None:
+    allowed = None if masked else env.allowed
+    if prior is None and allowed is None:
         return None
     if torch.compiler.is_compiling() and (prior is None or prior.cheap):
-        return page_eligible_by_offsets(ctx, prior, page_size, pages)
+        return page_eligible_by_offsets(ctx, prior, page_size, pages, allowed)
     ok = None
     if prior is not None:
         ok = ~prior.contains(torch.arange(env.K, device=env.keys.device).view(1, 1, 1, -1))
-    if env.allowed is not None:
-        ok = env.allowed if ok is None else ok & env.allowed
-    if ok is None:
-        return None
+    if allowed is not None:
+        ok = allowed if ok is None else ok & allowed
     ok = F.pad(ok, (0, pages * page_size - env.K), value=False)
     return ok.view(*ok.shape[:-1], pages, page_size).any(-1)
 
 
-def page_eligible_by_offsets(ctx: Context, prior: IndexSet | None, page_size: int, pages) -> torch.Tensor:
+def page_eligible_by_offsets(
+    ctx: Context, prior: IndexSet | None, page_size: int, pages, allowed: torch.Tensor | None
+) -> torch.Tensor:
     """:func:`page_eligible` as an OR over the ``page_size`` offsets of a page, each a tensor of
     the pages' shape: under inductor a pointwise kernel instead of a reduction (Quest, B=1,
     128K: 1.7 µs in run 34 against about 4 before, runs 24 and 30; not fused into the masking, whose
     shape is B·Hkv times larger). Used when compiling with a prior of runs (``cheap``:
-    membership by arithmetic, no gather)."""
+    membership by arithmetic, no gather). ``allowed``: the mask's keys to keep, or None."""
     env = ctx.env
     first = torch.arange(pages, device=env.keys.device) * page_size
-    allowed = None
-    if env.allowed is not None:  # (…, P, page_size): offset r of every page is a strided view
-        allowed = F.pad(env.allowed, (0, pages * page_size - env.K), value=False)
+    if allowed is not None:  # (…, P, page_size): offset r of every page is a strided view
+        allowed = F.pad(allowed, (0, pages * page_size - env.K), value=False)
         allowed = allowed.view(*allowed.shape[:-1], pages, page_size)
     ok = None
     for r in range(page_size):
@@ -396,7 +418,8 @@ def page_scores(ctx: Context, scores: BlockScores, prior: IndexSet | None, page_
     heads = scores.heads(env)
     if scores.block == page_size:
         s = scores.scores.float()
-        ok = page_eligible(ctx, prior, page_size, pages)
+        # the kernel's mask serves alone only without a prior (see _exact_with_mask)
+        ok = page_eligible(ctx, prior, page_size, pages, prior is None and not scores.unmasked(env))
         if ok is not None:
             s = s.masked_fill(~indexset.expand_heads(ok, heads), NEG_INF)
         return s.expand(env.B, heads, env.Q, pages)

@@ -260,12 +260,16 @@ def _ds_group_scores(
     n_q: int,
     bits: int,
     scaling: float,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """q_lab (B, H, G·Q, r) in the queries' dtype — H = Hkv: each KV group's G query heads;
     H = Hq, G = 1: each query head alone — packed codes (B, Hkv, K, W) int32, lo/step
     (B, Hkv, K, 1) -> (B, H, Q, K) float32 scores (the max over each row's G heads) and their
     bounds (B, H, Q, ⌈K / block⌉, 2) int32 (``ranges`` of the Triton top-k) (Triton; the label
-    channels are converted and summed in the kernel: no launch of their own)."""
+    channels are converted and summed in the kernel: no launch of their own). ``mask``: an
+    additive (B|1, H|1, Q|1, K) attention mask (keys contiguous) the kernel applies (−inf)."""
+    from ...sparse.keymask import mask_strides
+
     b, hkv, k, nw = words.shape
     heads, r = q_lab.shape[1], q_lab.shape[-1]
     out = torch.empty(b, heads, n_q, k, device=words.device, dtype=torch.float32)
@@ -276,8 +280,8 @@ def _ds_group_scores(
     ranges = torch.empty(b, heads, n_q, grid[1], 2, device=words.device, dtype=torch.int32)
     jitted("maskgraph.ops.zoo.double_sparsity_kernel", "ds_group_scores")[grid](
         q_lab.contiguous(), words.contiguous(), lo.contiguous(), step.contiguous(), out, ranges,
-        k, n_q, heads, g, heads // hkv, r, scaling,
-        BLOCK=block, GP=gp, NW=nw, BITS=bits, PER=codes_per_word(bits),
+        out if mask is None else mask, k, n_q, heads, g, heads // hkv, r, scaling, *mask_strides(mask),
+        BLOCK=block, GP=gp, NW=nw, BITS=bits, PER=codes_per_word(bits), HAS_AM=mask is not None,
         num_warps=DS_WARPS, **pdl(words.device, grid[0] * grid[1]),
     )  # fmt: skip
     return out, ranges
@@ -289,7 +293,7 @@ def _ds_block(gp: int) -> int:
 
 
 @_ds_group_scores.register_fake
-def _(q_lab, words, lo, step, n_q, bits, scaling):
+def _(q_lab, words, lo, step, n_q, bits, scaling, mask=None):
     b, k = words.shape[0], words.shape[2]
     heads = q_lab.shape[1]
     blocks = -(-k // _ds_block(1 << (q_lab.shape[2] // n_q - 1).bit_length()))
@@ -302,15 +306,25 @@ def double_sparsity_group_scores(env, prep, *, per_head: bool = False, **params)
     (B, Hkv, Qc, K) float32, −inf where forbidden (the mask must be the same for every head),
     in one Triton kernel that reads the packed codes (no per-query-head scores written); None
     where Triton cannot run or the codes are not packed (label_bits > 8). ``per_head``: each
-    query head's own scores (B, Hq, Qc, K) by the same kernel (any attention mask)."""
+    query head's own scores (B, Hq, Qc, K) by the same kernel (any attention mask). The kernel
+    applies the mask where it can (:func:`maskgraph.sparse.keymask.kernel_mask`; the fifth
+    item says so), else torch does."""
+    from ...sparse.keymask import kernel_mask
+
     labels, bits = prep["labels"], params["label_bits"]
     if not usable(labels.device) or bits > 8:
         return None
     q_lab = query_labels(env, prep)
     if per_head:  # row g·Q + i of KV head kv is query head kv·G + g
         q_lab = q_lab.reshape(env.B, env.Hq, env.Q, q_lab.shape[-1])
-    out, ranges = _ds_group_scores(q_lab, labels, prep["lo"], prep["step"], env.Q, bits, float(env.scaling))
-    return env.forbid(out), 1, None, ranges
+    applied = kernel_mask(env, per_head)
+    mask = None if applied is None else applied[0]
+    out, ranges = _ds_group_scores(
+        q_lab, labels, prep["lo"], prep["step"], env.Q, bits, float(env.scaling), mask
+    )  # fmt: skip
+    if applied is None:
+        return env.forbid(out), 1, None, ranges, False
+    return out, 1, None, ranges, True
 
 
 @operator(

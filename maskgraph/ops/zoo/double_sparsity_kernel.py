@@ -8,14 +8,15 @@ the kept score is the max over the group. Jitted lazily (:mod:`maskgraph.triton_
 import triton.language as tl
 
 from ...pdl_kernel import enter
+from ...sparse.keymask_kernel import keys_allowed
 from ...sparse.topk_kernel import store_range
 
 
 def ds_group_scores(
-    QL, WORDS, LO, STEP, OUT, RANGES,
-    n_keys, n_q, hkv, g_heads, kv_div, n_labels, scaling,
+    QL, WORDS, LO, STEP, OUT, RANGES, AM,
+    n_keys, n_q, hkv, g_heads, kv_div, n_labels, scaling, sab, sah, saq,
     BLOCK: tl.constexpr, GP: tl.constexpr, NW: tl.constexpr, BITS: tl.constexpr, PER: tl.constexpr,
-    PDL: tl.constexpr = False,
+    HAS_AM: tl.constexpr = False, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """QL (B, Hkv, G·Q, R) query label channels (any float dtype; converted and summed here),
     WORDS (B, Hkv / kv_div, K, NW) int32 packed codes (code c in word c // PER at bit
@@ -51,5 +52,8 @@ def ds_group_scores(
             q_sum += ql
     score = (q_sum[:, None] * lo[None, :] + step[None, :] * dot) * scaling
     best = tl.max(tl.where(grouped[:, None], score, float("-inf")), 0)
+    if HAS_AM:
+        ok = keys_allowed(AM, (head // hkv), head % hkv, qi, offs, inside, sab, sah, saq, HAS_AM)
+        best = tl.where(ok, best, float("-inf"))
     tl.store(OUT + (head * n_q + qi) * n_keys + offs, best, mask=inside)
     store_range(RANGES, row * tl.num_programs(1) + tl.program_id(1), best, inside)

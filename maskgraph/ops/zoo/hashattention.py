@@ -22,7 +22,6 @@ import functools
 import json
 import os
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -348,11 +347,21 @@ def query_words(env, prep) -> torch.Tensor:
 
 
 def _launch_group_scores(
-    query: torch.Tensor, keys: torch.Tensor, heads: int, hat_bits: int, block: int, nb: int = 0, exclude=None
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    heads: int,
+    hat_bits: int,
+    block: int,
+    nb: int = 0,
+    exclude=None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The scores (B, heads, Q, K) float32 — heads = Hkv: the max over each KV group's query
     heads; heads = Hq: each query head's own — in programs of ``block`` keys and, with ``nb``
-    bins, each block's bounded top-k histogram (B·heads·Q, K / block, nb) int32."""
+    bins, each block's bounded top-k histogram (B·heads·Q, K / block, nb) int32. ``mask``:
+    an additive (B|1, heads|1, Q|1, K) attention mask (keys contiguous) the kernel applies:
+    −inf scores, bin 0."""
+    from ...sparse.keymask import mask_strides
     from ...sparse.topk import exclusion_args
 
     b, hq, q, nw = query.shape
@@ -363,23 +372,25 @@ def _launch_group_scores(
     ex, nex = exclusion_args(exclude)
     group = hq // heads
     jitted("maskgraph.ops.zoo.hashattention_kernel", "hash_group_scores")[grid](
-        query.contiguous(), keys.contiguous(), out, out if hist is None else hist,
-        k, q, heads, group, heads // keys.shape[1], nw, hat_bits, *ex,
+        query.contiguous(), keys.contiguous(), out, out if hist is None else hist, out if mask is None else mask,
+        k, q, heads, group, heads // keys.shape[1], nw, hat_bits, *mask_strides(mask), *ex,
         BLOCK=block, HC=min(GROUP_CHUNK, max(2, 1 << (group - 1).bit_length())), NB=nb, NEX=nex,
-        HW_POPC=not interpreting(), **pdl(keys.device, grid[0] * grid[1]),
+        HW_POPC=not interpreting(), HAS_AM=mask is not None, **pdl(keys.device, grid[0] * grid[1]),
     )  # fmt: skip
     return out, hist
 
 
 @torch.library.custom_op("maskgraph::hash_group_scores", mutates_args=())
-def _hash_group_scores(query: torch.Tensor, keys: torch.Tensor, heads: int, hat_bits: int) -> torch.Tensor:
+def _hash_group_scores(
+    query: torch.Tensor, keys: torch.Tensor, heads: int, hat_bits: int, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """query (B, Hq, Q, W), keys (B, Hkv, K, W) int32 -> (B, heads, Q, K) float32 (Triton;
-    heads Hkv or Hq, see :func:`_launch_group_scores`)."""
-    return _launch_group_scores(query, keys, heads, hat_bits, HASH_BLOCK)[0]
+    heads Hkv or Hq, ``mask`` applied: see :func:`_launch_group_scores`)."""
+    return _launch_group_scores(query, keys, heads, hat_bits, HASH_BLOCK, mask=mask)[0]
 
 
 @_hash_group_scores.register_fake
-def _(query, keys, heads, hat_bits):
+def _(query, keys, heads, hat_bits, mask=None):
     return keys.new_empty(query.shape[0], heads, query.shape[2], keys.shape[2], dtype=torch.float32)
 
 
@@ -392,44 +403,49 @@ def _hash_group_scores_hist(
     seg: int,
     nb: int,
     exclude: list[int] | None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """As ``hash_group_scores``, in programs of ``seg`` keys that also write the bounded top-k's
-    histogram of their keys (``nb`` bins; the keys of the prior's runs ``exclude`` in bin 0):
-    (scores (B, heads, Q, K) float32, histograms (B·heads·Q, K / seg, nb) int32)."""
-    out, hist = _launch_group_scores(query, keys, heads, hat_bits, seg, nb, exclude)
+    histogram of their keys (``nb`` bins; the keys of the prior's runs ``exclude`` and those
+    ``mask`` forbids in bin 0): (scores (B, heads, Q, K) float32, histograms
+    (B·heads·Q, K / seg, nb) int32)."""
+    out, hist = _launch_group_scores(query, keys, heads, hat_bits, seg, nb, exclude, mask)
     return out, hist
 
 
 @_hash_group_scores_hist.register_fake
-def _(query, keys, heads, hat_bits, seg, nb, exclude):
+def _(query, keys, heads, hat_bits, seg, nb, exclude, mask=None):
     b, q, k = query.shape[0], query.shape[2], keys.shape[2]
     out = keys.new_empty(b, heads, q, k, dtype=torch.float32)
     return out, keys.new_empty(b * heads * q, -(-k // seg), nb, dtype=torch.int32)
 
 
-def hashattention_group_scores(
-    env, prep, *, weights=None, hat_bits, per_head: bool = False
-) -> tuple[Callable[[], torch.Tensor], int, Callable[..., tuple[torch.Tensor, torch.Tensor]]] | None:
+def hashattention_group_scores(env, prep, *, weights=None, hat_bits, per_head: bool = False) -> tuple | None:
     """The max over each KV group's query heads of :func:`hashattention_sparse_scores`:
     (B, Hkv, Qc, K) float32, −inf where forbidden (the mask must be the same for every head),
     in one Triton kernel (no per-query-head scores written); None where Triton cannot run.
     Returned as a function making them (launched only where used), with a third item: the
     same scores with the bounded top-k's histograms, made by the same kernel
-    (:class:`maskgraph.sparse.ops.BlockScores` ``histogram``). ``per_head``: each query
-    head's own scores (B, Hq, Qc, K) by the same kernel (any attention mask)."""
+    (:class:`maskgraph.sparse.ops.BlockScores` ``histogram``; None where the kernel cannot
+    apply the attention mask, which is then applied in torch), no ranges, and whether the
+    kernel applied the mask. ``per_head``: each query head's own scores (B, Hq, Qc, K) by the
+    same kernel (any attention mask)."""
+    from ...sparse.keymask import kernel_mask
+
     kw = prep["key_words"]
     if not usable(kw.device):
         return None
     qw = query_words(env, prep)
     heads = env.Hq if per_head else env.Hkv
+    applied = kernel_mask(env, per_head)
+    if applied is None:
+        return lambda: env.forbid(_hash_group_scores(qw, kw, heads, hat_bits)), 1, None, None, False
+    (mask,) = applied
 
     def with_histogram(exclude: list | None, seg: int, nb: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return _hash_group_scores_hist(qw, kw, heads, hat_bits, seg, nb, exclude)
+        return _hash_group_scores_hist(qw, kw, heads, hat_bits, seg, nb, exclude, mask)
 
-    def scores() -> torch.Tensor:
-        return env.forbid(_hash_group_scores(qw, kw, heads, hat_bits))
-
-    return scores, 1, with_histogram
+    return lambda: _hash_group_scores(qw, kw, heads, hat_bits, mask), 1, with_histogram, None, True
 
 
 @operator(

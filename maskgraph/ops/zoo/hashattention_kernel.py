@@ -10,6 +10,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from ...pdl_kernel import enter
+from ...sparse.keymask_kernel import keys_allowed
 from ...sparse.topk_kernel import EX_ARGS, dropped
 from .group_kernel import group_coords
 
@@ -32,10 +33,11 @@ def _popcount32(x, HW: tl.constexpr):
 
 
 def hash_group_scores(
-    QW, KW, OUT, HIST,
-    n_keys, n_q, hkv, g_heads, kv_div, n_words, hat_bits, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
+    QW, KW, OUT, HIST, AM,
+    n_keys, n_q, hkv, g_heads, kv_div, n_words, hat_bits, sab, sah, saq,
+    ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
     BLOCK: tl.constexpr, HC: tl.constexpr, NB: tl.constexpr = 0, NEX: tl.constexpr = 0,
-    HW_POPC: tl.constexpr = False, PDL: tl.constexpr = False,
+    HW_POPC: tl.constexpr = False, HAS_AM: tl.constexpr = False, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """QW (B, Hq, Q, W) int32, KW (B, Hkv / kv_div, K, W) int32, OUT (B, Hkv, Q, K) float32,
     contiguous; ``hkv`` groups of ``g_heads`` query heads, group h reading key head h // kv_div
@@ -46,7 +48,9 @@ def hash_group_scores(
     steps (the interpreter). With NB > 0 each
     program also writes the bounded top-k's histogram of its block (BLOCK = the top-k's
     segment) to HIST (B·Hkv·Q, K / BLOCK, NB) int32: bin 1 + score, and bin 0 for the keys the
-    prior's runs drop (``ex*``, NEX of them: :func:`maskgraph.sparse.topk_kernel.dropped`)."""
+    prior's runs drop (``ex*``, NEX of them: :func:`maskgraph.sparse.topk_kernel.dropped`).
+    ``HAS_AM``: the additive mask AM (strides ``sab``, ``sah``, ``saq``; row h of OUT reads
+    head h) forbids keys: their score is −inf, their bin 0."""
     enter(PDL)
     qi, kvh, b = group_coords(n_q, hkv)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -63,10 +67,12 @@ def hash_group_scores(
             query = tl.load(query_at + w, mask=heads, other=0)
             differ += _popcount32(key[None, :] ^ query[:, None], HW_POPC)
         best = tl.maximum(best, tl.max(tl.where(heads[:, None], hat_bits - differ, -1), 0))
-    tl.store(OUT + ((b * hkv + kvh) * n_q + qi) * n_keys + offs, best.to(tl.float32), mask=inside)
+    ok = keys_allowed(AM, b, kvh, qi, offs, inside, sab, sah, saq, HAS_AM)
+    score = tl.where(ok, best.to(tl.float32), float("-inf"))
+    tl.store(OUT + ((b * hkv + kvh) * n_q + qi) * n_keys + offs, score, mask=inside)
     if NB > 0:
         row = tl.program_id(0).to(tl.int64)  # the top-k's row, (b·Hkv + kvh)·Q + qi
-        bins = tl.where(inside, 1 + best, 0)
+        bins = tl.where(ok, 1 + best, 0)
         if NEX > 0:
             bins = tl.where(dropped(offs, row, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX), 0, bins)
         counts = tl.histogram(bins, NB)

@@ -218,12 +218,21 @@ def quest_sparse_scores(env, prep, *, page_size, label_bits) -> tuple[torch.Tens
 
 @torch.library.custom_op("maskgraph::quest_group_scores", mutates_args=())
 def _quest_group_scores(
-    queries: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, scaling: float, heads: int
+    queries: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    scaling: float,
+    heads: int,
+    mask: torch.Tensor | None = None,
+    page_size: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """queries (B, Hq, Q, D), page bounds (B, Hkv, P, D) -> (B, heads, Q, P) float32 scores —
     heads = Hkv: the max over each KV group's query heads; heads = Hq: each query head's own —
     and their bounds (B, heads, Q, ⌈P / block⌉, 2) int32 (``ranges`` of the Triton top-k)
-    (Triton)."""
+    (Triton). ``mask``: an additive (B|1, heads|1, Q|1, K) attention mask (keys contiguous)
+    the kernel applies: −inf on pages of ``page_size`` keys with no key it allows."""
+    from ...sparse.keymask import mask_strides
+
     b, hq, q, d = queries.shape
     hkv, pages = lo.shape[1], lo.shape[2]
     out = torch.empty(b, heads, q, pages, device=lo.device, dtype=torch.float32)
@@ -233,9 +242,29 @@ def _quest_group_scores(
     groups = hkv if each else heads
     grid = (b * groups * q, -(-pages // block))
     ranges = torch.empty(b, heads, q, grid[1], 2, device=lo.device, dtype=torch.int32)
-    args = (queries.contiguous(), lo.contiguous(), hi.contiguous(), out, ranges)
-    args += (pages, q, groups, hq // groups, groups // hkv, d, scaling)
+    args = (
+        queries.contiguous(),
+        lo.contiguous(),
+        hi.contiguous(),
+        out,
+        ranges,
+        out if mask is None else mask,
+    )
+    n_keys = pages * page_size if mask is None else mask.shape[-1]
+    args += (
+        pages,
+        q,
+        groups,
+        hq // groups,
+        groups // hkv,
+        d,
+        scaling,
+        n_keys,
+        page_size,
+        *mask_strides(mask),
+    )
     dim = max(16, 1 << (d - 1).bit_length())
+    masking = {"PS": max(16, 1 << (page_size - 1).bit_length()), "HAS_AM": mask is not None}
     if dot:
         gp = max(16, 1 << (hq // groups - 1).bit_length())
         jitted("maskgraph.ops.zoo.quest_kernel", "quest_group_scores_dot")[grid](
@@ -245,12 +274,13 @@ def _quest_group_scores(
             GP=gp,
             UPCAST=interpreting() and lo.dtype == torch.bfloat16,
             EACH_HEAD=each,
+            **masking,
             num_warps=QUEST_WARPS,
             **pdl(lo.device, grid[0] * grid[1]),
         )
     else:
         jitted("maskgraph.ops.zoo.quest_kernel", "quest_group_scores")[grid](
-            *args, BLOCK=block, DIM=dim, num_warps=QUEST_WARPS, **pdl(lo.device, grid[0] * grid[1])
+            *args, BLOCK=block, DIM=dim, **masking, num_warps=QUEST_WARPS, **pdl(lo.device, grid[0] * grid[1])
         )
     return out, ranges
 
@@ -269,7 +299,7 @@ def _quest_block(dot: bool) -> int:
 
 
 @_quest_group_scores.register_fake
-def _(queries, lo, hi, scaling, heads):
+def _(queries, lo, hi, scaling, heads, mask=None, page_size=1):
     b, q, pages = queries.shape[0], queries.shape[2], lo.shape[2]
     out = lo.new_empty(b, heads, q, pages, dtype=torch.float32)
     blocks = -(-pages // _quest_block(_quest_dot(queries, lo, hi)))
@@ -280,16 +310,24 @@ def quest_group_scores(env, prep, *, page_size, label_bits, per_head: bool = Fal
     """The max over each KV group's query heads of :func:`quest_sparse_scores`: (B, Hkv, Qc, P)
     float32, −inf on pages with no allowed key (the mask must be the same for every head), in
     one Triton kernel that reads each page's bounds once; None where Triton cannot run.
-    ``per_head``: each query head's own scores (B, Hq, Qc, P) by the same kernel (any mask)."""
+    ``per_head``: each query head's own scores (B, Hq, Qc, P) by the same kernel (any mask).
+    The kernel applies the mask where it can (:func:`maskgraph.sparse.keymask.kernel_mask`;
+    the fifth item says so), else torch does."""
+    from ...sparse.keymask import kernel_mask
+
     lo, hi = prep["lo"], prep["hi"]
     if not usable(lo.device):
         return None
     heads = env.Hq if per_head else env.Hkv
-    scores, ranges = _quest_group_scores(env.queries, lo, hi, float(env.scaling), heads)
+    applied = kernel_mask(env, per_head)
+    mask = None if applied is None else applied[0]
+    scores, ranges = _quest_group_scores(env.queries, lo, hi, float(env.scaling), heads, mask, page_size)
+    if applied is not None:
+        return scores, page_size, None, ranges, True
     ok = page_allowed(env, page_size, lo.shape[2])
     if ok is not None:
         scores = scores.masked_fill(~ok, _NEG_INF)
-    return scores, page_size, None, ranges
+    return scores, page_size, None, ranges, False
 
 
 def expand_blocks(scores: torch.Tensor, block: int, k: int) -> torch.Tensor:

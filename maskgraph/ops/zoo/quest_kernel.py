@@ -8,19 +8,24 @@ score is ``scaling`` times the max over the group. Jitted lazily (:mod:`maskgrap
 import triton.language as tl
 
 from ...pdl_kernel import enter
+from ...sparse.keymask_kernel import pages_allowed
 from ...sparse.topk_kernel import store_range
 from .group_kernel import group_coords
 
 
 def quest_group_scores(
-    Q, LO, HI, OUT, RANGES,
-    n_pages, n_q, hkv, g_heads, kv_div, dim, scaling,
-    BLOCK: tl.constexpr, DIM: tl.constexpr, PDL: tl.constexpr = False,
+    Q, LO, HI, OUT, RANGES, AM,
+    n_pages, n_q, hkv, g_heads, kv_div, dim, scaling, n_keys, page_size, sab, sah, saq,
+    BLOCK: tl.constexpr, DIM: tl.constexpr, PS: tl.constexpr = 16, HAS_AM: tl.constexpr = False,
+    PDL: tl.constexpr = False,
 ):  # fmt: skip
     """Q (B, Hq, Q, D), LO/HI (B, Hkv / kv_div, P, D), OUT (B, Hkv, Q, P) float32, all
     contiguous: ``hkv`` groups of ``g_heads`` query heads, group h reading page bounds h // kv_div
     (kv_div 1: the KV groups; g_heads 1 and kv_div the group size: one query head a row);
-    RANGES (B·Hkv·Q, ⌈P / BLOCK⌉, 2) int32: each program's score bounds (:func:`store_range`)."""
+    RANGES (B·Hkv·Q, ⌈P / BLOCK⌉, 2) int32: each program's score bounds (:func:`store_range`).
+    ``HAS_AM``: the additive mask AM over the ``n_keys`` keys (strides ``sab``, ``sah``,
+    ``saq``; row h of OUT reads head h) forbids keys: a page of ``page_size`` keys (PS ≥ it a
+    power of two) none of which it allows scores −inf."""
     enter(PDL)
     qi, kvh, b = group_coords(n_q, hkv)
     pages = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -37,21 +42,26 @@ def quest_group_scores(
         best = tl.maximum(best, tl.sum(tl.maximum(q * hi, q * lo), 1))
     out = OUT + ((b * hkv + kvh) * n_q + qi) * n_pages + pages
     score = best * scaling
+    if HAS_AM:
+        ok = pages_allowed(AM, b, kvh, qi, pages, n_pages, n_keys, page_size, sab, sah, saq, PS, HAS_AM)
+        score = tl.where(ok, score, float("-inf"))
     tl.store(out, score, mask=pages < n_pages)
     store_range(RANGES, tl.program_id(0) * tl.num_programs(1) + tl.program_id(1), score, pages < n_pages)
 
 
 def quest_group_scores_dot(
-    Q, LO, HI, OUT, RANGES,
-    n_pages, n_q, hkv, g_heads, kv_div, dim, scaling,
+    Q, LO, HI, OUT, RANGES, AM,
+    n_pages, n_q, hkv, g_heads, kv_div, dim, scaling, n_keys, page_size, sab, sah, saq,
     BLOCK: tl.constexpr, DIM: tl.constexpr, GP: tl.constexpr, UPCAST: tl.constexpr,
-    EACH_HEAD: tl.constexpr = False, PDL: tl.constexpr = False,
+    EACH_HEAD: tl.constexpr = False, PS: tl.constexpr = 16, HAS_AM: tl.constexpr = False,
+    PDL: tl.constexpr = False,
 ):  # fmt: skip
     """As :func:`quest_group_scores` for 16-bit queries and bounds of one dtype, on the tensor
     cores: U = relu(q)·hi + min(q, 0)·lo as two (BLOCK, D) × (D, GP) products, GP ≥ 16 ≥ the
     group's heads (the products of 16-bit numbers are exact; accumulation is float32).
     ``EACH_HEAD``: every head's own scores instead of their max, OUT (B, Hkv·G, Q, P) and
-    RANGES per head row (the bounds read once for the group; kv_div 1). ``UPCAST``: the
+    RANGES per head row (the bounds read once for the group; kv_div 1; head kvh·G + j of the
+    mask for head j). ``UPCAST``: the
     products in float32, only for the interpreter (its bf16 ``tl.dot`` returns garbage, Triton
     3.9)."""
     enter(PDL)
@@ -74,6 +84,10 @@ def quest_group_scores_dot(
     if EACH_HEAD:
         for j in range(0, g_heads):
             score = tl.sum(tl.where((g == j)[None, :], u, 0.0), 1) * scaling
+            if HAS_AM:
+                h = kvh * g_heads + j
+                ok = pages_allowed(AM, b, h, qi, pages, n_pages, n_keys, page_size, sab, sah, saq, PS, HAS_AM)
+                score = tl.where(ok, score, float("-inf"))
             row = ((b * hkv + kvh) * g_heads + j) * n_q + qi
             tl.store(OUT + row * n_pages + pages, score, mask=pages < n_pages)
             store_range(RANGES, row * tl.num_programs(1) + tl.program_id(1), score, pages < n_pages)
@@ -81,6 +95,9 @@ def quest_group_scores_dot(
         best = tl.max(tl.where((g < g_heads)[None, :], u, float("-inf")), 1)
         out = OUT + ((b * hkv + kvh) * n_q + qi) * n_pages + pages
         score = best * scaling
+        if HAS_AM:
+            ok = pages_allowed(AM, b, kvh, qi, pages, n_pages, n_keys, page_size, sab, sah, saq, PS, HAS_AM)
+            score = tl.where(ok, score, float("-inf"))
         tl.store(out, score, mask=pages < n_pages)
         store_range(RANGES, tl.program_id(0) * tl.num_programs(1) + tl.program_id(1), score, pages < n_pages)
 
