@@ -28,3 +28,50 @@ def test_sparse_injection_matches_simulate(arch):
     err = (logits["sparse"] - logits["simulate"]).norm() / logits["simulate"].norm()
     assert err < 1e-4
     assert torch.equal(tokens["sparse"], tokens["simulate"])
+
+
+@pytest.mark.slow  # the interpreter runs every layer's kernels: about a minute a graph
+@pytest.mark.parametrize("name", ["quest", "hashattention", "double_sparsity"])
+def test_a_padded_batch_is_masked_by_the_estimator_kernels(name, tmp_path, monkeypatch):
+    """A left-padded batch's prompt and decode steps through the estimators' Triton score
+    kernels (the interpreter here), which apply transformers' padding mask themselves: the
+    same logits and generations as simulate mode."""
+    from test_hf_inject import _calibration_overrides
+
+    from maskgraph.sparse import keymask
+    from maskgraph.triton_util import triton_installed
+
+    if not triton_installed():
+        pytest.skip("needs triton with its interpreter on (tests/conftest.py)")
+    models = pytest.importorskip("maskgraph.hf.models")
+    applied = []  # the query counts of the calls whose mask a kernel took
+    real = keymask.kernel_mask
+
+    def spy(env, *a):
+        made = real(env, *a)
+        if made is not None and made[0] is not None:
+            applied.append(env.Q)
+        return made
+
+    monkeypatch.setattr(keymask, "kernel_mask", spy)
+    model = models.tiny_model("llama")
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, model.config.vocab_size, (2, 24), generator=gen)
+    keep = torch.ones_like(ids)
+    keep[1, :7] = 0  # left padding in row 1
+    overrides = {"sink_size": 2, "window_size": 4, "heavy_size": 8, **_calibration_overrides(name, tmp_path)}
+    if name == "quest":
+        overrides["page_size"] = 4
+    graph = mg.load_graph(name, overrides=overrides)
+    logits, tokens = {}, {}
+    for mode in ("simulate", "sparse"):
+        triton = {"kernel": "triton"} if mode == "sparse" else {}  # the Triton top-k and gather too
+        with mg.inject(model, graph, mode=mode, protocol="sparse", **triton):
+            logits[mode] = model(input_ids=ids, attention_mask=keep).logits
+            tokens[mode] = model.generate(
+                ids, attention_mask=keep, max_new_tokens=3, do_sample=False, pad_token_id=0
+            )
+    assert 1 in applied and 24 in applied  # decode steps and the prompt reached the kernels
+    err = (logits["sparse"] - logits["simulate"]).norm() / logits["simulate"].norm()
+    assert err < 1e-4
+    assert torch.equal(tokens["sparse"], tokens["simulate"])
