@@ -159,10 +159,11 @@ def test_shared_sparse_mode_uses_the_group_scores(op, tmp_path, monkeypatch):
 def test_the_top_k_drops_the_prior_on_the_kernel_path(op, q, small_max, padded, tmp_path, monkeypatch):
     """Grouped scores, without an attention mask or with a padded batch's (which the estimator
     kernel applies): the Triton top-k drops the sink and the window (sliding over Q queries)
-    itself, pages of Quest where they lie wholly in them — except Quest's under a mask, whose
-    pages are made eligible key by key in torch (see
-    test_quest_skips_pages_whose_allowed_keys_the_prior_holds); the output is the torch path's,
-    which masks the scores (K = 301: pages of 4 and segments of 1024 keys end short)."""
+    itself, pages of Quest where they lie wholly in them — except Quest's under a mask, where
+    its score kernel drops them key by key (a page counts if one of its keys is allowed and
+    outside them: test_quest_skips_pages_whose_allowed_keys_the_prior_holds); the output is the
+    torch path's, which masks the scores (K = 301: pages of 4 and segments of 1024 keys end
+    short)."""
     from maskgraph.sparse import topk as triton_topk
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", small_max)
@@ -179,14 +180,15 @@ def test_the_top_k_drops_the_prior_on_the_kernel_path(op, q, small_max, padded, 
         am[1, ..., :37] = float("-inf")
     run = {"attention_mask": am, "state": mg.State()}
     masked = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")(qs, ks, vs, **run)
-    assert not seen
+    assert bool(seen) == (padded and op == "quest")  # Quest's score kernel takes them under a mask
+    seen.clear()
     run["state"] = mg.State()
     out = mg.compile(graph, mode="sparse", gqa="shared", kernel="triton")(qs, ks, vs, **run)
     block = 4 if op == "quest" else 1  # sink 4, window 8: t − 8 < j ≤ t for t = 301 − q + i
     # over segments HashAttention's score kernel drops them from the top-k's histograms too
     uses = 2 if op == "hashattention" and small_max == 0 else 1
-    if padded and op == "quest":
-        uses = 0
+    if padded and op == "quest":  # Quest's score kernel drops them, key by key
+        block = 1
     assert seen == [[q, block, 301, 0, 4, 0, 301 - q - 7, 301 - q + 1, 1]] * uses
     assert ((out - masked).norm() / masked.norm()).item() < 1e-5
 
@@ -538,7 +540,7 @@ def test_head_scores_are_each_heads_own(op, dtype, shape, tmp_path):
     else:
         torch.testing.assert_close(own[finite].double(), exact[finite], rtol=1e-5, atol=1e-5)
     if op != "hashattention":  # the kernel's bounds hold every finite score of its block
-        ranges = made[3]
+        ranges = made[3]() if callable(made[3]) else made[3]
         if op == "quest":  # 16-bit and G > 1: the tensor-core form, each head of a group
             kernel_block = quest._quest_block(quest._quest_dot(queries, prep["lo"], prep["hi"]))
         else:
@@ -555,7 +557,7 @@ def test_quest_skips_pages_whose_allowed_keys_the_prior_holds(gqa, kernel, tmp_p
     prior (simulate's rule, key by key): here page 73 (keys 292–295) has the best bound, key
     292 forbidden and 293–295 in the window. A mask applied per page by the score kernel and a
     prior dropped per page by the top-k would each keep it, wasting a page of the budget (whose
-    keys are then all invalid); the
+    keys are then all invalid); Quest's kernel checks both per key. The
     output is simulate's (per head) and the torch-masked path's (shared)."""
     from maskgraph.sparse import keymask
 
@@ -573,6 +575,39 @@ def test_quest_skips_pages_whose_allowed_keys_the_prior_holds(gqa, kernel, tmp_p
         monkeypatch.setattr(keymask, "IN_KERNEL", False)
         want = mg.compile(graph, mode="sparse", gqa=gqa, kernel="torch")(qs, ks, vs, state=mg.State(), **run)
     assert ((got - want).norm() / want.norm()).item() < 1e-5
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(2, 8, 2, 1, 257)], ids=lambda s: "B{}Hq{}Hkv{}Q{}K{}".format(*s))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("per_head", [False, True], ids=["grouped", "per_head"])
+def test_quest_kernel_forbids_pages_of_the_prior_under_a_mask(per_head, dtype, shape, tmp_path):
+    """Quest's ``excluding``: a page scores −inf unless one of its keys is allowed by the mask
+    and outside the prior's runs (a sink and a window sliding over the queries), against the
+    float64 rule written out key by key; the other pages keep the float64 bound."""
+    from references import dropped_by_runs
+
+    b, hq, hkv, q, k = shape
+    spec, params, prep, env = estimator_case("quest", dtype, shape, tmp_path, sum(shape) + 5)
+    am = random_mask("per_query", b, hq, q, k, sum(shape) + 1).to(dtype)
+    env = Env(env.queries, env.keys, env.values, am, D**-0.5, env.q_pos, 0)
+    runs = [(0, 5, 0), (k - q - 9, k - q + 1, 1)]  # sink 5, window 10 ending at query i's key
+    made = spec.extra["sparse_head_scores" if per_head else "sparse_group_scores"](env, prep, **params)
+    got, ranges = made[5]([q, 1, k, *(v for run in runs for v in run)])
+    exact = head_scores_float64("quest", env, prep, params)
+    pages = exact.shape[-1]
+    drop = dropped_by_runs(q, k, q, 1, k, runs).view(1, 1, q, k)
+    eligible = (am > float("-inf")).expand(b, hq, q, k) & ~drop
+    padded = torch.zeros(b, hq, q, pages * 16, dtype=torch.bool)
+    padded[..., :k] = eligible
+    want = exact.masked_fill(~padded.view(b, hq, q, pages, 16).any(-1), float("-inf"))
+    if not per_head:
+        want = want.view(b, hkv, hq // hkv, q, pages).amax(2)
+    assert torch.equal(got == float("-inf"), want == float("-inf"))
+    finite = want > float("-inf")
+    assert finite.any() and not finite.all()
+    torch.testing.assert_close(got[finite].double(), want[finite], rtol=1e-5, atol=1e-5)
+    kept = block_ranges(got, quest._quest_block(quest._quest_dot(env.queries, prep["lo"], prep["hi"])))
+    assert (kept[..., 0] >= ranges[..., 0]).all() and (kept[..., 1] <= ranges[..., 1]).all()
 
 
 def random_mask(form: str, b: int, hq: int, q: int, k: int, seed: int) -> torch.Tensor:
@@ -663,9 +698,8 @@ def test_estimator_kernels_apply_the_attention_mask(op, form, dtype, shape, tmp_
 )
 def test_per_head_sparse_mode_uses_the_head_scores(op, q, padded, tmp_path, monkeypatch):
     """``gqa="per_head"`` scores each query head by the estimator's kernel (which applies the
-    padding mask itself, so that the Triton top-k drops the sink and window itself in both
-    cases, except for Quest's pages under a mask: see ops._exact_with_mask) and equals
-    simulate mode, and
+    padding mask itself, so that the sink and window are dropped in a kernel in both cases: by
+    the Triton top-k, or under a mask by Quest's score kernel) and equals simulate mode, and
     the same graph with the torch scores (HEAD_SCORES_BY_KERNEL off); K = 301: pages of 4
     and key blocks end short."""
     from maskgraph.sparse import ops as sparse_ops
@@ -687,7 +721,7 @@ def test_per_head_sparse_mode_uses_the_head_scores(op, q, padded, tmp_path, monk
     own = mg.compile(graph, mode="sparse", gqa="per_head", kernel="triton")(
         qs, ks, vs, attention_mask=mask, state=mg.State()
     )
-    assert calls and bool(seen) == (not padded or op != "quest")
+    assert calls and seen
     monkeypatch.setattr(sparse_ops, "HEAD_SCORES_BY_KERNEL", False)
     calls.clear()
     plain = mg.compile(graph, mode="sparse", gqa="per_head", kernel="triton")(

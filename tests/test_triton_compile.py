@@ -226,8 +226,10 @@ KERNELS = [
         + I32("n_pages n_q hkv g_heads kv_div dim")
         + " scaling:fp32 "
         + I32("n_keys page_size sab sah saq")
-        + " BLOCK:constexpr DIM:constexpr PS:constexpr HAS_AM:constexpr",
-        {"BLOCK": 32, "DIM": 128, "PS": 16, "HAS_AM": False},
+        + " "
+        + EX
+        + " BLOCK:constexpr DIM:constexpr PS:constexpr HAS_AM:constexpr NEX:constexpr",
+        {"BLOCK": 32, "DIM": 128, "PS": 16, "HAS_AM": False, "NEX": 0},
     ),
     (
         "maskgraph.ops.zoo.quest_kernel",
@@ -236,9 +238,20 @@ KERNELS = [
         + I32("n_pages n_q hkv g_heads kv_div dim")
         + " scaling:fp32 "
         + I32("n_keys page_size sab sah saq")
+        + " "
+        + EX
         + " BLOCK:constexpr DIM:constexpr GP:constexpr UPCAST:constexpr EACH_HEAD:constexpr PS:constexpr "
-        "HAS_AM:constexpr",
-        {"BLOCK": 64, "DIM": 128, "GP": 16, "UPCAST": False, "EACH_HEAD": False, "PS": 16, "HAS_AM": False},
+        "HAS_AM:constexpr NEX:constexpr",
+        {
+            "BLOCK": 64,
+            "DIM": 128,
+            "GP": 16,
+            "UPCAST": False,
+            "EACH_HEAD": False,
+            "PS": 16,
+            "HAS_AM": False,
+            "NEX": 0,
+        },
     ),
     (
         "maskgraph.ops.zoo.hashattention_kernel",
@@ -289,13 +302,14 @@ PER_HEAD += [
 ]
 KERNELS += PER_HEAD
 #: The estimators' score kernels applying a padded batch's attention mask themselves (float32,
-#: and a 16-bit mask for the grouped launches).
+#: and a 16-bit mask for the grouped launches; Quest's with a sink and a window too).
 KERNELS += [
-    (module, name, signature.replace("AM:*fp32", f"AM:*{dtype}"), {**constants, "HAS_AM": True})
+    (module, name, signature.replace("AM:*fp32", f"AM:*{dtype}"), {**constants, "HAS_AM": True, **runs})
     for module, name, signature, constants in KERNELS
     if name in ("quest_group_scores", "quest_group_scores_dot", "hash_group_scores", "ds_group_scores")
     for dtype in ("fp32", "bf16")
     if dtype == "fp32" or "g_heads" not in constants
+    for runs in ([{}, {"NEX": 2}] if name.startswith("quest") else [{}])
 ]
 
 

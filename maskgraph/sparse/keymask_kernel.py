@@ -4,6 +4,8 @@ installed): an additive mask row per (batch, head, query), −inf where a key is
 import triton
 import triton.language as tl
 
+from .topk_kernel import dropped
+
 
 @triton.jit
 def _row(AM, b, h, qi, sb, sh, sq):
@@ -25,16 +27,23 @@ def keys_allowed(AM, b, h, qi, offs, inside, sb, sh, sq, HAS_AM: tl.constexpr):
 
 @triton.jit
 def pages_allowed(
-    AM, b, h, qi, pages, n_pages, n_keys, page_size, sb, sh, sq, PS: tl.constexpr, HAS_AM: tl.constexpr
-):
+    AM, b, h, qi, pages, n_pages, n_keys, page_size, sb, sh, sq,
+    ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
+    PS: tl.constexpr, HAS_AM: tl.constexpr, NEX: tl.constexpr = 0,
+):  # fmt: skip
     """Bool per page of ``pages``: a page of the row holding at least one key the mask allows
-    (``keys_allowed`` over its ``page_size`` keys, PS ≥ page_size a power of two); without
-    ``HAS_AM`` every page of the row."""
+    (``keys_allowed`` over its ``page_size`` keys, PS ≥ page_size a power of two) and, with
+    NEX > 0, outside the prior's runs ``ex*`` for query ``qi`` (given per key: block 1, see
+    :func:`maskgraph.sparse.topk_kernel.dropped`); with neither, every page of the row."""
     real = pages < n_pages
-    if HAS_AM:
+    if HAS_AM or NEX > 0:
         r = tl.arange(0, PS)
         keys = pages[:, None] * page_size + r[None, :]
-        inside = real[:, None] & (r < page_size)[None, :] & (keys < n_keys)
-        x = tl.load(_row(AM, b, h, qi, sb, sh, sq) + keys, mask=inside, other=float("-inf"))
-        return tl.max((x.to(tl.float32) > float("-inf")).to(tl.int32), 1) > 0
+        ok = real[:, None] & (r < page_size)[None, :] & (keys < n_keys)
+        if HAS_AM:
+            x = tl.load(_row(AM, b, h, qi, sb, sh, sq) + keys, mask=ok, other=float("-inf"))
+            ok = ok & (x.to(tl.float32) > float("-inf"))
+        if NEX > 0:
+            ok = ok & ~dropped(keys, qi, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX)
+        return tl.max(ok.to(tl.int32), 1) > 0
     return real

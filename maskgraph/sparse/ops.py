@@ -54,7 +54,7 @@ class BlockScores:
     histogram: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
     # the kernel-made scores' bounds, (b, Hkv|Hq, Qc, P, 2) int32 ordered keys (lo, hi) per block of the
     # kernel that made them (``ranges`` of select_topk_2d: the top-k then skips its range pass)
-    ranges: torch.Tensor | None = None
+    ranges: torch.Tensor | Callable[[], torch.Tensor] | None = None
     # made by the estimator's own Triton kernel (grouped, or per query head by its
     # ``sparse_head_scores``): nothing forbidden but by the attention mask, so the Triton
     # top-k may drop the prior's keys itself
@@ -62,6 +62,17 @@ class BlockScores:
     # the estimator's kernel forbade what the attention mask forbids (−inf, bin 0 of its
     # histograms; Quest: pages with no allowed key): no torch pass over the scores is needed
     masked: bool = False
+    # excluding(exclude) -> (scores, ranges) as made, with the prior's runs ``exclude`` (per key:
+    # [Qc, 1, K, runs…]) forbidden by the same kernel: for page scores, −inf on a page unless one
+    # of its keys is both allowed and outside the runs (Quest, where it applied the mask)
+    excluding: Callable[[list], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    @property
+    def bounds(self) -> torch.Tensor | None:
+        """:attr:`ranges`, made on first use where the estimator left them to a function."""
+        if callable(self.ranges):
+            self.ranges = self.ranges()
+        return self.ranges
 
     def unmasked(self, env: Env) -> bool:
         """Whether an attention mask applies that the estimator's kernel did not apply."""
@@ -176,8 +187,9 @@ def make_estimator(
     largest score, the finite scores then lying in [0, top] (with ``integer``).
     ``sparse_group_scores`` may return a third item, ``with_histogram`` (see
     :class:`BlockScores`), and then a function making the scores as its first, or None; and a
-    fourth, the scores' ``ranges``, and a fifth, whether its kernel applied the attention mask
-    (:mod:`maskgraph.sparse.keymask`; the histograms then honour it). ``sparse_head_scores``: the same as
+    fourth, the scores' ``ranges`` (or a function making them), a fifth, whether its kernel
+    applied the attention mask (:mod:`maskgraph.sparse.keymask`; the histograms then honour
+    it), and a sixth, ``excluding`` (see :class:`BlockScores`). ``sparse_head_scores``: the same as
     ``sparse_group_scores`` with one query head a group — ``sparse_scores``' values by the
     estimator's kernel, with its histograms and ranges — used under ``gqa="per_head"``."""
 
@@ -185,7 +197,10 @@ def make_estimator(
         histogram = made[2] if len(made) > 2 else None
         ranges = made[3] if len(made) > 3 and RANGES_FROM_SCORES else None
         masked = len(made) > 4 and bool(made[4])
-        return BlockScores(made[0], int(made[1]), grouped, integer, bound, histogram, ranges, True, masked)
+        excluding = made[5] if len(made) > 5 else None
+        return BlockScores(
+            made[0], int(made[1]), grouped, integer, bound, histogram, ranges, True, masked, excluding
+        )  # fmt: skip
 
     def lower(ctx: Context, name, inputs, params, prep) -> BlockScores:
         env = ctx.env
@@ -256,6 +271,23 @@ def _exact_with_mask(env: Env, scores: BlockScores) -> bool:
     return env.allowed is None or (scores.masked and scores.block == 1)
 
 
+def prior_in_scores(
+    ctx: Context, prior: IndexSet | None, scores: BlockScores
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(scores, ranges) made by the estimator's kernel with the prior's runs forbidden as well
+    as the attention mask — for pages, −inf unless one key is both allowed and outside the
+    runs, the exact rule :func:`_exact_with_mask` leaves to a torch pass otherwise — where
+    the kernel applied a mask and offers ``excluding``, and the prior is at most KERNEL_RUNS
+    runs. None otherwise (without a mask the top-k drops the prior page by page)."""
+    env = ctx.env
+    if scores.excluding is None or env.allowed is None or not scores.masked or prior is None:
+        return None
+    runs = prior.intervals
+    if runs is None or len(runs) > KERNEL_RUNS:
+        return None
+    return scores.excluding([env.Q, 1, env.K, *(v for run in runs for v in run)])
+
+
 def group_scores(ctx: Context, s: torch.Tensor, grouped: bool = False) -> torch.Tensor:
     """(B, Hq, Qc, N) -> (B, Hsel, Qc, N): the max over each KV group's query heads when shared
     (``grouped``: already done by the estimator)."""
@@ -274,7 +306,7 @@ def top_k(
     top: int | None = None,
     exclude: list | None = None,
     hist: torch.Tensor | None = None,
-    ranges: torch.Tensor | None = None,
+    ranges: torch.Tensor | Callable[[], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(values, indices) of the k largest along the last dimension, ties toward the lowest
     index (the rule of simulate mode), in no promised order. ``integer``: every finite score is
@@ -289,15 +321,19 @@ def top_k(
     )  # fmt: skip
 
 
-def score_ranges(ctx: Context, scores: BlockScores, s: torch.Tensor) -> torch.Tensor | None:
+def score_ranges(
+    ctx: Context, scores: BlockScores, s: torch.Tensor, ranges: torch.Tensor | None = None
+) -> torch.Tensor | None:
     """The estimator kernel's bounds of ``s`` (its scores, some set to −inf since: the
     bounds still hold every finite one) for the Triton top-k, where it made them and ``s``
-    has their layout; None otherwise."""
-    if scores.ranges is None or not ctx.triton_topk or not scores.by_kernel:
+    has their layout; None otherwise. ``ranges``: those of another launch of the kernel
+    (``excluding``) instead of the scores' own."""
+    if not RANGES_FROM_SCORES or not ctx.triton_topk or not scores.by_kernel:
         return None
-    if tuple(s.shape) != tuple(scores.ranges.shape[:3]) + (s.shape[-1],):
+    ranges = scores.bounds if ranges is None else ranges
+    if ranges is None or tuple(s.shape) != tuple(ranges.shape[:3]) + (s.shape[-1],):
         return None
-    return scores.ranges
+    return ranges
 
 
 #: Take the estimator's histograms where it offers them (:func:`fused_histogram`).
@@ -437,17 +473,24 @@ def lower_topk_pages(ctx: Context, name, inputs, params, prep) -> IndexSet:
     prior: IndexSet | None = inputs.get("prior")
     pages = (env.K + size - 1) // size
     scores: BlockScores = inputs["scores"]
-    # pages the prior covers are dropped by the top-k itself where it can (page-sized scores)
-    exclude = kernel_exclusion(ctx, prior, scores, size) if scores.block == size else None
-    masked_by = prior if exclude is None else None
-    s = group_scores(ctx, page_scores(ctx, scores, masked_by, size, pages), scores.grouped)
+    kernel_ranges = None
+    excluded = prior_in_scores(ctx, prior, scores) if scores.block == size else None
+    if excluded is not None:  # under a mask: the estimator's kernel forbids the prior too
+        exclude = None
+        s, kernel_ranges = excluded
+        s = group_scores(ctx, s, scores.grouped)
+    else:
+        # pages the prior covers are dropped by the top-k itself where it can (page-sized scores)
+        exclude = kernel_exclusion(ctx, prior, scores, size) if scores.block == size else None
+        masked_by = prior if exclude is None else None
+        s = group_scores(ctx, page_scores(ctx, scores, masked_by, size, pages), scores.grouped)
     _, budget = _bounded_k(ctx, params["k"])
     # pages from the budget as given, not capped at K first: a budget past K keeps every page,
     # the partial last one too (simulate's rule)
     n = torch.sym_min(env.size_bound(params["k"])[0] // size, pages)
     count = budget // size if isinstance(budget, torch.Tensor) else None
     # a budget below one page keeps none
-    ranges = score_ranges(ctx, scores, s) if scores.block == size else None
+    ranges = score_ranges(ctx, scores, s, kernel_ranges) if scores.block == size else None
     vals, page_idx = top_k(ctx, s, torch.sym_max(n, 1), size=count, exclude=exclude, ranges=ranges)
     kept = vals > NEG_INF
     offsets = torch.arange(size, device=s.device)

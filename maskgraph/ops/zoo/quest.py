@@ -225,13 +225,17 @@ def _quest_group_scores(
     heads: int,
     mask: torch.Tensor | None = None,
     page_size: int = 1,
+    exclude: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """queries (B, Hq, Q, D), page bounds (B, Hkv, P, D) -> (B, heads, Q, P) float32 scores —
     heads = Hkv: the max over each KV group's query heads; heads = Hq: each query head's own —
     and their bounds (B, heads, Q, ⌈P / block⌉, 2) int32 (``ranges`` of the Triton top-k)
     (Triton). ``mask``: an additive (B|1, heads|1, Q|1, K) attention mask (keys contiguous)
-    the kernel applies: −inf on pages of ``page_size`` keys with no key it allows."""
+    the kernel applies: −inf on pages of ``page_size`` keys with no key it allows;
+    ``exclude``: the prior's runs per key (``[Q, 1, K, lo, hi, slope, …]``, the top-k's form):
+    −inf also on pages none of whose allowed keys lies outside them."""
     from ...sparse.keymask import mask_strides
+    from ...sparse.topk import exclusion_args
 
     b, hq, q, d = queries.shape
     hkv, pages = lo.shape[1], lo.shape[2]
@@ -250,7 +254,8 @@ def _quest_group_scores(
         ranges,
         out if mask is None else mask,
     )
-    n_keys = pages * page_size if mask is None else mask.shape[-1]
+    ex, nex = exclusion_args(exclude)
+    n_keys = mask.shape[-1] if mask is not None else exclude[2] if exclude else pages * page_size
     args += (
         pages,
         q,
@@ -262,9 +267,10 @@ def _quest_group_scores(
         n_keys,
         page_size,
         *mask_strides(mask),
+        *ex,
     )
     dim = max(16, 1 << (d - 1).bit_length())
-    masking = {"PS": max(16, 1 << (page_size - 1).bit_length()), "HAS_AM": mask is not None}
+    masking = {"PS": max(16, 1 << (page_size - 1).bit_length()), "HAS_AM": mask is not None, "NEX": nex}
     if dot:
         gp = max(16, 1 << (hq // groups - 1).bit_length())
         jitted("maskgraph.ops.zoo.quest_kernel", "quest_group_scores_dot")[grid](
@@ -299,7 +305,7 @@ def _quest_block(dot: bool) -> int:
 
 
 @_quest_group_scores.register_fake
-def _(queries, lo, hi, scaling, heads, mask=None, page_size=1):
+def _(queries, lo, hi, scaling, heads, mask=None, page_size=1, exclude=None):
     b, q, pages = queries.shape[0], queries.shape[2], lo.shape[2]
     out = lo.new_empty(b, heads, q, pages, dtype=torch.float32)
     blocks = -(-pages // _quest_block(_quest_dot(queries, lo, hi)))
@@ -312,7 +318,9 @@ def quest_group_scores(env, prep, *, page_size, label_bits, per_head: bool = Fal
     one Triton kernel that reads each page's bounds once; None where Triton cannot run.
     ``per_head``: each query head's own scores (B, Hq, Qc, P) by the same kernel (any mask).
     The kernel applies the mask where it can (:func:`maskgraph.sparse.keymask.kernel_mask`;
-    the fifth item says so), else torch does."""
+    the fifth item says so), else torch does. Where it does, the scores and their ranges are
+    made on first use, and a sixth item makes them with the prior's runs too
+    (:class:`maskgraph.sparse.ops.BlockScores` ``excluding``)."""
     from ...sparse.keymask import kernel_mask
 
     lo, hi = prep["lo"], prep["hi"]
@@ -321,9 +329,21 @@ def quest_group_scores(env, prep, *, page_size, label_bits, per_head: bool = Fal
     heads = env.Hq if per_head else env.Hkv
     applied = kernel_mask(env, per_head)
     mask = None if applied is None else applied[0]
-    scores, ranges = _quest_group_scores(env.queries, lo, hi, float(env.scaling), heads, mask, page_size)
+    scaling = float(env.scaling)
+
+    def excluding(exclude: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        return _quest_group_scores(env.queries, lo, hi, scaling, heads, mask, page_size, exclude)
+
     if applied is not None:
-        return scores, page_size, None, ranges, True
+        made = []  # the launch without the prior, on first use of its scores or ranges
+
+        def plain() -> tuple[torch.Tensor, torch.Tensor]:
+            if not made:
+                made.append(excluding(None))
+            return made[0]
+
+        return lambda: plain()[0], page_size, None, lambda: plain()[1], True, excluding
+    scores, ranges = excluding(None)
     ok = page_allowed(env, page_size, lo.shape[2])
     if ok is not None:
         scores = scores.masked_fill(~ok, _NEG_INF)

@@ -9,15 +9,16 @@ import triton.language as tl
 
 from ...pdl_kernel import enter
 from ...sparse.keymask_kernel import pages_allowed
-from ...sparse.topk_kernel import store_range
+from ...sparse.topk_kernel import EX_ARGS, store_range
 from .group_kernel import group_coords
 
 
 def quest_group_scores(
     Q, LO, HI, OUT, RANGES, AM,
     n_pages, n_q, hkv, g_heads, kv_div, dim, scaling, n_keys, page_size, sab, sah, saq,
+    ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
     BLOCK: tl.constexpr, DIM: tl.constexpr, PS: tl.constexpr = 16, HAS_AM: tl.constexpr = False,
-    PDL: tl.constexpr = False,
+    NEX: tl.constexpr = 0, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """Q (B, Hq, Q, D), LO/HI (B, Hkv / kv_div, P, D), OUT (B, Hkv, Q, P) float32, all
     contiguous: ``hkv`` groups of ``g_heads`` query heads, group h reading page bounds h // kv_div
@@ -25,7 +26,8 @@ def quest_group_scores(
     RANGES (B·Hkv·Q, ⌈P / BLOCK⌉, 2) int32: each program's score bounds (:func:`store_range`).
     ``HAS_AM``: the additive mask AM over the ``n_keys`` keys (strides ``sab``, ``sah``,
     ``saq``; row h of OUT reads head h) forbids keys: a page of ``page_size`` keys (PS ≥ it a
-    power of two) none of which it allows scores −inf."""
+    power of two) none of which it allows scores −inf; with NEX > 0 also one none of whose
+    allowed keys lies outside the prior's runs ``ex*`` (given per key, block 1)."""
     enter(PDL)
     qi, kvh, b = group_coords(n_q, hkv)
     pages = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -42,8 +44,11 @@ def quest_group_scores(
         best = tl.maximum(best, tl.sum(tl.maximum(q * hi, q * lo), 1))
     out = OUT + ((b * hkv + kvh) * n_q + qi) * n_pages + pages
     score = best * scaling
-    if HAS_AM:
-        ok = pages_allowed(AM, b, kvh, qi, pages, n_pages, n_keys, page_size, sab, sah, saq, PS, HAS_AM)
+    if HAS_AM or NEX > 0:
+        ok = pages_allowed(
+            AM, b, kvh, qi, pages, n_pages, n_keys, page_size, sab, sah, saq,
+            ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, PS, HAS_AM, NEX,
+        )  # fmt: skip
         score = tl.where(ok, score, float("-inf"))
     tl.store(out, score, mask=pages < n_pages)
     store_range(RANGES, tl.program_id(0) * tl.num_programs(1) + tl.program_id(1), score, pages < n_pages)
@@ -52,9 +57,10 @@ def quest_group_scores(
 def quest_group_scores_dot(
     Q, LO, HI, OUT, RANGES, AM,
     n_pages, n_q, hkv, g_heads, kv_div, dim, scaling, n_keys, page_size, sab, sah, saq,
+    ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
     BLOCK: tl.constexpr, DIM: tl.constexpr, GP: tl.constexpr, UPCAST: tl.constexpr,
     EACH_HEAD: tl.constexpr = False, PS: tl.constexpr = 16, HAS_AM: tl.constexpr = False,
-    PDL: tl.constexpr = False,
+    NEX: tl.constexpr = 0, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """As :func:`quest_group_scores` for 16-bit queries and bounds of one dtype, on the tensor
     cores: U = relu(q)·hi + min(q, 0)·lo as two (BLOCK, D) × (D, GP) products, GP ≥ 16 ≥ the
@@ -84,9 +90,12 @@ def quest_group_scores_dot(
     if EACH_HEAD:
         for j in range(0, g_heads):
             score = tl.sum(tl.where((g == j)[None, :], u, 0.0), 1) * scaling
-            if HAS_AM:
+            if HAS_AM or NEX > 0:
                 h = kvh * g_heads + j
-                ok = pages_allowed(AM, b, h, qi, pages, n_pages, n_keys, page_size, sab, sah, saq, PS, HAS_AM)
+                ok = pages_allowed(
+                    AM, b, h, qi, pages, n_pages, n_keys, page_size, sab, sah, saq,
+                    ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, PS, HAS_AM, NEX,
+                )  # fmt: skip
                 score = tl.where(ok, score, float("-inf"))
             row = ((b * hkv + kvh) * g_heads + j) * n_q + qi
             tl.store(OUT + row * n_pages + pages, score, mask=pages < n_pages)
@@ -95,8 +104,11 @@ def quest_group_scores_dot(
         best = tl.max(tl.where((g < g_heads)[None, :], u, float("-inf")), 1)
         out = OUT + ((b * hkv + kvh) * n_q + qi) * n_pages + pages
         score = best * scaling
-        if HAS_AM:
-            ok = pages_allowed(AM, b, kvh, qi, pages, n_pages, n_keys, page_size, sab, sah, saq, PS, HAS_AM)
+        if HAS_AM or NEX > 0:
+            ok = pages_allowed(
+                AM, b, kvh, qi, pages, n_pages, n_keys, page_size, sab, sah, saq,
+                ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, PS, HAS_AM, NEX,
+            )  # fmt: skip
             score = tl.where(ok, score, float("-inf"))
         tl.store(out, score, mask=pages < n_pages)
         store_range(RANGES, tl.program_id(0) * tl.num_programs(1) + tl.program_id(1), score, pages < n_pages)
@@ -125,3 +137,8 @@ def quest_page_update(
     at = (bh * pages + page) * dim + d
     tl.store(LO + at, lo.to(LO.dtype.element_ty), mask=d < dim)
     tl.store(HI + at, hi.to(HI.dtype.element_ty), mask=d < dim)
+
+
+#: A decode's runs move with its position: no specialisation on their values.
+quest_group_scores.do_not_specialize = EX_ARGS
+quest_group_scores_dot.do_not_specialize = EX_ARGS
