@@ -162,8 +162,9 @@ def test_the_top_k_drops_the_prior_on_the_kernel_path(op, q, small_max, padded, 
     itself, pages of Quest where they lie wholly in them — except Quest's under a mask, where
     its score kernel drops them key by key (a page counts if one of its keys is allowed and
     outside them: test_quest_skips_pages_whose_allowed_keys_the_prior_holds); the output is the
-    torch path's, which masks the scores (K = 301: pages of 4 and segments of 1024 keys end
-    short)."""
+    torch path's, which masks the scores (the mask too: ``keymask.IN_KERNEL`` off; K = 301:
+    pages of 4 and segments of 1024 keys end short)."""
+    from maskgraph.sparse import keymask
     from maskgraph.sparse import topk as triton_topk
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", small_max)
@@ -179,9 +180,10 @@ def test_the_top_k_drops_the_prior_on_the_kernel_path(op, q, small_max, padded, 
         am = torch.triu(torch.full((q, 301), float("-inf")), 301 - q + 1).expand(2, 1, q, 301).clone()
         am[1, ..., :37] = float("-inf")
     run = {"attention_mask": am, "state": mg.State()}
+    monkeypatch.setattr(keymask, "IN_KERNEL", False)  # the reference masks in torch
     masked = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")(qs, ks, vs, **run)
-    assert bool(seen) == (padded and op == "quest")  # Quest's score kernel takes them under a mask
-    seen.clear()
+    assert not seen
+    monkeypatch.setattr(keymask, "IN_KERNEL", True)
     run["state"] = mg.State()
     out = mg.compile(graph, mode="sparse", gqa="shared", kernel="triton")(qs, ks, vs, **run)
     block = 4 if op == "quest" else 1  # sink 4, window 8: t − 8 < j ≤ t for t = 301 − q + i
@@ -588,7 +590,9 @@ def test_quest_kernel_forbids_pages_of_the_prior_under_a_mask(per_head, dtype, s
 
     b, hq, hkv, q, k = shape
     spec, params, prep, env = estimator_case("quest", dtype, shape, tmp_path, sum(shape) + 5)
-    am = random_mask("per_query", b, hq, q, k, sum(shape) + 1).to(dtype)
+    am = random_mask("per_query", b, hq, q, k, sum(shape) + 1)
+    am[..., :5], am[..., 5:16] = 0.0, float("-inf")  # page 0's allowed keys: the sink's
+    am = am.to(dtype)
     env = Env(env.queries, env.keys, env.values, am, D**-0.5, env.q_pos, 0)
     runs = [(0, 5, 0), (k - q - 9, k - q + 1, 1)]  # sink 5, window 10 ending at query i's key
     made = spec.extra["sparse_head_scores" if per_head else "sparse_group_scores"](env, prep, **params)
@@ -603,6 +607,7 @@ def test_quest_kernel_forbids_pages_of_the_prior_under_a_mask(per_head, dtype, s
     if not per_head:
         want = want.view(b, hkv, hq // hkv, q, pages).amax(2)
     assert torch.equal(got == float("-inf"), want == float("-inf"))
+    assert (want[..., 0] == float("-inf")).all()  # the sink's page, by the sink alone
     finite = want > float("-inf")
     assert finite.any() and not finite.all()
     torch.testing.assert_close(got[finite].double(), want[finite], rtol=1e-5, atol=1e-5)

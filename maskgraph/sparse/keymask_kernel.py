@@ -47,3 +47,20 @@ def pages_allowed(
             ok = ok & ~dropped(keys, qi, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX)
         return tl.max(ok.to(tl.int32), 1) > 0
     return real
+
+
+@triton.jit
+def forbid_pages(
+    score, AM, b, h, qi, pages, n_pages, n_keys, page_size, sb, sh, sq,
+    ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
+    PS: tl.constexpr, HAS_AM: tl.constexpr, NEX: tl.constexpr,
+):  # fmt: skip
+    """``score`` per page, −inf where :func:`pages_allowed` finds no eligible key (unchanged
+    without a mask and runs)."""
+    if HAS_AM or NEX > 0:
+        ok = pages_allowed(
+            AM, b, h, qi, pages, n_pages, n_keys, page_size, sb, sh, sq,
+            ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, PS, HAS_AM, NEX,
+        )  # fmt: skip
+        score = tl.where(ok, score, float("-inf"))
+    return score

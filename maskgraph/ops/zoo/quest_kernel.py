@@ -8,7 +8,7 @@ score is ``scaling`` times the max over the group. Jitted lazily (:mod:`maskgrap
 import triton.language as tl
 
 from ...pdl_kernel import enter
-from ...sparse.keymask_kernel import pages_allowed
+from ...sparse.keymask_kernel import forbid_pages
 from ...sparse.topk_kernel import EX_ARGS, store_range
 from .group_kernel import group_coords
 
@@ -44,12 +44,10 @@ def quest_group_scores(
         best = tl.maximum(best, tl.sum(tl.maximum(q * hi, q * lo), 1))
     out = OUT + ((b * hkv + kvh) * n_q + qi) * n_pages + pages
     score = best * scaling
-    if HAS_AM or NEX > 0:
-        ok = pages_allowed(
-            AM, b, kvh, qi, pages, n_pages, n_keys, page_size, sab, sah, saq,
-            ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, PS, HAS_AM, NEX,
-        )  # fmt: skip
-        score = tl.where(ok, score, float("-inf"))
+    score = forbid_pages(
+        score, AM, b, kvh, qi, pages, n_pages, n_keys, page_size, sab, sah, saq,
+        ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, PS, HAS_AM, NEX,
+    )  # fmt: skip
     tl.store(out, score, mask=pages < n_pages)
     store_range(RANGES, tl.program_id(0) * tl.num_programs(1) + tl.program_id(1), score, pages < n_pages)
 
@@ -90,13 +88,10 @@ def quest_group_scores_dot(
     if EACH_HEAD:
         for j in range(0, g_heads):
             score = tl.sum(tl.where((g == j)[None, :], u, 0.0), 1) * scaling
-            if HAS_AM or NEX > 0:
-                h = kvh * g_heads + j
-                ok = pages_allowed(
-                    AM, b, h, qi, pages, n_pages, n_keys, page_size, sab, sah, saq,
-                    ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, PS, HAS_AM, NEX,
-                )  # fmt: skip
-                score = tl.where(ok, score, float("-inf"))
+            score = forbid_pages(
+                score, AM, b, kvh * g_heads + j, qi, pages, n_pages, n_keys, page_size, sab, sah, saq,
+                ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, PS, HAS_AM, NEX,
+            )  # fmt: skip
             row = ((b * hkv + kvh) * g_heads + j) * n_q + qi
             tl.store(OUT + row * n_pages + pages, score, mask=pages < n_pages)
             store_range(RANGES, row * tl.num_programs(1) + tl.program_id(1), score, pages < n_pages)
@@ -104,12 +99,10 @@ def quest_group_scores_dot(
         best = tl.max(tl.where((g < g_heads)[None, :], u, float("-inf")), 1)
         out = OUT + ((b * hkv + kvh) * n_q + qi) * n_pages + pages
         score = best * scaling
-        if HAS_AM or NEX > 0:
-            ok = pages_allowed(
-                AM, b, kvh, qi, pages, n_pages, n_keys, page_size, sab, sah, saq,
-                ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, PS, HAS_AM, NEX,
-            )  # fmt: skip
-            score = tl.where(ok, score, float("-inf"))
+        score = forbid_pages(
+            score, AM, b, kvh, qi, pages, n_pages, n_keys, page_size, sab, sah, saq,
+            ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, PS, HAS_AM, NEX,
+        )  # fmt: skip
         tl.store(out, score, mask=pages < n_pages)
         store_range(RANGES, tl.program_id(0) * tl.num_programs(1) + tl.program_id(1), score, pages < n_pages)
 
