@@ -250,9 +250,9 @@ def kernel_exclusion(ctx: Context, prior: IndexSet | None, scores: BlockScores, 
     is Triton's, the estimator's own kernel made the scores (grouped or per head) and applied
     the attention mask, if any, key by key (:func:`_exact_with_mask`): the selection then drops
     the prior's keys itself, which saves a pass that reads and writes every score (B·H·K·8
-    bytes; HashAttention B=8 128K 2 %: 198 -> 186 µs, Quest B=1 8K: 19 -> 16 µs, H100, run 63). Scores made by torch code are left to the masking,
-    which inductor fuses into the kernel that makes them. None where the prior is masked in
-    torch (:func:`exclude_prior`)."""
+    bytes; HashAttention B=8 128K 2 %: 198 -> 186 µs, Quest B=1 8K: 19 -> 16 µs, H100, run 63).
+    Scores made by torch code are left to the masking, which inductor fuses into the kernel
+    that makes them. None where the prior is masked in torch (:func:`exclude_prior`)."""
     env = ctx.env
     if prior is None or not ctx.triton_topk or not scores.by_kernel or not _exact_with_mask(env, scores):
         return None
@@ -266,8 +266,9 @@ def _exact_with_mask(env: Env, scores: BlockScores) -> bool:
     """Whether the top-k may drop the prior apart from the attention mask: no mask, or one the
     kernel applied to scores of single keys. A page is eligible only if one of its keys is
     both allowed and outside the prior; a page whose allowed keys all lie in the prior would
-    pass a page-wise mask and a page-wise drop alike, so Quest's pages under a mask are masked
-    key by key in torch (:func:`page_eligible`), and that pass drops the prior too."""
+    pass a page-wise mask and a page-wise drop alike. Quest's pages under a mask are therefore
+    left to its kernel with the prior's runs (:func:`prior_in_scores`) or, for a prior not
+    made of runs, to a key-by-key torch pass (:func:`page_eligible`)."""
     return env.allowed is None or (scores.masked and scores.block == 1)
 
 
@@ -306,7 +307,7 @@ def top_k(
     top: int | None = None,
     exclude: list | None = None,
     hist: torch.Tensor | None = None,
-    ranges: torch.Tensor | Callable[[], torch.Tensor] | None = None,
+    ranges: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(values, indices) of the k largest along the last dimension, ties toward the lowest
     index (the rule of simulate mode), in no promised order. ``integer``: every finite score is

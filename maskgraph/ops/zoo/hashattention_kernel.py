@@ -67,8 +67,10 @@ def hash_group_scores(
             query = tl.load(query_at + w, mask=heads, other=0)
             differ += _popcount32(key[None, :] ^ query[:, None], HW_POPC)
         best = tl.maximum(best, tl.max(tl.where(heads[:, None], hat_bits - differ, -1), 0))
-    ok = keys_allowed(AM, b, kvh, qi, offs, inside, sab, sah, saq, HAS_AM)
-    score = tl.where(ok, best.to(tl.float32), float("-inf"))
+    ok = keys_allowed(AM, b, kvh, qi, offs, inside, sab, sah, saq, HAS_AM)  # inside, without AM
+    score = best.to(tl.float32)
+    if HAS_AM:
+        score = tl.where(ok, score, float("-inf"))
     tl.store(OUT + ((b * hkv + kvh) * n_q + qi) * n_keys + offs, score, mask=inside)
     if NB > 0:
         row = tl.program_id(0).to(tl.int64)  # the top-k's row, (b·Hkv + kvh)·Q + qi

@@ -335,7 +335,7 @@ def quest_group_scores(env, prep, *, page_size, label_bits, per_head: bool = Fal
         return _quest_group_scores(env.queries, lo, hi, scaling, heads, mask, page_size, exclude)
 
     if applied is not None:
-        made = []  # the launch without the prior, on first use of its scores or ranges
+        made = []  # the launch without the prior, on first use (functools.cache: dynamo cannot trace it)
 
         def plain() -> tuple[torch.Tensor, torch.Tensor]:
             if not made:
