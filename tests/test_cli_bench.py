@@ -14,6 +14,24 @@ def test_bench_attention_quick_prints_a_table(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "attention.json").exists()
 
 
+def test_bench_generate_quick_times_every_variant(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OUT", str(tmp_path))
+    args = ["bench", "generate", "--quick", "--graphs", "streaming_llm", "--tokens", "6"]
+    assert main(args) == 0
+    table = capsys.readouterr().out.split("## model.generate per token")[-1]
+    for variant in (
+        "sdpa [dynamic]",
+        "sdpa [static]",
+        "streaming_llm simulate [static]",
+        "streaming_llm sparse [dynamic]",
+    ):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {variant} "))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[-1] == "-", f"{variant} failed: {cells[-1]}"
+        assert float(cells[4]) > 0  # ms per token
+    assert (tmp_path / "generate.json").exists()
+
+
 def test_bench_rejects_unknown_script(capsys):
     try:
         main(["bench", "nope"])

@@ -11,6 +11,7 @@ from ..errors import MaskgraphError
 
 SCRIPTS = {
     "attention": "one attention call: dense SDPA vs each graph (simulate), compiled and eager",
+    "generate": "model.generate inside mg.inject vs plain SDPA: time to first token, ms per token",
     "decode": "per generated token of a Llama-3-8B-shaped model after a dense prefill",
     "sparse": "one decode call in sparse mode vs dense SDPA, with bytes/FLOP ceilings",
 }
