@@ -281,3 +281,18 @@ def test_eval_refuses_an_unwritable_out_before_loading_a_model(a_file, text_file
     rc, err = run_cli(eval_cli(out, text_file), capsys)
     assert rc == 1 and "--out" in err and str(out) in err
     assert loads == [] and a_file.read_text() == "not a folder\n"
+
+
+@pytest.mark.parametrize("where", ["a folder", "under a file"])
+@pytest.mark.parametrize("method", ["double-sparsity", "hashattention"])
+def test_calibrate_refuses_an_unwritable_out_before_any_work(
+    tmp_path, a_file, monkeypatch, capsys, method, where
+):
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr("maskgraph.calibrate.models.load", no_load)
+    out = tmp_path if where == "a folder" else a_file / "x.safetensors"
+    argv = ["calibrate", method, "--model", "tiny-llama", "--tokens", "64", "--window", "32"]
+    rc, err = run_cli([*argv, "--no-progress", "--out", str(out)], capsys)
+    assert rc == 1 and "--out" in err and str(out) in err
