@@ -247,6 +247,9 @@ def test_a_last_line_cut_by_a_kill_is_dropped_and_its_sample_reruns(finished, ca
     if log == "micro.jsonl":  # the kill came before the row was written
         path_rows = out / "rows.jsonl"
         path_rows.write_text("\n".join(lines(path_rows)[:-1]) + "\n")
+    cut = path.read_bytes()
+    assert run_cli([*argv, "--seed", "2"], capsys)[0] == 1  # a refused rerun changes nothing
+    assert path.read_bytes() == cut
     assert run_cli(argv, capsys)[0] == 0
     for name in ("rows.jsonl", "micro.jsonl"):
         assert all(json.loads(x) for x in lines(out / name))

@@ -14,8 +14,9 @@ Layout:
 Reading back is strict: a folder that is not empty and has no ``config.json`` is not a run; a
 ``config.json`` or a log line that is not valid JSON, lacks a key or has a value of the wrong
 type is a :class:`~maskgraph.errors.RunFolderError` naming the file (and line). One exception,
-on purpose: a log whose **last** line has no line end was cut by an interrupted write; that
-fragment is removed when the folder is opened, so its sample simply runs again.
+on purpose: a log whose **last** line has no line end was cut by an interrupted write; reading
+skips that fragment and :meth:`RunDir.drop_cut_lines` removes it before the run appends, so its
+sample simply runs again.
 
 A resume must match the run: the settings in :data:`RUN_IDENTITY` (``-p`` overrides included)
 and the YAML of every graph name must be the same, and every finished row of a cell that is
@@ -169,9 +170,7 @@ class RunDir:
         """Open (creating it if needed) the run folder ``root``; ``ppl_task`` names the perplexity
         task, whose rows hold NLLs instead of scores.
 
-        Refuses, before anything is written: a path that cannot be written, and a non-empty
-        folder without ``config.json``. Removes a line cut by an interrupted write from the end
-        of each log.
+        Refuses a path that cannot be written and a non-empty folder without ``config.json``.
         """
         folder = writable_folder(root, what="--out")
         rd = cls(folder, ppl_task)
@@ -183,8 +182,6 @@ class RunDir:
                     f"--out {folder}: not empty ({listed}) and not a maskgraph run (no {CONFIG}); "
                     "give a new or empty folder"
                 )
-        for name in LOGS:
-            drop_cut_line(rd.path(name))
         return rd
 
     def path(self, name: str) -> Path:
@@ -205,8 +202,12 @@ class RunDir:
         if not p.is_file():
             return []
         check = CHECKS[name]
+        lines = _read_text(p).split("\n")
+        tail = lines.pop()  # "" when the log ends with a line end; else a possibly cut line
+        if tail.strip() and _whole_object(tail):
+            lines.append(tail)
         out = []
-        for number, line in enumerate(_read_text(p).split("\n"), start=1):
+        for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             where = f"{p}:{number}"
@@ -214,6 +215,12 @@ class RunDir:
             check(record, where, self.ppl_task)
             out.append(record)
         return out
+
+    def drop_cut_lines(self) -> None:
+        """Remove from each log a last line cut by an interrupted write (see
+        :func:`drop_cut_line`), so that the next append starts a line of its own."""
+        for name in LOGS:
+            drop_cut_line(self.path(name))
 
     def append(self, name: str, records: Iterable[dict[str, Any]]) -> None:
         with open(self.path(name), "a", encoding="utf-8") as f:
@@ -240,14 +247,18 @@ def drop_cut_line(path: Path) -> None:
         f.seek(0)
         data = f.read()
         start = data.rfind(b"\n") + 1
-        try:
-            whole = isinstance(json.loads(data[start:]), dict)
-        except ValueError:
-            whole = False
-        if whole:
+        if _whole_object(data[start:]):
             f.write(b"\n")
         else:
             f.truncate(start)
+
+
+def _whole_object(text: str | bytes) -> bool:
+    """Whether a last line without a line end is a whole JSON object (not cut short)."""
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
 
 
 def _read_text(path: Path) -> str:

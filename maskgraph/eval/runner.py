@@ -185,6 +185,7 @@ def open_run(config: EvalConfig, out: str | Path, by_length: dict[int, list[Vari
             new[key] = list(dict.fromkeys([*old[key], *new[key]]))
         new["samples"] = max(old["samples"], config.samples)
         graph_yaml = {**old["graph_yaml"], **graph_yaml}
+    rd.drop_cut_lines()
     rd.write_config({**new, "graph_yaml": graph_yaml, "torch": torch.__version__})
     return rd
 
