@@ -299,3 +299,27 @@ def test_calibrate_refuses_an_unwritable_out_before_any_work(
     argv = ["calibrate", method, "--model", "tiny-llama", "--tokens", "64", "--window", "32"]
     rc, err = run_cli([*argv, "--no-progress", "--out", str(out)], capsys)
     assert rc == 1 and "--out" in err and str(out) in err
+
+
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("truncated", "not valid JSON"),
+        ("no cells", "missing key 'cells'"),
+        ("wrong type", "'length' must be an integer"),
+    ],
+)
+def test_report_names_a_malformed_metrics_file(finished, capsys, how, message):
+    out, _ = finished
+    path = out / "metrics.json"
+    data = json.loads(path.read_text())
+    if how == "truncated":
+        path.write_text(path.read_text()[:80])
+    elif how == "no cells":
+        path.write_text(json.dumps({"rows": data["cells"]}))
+    else:
+        cid = next(iter(data["cells"]))
+        data["cells"][cid]["length"] = "long"
+        path.write_text(json.dumps(data))
+    rc, err = run_cli(["report", str(out), "--out", str(out / "report.md")], capsys)
+    assert rc == 1 and str(path) in err and message in err

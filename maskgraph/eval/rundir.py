@@ -112,6 +112,14 @@ ROW_OK_TASK = {"score": NUM, "ref_score": NUM, "agreement": NUM}
 REFERENCE_KEYS = {"task": STR, "length": INT, "index": INT}
 REFERENCE_PPL = {"nll": NUM, "count": INT}
 REFERENCE_TASK = {"tokens": INTS}
+CELL_KEYS = {
+    "graph": STR, "label": STR, "target": OPT_NUM, "task": STR, "kind": STR, "length": INT,
+    "status": STR, "samples": INT,
+}  # fmt: skip
+CELL_OPTIONAL = {
+    "density": OPT_NUM, "rel_err": OPT_NUM, "recall": OPT_NUM, "agreement": OPT_NUM, "score": OPT_NUM,
+    "ref_score": OPT_NUM, "ppl": OPT_NUM, "ref_ppl": OPT_NUM, "per_layer": OBJECT, "overrides": OBJECT,
+}  # fmt: skip
 MICRO_KEYS = {"cell": STR, "index": INT, "layer": INT, "Q": INT, "K": INT, "density": NUMS}
 MICRO_OPTIONAL = {"rel_err": NUMS, "recall": NUMS}
 
@@ -229,6 +237,16 @@ class RunDir:
 
     def write_config(self, data: dict[str, Any]) -> None:
         self.path(CONFIG).write_text(json.dumps(data, indent=2), encoding="utf-8")
+
+
+def read_metrics(path: Path) -> dict[str, dict[str, Any]]:
+    """The cells of a run's ``metrics.json`` (cell id -> aggregates), each checked for the
+    keys a report reads."""
+    data = _parse(_read_text(path), str(path))
+    check_keys(data, {"cells": OBJECT}, {}, str(path))
+    for cid, cell in data["cells"].items():
+        check_keys(cell, CELL_KEYS, CELL_OPTIONAL, f"{path}: cell {short(cid)}")
+    return data["cells"]
 
 
 def drop_cut_line(path: Path) -> None:
