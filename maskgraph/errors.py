@@ -102,3 +102,12 @@ class CalibrationError(MaskgraphError):
 
 class MaskgraphWarning(UserWarning):
     """A graph is valid but probably not what was meant (e.g. a node that feeds nothing)."""
+
+
+class RunFolderError(MaskgraphError):
+    """An ``eval`` run folder cannot be used as asked: it is not a run, one of its files is
+    malformed, or it was made with other settings than the ones given now."""
+
+
+class OutputPathError(MaskgraphError):
+    """An output path cannot be written; raised before any work starts."""

@@ -96,12 +96,16 @@ def add_parser(sub):
 
 def run(args) -> int:
     from ..calibrate import models
+    from ..calibrate.formats import DOUBLE_SPARSITY, HASHATTENTION
     from ..calibrate.text import read_text
+    from ..outputs import writable_file
 
+    label = models.model_label(args.model)
+    kind = DOUBLE_SPARSITY if args.method == "double-sparsity" else HASHATTENTION
+    out = writable_file(args.out or models.default_out(label, kind), what="--out")
     torch.manual_seed(args.seed)
     text = read_text(args.text)
     model, tokenizer = models.load(args.model, seed=args.seed)
-    label = models.model_label(args.model)
     common = dict(
         tokens=args.tokens,
         window=args.window,
@@ -110,18 +114,17 @@ def run(args) -> int:
         progress=not args.no_progress,
     )
     if args.method == "double-sparsity":
-        return _double_sparsity(args, model, tokenizer, text, label, common)
-    return _hashattention(args, model, tokenizer, text, label, common)
+        return _double_sparsity(args, model, tokenizer, text, out, common)
+    return _hashattention(args, model, tokenizer, text, out, common)
 
 
-def _double_sparsity(args, model, tokenizer, text, label, common) -> int:
+def _double_sparsity(args, model, tokenizer, text, out: Path, common) -> int:
     from ..calibrate.double_sparsity import calibrate_double_sparsity
-    from ..calibrate.models import default_out
     from ..calibrate.text import default_text_path
 
     result = calibrate_double_sparsity(model, tokenizer, text, statistic=args.statistic, **common)
     result.metadata["text"] = Path(args.text).name if args.text else default_text_path().name
-    path = result.save(args.out or default_out(label, "double_sparsity"))
+    path = result.save(out)
     layers, hkv, d = result.channels.shape
     print(
         f"double sparsity: {layers} layers x {hkv} KV heads x {d} channels from {result.metadata['tokens']} tokens"
@@ -132,9 +135,8 @@ def _double_sparsity(args, model, tokenizer, text, label, common) -> int:
     return 0
 
 
-def _hashattention(args, model, tokenizer, text, label, common) -> int:
+def _hashattention(args, model, tokenizer, text, out: Path, common) -> int:
     from ..calibrate.hashattention import HashConfig, calibrate_hashattention
-    from ..calibrate.models import default_out
     from ..calibrate.text import default_text_path
 
     cfg = HashConfig(
@@ -151,7 +153,7 @@ def _hashattention(args, model, tokenizer, text, label, common) -> int:
     )
     result = calibrate_hashattention(model, tokenizer, text, config=cfg, **common)
     result.metadata["text"] = Path(args.text).name if args.text else default_text_path().name
-    path = result.save(args.out or default_out(label, "hashattention"))
+    path = result.save(out)
     per_layer = " ".join(f"{r.recall:.2f}" for r in result.reports)
     print(f"hashattention: {len(result.reports)} layers, {cfg.hat_bits} bits, hidden {cfg.hidden}")
     print(f"  held-out top-{cfg.top_k} recall {result.recall:.4f} (chance {result.random_recall:.4f})")

@@ -15,13 +15,13 @@ layer, one line per method at the setting nearest a chosen density).
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from ..errors import MaskgraphError
+from .rundir import read_metrics
 
 REFERENCE = "dense (model's own attention)"
 
@@ -33,8 +33,7 @@ def load_cells(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
         p = Path(d) / "metrics.json"
         if not p.is_file():
             raise MaskgraphError(f"{d} has no metrics.json (is it a 'maskgraph eval' run directory?)")
-        for cid, c in json.loads(p.read_text())["cells"].items():
-            cells[cid] = c
+        cells.update(read_metrics(p))
     return list(cells.values())
 
 

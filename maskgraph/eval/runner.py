@@ -1,23 +1,19 @@
 """``maskgraph eval``: run graphs × tasks × lengths × densities into a resumable run directory.
 
-Run directory layout:
-
-- ``config.json``: the full configuration (model, graphs with their YAML, tasks, lengths, …);
-- ``rows.jsonl``: one line per finished (cell, sample), appended as they finish — the
-  resume log: a rerun skips every (cell, sample) already there;
-- ``reference.jsonl``: the plain dense model's answer tokens (or window NLL) per sample;
-- ``micro.jsonl``: one line per attention call through a graph (density; with ``--metrics``
-  also relative output error and recall), written together with its row;
-- ``results.csv``: the rows as a table; ``metrics.json``: per-cell aggregates. Both are rebuilt
-  from the logs at the end of every run, so a resumed run gives the same tables.
+The run directory's files, how they are read back and what a resume may reuse: see
+:mod:`maskgraph.eval.rundir`. Tables (``results.csv``, ``metrics.json``) are rebuilt from the
+logs at the end of every run, so a resumed run gives the same tables.
 
 A **cell** is (graph, target density, task, length); its id reads ``quest@5%/niah_multikey/1024``
-(``@default`` when the graph's own parameters are used).
+(``@default`` when the graph's own parameters are used). Each row also records ``graph_sha``,
+a fingerprint of the resolved graph (its YAML with every override applied), so that a resume
+never mixes samples of two different graphs under one cell id.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import time
@@ -33,12 +29,11 @@ from ..ir import Graph
 from ..loader import load_graph
 from . import protocol as proto
 from .metrics import MicroObserver, summarise
+from .rundir import MICRO, REFERENCE, ROWS, CellIdentity, RunDir, check_same_cells, check_same_run, short
 from .sweep import sweep_overrides
 from .tasks import TASKS, Template, generate
 
 PPL = "ppl"
-#: Config keys that must match to resume a run directory.
-IDENTITY = ("model", "seed", "protocol", "template", "metrics", "ppl_score_share", "text_file")
 
 
 @dataclass
@@ -72,6 +67,25 @@ class EvalConfig:
             raise MaskgraphError("need --samples >= 1 and lengths >= 16 tokens")
         if not 0 < self.ppl_score_share < 1:
             raise MaskgraphError("ppl_score_share must be in (0, 1)")
+        for name, value in self.overrides.items():
+            if not _is_plain(value):
+                raise MaskgraphError(
+                    f"override {name}={short(str(value))}: not plain data (valid: finite numbers, "
+                    "strings, true/false, null, and lists or mappings of those)"
+                )
+
+
+def _is_plain(value: Any) -> bool:
+    """Whether ``value`` is JSON data (what config.json and the rows can hold unchanged)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,17 @@ class Variant:
     graph: Graph | None
     overrides: dict[str, Any]
     error: str | None = None
+
+    @property
+    def graph_sha(self) -> str | None:
+        """Fingerprint of the resolved graph (None when its overrides did not apply)."""
+        return None if self.graph is None else graph_sha(self.graph)
+
+
+def graph_sha(graph: Graph) -> str:
+    """First 16 hex digits of the SHA-256 of the graph's canonical JSON (params resolved)."""
+    text = json.dumps(graph.to_dict(), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def target_tag(target: float | None) -> str:
@@ -98,10 +123,12 @@ def cell_id(label: str, task: str, length: int) -> str:
 def variants(config: EvalConfig, length: int) -> list[Variant]:
     """Every (graph, density) setting at ``length`` (the sweep rule depends on the length)."""
     out = []
-    for path in config.graphs:
+    for path in dict.fromkeys(config.graphs):
         base = load_graph(path)
         own = {k: v for k, v in config.overrides.items() if k in base.params}
-        targets: list[float | None] = list(config.densities) if config.densities and base.params else [None]
+        targets: list[float | None] = [None]
+        if config.densities and base.params:
+            targets = list(dict.fromkeys(config.densities))
         for target in targets:
             ov = dict(sweep_overrides(base.params, target, length)) if target is not None else {}
             ov.update(own)
@@ -124,53 +151,43 @@ def check_overrides(config: EvalConfig) -> None:
         raise MaskgraphError(f"override(s) {', '.join(unknown)} match no parameter of the given graphs")
 
 
+def check_graph_names(config: EvalConfig) -> None:
+    """Cells are named by graph name: two different files may not share one."""
+    seen: dict[str, str] = {}
+    for path in dict.fromkeys(config.graphs):
+        name = load_graph(path).name
+        if name in seen:
+            raise MaskgraphError(
+                f"graphs {seen[name]} and {path} are both named {name!r} (cells are named by graph); "
+                "give one another 'graph:' name"
+            )
+        seen[name] = path
+
+
 # ----- run directory --------------------------------------------------------------------------
-class RunDir:
-    """Append-only logs plus rebuilt tables (see module docstring)."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def path(self, name: str) -> Path:
-        return self.root / name
-
-    def read_jsonl(self, name: str) -> list[dict[str, Any]]:
-        p = self.path(name)
-        if not p.is_file():
-            return []
-        out = []
-        for line in p.read_text().splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by an interrupted write: its cell reruns
-        return out
-
-    def append(self, name: str, records: list[dict[str, Any]]) -> None:
-        with open(self.path(name), "a") as f:
-            for r in records:
-                f.write(json.dumps(r) + "\n")
-
-    def write_config(self, config: EvalConfig) -> None:
-        data = asdict(config)
-        old_path = self.path("config.json")
-        if old_path.is_file():
-            old = json.loads(old_path.read_text())
-            diff = [k for k in IDENTITY if old.get(k) != data.get(k)]
-            if diff:
-                raise MaskgraphError(
-                    f"{self.root} holds a run with different {', '.join(diff)}; use another --out"
-                )
-            for key in ("graphs", "tasks", "lengths", "densities"):
-                data[key] = list(dict.fromkeys([*old.get(key, []), *data[key]]))
-            data["samples"] = max(int(old.get("samples", 0)), config.samples)
-        data["graph_yaml"] = {p: load_graph(p).to_yaml() for p in data["graphs"]}
-        data["torch"] = torch.__version__
-        old_path.write_text(json.dumps(data, indent=2))
+def open_run(config: EvalConfig, out: str | Path, by_length: dict[int, list[Variant]]) -> RunDir:
+    """Open ``out`` for ``config``: refuse it unless it is new, or a run with the same settings
+    whose finished cells ``config`` would compute alike; then record the merged config."""
+    rd = RunDir.open(out, ppl_task=PPL)
+    new = json.loads(json.dumps(asdict(config)))
+    graph_yaml = {p: load_graph(p).to_yaml() for p in dict.fromkeys(config.graphs)}
+    old = rd.read_config()
+    if old is not None:
+        check_same_run(rd.root, old, new, graph_yaml)
+        planned = {
+            cell_id(v.label, task, length): CellIdentity(v.graph_sha, v.overrides)
+            for length, vs in by_length.items()
+            for v in vs
+            for task in config.tasks
+        }
+        check_same_cells(rd.root, rd.read_log(ROWS), planned)
+        for key in ("graphs", "tasks", "lengths", "densities"):
+            new[key] = list(dict.fromkeys([*old[key], *new[key]]))
+        new["samples"] = max(old["samples"], config.samples)
+        graph_yaml = {**old["graph_yaml"], **graph_yaml}
+    rd.drop_cut_lines()
+    rd.write_config({**new, "graph_yaml": graph_yaml, "torch": torch.__version__})
+    return rd
 
 
 # ----- the run --------------------------------------------------------------------------------
@@ -184,10 +201,9 @@ class Job:
     todo: list[Variant]
 
 
-def plan(config: EvalConfig, done: set[tuple[str, int]]) -> list[Job]:
+def plan(config: EvalConfig, by_length: dict[int, list[Variant]], done: set[tuple[str, int]]) -> list[Job]:
     jobs = []
-    for length in config.lengths:
-        vs = variants(config, length)
+    for length, vs in by_length.items():
         for task in config.tasks:
             for index in range(config.samples):
                 todo = [v for v in vs if (cell_id(v.label, task, length), index) not in done]
@@ -211,14 +227,15 @@ def run_eval(
     """
     config.check()
     check_overrides(config)
-    rd = RunDir(out)
-    rd.write_config(config)
+    check_graph_names(config)
+    by_length = {length: variants(config, length) for length in dict.fromkeys(config.lengths)}
+    rd = open_run(config, out, by_length)
     done = {
-        (r["cell"], int(r["index"]))
-        for r in _dedupe(rd.read_jsonl("rows.jsonl"))
+        (r["cell"], r["index"])
+        for r in _dedupe(rd.read_log(ROWS))
         if not (retry_errors and r["status"].startswith("error"))
     }
-    jobs = plan(config, done)
+    jobs = plan(config, by_length, done)
     total = sum(len(j.todo) for j in jobs)
     if total:
         if model is None:
@@ -233,7 +250,7 @@ def _execute(config, rd: RunDir, jobs: list[Job], total: int, model, tokenizer, 
     from tqdm.auto import tqdm
 
     template = Template.chat(tokenizer) if config.template == "chat" else Template()
-    refs = {(r["task"], r["length"], r["index"]): r for r in rd.read_jsonl("reference.jsonl")}
+    refs = {(r["task"], r["length"], r["index"]): r for r in rd.read_log(REFERENCE)}
     text_cache: dict[str, Any] = {}
     bar = tqdm(total=total, disable=not progress, unit="cell-sample", dynamic_ncols=True)
     try:
@@ -246,11 +263,11 @@ def _execute(config, rd: RunDir, jobs: list[Job], total: int, model, tokenizer, 
             key = (job.task, job.length, job.index)
             if key not in refs:
                 refs[key] = _reference(model, tokenizer, item, job, context, config)
-                rd.append("reference.jsonl", [refs[key]])
+                rd.append(REFERENCE, [refs[key]])
             for v in job.todo:
                 row, micro = _run_variant(model, tokenizer, item, job, v, context, refs[key], config)
-                rd.append("micro.jsonl", micro)
-                rd.append("rows.jsonl", [row])
+                rd.append(MICRO, micro)
+                rd.append(ROWS, [row])
                 bar.update(1)
     finally:
         bar.close()
@@ -329,7 +346,9 @@ def _run_variant(model, tokenizer, item, job, v: Variant, context, ref, config):
         "length": job.length,
         "index": job.index,
         "overrides": v.overrides,
+        "graph_sha": v.graph_sha,
         "status": "ok",
+        "calls": 0,
     }
     if v.error is not None:
         row.update(status=v.error)
@@ -350,6 +369,7 @@ def _run_variant(model, tokenizer, item, job, v: Variant, context, ref, config):
         row.update(status=f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         return row, []
     row["seconds"] = round(time.perf_counter() - start, 3)
+    row["calls"] = len(observer.records)
     summary = summarise(observer.records)["overall"]
     row["density"] = summary.get("density")
     row["rel_err"] = summary.get("rel_err")
@@ -390,15 +410,13 @@ CSV_FIELDS = (
 
 def finalise(rd: RunDir) -> dict[str, Any]:
     """Rebuild results.csv and metrics.json from the logs; returns the metrics."""
-    rows = _dedupe(rd.read_jsonl("rows.jsonl"))
+    rows = _dedupe(rd.read_log(ROWS))
     with open(rd.path("results.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow({k: _csv_value(r.get(k)) for k in CSV_FIELDS})
-    micro: dict[str, list[dict]] = {}
-    for rec in rd.read_jsonl("micro.jsonl"):
-        micro.setdefault(rec["cell"], []).append(rec)
+    micro = _micro_of_rows(rows, rd.read_log(MICRO))
     cells: dict[str, dict[str, Any]] = {}
     for cell, group in _group(rows):
         cells[cell] = _aggregate(group, micro.get(cell, []))
@@ -411,8 +429,25 @@ def _dedupe(rows: list[dict]) -> list[dict]:
     """The newest row of each (cell, sample)."""
     seen: dict[tuple[str, int], dict] = {}
     for r in rows:
-        seen[(r["cell"], int(r["index"]))] = r
-    return sorted(seen.values(), key=lambda r: (r["cell"], int(r["index"])))
+        seen[(r["cell"], r["index"])] = r
+    return sorted(seen.values(), key=lambda r: (r["cell"], r["index"]))
+
+
+def _micro_of_rows(rows: list[dict], records: list[dict]) -> dict[str, list[dict]]:
+    """Per cell, the micro records of its rows: of each (cell, sample), the last ``calls``
+    records (those of the run that wrote the row; an interrupted run may have logged calls
+    of a sample whose row it never wrote). Rows without ``calls`` keep all their records."""
+    by_sample: dict[tuple[str, int], list[dict]] = {}
+    for rec in records:
+        by_sample.setdefault((rec["cell"], rec["index"]), []).append(rec)
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        recs = by_sample.get((r["cell"], r["index"]), [])
+        calls = r.get("calls")
+        if calls is not None:
+            recs = recs[len(recs) - calls :] if calls else []
+        out.setdefault(r["cell"], []).extend(recs)
+    return out
 
 
 def _group(rows: list[dict]) -> Iterator[tuple[str, list[dict]]]:
