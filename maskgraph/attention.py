@@ -10,6 +10,17 @@ import torch
 
 _HALF = (torch.float16, torch.bfloat16)
 
+#: Products over the keys are cut at a multiple of ALIGN keys, the few keys past it done apart:
+#: cuBLAS takes kernels several times slower (up to 15× for the weighted sum at 128K keys)
+#: when the key count is not a multiple of 8, so without the cut a cache that grows by one key
+#: a step would fall off that cliff every other step (docs/performance.md).
+ALIGN = 8
+
+
+def aligned(k: int) -> int:
+    """The largest multiple of :data:`ALIGN` not above ``k`` (a symbolic int under dynamo)."""
+    return k // ALIGN * ALIGN
+
 
 def f32_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Batched a @ b with float32 accumulation and output: (N, M, P) @ (N, P, R) -> (N, M, R).
@@ -38,10 +49,10 @@ def gqa_logits(
     g = hq // hkv
     qf = queries.reshape(b * hkv, g * q, d)
     kf = keys.to(queries.dtype).reshape(b * hkv, k, d)
-    # The output rows hold K floats: for odd K they are not 16-byte aligned, and cuBLAS used a
-    # slower kernel on the H100 (docs/benchmarks.md, run 8). Computing keys @ queries^T instead
-    # made inductor's output wrong for sampler graphs (tests/test_zoo_samplers.py), so not yet.
-    s = f32_bmm(qf, kf.transpose(1, 2)) * scaling
+    cut = aligned(k)
+    main = f32_bmm(qf, kf[:, :cut].transpose(1, 2))
+    tail = f32_bmm(qf, kf[:, cut:].transpose(1, 2))
+    s = torch.cat([main, tail], dim=-1) * scaling
     s = s.view(b, hq, q, k)
     if attention_mask is not None:
         s = s + attention_mask.float()
@@ -56,10 +67,13 @@ def gqa_weighted_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tenso
     w = weights.reshape(b * hkv, g * q, k)
     if values.is_cuda and values.dtype in _HALF:
         w = w.to(values.dtype)  # weights in [0, 1/p]: rounding them is below bf16 output precision
-    # Rows of the weight matrix start at 16-byte boundaries whatever K is (see gqa_logits).
-    padded = w.new_zeros(b * hkv, g * q, k // 8 * 8 + 8)  # always longer than k: no guard on k % 8
+    v = values.reshape(b * hkv, k, d)
+    # rows of the weight matrix start at 16-byte boundaries whatever K is (see ALIGN)
+    padded = w.new_zeros(b * hkv, g * q, k // ALIGN * ALIGN + ALIGN)  # longer than k: no guard on K
     padded[..., :k] = w
-    return f32_bmm(padded[..., :k], values.reshape(b * hkv, k, d)).view(b, hq, q, d)
+    cut = aligned(k)
+    out = f32_bmm(padded[..., :cut], v[:, :cut]) + f32_bmm(padded[..., cut:k], v[:, cut:])
+    return out.view(b, hq, q, d)
 
 
 def masked_partial(

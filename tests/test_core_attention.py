@@ -264,3 +264,47 @@ def test_inductor_matches_eager():
     torch.testing.assert_close(ind(q, k, v, am), eager(q, k, v, am), atol=1e-5, rtol=1e-5)
     q2, k2, v2 = qkv(1, 4, 2, 1, 57, 8, seed=3)  # another K: dynamic shapes
     torch.testing.assert_close(ind(q2, k2, v2), eager(q2, k2, v2), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_keys", [1, 7, 8, 9, 15, 16, 17, 203])
+def test_products_over_keys_at_every_key_count(num_keys):
+    """The logits and the weighted sum are cut at a multiple of 8 keys (``ALIGN``): every key
+    count, aligned or not, below 8 or above, must give the reference."""
+    torch.manual_seed(num_keys)
+    q = torch.randn(2, 6, 3 if num_keys >= 3 else 1, 16)
+    k, v = torch.randn(2, 2, num_keys, 16), torch.randn(2, 2, num_keys, 16)
+    p = torch.rand(2, 6, q.shape[2], num_keys).clamp_min(0.05)
+    out, _ = attend(gqa_logits(q, k, 0.25), p, v)
+    want = reference(q.double(), k.double(), v.double(), p.double(), scaling=0.25)
+    assert torch.allclose(out.double(), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_keys", [4096, 4097, 4099, 4103])
+def test_cublas_sees_only_aligned_key_counts(num_keys, monkeypatch):
+    """No cliff by construction: each batched product over the keys runs on a multiple of
+    ``ALIGN`` keys (rows of the key-length operand or output 16-byte aligned), or on the fewer
+    than ``ALIGN`` keys past the cut."""
+    from maskgraph import attention
+
+    seen = []
+    real = attention.f32_bmm
+
+    def spy(a, b):
+        seen.append((tuple(a.shape), tuple(b.shape), a.stride(), b.stride()))
+        return real(a, b)
+
+    monkeypatch.setattr(attention, "f32_bmm", spy)
+    q = torch.randn(1, 8, 1, 32)
+    k = v = torch.randn(1, 2, num_keys, 32)
+    attend(attention.gqa_logits(q, k, 0.2), torch.ones(1, 1, 1, num_keys), v)
+    attention.gqa_weighted_sum(torch.rand(1, 8, 1, num_keys), v)
+    key_dims = []
+    for a_shape, b_shape, a_stride, _ in seen:
+        if b_shape[2] != 32:  # logits: q (N, GQ, D) @ kᵀ (N, D, n): the output has n columns
+            key_dims.append(b_shape[2])
+        else:  # weighted sum: w (N, GQ, n) @ v (N, n, D), w's rows 16-byte aligned
+            key_dims.append(a_shape[2])
+            assert a_stride[1] % attention.ALIGN == 0
+    assert len(key_dims) == 6  # logits, then the weighted sums of attend and of the call
+    assert all(n % attention.ALIGN == 0 or n < attention.ALIGN for n in key_dims), key_dims
+    assert sum(key_dims) == 3 * num_keys
