@@ -6,6 +6,7 @@ the operator family; graph inputs and the attention output are drawn distinctly.
 
 from __future__ import annotations
 
+from .display import printable
 from .ir import Graph
 from .registry import get_op
 from .types import GRAPH_INPUTS
@@ -165,9 +166,10 @@ def to_ascii(graph: Graph, width: int = 100) -> str:
     """
     import textwrap
 
-    lines = [f"graph {graph.name}"]
+    lines = [f"graph {printable(graph.name, limit=None)}"]
     if graph.doc:
-        lines += textwrap.wrap(graph.doc, width=width, initial_indent="  ", subsequent_indent="  ")
+        doc = textwrap.wrap(graph.doc, width=width, initial_indent="  ", subsequent_indent="  ")
+        lines += [printable(line, limit=None) for line in doc]
     lines.append("")
     for name in graph.topo_order():
         spec = get_op(graph.nodes[name].op, node=name)
@@ -180,12 +182,16 @@ def to_ascii(graph: Graph, width: int = 100) -> str:
         lines.append(head)
         if params:
             lines += textwrap.wrap(
-                ", ".join(params), width=width, initial_indent=" " * 50 + "[", subsequent_indent=" " * 51
+                printable(", ".join(params), limit=None),
+                width=width,
+                initial_indent=" " * 50 + "[",
+                subsequent_indent=" " * 51,
             )
             lines[-1] += "]"
     lines.append(f"  ==> attention over '{graph.output}'")
     if graph.layers.dense:
         lines.append(f"  dense layers (graph not applied): {', '.join(map(str, graph.layers.dense))}")
     for idx, extra in sorted(graph.layers.overrides.items()):
-        lines.append(f"  layer {idx} overrides: " + ", ".join(f"{k}={_show(v)}" for k, v in extra.items()))
+        shown = ", ".join(f"{k}={_show(v)}" for k, v in extra.items())
+        lines.append(f"  layer {idx} overrides: " + printable(shown, limit=None))
     return "\n".join(lines)

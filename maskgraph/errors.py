@@ -36,18 +36,21 @@ class GraphError(MaskgraphError):
         super().__init__(self._format())
 
     def _format(self) -> str:
+        from .display import printable
+
         where = []
         if self.file:
-            where.append(f"{self.file}:{self.line}" if self.line else str(self.file))
+            file = printable(self.file, limit=None)
+            where.append(f"{file}:{self.line}" if self.line else file)
         elif self.line:
             where.append(f"line {self.line}")
         what = []
         if self.node:
-            what.append(f"node '{self.node}'")
+            what.append(f"node '{printable(self.node)}'")
         if self.param:
-            what.append(f"parameter '{self.param}'")
+            what.append(f"parameter '{printable(self.param)}'")
         if self.port:
-            what.append(f"port '{self.port}'")
+            what.append(f"port '{printable(self.port)}'")
         prefix = ": ".join(x for x in (" ".join(where), ", ".join(what)) if x)
         return f"{prefix}: {self.reason}" if prefix else self.reason
 

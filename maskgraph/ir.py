@@ -166,6 +166,7 @@ class Graph:
 
     def tabular(self) -> str:
         """A table of the nodes in execution order, like torch.fx's ``print_tabular``."""
+        from .display import printable
         from .registry import get_op
 
         rows = [("node", "op", "family", "inputs", "params", "out")]
@@ -176,7 +177,7 @@ class Graph:
                 f"{p}={'[' + ', '.join(s) + ']' if isinstance(s, list) else s}"
                 for p, s in node.inputs.items()
             )
-            ps = ", ".join(f"{k}={v}" for k, v in node.params.items())
+            ps = printable(", ".join(f"{k}={v}" for k, v in node.params.items()), limit=None)
             out = spec.output.value + (" *" if name == self.output else "")
             rows.append((name, node.op, spec.family, ins or "-", ps or "-", out))
         widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
@@ -187,7 +188,9 @@ class Graph:
                 lines.append("  ".join("-" * w for w in widths))
         if self.params:
             lines.append("")
-            lines.append("params: " + ", ".join(f"{k}={v}" for k, v in self.params.items()))
+            lines.append(
+                "params: " + printable(", ".join(f"{k}={v}" for k, v in self.params.items()), limit=None)
+            )
         lines.append("(* = graph output)")
         return "\n".join(lines)
 

@@ -1,20 +1,26 @@
 """Reading graphs from YAML (path, text) or dicts, with line numbers for every error.
 
-YAML is read with PyYAML's safe loader only: any language-specific tag (``!!python/...``) or
-custom tag is an error that names its line.
+YAML is read from PyYAML's event stream with the safe loader's scalars only: any
+language-specific tag (``!!python/...``) or custom tag is an error that names its line. Reading
+is bounded before and while parsing: :data:`MAX_GRAPH_BYTES` of input, :data:`MAX_DEPTH` levels,
+:data:`MAX_VALUES` values (aliases counted at every use); override values take no aliases
+(docs/guarantees.md, "Size limits and validation").
 """
 
 from __future__ import annotations
 
 import copy
+import datetime
 import difflib
 import keyword
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .display import printable, shown, shown_list
 from .errors import GraphError, OverrideError, ParameterError, YAMLSyntaxError
 from .ir import Graph, LayerRules, Node
 from .types import GRAPH_INPUTS
@@ -22,94 +28,301 @@ from .types import GRAPH_INPUTS
 TOP_KEYS = ("graph", "doc", "params", "nodes", "output", "layers")
 NODE_KEYS = ("name", "op", "inputs", "params")
 RESERVED_NAMES = set(GRAPH_INPUTS) | {"env", "prep", "prepared", "scaling", "sinks", "q_pos"}
-_STD_TAGS = {
-    "tag:yaml.org,2002:map",
-    "tag:yaml.org,2002:seq",
-}
-_MAX_DEPTH = 32
-#: Most YAML values a graph file may expand to (aliases included): stops "billion laughs" files.
-_MAX_VALUES = 100_000
+#: Largest graph that maskgraph reads, in bytes of UTF-8 (a file, a stream or YAML text): a larger
+#: one is refused before any of it is parsed. The shipped graphs are about 1 KiB.
+MAX_GRAPH_BYTES = 1 << 20
+#: Deepest nesting of mappings and lists in a graph (a graph itself needs four levels).
+MAX_DEPTH = 32
+#: Most YAML values (scalars, lists, mappings, keys) a graph may hold, an alias counting the
+#: values it repeats at every use: stops "billion laughs" files.
+MAX_VALUES = 100_000
+#: Longest text of one override value (``-p name=VALUE``).
+MAX_OVERRIDE_CHARS = 1000
+
+# libyaml's parser where PyYAML has it: the same events as the pure-Python one, many times faster.
+_PARSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 # ----- YAML with line numbers -------------------------------------------------------------------
-def _to_python(
-    node: yaml.Node,
-    loader: yaml.SafeLoader,
-    path: tuple,
-    lines: dict,
-    depth: int = 0,
-    count: list | None = None,
-):
-    line = node.start_mark.line + 1
-    lines.setdefault(path, line)
-    count = [0] if count is None else count
-    count[0] += 1
-    if count[0] > _MAX_VALUES:
-        raise YAMLSyntaxError(
-            f"the file is too large for a graph (more than {_MAX_VALUES} YAML values; nested aliases?)",
+@dataclass
+class _Open:
+    """A mapping or list being read: its value so far, where it sits, what it holds."""
+
+    value: dict | list
+    path: tuple
+    line: int
+    anchor: str | None
+    key: Any = None
+    has_key: bool = False
+    values: int = 1
+    height: int = 1
+
+
+@dataclass
+class _Anchored:
+    """A finished value with an anchor (``&name``): what an alias (``*name``) repeats."""
+
+    value: Any
+    values: int
+    height: int
+
+
+class _Reader:
+    """Builds Python data from a stream of YAML events, without recursion, with the line of every
+    value, and refuses what a graph cannot hold: tags beyond plain YAML, nesting deeper than
+    :data:`MAX_DEPTH`, more than :data:`MAX_VALUES` values, aliases where ``aliases`` is False,
+    a second document."""
+
+    def __init__(self, lines: dict[tuple, int], *, aliases: bool, what: str) -> None:
+        self.lines = lines
+        self.aliases = aliases
+        self.what = what
+        self.open: list[_Open] = []
+        self.anchors: dict[str, _Anchored] = {}
+        self.values = 0
+        self.documents = 0
+        self.root: Any = None
+        self.scalars = yaml.SafeLoader("")  # resolves and constructs plain scalars
+
+    def feed(self, event: yaml.Event) -> None:
+        line = event.start_mark.line + 1 if event.start_mark is not None else None
+        if isinstance(event, yaml.DocumentStartEvent):
+            self.documents += 1
+            if self.documents > 1:
+                raise YAMLSyntaxError(
+                    f"invalid YAML: {self.what} is one YAML document; found a second", line=line
+                )
+        elif isinstance(event, yaml.AliasEvent):
+            self._alias(event, line)
+        elif isinstance(event, yaml.ScalarEvent):
+            self._check_anchor(event, line)
+            self._count(1, line)
+            self._close(self._scalar(event, line), line, event.anchor, values=1, height=0)
+        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            self._start(event, line)
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            done = self.open.pop()
+            self._close(done.value, done.line, done.anchor, values=done.values, height=done.height)
+
+    def _count(self, n: int, line: int | None) -> None:
+        self.values += n
+        if self.values > MAX_VALUES:
+            raise YAMLSyntaxError(
+                f"too large for {self.what}: more than {MAX_VALUES} YAML values (aliases counted at "
+                "every use)",
+                line=line,
+            )
+
+    def too_deep(self, line: int | None) -> YAMLSyntaxError:
+        return YAMLSyntaxError(
+            f"nesting is too deep for {self.what} (at most {MAX_DEPTH} levels of lists and mappings)",
             line=line,
         )
-    if depth > _MAX_DEPTH:
-        raise YAMLSyntaxError("nesting is too deep for a graph file", line=line)
-    if isinstance(node, yaml.MappingNode):
-        if node.tag not in _STD_TAGS:
-            raise YAMLSyntaxError(f"tag {node.tag!r} is not allowed (plain YAML only)", line=line)
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _to_python(key_node, loader, path + ("<key>",), {}, depth + 1, count)
-            if isinstance(key, (dict, list)):
+
+    def _check_anchor(self, event, line: int | None) -> None:
+        if event.anchor is not None and not self.aliases:
+            raise YAMLSyntaxError(
+                f"YAML anchors and aliases (&{printable(event.anchor)}) are not allowed in {self.what}",
+                line=line,
+            )
+
+    def _child_path(self) -> tuple:
+        """The path of the value about to be read."""
+        if not self.open:
+            return ()
+        parent = self.open[-1]
+        if isinstance(parent.value, list):
+            return parent.path + (len(parent.value),)
+        if not parent.has_key:
+            return parent.path + ("<key>",)
+        return parent.path + (parent.key,)
+
+    def _start(self, event, line: int | None) -> None:
+        self._check_anchor(event, line)
+        is_map = isinstance(event, yaml.MappingStartEvent)
+        default = "tag:yaml.org,2002:map" if is_map else "tag:yaml.org,2002:seq"
+        tag = default if event.tag in (None, "!") else event.tag
+        if tag != default:
+            raise YAMLSyntaxError(f"tag {tag!r} is not allowed (plain YAML only)", line=line)
+        if self.open and isinstance(self.open[-1].value, dict) and not self.open[-1].has_key:
+            raise YAMLSyntaxError("a mapping key must be a plain value", line=line)
+        if len(self.open) >= MAX_DEPTH:
+            raise self.too_deep(line)
+        self._count(1, line)
+        path = self._child_path()
+        self.lines.setdefault(path, line)
+        self.open.append(_Open({} if is_map else [], path, line, event.anchor))
+
+    def _alias(self, event, line: int | None) -> None:
+        if not self.aliases:
+            raise YAMLSyntaxError(
+                f"YAML anchors and aliases (*{printable(event.anchor)}) are not allowed in {self.what}",
+                line=line,
+            )
+        target = self.anchors.get(event.anchor)
+        if target is None:
+            raise YAMLSyntaxError(
+                f"alias *{printable(event.anchor)} names no anchor finished before it (an anchor may not contain its own alias)",
+                line=line,
+            )
+        if len(self.open) + target.height > MAX_DEPTH:
+            raise self.too_deep(line)
+        self._count(target.values, line)
+        value = copy.deepcopy(target.value)
+        self._close(value, line, None, values=target.values, height=target.height)
+
+    def _scalar(self, event: yaml.ScalarEvent, line: int | None) -> Any:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.scalars.resolve(yaml.ScalarNode, event.value, event.implicit)
+        if tag.startswith("tag:yaml.org,2002:python") or not tag.startswith("tag:yaml.org,2002:"):
+            raise YAMLSyntaxError(f"tag {tag!r} is not allowed (plain YAML only)", line=line)
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
+        try:
+            return self.scalars.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            raise YAMLSyntaxError(f"cannot read value {shown(event.value)}: {exc}", line=line) from None
+        except (ValueError, OverflowError) as exc:  # a date like 2024-13-01, an int of 5000 digits
+            kind = tag.rpartition(":")[2]
+            raise YAMLSyntaxError(
+                f"cannot read {shown(event.value)} as a YAML {kind}: {printable(exc)} (quote it to make it text)",
+                line=line,
+            ) from None
+
+    def _close(self, value: Any, line: int | None, anchor: str | None, *, values: int, height: int) -> None:
+        """A value is finished: remember its anchor and put it into its parent."""
+        if anchor is not None:
+            self.anchors[anchor] = _Anchored(value, values, height)
+        if not self.open:
+            self.lines.setdefault((), line)
+            self.root = value
+            return
+        parent = self.open[-1]
+        parent.values += values
+        parent.height = max(parent.height, height + 1)
+        if isinstance(parent.value, list):
+            self.lines.setdefault(parent.path + (len(parent.value),), line)
+            parent.value.append(value)
+        elif not parent.has_key:
+            if isinstance(value, (dict, list)):
                 raise YAMLSyntaxError("a mapping key must be a plain value", line=line)
-            if key in out:
-                raise YAMLSyntaxError(f"duplicate key {key!r}", line=key_node.start_mark.line + 1)
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            out[key] = _to_python(value_node, loader, path + (key,), lines, depth + 1, count)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        if node.tag not in _STD_TAGS:
-            raise YAMLSyntaxError(f"tag {node.tag!r} is not allowed (plain YAML only)", line=line)
-        return [
-            _to_python(item, loader, path + (i,), lines, depth + 1, count)
-            for i, item in enumerate(node.value)
-        ]
-    if node.tag.startswith("tag:yaml.org,2002:python") or not node.tag.startswith("tag:yaml.org,2002:"):
-        raise YAMLSyntaxError(f"tag {node.tag!r} is not allowed (plain YAML only)", line=line)
-    try:
-        return loader.construct_object(node, deep=True)
-    except yaml.YAMLError as exc:
-        raise YAMLSyntaxError(f"cannot read value: {exc}", line=line) from None
+            try:
+                duplicate = value in parent.value
+            except TypeError:
+                raise YAMLSyntaxError("a mapping key must be a plain value", line=line) from None
+            if duplicate:
+                raise YAMLSyntaxError(f"duplicate key {shown(value)}", line=line)
+            self.lines[parent.path + (value,)] = line
+            parent.key, parent.has_key = value, True
+        else:
+            self.lines.setdefault(parent.path + (parent.key,), line)
+            parent.value[parent.key] = value
+            parent.key, parent.has_key = None, False
 
 
-def parse_yaml(text: str) -> tuple[Any, dict[tuple, int]]:
-    """Parse YAML ``text`` safely; return (data, {path: line})."""
-    if "\x00" in text:
-        raise YAMLSyntaxError("the file holds binary data, not YAML text")
-    loader = yaml.SafeLoader(text)
+def _parse(text: str, lines: dict[tuple, int], *, aliases: bool, what: str) -> Any:
+    """Read YAML ``text`` into plain data (see :class:`_Reader`); ``None`` for an empty text."""
+    reader = _Reader(lines, aliases=aliases, what=what)
+    parser = _PARSER(text)
     try:
-        root = loader.get_single_node()
+        while parser.check_event():
+            reader.feed(parser.get_event())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = exc.problem or str(exc)
-        raise YAMLSyntaxError(f"invalid YAML: {problem}", line=line) from None
+        if "nesting depth" in problem:  # libyaml's own limit (1000), met while it looks ahead
+            raise reader.too_deep(line) from None
+        raise YAMLSyntaxError(f"invalid YAML: {printable(problem)}", line=line) from None
     except yaml.YAMLError as exc:
-        raise YAMLSyntaxError(f"invalid YAML: {exc}") from None
+        raise YAMLSyntaxError(f"invalid YAML: {printable(exc)}") from None
     finally:
-        loader.dispose()
-    if root is None:
-        raise YAMLSyntaxError("the graph is empty; expected a mapping with 'nodes' and 'output'")
+        parser.dispose()
+    return reader.root
+
+
+def parse_yaml(text: str) -> tuple[Any, dict[tuple, int]]:
+    """Parse YAML ``text`` safely; return (data, {path: line}).
+
+    Refuses text over :data:`MAX_GRAPH_BYTES`, nesting deeper than :data:`MAX_DEPTH` and more
+    than :data:`MAX_VALUES` values (aliases counted at every use) with a
+    :class:`~maskgraph.errors.YAMLSyntaxError`.
+    """
+    _check_size(text)
+    if "\x00" in text:
+        raise YAMLSyntaxError("the file holds binary data, not YAML text")
     lines: dict[tuple, int] = {}
-    loader = yaml.SafeLoader("")
-    try:
-        data = _to_python(root, loader, (), lines)
-    except RecursionError:
-        raise YAMLSyntaxError("nesting is too deep for a graph file") from None
+    data = _parse(text, lines, aliases=True, what="a graph")
+    if data is None and () not in lines:
+        raise YAMLSyntaxError("the graph is empty; expected a mapping with 'nodes' and 'output'")
     return data, lines
+
+
+def parse_override_value(text: str) -> Any:
+    """An override value written as YAML text (``-p name=VALUE``) -> a number, string, bool or None.
+
+    Refuses text over :data:`MAX_OVERRIDE_CHARS` characters, anchors and aliases, lists and
+    mappings, and values YAML reads as something else (a date) with an
+    :class:`~maskgraph.errors.OverrideError`.
+    """
+    if len(text) > MAX_OVERRIDE_CHARS:
+        raise OverrideError(f"the value is longer than {MAX_OVERRIDE_CHARS} characters")
+    try:
+        value = _parse(text, {}, aliases=False, what="an override value")
+    except YAMLSyntaxError as exc:
+        raise OverrideError(exc.reason) from None
+    if not _is_scalar(value):
+        raise OverrideError(
+            f"YAML reads {shown(text)} as {_kind(value)}; a graph parameter takes a number, a string, "
+            "true/false or null (quote the value to pass it as text)"
+        )
+    return value
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return "a date"
+    return f"a {type(value).__name__}"
+
+
+def _check_size(text: str) -> None:
+    if len(text) > MAX_GRAPH_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_GRAPH_BYTES:
+        raise YAMLSyntaxError(
+            f"the graph is larger than {MAX_GRAPH_BYTES} bytes (MAX_GRAPH_BYTES), the most maskgraph reads"
+        )
+
+
+def _check_plain_data(data: Any) -> None:
+    """A graph given as a dict: at most :data:`MAX_DEPTH` levels and :data:`MAX_VALUES` values
+    (walked without recursion; a container that holds itself is too deep)."""
+    todo = [(data, 1)]
+    seen = 0
+    while todo:
+        value, depth = todo.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise GraphError(f"the graph is too large (more than {MAX_VALUES} values)")
+        if isinstance(value, dict):
+            children = [*value.keys(), *value.values()]
+        elif isinstance(value, (list, tuple)):
+            children = list(value)
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise GraphError(
+                f"nesting is too deep for a graph (at most {MAX_DEPTH} levels of lists and mappings)"
+            )
+        todo.extend((child, depth + 1) for child in children)
 
 
 # ----- building the Graph ----------------------------------------------------------------------
 def _suggest(name: Any, options) -> str:
-    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    close = difflib.get_close_matches(str(name)[:100], [str(o)[:100] for o in options], n=1, cutoff=0.5)
+    return f"; did you mean {shown(close[0])}?" if close else ""
 
 
 def _is_scalar(v: Any) -> bool:
@@ -126,7 +339,7 @@ def build_graph(data: Any, lines: dict[tuple, int], *, default_name: str = "grap
     for key in data:
         if key not in TOP_KEYS:
             raise GraphError(
-                f"unknown top-level key {key!r}{_suggest(key, TOP_KEYS)} (valid: {', '.join(TOP_KEYS)})",
+                f"unknown top-level key {shown(key)}{_suggest(key, TOP_KEYS)} (valid: {', '.join(TOP_KEYS)})",
                 line=lines.get((key,)),
             )
     name = data.get("graph", default_name)
@@ -210,7 +423,7 @@ def build_graph(data: Any, lines: dict[tuple, int], *, default_name: str = "grap
         for key in spec:
             if key not in NODE_KEYS:
                 raise GraphError(
-                    f"unknown node key {key!r}{_suggest(key, NODE_KEYS)} (valid: {', '.join(NODE_KEYS)})",
+                    f"unknown node key {shown(key)}{_suggest(key, NODE_KEYS)} (valid: {', '.join(NODE_KEYS)})",
                     node=nname,
                     line=lines.get(path + (key,), nline),
                 )
@@ -298,7 +511,8 @@ def _build_layers(raw: Any, lines: dict, params: dict) -> LayerRules:
     for key in raw:
         if key not in ("dense", "overrides"):
             raise GraphError(
-                f"unknown key {key!r} in 'layers' (valid: dense, overrides)", line=lines.get(("layers", key))
+                f"unknown key {shown(key)} in 'layers' (valid: dense, overrides)",
+                line=lines.get(("layers", key)),
             )
     dense = raw.get("dense", []) or []
     if not isinstance(dense, list) or not all(
@@ -318,17 +532,17 @@ def _build_layers(raw: Any, lines: dict, params: dict) -> LayerRules:
         line = lines.get(("layers", "overrides", key))
         try:
             idx = int(key)
-        except (TypeError, ValueError):
-            raise GraphError(f"layer index {key!r} is not an integer", line=line) from None
+        except (TypeError, ValueError, OverflowError):
+            raise GraphError(f"layer index {shown(key)} is not an integer", line=line) from None
         if isinstance(key, bool) or idx < 0:
-            raise GraphError(f"layer index {key!r} must be an int >= 0", line=line)
+            raise GraphError(f"layer index {shown(key)} must be an int >= 0", line=line)
         if not isinstance(value, dict):
             raise GraphError(f"overrides for layer {idx} must be a mapping name: value", line=line)
         for name in value:
             if name not in params:
                 raise OverrideError(
-                    f"layer {idx} overrides unknown graph parameter {name!r}{_suggest(name, params)} "
-                    f"(defined: {', '.join(params) or 'none'})",
+                    f"layer {idx} overrides unknown graph parameter {shown(name)}{_suggest(name, params)} "
+                    f"(defined: {shown_list(params) or 'none'})",
                     param=str(name),
                     line=lines.get(("layers", "overrides", key, name), line),
                 )
@@ -337,26 +551,49 @@ def _build_layers(raw: Any, lines: dict, params: dict) -> LayerRules:
 
 
 def apply_overrides(graph: Graph, overrides: dict[str, Any]) -> Graph:
-    """A validated copy of ``graph`` with its ``params:`` block updated from ``overrides``."""
-    from .validate import validate
+    """A validated copy of ``graph`` with its ``params:`` block updated from ``overrides``.
 
+    A bad value is reported as coming from the override (``window_size=-5``), not from the line
+    of the ``params:`` block that it replaces.
+    """
     if not isinstance(overrides, dict):
         raise OverrideError(f"overrides must be a dict name -> value, got {type(overrides).__name__}")
     unknown = [k for k in overrides if k not in graph.params]
     if unknown:
         k = unknown[0]
         raise OverrideError(
-            f"override of unknown graph parameter {k!r}{_suggest(k, graph.params)} "
-            f"(graph '{graph.name}' defines: {', '.join(graph.params) or 'none'})",
+            f"override of unknown graph parameter {shown(k)}{_suggest(k, graph.params)} "
+            f"(graph '{printable(graph.name)}' defines: {shown_list(graph.params) or 'none'})",
             param=str(k),
             file=graph.source,
         )
+    for k, v in overrides.items():
+        _check_override_value(k, v, file=graph.source)
+    origins = {k: (f"the override {printable(k)}={shown(v)}", None) for k, v in overrides.items()}
+    return _overridden(graph, overrides, origins)
+
+
+def _check_override_value(name: str, value: Any, *, file: str | None = None, line: int | None = None) -> None:
+    if not _is_scalar(value):
+        raise OverrideError(
+            f"an override value must be a number, a string, true/false or null; got {_kind(value)} {shown(value)}",
+            param=name,
+            file=file,
+            line=line,
+        )
+
+
+def _overridden(graph: Graph, overrides: dict[str, Any], origins: dict[str, tuple[str, int | None]]) -> Graph:
+    """The validated copy of ``graph`` with ``overrides``; ``origins`` (name -> (what, line)) says
+    where each overriding value comes from."""
+    from .validate import validate
+
     new = copy.copy(graph)
     new.params = {**graph.params, **overrides}
     new.nodes = {k: copy.deepcopy(v) for k, v in graph.nodes.items()}
     new.lines = dict(graph.lines)
     try:
-        validate(new)
+        validate(new, origins=origins)
     except GraphError as exc:
         raise exc.located(graph.source) from None
     return new
@@ -376,6 +613,7 @@ def load_graph(source: str | os.PathLike | dict | Graph, overrides: dict[str, An
     if isinstance(source, Graph):
         return apply_overrides(source, overrides or {})
     if isinstance(source, dict):
+        _check_plain_data(source)
         data, lines, default_name = copy.deepcopy(source), {}, "graph"
     else:
         text, file = _read_source(source)
@@ -401,20 +639,14 @@ def _check_layer_overrides(graph: Graph) -> None:
     import warnings
 
     for idx, extra in graph.layers.overrides.items():
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                apply_overrides(graph, extra)
-        except GraphError as exc:
-            pname = next((p for p in extra if exc.param and f"'${p}'" in exc.reason), None)
-            line = graph.lines.get(("$layers", idx, pname)) if pname else None
-            raise type(exc)(
-                f"with the overrides of layer {idx}: {exc.reason}",
-                node=exc.node,
-                param=exc.param,
-                port=exc.port,
-                line=line or exc.line,
-            ) from None
+        origins = {}
+        for pname, value in extra.items():
+            line = graph.lines.get(("$layers", idx, pname))
+            _check_override_value(pname, value, line=line)
+            origins[pname] = (f"the overrides of layer {idx}", line)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _overridden(graph, extra, origins)
 
 
 def shipped_graphs_dir() -> Path:
@@ -431,6 +663,23 @@ def shipped_graphs() -> dict[str, Path]:
     return {p.stem: p for p in sorted(shipped_graphs_dir().glob("*.yaml"))}
 
 
+def _read_bounded(path: Path) -> bytes:
+    """At most :data:`MAX_GRAPH_BYTES` bytes of ``path`` (a file, a device, a pipe); a longer
+    one is refused after reading one byte more, never read to its end."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_GRAPH_BYTES + 1)
+    except OSError as exc:
+        raise GraphError(f"cannot read the file: {exc.strerror or exc}", file=str(path)) from None
+    if len(raw) > MAX_GRAPH_BYTES:
+        raise YAMLSyntaxError(
+            f"the file is larger than {MAX_GRAPH_BYTES} bytes (MAX_GRAPH_BYTES), the most maskgraph reads "
+            "for a graph",
+            file=str(path),
+        )
+    return raw
+
+
 def _read_source(source: str | os.PathLike) -> tuple[str, str | None]:
     if isinstance(source, os.PathLike):
         path = Path(source)
@@ -445,9 +694,10 @@ def _read_source(source: str | os.PathLike) -> tuple[str, str | None]:
     elif isinstance(source, str) and "\n" not in source and not any(c in source for c in ":{}[]"):
         known = list(shipped_graphs())
         raise GraphError(
-            f"no such graph file or shipped graph {source!r}{_suggest(source, known)} (shipped: {', '.join(known)})"
+            f"no such graph file or shipped graph {shown(source)}{_suggest(source, known)} (shipped: {', '.join(known)})"
         )
     elif isinstance(source, str):
+        _check_size(source)
         return source, None
     else:
         raise GraphError(
@@ -458,10 +708,7 @@ def _read_source(source: str | os.PathLike) -> tuple[str, str | None]:
         raise GraphError(f"no such file (shipped graphs: {known})", file=str(path))
     if path.is_dir():
         raise GraphError("is a folder, not a graph file (give the .yaml files inside it)", file=str(path))
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise GraphError(f"cannot read the file: {exc.strerror or exc}", file=str(path)) from None
+    raw = _read_bounded(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

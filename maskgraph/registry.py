@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .display import shown
 from .errors import ParameterError, UnknownOperatorError
 from .types import PortType
 
@@ -40,13 +41,18 @@ PARAM_KINDS = {
     "str": "a string",
     "choice": "one of the listed choices",
     "path": "a file path (string) or null",
-    "seed": "an integer seed or null",
+    "seed": "an integer seed in [-2**63, 2**64 - 1] or null",
 }
+
+#: The seeds torch's generators take (``torch.Generator.manual_seed``).
+SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
 def _text_number_hint(value: Any) -> str:
     """A hint for numbers that YAML read as text: '5e-2' (YAML 1.1 needs a dot: 5.0e-2)."""
     if not isinstance(value, str):
+        return ""
+    if len(value) > 40:  # no typo of a number, and not worth echoing
         return ""
     try:
         number = float(value)
@@ -70,7 +76,8 @@ class Param:
     """One parameter of an operator.
 
     ``kind`` is one of :data:`PARAM_KINDS`; ``low``/``high`` bound numbers (inclusive unless
-    ``low_open``/``high_open``); ``choices`` lists the values of a ``choice``.
+    ``low_open``/``high_open``); ``limit`` says why a bound is where it is (shown when a value
+    is out of range); ``choices`` lists the values of a ``choice``.
     """
 
     name: str
@@ -82,6 +89,7 @@ class Param:
     low_open: bool = False
     high_open: bool = False
     choices: tuple[Any, ...] = ()
+    limit: str = ""
 
     @property
     def required(self) -> bool:
@@ -104,8 +112,9 @@ class Param:
         """Return ``value`` if valid for this parameter, else raise :class:`ParameterError`."""
 
         def bad(why: str) -> ParameterError:
+            reason = f"; {self.limit}" if self.limit and why == "out of range" else ""
             return ParameterError(
-                f"{why} (got {value!r}); expected {self.describe()}{_text_number_hint(value)}",
+                f"{why} (got {shown(value)}); expected {self.describe()}{reason}{_text_number_hint(value)}",
                 node=node,
                 param=self.name,
             )
@@ -130,6 +139,8 @@ class Param:
                 return value
             if isinstance(value, bool) or not isinstance(value, int):
                 raise bad("wrong type")
+            if not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+                raise bad("out of range")
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("wrong type")
@@ -180,6 +191,9 @@ class OpSpec:
     types state (``node`` the :class:`~maskgraph.ir.Node`, ``inputs`` its wired inputs, graph
     inputs filled in) when the graph is validated; it raises :class:`WiringError` or
     :class:`ParameterError` naming the port or parameter.
+    ``extra["check_params"](params)``, if given, checks the node's parameters together (each
+    already valid on its own, defaults filled in), e.g. a product that sizes a tensor; it raises
+    :class:`ParameterError` naming a parameter and saying why.
     """
 
     name: str
@@ -250,10 +264,10 @@ def get_op(name: Any, *, node: str | None = None) -> OpSpec:
     _ensure_loaded()
     if isinstance(name, str) and name in REGISTRY:
         return REGISTRY[name]
-    close = difflib.get_close_matches(str(name), list(REGISTRY), n=3, cutoff=0.5)
+    close = difflib.get_close_matches(str(name)[:100], list(REGISTRY), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise UnknownOperatorError(
-        f"unknown operator {name!r}{hint} (known: {', '.join(sorted(REGISTRY))})", node=node
+        f"unknown operator {shown(name)}{hint} (known: {', '.join(sorted(REGISTRY))})", node=node
     )
 
 
@@ -273,7 +287,7 @@ def check_params(spec: OpSpec, given: dict[str, Any], *, node: str | None = None
     for key in given:
         if spec.param(key) is None:
             names = [p.name for p in spec.params]
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            close = difflib.get_close_matches(str(key)[:100], names, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             valid = ", ".join(names) if names else "none"
             raise ParameterError(
@@ -292,4 +306,10 @@ def check_params(spec: OpSpec, given: dict[str, Any], *, node: str | None = None
             )
         else:
             out[p.name] = p.default
+    rule = spec.extra.get("check_params")
+    if rule is not None:
+        try:
+            rule(out)
+        except ParameterError as exc:
+            raise ParameterError(exc.reason, node=node, param=exc.param) from None
     return out

@@ -7,6 +7,7 @@ import warnings
 
 import networkx as nx
 
+from .display import printable, shown, shown_list
 from .errors import (
     CycleError,
     GraphError,
@@ -28,21 +29,25 @@ def source_type(graph: Graph, src: str) -> PortType:
 
 
 def wired_inputs(graph: Graph, name: str) -> dict[str, object]:
-    """The node's inputs with unwired graph-input ports filled in (queries, keys, ...)."""
+    """The node's inputs with unwired graph-input ports filled in (queries, keys, ...); a list
+    port given one source (``masks: window``) reads as a one-item list (``masks: [window]``)."""
     node = graph.nodes[name]
     spec = get_op(node.op, node=name)
     out: dict[str, object] = {}
     for port in spec.inputs:
         if port.name in node.inputs:
-            out[port.name] = node.inputs[port.name]
+            src = node.inputs[port.name]
+            out[port.name] = [src] if port.variadic and isinstance(src, str) else src
         elif port.type in GRAPH_INPUTS.values() and not port.optional:
             out[port.name] = next(k for k, t in GRAPH_INPUTS.items() if t == port.type)
     return out
 
 
-def validate(graph: Graph) -> list[str]:
+def validate(graph: Graph, *, origins: dict[str, tuple[str, int | None]] | None = None) -> list[str]:
     """Check ``graph``; raise a GraphError subclass on the first problem.
 
+    ``origins`` maps a graph parameter whose value was overridden to (where the value comes
+    from, its line or None), which a bad value's message names instead of the ``params:`` line.
     Returns the list of warnings (also issued with :class:`MaskgraphWarning`).
     """
     lines = graph.lines
@@ -53,7 +58,7 @@ def validate(graph: Graph) -> list[str]:
         except GraphError as exc:
             exc.line = lines.get((name, "op"), line)
             raise type(exc)(exc.reason, node=name, line=exc.line) from None
-        _check_node_params(graph, name, spec)
+        _check_node_params(graph, name, spec, origins or {})
         _check_node_inputs(graph, name, spec)
         _check_node_rule(graph, name, spec)
 
@@ -65,17 +70,17 @@ def validate(graph: Graph) -> list[str]:
     if cycle:
         names = [u for u, _ in cycle] + [cycle[0][0]]
         raise CycleError(
-            f"the graph has a cycle: {' -> '.join(names)}; a graph must be acyclic",
+            f"the graph has a cycle: {shown_list(names, sep=' -> ')}; a graph must be acyclic",
             node=cycle[0][0],
             line=lines.get((cycle[0][0],)),
         )
 
     out = graph.output
     if out not in graph.nodes:
-        hint = difflib.get_close_matches(out, list(graph.nodes), n=1)
+        hint = difflib.get_close_matches(out[:100], list(graph.nodes), n=1)
         raise OutputError(
-            f"output {out!r} is not a node{'; did you mean ' + repr(hint[0]) + '?' if hint else ''} "
-            f"(nodes: {', '.join(graph.nodes)})",
+            f"output {shown(out)} is not a node{'; did you mean ' + repr(hint[0]) + '?' if hint else ''} "
+            f"(nodes: {shown_list(graph.nodes)})",
             line=lines.get(("$output",)),
         )
     out_type = source_type(graph, out)
@@ -106,18 +111,18 @@ def _param_used(graph: Graph, pname: str) -> bool:
     return any(ref in node.params.values() for node in graph.nodes.values())
 
 
-def _check_node_params(graph: Graph, name: str, spec) -> None:
+def _check_node_params(graph: Graph, name: str, spec, origins: dict[str, tuple[str, int | None]]) -> None:
     node = graph.nodes[name]
     resolved = {}
     for key, value in node.params.items():
         if isinstance(value, str) and value.startswith(PARAM_REF):
             ref = value[1:]
             if ref not in graph.params:
-                close = difflib.get_close_matches(ref, list(graph.params), n=1)
+                close = difflib.get_close_matches(ref[:100], list(graph.params), n=1)
                 hint = f"; did you mean '${close[0]}'?" if close else ""
                 raise ParameterError(
-                    f"refers to graph parameter '{value}', which the params: block does not define{hint} "
-                    f"(defined: {', '.join(graph.params) or 'none'})",
+                    f"refers to graph parameter '{printable(value)}', which the params: block does not "
+                    f"define{hint} (defined: {shown_list(graph.params) or 'none'})",
                     node=name,
                     param=key,
                     line=graph.lines.get((name, "params", key)),
@@ -131,8 +136,13 @@ def _check_node_params(graph: Graph, name: str, spec) -> None:
         via = node.params.get(exc.param)
         reason = exc.reason
         if isinstance(via, str) and via.startswith(PARAM_REF) and spec.param(exc.param) is not None:
-            reason += f" (value comes from graph parameter '{via}')"
-            line = graph.lines.get(("$params", via[1:]), line)
+            reason += f" (value comes from graph parameter '{via}'"
+            if via[1:] in origins:
+                what, line = origins[via[1:]]
+                reason += f", set by {what})"
+            else:
+                reason += ")"
+                line = graph.lines.get(("$params", via[1:]), line)
         raise ParameterError(reason, node=name, param=exc.param, line=line) from None
 
 
@@ -160,10 +170,11 @@ def _check_node_inputs(graph: Graph, name: str, spec) -> None:
         port = spec.port(port_name)
         if port is None:
             ports = [p.name for p in spec.inputs]
-            close = difflib.get_close_matches(port_name, ports, n=1)
+            close = difflib.get_close_matches(port_name[:100], ports, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise WiringError(
-                f"operator '{spec.name}' has no input port {port_name!r}{hint} (ports: {', '.join(ports) or 'none'})",
+                f"operator '{spec.name}' has no input port {shown(port_name)}{hint} "
+                f"(ports: {', '.join(ports) or 'none'})",
                 node=name,
                 port=port_name,
                 line=pline,
@@ -187,10 +198,10 @@ def _check_node_inputs(graph: Graph, name: str, spec) -> None:
                 )
             if s not in graph.nodes and s not in GRAPH_INPUTS:
                 options = list(graph.nodes) + list(GRAPH_INPUTS)
-                close = difflib.get_close_matches(s, options, n=1)
+                close = difflib.get_close_matches(s[:100], options, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise WiringError(
-                    f"unknown input node {s!r}{hint} (nodes: {', '.join(graph.nodes)}; graph inputs: "
+                    f"unknown input node {shown(s)}{hint} (nodes: {shown_list(graph.nodes)}; graph inputs: "
                     f"{', '.join(GRAPH_INPUTS)})",
                     node=name,
                     port=port_name,

@@ -129,7 +129,7 @@ def test_show_table_and_source(capsys):
     rc, out, _ = run_cli(capsys, "show", "streaming_llm", "--table", "--source", "-p", "sink_size=8")
     assert rc == 0
     assert "node" in out and "combinator" in out and "params: sink_size=8" in out
-    assert "def graph_mask(env, prep):" in out and "size=8" in out
+    assert "def graph_mask(_env, _prep):" in out and "size=8" in out
 
 
 @pytest.mark.parametrize("suffix", [".dot", ".mmd"])

@@ -53,7 +53,7 @@ def test_source_is_readable_python_naming_every_node():
     src = attn.source
     compile(src, "<check>", "exec")
     for name in attn.graph.nodes:
-        assert f"    {name} = op_" in src
+        assert f"    {name} = _op_" in src
     assert "def chunk_attention(" in src and "def chunk_mask(" in src
 
 

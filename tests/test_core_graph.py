@@ -87,8 +87,8 @@ def test_dot_and_mermaid_name_every_node_and_port_type():
 
 def test_generated_source_reads_like_code():
     src = mg.compile(mg.load_graph("streaming_llm", overrides={"sink_size": 4})).source
-    assert "sink = op_sink(env, size=4)" in src
-    assert "attended = op_union(env, masks=[sink, window])" in src
+    assert "sink = _op_sink(_env, size=4)" in src
+    assert "attended = _op_union(_env, masks=[sink, window])" in src
     compile(src, "<gen>", "exec")
 
 

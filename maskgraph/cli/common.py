@@ -5,24 +5,28 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import yaml
-
+from ..display import printable
 from ..errors import OverrideError
 from ..ir import Graph
-from ..loader import load_graph
+from ..loader import load_graph, parse_override_value
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """``["heavy_size=0.05", "page_size=16"]`` -> {"heavy_size": 0.05, "page_size": 16}."""
+    """``["heavy_size=0.05", "page_size=16"]`` -> {"heavy_size": 0.05, "page_size": 16}.
+
+    Each value is read as YAML (see :func:`~maskgraph.loader.parse_override_value`: a plain
+    number, string, bool or null, no anchors or aliases); a bad one raises an
+    :class:`~maskgraph.errors.OverrideError` naming its ``-p`` option.
+    """
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
-            raise OverrideError(f"override {item!r} is not of the form name=value")
+            raise OverrideError(f"-p {printable(item)}: not of the form name=value")
         key, _, text = item.partition("=")
         try:
-            out[key.strip()] = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise OverrideError(f"override {item!r}: value is not a plain value") from None
+            out[key.strip()] = parse_override_value(text)
+        except OverrideError as exc:
+            raise OverrideError(f"-p {printable(item)}: {exc.reason}") from None
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 
+from ..display import printable
 from ..errors import GraphError, MaskgraphWarning
 from .common import add_override_arg, parse_overrides
 
@@ -52,13 +53,15 @@ def run(args) -> int:
                 if args.debug:
                     raise
                 bad += 1
-                msg = str(exc) if exc.file else f"{path}: {exc}"
+                msg = str(exc) if exc.file else f"{printable(path, limit=None)}: {exc}"
                 print(f"error: {msg}", file=sys.stderr)
                 continue
         for w in caught:
             if issubclass(w.category, MaskgraphWarning):
-                print(f"warning: {path}: {w.message}", file=sys.stderr)
+                print(f"warning: {printable(path, limit=None)}: {w.message}", file=sys.stderr)
         if not args.quiet:
             n = len(g.nodes)
-            print(f"ok: {path} (graph '{g.name}', {n} node{'s' if n != 1 else ''})")
+            print(
+                f"ok: {printable(path, limit=None)} (graph '{printable(g.name)}', {n} node{'s' if n != 1 else ''})"
+            )
     return 1 if bad else 0

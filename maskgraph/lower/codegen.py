@@ -2,14 +2,17 @@
 
 The generated module defines
 
-- ``graph_mask(env, prep)`` -> the output Mask of one query chunk;
+- ``graph_mask(_env, _prep)`` -> the output Mask of one query chunk;
 - ``chunk_attention(queries, keys, values, attention_mask, scaling, q_offset, prep, sinks,
   empty_rows)`` -> (out (B, Hq, Qc, D) in the queries' dtype, empty_rows + rows of this chunk
   with no attended key); query i of the chunk sits at absolute position ``q_offset + i``;
 - ``chunk_mask(...)`` -> the Mask expanded to (B, Hq, Qc, K).
 
-Operator functions are bound as globals named ``op_<operator>``; parameters are inlined as
-literals, so the generated source reads like a hand-written attention function.
+Each node's value is a local named as the node; operator functions are bound as globals named
+``_op_<operator>`` and ``graph_mask``'s arguments are ``_env`` and ``_prep``. Node names never
+start with ``_`` (the loader refuses them), so no node can shadow a name the code reads.
+Parameters are inlined as literals, so the generated source reads like a hand-written attention
+function.
 """
 
 from __future__ import annotations
@@ -56,14 +59,14 @@ def generate_source(graph: Graph) -> tuple[str, dict[str, Any]]:
     from ..attention import attend
     from ..env import Env
 
-    lines = [HEADER.format(name=graph.name), "", "def graph_mask(env, prep):"]
+    lines = [HEADER.format(name=graph.name), "", "def graph_mask(_env, _prep):"]
     globs: dict[str, Any] = {"Env": Env, "attend": attend, "torch": torch}
     for name in graph.topo_order():
         node = graph.nodes[name]
         spec = get_op(node.op, node=name)
-        fn_name = f"op_{spec.name}"
+        fn_name = f"_op_{spec.name}"
         globs[fn_name] = spec.fn
-        args = ["env"]
+        args = ["_env"]
         for port, src in wired_inputs(graph, name).items():
             if isinstance(src, list):
                 args.append(f"{port}=[{', '.join(src)}]")
@@ -74,7 +77,7 @@ def generate_source(graph: Graph) -> tuple[str, dict[str, Any]]:
         for key, value in graph.node_params(name).items():
             args.append(f"{key}={_literal(value)}")
         if spec.prepare is not None:
-            args.append(f"prep=prep[{name!r}]")
+            args.append(f"prep=_prep[{name!r}]")
         lines.append(f"    {name} = {fn_name}({', '.join(args)})")
     lines.append(f"    return {graph.output}")
     source = "\n".join(lines) + "\n" + FOOTER

@@ -188,6 +188,11 @@ class CompiledAttention:
             raise ShapeError(
                 f"queries {tuple(queries.shape)} and keys {tuple(keys.shape)} must agree on B and D"
             )
+        if hq == 0 or hkv == 0 or d == 0:
+            raise ShapeError(
+                f"queries {tuple(queries.shape)} and keys {tuple(keys.shape)} need at least one head "
+                "and one channel (Hq, Hkv, D >= 1)"
+            )
         if hq % hkv:
             raise ShapeError(f"query heads ({hq}) must be a multiple of key/value heads ({hkv})")
         if q > k:

@@ -24,6 +24,7 @@ import math
 
 import torch
 
+from ...errors import ParameterError
 from ...registry import Param, operator
 from ...types import PortType
 from .sampling import ATTENTION_MASK, KEYS, PRIOR, QUERIES, SEED, mix32, residual_keys
@@ -153,14 +154,47 @@ def magicpig_prepare(keys, values, params, slot, layer_idx) -> dict:
 
 
 # ----- the operator ---------------------------------------------------------------------------
+#: Most hyperplanes (lsh_l · lsh_k) per head: each is a (D + 1)-vector kept per layer, and every
+#: query and key is projected on all of them.
+MAX_PLANES = 1 << 14
+
+
+def planes_fit(params: dict) -> None:
+    """Graph-validation rule: lsh_l · lsh_k ≤ :data:`MAX_PLANES`."""
+    planes = params["lsh_l"] * params["lsh_k"]
+    if planes > MAX_PLANES:
+        raise ParameterError(
+            f"lsh_l · lsh_k = {params['lsh_l']} · {params['lsh_k']} = {planes} hyperplanes per head, more "
+            f"than {MAX_PLANES}: each is kept per layer and every query and key is projected on all "
+            "of them; lower lsh_l or lsh_k",
+            param="lsh_l",
+        )
+
+
 @operator(
     "magicpig",
     family="sampler",
     output=PortType.MASK,
     inputs=[QUERIES, KEYS, ATTENTION_MASK, PRIOR],
     params=[
-        Param("lsh_l", "int", 75, "number of SimHash tables (L)", low=1, high=4096),
-        Param("lsh_k", "int", 8, "hyperplanes (bits) per table (K)", low=1, high=62),
+        Param(
+            "lsh_l",
+            "int",
+            75,
+            "number of SimHash tables (L); lsh_l · lsh_k at most 16384",
+            low=1,
+            high=1024,
+            limit="each table keeps an int64 code per key and head in the State",
+        ),
+        Param(
+            "lsh_k",
+            "int",
+            8,
+            "hyperplanes (bits) per table (K)",
+            low=1,
+            high=62,
+            limit="a table's code is one int64",
+        ),
         Param("center", "bool", True, "subtract the keys' mean before hashing"),
         SEED,
     ],
@@ -172,6 +206,7 @@ def magicpig_prepare(keys, values, params, slot, layer_idx) -> dict:
     ),
     paper="Chen et al., ICLR 2025, MagicPIG: LSH Sampling for Efficient LLM Generation",
     prepare=magicpig_prepare,
+    check_params=planes_fit,
     deterministic=False,
     stateful=True,
 )

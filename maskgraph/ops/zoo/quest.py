@@ -35,7 +35,15 @@ QUEST_DOT_BLOCK = 64
 QUEST_WARPS = 4
 QUEST_DOT = True
 
-PAGE_SIZE = Param("page_size", "int", 16, "keys per page", low=1)
+PAGE_SIZE = Param(
+    "page_size",
+    "int",
+    16,
+    "keys per page",
+    low=1,
+    high=4096,
+    limit="a partial last page is padded to page_size keys in every call",
+)
 LABEL_BITS = Param(
     "label_bits", "int", 16, "bits of the stored page bounds (16 = not quantised)", low=1, high=16
 )

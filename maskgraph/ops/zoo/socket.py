@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ...errors import ParameterError
 from ...registry import Param, Port, operator
 from ...static import StaticKeys, row_caches
 from ...types import PortType
@@ -94,6 +95,21 @@ def socket_sparse_scores(env, prep, *, tables, bits, tau, seed) -> tuple[torch.T
     return env.forbid(scores.view(b, env.Hq, env.Q, k)), 1
 
 
+#: Most soft-bucket probabilities (tables · 2**bits) per query and head in one call.
+MAX_BUCKETS = 1 << 18
+
+
+def buckets_fit(params: dict) -> None:
+    """Graph-validation rule: tables · 2**bits ≤ :data:`MAX_BUCKETS`."""
+    buckets = params["tables"] * 2 ** params["bits"]
+    if buckets > MAX_BUCKETS:
+        raise ParameterError(
+            f"tables · 2**bits = {params['tables']} · 2**{params['bits']} = {buckets} soft buckets per query "
+            f"and head, more than {MAX_BUCKETS}: a call holds a probability for each; lower tables or bits",
+            param="tables",
+        )
+
+
 @operator(
     "socket",
     family="estimator",
@@ -104,10 +120,27 @@ def socket_sparse_scores(env, prep, *, tables, bits, tau, seed) -> tuple[torch.T
         Port("values", PortType.VALUES),
     ],
     params=[
-        Param("tables", "int", 32, "hash tables (L)", low=1),
-        Param("bits", "int", 8, "hyperplanes per table (2**bits buckets)", low=1, high=16),
+        Param(
+            "tables",
+            "int",
+            32,
+            "hash tables (L); tables · 2**bits at most 262144",
+            low=1,
+            high=1024,
+            limit="each table keeps an int64 code per key and head in the State and is one step "
+            "of the generated code",
+        ),
+        Param(
+            "bits",
+            "int",
+            8,
+            "hyperplanes per table (2**bits buckets)",
+            low=1,
+            high=16,
+            limit="every query holds a probability for each of the 2**bits buckets of every table",
+        ),
         Param("tau", "float", 0.5, "temperature of the soft query hash", low=0.0, low_open=True),
-        Param("seed", "int", 0, "seed of the hyperplanes"),
+        Param("seed", "int", 0, "seed of the hyperplanes", low=-(2**53), high=2**53),
     ],
     doc=(
         "Soft-LSH scores: keys hard-hashed, queries soft-hashed (sigmoid(z/tau) per plane) over "
@@ -117,6 +150,7 @@ def socket_sparse_scores(env, prep, *, tables, bits, tau, seed) -> tuple[torch.T
     ),
     paper="SOCKET: soft collision kernel estimation for sparse attention (soft LSH)",
     prepare=prepare_socket,
+    check_params=buckets_fit,
     stateful=True,
     static_buffers=True,
     sparse_scores=socket_sparse_scores,

@@ -698,6 +698,152 @@ for i in range(1, 9):
     laughs += f"{cur}: &{cur} [" + ", ".join(f"*{prev}" for _ in range(9)) + "]\n"
 laughs += "nodes: []\noutput: a\n"
 add("billion_laughs", laughs, "YAMLSyntaxError", "too large", "alias bomb (9^9 elements)")
+# values YAML cannot build, values no operator can run, text that must not reach a terminal raw
+add(
+    "value_bad_date",
+    base("g", "sink_size: 4", "sink_size: 2024-13-01"),
+    "YAMLSyntaxError",
+    "cannot read '2024-13-01' as a YAML timestamp",
+    "a date with month 13",
+)
+add(
+    "value_int_5000_digits",
+    base("g", "sink_size: 4", "sink_size: " + "1" * 5000),
+    "YAMLSyntaxError",
+    "as a YAML int",
+    "an integer past Python's digit limit",
+)
+add(
+    "layers_override_index_inf",
+    base("g", extra="layers:\n  overrides:\n    .inf: {sink_size: 2}\n"),
+    "GraphError",
+    "not an integer",
+    "layer index .inf",
+)
+add(
+    "alias_inside_its_anchor",
+    base("g", "graph: g", "graph: g\ndoc: &a [1, *a]"),
+    "YAMLSyntaxError",
+    "names no anchor finished before it",
+    "an alias inside the value it names",
+)
+add(
+    "param_key_terminal_escape",
+    base("g", "{size: $window_size}", '{"\\e[2J\\e[31m": 4}'),
+    "ParameterError",
+    "parameter '\\x1b[2J\\x1b[31m'",
+    "a parameter name that clears the screen",
+)
+add(
+    "param_value_5000_chars",
+    base("g", "sink_size: 4", "sink_size: " + "x" * 5000),
+    "ParameterError",
+    "xxx...",
+    "a 5000-character value, clipped in the message",
+)
+add(
+    "output_5000_chars",
+    base("g", "output: both", "output: " + "y" * 5000),
+    "OutputError",
+    "yyy...",
+    "a 5000-character output name, clipped in the message",
+)
+add(
+    "wire_unknown_among_300_nodes",
+    "nodes:\n"
+    + "".join(f"  - {{name: n{i}, op: local, params: {{size: 4}}}}\n" for i in range(300))
+    + "  - {name: u, op: union, inputs: {masks: [n0, nowhere]}}\noutput: u\n",
+    "WiringError",
+    "(289 more)",
+    "unknown source in a 300-node graph: the node list is clipped",
+)
+PQ = """\
+nodes:
+  - name: scores
+    op: pq
+    params: {pq_bits: 4, kmeans_iter: 4, seed: 0}
+  - {name: heavy, op: topk, inputs: {scores: scores}, params: {k: 8}}
+output: heavy
+"""
+add(
+    "pq_seed_past_64_bits",
+    PQ.replace("seed: 0", "seed: 1180591620717411303424"),
+    "ParameterError",
+    "out of range",
+    "seed 2**70, which torch's generator cannot take",
+)
+add(
+    "pq_kmeans_iter_1e12",
+    PQ.replace("kmeans_iter: 4", "kmeans_iter: 1000000000000"),
+    "ParameterError",
+    "each iteration compares every key with every centroid",
+    "10**12 Lloyd iterations (a hang)",
+)
+SOCKET = """\
+nodes:
+  - name: scores
+    op: socket
+    params: {tables: 32, bits: 8}
+  - {name: heavy, op: topk, inputs: {scores: scores}, params: {k: 8}}
+output: heavy
+"""
+add(
+    "socket_tables_1e8",
+    SOCKET.replace("tables: 32", "tables: 100000000"),
+    "ParameterError",
+    "int64 code per key and head",
+    "10**8 hash tables (terabytes)",
+)
+add(
+    "socket_buckets_2e22",
+    SOCKET.replace("tables: 32, bits: 8", "tables: 64, bits: 16"),
+    "ParameterError",
+    "soft buckets per query and head, more than 262144",
+    "64 tables of 2**16 buckets: 4M probabilities per query and head",
+)
+MAGICPIG = """\
+nodes:
+  - {name: window, op: local, params: {size: 4}}
+  - name: sampled
+    op: magicpig
+    inputs: {prior: window}
+    params: {lsh_l: 75, lsh_k: 8}
+  - {name: both, op: union, inputs: {masks: [window, sampled]}}
+output: both
+"""
+add(
+    "magicpig_planes_63488",
+    MAGICPIG.replace("lsh_l: 75, lsh_k: 8", "lsh_l: 1024, lsh_k: 62"),
+    "ParameterError",
+    "hyperplanes per head, more than 16384",
+    "1024 tables of 62 planes",
+)
+add(
+    "magicpig_tables_4096",
+    MAGICPIG.replace("lsh_l: 75", "lsh_l: 4096").replace("lsh_k: 8", "lsh_k: 1"),
+    "ParameterError",
+    "out of range",
+    "4096 tables: an int64 code per table, key and head",
+)
+add(
+    "random_sample_seed_2_64",
+    "nodes:\n  - {name: s, op: random_sample, params: {seed: 18446744073709551616}}\noutput: s\n",
+    "ParameterError",
+    "out of range",
+    "seed 2**64",
+)
+add(
+    "quest_page_size_1e6",
+    """\
+nodes:
+  - {name: scores, op: quest, params: {page_size: 1000000}}
+  - {name: heavy, op: topk_pages, inputs: {scores: scores}, params: {k: 64, page_size: 16}}
+output: heavy
+""",
+    "ParameterError",
+    "padded to page_size keys",
+    "pages of a million keys",
+)
 add("binary_junk", None, "YAMLSyntaxError", "binary", "random bytes with NULs")
 add("latin1_bytes", None, "YAMLSyntaxError", "UTF-8", "not UTF-8")
 
