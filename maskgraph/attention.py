@@ -18,8 +18,11 @@ ALIGN = 8
 
 
 def aligned(k: int) -> int:
-    """The largest multiple of :data:`ALIGN` not above ``k`` (a symbolic int under dynamo)."""
-    return k // ALIGN * ALIGN
+    """Where products over ``k`` keys are cut: a multiple of :data:`ALIGN` that leaves
+    ALIGN … 2·ALIGN − 1 keys past it (all of them below 2·ALIGN keys). The part past the cut is
+    never 0 or 1 keys long, sizes that dynamo would compile a graph apart for, so a decode loop
+    over a growing cache stays on one compiled graph (``k`` may be a symbolic int)."""
+    return max(k // ALIGN * ALIGN - ALIGN, 0)
 
 
 def f32_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
