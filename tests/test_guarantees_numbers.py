@@ -82,3 +82,137 @@ def test_samplers_draw_a_different_mask_on_each_layer(op):
         same = ((other > 0) == (masks[0] > 0)).double()
         a = rate * rate + (1 - rate) * (1 - rate)
         assert abs(float(same.sum() - a.sum())) < 6 * math.sqrt(float((a * (1 - a)).sum()))
+
+
+# ----- estimator state on a sliding-window cache ----------------------------------------------
+PAGE, PAGES_KEPT = 4, 2
+QUEST_ONLY = {
+    "graph": "quest_only",
+    "nodes": [
+        {"name": "bounds", "op": "quest", "params": {"page_size": PAGE}},
+        {
+            "name": "heavy",
+            "op": "topk_pages",
+            "inputs": {"scores": "bounds"},
+            "params": {"k": PAGE * PAGES_KEPT, "page_size": PAGE},
+        },
+    ],
+    "output": "heavy",
+}
+
+
+def ref_quest(queries, keys, values):
+    """Float64 Quest over the keys as given (causal: query i sits at K − Q + i): pages of PAGE
+    keys bounded by their channel minima and maxima, the PAGES_KEPT best pages with an allowed
+    key attended (their allowed keys), loops over every row."""
+    b, hq, nq, d = queries.shape
+    hkv, nk = keys.shape[1], keys.shape[2]
+    out = torch.zeros(b, hq, nq, d, dtype=torch.float64)
+    scaling = d**-0.5
+    for bi in range(b):
+        for h in range(hq):
+            k, v = keys[bi, h // (hq // hkv)].double(), values[bi, h // (hq // hkv)].double()
+            for i in range(nq):
+                q, last = queries[bi, h, i].double(), nk - nq + i
+                bounds = []
+                for start in range(0, last + 1, PAGE):
+                    page = k[start : start + PAGE]
+                    lo, hi = page.amin(0), page.amax(0)
+                    bounds.append((float(torch.maximum(q * lo, q * hi).sum()), start))
+                best = sorted(bounds, key=lambda t: (-t[0], t[1]))[:PAGES_KEPT]
+                keep = [j for _, s in best for j in range(s, min(s + PAGE, last + 1))]
+                w = torch.softmax(k[keep] @ q * scaling, 0)
+                out[bi, h, i] = w @ v[keep]
+    return out
+
+
+def _causal_mask(nq: int, nk: int) -> torch.Tensor:
+    i = torch.arange(nq).view(-1, 1) + nk - nq
+    return (torch.arange(nk).view(1, -1) <= i).view(1, 1, nq, nk)
+
+
+@pytest.mark.parametrize("mode", ["simulate", "sparse"])
+def test_state_follows_a_rolling_sliding_window_cache(mode):
+    """Keys from transformers' sliding-window cache layer (window 16): a prompt, decode steps
+    (the key count stays 16 while the keys shift) and a chunk of 3 queries; each call with a
+    State equals the same call without one and a float64 Quest reference."""
+    from transformers.cache_utils import DynamicSlidingWindowLayer
+
+    attn = mg.compile(QUEST_ONLY, mode=mode)
+    layer, state = DynamicSlidingWindowLayer(sliding_window=16), mg.State()
+    g = torch.Generator().manual_seed(3)
+    for step, nq in enumerate([18, 1, 1, 1, 3, 1]):
+        q = torch.randn(1, 4, nq, 8, generator=g)
+        k, v = layer.update(torch.randn(1, 2, nq, 8, generator=g), torch.randn(1, 2, nq, 8, generator=g))
+        am = _causal_mask(nq, k.shape[2]) if nq > 1 else None
+        dropped = layer.get_seq_length() - k.shape[2]
+        out = attn(q, k, v, am, state=state, layer_idx=0, kv_offset=dropped)
+        assert torch.equal(out, attn(q, k, v, am)), f"step {step}"
+        torch.testing.assert_close(out.double(), ref_quest(q, k, v), atol=1e-5, rtol=1e-5)
+
+
+KEY_CACHE_OVERRIDES = {
+    "pqcache": {"heavy_size": 4, "pq_bits": 2, "kmeans_iter": 3},
+    "socket": {"heavy_size": 4},
+}
+
+
+@pytest.mark.parametrize("graph", list(KEY_CACHE_OVERRIDES))
+def test_key_caches_follow_a_rolling_sliding_window_cache(graph):
+    """PQ codes and SOCKET's key hashes: with a State, the same as without one while a
+    sliding-window cache rolls."""
+    from transformers.cache_utils import DynamicSlidingWindowLayer
+
+    overrides = {"sink_size": 1, "window_size": 1, **KEY_CACHE_OVERRIDES[graph]}
+    attn = mg.compile(graph, overrides=overrides)
+    layer, state = DynamicSlidingWindowLayer(sliding_window=16), mg.State()
+    g = torch.Generator().manual_seed(4)
+    for step, nq in enumerate([18, 1, 1, 1, 3, 1]):
+        q = torch.randn(1, 4, nq, 8, generator=g)
+        k, v = layer.update(torch.randn(1, 2, nq, 8, generator=g), torch.randn(1, 2, nq, 8, generator=g))
+        am = _causal_mask(nq, k.shape[2]) if nq > 1 else None
+        dropped = layer.get_seq_length() - k.shape[2]
+        out = attn(q, k, v, am, state=state, layer_idx=0, kv_offset=dropped)
+        assert torch.equal(out, attn(q, k, v, am)), f"step {step}"
+
+
+def test_state_forgets_a_layer_when_its_keys_move():
+    state = mg.State()
+    state.slot(0, "a")["x"] = 1
+    state.slot(1, "a")["x"] = 1
+    assert not state.align(0, None) and not state.align(0, 0)
+    assert state.align(0, 5)
+    assert state.keys() == [(1, "a")]
+    state.slot(0, "a")["x"] = 2
+    assert not state.align(0, None) and not state.align(0, 5)
+    assert state.slot(0, "a") == {"x": 2}
+
+
+class _StatelessCheck:
+    """Observer: each graph call's output equals the same call made without State."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def observe(self, layer_idx, queries, keys, values, attention_mask, scaling, out, attn):
+        fresh = attn(queries, keys, values, attention_mask, scaling, layer_idx=layer_idx)
+        torch.testing.assert_close(out, fresh, atol=1e-6, rtol=1e-6)
+        self.calls += 1
+
+
+@pytest.mark.parametrize("mode", ["simulate", "sparse"])
+def test_gemma3_sliding_layer_state_equals_stateless_calls(mode):
+    """Tiny Gemma3 (layer 0 slides over 6 keys): every graph call of a generation with the
+    sparse protocol equals the stateless call, while the sliding layer's cache rolls."""
+    from maskgraph.hf import tiny_model
+
+    model = tiny_model("gemma3")
+    ids = torch.randint(0, model.config.vocab_size, (1, 9), generator=torch.Generator().manual_seed(5))
+    check = _StatelessCheck()
+    overrides = {"sink_size": 1, "window_size": 1, "heavy_size": 2, "page_size": 2}
+    with (
+        torch.no_grad(),
+        mg.inject(model, "quest", mode=mode, protocol="sparse", overrides=overrides, observer=check),
+    ):
+        model.generate(ids, max_new_tokens=8, do_sample=False)
+    assert check.calls == 2 * 8  # two layers, a prompt and seven decode steps

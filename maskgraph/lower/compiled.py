@@ -110,8 +110,14 @@ class CompiledAttention:
         layer_idx: int = 0,
         sinks: torch.Tensor | None = None,
         num_keys: torch.Tensor | None = None,
+        kv_offset: int | None = None,
     ) -> torch.Tensor:
         """Attention output (B, Hq, Q, D) in the queries' dtype.
+
+        ``kv_offset``: with a ``state``, the count of tokens the cache has dropped before
+        ``keys[:, :, 0]`` (a sliding-window cache that rolled; ``None`` = as at this layer's last
+        call, 0 at first): when it changes, the layer's state is rebuilt from ``keys`` (see
+        :meth:`maskgraph.state.State.align`). It does not change what the graph computes.
 
         ``num_keys``: the keys are a static buffer of which only the first ``num_keys`` hold
         tokens (a 0-d integer tensor on the keys' device, never read on the host; sparse mode
@@ -135,7 +141,7 @@ class CompiledAttention:
                 else:
                     attention_mask = attention_mask[..., : keys.shape[2]].masked_fill(~allowed, float("-inf"))
         am, scaling = self._check(queries, keys, values, attention_mask, scaling, sinks)
-        prep = self._prepare(keys, values, state, layer_idx, static)
+        prep = self._prepare(keys, values, state, layer_idx, static, kv_offset)
         if self.mode == "sparse":
             return self._sparse(queries, keys, values, am, scaling, prep, sinks, layer_idx, static)
         counter = self.empty_rows
@@ -159,10 +165,12 @@ class CompiledAttention:
         scaling: float | None = None,
         state: State | None = None,
         layer_idx: int = 0,
+        kv_offset: int | None = None,
     ) -> torch.Tensor:
-        """The graph's output mask, (B, Hq, Q, K) float32 inclusion probabilities."""
+        """The graph's output mask, (B, Hq, Q, K) float32 inclusion probabilities
+        (``kv_offset`` as for a call)."""
         am, scaling = self._check(queries, keys, values, attention_mask, scaling, None)
-        prep = self._prepare(keys, values, state, layer_idx)
+        prep = self._prepare(keys, values, state, layer_idx, kv_offset=kv_offset)
         outs = [
             self._mask(q_chunk, keys, values, am_chunk, scaling, q_offset, prep)
             for q_chunk, am_chunk, q_offset in self._chunks(queries, keys, am)
@@ -237,8 +245,12 @@ class CompiledAttention:
             raise ShapeError(f"num_keys is on {num_keys.device}, the keys on {keys.device}")
         return StaticKeys(num_keys.to(torch.int64), queries.shape[2])
 
-    def _prepare(self, keys, values, state, layer_idx, static: StaticKeys | None = None) -> dict[str, dict]:
+    def _prepare(
+        self, keys, values, state, layer_idx, static: StaticKeys | None = None, kv_offset: int | None = None
+    ) -> dict[str, dict]:
         prep: dict[str, dict] = {}
+        if state is not None:
+            state.align(layer_idx, kv_offset)
         extra = {} if static is None else {"static": static}
         for name, spec in self._stateful.items():
             slot = state.slot(layer_idx, name) if state is not None else {}
