@@ -28,7 +28,8 @@ def qkv(b, hq, hkv, q, k, d, seed=0, scale=1.0):
 def ref_attention(queries, keys, values, keep=None, additive=None):
     """Float64 softmax attention with the G-fold key expansion done plainly.
 
-    keep (B|1, Hq|1, Q, K) bool keys attended (all when None); additive mask likewise."""
+    keep (B|1, Hq|1, Q, K) bool keys attended (all when None); additive mask likewise. The
+    values of keys a row does not attend take no part in its sum (not even as 0 · NaN)."""
     g = queries.shape[1] // keys.shape[1]
     k = keys.double().repeat_interleave(g, dim=1)
     v = values.double().repeat_interleave(g, dim=1)
@@ -37,7 +38,10 @@ def ref_attention(queries, keys, values, keep=None, additive=None):
         s = s + additive.double()
     if keep is not None:
         s = s.masked_fill(~keep, float("-inf"))
-    return torch.softmax(s, dim=-1) @ v
+    w = torch.softmax(s, dim=-1)
+    terms = w.unsqueeze(-1) * v.unsqueeze(2)  # (B, Hq, Q, K, D)
+    attended = s > float("-inf")
+    return torch.where(attended.unsqueeze(-1) | s.isnan().unsqueeze(-1), terms, 0.0).sum(-2)
 
 
 # ----- samplers draw per layer ----------------------------------------------------------------
@@ -216,3 +220,55 @@ def test_gemma3_sliding_layer_state_equals_stateless_calls(mode):
     ):
         model.generate(ids, max_new_tokens=8, do_sample=False)
     assert check.calls == 2 * 8  # two layers, a prompt and seven decode steps
+
+
+# ----- NaN and inf propagate as in SDPA, in both modes -----------------------------------------
+SINK, WINDOW = 2, 4
+
+
+def _streaming_keep(nq: int, nk: int) -> torch.Tensor:
+    """(1, 1, Q, K) bool: the first SINK keys and the WINDOW keys up to each query's position."""
+    t = torch.arange(nq).view(-1, 1) + nk - nq
+    j = torch.arange(nk).view(1, -1)
+    return ((j < SINK) | ((j <= t) & (j > t - WINDOW))).view(1, 1, nq, nk)
+
+
+def _poison(kind: str, q, k, v):
+    """Copies of (q, k, v) with non-finite entries: NaN in query row (b0, h1, q2), or +inf in
+    key 21 of (b0, KV head 0), which every query attends through the window, and NaN in key 9
+    of (b0, KV head 1), which streaming_llm's queries do not attend."""
+    q, k, v = q.clone(), k.clone(), v.clone()
+    if kind == "nan_query":
+        q[0, 1, 2, 3] = float("nan")
+    else:
+        k[0, 0, 21, 0] = float("inf")
+        k[0, 1, 9, :] = float("nan")
+    return q, k, v
+
+
+@pytest.mark.parametrize("kind", ["nan_query", "inf_key"])
+@pytest.mark.parametrize("graph", ["dense", "streaming_llm"])
+def test_non_finite_inputs_propagate_as_in_sdpa(graph, kind):
+    """A NaN query, or an inf key or NaN value that an attended key brings, gives NaN in the rows
+    that attend it (never an all-zero row counted as empty), as float64 softmax attention does,
+    in simulate and sparse mode alike; a key the graph does not attend changes nothing; a row
+    that may attend no key (the attention mask forbids all) is zero and counted."""
+    q, k, v = _poison(kind, *qkv(2, 4, 2, 3, 24, 8, seed=7))
+    am = torch.zeros(2, 1, 3, 24)
+    am[1, :, 0] = float("-inf")  # query 0 of the second sequence may attend nothing
+    overrides = {"sink_size": SINK, "window_size": WINDOW} if graph == "streaming_llm" else {}
+    keep = _streaming_keep(3, 24) if graph == "streaming_llm" else None
+    ref = ref_attention(q, k, v, keep=keep, additive=am)
+    ref[1, :, 0] = 0.0  # no attended key: zeros by definition
+    rows = ref.isnan().any(-1)
+    assert bool(rows[0, 1, 2]) == (kind == "nan_query")
+    assert bool(rows[0, 0].any()) == (kind == "inf_key")  # the inf key reaches KV head 0
+    # the NaN key of KV head 1 reaches its query heads 2 and 3 only where key 9 is attended
+    assert bool(rows[0, 2:].any()) == (kind == "inf_key" and graph == "dense")
+    for mode in ("simulate", "sparse"):
+        attn = mg.compile(graph, mode=mode, overrides=overrides)
+        out = attn(q, k, v, am)
+        assert torch.equal(out.isnan(), ref.isnan()), mode
+        torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5, equal_nan=True)
+        if mode == "simulate":
+            assert int(attn.empty_rows) == 4  # the forbidden row in 4 heads; NaN rows are not empty
