@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..errors import NotSupportedError, ShapeError
+from ..errors import DTypeError, NotSupportedError, ShapeError
 from ..ir import Graph
 from ..state import State
 from ..static import StaticKeys, static_mask
@@ -26,6 +26,10 @@ from .codegen import generate_source
 
 BACKENDS = ("eager", "inductor")
 MODES = ("simulate", "sparse")
+
+#: dtypes of queries, keys, values and sinks (keys and values may differ from the queries: they
+#: are converted); float64 is computed in float32 like the others.
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 #: Elements of one (B, Hq, chunk, K) float32 temporary aimed for by ``chunk_size="auto"``
 #: (64 MiB on the CPU, 512 MiB on a GPU).
@@ -186,6 +190,7 @@ class CompiledAttention:
             if not isinstance(t, torch.Tensor) or t.dim() != 4:
                 shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
                 raise ShapeError(f"{name} must be a 4-D tensor (B, H, L, D), got {shape}")
+        _check_dtypes(queries, keys, values, attention_mask, sinks)
         b, hq, q, d = queries.shape
         bk, hkv, k, dk = keys.shape
         if keys.shape != values.shape[:3] + (dk,) or values.shape[:3] != keys.shape[:3]:
@@ -277,6 +282,21 @@ class CompiledAttention:
             if am is not None and am.shape[2] != 1:
                 am_chunk = am[:, :, start:stop]
             yield queries[:, :, start:stop], am_chunk, k - q + start
+
+
+def _check_dtypes(queries, keys, values, attention_mask, sinks) -> None:
+    """Refuse what SDPA refuses: non-float queries, keys, values or sinks, and an attention
+    mask that is neither bool (True = attend) nor float (additive)."""
+    valid = ", ".join(str(t) for t in FLOAT_DTYPES)
+    for name, t in (("queries", queries), ("keys", keys), ("values", values), ("sinks", sinks)):
+        if t is not None and t.dtype not in FLOAT_DTYPES:
+            raise DTypeError(f"{name} have dtype {t.dtype}; valid: {valid}")
+    if attention_mask is not None and attention_mask.dtype != torch.bool:
+        if not attention_mask.is_floating_point():
+            raise DTypeError(
+                f"attention_mask has dtype {attention_mask.dtype}; valid: torch.bool (True = attend) "
+                f"or a floating dtype (added to the logits: 0 = attend, -inf = not)"
+            )
 
 
 def _spec(graph: Graph, name: str):
