@@ -180,6 +180,9 @@ class OpSpec:
     types state (``node`` the :class:`~maskgraph.ir.Node`, ``inputs`` its wired inputs, graph
     inputs filled in) when the graph is validated; it raises :class:`WiringError` or
     :class:`ParameterError` naming the port or parameter.
+    ``extra["check_model"](params, model)``, if given, checks the node's parameters against the
+    transformers model a graph is injected into (a calibration file made for another model) and
+    raises :class:`CalibrationError` saying which model the file was made for.
     """
 
     name: str

@@ -272,3 +272,108 @@ def test_non_finite_inputs_propagate_as_in_sdpa(graph, kind):
         torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5, equal_nan=True)
         if mode == "simulate":
             assert int(attn.empty_rows) == 4  # the forbidden row in 4 heads; NaN rows are not empty
+
+
+# ----- dtypes: what SDPA refuses is refused ---------------------------------------------------
+@pytest.mark.parametrize("mode", ["simulate", "sparse"])
+def test_bool_masks_attend_where_true_and_integer_masks_are_refused(mode):
+    """A bool mask keeps the keys where it is True (as SDPA), the same as the additive mask
+    0 / −inf, against float64; an integer mask of the same 0/1 values is refused by name."""
+    q, k, v = qkv(2, 4, 2, 3, 20, 8, seed=2)
+    allowed = torch.rand(2, 1, 3, 20, generator=torch.Generator().manual_seed(9)) < 0.6
+    allowed[..., 0] = True
+    attn = mg.compile("dense", mode=mode)
+    additive = torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))
+    ref = ref_attention(q, k, v, keep=allowed)
+    torch.testing.assert_close(attn(q, k, v, allowed).double(), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(attn(q, k, v, additive).double(), ref, atol=1e-5, rtol=1e-5)
+    for dtype in (torch.int64, torch.int32, torch.uint8, torch.int8):
+        with pytest.raises(mg.DTypeError, match=rf"attention_mask has dtype {dtype}; valid: torch.bool"):
+            attn(q, k, v, allowed.to(dtype))
+        with pytest.raises(TypeError):  # as SDPA's error is a TypeError-like RuntimeError
+            attn.mask(q, k, v, allowed.to(dtype))
+
+
+@pytest.mark.parametrize("mode", ["simulate", "sparse"])
+@pytest.mark.parametrize("name", ["queries", "keys", "values"])
+def test_integer_queries_keys_values_are_refused(name, mode):
+    q, k, v = qkv(1, 4, 2, 2, 12, 8)
+    tensors = {"queries": q, "keys": k, "values": v}
+    attn = mg.compile("dense", mode=mode)
+    for dtype in (torch.int64, torch.int32, torch.bool):
+        bad = {**tensors, name: (tensors[name] * 4).to(dtype)}
+        with pytest.raises(mg.DTypeError, match=rf"{name} have dtype {dtype}; valid: torch.float16"):
+            attn(bad["queries"], bad["keys"], bad["values"])
+    with pytest.raises(mg.DTypeError, match="sinks have dtype torch.int64"):
+        attn(q, k, v, sinks=torch.zeros(4, dtype=torch.int64))
+
+
+# ----- calibration files: made for this model, and finite --------------------------------------
+def _ds_file(path, model, layers=2, hkv=2, d=16, name="tiny-llama"):
+    """A Double Sparsity channel file recording ``model``'s signature (None: no signature)."""
+    import json
+
+    from maskgraph.ops.zoo.double_sparsity import save_channels
+
+    g = torch.Generator().manual_seed(0)
+    channels = torch.stack([torch.randperm(d, generator=g) for _ in range(layers * hkv)]).view(layers, hkv, d)
+    meta = {"model": name}
+    if model is not None:
+        c = model.config
+        signature = {
+            "model_type": c.model_type,
+            "num_hidden_layers": c.num_hidden_layers,
+            "num_attention_heads": c.num_attention_heads,
+            "num_key_value_heads": c.num_key_value_heads,
+            "head_dim": c.head_dim,
+            "hidden_size": c.hidden_size,
+            "vocab_size": c.vocab_size,
+        }
+        meta["model_signature"] = json.dumps(signature)
+    save_channels(path, channels, meta)
+    return str(path)
+
+
+def test_calibration_file_for_another_model_is_refused_at_inject(tmp_path):
+    from maskgraph.hf import tiny_model
+
+    llama, qwen = tiny_model("llama"), tiny_model("qwen2")
+    made_for_llama = _ds_file(tmp_path / "llama.safetensors", llama)
+    with mg.inject(llama, "double_sparsity", overrides={"ds_channels": made_for_llama}):
+        pass  # the model it was made for
+    # same tensor shapes (2 layers, 2 KV heads, head dim 16): only the signature tells them apart
+    with pytest.raises(mg.CalibrationError, match=r"made for model 'tiny-llama', not for the model in use"):
+        mg.inject(qwen, "double_sparsity", overrides={"ds_channels": made_for_llama})
+    assert not str(qwen.config._attn_implementation).startswith("maskgraph")  # nothing injected
+    # a file without a signature is checked by its shapes: 3 layers for a 2-layer model
+    three_layers = _ds_file(tmp_path / "old.safetensors", None, layers=3, name="other")
+    with pytest.raises(mg.CalibrationError, match=r"'other'.*num_hidden_layers 3 \(the model has 2\)"):
+        mg.inject(llama, "double_sparsity", overrides={"ds_channels": three_layers})
+
+
+def test_hash_weights_for_another_model_or_not_finite_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from maskgraph.hf import tiny_model
+    from maskgraph.ops.zoo.hashattention import random_hash_weights, save_hash_weights
+
+    llama = tiny_model("llama")
+    wrong_heads = tmp_path / "wrong.safetensors"
+    save_hash_weights(wrong_heads, random_hash_weights(2, 8, 2, 16, bits=32, hidden=8), {"model": "big"})
+    with pytest.raises(
+        mg.CalibrationError, match=r"made for model 'big'.*num_attention_heads 8 \(the model has 4\)"
+    ):
+        mg.inject(llama, "hashattention", overrides={"hat_weights": str(wrong_heads)})
+    nan = tmp_path / "nan.safetensors"
+    tensors = {
+        f"layer{layer}.{name}": torch.full_like(t, float("nan"))
+        for layer, w in random_hash_weights(2, 4, 2, 16, bits=32, hidden=8).items()
+        for name, t in w.items()
+    }
+    save_file(tensors, str(nan), metadata={"kind": "hashattention", "hat_bits": "32", "hidden": "8"})
+    with pytest.raises(mg.CalibrationError, match=r"non-finite values \(NaN or inf\)"):
+        mg.inject(llama, "hashattention", overrides={"hat_weights": str(nan)})
+    q, k, v = qkv(1, 4, 2, 1, 20, 16)
+    attn = mg.compile("hashattention", overrides={"hat_weights": str(nan), "sink_size": 1, "window_size": 1})
+    with pytest.raises(mg.CalibrationError, match="non-finite"):
+        attn(q, k, v)

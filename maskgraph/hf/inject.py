@@ -85,6 +85,7 @@ class Injection:
         self.observer = observer
         self.tracker = RequestTracker(protocol)
         self.layers = _compile_layers(graph, _num_layers(model), backend, mode, chunk_size, sparse_options)
+        _check_fits_model(self.layers, model)
         self.name = f"maskgraph_{graph.name}_{next(_COUNTER)}"
         self.calls = 0
         self.dense_calls = 0
@@ -369,6 +370,18 @@ def _compile_layers(graph: Graph, n_layers: int, backend: str, mode: str, chunk_
             )
         layers[i] = by_text[text]
     return layers
+
+
+def _check_fits_model(layers: dict[int, CompiledAttention | None], model: Any) -> None:
+    """Run each node's ``check_model`` hook (calibration files made for another model raise
+    CalibrationError) once per distinct layer graph."""
+    from ..registry import get_op
+
+    for attn in {id(a): a for a in layers.values() if a is not None}.values():
+        for name, node in attn.graph.nodes.items():
+            check = get_op(node.op, node=name).extra.get("check_model")
+            if check is not None:
+                check(attn.graph.node_params(name), model)
 
 
 def _materialised_mask(*args, **kwargs):
