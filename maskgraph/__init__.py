@@ -13,6 +13,7 @@ from .attention import attend, gqa_logits, masked_partial
 from .errors import (
     CalibrationError,
     CycleError,
+    DTypeError,
     GraphError,
     MaskgraphError,
     MaskgraphWarning,
@@ -46,6 +47,7 @@ __all__ = [
     "CalibrationError",
     "CompiledAttention",
     "CycleError",
+    "DTypeError",
     "Graph",
     "GraphError",
     "MaskgraphError",

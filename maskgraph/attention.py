@@ -87,12 +87,13 @@ def masked_partial(
     logits (B, Hq, Q, K) f32, mask broadcastable to it (probabilities), values (B, Hkv, K, D).
     Returns num (B, Hq, Q, D), den (B, Hq, Q), m (B, Hq, Q) with
     ``num = Σ_{p>0} exp(s−m)/p·v``, ``den = Σ_{p>0} exp(s−m)/p``; ``m`` is the max over kept keys
-    (0 where a row keeps none, so that num = den = 0 there).
+    (0 where a row keeps none, so that num = den = 0 there). A NaN or +inf kept logit makes the
+    row's sums NaN, as in softmax.
     """
     keep = mask > 0
     s = torch.where(keep, logits, float("-inf"))
     m = s.amax(dim=-1, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    m = torch.where(m == float("-inf"), torch.zeros_like(m), m)
     inv_p = torch.where(keep, 1.0 / mask.clamp_min(1e-30), 0.0)
     w = torch.exp(s - m) * inv_p
     den = w.sum(dim=-1)
@@ -111,20 +112,23 @@ def attend(
     logits (B, Hq, Q, K) f32, mask broadcastable to (B, Hq, Q, K), values (B, Hkv, K, D),
     sinks (Hq,) optional per-head sink logits (GPT-OSS style: they add to the denominator only).
     Returns out (B, Hq, Q, D) f32 and a 0-d int64 tensor: rows with no attended key (zeros out).
+    Non-finite inputs propagate as in softmax attention (SDPA): a NaN among a row's kept logits
+    or values, or a +inf kept logit, makes the row NaN; such a row is not counted as empty.
     """
     keep = mask > 0
     s = torch.where(keep, logits, float("-inf"))
     m = s.amax(dim=-1, keepdim=True)
-    empty = ~torch.isfinite(m)
+    empty = m == float("-inf")  # NaN and +inf maxima are not empty rows: they propagate
     if sinks is not None:
         sk = sinks.float().view(1, -1, 1, 1)
         m = torch.maximum(torch.where(empty, sk, m), sk)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    m = torch.where(m == float("-inf"), torch.zeros_like(m), m)
     inv_p = torch.where(keep, 1.0 / mask.clamp_min(1e-30), 0.0)
     w = torch.exp(s - m) * inv_p
     den = w.sum(dim=-1, keepdim=True)
     num = gqa_weighted_sum(w, values)
     if sinks is not None:
         den = den + torch.exp(sinks.float().view(1, -1, 1, 1) - m)
-    out = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), 0.0)
+    # den is 0 only on an empty row (every kept weight is ≥ 1 at the max), NaN where NaN came in
+    out = torch.where(den == 0, 0.0, num / torch.where(den == 0, torch.ones_like(den), den))
     return out, empty.sum()

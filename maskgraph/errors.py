@@ -95,6 +95,11 @@ class ShapeError(MaskgraphError):
     """Tensors given to a compiled attention have incompatible shapes."""
 
 
+class DTypeError(MaskgraphError, TypeError):
+    """A tensor given to a compiled attention has a dtype it cannot compute with (as SDPA
+    refuses integer queries or masks); the message names the argument and the valid dtypes."""
+
+
 class NotSupportedError(MaskgraphError):
     """A backend or mode cannot run the requested graph; the message says why."""
 

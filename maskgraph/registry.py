@@ -194,6 +194,9 @@ class OpSpec:
     ``extra["check_params"](params)``, if given, checks the node's parameters together (each
     already valid on its own, defaults filled in), e.g. a product that sizes a tensor; it raises
     :class:`ParameterError` naming a parameter and saying why.
+    ``extra["check_model"](params, model)``, if given, checks the node's parameters against the
+    transformers model a graph is injected into (a calibration file made for another model) and
+    raises :class:`CalibrationError` saying which model the file was made for.
     """
 
     name: str

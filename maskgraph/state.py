@@ -4,11 +4,19 @@ Operators that learn or cache something about the keys (PQ codebooks and codes, 
 signatures, page summaries, projections) keep it in their slot of a :class:`State`. Slots are
 plain dicts owned by one operator at one layer: layers never share a slot. A new request uses a
 new State (or :meth:`State.reset`).
+
+A sliding-window cache drops its oldest tokens as new ones come, so the count of keys can stay
+the same while every key moves: the slots of a layer describe the keys of its last call only
+while ``keys[:, :, 0]`` is the same token. :meth:`State.align` records that token's position
+(``kv_offset``, the tokens the cache has dropped) per layer and forgets the layer's slots when
+it moves, so the operators rebuild them from the keys they are given.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from .errors import MaskgraphError
 
 
 class State:
@@ -16,14 +24,32 @@ class State:
 
     def __init__(self) -> None:
         self._slots: dict[tuple[int, str], dict[str, Any]] = {}
+        self._offsets: dict[int, int] = {}
 
     def slot(self, layer_idx: int, node: str) -> dict[str, Any]:
         """The (created on first use) cache dict of ``node`` at ``layer_idx``."""
         return self._slots.setdefault((int(layer_idx), node), {})
 
+    def align(self, layer_idx: int, kv_offset: int | None) -> bool:
+        """Note that the keys of this call of ``layer_idx`` start at token ``kv_offset`` (the
+        count of tokens its cache has dropped; ``None`` = unknown, taken as unchanged). When it
+        differs from the last call's (0 before any), forget the layer's slots. Returns whether
+        they were forgotten."""
+        layer = int(layer_idx)
+        last = self._offsets.get(layer, 0)
+        if kv_offset is None or int(kv_offset) == last:
+            return False
+        if int(kv_offset) < 0:
+            raise MaskgraphError(f"kv_offset must be >= 0 (tokens dropped by the cache), got {kv_offset}")
+        self._offsets[layer] = int(kv_offset)
+        for key in [key for key in self._slots if key[0] == layer]:
+            del self._slots[key]
+        return True
+
     def reset(self) -> None:
         """Forget everything (start a new request)."""
         self._slots.clear()
+        self._offsets.clear()
 
     def keys(self) -> list[tuple[int, str]]:
         """The (layer, node) pairs that hold state."""

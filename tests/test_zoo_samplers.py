@@ -121,7 +121,7 @@ def test_uniform_is_uniform_reproducible_and_chunk_independent():
     assert torch.equal(sampling.uniform(_env(q, k, v), seed, salt=7), u)
     other_seed = sampling.uniform(_env(q, k, v), sampling.draw_seed(124, torch.device("cpu")), 7)
     other_salt = sampling.uniform(_env(q, k, v), seed, salt=8)
-    other_layer = sampling.uniform(_env(q, k, v, layer_idx=1), seed, salt=7)
+    other_layer = sampling.uniform(_env(q, k, v), sampling.draw_seed(123, torch.device("cpu"), 1), 7)
     for w in (other_seed, other_salt, other_layer):
         # two independent streams agree on a float with probability ~ n · 2^-24
         assert float((w == u).float().mean()) < 0.01

@@ -14,6 +14,7 @@ over the query heads of the group and the causal (query, key) pairs of the calib
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,7 @@ def calibrate_double_sparsity(
     metadata = {
         "kind": formats.DOUBLE_SPARSITY,
         "model": model_name or model_label(model),
+        "model_signature": json.dumps(formats.model_signature(model)),
         "tokens": ids.numel(),
         "window": ids.shape[1],
         "statistic": statistic,

@@ -353,6 +353,7 @@ def calibrate_hashattention(
     result.metadata = {
         "kind": formats.HASHATTENTION,
         "model": model_name or model_label(model),
+        "model_signature": json.dumps(formats.model_signature(model)),
         "tokens": ids.numel(),
         "window": ids.shape[1],
         "recall": f"{result.recall:.4f}",

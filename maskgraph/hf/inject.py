@@ -85,6 +85,7 @@ class Injection:
         self.observer = observer
         self.tracker = RequestTracker(protocol)
         self.layers = _compile_layers(graph, _num_layers(model), backend, mode, chunk_size, sparse_options)
+        _check_fits_model(self.layers, model)
         self.name = f"maskgraph_{graph.name}_{next(_COUNTER)}"
         self.calls = 0
         self.dense_calls = 0
@@ -226,7 +227,8 @@ class Injection:
             if attention_mask is None and query.shape[2] > 1:
                 attention_mask = _causal(query.shape[2], key.shape[2], query.device)
             graph_mask = None if decode_step else attention_mask
-            out = attn(query, key, value, graph_mask, scale, **context)
+            dropped = _dropped_tokens(self._cache, layer, key.shape[2])
+            out = attn(query, key, value, graph_mask, scale, kv_offset=dropped, **context)
         self.calls += 1
         if self.observer is not None:
             self.observer.observe(layer, query, key, value, attention_mask, scale, out, attn)
@@ -308,6 +310,27 @@ def _valid_length(cache: Any, layer_idx: int, num_keys: int, attention_mask: tor
     return min(int(count), num_keys)
 
 
+def _dropped_tokens(cache: Any, layer_idx: int, num_keys: int) -> int:
+    """How many tokens a sliding-window cache layer has dropped before the first of the
+    ``num_keys`` keys it handed to attention: the tokens it has seen (a host-side count, updated
+    before attention runs) less the keys it holds; 0 for a layer that keeps every token.
+    The operators' State is rebuilt when this moves (:meth:`maskgraph.state.State.align`)."""
+    layers = getattr(cache, "layers", None)
+    if not layers or layer_idx >= len(layers) or not getattr(layers[layer_idx], "is_sliding", False):
+        return 0
+    layer = layers[layer_idx]
+    seen = getattr(layer, "cumulative_length_int", None)  # static sliding-window layers
+    if seen is None:
+        seen = getattr(layer, "cumulative_length", None)  # dynamic sliding-window layers
+    if not isinstance(seen, int):
+        raise NotSupportedError(
+            f"layer {layer_idx}: a sliding-window cache ({type(layer).__name__}) without a host-side "
+            "token count, so maskgraph cannot tell when it rolls; use transformers' DynamicCache "
+            "or StaticCache"
+        )
+    return max(0, seen - num_keys)
+
+
 def _static_count(cache: Any, layer_idx: int) -> torch.Tensor | None:
     """A static full-attention layer's token count (0-d tensor on its device, updated in place
     by transformers), or None for any other layer (dynamic, sliding window, no cache)."""
@@ -347,6 +370,18 @@ def _compile_layers(graph: Graph, n_layers: int, backend: str, mode: str, chunk_
             )
         layers[i] = by_text[text]
     return layers
+
+
+def _check_fits_model(layers: dict[int, CompiledAttention | None], model: Any) -> None:
+    """Run each node's ``check_model`` hook (calibration files made for another model raise
+    CalibrationError) once per distinct layer graph."""
+    from ..registry import get_op
+
+    for attn in {id(a): a for a in layers.values() if a is not None}.values():
+        for name, node in attn.graph.nodes.items():
+            check = get_op(node.op, node=name).extra.get("check_model")
+            if check is not None:
+                check(attn.graph.node_params(name), model)
 
 
 def _materialised_mask(*args, **kwargs):

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..errors import NotSupportedError, ShapeError
+from ..errors import DTypeError, NotSupportedError, ShapeError
 from ..ir import Graph
 from ..state import State
 from ..static import StaticKeys, static_mask
@@ -26,6 +26,10 @@ from .codegen import generate_source
 
 BACKENDS = ("eager", "inductor")
 MODES = ("simulate", "sparse")
+
+#: dtypes of queries, keys, values and sinks (keys and values may differ from the queries: they
+#: are converted); float64 is computed in float32 like the others.
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 #: Elements of one (B, Hq, chunk, K) float32 temporary aimed for by ``chunk_size="auto"``
 #: (64 MiB on the CPU, 512 MiB on a GPU).
@@ -110,8 +114,14 @@ class CompiledAttention:
         layer_idx: int = 0,
         sinks: torch.Tensor | None = None,
         num_keys: torch.Tensor | None = None,
+        kv_offset: int | None = None,
     ) -> torch.Tensor:
         """Attention output (B, Hq, Q, D) in the queries' dtype.
+
+        ``kv_offset``: with a ``state``, the count of tokens the cache has dropped before
+        ``keys[:, :, 0]`` (a sliding-window cache that rolled; ``None`` = as at this layer's last
+        call, 0 at first): when it changes, the layer's state is rebuilt from ``keys`` (see
+        :meth:`maskgraph.state.State.align`). It does not change what the graph computes.
 
         ``num_keys``: the keys are a static buffer of which only the first ``num_keys`` hold
         tokens (a 0-d integer tensor on the keys' device, never read on the host; sparse mode
@@ -135,7 +145,7 @@ class CompiledAttention:
                 else:
                     attention_mask = attention_mask[..., : keys.shape[2]].masked_fill(~allowed, float("-inf"))
         am, scaling = self._check(queries, keys, values, attention_mask, scaling, sinks)
-        prep = self._prepare(keys, values, state, layer_idx, static)
+        prep = self._prepare(keys, values, state, layer_idx, static, kv_offset)
         if self.mode == "sparse":
             return self._sparse(queries, keys, values, am, scaling, prep, sinks, layer_idx, static)
         counter = self.empty_rows
@@ -159,10 +169,12 @@ class CompiledAttention:
         scaling: float | None = None,
         state: State | None = None,
         layer_idx: int = 0,
+        kv_offset: int | None = None,
     ) -> torch.Tensor:
-        """The graph's output mask, (B, Hq, Q, K) float32 inclusion probabilities."""
+        """The graph's output mask, (B, Hq, Q, K) float32 inclusion probabilities
+        (``kv_offset`` as for a call)."""
         am, scaling = self._check(queries, keys, values, attention_mask, scaling, None)
-        prep = self._prepare(keys, values, state, layer_idx)
+        prep = self._prepare(keys, values, state, layer_idx, kv_offset=kv_offset)
         outs = [
             self._mask(q_chunk, keys, values, am_chunk, scaling, q_offset, prep)
             for q_chunk, am_chunk, q_offset in self._chunks(queries, keys, am)
@@ -178,6 +190,7 @@ class CompiledAttention:
             if not isinstance(t, torch.Tensor) or t.dim() != 4:
                 shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
                 raise ShapeError(f"{name} must be a 4-D tensor (B, H, L, D), got {shape}")
+        _check_dtypes(queries, keys, values, attention_mask, sinks)
         b, hq, q, d = queries.shape
         bk, hkv, k, dk = keys.shape
         if keys.shape != values.shape[:3] + (dk,) or values.shape[:3] != keys.shape[:3]:
@@ -242,8 +255,12 @@ class CompiledAttention:
             raise ShapeError(f"num_keys is on {num_keys.device}, the keys on {keys.device}")
         return StaticKeys(num_keys.to(torch.int64), queries.shape[2])
 
-    def _prepare(self, keys, values, state, layer_idx, static: StaticKeys | None = None) -> dict[str, dict]:
+    def _prepare(
+        self, keys, values, state, layer_idx, static: StaticKeys | None = None, kv_offset: int | None = None
+    ) -> dict[str, dict]:
         prep: dict[str, dict] = {}
+        if state is not None:
+            state.align(layer_idx, kv_offset)
         extra = {} if static is None else {"static": static}
         for name, spec in self._stateful.items():
             slot = state.slot(layer_idx, name) if state is not None else {}
@@ -270,6 +287,21 @@ class CompiledAttention:
             if am is not None and am.shape[2] != 1:
                 am_chunk = am[:, :, start:stop]
             yield queries[:, :, start:stop], am_chunk, k - q + start
+
+
+def _check_dtypes(queries, keys, values, attention_mask, sinks) -> None:
+    """Refuse what SDPA refuses: non-float queries, keys, values or sinks, and an attention
+    mask that is neither bool (True = attend) nor float (additive)."""
+    valid = ", ".join(str(t) for t in FLOAT_DTYPES)
+    for name, t in (("queries", queries), ("keys", keys), ("values", values), ("sinks", sinks)):
+        if t is not None and t.dtype not in FLOAT_DTYPES:
+            raise DTypeError(f"{name} have dtype {t.dtype}; valid: {valid}")
+    if attention_mask is not None and attention_mask.dtype != torch.bool:
+        if not attention_mask.is_floating_point():
+            raise DTypeError(
+                f"attention_mask has dtype {attention_mask.dtype}; valid: torch.bool (True = attend) "
+                f"or a floating dtype (added to the logits: 0 = attend, -inf = not)"
+            )
 
 
 def _spec(graph: Graph, name: str):

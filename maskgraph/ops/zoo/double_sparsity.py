@@ -94,6 +94,19 @@ def cached_channels(path: str) -> tuple[torch.Tensor, dict[str, str]]:
     return cached_load(load_channels, path)
 
 
+def check_channels_fit(params: dict, model) -> None:
+    """``check_model`` hook: the channel file (if one is set) was made for ``model``'s
+    architecture (see :func:`maskgraph.calibrate.formats.check_model`)."""
+    from ...calibrate.formats import check_model
+
+    path = params["channels"]
+    if path is None:
+        return  # prepare names the missing file
+    channels, info = cached_channels(path)
+    layers, hkv, d = channels.shape
+    check_model(path, info, model, {"num_hidden_layers": layers, "num_key_value_heads": hkv, "head_dim": d})
+
+
 # ----- label cache --------------------------------------------------------------------------------
 def quantise_rows(x: torch.Tensor, bits: int) -> torch.Tensor:
     """Uniform min–max quantisation of each last-dim row to ``2**bits`` levels, dequantised.
@@ -345,6 +358,7 @@ def double_sparsity_group_scores(env, prep, *, per_head: bool = False, **params)
     ),
     paper="Yang et al. 2024, Post-Training Sparse Attention with Double Sparsity",
     prepare=prepare_double_sparsity,
+    check_model=check_channels_fit,
     stateful=True,
     static_buffers=True,
     sparse_scores=double_sparsity_sparse_scores,

@@ -142,6 +142,9 @@ def _check_weights(tensors: dict[str, torch.Tensor], info: dict[str, str], path:
             raise bad(f"unexpected tensor {name!r}")
         if not t.is_floating_point():
             raise bad(f"tensor {name!r} has dtype {t.dtype}, expected floating point")
+        if not bool(torch.isfinite(t).all()):
+            bad_count = int((~torch.isfinite(t)).sum())
+            raise bad(f"tensor {name!r} has {bad_count} non-finite values (NaN or inf) of {t.numel()}")
         layers.setdefault(int(match.group(1)), set()).add(f"{match.group(2)}.{match.group(3)}")
     if not layers:
         raise bad("no layers")
@@ -165,6 +168,25 @@ def _check_weights(tensors: dict[str, torch.Tensor], info: dict[str, str], path:
 def cached_weights(path: str) -> tuple[dict[int, LayerWeights], dict[str, str]]:
     """:func:`load_hash_weights`, memoised on (path, modification time, size)."""
     return cached_load(load_hash_weights, path)
+
+
+def check_weights_fit(params: dict, model) -> None:
+    """``check_model`` hook: the weights file (if one is set) was made for ``model``'s
+    architecture (see :func:`maskgraph.calibrate.formats.check_model`)."""
+    from ...calibrate.formats import check_model
+
+    path = params["weights"]
+    if path is None:
+        return  # prepare names the missing file
+    per_layer, info = cached_weights(path)
+    first = per_layer[min(per_layer)]
+    shapes = {
+        "num_hidden_layers": max(per_layer) + 1,
+        "num_attention_heads": first["query.w1"].shape[0],
+        "num_key_value_heads": first["key.w1"].shape[0],
+        "head_dim": first["key.w1"].shape[1],
+    }
+    check_model(path, info, model, shapes)
 
 
 def random_hash_weights(
@@ -465,6 +487,7 @@ def hashattention_group_scores(env, prep, *, weights=None, hat_bits, per_head: b
     ),
     paper="Desai et al., ICML 2025, HashAttention: Semantic Sparsity for Faster Inference",
     prepare=prepare_hashattention,
+    check_model=check_weights_fit,
     stateful=True,
     static_buffers=True,
     sparse_scores=hashattention_sparse_scores,

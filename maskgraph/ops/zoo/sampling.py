@@ -2,10 +2,13 @@
 
 Every sampler draws its randomness from :func:`uniform`, a counter-based generator: the uniform
 number of (batch, head, query position, key) is an integer hash of those coordinates, the
-layer, a per-operator salt and a seed. So a draw is
+layer, a per-operator salt and a seed. The layer enters through the seed tensor that
+:func:`seed_prepare` derives per call from ``seed`` and the layer index (outside compiled code,
+so layers share one compiled function), in simulate and sparse mode alike. So a draw is
 
 - the same in eager mode and under ``torch.compile`` (no generator state inside the graph);
 - independent of how the queries are chunked;
+- different on every layer, and the same on one layer for one seed;
 - reproducible from ``seed`` (``null`` = a fresh seed per call, drawn from torch's global
   generator, so ``torch.manual_seed`` still makes a run repeatable).
 
@@ -57,22 +60,26 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def draw_seed(seed: int | None, device: torch.device) -> torch.Tensor:
-    """A 0-d int64 tensor in [0, 2**32): ``seed`` reduced to 32 bits, or a fresh random one."""
+def draw_seed(seed: int | None, device: torch.device, layer_idx: int = 0) -> torch.Tensor:
+    """A 0-d int64 tensor in [0, 2**32): ``seed`` reduced to 32 bits (or a fresh random one)
+    hashed with ``layer_idx``, so that each layer draws its own numbers from one seed."""
     if seed is None:
-        return torch.randint(0, 2**32, (), dtype=torch.int64).to(device)
-    return torch.tensor(seed & _M32, dtype=torch.int64, device=device)
+        base = int(torch.randint(0, 2**32, (), dtype=torch.int64))
+    else:
+        base = seed & _M32
+    layer = mix32(torch.tensor(int(layer_idx) & _M32, dtype=torch.int64))
+    return mix32(layer ^ base).to(device)
 
 
 def uniform(env, seed: torch.Tensor, salt: int) -> torch.Tensor:
     """Uniform numbers in [0, 1), one per (batch, query head, query, key): (B, Hq, Qc, K) float32.
 
-    ``seed`` is a 0-d int64 tensor (see :func:`draw_seed`); ``salt`` separates the streams of
-    different operators. The number of a coordinate does not depend on the chunking.
+    ``seed`` is a 0-d int64 tensor that already carries the layer (see :func:`draw_seed`);
+    ``salt`` separates the streams of different operators. The number of a coordinate does not
+    depend on the chunking.
     """
     dev = env.keys.device
     h = mix32((seed ^ (salt & _M32)) & _M32)
-    h = mix32(h ^ (int(env.layer_idx) & _M32))
     bh = torch.arange(env.B * env.Hq, device=dev, dtype=torch.int64).view(env.B, env.Hq, 1, 1)
     h = mix32(h ^ bh)
     h = mix32(h ^ env.q_pos.to(torch.int64).view(1, 1, -1, 1))
@@ -95,8 +102,9 @@ def residual_keys(env, prior: torch.Tensor | None) -> torch.Tensor:
 
 
 def seed_prepare(keys, values, params, slot, layer_idx) -> dict:
-    """Per-call preparation of a sampler: its seed tensor (fresh when ``seed`` is null)."""
-    return {"seed": draw_seed(params["seed"], keys.device)}
+    """Per-call preparation of a sampler: its seed tensor for ``layer_idx`` (fresh when
+    ``seed`` is null)."""
+    return {"seed": draw_seed(params["seed"], keys.device, layer_idx)}
 
 
 # ----- the operator ---------------------------------------------------------------------------
