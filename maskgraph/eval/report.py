@@ -26,6 +26,10 @@ from ..errors import MaskgraphError
 REFERENCE = "dense (model's own attention)"
 
 
+#: Keys every cell of a metrics.json has (the tables read them).
+CELL_KEYS = ("graph", "label", "target", "task", "kind", "length", "samples", "status")
+
+
 def load_cells(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
     """Every cell of every run directory's metrics.json (later directories win on clashes)."""
     cells: dict[str, dict[str, Any]] = {}
@@ -33,9 +37,26 @@ def load_cells(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
         p = Path(d) / "metrics.json"
         if not p.is_file():
             raise MaskgraphError(f"{d} has no metrics.json (is it a 'maskgraph eval' run directory?)")
-        for cid, c in json.loads(p.read_text())["cells"].items():
-            cells[cid] = c
+        cells.update(_read_metrics(p))
     return list(cells.values())
+
+
+def _read_metrics(path: Path) -> dict[str, dict[str, Any]]:
+    """The cells of one metrics.json; a named error when the file is not one 'maskgraph eval' wrote."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise MaskgraphError(f"{path}: not UTF-8 text; is it a 'maskgraph eval' metrics file?") from None
+    except json.JSONDecodeError as exc:
+        raise MaskgraphError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    cells = data.get("cells") if isinstance(data, dict) else None
+    if not isinstance(cells, dict):
+        raise MaskgraphError(f"{path}: no 'cells' mapping; is it a 'maskgraph eval' metrics file?")
+    for cid, c in cells.items():
+        missing = [k for k in CELL_KEYS if k not in c] if isinstance(c, dict) else list(CELL_KEYS)
+        if missing:
+            raise MaskgraphError(f"{path}: cell {cid!r} lacks {', '.join(missing)}")
+    return cells
 
 
 def _order_key(label: str, graph: str, target: float | None) -> tuple:
