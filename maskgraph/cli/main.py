@@ -29,7 +29,7 @@ Every command has --help. Errors print one line; --debug shows the Python traceb
 
 
 #: Exit statuses (docs/guarantees.md): 2 is argparse's for a bad command line.
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
