@@ -34,6 +34,14 @@ def test_dense_layers_are_added_to_the_graphs_own():
         _with_dense_layers(g, "a,b")
 
 
+def test_dense_layers_must_exist_in_the_model():
+    from maskgraph.cli.run import _check_layers_exist
+
+    _check_layers_exist([0, 29], 30)
+    with pytest.raises(mg.MaskgraphError, match=r"--dense-layers 30: the model has layers 0\.\.29"):
+        _check_layers_exist([0, 30], 30)
+
+
 def test_prompt_split_puts_context_first_and_question_with_the_template_tail():
     before, after = _split_prompt(ChatTokenizer(), "CONTEXT", "Who?")
     assert before == "<user>CONTEXT\n\n" and after == "Who?</user><assistant>"

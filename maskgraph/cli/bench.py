@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import MaskgraphError
+from .common import HelpFormatter
 
 SCRIPTS = {
     "attention": "one attention call: dense SDPA vs each graph (simulate), compiled and eager",
@@ -32,7 +33,7 @@ def add_parser(sub):
             "  maskgraph bench decode -- --help                   # the script's own options\n"
             "Set MG_BENCH_BUDGET=SECONDS to stop between cases after that long. Results: docs/benchmarks.md."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("script", choices=sorted(SCRIPTS), help="which benchmark")
     p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from .common import HelpFormatter, add_debug_arg, positive_int
+
 DESCRIPTION = """\
 Make calibration files from a model and some text:
   double-sparsity  per layer and KV head, channels ranked by importance (label channels)
@@ -26,16 +28,22 @@ def _common(p: argparse.ArgumentParser, tokens: int, window: int) -> None:
         help=f"shipped model name, or a folder saved by save_pretrained (default {DEFAULT_MODEL})",
     )
     p.add_argument("--text", metavar="FILE", help="calibration text (default: the shipped demo text)")
-    p.add_argument("--tokens", type=int, default=tokens, help=f"tokens of the text to use (default {tokens})")
     p.add_argument(
-        "--window", type=int, default=window, help=f"tokens per independent sequence (default {window})"
+        "--tokens", type=positive_int, default=tokens, help=f"tokens of the text to use (default {tokens})"
+    )
+    p.add_argument(
+        "--window",
+        type=positive_int,
+        default=window,
+        help=f"tokens per independent sequence (default {window})",
     )
     p.add_argument(
         "--out", metavar="FILE", help="output .safetensors (default: in the user cache, see above)"
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass (default 1)")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="windows per forward pass (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_debug_arg(p)
 
 
 def add_parser(sub):
@@ -43,7 +51,7 @@ def add_parser(sub):
         "calibrate",
         help="make calibration files (Double Sparsity channels, HashAttention weights)",
         description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     methods = p.add_subparsers(dest="method", metavar="METHOD", required=True)
 
@@ -51,6 +59,7 @@ def add_parser(sub):
         "double-sparsity",
         help="rank channels per layer and KV head",
         description="Rank the channels of every layer and KV head by their mean contribution to q.k.",
+        formatter_class=HelpFormatter,
     )
     _common(ds, tokens=2048, window=512)
     ds.add_argument(
@@ -67,8 +76,9 @@ def add_parser(sub):
     hat = methods.add_parser(
         "hashattention",
         help="train per-head hash MLPs",
-        description="Train per-head query/key MLPs whose sign bits rank keys as q.k does; "
+        description="Train per-head query/key MLPs whose sign bits rank keys as q.k does;\n"
         "prints the top-k recall on held-out windows.",
+        formatter_class=HelpFormatter,
     )
     _common(hat, tokens=2048, window=512)
     hat.add_argument("--hat-bits", type=int, default=d.hat_bits, help=f"bits per code (default {d.hat_bits})")

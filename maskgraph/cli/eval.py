@@ -3,11 +3,18 @@ metrics), into a resumable run directory. See :mod:`maskgraph.eval.runner`."""
 
 from __future__ import annotations
 
-import argparse
-
 from ..eval.runner import PPL, EvalConfig, run_eval
 from ..eval.tasks import TASKS
-from .common import add_override_arg, parse_overrides
+from .common import (
+    DEVICES,
+    HelpFormatter,
+    add_override_arg,
+    check_model_name,
+    device,
+    parse_overrides,
+    positive_int,
+    share,
+)
 
 EPILOG = """\
 tasks: ppl (perplexity on long text), {tasks}
@@ -28,29 +35,48 @@ def add_parser(sub):
         help="measure the quality each graph keeps (RULER-style tasks, perplexity, micro metrics)",
         description="Evaluate graphs against dense attention on a shipped model.",
         epilog=EPILOG.format(tasks=", ".join(TASKS)),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--model", default="smollm2", help="shipped model name (default: smollm2)")
+    p.add_argument("--model", default="smollm2", help="shipped model name")
     p.add_argument(
         "--graph", nargs="+", required=True, metavar="FILE", help="graph YAML files or shipped names"
     )
     p.add_argument(
-        "--task", nargs="+", default=["niah_single_number", PPL], metavar="TASK", help="tasks to run"
+        "--task",
+        nargs="+",
+        default=["niah_single_number", PPL],
+        metavar="TASK",
+        help=f"tasks to run (default: niah_single_number {PPL})",
     )
     add_override_arg(p)
-    p.add_argument("--samples", type=int, default=3, help="samples (or perplexity windows) per cell")
+    p.add_argument("--samples", type=positive_int, default=3, help="samples (or perplexity windows) per cell")
     p.add_argument(
-        "--lengths", type=int, nargs="+", default=[1024], metavar="L", help="context lengths in tokens"
+        "--lengths",
+        type=positive_int,
+        nargs="+",
+        default=[1024],
+        metavar="L",
+        help="context lengths in tokens (default: 1024)",
     )
     p.add_argument(
-        "--densities", type=float, nargs="*", default=[], metavar="D", help="target densities (sweep)"
+        "--densities",
+        type=share,
+        nargs="*",
+        default=[],
+        metavar="D",
+        help="target densities in (0, 1] (sweep; default: each graph's own parameters)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated task samples")
     p.add_argument(
         "--out", required=True, metavar="RUN_DIR", help="run directory (created; resumed if present)"
     )
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--protocol", default="dense_prefill", choices=["dense_prefill", "sparse"])
+    p.add_argument("--device", type=device, default="cpu", help=f"torch device ({DEVICES})")
+    p.add_argument(
+        "--protocol",
+        default="dense_prefill",
+        choices=["dense_prefill", "sparse"],
+        help="dense_prefill: context dense, question and answer through the graph; sparse: all through it",
+    )
     p.add_argument(
         "--metrics", action="store_true", help="also measure output error and recall (a dense pass per call)"
     )
@@ -62,6 +88,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    check_model_name(args.model)
     config = EvalConfig(
         model=args.model,
         graphs=list(args.graph),

@@ -5,15 +5,14 @@ from __future__ import annotations
 import textwrap
 
 from ..registry import FAMILIES
+from .common import HelpFormatter
 
 
 def add_parser(sub):
-    import argparse
-
     p = sub.add_parser(
         "ops",
         help="list operators",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         description=(
             "List every registered operator: family, input ports (name: type; '?' = optional,\n"
             "'...' = takes a list), output type, parameters with what they accept and their\n"

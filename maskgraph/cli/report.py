@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..eval.report import write_report
+from .common import HelpFormatter, check_output_file, check_output_folder
 
 
 def add_parser(sub):
@@ -13,8 +14,9 @@ def add_parser(sub):
         "report",
         help="leaderboard (markdown) and plots from eval run directories",
         description="Merge one or more 'maskgraph eval' run directories into a leaderboard and plots.",
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by 'maskgraph eval'")
     p.add_argument("--out", default=None, help="markdown file (default: RUN_DIR/report.md of the first run)")
     p.add_argument("--img-dir", default=None, help="where PNGs go (default: beside the markdown)")
     p.add_argument("--prefix", default="", help="file-name prefix of the PNGs")
@@ -22,7 +24,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    out = args.out or str(Path(args.runs[0]) / "report.md")
-    written = write_report(args.runs, out, args.img_dir, args.prefix)
+    out = check_output_file(args.out or str(Path(args.runs[0]) / "report.md"), "--out")
+    img_dir = check_output_folder(args.img_dir or str(out.parent), "--img-dir")
+    written = write_report(args.runs, out, img_dir, args.prefix)
     print(f"wrote {written['markdown']}" + "".join(f"\nwrote {p}" for p in written["plots"]))
     return 0

@@ -20,8 +20,17 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import OverrideError
-from .common import add_override_arg, load
+from ..errors import MaskgraphError, OverrideError
+from .common import (
+    DEVICES,
+    HelpFormatter,
+    add_override_arg,
+    check_model_name,
+    device,
+    load,
+    positive_int,
+    read_text_file,
+)
 
 DEFAULT_GRAPH = "oracle_topk"
 DEFAULT_MODEL = "smollm2"
@@ -33,17 +42,18 @@ def add_parser(sub):
     p = sub.add_parser(
         "run",
         help="demo: answer a question about a long context, dense vs a graph",
+        formatter_class=HelpFormatter,
         description=(
-            "Answer a question about a long context with dense attention and through a graph; "
+            "Answer a question about a long context with dense attention and through a graph;\n"
             "print both answers, and per layer the density and relative output error vs dense."
         ),
     )
-    p.add_argument(
-        "--graph", default=DEFAULT_GRAPH, help=f"graph file or shipped name (default {DEFAULT_GRAPH})"
-    )
+    p.add_argument("--graph", default=DEFAULT_GRAPH, help="graph file or shipped name")
     add_override_arg(p)
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"shipped model name (default {DEFAULT_MODEL})")
-    p.add_argument("--prompt-file", help="text file with the context (default: a shipped ~2.3K-token story)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="shipped model name")
+    p.add_argument(
+        "--prompt-file", help="UTF-8 text file with the context (default: a shipped ~2.3K-token story)"
+    )
     p.add_argument("--question", default=DEFAULT_QUESTION, help="question about the context")
     p.add_argument(
         "--protocol",
@@ -54,10 +64,10 @@ def add_parser(sub):
     p.add_argument(
         "--dense-layers",
         default="0,1",
-        help="comma-separated layers that keep dense attention, added to the graph's own (default 0,1; '' for none)",
+        help="comma-separated layers that keep dense attention, added to the graph's own ('' for none)",
     )
-    p.add_argument("--max-new-tokens", type=int, default=24)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-new-tokens", type=positive_int, default=24, help="tokens to generate per answer")
+    p.add_argument("--device", type=device, default="cpu", help=f"torch device ({DEVICES})")
     return p
 
 
@@ -67,9 +77,13 @@ def run(args) -> int:
 
     start = time.monotonic()
     graph = _with_dense_layers(load(args.graph, args.overrides), args.dense_layers)
+    context = _read_context(args.prompt_file)
+    if not args.question.strip():
+        raise MaskgraphError("--question is empty")
+    check_model_name(args.model)
     _say(f"loading model {args.model} ...")
     model, tokenizer = load_model(args.model, device=args.device)
-    context = _read_context(args.prompt_file)
+    _check_layers_exist(parse_dense_layers(args.dense_layers), model.config.num_hidden_layers)
     before, after = _split_prompt(tokenizer, context, args.question)
     stats = LayerStats()
     with inject(model, graph, protocol=args.protocol, observer=stats) as handle:
@@ -94,20 +108,34 @@ def run(args) -> int:
     return 0
 
 
-def _with_dense_layers(graph, text: str):
-    """``graph`` with the layers listed in ``text`` ("0,1") kept dense, besides its own."""
+def parse_dense_layers(text: str) -> list[int]:
+    """The layer indices of ``--dense-layers`` ("0,1" -> [0, 1]); a named error unless they are
+    integers >= 0."""
     try:
-        extra = [int(x) for x in text.split(",") if x.strip()]
+        layers = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise OverrideError(f"--dense-layers must be comma-separated integers, got {text!r}") from None
-    dense = sorted(set(graph.layers.dense) | set(extra))
+    negative = [i for i in layers if i < 0]
+    if negative:
+        raise OverrideError(f"--dense-layers: layer indices start at 0, got {negative[0]}")
+    return layers
+
+
+def _with_dense_layers(graph, text: str):
+    """``graph`` with the layers listed in ``text`` ("0,1") kept dense, besides its own."""
+    dense = sorted(set(graph.layers.dense) | set(parse_dense_layers(text)))
     return dataclasses.replace(graph, layers=dataclasses.replace(graph.layers, dense=dense))
+
+
+def _check_layers_exist(layers: list[int], n_layers: int) -> None:
+    missing = [i for i in layers if i >= n_layers]
+    if missing:
+        raise MaskgraphError(f"--dense-layers {missing[0]}: the model has layers 0..{n_layers - 1}")
 
 
 def _read_context(path: str | None) -> str:
     if path:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        return read_text_file(path, "--prompt-file")
     return (Path(__file__).resolve().parent.parent / "data" / DEFAULT_CONTEXT).read_text(encoding="utf-8")
 
 

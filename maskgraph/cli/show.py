@@ -8,7 +8,18 @@ import sys
 from pathlib import Path
 
 from ..errors import MaskgraphError
-from .common import add_override_arg, load
+from .common import (
+    HelpFormatter,
+    add_override_arg,
+    check_model_name,
+    check_output_file,
+    load,
+    non_negative_int,
+    read_text_file,
+)
+
+#: File types ``-o`` draws (without --mask).
+DRAWINGS = (".dot", ".mmd", ".mermaid", ".svg", ".png", ".pdf")
 
 DEFAULT_PROMPT = (
     "The quick brown fox jumps over the lazy dog. Attention sinks keep the first tokens; a local "
@@ -27,12 +38,10 @@ examples:
 
 
 def add_parser(sub):
-    import argparse
-
     p = sub.add_parser(
         "show",
         help="draw a graph, or the masks it builds on a prompt",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         description=(
             "Draw a graph. With no option, print it in the terminal.\n"
             "  -o OUT.dot / OUT.mmd   DOT or Mermaid text (no binary needed)\n"
@@ -60,16 +69,18 @@ def add_parser(sub):
         help="shipped model name (smollm2, qwen2.5-coder-0.5b) or a random test model "
         "(tiny-llama, tiny-qwen2, tiny-gemma3); default smollm2",
     )
-    m.add_argument("--prompt", help="prompt text (default: a built-in sentence)")
-    m.add_argument("--prompt-file", metavar="PATH", help="read the prompt from a file")
-    m.add_argument("--layer", type=int, help="layer index (default: the middle layer)")
-    m.add_argument("--head", type=int, default=0, help="query head to draw (default 0)")
+    text = m.add_mutually_exclusive_group()
+    text.add_argument("--prompt", help="prompt text (default: a built-in sentence)")
+    text.add_argument("--prompt-file", metavar="PATH", help="read the prompt from a UTF-8 text file")
+    m.add_argument("--layer", type=non_negative_int, help="layer index (default: the middle layer)")
+    m.add_argument("--head", type=non_negative_int, default=0, help="query head to draw (default 0)")
     return p
 
 
 def render(graph, out: Path) -> None:
     """Write ``graph`` to ``out`` by its suffix (.dot, .mmd, .svg, .png, .pdf)."""
-    suffix = out.suffix.lower()
+    suffix = _drawing_suffix(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".dot":
         out.write_text(graph.to_dot())
     elif suffix in (".mmd", ".mermaid"):
@@ -91,8 +102,33 @@ def render(graph, out: Path) -> None:
             raise MaskgraphError(
                 f"Graphviz failed to draw {out}: {proc.stderr.decode(errors='replace').strip()}"
             )
-    else:
-        raise MaskgraphError(f"unknown output type {suffix!r}; use .dot, .mmd, .svg, .png or .pdf")
+
+
+def _drawing_suffix(out: Path) -> str:
+    """The suffix of a drawing's file name, if it names a format ``render`` writes."""
+    suffix = out.suffix.lower()
+    if suffix not in DRAWINGS:
+        raise MaskgraphError(f"-o {out}: unknown output type {suffix!r}; use {', '.join(DRAWINGS)}")
+    return suffix
+
+
+def _prompt(args) -> str:
+    """The --mask prompt: --prompt, --prompt-file's text or the built-in sentence."""
+    if args.prompt_file:
+        return read_text_file(args.prompt_file, "--prompt-file")
+    if args.prompt is None:
+        return DEFAULT_PROMPT
+    if not args.prompt.strip():
+        raise MaskgraphError("--prompt is empty")
+    return args.prompt
+
+
+def _mask_output(graph, args) -> Path:
+    """Where --mask writes its PNG, checked before the model loads."""
+    out = check_output_file(args.output or f"mask_{graph.name}.png", "-o")
+    if out.suffix.lower() != ".png":
+        raise MaskgraphError(f"--mask draws PNG heatmaps; give -o NAME.png (got {out})")
+    return out
 
 
 def show_masks(graph, args) -> None:
@@ -101,12 +137,9 @@ def show_masks(graph, args) -> None:
 
     from . import show_mask as sm
 
-    prompt = args.prompt or DEFAULT_PROMPT
-    if args.prompt_file:
-        path = Path(args.prompt_file)
-        if not path.is_file():
-            raise MaskgraphError(f"--prompt-file {path}: no such file")
-        prompt = path.read_text()
+    prompt = _prompt(args)
+    out = _mask_output(graph, args)
+    check_model_name(args.model, tiny=True)
     with tqdm(total=3, desc="show --mask", unit="step", file=sys.stderr, leave=False) as steps:
         model, ids, tokens = sm.load_model_and_ids(args.model, prompt)
         steps.update()
@@ -120,9 +153,6 @@ def show_masks(graph, args) -> None:
             )
         masks = sm.node_masks(graph, cap)
         steps.update()
-    out = Path(args.output) if args.output else Path(f"mask_{graph.name}.png")
-    if out.suffix.lower() != ".png":
-        raise MaskgraphError(f"--mask draws PNG heatmaps; give -o NAME.png (got {out})")
     length = ids.shape[1]
     title = f"{graph.name} on {args.model}, layer {layer}, head {args.head}, {length} tokens"
     sm.heatmaps(masks, graph, args.head, out, title)
@@ -148,7 +178,7 @@ def run(args) -> int:
         show_masks(graph, args)
         return 0
     if args.output:
-        render(graph, Path(args.output))
+        render(graph, check_output_file(args.output, "-o"))
         print(f"wrote {args.output}")
     if args.table:
         print(graph.tabular())

@@ -7,16 +7,14 @@ import warnings
 
 from ..display import printable
 from ..errors import GraphError, MaskgraphWarning
-from .common import add_override_arg, parse_overrides
+from .common import HelpFormatter, add_override_arg, one_line, parse_overrides
 
 
 def add_parser(sub):
-    import argparse
-
     p = sub.add_parser(
         "validate",
         help="check graph files",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         description=(
             "Check YAML graph files: YAML syntax (safe loading only; !!python tags are refused),\n"
             "operators, parameters (names, types, ranges, $references), wiring, port types,\n"
@@ -54,11 +52,11 @@ def run(args) -> int:
                     raise
                 bad += 1
                 msg = str(exc) if exc.file else f"{printable(path, limit=None)}: {exc}"
-                print(f"error: {msg}", file=sys.stderr)
+                print(f"error: {one_line(msg)}", file=sys.stderr)
                 continue
         for w in caught:
             if issubclass(w.category, MaskgraphWarning):
-                print(f"warning: {printable(path, limit=None)}: {w.message}", file=sys.stderr)
+                print(f"warning: {one_line(f'{printable(path, limit=None)}: {w.message}')}", file=sys.stderr)
         if not args.quiet:
             n = len(g.nodes)
             print(
