@@ -286,6 +286,8 @@ def _kind(value: Any) -> str:
         return "a list"
     if isinstance(value, (datetime.date, datetime.datetime)):
         return "a date"
+    if isinstance(value, bytes):
+        return "bytes (binary data)"
     return f"a {type(value).__name__}"
 
 

@@ -107,7 +107,7 @@ CORPUS = [
     case("validate", "{latin1}", names=("{latin1}", "not UTF-8")),
     case("validate", "{escape}", names=("evil\\x1b[31m.yaml", "no such file")),
     case("validate", "streaming_llm", "-p", "window_size=2001-01-01", names=("window_size", "as a date")),
-    case("validate", "dense", "-p", "x=!!binary aGVsbG8=", names=("x=!!binary", "'bytes'")),
+    case("validate", "dense", "-p", "x=!!binary aGVsbG8=", names=("x=!!binary", "as bytes")),
     case("validate", names=("FILE",), usage=True),
     # show
     case("show", "{missing}", names=("{missing}", "no such file")),
