@@ -33,13 +33,21 @@ def text_file(tmp_path):
 @pytest.fixture()
 def loads(monkeypatch):
     """``eval --model tiny`` gets a tiny random model; the list records every load."""
+    from maskgraph.cli import eval as eval_cli_module
+
     calls: list[str] = []
+    check_model_name = eval_cli_module.check_model_name
 
     def load_model(name, device="cpu", **_):
         calls.append(name)
         return tiny_model("llama", seed=0), WordTokenizer()
 
+    def check_name(name, **kwargs):
+        if name != "tiny":
+            check_model_name(name, **kwargs)
+
     monkeypatch.setattr("maskgraph.hf.models.load_model", load_model)
+    monkeypatch.setattr(eval_cli_module, "check_model_name", check_name)
     return calls
 
 
