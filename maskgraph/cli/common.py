@@ -1,11 +1,10 @@
 """Helpers shared by subcommands: ``key=value`` overrides, graphs, argument types that refuse bad
-values before any work, input and output paths checked up front, and the help formatter."""
+values before any work, input files checked up front, and the help formatter."""
 
 from __future__ import annotations
 
 import argparse
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +131,7 @@ def check_model_name(name: str, *, tiny: bool = False) -> None:
         )
 
 
-# ----- input and output paths, checked before any work ------------------------------------------
+# ----- input files, checked before any work (outputs: maskgraph.outputs) -------------------------
 def read_text_file(path: str, option: str) -> str:
     """The UTF-8 text of ``path``; a named error when it is missing, a folder, not UTF-8 or empty."""
     p = Path(path)
@@ -153,44 +152,11 @@ def read_text_file(path: str, option: str) -> str:
     return text
 
 
-def check_output_file(path: str, option: str) -> Path:
-    """``path`` as a file this process can create or replace; missing parent folders are allowed
-    (the writer creates them). Raises a named error otherwise."""
-    out = Path(path)
-    if out.is_dir() or path.endswith(("/", "\\")):
-        raise MaskgraphError(f"{option} {path}: is a folder; give a file name")
-    _check_folder_writable(out.parent, option, path)
-    return out
-
-
-def check_output_folder(path: str, option: str) -> Path:
-    """``path`` as a folder this process can create or write into. Raises a named error otherwise."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise MaskgraphError(f"{option} {path}: is a file, not a folder")
-    _check_folder_writable(out, option, path)
-    return out
-
-
-def _check_folder_writable(folder: Path, option: str, path: str) -> None:
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise MaskgraphError(f"{option} {path}: {existing} is a file, not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        raise MaskgraphError(f"{option} {path}: cannot write in {existing} ({exc.strerror})") from None
-
-
 # ----- messages and help ------------------------------------------------------------------------
 def one_line(text: str) -> str:
     """``text`` on one line: line breaks (and the indentation after them) become one space, other
     control characters (terminal escapes) are shown escaped."""
-    text = re.sub(r"\s*\n\s*", " ", text.strip())
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return printable(re.sub(r"\s*\n\s*", " ", text.strip()), limit=None)
 
 
 def add_debug_arg(p: argparse.ArgumentParser) -> None:

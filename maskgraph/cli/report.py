@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..eval.report import write_report
-from .common import HelpFormatter, check_output_file, check_output_folder
+from ..outputs import writable_file, writable_folder
+from .common import HelpFormatter
 
 
 def add_parser(sub):
@@ -24,8 +25,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    out = check_output_file(args.out or str(Path(args.runs[0]) / "report.md"), "--out")
-    img_dir = check_output_folder(args.img_dir or str(out.parent), "--img-dir")
+    out = writable_file(args.out or str(Path(args.runs[0]) / "report.md"), "--out")
+    img_dir = writable_folder(args.img_dir or str(out.parent), "--img-dir")
     written = write_report(args.runs, out, img_dir, args.prefix)
     print(f"wrote {written['markdown']}" + "".join(f"\nwrote {p}" for p in written["plots"]))
     return 0

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 from ..errors import MaskgraphError
+from ..outputs import writable_file
 from .common import (
     HelpFormatter,
     add_override_arg,
     check_model_name,
-    check_output_file,
     load,
     non_negative_int,
     read_text_file,
@@ -125,7 +125,7 @@ def _prompt(args) -> str:
 
 def _mask_output(graph, args) -> Path:
     """Where --mask writes its PNG, checked before the model loads."""
-    out = check_output_file(args.output or f"mask_{graph.name}.png", "-o")
+    out = writable_file(args.output or f"mask_{graph.name}.png", "-o")
     if out.suffix.lower() != ".png":
         raise MaskgraphError(f"--mask draws PNG heatmaps; give -o NAME.png (got {out})")
     return out
@@ -178,7 +178,7 @@ def run(args) -> int:
         show_masks(graph, args)
         return 0
     if args.output:
-        render(graph, check_output_file(args.output, "-o"))
+        render(graph, writable_file(args.output, "-o"))
         print(f"wrote {args.output}")
     if args.table:
         print(graph.tabular())

@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from ..errors import RunFolderError
-from ..outputs import PROBE_PREFIX, writable_folder
+from ..outputs import writable_folder
 
 CONFIG = "config.json"
 ROWS = "rows.jsonl"
@@ -181,9 +181,10 @@ class RunDir:
         Refuses a path that cannot be written and a non-empty folder without ``config.json``.
         """
         folder = writable_folder(root, what="--out")
+        folder.mkdir(parents=True, exist_ok=True)
         rd = cls(folder, ppl_task)
         if not rd.path(CONFIG).is_file():
-            others = sorted(p.name for p in folder.iterdir() if not p.name.startswith(PROBE_PREFIX))
+            others = sorted(p.name for p in folder.iterdir())
             if others:
                 listed = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
                 raise RunFolderError(
