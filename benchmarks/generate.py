@@ -97,19 +97,19 @@ def overrides_for(graph: str, density: float, files: dict) -> dict:
 
 
 def variants(
-    graphs: list[str], sparse: bool, caches: list[str], files: dict
+    graphs: list[str], modes: list[str], caches: list[str], files: dict
 ) -> list[tuple[str, str | None, str, str]]:
     """(label, graph, mode, cache) for plain SDPA and every graph that compiles in each mode."""
     out = [(f"sdpa [{c}]", None, "", c) for c in caches]
     for g in graphs:
-        modes = ["simulate"]
-        if sparse:
+        modes_here = [m for m in modes if m == "simulate"]
+        if "sparse" in modes:
             try:
                 mg.compile(g, mode="sparse", overrides=overrides_for(g, 0.1, files))
-                modes.append("sparse")
+                modes_here.append("sparse")
             except NotSupportedError:
                 pass
-        for mode in modes:
+        for mode in modes_here:
             for c in caches:
                 out.append((f"{g} {mode} [{c}]", g, mode, c))
     return out
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--graphs", nargs="*", default=GRAPHS, help="shipped graphs to run")
     ap.add_argument("--density", type=float, default=0.1, help="budget as a share of the context")
     ap.add_argument("--caches", nargs="*", default=["dynamic", "static"], choices=["dynamic", "static"])
-    ap.add_argument("--no-sparse", action="store_true", help="simulate mode only")
+    ap.add_argument("--modes", nargs="*", default=["simulate", "sparse"], choices=["simulate", "sparse"])
     ap.add_argument(
         "--backend", default=None, help="maskgraph backend (default: inductor on GPU, eager on CPU)"
     )
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             ids = torch.randint(1, cfg.vocab_size, (1, ctx), device=device)
             base: dict[str, float] = {}
             generate_once(model, ids, 2, "dynamic", StepClock(device))  # warm-up, untimed
-            for label, graph, mode, cache in variants(args.graphs, not args.no_sparse, args.caches, files):
+            for label, graph, mode, cache in variants(args.graphs, args.modes, args.caches, files):
                 if out_of_time():
                     raise TimeLimit()
                 row = dict(variant=label, context=ctx)

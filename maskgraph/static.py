@@ -146,3 +146,10 @@ def static_mask(static: StaticKeys, num_keys: int) -> torch.Tensor:
     """Bool (1, 1, 1, K): True on the keys that hold tokens (j < ``static.num_keys``)."""
     j = torch.arange(num_keys, device=static.num_keys.device)
     return (j < static.num_keys).view(1, 1, 1, num_keys)
+
+
+def counting() -> bool:
+    """Whether calls add their empty rows to ``empty_rows``: not while an outer
+    ``torch.compile`` traces the call (transformers' compiled ``generate``), where a tensor
+    kept from one call to the next would be overwritten by the next CUDA-graph replay."""
+    return not torch.compiler.is_compiling()

@@ -12,7 +12,10 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import inspect
 import os
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,7 +29,10 @@ def triton_installed() -> bool:
 
 
 def interpreting() -> bool:
-    """True when Triton runs kernels through its interpreter (on the CPU)."""
+    """True when Triton runs kernels through its interpreter (on the CPU). Traced by
+    torch.compile, the setting at import (Triton's knob cannot be traced)."""
+    if torch.compiler.is_compiling():
+        return _INTERPRET_AT_IMPORT
     from triton import knobs
 
     return bool(knobs.runtime.interpret)
@@ -39,19 +45,47 @@ def usable(device: torch.device) -> bool:
     return _INSTALLED and (device.type == "cuda" or _INTERPRET_AT_IMPORT)
 
 
-@functools.cache
-def _jit(module: str, name: str, interpret: bool):
+#: Jitted kernels by (module, name, interpreting): filled eagerly (:func:`jit_all`), so that
+#: code torch.compile traces finds a kernel by a dict lookup (an import cannot be traced).
+_JITTED: dict[tuple[str, str, bool], Any] = {}
+
+
+def kernel_modules() -> list[str]:
+    """The names of maskgraph's kernel modules (``*_kernel.py``, anywhere in the package)."""
+    root = Path(__file__).resolve().parent
+    return sorted(
+        ".".join(("maskgraph", *p.relative_to(root).with_suffix("").parts)) for p in root.rglob("*_kernel.py")
+    )
+
+
+def jit_all() -> None:
+    """Jit every kernel of every kernel module (their undecorated functions; helpers carry
+    ``@triton.jit`` already) for the current interpreter setting. Idempotent."""
+    if not _INSTALLED:
+        return
     import triton
 
-    fn = getattr(importlib.import_module(module), name)
-    # arguments a kernel marks as varying from call to call (a decode's positions): compiled
-    # once, not once per value of 1 or per divisibility by 16
-    return triton.jit(fn, do_not_specialize=getattr(fn, "do_not_specialize", None))
+    interpret = interpreting()
+    for module in kernel_modules():
+        mod = importlib.import_module(module)
+        for name, fn in vars(mod).items():
+            if (
+                inspect.isfunction(fn)
+                and fn.__module__ == module
+                and (module, name, interpret) not in _JITTED
+            ):
+                # arguments a kernel marks as varying from call to call (a decode's positions):
+                # compiled once, not once per value of 1 or per divisibility by 16
+                specialize = getattr(fn, "do_not_specialize", None)
+                _JITTED[(module, name, interpret)] = triton.jit(fn, do_not_specialize=specialize)
 
 
 def jitted(module: str, name: str):
     """``triton.jit`` of ``module.name``, made once per interpreter setting."""
-    return _jit(module, name, interpreting())
+    key = (module, name, interpreting())
+    if key not in _JITTED and not torch.compiler.is_compiling():
+        jit_all()
+    return _JITTED[key]
 
 
 #: Launch maskgraph's Triton kernels with programmatic dependent launch where the GPU has it

@@ -195,6 +195,10 @@ class Injection:
         sinks = getattr(module, "sinks", None)
         if attn is None or not self.tracker.routes_through_graph():
             self.dense_calls += 1
+            count = _static_count(self._cache, layer) if attn is not None else None
+            if count is not None and attn.static_problem() is None and attn.stateful:
+                # a dense prefill on a static cache builds the state its decode steps extend
+                attn.prepare_static(query, key, value, count, self.tracker.state, layer)
             return _dense(module, query, key, value, attention_mask, dropout, scaling, sinks, kwargs)
         if kwargs.get("softcap") is not None:
             raise NotSupportedError("attention logit soft-capping is not supported by maskgraph graphs")
@@ -396,7 +400,7 @@ def _materialised_mask(*args, **kwargs):
     kwargs["allow_is_causal_skip"] = False
     kwargs["allow_is_bidirectional_skip"] = False
     mask = sdpa_mask(*args, **kwargs)
-    if unpadded_step and isinstance(mask, torch.Tensor):
+    if unpadded_step and isinstance(mask, torch.Tensor) and not protocol.compiling():
         mask = mask.contiguous()  # generate() makes a static cache's mask contiguous: the same tensor
         _DECODE_MASKS[id(mask)] = mask
     return mask
@@ -413,6 +417,8 @@ _DECODE_MASKS: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValu
 def _is_decode_mask(mask: torch.Tensor | None) -> bool:
     """Whether ``mask`` is one :func:`_materialised_mask` made for an unpadded decode step: a
     single query that may attend every key up to its own position, and none past it."""
+    if protocol.compiling():  # traced by torch.compile: the mask is kept (no lookup by id)
+        return False
     return UNMASKED_DECODE and mask is not None and _DECODE_MASKS.get(id(mask)) is mask
 
 

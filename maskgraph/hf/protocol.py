@@ -52,7 +52,12 @@ class RequestTracker:
         self._last_cache: weakref.ReferenceType | None = None
 
     def before_forward(self, cache: Any) -> None:
-        """Called with the ``past_key_values`` a forward call receives (may be None)."""
+        """Called with the ``past_key_values`` a forward call receives (may be None). A call
+        that ``torch.compile`` traces continues its request: transformers compiles the decode
+        steps of ``generate`` only, after an eager prefill (nothing is read on the host)."""
+        if compiling():
+            self.in_prefill = False
+            return
         empty = cache is None or _cache_length(cache) == 0
         last = self._last_cache() if self._last_cache is not None else None
         if empty or cache is not last:
@@ -62,6 +67,8 @@ class RequestTracker:
     def after_forward(self, cache: Any) -> None:
         """Called with the ``past_key_values`` a forward call returned (may be None)."""
         self.in_prefill = False
+        if compiling():
+            return
         self._last_cache = _weak(cache)
 
     def new_request(self) -> None:
@@ -85,6 +92,12 @@ def _cache_length(cache: Any) -> int:
     if recording():
         return 1  # a step being recorded into a CUDA graph continues its request (no host read)
     return int(get())
+
+
+def compiling() -> bool:
+    """True while ``torch.compile`` traces the call (Python state is then read once, at
+    tracing, and nothing may be read on the host)."""
+    return torch.compiler.is_compiling()
 
 
 def recording() -> bool:

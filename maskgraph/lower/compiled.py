@@ -21,7 +21,7 @@ import torch
 from ..errors import DTypeError, NotSupportedError, ShapeError
 from ..ir import Graph
 from ..state import State
-from ..static import StaticKeys, static_mask
+from ..static import StaticKeys, counting, static_mask
 from .codegen import generate_source
 
 BACKENDS = ("eager", "inductor")
@@ -148,7 +148,7 @@ class CompiledAttention:
         prep = self._prepare(keys, values, state, layer_idx, static, kv_offset)
         if self.mode == "sparse":
             return self._sparse(queries, keys, values, am, scaling, prep, sinks, layer_idx, static)
-        counter = self.empty_rows
+        counter = self.empty_rows if counting() else torch.zeros((), dtype=torch.int64)
         if counter.device != queries.device:
             counter = counter.to(queries.device)
         outs = []
@@ -157,7 +157,8 @@ class CompiledAttention:
                 q_chunk, keys, values, am_chunk, scaling, q_offset, prep, sinks, counter
             )
             outs.append(out)
-        self.empty_rows = counter
+        if counting():
+            self.empty_rows = counter
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
     def mask(
@@ -180,6 +181,28 @@ class CompiledAttention:
             for q_chunk, am_chunk, q_offset in self._chunks(queries, keys, am)
         ]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the graph has nodes that keep state between calls (estimator caches)."""
+        return bool(self._stateful)
+
+    def prepare_static(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        num_keys: torch.Tensor,
+        state: State,
+        layer_idx: int = 0,
+    ) -> None:
+        """Build (or bring up to date) the graph's estimator state over a static key buffer
+        without attending: what a call with these arguments would prepare. A prefill that runs
+        dense attention calls it so that later decode steps, which ``torch.compile`` may trace,
+        find their state built and only add the new keys to it (nothing read on the host).
+        queries (B, Hq, Q, D) are the new tokens' queries (only Q is read)."""
+        static = self._static(queries, keys, num_keys)
+        self._prepare(keys, values, state, layer_idx, static)
 
     def __repr__(self) -> str:
         return f"CompiledAttention(graph={self.graph.name!r}, backend={self.backend!r}, mode={self.mode!r})"

@@ -13,8 +13,8 @@ import torch
 
 from ..env import Env
 from ..errors import NotSupportedError
-from ..static import raise_recompile_limit
-from ..triton_util import triton_installed
+from ..static import counting, raise_recompile_limit
+from ..triton_util import jit_all, triton_installed
 from . import fused
 from .gather import attend_parts
 from .ops import Context
@@ -195,6 +195,7 @@ class SparseRunner:
         self.output = compiled.graph.output
         self.params = tuple(step.params for step in self.steps)
         self.scores_keys = any(step.op in ("topk", "topk_pages") for step in self.steps)
+        jit_all()  # kernels found by a lookup when torch.compile traces a call (no import)
         if compiled.backend == "inductor":
             self._chunk = compiled_chunk(self.steps, self.output, gqa)
             self._lists = compiled_chunk(self.steps, self.output, gqa, sparse_lists)
@@ -230,7 +231,10 @@ class SparseRunner:
 
     def _device_counter(self, device: torch.device) -> torch.Tensor:
         """``compiled.empty_rows`` as a 0-d int64 tensor on ``device`` that the fused kernel
-        adds to in place (moved there once; a CUDA graph replay then keeps counting)."""
+        adds to in place (moved there once; a CUDA graph replay then keeps counting); a fresh one
+        while torch.compile traces the call (see :func:`~maskgraph.static.counting`)."""
+        if not counting():
+            return torch.zeros((), dtype=torch.int64, device=device)
         counter = self.compiled.empty_rows
         if counter.device != device or counter.dtype != torch.int64:
             counter = counter.to(device=device, dtype=torch.int64)
@@ -265,6 +269,7 @@ class SparseRunner:
                 out, _ = fused.fused_gather_attention(*args[1:], sel, sinks, queries.dtype, counter)
             else:
                 out, empty = self._chunk(*args, *where, sinks=sinks, layer_idx=layer_idx, limit=limit)
-                self.compiled.empty_rows = self.compiled.empty_rows.to(empty.device) + empty
+                if counting():
+                    self.compiled.empty_rows = self.compiled.empty_rows.to(empty.device) + empty
             outs.append(out.to(queries.dtype))
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
