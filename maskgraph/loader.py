@@ -652,7 +652,8 @@ def _check_layer_overrides(graph: Graph) -> None:
 
 
 def shipped_graphs_dir() -> Path:
-    """The folder of YAML graphs shipped with maskgraph."""
+    """The folder of YAML graphs shipped with maskgraph: ``maskgraph/graphs`` (in a checkout a
+    link to the top-level ``graphs/``, which a built wheel carries as files)."""
     here = Path(__file__).resolve().parent
     for cand in (here / "graphs", here.parent / "graphs"):
         if cand.is_dir():
