@@ -335,3 +335,14 @@ def test_eval_help_shows_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for shown in ("(default: smollm2)", "(default: 3)", "(default: 1024)", "(default: cpu)"):
         assert shown in text
+
+
+def test_a_graph_name_never_makes_the_default_image_path():
+    """`show --mask` names its image after the graph; a name is text from a file, never a path."""
+    from maskgraph.cli.show import default_image_name
+
+    assert default_image_name("quest") == "mask_quest.png"
+    for hostile in ("../../etc/x", "/tmp/evil", "a/b", "..", "\x1b[31mred", ""):
+        name = default_image_name(hostile)
+        assert "/" not in name and "\x1b" not in name and not name.startswith("mask_."), name
+        assert Path(name).name == name

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..display import printable
 from ..errors import MaskgraphError, OverrideError
 from .common import (
     DEVICES,
@@ -92,17 +93,19 @@ def run(args) -> int:
         n = session.prefill(before)
         _say("answering with dense attention ...")
         dense = session.ask(after, max_new_tokens=args.max_new_tokens, dense=True)
-        _say(f"answering through graph {graph.name} ...")
+        _say(f"answering through graph {printable(graph.name)} ...")
         sparse = session.ask(after, max_new_tokens=args.max_new_tokens)
     dense_layers = ", ".join(map(str, graph.layers.dense)) or "none"
     print(
-        f"model {args.model}; context {n} tokens; graph {graph.name}; protocol {args.protocol}; dense layers {dense_layers}"
+        f"model {args.model}; context {n} tokens; graph {printable(graph.name)}; protocol {args.protocol}; dense layers {dense_layers}"
     )
     print(f"question: {args.question}")
     print(f"dense answer:  {dense.strip()}")
-    print(f"{graph.name} answer: {sparse.strip()}")
+    print(f"{printable(graph.name)} answer: {sparse.strip()}")
     print()
-    print(f"per layer, over the calls that went through {graph.name} (density = attended / allowed keys):")
+    print(
+        f"per layer, over the calls that went through {printable(graph.name)} (density = attended / allowed keys):"
+    )
     print(stats.table())
     print(f"\ntotal {time.monotonic() - start:.1f} s")
     return 0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from ..display import printable
 from ..errors import MaskgraphError
 from ..outputs import writable_file
 from .common import (
@@ -125,7 +127,7 @@ def _prompt(args) -> str:
 
 def _mask_output(graph, args) -> Path:
     """Where --mask writes its PNG, checked before the model loads."""
-    out = writable_file(args.output or f"mask_{graph.name}.png", "-o")
+    out = writable_file(args.output or default_image_name(graph.name), "-o")
     if out.suffix.lower() != ".png":
         raise MaskgraphError(f"--mask draws PNG heatmaps; give -o NAME.png (got {out})")
     return out
@@ -154,7 +156,7 @@ def show_masks(graph, args) -> None:
         masks = sm.node_masks(graph, cap)
         steps.update()
     length = ids.shape[1]
-    title = f"{graph.name} on {args.model}, layer {layer}, head {args.head}, {length} tokens"
+    title = f"{printable(graph.name)} on {args.model}, layer {layer}, head {args.head}, {length} tokens"
     sm.heatmaps(masks, graph, args.head, out, title)
     print(title)
     for name, m in masks.items():
@@ -189,3 +191,10 @@ def run(args) -> int:
     if args.ascii or not (args.output or args.table or args.source):
         print(to_ascii(graph))
     return 0
+
+
+def default_image_name(graph_name: str) -> str:
+    """``mask_<graph>.png`` in the current folder, the name reduced to letters, digits, ``.``,
+    ``_`` and ``-`` (a graph's name is text from its file: never a path)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", graph_name).lstrip(".") or "graph"
+    return f"mask_{safe}.png"
