@@ -19,9 +19,10 @@ ALIGN = 8
 
 def aligned(k: int) -> int:
     """Where products over ``k`` keys are cut: a multiple of :data:`ALIGN` that leaves
-    ALIGN … 2·ALIGN − 1 keys past it (all of them below 2·ALIGN keys). The part past the cut is
-    never 0 or 1 keys long, sizes that dynamo would compile a graph apart for, so a decode loop
-    over a growing cache stays on one compiled graph (``k`` may be a symbolic int)."""
+    ALIGN … 2·ALIGN − 1 keys past it (0: all ``k`` keys, when k < 2·ALIGN). From ALIGN keys on,
+    the part past the cut is never 0 or 1 keys long, sizes that dynamo would compile a graph
+    apart for, so a decode loop over a growing cache stays on one compiled graph (``k`` may be a
+    symbolic int)."""
     return max(k // ALIGN * ALIGN - ALIGN, 0)
 
 

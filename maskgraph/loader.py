@@ -646,9 +646,24 @@ def _check_layer_overrides(graph: Graph) -> None:
             line = graph.lines.get(("$layers", idx, pname))
             _check_override_value(pname, value, line=line)
             origins[pname] = (f"the overrides of layer {idx}", line)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _overridden(graph, extra, origins)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _overridden(graph, extra, origins)
+        except GraphError as exc:
+            if f"overrides of layer {idx}" in exc.reason:
+                raise
+            # a rule over several parameters (lsh_l · lsh_k) that only this layer's values break:
+            # name the layer and point at its overrides, not at the params: block
+            line = graph.lines.get(("$layers", idx, next(iter(extra), None)))
+            raise type(exc)(
+                f"with the overrides of layer {idx}: {exc.reason}",
+                file=exc.file,
+                node=exc.node,
+                param=exc.param,
+                port=exc.port,
+                line=line or exc.line,
+            ) from None
 
 
 def shipped_graphs_dir() -> Path:

@@ -331,3 +331,13 @@ def test_report_names_a_malformed_metrics_file(finished, capsys, how, message):
         path.write_text(json.dumps(data))
     rc, err = run_cli(["report", str(out), "--out", str(out / "report.md")], capsys)
     assert rc == 1 and str(path) in err and message in err
+
+
+def test_a_graph_text_in_config_too_deep_to_read_is_no_graph_name(tmp_path):
+    """config.json's graph YAML is read with the graph reader's limits: a 20,000-deep list (an
+    edited file) names no graph instead of ending the resume in a RecursionError."""
+    from maskgraph.eval.rundir import RUN_IDENTITY, check_same_run
+
+    settings = {key: None for key in RUN_IDENTITY}
+    old = {**settings, "graph_yaml": {"deep.yaml": "[" * 20_000 + "]" * 20_000}}
+    check_same_run(tmp_path, old, settings, {"g.yaml": load_graph("streaming_llm").to_yaml()})

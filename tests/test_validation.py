@@ -586,6 +586,17 @@ def test_bad_override_value_is_located_at_the_override(tmp_path):
     assert exc.line == 18 and "set by the overrides of layer 1" in msg
 
 
+def test_rule_broken_by_a_layer_override_names_that_layer(tmp_path):
+    """lsh_l · lsh_k is fine in the params: block and too large with layer 3's lsh_k: the error
+    names layer 3 and its line, not the params: line of the other factor."""
+    text = (
+        "graph: g\nparams:\n  l: 1024\n  k: 8\nnodes:\n  - name: mp\n    op: magicpig\n"
+        "    params: {lsh_l: $l, lsh_k: $k}\noutput: mp\nlayers:\n  overrides:\n    3: {k: 62}\n"
+    )
+    exc, msg = error_of(tmp_path, text, mg.ParameterError)
+    assert exc.line == 12 and "with the overrides of layer 3: lsh_l · lsh_k" in msg
+
+
 def test_layer_override_values_must_be_plain(tmp_path):
     text = GOOD + "layers:\n  overrides:\n    1: {window_size: [1, 2]}\n"
     exc, msg = error_of(tmp_path, text, mg.OverrideError)

@@ -12,9 +12,10 @@ HashAttention, per layer ``L``: ``layer{L}.query.w1 (Hq, D, hidden)``, ``.b1 (Hq
 bit = w2ᵀ·silu(w1ᵀ·x + b1) + b2 > 0. Metadata kind, hat_bits, hidden, model (and the recall).
 
 Both files also record ``model_signature``: a JSON object of the calibrated model's
-architecture (:data:`SIGNATURE_FIELDS`). :func:`check_model` compares a file with the model it
-is used with (``mg.inject`` calls it through the operators' ``check_model`` hook): the shapes
-its tensors imply, and the signature where the file has one.
+architecture (:data:`SIGNATURE_FIELDS`). :func:`check_model` compares a file with the model
+it is used with (``mg.inject`` calls it through the operators' ``check_model`` hook): the
+shapes its tensors imply, and the signature where the file has one. Both live in
+:mod:`maskgraph.ops.zoo.model_fit`, beside the operators that call them.
 
 Here calibration results are adapted to those writers (creating the output folder), and files
 are read back into calibration's layout.
@@ -22,13 +23,12 @@ are read back into calibration's layout.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import CalibrationError
+from ..ops.zoo.model_fit import SIGNATURE_FIELDS, check_model, model_signature  # noqa: F401 (re-exported)
 
 DOUBLE_SPARSITY = "double_sparsity"
 HASHATTENTION = "hashattention"
@@ -37,73 +37,6 @@ MLP_PARTS = ("w1", "b1", "w2", "b2")
 
 HashWeights = list[dict[str, dict[str, torch.Tensor]]]
 """Per layer: ``{"query": {"w1", "b1", "w2", "b2"}, "key": {...}}``."""
-
-#: What identifies a model's architecture in a calibration file (transformers config names).
-SIGNATURE_FIELDS = (
-    "model_type",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "head_dim",
-    "hidden_size",
-    "vocab_size",
-)
-
-
-def model_signature(model: Any) -> dict[str, Any]:
-    """The :data:`SIGNATURE_FIELDS` of a transformers model (its text config): a dict with
-    ``num_key_value_heads`` defaulting to the heads and ``head_dim`` to hidden_size // heads."""
-    config = model.config
-    text = getattr(config, "get_text_config", None)
-    config = text() if callable(text) else config
-    heads = getattr(config, "num_attention_heads", None)
-    hidden = getattr(config, "hidden_size", None)
-    head_dim = getattr(config, "head_dim", None) or (hidden // heads if hidden and heads else None)
-    return {
-        "model_type": getattr(config, "model_type", None),
-        "num_hidden_layers": getattr(config, "num_hidden_layers", None),
-        "num_attention_heads": heads,
-        "num_key_value_heads": getattr(config, "num_key_value_heads", None) or heads,
-        "head_dim": head_dim,
-        "hidden_size": hidden,
-        "vocab_size": getattr(config, "vocab_size", None),
-    }
-
-
-def check_model(path: str | Path, metadata: dict[str, str], model: Any, shapes: dict[str, int]) -> None:
-    """Raise CalibrationError unless the calibration file at ``path`` fits ``model``.
-
-    ``shapes``: signature fields the file's tensors imply (layers, heads, head dim); they are
-    compared with the model's, and so is every field of the file's ``model_signature``
-    (files written before it existed are checked by their shapes alone).
-    """
-    from .models import model_label
-
-    used = model_signature(model)
-    recorded: dict[str, Any] = {}
-    if metadata.get("model_signature"):
-        try:
-            recorded = json.loads(metadata["model_signature"])
-        except ValueError:
-            raise CalibrationError(f"{path}: metadata model_signature is not JSON") from None
-        if not isinstance(recorded, dict):
-            raise CalibrationError(f"{path}: metadata model_signature is not a JSON object")
-    expected = {**recorded, **shapes}
-    differ = [
-        f"{name} {expected[name]!r} (the model has {used.get(name)!r})"
-        for name in SIGNATURE_FIELDS
-        if name in expected
-        and expected[name] is not None
-        and used.get(name) is not None
-        and expected[name] != used[name]
-    ]
-    if differ:
-        made_for = metadata.get("model") or "an unnamed model"
-        raise CalibrationError(
-            f"{path} was made for model '{made_for}', not for the model in use "
-            f"('{model_label(model)}'): {'; '.join(differ)}; calibrate this model "
-            f"(`maskgraph calibrate {metadata.get('kind', '...').replace('_', '-')} --model ...`)"
-        )
 
 
 def _target(path: str | Path) -> Path:

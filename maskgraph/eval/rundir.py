@@ -33,9 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..errors import RunFolderError
+from ..errors import GraphError, RunFolderError
+from ..loader import parse_yaml
 from ..outputs import writable_folder
 
 CONFIG = "config.json"
@@ -347,8 +346,10 @@ def check_same_cells(root: Path, rows: list[dict[str, Any]], planned: dict[str, 
 
 
 def _graph_name(text: str) -> str | None:
+    """The ``graph:`` name of a graph's YAML (read with the graph reader's size limits: the text
+    comes from a ``config.json`` that may have been edited), or None."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
+        data, _ = parse_yaml(text)
+    except GraphError:
         return None
     return data.get("graph") if isinstance(data, dict) else None

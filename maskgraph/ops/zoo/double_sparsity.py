@@ -96,8 +96,8 @@ def cached_channels(path: str) -> tuple[torch.Tensor, dict[str, str]]:
 
 def check_channels_fit(params: dict, model) -> None:
     """``check_model`` hook: the channel file (if one is set) was made for ``model``'s
-    architecture (see :func:`maskgraph.calibrate.formats.check_model`)."""
-    from ...calibrate.formats import check_model
+    architecture (see :func:`maskgraph.ops.zoo.model_fit.check_model`)."""
+    from .model_fit import check_model
 
     path = params["channels"]
     if path is None:

@@ -172,8 +172,8 @@ def cached_weights(path: str) -> tuple[dict[int, LayerWeights], dict[str, str]]:
 
 def check_weights_fit(params: dict, model) -> None:
     """``check_model`` hook: the weights file (if one is set) was made for ``model``'s
-    architecture (see :func:`maskgraph.calibrate.formats.check_model`)."""
-    from ...calibrate.formats import check_model
+    architecture (see :func:`maskgraph.ops.zoo.model_fit.check_model`)."""
+    from .model_fit import check_model
 
     path = params["weights"]
     if path is None:
