@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from .errors import NotSupportedError
+
 #: Read once at import, so that compiled code (dynamo) sees plain constants.
 _INSTALLED = importlib.util.find_spec("triton") is not None
 _INTERPRET_AT_IMPORT = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -83,7 +85,12 @@ def jit_all() -> None:
 def jitted(module: str, name: str):
     """``triton.jit`` of ``module.name``, made once per interpreter setting."""
     key = (module, name, interpreting())
-    if key not in _JITTED and not torch.compiler.is_compiling():
+    if key not in _JITTED:
+        if torch.compiler.is_compiling():
+            raise NotSupportedError(
+                f"Triton kernel {module}.{name} was not jitted before torch.compile traced a call "
+                "(jit_all() runs when a sparse graph is compiled; was TRITON_INTERPRET changed since?)"
+            )
         jit_all()
     return _JITTED[key]
 
