@@ -118,6 +118,12 @@ class CompiledAttention:
     ) -> torch.Tensor:
         """Attention output (B, Hq, Q, D) in the queries' dtype.
 
+        ``state`` (a :class:`~maskgraph.state.State`, one per request; ``mg.inject`` keeps one):
+        the estimators' caches (Quest's page bounds, PQCache's codebooks and codes,
+        HashAttention's bits, Double Sparsity's labels) live there per ``layer_idx`` and grow by
+        the new keys only from call to call. Without it a call builds them over all K keys, and
+        PQCache fits its codebooks again: a stateless call costs a prefill's estimator work.
+
         ``kv_offset``: with a ``state``, the count of tokens the cache has dropped before
         ``keys[:, :, 0]`` (a sliding-window cache that rolled; ``None`` = as at this layer's last
         call, 0 at first): when it changes, the layer's state is rebuilt from ``keys`` (see
