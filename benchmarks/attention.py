@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
-import traceback
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ from common import (
     flash_sdpa,
     out_of_time,
     peak_extra_mib,
+    print_failure,
     print_table,
     stop_on_sigterm,
     time_call,
@@ -150,7 +150,7 @@ def main() -> None:
                             row.update(eager_ms=te, x_eager=t / te)
                     except Exception as exc:  # one failing case must not kill the table
                         row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
-                        traceback.print_exc(limit=2)
+                        print_failure(f"{name} K={K} Q={Q}", limit=2)
                     rows.append(row)
                     print(row, flush=True)
                     if name in args.cudagraphs and device.type == "cuda":

@@ -245,3 +245,18 @@ def apply_settings(settings: list[tuple[str, str, Any]]) -> None:
             raise SystemExit(f"--set: {module} has no {name} to override")
         print(f"setting {module}.{name} = {value!r} (was {getattr(mod, name)!r})", flush=True)
         setattr(mod, name, value)
+
+
+def print_failure(case: str, limit: int = 3) -> None:
+    """Say on stderr that ``case`` failed with the exception being handled: one line, or the
+    traceback when ``MG_BENCH_TRACEBACKS`` is set (``maskgraph --debug bench ...`` sets it).
+    The failed row still reaches the table, with its error."""
+    import sys
+    import traceback
+
+    if os.environ.get("MG_BENCH_TRACEBACKS"):
+        traceback.print_exc(limit=limit)
+        return
+    exc = sys.exc_info()[1]
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    print(f"{case}: {type(exc).__name__}: {first}", file=sys.stderr, flush=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 import warnings
 from pathlib import Path
 
@@ -22,11 +21,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     TimeLimit,
     device_name,
     flash_sdpa,
     out_of_time,
+    print_failure,  # noqa: E402
     report,
     stop_on_sigterm,
     sync,
@@ -192,7 +192,7 @@ def main() -> None:
                     row["x_sdpa"] = ms / base
                 except Exception as exc:
                     row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:90]}"
-                    traceback.print_exc(limit=3)
+                    print_failure(str(label), limit=3)
                 finally:
                     if handle is not None:
                         handle.remove()

@@ -20,7 +20,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import traceback
 import warnings
 from pathlib import Path
 
@@ -29,13 +28,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     TimeLimit,
     add_set_argument,
     apply_settings,
     device_name,
     flash_sdpa,
     out_of_time,
+    print_failure,  # noqa: E402
     report,
     stop_on_sigterm,
 )
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         row["static_calls"] = handle.static_calls
                 except Exception as exc:  # noqa: BLE001 - one failing variant keeps the table
                     row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
-                    traceback.print_exc(limit=4)
+                    print_failure(str(label), limit=4)
                 finally:
                     if handle is not None:
                         handle.remove()

@@ -22,7 +22,6 @@ import statistics
 import sys
 import tempfile
 import time
-import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import TimeLimit, device_name, flash_sdpa, out_of_time, report, stop_on_sigterm, sync  # noqa: E402
+from common import (  # noqa: E402
+    TimeLimit,
+    device_name,
+    flash_sdpa,
+    out_of_time,
+    print_failure,  # noqa: E402
+    report,
+    stop_on_sigterm,
+    sync,
+)
 from decode import llama3_8b_shaped  # noqa: E402
 from sparse import calibration_files  # noqa: E402
 
@@ -201,7 +209,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     row["error"] = (
                         f"{type(exc).__name__}: {str(exc).splitlines()[0][:90] if str(exc) else ''}"
                     )
-                    traceback.print_exc(limit=4)
+                    print_failure(str(label), limit=4)
                 sync(device)
                 rows.append(row)
                 print(row, flush=True)

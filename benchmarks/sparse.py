@@ -23,7 +23,6 @@ import datetime
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
 import torch
@@ -32,13 +31,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     add_set_argument,
     apply_settings,
     device_name,
     graph_ms,
     median_ms,
     out_of_time,
+    print_failure,  # noqa: E402
     print_table,
     write_json,
 )
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                 )
                             except Exception as exc:  # noqa: BLE001 - one case must not kill the table
                                 row = dict(graph=name, gqa=gqa, B=b, K=kk, density=density, error=_short(exc))
-                                traceback.print_exc(limit=3)
+                                print_failure(f"{name} {gqa} K={kk} density {density}", limit=3)
                                 _free(device)
                             rows.append(row)
                             print(_line(row), flush=True)

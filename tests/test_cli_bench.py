@@ -38,3 +38,17 @@ def test_bench_rejects_unknown_script(capsys):
     except SystemExit as exc:
         assert exc.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_a_failing_case_is_one_line_without_debug(tmp_path, monkeypatch, capsys):
+    """`dense` has no budget to set in sparse.py's cases: the case fails, its row says why, and
+    stderr has one line for it, not a traceback (the traceback with --debug)."""
+    monkeypatch.setenv("OUT", str(tmp_path))
+    monkeypatch.setenv("MG_BENCH_TRACEBACKS", "")  # off; restored after the test
+    assert main(["bench", "sparse", "--quick", "--graphs", "dense"]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    failures = [line for line in captured.err.splitlines() if line.startswith("dense ")]
+    assert failures and "Error" in failures[0]
+    assert main(["--debug", "bench", "sparse", "--quick", "--graphs", "dense"]) == 0
+    assert "Traceback" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import runpy
 import sys
 from pathlib import Path
@@ -31,7 +32,9 @@ def add_parser(sub):
             "  maskgraph bench attention --quick                  # tiny CPU smoke run\n"
             "  maskgraph bench sparse --graphs quest --kv-lens 131072\n"
             "  maskgraph bench decode -- --help                   # the script's own options\n"
-            "Set MG_BENCH_BUDGET=SECONDS to stop between cases after that long. Results: docs/benchmarks.md."
+            "Set MG_BENCH_BUDGET=SECONDS to stop between cases after that long. A case that fails is one\n"
+            "line on stderr and a row with its error (--debug, or MG_BENCH_TRACEBACKS=1: the traceback).\n"
+            "What each mode costs: docs/performance.md."
         ),
         formatter_class=HelpFormatter,
     )
@@ -56,6 +59,8 @@ def run(args) -> int:
     argv = [a for a in args.script_args if a != "--"]
     old = sys.argv
     sys.argv = [str(path), *argv]
+    if getattr(args, "debug", False):  # a failed case prints its traceback, not one line
+        os.environ["MG_BENCH_TRACEBACKS"] = "1"
     try:
         runpy.run_path(str(path), run_name="__main__")
     except SystemExit as exc:
