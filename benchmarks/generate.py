@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cfg.num_attention_heads,
         cfg.num_key_value_heads,
         cfg.hidden_size // cfg.num_attention_heads,
-        args.layers,
+        cfg.num_hidden_layers,
     )
     print(f"device: {device_name(device)}; torch {torch.__version__}; backend {backend}", flush=True)
     pin = flash_sdpa()  # plain SDPA, dense prefills and dense layers: flash (cuDNN replans per key count)
@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     raise TimeLimit()
                 row = dict(variant=label, context=ctx)
                 clock = StepClock(device)
+                if cache == "static":
+                    torch._dynamo.reset()  # each variant compiles afresh, not into the recompile limit
                 try:
                     if device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(device)
