@@ -57,12 +57,16 @@ def page_min_max(keys: torch.Tensor, page_size: int) -> tuple[torch.Tensor, torc
     page summarises only the keys it holds.
     """
     b, h, n, d = keys.shape
-    pages = -(-n // page_size)
-    pad = pages * page_size - n
-    k = keys.float()
-    lo = F.pad(k, (0, 0, 0, pad), value=float("inf")).view(b, h, pages, page_size, d).amin(3)
-    hi = F.pad(k, (0, 0, 0, pad), value=_NEG_INF).view(b, h, pages, page_size, d).amax(3)
-    return lo, hi
+    full = n // page_size * page_size
+    # minima and maxima are exact in any float dtype: reduce first, convert the (P, D) results
+    whole = keys[:, :, :full].reshape(b, h, full // page_size, page_size, d)
+    lo, hi = [whole.amin(3).float()], [whole.amax(3).float()]
+    if full < n:  # the partial last page: only the keys it holds
+        lo.append(keys[:, :, full:].amin(2, keepdim=True).float())
+        hi.append(keys[:, :, full:].amax(2, keepdim=True).float())
+    if len(lo) == 1:
+        return lo[0], hi[0]
+    return torch.cat(lo, dim=2), torch.cat(hi, dim=2)
 
 
 def quantise_bounds(lo: torch.Tensor, hi: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
