@@ -37,6 +37,22 @@ class StaticKeys:
     new: int
 
 
+def pin_addresses(slot: dict) -> None:
+    """Mark every tensor of an estimator's ``slot`` built over a static buffer as a static
+    address for ``torch.compile``: the decode steps rewrite these tensors in place, and CUDA
+    graphs (transformers' ``"reduce-overhead"`` compile of a static-cache ``generate``) record
+    steps that mutate a graph input only when its address never changes. Dynamo guards on the
+    tensor's identity, so a cache rebuilt at another address compiles again rather than replaying
+    stale pointers. Called outside tracing only (a slot built while tracing is left as it is)."""
+    if torch.compiler.is_compiling():
+        return
+    for value in slot.values():
+        tensors = value.values() if isinstance(value, dict) else [value]  # e.g. a weights dict
+        for t in tensors:
+            if isinstance(t, torch.Tensor) and not hasattr(t, "_dynamo_static_input_type"):
+                torch._dynamo.mark_static_address(t)
+
+
 def row_caches(
     slot: dict,
     names: Sequence[str],

@@ -73,3 +73,18 @@ def test_graph_layers_change_what_the_static_recipe_generates():
     with mg.inject(model, "streaming_llm", mode="sparse", overrides={"sink_size": 1, "window_size": 1}):
         sparse = model.generate(ids, **kwargs, compile_config=fullgraph_everywhere())
     assert not torch.allclose(dense.scores[-1], sparse.scores[-1])
+
+
+def test_static_state_is_pinned_for_cuda_graphs():
+    """Estimator caches built over a static buffer are static addresses for torch.compile, so
+    transformers' "reduce-overhead" compile records decode steps that rewrite them in place
+    (a mutated input at an unmarked address makes inductor skip CUDA graphs)."""
+    model = tiny_llama()
+    ids = torch.randint(1, 256, (1, 80), generator=torch.Generator().manual_seed(3))
+    with mg.inject(model, "pqcache", mode="sparse", overrides=OVERRIDES["pqcache"]) as injection:
+        model.generate(
+            ids, max_new_tokens=2, do_sample=False, cache_implementation="static", disable_compile=True
+        )
+        slots = [injection.state.slot(*key) for key in injection.state.keys()]
+    tensors = [t for slot in slots for t in slot.values() if isinstance(t, torch.Tensor)]
+    assert tensors and all(hasattr(t, "_dynamo_static_input_type") for t in tensors)

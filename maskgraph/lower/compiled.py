@@ -21,7 +21,7 @@ import torch
 from ..errors import DTypeError, NotSupportedError, ShapeError
 from ..ir import Graph
 from ..state import State
-from ..static import StaticKeys, counting, static_mask
+from ..static import StaticKeys, counting, pin_addresses, static_mask
 from .codegen import generate_source
 
 BACKENDS = ("eager", "inductor")
@@ -294,6 +294,8 @@ class CompiledAttention:
         for name, spec in self._stateful.items():
             slot = state.slot(layer_idx, name) if state is not None else {}
             prep[name] = spec.prepare(keys, values, self._params[name], slot, layer_idx, **extra)
+            if static is not None:
+                pin_addresses(slot)
         return prep
 
     def _chunk_len(self, queries, keys) -> int:
