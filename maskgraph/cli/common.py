@@ -131,6 +131,20 @@ def check_model_name(name: str, *, tiny: bool = False) -> None:
         )
 
 
+def fit_to_model(graph: Graph, model: str) -> Graph:
+    """``graph`` as it will run on ``--model model``, checked before the model loads: unset
+    calibration files pointed at those ``maskgraph calibrate`` wrote for this model (an error
+    naming the file and the command when absent), then the graph tried on the model's head
+    shapes (:func:`maskgraph.hf.preflight.check_graph_fits`). Reads the model's config only."""
+    from ..calibrate.defaults import with_default_calibration
+    from ..hf.models import model_config
+    from ..hf.preflight import check_graph_fits
+
+    fitted = with_default_calibration(graph, model).graph
+    check_graph_fits(fitted, model_config(model))
+    return fitted
+
+
 # ----- input files, checked before any work (outputs: maskgraph.outputs) -------------------------
 def read_text_file(path: str, option: str) -> str:
     """The UTF-8 text of ``path``; a named error when it is missing, a folder, not UTF-8 or empty."""
