@@ -177,6 +177,11 @@ CORPUS = [
     case("report", "{cell_lacks}", names=("'a/ppl/16'", "label")),
     case("report", "{missing}", "--out", "{folder}", names=("--out {folder}", "is a folder")),
     case("report", "{missing}", "--img-dir", "{file}", names=("--img-dir {file}", "is a file, not a folder")),
+    # a bad -p value is reported as set by its -p option
+    case("validate", "streaming_llm", "-p", "window_size=-3", names=("set by -p window_size=-3",)),
+    case("show", "streaming_llm", "-p", "window_size=-3", names=("set by -p window_size=-3",)),
+    case("run", "--graph", "streaming_llm", "-p", "window_size=-3", names=("set by -p window_size=-3",)),
+    case(*EVAL[:2], "streaming_llm", *EVAL[3:], "-p", "window_size=-3", names=("set by -p window_size=-3",)),
     # bench (the script's own options are checked by the script's argparse)
     case("bench", "nope", names=("'nope'", "attention"), usage=True),
     case("bench", "attention", "--nope", names=("attention.py: error:", "--nope"), usage=True),

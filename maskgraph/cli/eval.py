@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..eval.runner import PPL, EvalConfig, run_eval
 from ..eval.tasks import TASKS
-from ..loader import load_graph
+from ..loader import apply_overrides, load_graph
 from .common import (
     DEVICES,
     HelpFormatter,
@@ -126,7 +126,7 @@ def _default_calibration(graphs: list[str], overrides: dict, model: str) -> dict
     found: dict = {}
     bases = {path: load_graph(path) for path in dict.fromkeys(graphs)}
     for base in bases.values():
-        graph = base.with_overrides({k: v for k, v in overrides.items() if k in base.params})
+        graph = apply_overrides(base, {k: v for k, v in overrides.items() if k in base.params}, origin="-p")
         fit_to_model(graph, model)
         found.update(with_default_calibration(graph, model).overrides)
     for path, base in bases.items():
