@@ -128,6 +128,13 @@ def to_dot(graph: Graph) -> str:
             f'label=<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="2" CELLPADDING="3"><TR>{cells}</TR></TABLE>>];'
         )
         out.append('  { rank=same; "__attention__"; "__legend__"; }')
+    layers = _layer_lines(graph)
+    if layers:
+        text = '<BR ALIGN="LEFT"/>'.join(_html(line) for line in layers) + '<BR ALIGN="LEFT"/>'
+        out.append(
+            f'  "__layers__" [shape=note, style=filled, fillcolor="#ffffff", fontsize=10, label=<{text}>];'
+        )
+        out.append('  { rank=same; "__attention__"; "__layers__"; }')
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -151,10 +158,14 @@ def to_mermaid(graph: Graph) -> str:
         else:
             out.append(f'  {src} -- "{text}" --> {d}')
     out.append(f'  {graph.output} == "Mask" ==> attention')
+    layers = _layer_lines(graph)
+    if layers:
+        out.append(f'  layers["{"<br/>".join(_mermaid_text(line) for line in layers)}"]:::note')
     for fam, colour in FAMILY_COLOURS.items():
         out.append(f"  classDef {fam} fill:{colour},stroke:#555")
     out.append("  classDef input fill:#fff,stroke:#555")
     out.append("  classDef output fill:#333,color:#fff")
+    out.append("  classDef note fill:#fff,stroke:#999,stroke-dasharray:3")
     return "\n".join(out) + "\n"
 
 
@@ -189,9 +200,17 @@ def to_ascii(graph: Graph, width: int = 100) -> str:
             )
             lines[-1] += "]"
     lines.append(f"  ==> attention over '{graph.output}'")
+    lines += ["  " + line for line in _layer_lines(graph)]
+    return "\n".join(lines)
+
+
+def _layer_lines(graph: Graph) -> list[str]:
+    """The graph's layer rules as lines of text (none without rules), the same in every drawing:
+    ``dense layers (graph not applied): 0, 1`` and ``layer 3 overrides: k=8``."""
+    lines = []
     if graph.layers.dense:
-        lines.append(f"  dense layers (graph not applied): {', '.join(map(str, graph.layers.dense))}")
+        lines.append(f"dense layers (graph not applied): {', '.join(map(str, graph.layers.dense))}")
     for idx, extra in sorted(graph.layers.overrides.items()):
         shown = ", ".join(f"{k}={_show(v)}" for k, v in extra.items())
-        lines.append(f"  layer {idx} overrides: " + printable(shown, limit=None))
-    return "\n".join(lines)
+        lines.append(f"layer {idx} overrides: " + printable(shown, limit=None))
+    return lines

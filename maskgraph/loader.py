@@ -552,10 +552,11 @@ def _build_layers(raw: Any, lines: dict, params: dict) -> LayerRules:
     return LayerRules(dense=list(dense), overrides=overrides)
 
 
-def apply_overrides(graph: Graph, overrides: dict[str, Any]) -> Graph:
+def apply_overrides(graph: Graph, overrides: dict[str, Any], *, origin: str = "the override") -> Graph:
     """A validated copy of ``graph`` with its ``params:`` block updated from ``overrides``.
 
-    A bad value is reported as coming from the override (``window_size=-5``), not from the line
+    A bad value is reported as coming from the override (``set by the override window_size=-5``;
+    ``origin`` names where overrides come from, ``-p`` on the command line), not from the line
     of the ``params:`` block that it replaces.
     """
     if not isinstance(overrides, dict):
@@ -571,7 +572,7 @@ def apply_overrides(graph: Graph, overrides: dict[str, Any]) -> Graph:
         )
     for k, v in overrides.items():
         _check_override_value(k, v, file=graph.source)
-    origins = {k: (f"the override {printable(k)}={shown(v)}", None) for k, v in overrides.items()}
+    origins = {k: (f"{origin} {printable(k)}={shown(v)}", None) for k, v in overrides.items()}
     return _overridden(graph, overrides, origins)
 
 

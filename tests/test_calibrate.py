@@ -396,6 +396,53 @@ def test_cli_runs_on_tiny_model(tmp_path, capsys):
     assert len(weights) == 2 and meta["hat_bits"] == "8"
 
 
+HAT_SMALL = [
+    "--steps",
+    "2",
+    "--top-k",
+    "4",
+    "--local",
+    "4",
+    "--sink",
+    "1",
+    "--hat-bits",
+    "8",
+    "--hidden",
+    "8",
+]
+
+
+@pytest.mark.parametrize(
+    "method, calibrate_args, graph_args",
+    [
+        ("double-sparsity", [], []),
+        ("hashattention", [*HAT_SMALL, "--hard-negatives", "4"], ["-p", "hat_bits=8"]),
+    ],
+)
+def test_calibrate_then_show_masks_finds_the_default_file(
+    method, calibrate_args, graph_args, tmp_path, monkeypatch, capsys
+):
+    """``maskgraph calibrate METHOD --model tiny-llama`` writes its default file, and a command
+    running the shipped graph on that model then finds it without -p; before, the error names
+    that file and the command."""
+    monkeypatch.setenv("MASKGRAPH_CACHE", str(tmp_path / "cache"))
+    kind = method.replace("-", "_")
+    path = tmp_path / "cache" / "calibration" / "tiny-llama" / f"{kind}.safetensors"
+    png = tmp_path / "masks.png"
+    small = ["-p", "sink_size=2", "-p", "window_size=4", "-p", "heavy_size=6", *graph_args]
+    show = ["show", kind, "--mask", "--model", "tiny-llama", *small, "-o", str(png)]
+    assert cli_main(show) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and f"`maskgraph calibrate {method} --model tiny-llama`" in err
+    tokens = ["--tokens", "96", "--window", "32", "--no-progress"]
+    assert cli_main(["calibrate", method, "--model", "tiny-llama", *tokens, *calibrate_args]) == 0
+    assert f"wrote {path}" in capsys.readouterr().out
+    assert cli_main(show) == 0
+    out, err = capsys.readouterr()
+    assert png.is_file() and f"wrote {png}" in out and "heavy" in out
+    assert out.startswith(f"{kind} on tiny-llama") and "\r" not in err  # progress: whole lines only
+
+
 def test_cli_missing_text_is_a_clean_error(tmp_path, capsys):
     code = cli_main(
         ["calibrate", "double-sparsity", "--model", "tiny-llama", "--text", str(tmp_path / "none.txt")]

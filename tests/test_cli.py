@@ -209,6 +209,7 @@ def test_show_mask_on_a_tiny_model(tmp_path, capsys):
     )
     assert rc == 0, err
     assert out.read_bytes().startswith(b"\x89PNG")
+    assert stdout.startswith("oracle_topk on tiny-llama") and "\r" not in err  # no progress bar left
     for name in ("sink", "window", "fixed", "heavy", "attended"):
         assert f"  {name} " in stdout
     art = [line for line in stdout.splitlines() if line.startswith("|")]
@@ -298,3 +299,20 @@ def test_awkward_names_and_values_still_draw(tmp_path, capsys):
         rc, _, err = run_cli(capsys, "show", str(path), "-o", str(tmp_path / f"odd{suffix}"))
         assert rc == 0, err
     assert (tmp_path / "odd.svg").read_text().count("<svg") == 1
+
+
+def test_layer_rules_appear_in_every_drawing():
+    """Dense layers and per-layer overrides show in the DOT (so SVG/PNG) and Mermaid drawings as
+    in the ASCII one; a graph without rules draws no note."""
+    text = (
+        "graph: g\nparams: {k: 4}\nnodes:\n  - name: s\n    op: sink\n    params: {size: $k}\n"
+        "output: s\nlayers:\n  dense: [0, 1]\n  overrides:\n    3: {k: 8}\n"
+    )
+    g = mg.load_graph(text)
+    rules = ("dense layers (graph not applied): 0, 1", "layer 3 overrides: k=8")
+    from maskgraph.draw import to_ascii
+
+    for drawing in (g.to_dot(), g.to_mermaid(), to_ascii(g)):
+        assert all(rule in drawing for rule in rules), drawing
+    plain = mg.load_graph("dense")
+    assert "__layers__" not in plain.to_dot() and ":::note" not in plain.to_mermaid()

@@ -45,6 +45,20 @@ def no_model_loads(monkeypatch):
 
     monkeypatch.setattr(models, "load_model", load_model)
     monkeypatch.setattr(hf, "load_model", load_model)
+    from transformers import AutoModelForCausalLM
+
+    def from_pretrained(*args, **kwargs):
+        raise ModelLoaded(str(args[:1]))
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_pretrained)
+
+
+@pytest.fixture
+def user_cache(tmp_path, monkeypatch) -> Path:
+    """An empty maskgraph cache (``$MASKGRAPH_CACHE``): no calibration file, no converted model."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MASKGRAPH_CACHE", str(cache))
+    return cache
 
 
 @pytest.fixture
@@ -163,6 +177,11 @@ CORPUS = [
     case("report", "{cell_lacks}", names=("'a/ppl/16'", "label")),
     case("report", "{missing}", "--out", "{folder}", names=("--out {folder}", "is a folder")),
     case("report", "{missing}", "--img-dir", "{file}", names=("--img-dir {file}", "is a file, not a folder")),
+    # a bad -p value is reported as set by its -p option
+    case("validate", "streaming_llm", "-p", "window_size=-3", names=("set by -p window_size=-3",)),
+    case("show", "streaming_llm", "-p", "window_size=-3", names=("set by -p window_size=-3",)),
+    case("run", "--graph", "streaming_llm", "-p", "window_size=-3", names=("set by -p window_size=-3",)),
+    case(*EVAL[:2], "streaming_llm", *EVAL[3:], "-p", "window_size=-3", names=("set by -p window_size=-3",)),
     # bench (the script's own options are checked by the script's argparse)
     case("bench", "nope", names=("'nope'", "attention"), usage=True),
     case("bench", "attention", "--nope", names=("attention.py: error:", "--nope"), usage=True),
@@ -221,6 +240,71 @@ def test_bad_graphs_are_refused_before_any_model_loads(command, name, no_model_l
     status, out, err = run_main(capsys, argv)
     assert out == ""
     assert_one_error(status, err, command, [path, EXPECTED[name]["match"]])
+
+
+# ----- what the model's config can tell, checked before the model loads --------------------------
+def _no_file(model: str, kind: str) -> list[str]:
+    return [
+        f"{{cache}}/calibration/{model}/{kind}.safetensors",
+        f"maskgraph calibrate {kind.replace('_', '-')} --model {model}",
+    ]
+
+
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["run", "--graph", "double_sparsity"], _no_file("smollm2", "double_sparsity")),
+        (["run", "--graph", "hashattention"], _no_file("smollm2", "hashattention")),
+        (
+            ["eval", "--graph", "dense", "double_sparsity", "--out", "{tmp}/run"],
+            _no_file("smollm2", "double_sparsity"),
+        ),
+        (["show", "hashattention", "--mask", "--model", "smollm2"], _no_file("smollm2", "hashattention")),
+        (["run", "--graph", "pqcache", "-p", "pq_group_factor=7"], ["pq_group_factor=7", "head dim D=64"]),
+        (
+            ["eval", "--graph", "pqcache", "-p", "pq_group_factor=7", "--out", "{tmp}/run"],
+            ["pq_group_factor=7"],
+        ),
+        (["run", "--dense-layers", "0,30"], ["--dense-layers 30", "0..29"]),
+        (["show", "quest", "--mask", "--model", "smollm2", "--layer", "30"], ["--layer 30", "0..29"]),
+        (["show", "quest", "--mask", "--model", "smollm2", "--head", "9"], ["--head 9", "0..8"]),
+    ],
+)
+def test_what_needs_no_weights_is_refused_before_any_model_file_is_read(
+    argv, names, user_cache, tmp_path, no_model_loads, capsys
+):
+    fill = {"cache": str(user_cache), "tmp": str(tmp_path)}
+    status, out, err = run_main(capsys, [a.format(**fill) for a in argv])
+    assert out == ""
+    assert_one_error(status, err, argv[0], [n.format(**fill) for n in names])
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_finds_the_calibration_file_made_for_its_model(user_cache, no_model_loads, capsys):
+    """A channel file where ``maskgraph calibrate double-sparsity --model smollm2`` writes it is
+    used without -p: run gets past every check to the model's loading."""
+    import torch
+
+    from maskgraph.calibrate.formats import model_signature, save_channels
+    from maskgraph.hf.models import model_config
+    from maskgraph.hf.preflight import _ConfigOnly
+
+    config = model_config("smollm2")
+    channels = torch.stack([torch.randperm(64) for _ in range(30 * 3)]).view(30, 3, 64)
+    meta = {"model": "smollm2", "model_signature": json.dumps(model_signature(_ConfigOnly(config)))}
+    save_channels(user_cache / "calibration" / "smollm2" / "double_sparsity.safetensors", channels, meta)
+    with pytest.raises(ModelLoaded):
+        main(["run", "--graph", "double_sparsity"])
+    capsys.readouterr()
+    short = channels[:10]  # a file for a 10-layer model: refused before the load, naming it
+    save_channels(user_cache / "calibration" / "smollm2" / "double_sparsity.safetensors", short, meta)
+    status, _, err = run_main(capsys, ["run", "--graph", "double_sparsity"])
+    assert_one_error(
+        status,
+        err,
+        "run",
+        ["double_sparsity.safetensors", "not for the model in use ('smollm2')", "num_hidden_layers 10"],
+    )
 
 
 # ----- the last-resort handler, --debug, messages and warnings ----------------------------------

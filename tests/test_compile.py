@@ -163,3 +163,26 @@ def test_chunked_prefill_memory_is_bounded_16k():
     res = _prefill_extra_bytes(16384)
     assert res["finite"]
     assert res["extra"] < 3 * 2**30, res
+
+
+def test_inductor_on_the_cpu_says_once_that_it_compiles(monkeypatch, capsys):
+    """The first CPU call of backend="inductor" waits for torch.compile: one stderr line says so
+    (and that eager is as fast there), once per process; eager says nothing. The compiled
+    functions are swapped for the eager ones, so nothing compiles here."""
+    from maskgraph.lower import compiled
+
+    monkeypatch.setattr(compiled, "_COMPILE_NOTED", set())
+    g = mg.load_graph("oracle_topk")
+    q, k, v = _inputs()
+    eager = mg.compile(g, backend="eager")
+    eager(q, k, v)
+    assert capsys.readouterr().err == ""
+    attn = mg.compile(g, backend="inductor")
+    attn._attention, attn._mask = attn._eager_attention, attn._eager_mask
+    attn(q, k, v)
+    attn.mask(q, k, v)
+    other = mg.compile(g, backend="inductor")  # a second compiled graph: already said
+    other._attention = other._eager_attention
+    other(q, k, v)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "compiling graph 'oracle_topk'" in err and 'backend="eager"' in err

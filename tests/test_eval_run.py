@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import re
 import shutil
 import zlib
 
 import pytest
+import torch
 
 from maskgraph.cli.main import main
 from maskgraph.eval.runner import EvalConfig, agreement, run_eval
@@ -125,10 +128,74 @@ def test_smoke_resume_and_report(tiny, text_file, tmp_path):
     md = tmp_path / "report" / "results.md"
     assert main(["report", str(out), "--out", str(md), "--prefix", "results_"]) == 0
     text = md.read_text()
+    assert text.startswith(f"Made by `maskgraph report {out} --out {md} --prefix results_`\n")
     assert text.index("dense (model's own attention)") < text.index("| streaming_llm")
     assert "### Aggregation" in text and "### Retrieval" in text and "### Perplexity" in text
     assert (md.parent / "results_accuracy_vs_density.png").stat().st_size > 1000
     assert (md.parent / "results_error_per_layer.png").stat().st_size > 1000
+
+
+def _report_cells() -> list[dict]:
+    """Cells of twelve graphs (dense plus eleven methods at two densities) with per-sample data:
+    a retrieval task and perplexity near 3.81, as in a real run."""
+    gen = torch.Generator().manual_seed(3)
+    graphs = ["dense", "streaming_llm", "oracle_topk", "oracle_topp", "quest", "pqcache", "hashattention"]
+    graphs += ["double_sparsity", "socket", "random_sampling", "magicpig", "vattention"]
+    cells = []
+    for graph in graphs:
+        for target in [None] if graph == "dense" else [0.05, 0.2]:
+            label = f"{graph}@{'default' if target is None else f'{target:.0%}'}"
+            density = 1.0 if target is None else target * (1 + 0.3 * float(torch.rand(1, generator=gen)))
+            scores = [100.0 * float(x) for x in (torch.rand(4, generator=gen) > 0.3)]
+            common = dict(graph=graph, label=label, target=target, length=1024, status="ok", density=density)
+            cells.append(
+                dict(
+                    common,
+                    task="niah",
+                    kind="retrieval",
+                    score=sum(scores) / 4,
+                    scores=scores,
+                    ref_score=75.0,
+                )
+            )
+            nlls = [255 * (1.337 + 0.01 * float(x)) for x in torch.rand(3, generator=gen)]
+            ppl = math.exp(sum(nlls) / 765)
+            cells.append(
+                dict(
+                    common, task="ppl", kind="perplexity", ppl=ppl, nlls=nlls, counts=[255] * 3, ref_ppl=3.81
+                )
+            )
+    return cells
+
+
+def test_accuracy_figure_reads_plainly():
+    """Scores on 0–100, density ticks as plain percentages, a colour and marker of its own per
+    method (dense is the reference line, not a method), error bars, and a perplexity axis that
+    spans at least a tenth of the dense perplexity."""
+    import matplotlib.pyplot as plt
+    from matplotlib.container import ErrorbarContainer
+
+    from maskgraph.eval.report import accuracy_figure
+
+    cells = _report_cells()
+    fig = accuracy_figure(cells)
+    fig.canvas.draw()
+    score_ax, ppl_ax = fig.axes
+    assert score_ax.get_ylim() == (-4, 104)
+    for ax in (score_ax, ppl_ax):
+        ticks = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert ticks and all(re.fullmatch(r"[0-9.]+ %", t) for t in ticks), ticks
+        bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+        assert len(bars) == 11  # the methods; dense is the dashed line
+        styles = {(tuple(c.lines[0].get_color()), c.lines[0].get_marker()) for c in bars}
+        assert len({s[0] for s in styles}) == 11 and len({s[1] for s in styles}) == 11
+        assert all(c.has_yerr for c in bars)
+        assert any(line.get_linestyle() == "--" for line in ax.get_lines())
+    low, high = ppl_ax.get_ylim()
+    assert high - low >= 0.1 * 3.81
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[0] == "dense attention" and "dense" not in legend[1:] and len(legend) == 12
+    plt.close(fig)
 
 
 def test_uncalibrated_graph_is_marked_not_skipped(tiny, text_file, tmp_path):

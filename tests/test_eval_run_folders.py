@@ -46,7 +46,15 @@ def loads(monkeypatch):
         if name != "tiny":
             check_model_name(name, **kwargs)
 
+    import maskgraph.hf.models as models
+
+    model_config = models.model_config
+
+    def config(name):
+        return model_config("tiny-llama" if name == "tiny" else name)
+
     monkeypatch.setattr("maskgraph.hf.models.load_model", load_model)
+    monkeypatch.setattr("maskgraph.hf.models.model_config", config)
     monkeypatch.setattr(eval_cli_module, "check_model_name", check_name)
     return calls
 

@@ -494,3 +494,20 @@ def test_graph_layers_run_unpadded_decode_steps_without_a_mask(cache, mode, monk
     with mg.inject(model, graph, mode=mode, protocol="sparse", overrides=narrow):
         _gen_logits(model, ids, n=3, attention_mask=padding, **kw)
     assert len(given) == 2 * 2 and all(mask is not None for mask in given)
+
+
+def test_layer_table_collapses_equal_rows_and_says_what_its_columns_mean():
+    from maskgraph.hf.layer_stats import LayerStats, _Totals
+
+    stats = LayerStats()
+    for i in range(2, 30):
+        stats.layers[i] = _Totals(kept=20, allowed=100, err2=(0.01 * i) ** 2, ref2=1.0, calls=18)
+    stats.layers[31] = _Totals(kept=20, allowed=100, err2=0.0, ref2=1.0, calls=18)  # after a gap
+    stats.layers[32] = _Totals(kept=50, allowed=100, err2=0.0, ref2=1.0, calls=18)
+    lines = stats.table().splitlines()
+    assert lines[0].split() == ["layers", "density", "rel.", "error", "calls"]
+    assert lines[1].split() == ["2–29", "0.200", "0.0200–0.2900", "18"]
+    assert lines[2].split() == ["31", "0.200", "0.0000", "18"]
+    assert lines[3].split() == ["32", "0.500", "0.0000", "18"]
+    assert lines[4].startswith("calls: ") and lines[5].startswith("rel. error: ") and "0.1" in lines[5]
+    assert len(stats.table(legend=False).splitlines()) == 4

@@ -79,3 +79,30 @@ def test_smollm2_default_graph_and_dense_graph_on_1k_prompt():
     assert torch.equal(dense, plain)
     answer = tok.decode(sparse[0, ids.shape[1] :], skip_special_tokens=True)
     assert sparse.shape[1] > ids.shape[1] and answer.strip()
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_recorded_shapes_are_those_of_the_converted_model(name):
+    """The shapes a shipped model records (checks made before its first conversion) are those
+    of its converted config."""
+    import json
+
+    folder = cache_dir(name)
+    if not (folder / "config.json").is_file():
+        pytest.skip(f"{name} is not converted here")
+    converted = json.loads((folder / "config.json").read_text())
+    recorded = models.MODELS[name].shape
+    assert {k: converted.get(k) for k in recorded} == recorded
+
+
+def test_model_config_reads_no_weights(monkeypatch, tmp_path):
+    """Before the conversion, model_config builds the config from the recorded shapes; tiny
+    names give the tiny config; both named as the loaded model's config would be."""
+    monkeypatch.setenv("MASKGRAPH_CACHE", str(tmp_path))
+    config = models.model_config("smollm2")
+    assert (config.model_type, config.num_hidden_layers, config.num_key_value_heads) == ("llama", 30, 3)
+    assert config._name_or_path == str(tmp_path / "models" / "smollm2")
+    tiny = models.model_config("tiny-gemma3")
+    assert tiny.num_hidden_layers == 2 and tiny._name_or_path == "tiny-gemma3"
+    with pytest.raises(ModelNotAvailableError, match="'nope'"):
+        models.model_config("nope")

@@ -32,3 +32,12 @@ def test_the_readme_compile_and_inject_snippets_run_and_show_an_effect():
     assert done.returncode == 0, done.stderr[-2000:]
     difference = re.search(r"max \|logit difference\| = ([0-9.]+)", done.stdout)
     assert difference and float(difference.group(1)) > 0.1, done.stdout[-500:]
+    density = re.search(r"^0–29\s+([0-9.]+)\s", done.stdout, flags=re.M)  # every layer in one row
+    assert density and float(density.group(1)) < 0.15, done.stdout[-1500:]
+
+
+def test_the_readme_runs_on_the_cpu_without_compiling():
+    """The README's CPU snippets use the eager backend (inductor waits minutes there for nothing)."""
+    first, second = python_blocks()[:2]
+    assert 'backend="eager"' in first.split("attn = mg.compile(")[1].split("\n")[0]
+    assert "inductor" not in second

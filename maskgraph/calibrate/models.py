@@ -58,5 +58,8 @@ def model_label(name_or_model: Any) -> str:
 
 
 def default_out(label: str, kind: str) -> Path:
-    """``~/.cache/maskgraph/calibration/<label>/<kind>.safetensors``."""
-    return Path.home() / ".cache" / "maskgraph" / "calibration" / label / f"{kind}.safetensors"
+    """``~/.cache/maskgraph/calibration/<label>/<kind>.safetensors`` (under ``$MASKGRAPH_CACHE``
+    when set): where ``maskgraph calibrate`` writes and where the commands look for it."""
+    from ..hf.models import cache_root
+
+    return cache_root() / "calibration" / label / f"{kind}.safetensors"

@@ -11,7 +11,7 @@ from typing import Any
 from ..display import printable
 from ..errors import MaskgraphError, OverrideError
 from ..ir import Graph
-from ..loader import load_graph, parse_override_value
+from ..loader import apply_overrides, load_graph, parse_override_value
 
 #: Devices ``--device`` takes (each only where this machine has it).
 DEVICES = "cpu, cuda, cuda:N, mps"
@@ -49,7 +49,15 @@ def add_override_arg(p: argparse.ArgumentParser) -> None:
 
 
 def load(path: str, overrides: list[str] | None = None) -> Graph:
-    return load_graph(path, overrides=parse_overrides(overrides))
+    """The graph ``path`` (a file or shipped name) with the ``-p`` options ``overrides``; a bad
+    value is reported as set by its ``-p`` option."""
+    return load_parsed(path, parse_overrides(overrides))
+
+
+def load_parsed(path: str, values: dict[str, Any]) -> Graph:
+    """:func:`load` with the ``-p`` values already parsed (:func:`parse_overrides`)."""
+    graph = load_graph(path)
+    return apply_overrides(graph, values, origin="-p") if values else graph
 
 
 # ----- argument types (argparse turns their errors into a usage message, exit status 2) ---------
@@ -129,6 +137,20 @@ def check_model_name(name: str, *, tiny: bool = False) -> None:
         raise ModelNotAvailableError(
             f"--model {name}: {spec.title} is not installed; install it with: {spec.install}"
         )
+
+
+def fit_to_model(graph: Graph, model: str) -> Graph:
+    """``graph`` as it will run on ``--model model``, checked before the model loads: unset
+    calibration files pointed at those ``maskgraph calibrate`` wrote for this model (an error
+    naming the file and the command when absent), then the graph tried on the model's head
+    shapes (:func:`maskgraph.hf.preflight.check_graph_fits`). Reads the model's config only."""
+    from ..calibrate.defaults import with_default_calibration
+    from ..hf.models import model_config
+    from ..hf.preflight import check_graph_fits
+
+    fitted = with_default_calibration(graph, model).graph
+    check_graph_fits(fitted, model_config(model))
+    return fitted
 
 
 # ----- input files, checked before any work (outputs: maskgraph.outputs) -------------------------

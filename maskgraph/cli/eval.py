@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from ..eval.runner import PPL, EvalConfig, run_eval
 from ..eval.tasks import TASKS
+from ..loader import apply_overrides, load_graph
 from .common import (
     DEVICES,
     HelpFormatter,
     add_override_arg,
     check_model_name,
     device,
+    fit_to_model,
     parse_overrides,
     positive_int,
     share,
@@ -89,6 +91,8 @@ def add_parser(sub):
 
 def run(args) -> int:
     check_model_name(args.model)
+    overrides = parse_overrides(args.overrides)
+    overrides.update(_default_calibration(args.graph, overrides, args.model))
     config = EvalConfig(
         model=args.model,
         graphs=list(args.graph),
@@ -96,7 +100,7 @@ def run(args) -> int:
         lengths=list(args.lengths),
         samples=args.samples,
         seed=args.seed,
-        overrides=parse_overrides(args.overrides),
+        overrides=overrides,
         densities=list(args.densities),
         protocol=args.protocol,
         device=args.device,
@@ -110,3 +114,26 @@ def run(args) -> int:
         f"{len(metrics['cells'])} cells ({bad} not ok) in {args.out}; 'maskgraph report {args.out}' for tables"
     )
     return 0
+
+
+def _default_calibration(graphs: list[str], overrides: dict, model: str) -> dict:
+    """Graph parameters that point the graphs' unset calibration files at those ``maskgraph
+    calibrate`` wrote for ``model``; every graph is first tried on the model's shapes
+    (:func:`~maskgraph.cli.common.fit_to_model`), before the model loads."""
+    from ..calibrate.defaults import with_default_calibration
+    from ..errors import MaskgraphError
+
+    found: dict = {}
+    bases = {path: load_graph(path) for path in dict.fromkeys(graphs)}
+    for base in bases.values():
+        graph = apply_overrides(base, {k: v for k, v in overrides.items() if k in base.params}, origin="-p")
+        fit_to_model(graph, model)
+        found.update(with_default_calibration(graph, model).overrides)
+    for path, base in bases.items():
+        clash = [k for k in found if base.params.get(k) is not None and k not in overrides]
+        if clash:
+            raise MaskgraphError(
+                f"{path} sets {clash[0]} itself while another graph takes the default file; "
+                f"give -p {clash[0]}=FILE to use one file for both"
+            )
+    return found

@@ -3,6 +3,7 @@ directories. See :mod:`maskgraph.eval.report`."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from ..eval.report import write_report
@@ -27,6 +28,15 @@ def add_parser(sub):
 def run(args) -> int:
     out = writable_file(args.out or str(Path(args.runs[0]) / "report.md"), "--out")
     img_dir = writable_folder(args.img_dir or str(out.parent), "--img-dir")
-    written = write_report(args.runs, out, img_dir, args.prefix)
+    written = write_report(args.runs, out, img_dir, args.prefix, command=_command_line(args))
     print(f"wrote {written['markdown']}" + "".join(f"\nwrote {p}" for p in written["plots"]))
     return 0
+
+
+def _command_line(args) -> str:
+    """The ``maskgraph report`` command line that ``args`` came from, quoted for a shell."""
+    argv = ["maskgraph", "report", *args.runs]
+    for option, value in (("--out", args.out), ("--img-dir", args.img_dir), ("--prefix", args.prefix)):
+        if value:
+            argv += [option, value]
+    return shlex.join(argv)

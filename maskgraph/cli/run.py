@@ -28,6 +28,7 @@ from .common import (
     add_override_arg,
     check_model_name,
     device,
+    fit_to_model,
     load,
     positive_int,
     read_text_file,
@@ -75,6 +76,7 @@ def add_parser(sub):
 def run(args) -> int:
     from ..hf import ContextSession, inject, load_model
     from ..hf.layer_stats import LayerStats
+    from ..hf.models import model_config
 
     start = time.monotonic()
     graph = _with_dense_layers(load(args.graph, args.overrides), args.dense_layers)
@@ -82,9 +84,10 @@ def run(args) -> int:
     if not args.question.strip():
         raise MaskgraphError("--question is empty")
     check_model_name(args.model)
+    _check_layers_exist(parse_dense_layers(args.dense_layers), model_config(args.model).num_hidden_layers)
+    graph = fit_to_model(graph, args.model)
     _say(f"loading model {args.model} ...")
     model, tokenizer = load_model(args.model, device=args.device)
-    _check_layers_exist(parse_dense_layers(args.dense_layers), model.config.num_hidden_layers)
     before, after = _split_prompt(tokenizer, context, args.question)
     stats = LayerStats()
     with inject(model, graph, protocol=args.protocol, observer=stats) as handle:

@@ -15,6 +15,7 @@ from .common import (
     HelpFormatter,
     add_override_arg,
     check_model_name,
+    fit_to_model,
     load,
     non_negative_int,
     read_text_file,
@@ -134,27 +135,25 @@ def _mask_output(graph, args) -> Path:
 
 
 def show_masks(graph, args) -> None:
-    """The --mask mode: capture a layer on the prompt, draw every Mask node."""
-    from tqdm.auto import tqdm
-
+    """The --mask mode: capture a layer on the prompt, draw every Mask node. Everything the
+    model's config can tell (layer and head in range, the graph fits, its calibration files
+    exist) is checked before the model loads; progress goes to stderr one line a step."""
+    from ..hf.models import model_config
+    from ..hf.preflight import HeadShape
     from . import show_mask as sm
 
     prompt = _prompt(args)
     out = _mask_output(graph, args)
     check_model_name(args.model, tiny=True)
-    with tqdm(total=3, desc="show --mask", unit="step", file=sys.stderr, leave=False) as steps:
-        model, ids, tokens = sm.load_model_and_ids(args.model, prompt)
-        steps.update()
-        layer = model.config.num_hidden_layers // 2 if args.layer is None else args.layer
-        cap = sm.capture(model, ids, layer, tokens)
-        steps.update()
-        hq = cap.queries.shape[1]
-        if not 0 <= args.head < hq:
-            raise MaskgraphError(
-                f"--head {args.head} is out of range: layer {layer} has query heads 0..{hq - 1}"
-            )
-        masks = sm.node_masks(graph, cap)
-        steps.update()
+    shape = HeadShape.of(model_config(args.model))
+    layer = _mask_layer(args, shape.layers)
+    _check_head(args.head, layer, shape.query_heads)
+    graph = fit_to_model(graph, args.model)
+    _say(f"loading model {args.model} ...")
+    model, ids, tokens = sm.load_model_and_ids(args.model, prompt)
+    _say(f"capturing layer {layer} on {ids.shape[1]} tokens ...")
+    cap = sm.capture(model, ids, layer, tokens)
+    masks = sm.node_masks(graph, cap)
     length = ids.shape[1]
     title = f"{printable(graph.name)} on {args.model}, layer {layer}, head {args.head}, {length} tokens"
     sm.heatmaps(masks, graph, args.head, out, title)
@@ -170,6 +169,23 @@ def show_masks(graph, args) -> None:
             "(e.g. -p sink_size=4 -p window_size=16) or give a longer --prompt-file to see its structure",
             file=sys.stderr,
         )
+
+
+def _mask_layer(args, layers: int) -> int:
+    """--layer, or the middle layer; a named error when the model has no such layer."""
+    layer = layers // 2 if args.layer is None else args.layer
+    if not 0 <= layer < layers:
+        raise MaskgraphError(f"--layer {layer} is out of range: the model has layers 0..{layers - 1}")
+    return layer
+
+
+def _check_head(head: int, layer: int, heads: int) -> None:
+    if not 0 <= head < heads:
+        raise MaskgraphError(f"--head {head} is out of range: layer {layer} has query heads 0..{heads - 1}")
+
+
+def _say(message: str) -> None:
+    print(f"[maskgraph] {message}", file=sys.stderr, flush=True)
 
 
 def run(args) -> int:

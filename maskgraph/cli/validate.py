@@ -7,7 +7,7 @@ import warnings
 
 from ..display import printable
 from ..errors import GraphError, MaskgraphWarning
-from .common import HelpFormatter, add_override_arg, one_line, parse_overrides
+from .common import HelpFormatter, add_override_arg, load_parsed, one_line, parse_overrides
 
 
 def add_parser(sub):
@@ -38,15 +38,13 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..loader import load_graph
-
     bad = 0
     overrides = parse_overrides(args.overrides)
     for path in args.files:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MaskgraphWarning)
             try:
-                g = load_graph(path, overrides=overrides)
+                g = load_parsed(path, overrides)
             except GraphError as exc:
                 if args.debug:
                     raise

@@ -8,8 +8,9 @@ Tables (one row per graph setting, the plain dense model first, then ``dense``):
 - for every row: the **measured** density (mean over its attention calls), agreement of
   greedy tokens with dense, and (runs with ``--metrics``) relative output error and recall.
 
-Plots: ``<prefix>accuracy_vs_density.png`` (mean retrieval score against measured density, one
-line per method: a Pareto view) and ``<prefix>error_per_layer.png`` (relative output error per
+Plots: ``<prefix>accuracy_vs_density.png`` (mean score on a 0–100 axis and perplexity against
+measured density in %, one line per method, each with its own colour and marker, 95 % bootstrap
+intervals over samples as error bars, dense attention as a dashed reference line: a Pareto view) and ``<prefix>error_per_layer.png`` (relative output error per
 layer, one line per method at the setting nearest a chosen density).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -180,38 +182,122 @@ def _target(target: float | None) -> str:
 
 
 # ----- plots ------------------------------------------------------------------------------------
+#: Bootstrap resamples of a point's 95 % interval, and their seed (the same figure every time).
+BOOTSTRAP = 2000
+SEED = 0
+#: Markers cycled with the colours, so that methods differ in shape too (and in greyscale).
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+#: The dense reference line's colour; no method gets it.
+REFERENCE_COLOUR = "black"
+#: A perplexity axis spans at least this share of the dense perplexity (no zoom into noise).
+PPL_MIN_SPAN = 0.10
+
+
+@dataclass(frozen=True)
+class Point:
+    """One setting of a method on a panel: measured density (0–1), value, and its 95 %
+    interval (``low``, ``high``; None without per-sample data or with one sample)."""
+
+    density: float
+    value: float
+    low: float | None = None
+    high: float | None = None
+
+
+#: The panels of :func:`plot_accuracy_vs_density`: kind, value key, reference key, y label, title.
+PANELS = (
+    ("retrieval", "score", "ref_score", "mean retrieval score (RULER, 0–100)", "Retrieval"),
+    ("aggregation", "score", "ref_score", "mean aggregation score (RULER, 0–100)", "Aggregation"),
+    ("perplexity", "ppl", "ref_ppl", "perplexity (lower is better)", "Perplexity"),
+)
+
+
 def plot_accuracy_vs_density(cells: list[dict], path: Path) -> bool:
-    """Mean score (retrieval, aggregation) and perplexity against measured density, one panel
-    each, one line per graph. False if there is no data."""
+    """Write :func:`accuracy_figure` to ``path``; False if there is no data."""
+    fig = accuracy_figure(cells)
+    if fig is None:
+        return False
+    _save(fig, path)
+    return True
+
+
+def accuracy_figure(cells: list[dict]):
+    """Mean score (retrieval, aggregation; 0–100) and perplexity against measured density (%),
+    one panel each (those with data; None if none has), one line per method with 95 %
+    intervals as error bars and dense attention as a reference line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [
-        ("retrieval", "score", "ref_score", "mean retrieval score (RULER, 0–100)", "Retrieval"),
-        ("aggregation", "score", "ref_score", "mean aggregation score (RULER, 0–100)", "Aggregation"),
-        ("perplexity", "ppl", "ref_ppl", "perplexity (lower is better)", "Perplexity"),
-    ]
-    panels = [p for p in panels if any(c["kind"] == p[0] and c["status"] == "ok" for c in cells)]
+    panels = [p for p in PANELS if any(c["kind"] == p[0] and c["status"] == "ok" for c in cells)]
     if not panels:
-        return False
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+        return None
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(5.2 * len(panels) + 2, 4.8), squeeze=False, layout="constrained"
+    )
     for ax, (kind, key, ref_key, ylabel, title) in zip(axes[0], panels):
-        _density_panel(ax, cells, kind, key, ref_key)
-        ax.set_xscale("log")
+        values = _density_panel(ax, cells, kind, key, ref_key)
+        _percent_density_axis(ax)
         if kind == "perplexity":
-            from matplotlib.ticker import ScalarFormatter
-
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(ScalarFormatter())
-            ax.yaxis.set_minor_formatter(ScalarFormatter())
-        ax.set_xlabel("measured density (share of allowed keys attended)")
+            _ppl_limits(ax, values)
+        else:
+            ax.set_ylim(-4, 104)
+        ax.set_xlabel("measured density (% of allowed keys attended)")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title} vs measured density")
-        _finish_axes(ax)
-    _save(fig, path)
-    return True
+        ax.grid(True, which="both", alpha=0.3)
+    handles, labels = _legend_entries(axes[0])
+    fig.legend(
+        handles,
+        labels,
+        loc="outside right upper",
+        fontsize=8,
+        title="error bars: 95 % intervals",
+        title_fontsize=7,
+    )
+    return fig
+
+
+def _legend_entries(axes) -> tuple[list, list[str]]:
+    """Every method's legend entry once, over all panels, in drawing order."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    return list(entries.values()), list(entries)
+
+
+def _percent_density_axis(ax) -> None:
+    """A log density axis whose ticks read as plain percentages (1 %, 2 %, 5 %, 10 %, …)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{100 * x:g} %"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _plain_log_axis(ax) -> None:
+    """A log y axis ticked at 1, 2 and 5 times powers of ten, written as plain numbers (0.05)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    axis = ax.yaxis
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _ppl_limits(ax, values: list[float]) -> None:
+    """Linear limits around the values that span at least :data:`PPL_MIN_SPAN` of the dense
+    perplexity (the first value), so that differences below it look as small as they are."""
+    if not values:
+        return
+    low, high = min(values), max(values)
+    span = max(high - low, PPL_MIN_SPAN * values[0])
+    middle = (low + high) / 2
+    ax.set_ylim(middle - 0.6 * span, middle + 0.6 * span)
 
 
 def _finish_axes(ax) -> None:
@@ -224,39 +310,112 @@ def _save(fig, path) -> None:
     """Write ``fig`` as PNG to ``path`` and free it."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def _colour(cells: list[dict], graph: str):
-    """The same colour for a graph in every panel and plot."""
+def _methods(cells: list[dict]) -> list[str]:
+    """The graphs drawn as methods (every graph but ``dense``, the reference), in table order."""
+    return sorted({c["graph"] for c in cells if c["graph"] != "dense"}, key=lambda g: _order_key("", g, None))
+
+
+def _style(cells: list[dict], graph: str) -> dict[str, Any]:
+    """The same colour and marker for a graph in every panel and plot: tab10's colours, then
+    tab20's dark halves, each with its own marker."""
     import matplotlib
 
-    names = sorted({c["graph"] for c in cells})
-    return matplotlib.colormaps["tab20"](names.index(graph) % 20)
+    names = _methods(cells)
+    i = names.index(graph) if graph in names else len(names)
+    palette = [*matplotlib.colormaps["tab10"].colors, *matplotlib.colormaps["tab20b"].colors[::4]]
+    return {"color": palette[i % len(palette)], "marker": MARKERS[i % len(MARKERS)]}
 
 
-def _density_panel(ax, cells: list[dict], kind: str, key: str, ref_key: str) -> None:
-    """One line per graph: mean ``key`` of its ``kind`` cells against measured density."""
-    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for label, graph, _ in _rows(cells):
-        mine = [c for c in cells if c["label"] == label and c["kind"] == kind and c["status"] == "ok"]
-        d, v = _mean([c.get("density") for c in mine]), _mean([c.get(key) for c in mine])
-        if d is not None and v is not None:
-            points[graph].append((d, v))
-    for graph, pts in sorted(points.items()):
-        pts.sort()
-        ax.plot(
-            [p[0] for p in pts], [p[1] for p in pts], marker="o", label=graph, color=_colour(cells, graph)
-        )
+def _density_panel(ax, cells: list[dict], kind: str, key: str, ref_key: str) -> list[float]:
+    """One line per method: mean ``key`` of its ``kind`` cells against measured density, with
+    95 % intervals; dense attention as a dashed reference line. Returns the values drawn (the
+    reference first, when there is one)."""
+    import numpy as np
+
+    rng = np.random.default_rng(SEED)
+    drawn: list[float] = []
     refs = [c[ref_key] for c in cells if c["kind"] == kind and c.get(ref_key) is not None]
     if refs:
-        ax.axhline(sum(refs) / len(refs), color="black", linestyle="--", linewidth=1, label="dense (model)")
+        ref = sum(refs) / len(refs)
+        drawn.append(ref)
+        ax.axhline(ref, color=REFERENCE_COLOUR, linestyle="--", linewidth=1, label="dense attention")
+    for graph in _methods(cells):
+        points = []
+        for label, g, _ in _rows(cells):
+            if g != graph:
+                continue
+            mine = [c for c in cells if c["label"] == label and c["kind"] == kind and c["status"] == "ok"]
+            point = _point(mine, key, rng)
+            if point is not None:
+                points.append(point)
+        if not points:
+            continue
+        points.sort(key=lambda p: p.density)
+        xs, ys = [p.density for p in points], [p.value for p in points]
+        low = [p.value - p.low if p.low is not None else 0.0 for p in points]
+        high = [p.high - p.value if p.high is not None else 0.0 for p in points]
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=[low, high],
+            label=graph,
+            capsize=3,
+            linewidth=1.2,
+            markersize=5,
+            **_style(cells, graph),
+        )
+        drawn += (
+            ys + [p.low for p in points if p.low is not None] + [p.high for p in points if p.high is not None]
+        )
+    return drawn
+
+
+def _point(cells: list[dict], key: str, rng) -> Point | None:
+    """The mean over ``cells`` (one per task and length) of density and ``key``, with a 95 %
+    bootstrap interval of that mean: each cell's samples resampled, the cells' values averaged
+    (perplexity: exp of the pooled nll per token of the resampled windows)."""
+    import numpy as np
+
+    d, v = _mean([c.get("density") for c in cells]), _mean([c.get(key) for c in cells])
+    if d is None or v is None:
+        return None
+    draws = [_cell_draws(c, key, rng) for c in cells]
+    if any(x is None for x in draws) or all(_n(c) < 2 for c in cells):
+        return Point(d, v)
+    mean = np.mean(np.stack(draws), axis=0)
+    low, high = np.percentile(mean, [2.5, 97.5])
+    return Point(d, v, float(low), float(high))
+
+
+def _n(cell: dict) -> int:
+    return len(cell.get("scores") or cell.get("nlls") or [])
+
+
+def _cell_draws(cell: dict, key: str, rng):
+    """:data:`BOOTSTRAP` resampled values of one cell's ``key`` (None without per-sample data)."""
+    import numpy as np
+
+    if key == "ppl":
+        if not cell.get("nlls"):
+            return None
+        nll, count = np.asarray(cell["nlls"], dtype=float), np.asarray(cell["counts"], dtype=float)
+        pick = rng.integers(0, len(nll), size=(BOOTSTRAP, len(nll)))
+        return np.exp(nll[pick].sum(1) / count[pick].sum(1))
+    if not cell.get("scores"):
+        return None
+    scores = np.asarray(cell["scores"], dtype=float)
+    return scores[rng.integers(0, len(scores), size=(BOOTSTRAP, len(scores)))].mean(1)
 
 
 def plot_error_per_layer(cells: list[dict], path: Path, density: float = 0.1) -> bool:
-    """Relative output error per layer, one line per graph at its target nearest ``density``."""
+    """Relative output error per layer (a log axis with plain ticks), one line per graph at its
+    target nearest ``density`` (not ``dense``, whose error is 0)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,7 +423,12 @@ def plot_error_per_layer(cells: list[dict], path: Path, density: float = 0.1) ->
 
     per_graph: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for c in cells:
-        if c["status"] == "ok" and c.get("per_layer") and c.get("rel_err") is not None:
+        if (
+            c["status"] == "ok"
+            and c.get("per_layer")
+            and c.get("rel_err") is not None
+            and c["graph"] != "dense"
+        ):
             per_graph[c["graph"]][c["label"]].append(c)
     if not per_graph:
         return False
@@ -273,8 +437,8 @@ def plot_error_per_layer(cells: list[dict], path: Path, density: float = 0.1) ->
         label, group = min(labels.items(), key=lambda kv: abs((kv[1][0]["target"] or 1.0) - density))
         layers = sorted({int(k) for c in group for k in c["per_layer"]})
         ys = [_mean([c["per_layer"].get(str(i), {}).get("rel_err") for c in group]) for i in layers]
-        ax.plot(layers, ys, marker=".", label=label, color=_colour(cells, group[0]["graph"]))
-    ax.set_yscale("log")
+        ax.plot(layers, ys, label=label, markersize=4, **_style(cells, group[0]["graph"]))
+    _plain_log_axis(ax)
     ax.set_xlabel("layer")
     ax.set_ylabel("relative output error ‖O−O_dense‖/‖O_dense‖")
     ax.set_title(f"Output error per layer (per graph, the setting whose target is nearest {density:.0%})")
@@ -284,15 +448,21 @@ def plot_error_per_layer(cells: list[dict], path: Path, density: float = 0.1) ->
 
 
 def write_report(
-    run_dirs: list[str | Path], out: str | Path, img_dir: str | Path | None = None, prefix: str = ""
+    run_dirs: list[str | Path],
+    out: str | Path,
+    img_dir: str | Path | None = None,
+    prefix: str = "",
+    command: str | None = None,
 ) -> dict:
-    """Write the leaderboard markdown to ``out`` and plots to ``img_dir``; returns paths written."""
+    """Write the leaderboard markdown to ``out`` and plots to ``img_dir``; returns paths written.
+    ``command``: the command line that made the report, printed above the tables."""
     cells = load_cells(run_dirs)
     out = Path(out)
     img = Path(img_dir) if img_dir is not None else out.parent
     img.mkdir(parents=True, exist_ok=True)
     written: dict[str, Any] = {"markdown": str(out), "plots": []}
-    text = leaderboard(cells)
+    text = f"Made by `{command}`\n\n" if command else ""
+    text += leaderboard(cells)
     for name, fn in (
         ("accuracy_vs_density", plot_accuracy_vs_density),
         ("error_per_layer", plot_error_per_layer),

@@ -481,9 +481,12 @@ def _aggregate(rows: list[dict], micro: list[dict]) -> dict[str, Any]:
     if first["task"] == PPL and ok:
         out["ppl"] = math.exp(sum(r["nll"] for r in ok) / sum(r["count"] for r in ok))
         out["ref_ppl"] = math.exp(sum(r["ref_nll"] for r in ok) / sum(r["count"] for r in ok))
+        out["nlls"] = [r["nll"] for r in ok]  # per window, for the report's intervals
+        out["counts"] = [r["count"] for r in ok]
     elif ok:
         out["score"] = 100 * _mean([r["score"] for r in ok])
         out["ref_score"] = 100 * _mean([r["ref_score"] for r in ok])
+        out["scores"] = [100 * r["score"] for r in ok]  # per sample, for the report's intervals
         out["agreement"] = _mean([r["agreement"] for r in ok])
     if micro:
         s = summarise(micro)

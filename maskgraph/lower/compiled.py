@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import linecache
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,24 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: Elements of one (B, Hq, chunk, K) float32 temporary aimed for by ``chunk_size="auto"``
 #: (64 MiB on the CPU, 512 MiB on a GPU).
 AUTO_CHUNK_ELEMENTS = {"cpu": 1 << 24, "cuda": 1 << 27}
+
+
+#: Devices for which the inductor compile notice was printed (once per process each).
+_COMPILE_NOTED: set[str] = set()
+
+
+def note_cpu_compile(graph_name: str, device: torch.device) -> None:
+    """Say once per process, on stderr, that a CPU call of the inductor backend is compiling:
+    the first calls wait (up to minutes on a small machine) and buy nothing over eager there."""
+    if device.type != "cpu" or "cpu" in _COMPILE_NOTED or torch.compiler.is_compiling():
+        return
+    _COMPILE_NOTED.add("cpu")
+    print(
+        f"[maskgraph] compiling graph {graph_name!r} with torch.compile (inductor) for the CPU: "
+        'the first calls can take a minute or more; on a CPU backend="eager" is as fast',
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 class CompiledAttention:
@@ -135,6 +154,8 @@ class CompiledAttention:
         num_keys − 1, and keys from num_keys on are never attended, whatever the attention mask
         says: the call computes what it would on ``keys[:, :, :num_keys]``.
         """
+        if self.backend == "inductor":
+            note_cpu_compile(self.graph.name, queries.device)
         static = self._static(queries, keys, num_keys)
         if static is not None:
             if attention_mask is not None and attention_mask.shape[-1] < keys.shape[2]:
@@ -180,6 +201,8 @@ class CompiledAttention:
     ) -> torch.Tensor:
         """The graph's output mask, (B, Hq, Q, K) float32 inclusion probabilities
         (``kv_offset`` as for a call)."""
+        if self.backend == "inductor":
+            note_cpu_compile(self.graph.name, queries.device)
         am, scaling = self._check(queries, keys, values, attention_mask, scaling, None)
         prep = self._prepare(keys, values, state, layer_idx, kv_offset=kv_offset)
         outs = [
