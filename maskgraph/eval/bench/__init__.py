@@ -18,7 +18,7 @@ from .data import BenchmarkDataError, check_columns, find, read_rows
 from .infinitebench import INFINITEBENCH
 from .longbench import LONGBENCH, LONGBENCH_V2
 from .loogle import LOOGLE
-from .prompt import KIND, Benchmark, Item, SubTask, build_sample
+from .prompt import KIND, UNWRAPPED, Benchmark, Item, SubTask, build_sample
 from .ruler import RULER
 from .zeroscrolls import ZEROSCROLLS
 
@@ -112,6 +112,8 @@ def sample(
     picks a benchmark's base-model prompts where it has them (``--template plain``)."""
     bench, sub = resolve(task)
     path, items = load_items(task, data, plain)
+    if plain:
+        template = UNWRAPPED
     if index >= len(items):
         raise BenchmarkDataError(f"task {task}: {path} holds {len(items)} samples; sample {index} asked for")
     return build_sample(

@@ -14,7 +14,8 @@ Truncation rules, each as its benchmark applies it to the prompt's tokens:
   benchmark's truncation separator and the query fit the budget;
 - ``none`` (RULER): its files are prepared at one length; a longer prompt is refused.
 
-The budget is the cell's length less the tokens of the chat wrapping (and of RULER's answer
+Under ``--template plain`` the prompt is the benchmark's own text, unwrapped. The budget is
+the cell's length less the tokens of the chat wrapping (and of RULER's answer
 prefix), so the whole prompt holds at most about ``length`` tokens.
 """
 
@@ -29,6 +30,8 @@ from ..tasks import Sample, Template, Tokenizer
 from .data import BenchmarkDataError
 
 KIND = "benchmark"
+#: No wrapping at all: the benchmark's prompt exactly (plain prompts, LongBench's few-shot tasks).
+UNWRAPPED = Template(prefix="", suffix="")
 TRUNCATIONS = ("middle", "keep_start", "none")
 
 
@@ -162,7 +165,7 @@ def build_sample(
     where: str,
 ) -> Sample:
     """The :class:`~maskgraph.eval.tasks.Sample` of ``item`` fitted to ``length`` tokens."""
-    wrap = template if subtask.chat else Template()
+    wrap = template if subtask.chat else UNWRAPPED
     overhead = sum(len(_encode(tokenizer, t)) for t in (wrap.prefix, wrap.suffix, item.answer_prefix))
     document, query = fit(item, benchmark.truncation, tokenizer, length - overhead, where)
     context = wrap.prefix + document
