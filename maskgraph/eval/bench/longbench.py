@@ -185,5 +185,5 @@ LONGBENCH_V2 = Benchmark(
         )
     ),
     items=_v2_items,
-    splits=("train", "test"),
+    splits=("train", "test", "validation"),
 )

@@ -86,7 +86,7 @@ class Benchmark:
     truncation: str
     subtasks: dict[str, SubTask]
     items: ItemMaker
-    splits: tuple[str, ...] = ("test",)
+    splits: tuple[str, ...] = ("test", "validation", "train")
 
     def expected(self, subtask: SubTask) -> str:
         """What ``--data`` should hold for ``subtask`` (for error messages)."""
