@@ -89,6 +89,20 @@ def test_save_to_disk_folders_dataset_dict_and_dataset():
     assert [i.answers for i in items] == [("blue",), ("the lighthouse keeper",)]
 
 
+def test_a_hub_layout_folder_reads_the_benchmark_split(tmp_path):
+    import datasets
+
+    folder = tmp_path / "passkey"
+    folder.mkdir()
+    row = rows(DATA / "infinitebench" / "passkey.jsonl")[0]
+    datasets.Dataset.from_list([row]).to_parquet(str(folder / "test-00000-of-00001.parquet"))
+    datasets.Dataset.from_list([{**row, "answer": ["1"]}] * 3).to_parquet(
+        str(folder / "train-00000-of-00001.parquet")
+    )
+    path, items = load_items("infinitebench:passkey", str(tmp_path))
+    assert path == folder and [i.answers for i in items] == [("71432",)]
+
+
 def test_loogle_expands_every_question_of_a_document():
     _, qa = load_items("loogle:shortdep_qa", str(DATA / "loogle"))
     assert [i.answers for i in qa] == [("forty ships",), ("the port office",)]
@@ -185,6 +199,16 @@ def test_middle_truncated_prompt_holds_exactly_the_budget():
     # with chat wrapping, the budget leaves room for it: the whole prompt still holds `budget`
     wrapped = sample("longbench:qasper", str(DATA / "longbench"), TOK, budget, 0, CHAT)
     assert wrapped.n_tokens == budget
+
+
+def test_a_query_longer_than_half_the_budget_leaves_the_kept_last_half_as_the_query():
+    (row, _) = rows(DATA / "longbench" / "qasper.jsonl")
+    full = (
+        BENCHMARKS["longbench"].subtasks["qasper"].template.format(context=row["context"], input=row["input"])
+    )
+    budget = 200  # the query part alone is longer than 100 characters
+    s = sample("longbench:qasper", str(DATA / "longbench"), TOK, budget, 0, NONE)
+    assert s.context == full[:100] and s.question == full[-100:]
 
 
 def test_zeroscrolls_truncation_cuts_the_document_end_and_inserts_the_separator():

@@ -12,9 +12,9 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from ...errors import MaskgraphError
+from ...errors import BenchmarkDataError, MaskgraphError
 from ..tasks import Sample, Template, Tokenizer
-from .data import BenchmarkDataError, check_columns, find, read_rows
+from .data import check_columns, find, read_rows
 from .infinitebench import INFINITEBENCH
 from .longbench import LONGBENCH, LONGBENCH_V2
 from .loogle import LOOGLE

@@ -8,7 +8,8 @@ are, say, ``("qasper",)``, the first of these that exists is read:
 2. under ``PATH`` and ``PATH/data``: ``<stem>.jsonl``, ``<stem>.json``, ``<stem>.parquet``;
 3. under the same folders, a folder ``<stem>``: a ``save_to_disk`` folder (a ``DatasetDict``
    gives its first split of the benchmark's split names), or a folder of ``.parquet`` /
-   ``.jsonl`` files (the Hub's layout, e.g. ``qasper/test-00000-of-00001.parquet``).
+   ``.jsonl`` files (the Hub's layout, e.g. ``qasper/test-00000-of-00001.parquet``; the files
+   of the first split named in their names, or all of them).
 
 A file or folder without the benchmark's columns is refused, naming the path and the columns.
 """
@@ -19,15 +20,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ...errors import MaskgraphError
+from ...errors import BenchmarkDataError, MaskgraphError
 from .metrics import INSTALL
 
 SUFFIXES = (".jsonl", ".json", ".parquet")
-
-
-class BenchmarkDataError(MaskgraphError):
-    """A benchmark's local copy is missing or not in the benchmark's schema; the message says
-    which files are expected, where to get them, and which path was tried."""
 
 
 def _datasets():
@@ -76,6 +72,16 @@ def _data_files(folder: Path) -> list[Path]:
     return []
 
 
+def _of_split(files: list[Path], splits: tuple[str, ...]) -> list[Path]:
+    """Of a folder's data files, those of the first of ``splits`` named in their file or folder
+    names (``test-00000-of-00001.parquet``, ``test/0000.parquet``); all when none is named."""
+    for split in splits:
+        mine = [f for f in files if f.name.startswith(split) or split in f.parent.name]
+        if mine:
+            return mine
+    return files
+
+
 def read_rows(path: Path, splits: tuple[str, ...]) -> list[dict[str, Any]]:
     """Every row of the file or folder ``path`` as a plain dict (one split of a DatasetDict)."""
     ds = _datasets()
@@ -90,7 +96,7 @@ def read_rows(path: Path, splits: tuple[str, ...]) -> list[dict[str, Any]]:
                 )
             loaded = loaded[split]
         return [dict(r) for r in loaded]
-    files = _data_files(path) if path.is_dir() else [path]
+    files = _of_split(_data_files(path), splits) if path.is_dir() else [path]
     kind = "parquet" if files[0].suffix == ".parquet" else "json"
     loaded = ds.load_dataset(kind, data_files=[str(f) for f in files], split="train")
     return [dict(r) for r in loaded]

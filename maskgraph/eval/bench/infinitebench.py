@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .data import BenchmarkDataError
+from ...errors import BenchmarkDataError
 from .prompt import Benchmark, Item, SubTask, fill, subtasks
 
 _HIDDEN = "There is an important info hidden inside a lot of irrelevant text. Find it"

@@ -14,7 +14,7 @@ import ast
 import json
 from typing import Any
 
-from .data import BenchmarkDataError
+from ...errors import BenchmarkDataError
 from .prompt import Benchmark, Item, SubTask, fill, subtasks
 
 _QA = "Please answer the question based on the long texts below. \n{context}\nQuestion: {Q}\nAnswer: "

@@ -25,9 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ...errors import MaskgraphError
+from ...errors import BenchmarkDataError, MaskgraphError
 from ..tasks import Sample, Template, Tokenizer
-from .data import BenchmarkDataError
 
 KIND = "benchmark"
 #: No wrapping at all: the benchmark's prompt exactly (plain prompts, LongBench's few-shot tasks).

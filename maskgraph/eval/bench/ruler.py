@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .data import BenchmarkDataError
+from ...errors import BenchmarkDataError
 from .prompt import Benchmark, Item, SubTask, subtasks
 
 #: (task, metric, tokens to generate); the number of new tokens is RULER's per task family.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .data import BenchmarkDataError
+from ...errors import BenchmarkDataError
 from .prompt import Benchmark, Item, SubTask, subtasks
 
 #: (task, metric); ZeroSCROLLS lets every task generate up to 1,024 tokens.
