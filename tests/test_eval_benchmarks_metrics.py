@@ -77,6 +77,13 @@ def test_classification_and_the_first_line_rule():
     # LongBench scores only the first line of trec's prediction
     assert m("classification@first_line", "\nCity\nCountry", ["City"], classes) == 1.0
     assert m("classification", "\nCity\nCountry", ["City"], classes) == 0.5
+    # "Location" is part of the reference's name and dropped: 1 of 1
+    assert (
+        m("classification", "Location or City Location", ["City Location"], ["Location", "City Location"])
+        == 1.0
+    )
+    # LongBench's scan steps over the name after a dropped one: "A" is dropped, "AB" stays
+    assert m("classification", "A AB ABC", ["ABC"], ["A", "AB", "ABC"]) == 0.5
     with pytest.raises(MaskgraphError, match="all_classes"):
         m("classification", "City", ["City"], ())
 
@@ -95,6 +102,8 @@ def test_multiple_choice_extraction():
     assert m("infinitebench_choice", "B. blue", ["blue", "B"]) == 1.0
     assert m("infinitebench_choice", "The answer is: C", ["blue", "B"]) == 0.0
     assert m("infinitebench_choice", "so I pick B", ["blue", "B"]) == 1.0
+    # the first word that is a piece of "ABCD" is the answer, as InfiniteBench reads it
+    assert m("infinitebench_choice", "so BC then B", ["blue", "B"]) == 0.0
     assert m("infinitebench_code_debug", "The answer is: func_7", ["func_7", "C"]) == 1.0
     assert m("infinitebench_code_debug", "C. it crashes", ["func_7", "C"]) == 1.0
 
