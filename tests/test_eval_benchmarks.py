@@ -334,3 +334,26 @@ def test_maskgraph_eval_runs_a_benchmark_task_into_a_run_folder(tmp_path, monkey
     assert main(["report", str(out), "--out", str(md)]) == 0
     assert "### Standard benchmarks (each sub-task's own metric, 0–100)" in md.read_text()
     assert "infinitebench:passkey @300" in md.read_text()
+
+
+def test_a_run_folder_from_before_data_existed_resumes_and_a_malformed_data_is_refused(tmp_path):
+    from maskgraph.errors import RunFolderError
+    from maskgraph.eval.runner import EvalConfig, run_eval
+    from maskgraph.hf.models import tiny_model
+
+    text = tmp_path / "book.txt"
+    text.write_text("In the beginning was a long sentence about nothing much at all. " * 40)
+    config = EvalConfig(model="tiny", graphs=["dense"], tasks=["ppl"], lengths=[64], samples=1,
+                        template="plain", text_file=str(text))  # fmt: skip
+    out = tmp_path / "run"
+    first = run_eval(
+        config, out, model=tiny_model("llama", seed=0), tokenizer=WordTokenizer(), progress=False
+    )
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["data"] is None
+    del stored["data"]
+    (out / "config.json").write_text(json.dumps(stored))
+    assert run_eval(config, out, progress=False) == first  # nothing to run, nothing refused
+    (out / "config.json").write_text(json.dumps({**stored, "data": 5}))
+    with pytest.raises(RunFolderError, match="'data' must be a string or null"):
+        run_eval(config, out, progress=False)
