@@ -117,5 +117,10 @@ class RunFolderError(MaskgraphError):
     malformed, or it was made with other settings than the ones given now."""
 
 
+class BenchmarkDataError(MaskgraphError):
+    """A standard benchmark's local copy (``eval --data``) is missing or not in the benchmark's
+    schema; the message says which files are expected, where to get them, and the path tried."""
+
+
 class OutputPathError(MaskgraphError):
     """An output path cannot be written; raised before any work starts."""

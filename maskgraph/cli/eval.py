@@ -1,8 +1,10 @@
-"""``maskgraph eval``: how much quality each graph keeps (RULER-style tasks, perplexity, micro
-metrics), into a resumable run directory. See :mod:`maskgraph.eval.runner`."""
+"""``maskgraph eval``: how much quality each graph keeps (RULER-style tasks, the standard
+benchmarks read from a local copy, perplexity, micro metrics), into a resumable run directory.
+See :mod:`maskgraph.eval.runner`."""
 
 from __future__ import annotations
 
+from ..eval.bench import BENCHMARKS
 from ..eval.runner import PPL, EvalConfig, run_eval
 from ..eval.tasks import TASKS
 from ..loader import apply_overrides, load_graph
@@ -20,6 +22,9 @@ from .common import (
 
 EPILOG = """\
 tasks: ppl (perplexity on long text), {tasks}
+standard benchmarks, as <benchmark>:<sub-task> with --data PATH (a local copy; see
+docs/benchmarks-data.md for the files):
+{benchmarks}
 density sweep (--densities): see maskgraph/eval/sweep.py for the rule; the measured density is
 what gets reported. Re-running with the same --out skips finished (cell, sample) pairs.
 
@@ -28,7 +33,13 @@ example:
       --task niah_single_number vt cwe ppl --lengths 1024 --samples 3 --densities 0.05 0.2 \\
       --metrics --out runs/demo
   maskgraph report runs/demo
+  maskgraph eval --model smollm2 --graph quest --task longbench:qasper longbench:trec \\
+      --data ~/data/LongBench --lengths 4096 --samples 20 --out runs/longbench
 """
+
+
+def _benchmark_lines() -> str:
+    return "\n".join(f"  {b.name}: {', '.join(b.subtasks)}" for b in BENCHMARKS.values())
 
 
 def add_parser(sub):
@@ -36,7 +47,7 @@ def add_parser(sub):
         "eval",
         help="measure the quality each graph keeps (RULER-style tasks, perplexity, micro metrics)",
         description="Evaluate graphs against dense attention on a shipped model.",
-        epilog=EPILOG.format(tasks=", ".join(TASKS)),
+        epilog=EPILOG.format(tasks=", ".join(TASKS), benchmarks=_benchmark_lines()),
         formatter_class=HelpFormatter,
     )
     p.add_argument("--model", default="smollm2", help="shipped model name")
@@ -84,6 +95,12 @@ def add_parser(sub):
     )
     p.add_argument("--template", default="chat", choices=["chat", "plain"], help="prompt wrapping")
     p.add_argument("--text-file", default=None, help="perplexity text (default: KJV Genesis from Debian)")
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="PATH",
+        help="local copy of the benchmark tasks' files (JSONL, Parquet or a datasets.save_to_disk folder)",
+    )
     p.add_argument("--retry-errors", action="store_true", help="rerun samples whose cell ended in an error")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -107,6 +124,7 @@ def run(args) -> int:
         metrics=args.metrics,
         template=args.template,
         text_file=args.text_file,
+        data=args.data,
     )
     metrics = run_eval(config, args.out, progress=not args.no_progress, retry_errors=args.retry_errors)
     bad = sum(c["status"] != "ok" for c in metrics["cells"].values())

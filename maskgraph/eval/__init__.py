@@ -1,6 +1,8 @@
 """Evaluation: how much quality each graph keeps (see ``maskgraph eval`` / ``maskgraph report``).
 
 - :mod:`.tasks`: RULER-style synthetic tasks; :mod:`.scoring`: RULER's string-match rules;
+- :mod:`.bench`: the standard benchmarks (LongBench v1/v2, RULER, InfiniteBench, LooGLE,
+  ZeroSCROLLS) as tasks read from a local copy, with their templates, truncation and metrics;
 - :mod:`.text`: long natural text for perplexity; :mod:`.protocol`: prefill/question/decode;
 - :mod:`.metrics`: per-layer, per-head micro metrics (an injection observer);
 - :mod:`.sweep`: parameters aiming at target densities;

@@ -4,6 +4,7 @@ Tables (one row per graph setting, the plain dense model first, then ``dense``):
 
 - retrieval tasks (needles, variable tracking): RULER score (0–100) per task and length;
 - aggregation tasks (common/frequent-word extraction), reported separately;
+- the standard benchmarks' sub-tasks (``longbench:qasper`` …), each scored by its own metric;
 - perplexity on long text, and its ratio to dense;
 - for every row: the **measured** density (mean over its attention calls), agreement of
   greedy tokens with dense, and (runs with ``--metrics``) relative output error and recall.
@@ -74,6 +75,7 @@ def leaderboard(cells: list[dict]) -> str:
     for kind, title in (
         ("retrieval", "Retrieval (RULER score, 0–100)"),
         ("aggregation", "Aggregation (RULER score, 0–100)"),
+        ("benchmark", "Standard benchmarks (each sub-task's own metric, 0–100)"),
     ):
         cols = sorted({(c["task"], c["length"]) for c in cells if c["kind"] == kind})
         if cols:
@@ -208,6 +210,7 @@ class Point:
 PANELS = (
     ("retrieval", "score", "ref_score", "mean retrieval score (RULER, 0–100)", "Retrieval"),
     ("aggregation", "score", "ref_score", "mean aggregation score (RULER, 0–100)", "Aggregation"),
+    ("benchmark", "score", "ref_score", "mean benchmark score (own metrics, 0–100)", "Benchmarks"),
     ("perplexity", "ppl", "ref_ppl", "perplexity (lower is better)", "Perplexity"),
 )
 

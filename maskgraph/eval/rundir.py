@@ -46,7 +46,7 @@ LOGS = (ROWS, REFERENCE, MICRO)
 #: Settings of ``config.json`` that every resume must repeat exactly.
 RUN_IDENTITY = (
     "model", "seed", "protocol", "template", "metrics", "ppl_score_share", "text_file", "device",
-    "overrides",
+    "overrides", "data",
 )  # fmt: skip
 
 #: What to do, appended to every refusal.
@@ -95,6 +95,8 @@ CONFIG_KEYS = {
     "overrides": OBJECT, "densities": NUMS, "protocol": STR, "device": STR, "metrics": BOOL,
     "template": STR, "ppl_score_share": NUM, "text_file": OPT_STR, "graph_yaml": YAML_BY_PATH,
 }  # fmt: skip
+#: Settings that runs made before they existed lack (read as null).
+CONFIG_OPTIONAL = {"data": OPT_STR}
 ROW_KEYS = {
     "cell": STR, "graph": STR, "label": STR, "target": OPT_NUM, "task": STR, "kind": STR,
     "length": INT, "index": INT, "overrides": OBJECT, "status": STR,
@@ -201,7 +203,7 @@ class RunDir:
         if not p.is_file():
             return None
         data = _parse(_read_text(p), str(p))
-        check_keys(data, CONFIG_KEYS, {}, str(p))
+        check_keys(data, CONFIG_KEYS, CONFIG_OPTIONAL, str(p))
         return data
 
     def read_log(self, name: str) -> list[dict[str, Any]]:
@@ -300,9 +302,9 @@ def check_same_run(root: Path, old: dict[str, Any], new: dict[str, Any], graph_y
     (both plain JSON data) unless every setting of :data:`RUN_IDENTITY` is equal and every graph
     name in ``graph_yaml`` (path -> YAML of this call) has the YAML the run used."""
     diffs = [
-        f"{key} {short(old[key])} in the run, {short(new[key])} now"
+        f"{key} {short(old.get(key))} in the run, {short(new.get(key))} now"
         for key in RUN_IDENTITY
-        if old[key] != new[key]
+        if old.get(key) != new.get(key)
     ]
     used = {_graph_name(text): (path, text) for path, text in old["graph_yaml"].items()}
     for path, text in graph_yaml.items():

@@ -28,6 +28,9 @@ from ..errors import CalibrationError, MaskgraphError
 from ..ir import Graph
 from ..loader import load_graph
 from . import protocol as proto
+from .bench import BENCHMARKS, check_data, is_bench_task, resolve
+from .bench import KIND as BENCH_KIND
+from .bench import sample as bench_sample
 from .metrics import MicroObserver, summarise
 from .rundir import MICRO, REFERENCE, ROWS, CellIdentity, RunDir, check_same_cells, check_same_run, short
 from .sweep import sweep_overrides
@@ -54,11 +57,17 @@ class EvalConfig:
     template: str = "chat"
     ppl_score_share: float = 0.25
     text_file: str | None = None
+    data: str | None = None
 
     def check(self) -> None:
         for t in self.tasks:
-            if t != PPL and t not in TASKS:
-                raise MaskgraphError(f"unknown task {t!r}; valid: {', '.join([PPL, *TASKS])}")
+            if is_bench_task(t):
+                resolve(t)  # names an unknown benchmark or sub-task and the valid ones
+            elif t != PPL and t not in TASKS:
+                raise MaskgraphError(
+                    f"unknown task {t!r}; valid: {', '.join([PPL, *TASKS])}, or <benchmark>:<sub-task> "
+                    f"with a benchmark of {', '.join(BENCHMARKS)}"
+                )
         if self.protocol not in proto.PROTOCOLS:
             raise MaskgraphError(f"unknown protocol {self.protocol!r}; valid: {', '.join(proto.PROTOCOLS)}")
         if self.template not in ("chat", "plain"):
@@ -228,6 +237,7 @@ def run_eval(
     config.check()
     check_overrides(config)
     check_graph_names(config)
+    check_data(config.tasks, config.data, config.samples, plain=config.template == "plain")
     by_length = {length: variants(config, length) for length in dict.fromkeys(config.lengths)}
     rd = open_run(config, out, by_length)
     done = {
@@ -285,6 +295,10 @@ def _item(config, job: Job, tokenizer, template, text_cache) -> dict[str, Any]:
         ids = text_cache[key][job.index].to(config.device)
         ctx_len = job.length - max(2, int(job.length * config.ppl_score_share))
         return {"ids": ids, "context_len": ctx_len}
+    if is_bench_task(job.task):
+        plain = config.template == "plain"
+        s = bench_sample(job.task, config.data, tokenizer, job.length, job.index, template, plain)
+        return {"sample": s}
     return {"sample": generate(job.task, tokenizer, job.length, config.seed, job.index, template)}
 
 
@@ -342,7 +356,7 @@ def _run_variant(model, tokenizer, item, job, v: Variant, context, ref, config):
         "label": v.label,
         "target": v.target,
         "task": job.task,
-        "kind": "perplexity" if job.task == PPL else TASKS[job.task].kind,
+        "kind": task_kind(job.task),
         "length": job.length,
         "index": job.index,
         "overrides": v.overrides,
@@ -386,11 +400,22 @@ def _run_variant(model, tokenizer, item, job, v: Variant, context, ref, config):
             prediction=text,
             answers=list(s.answers),
             n_tokens=s.n_tokens,
-            score=score(text, s.answers, s.metric),
+            score=score(text, s.answers, s.metric, s.classes),
             agreement=agreement(result["tokens"], ref["tokens"]),
-            ref_score=score(tokenizer.decode(ref["tokens"], skip_special_tokens=True), s.answers, s.metric),
+            ref_score=score(
+                tokenizer.decode(ref["tokens"], skip_special_tokens=True), s.answers, s.metric, s.classes
+            ),
         )
     return row, observer.records
+
+
+def task_kind(task: str) -> str:
+    """The row kind of ``task``: perplexity, a synthetic task's kind, or benchmark."""
+    if task == PPL:
+        return "perplexity"
+    if is_bench_task(task):
+        return BENCH_KIND
+    return TASKS[task].kind
 
 
 def agreement(tokens: list[int], reference: list[int]) -> float:

@@ -4,7 +4,9 @@
   found in the prediction;
 - ``string_match_part`` (question answering): 1 if any reference is found, else 0.
 
-Both return a value in [0, 1]; RULER reports 100× the mean over samples.
+Both return a value in [0, 1]; RULER reports 100× the mean over samples. The standard
+benchmarks' metrics (F1, ROUGE-L, code similarity, …) are in :mod:`maskgraph.eval.bench.metrics`;
+:func:`score` dispatches to them by name.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import MaskgraphError
+from .bench.metrics import METRICS as BENCH_METRICS
+from .bench.metrics import bench_score
 
 METRICS = ("all", "part")
 
@@ -32,10 +36,13 @@ def string_match_part(prediction: str, references: Sequence[str]) -> float:
     return float(any(r.lower() in text for r in references))
 
 
-def score(prediction: str, references: Sequence[str], metric: str) -> float:
-    """Score by the named rule: ``"all"`` or ``"part"``."""
+def score(prediction: str, references: Sequence[str], metric: str, classes: Sequence[str] = ()) -> float:
+    """Score by the named rule: ``"all"``, ``"part"``, or a benchmark metric (with the sample's
+    class names, for classification)."""
     if metric == "all":
         return string_match_all(prediction, references)
     if metric == "part":
         return string_match_part(prediction, references)
-    raise MaskgraphError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    if metric in BENCH_METRICS:
+        return bench_score(prediction, references, metric, classes)
+    raise MaskgraphError(f"unknown metric {metric!r}; valid: {', '.join([*METRICS, *BENCH_METRICS])}")

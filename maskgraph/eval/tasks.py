@@ -62,7 +62,9 @@ class Sample:
     """One synthetic example.
 
     ``context`` + ``question`` is the prompt; ``answers`` are the reference strings;
-    ``needles`` lists ``(char offset in context, inserted text)`` for every planted fact.
+    ``needles`` lists ``(char offset in context, inserted text)`` for every planted fact;
+    ``classes`` are the class names of a classification sample (a benchmark's; see
+    :mod:`maskgraph.eval.bench`).
     """
 
     task: str
@@ -76,6 +78,7 @@ class Sample:
     max_new_tokens: int
     needles: tuple[tuple[int, str], ...] = field(default=())
     n_tokens: int = 0
+    classes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
