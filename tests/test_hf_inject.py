@@ -406,8 +406,9 @@ def test_static_layer_without_a_token_count_is_measured_by_the_mask():
 
 
 def test_a_prompt_on_an_empty_cache_builds_no_quadratic_mask():
-    """A causal prompt without padding gets no (Q, K) mask (16 GiB of booleans at 128K): dense
-    SDPA takes ``is_causal``; padding, a continuation or a window still get the full mask."""
+    """A causal prompt without padding on an empty cache, dynamic or static, gets no (Q, K) mask
+    (16 GiB of booleans at 128K): dense SDPA takes ``is_causal``; padding, a continuation or a
+    window still get the full mask."""
     from transformers.masking_utils import causal_mask_function
 
     from maskgraph.hf.inject import _materialised_mask
@@ -419,7 +420,14 @@ def test_a_prompt_on_an_empty_cache_builds_no_quadratic_mask():
     padded = torch.ones(1, 6, dtype=torch.bool)
     padded[0, 0] = False
     assert _materialised_mask(**{**kw, "attention_mask": padded}).shape == (1, 1, 6, 6)
-    assert _materialised_mask(**{**kw, "kv_length": 9}).shape == (1, 1, 6, 9)
+    # a static buffer longer than the prompt: the queries start at 0, SDPA's top-left causal
+    # alignment never reaches the empty rows
+    assert _materialised_mask(**{**kw, "kv_length": 9}) is None
+    assert _materialised_mask(**{**kw, "kv_length": 9, "q_offset": torch.tensor(0)}) is None
+    assert _materialised_mask(**{**kw, "kv_length": 9, "attention_mask": padded}).shape == (1, 1, 6, 9)
+    # a continuation (queries after cached tokens)
+    assert _materialised_mask(**{**kw, "kv_length": 9, "q_offset": 3}).shape == (1, 1, 6, 9)
+    assert _materialised_mask(**{**kw, "kv_length": 9, "q_offset": torch.tensor(3)}).shape == (1, 1, 6, 9)
     assert _materialised_mask(**{**kw, "local_size": 3}).shape == (1, 1, 6, 6)
     assert _materialised_mask(**{**kw, "q_length": 1, "kv_length": 1}).shape == (1, 1, 1, 1)
     # a caller that needs the mask itself (transformers' indexed-attention layers) gets it

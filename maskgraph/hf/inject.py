@@ -64,7 +64,9 @@ class Injection:
     ``state`` (the current request's State), ``calls`` (attention calls that went through a
     graph), ``dense_calls`` (those that ran dense), ``static_calls`` (graph calls that read a
     static cache's whole buffer with its token count on the device: see
-    :mod:`maskgraph.static`; such calls can be recorded in a CUDA graph).
+    :mod:`maskgraph.static`; such calls can be recorded in a CUDA graph). The counters count
+    eager calls only: calls that ``torch.compile`` traced (transformers' compiled decode steps)
+    are not counted, since a counter read there would recompile every step.
     """
 
     def __init__(
@@ -178,6 +180,13 @@ class Injection:
         self._cache = None  # no reference kept between calls (a cache may hold gigabytes)
         self.tracker.after_forward(_cache_of(output))
 
+    def _count(self, counter: str) -> None:
+        """Add one to a call counter, except while ``torch.compile`` traces the call: a Python
+        value read there is guarded on, so counting would recompile every step (and, past
+        dynamo's recompile limit, fall back to eager). Compiled calls are not counted."""
+        if not protocol.compiling():
+            setattr(self, counter, getattr(self, counter) + 1)
+
     def _attention(
         self,
         module: torch.nn.Module,
@@ -194,7 +203,7 @@ class Injection:
         attn = self.layers.get(layer)
         sinks = getattr(module, "sinks", None)
         if attn is None or not self.tracker.routes_through_graph():
-            self.dense_calls += 1
+            self._count("dense_calls")
             count = _static_count(self._cache, layer) if attn is not None else None
             if count is not None and attn.static_problem() is None and attn.stateful:
                 # a dense prefill on a static cache builds the state its decode steps extend
@@ -216,7 +225,7 @@ class Injection:
                 attention_mask = _causal(query.shape[2], key.shape[2], query.device, count)
             graph_mask = None if decode_step else attention_mask
             out = attn(query, key, value, graph_mask, scale, num_keys=count, **context)
-            self.static_calls += 1
+            self._count("static_calls")
         else:
             if count is not None and protocol.recording():
                 raise NotSupportedError(
@@ -233,7 +242,7 @@ class Injection:
             graph_mask = None if decode_step else attention_mask
             dropped = _dropped_tokens(self._cache, layer, key.shape[2])
             out = attn(query, key, value, graph_mask, scale, kv_offset=dropped, **context)
-        self.calls += 1
+        self._count("calls")
         if self.observer is not None:
             self.observer.observe(layer, query, key, value, attention_mask, scale, out, attn)
         return out.transpose(1, 2).contiguous(), None
@@ -390,8 +399,9 @@ def _check_fits_model(layers: dict[int, CompiledAttention | None], model: Any) -
 
 def _materialised_mask(*args, **kwargs):
     """transformers' SDPA mask, materialised as bool (B, 1, Q, K) (True = may attend), except
-    for a causal prompt on an empty cache (None: dense SDPA uses ``is_causal``, a graph call
-    builds the causal mask itself), which would cost Q·K booleans (16 GiB at 128K)."""
+    for a causal prompt on an empty cache, dynamic or static (None: dense SDPA uses
+    ``is_causal``, a graph call builds the causal mask itself), which would cost Q·K booleans
+    (16 GiB at 128K)."""
     from transformers.masking_utils import sdpa_mask
 
     if _plain_causal_prompt(kwargs):
@@ -432,11 +442,26 @@ def _plain_causal_prompt(kwargs: dict) -> bool:
     """The mask asked for is the causal mask of Q queries over Q keys (an empty cache), with no
     padding and no window (transformers' own SDPA skip condition; see :func:`_causal_unpadded`)."""
     q, kv = kwargs.get("q_length"), kwargs.get("kv_length")
-    if not (isinstance(q, int) and isinstance(kv, int) and 1 < q == kv):
+    if not (isinstance(q, int) and isinstance(kv, int) and 1 < q <= kv):
+        return False
+    if q < kv and not _first_query_at_zero(kwargs):  # a static buffer longer than the prompt
         return False
     if kwargs.get("allow_is_causal_skip", True) is False:  # the caller needs the mask itself
         return False
     return _causal_unpadded(kwargs)
+
+
+def _first_query_at_zero(kwargs: dict) -> bool:
+    """The queries start at position 0 (an empty cache, e.g. the prefill of a static cache whose
+    buffer is longer than the prompt: causal attention aligned top-left, as SDPA's ``is_causal``
+    does, never reaches the buffer's empty rows). Read on the host only outside tracing and
+    recording."""
+    offset = kwargs.get("q_offset")
+    if isinstance(offset, torch.Tensor):
+        if protocol.compiling() or protocol.recording() or offset.numel() != 1:
+            return False
+        offset = int(offset)
+    return offset == 0
 
 
 def _causal_unpadded(kwargs: dict) -> bool:
