@@ -8,9 +8,16 @@ Tables (one row per graph setting, the plain dense model first, then ``dense``):
 - for every row: the **measured** density (mean over its attention calls), agreement of
   greedy tokens with dense, and (runs with ``--metrics``) relative output error and recall.
 
+The *setting* column is the part of a row's label after ``@``: a target density (``5%``), a
+sweep's grid point (``heavy_size=0.05``) or ``default``.
+
 Plots: ``<prefix>accuracy_vs_density.png`` (mean retrieval score against measured density, one
-line per method: a Pareto view) and ``<prefix>error_per_layer.png`` (relative output error per
-layer, one line per method at the setting nearest a chosen density).
+line per method: a Pareto view; bars: 95% normal-approximation intervals over samples) and
+``<prefix>error_per_layer.png`` (relative output error per layer, one line per method at the
+setting nearest a chosen density).
+
+A sweep folder (``maskgraph sweep``) is read like a run; with several models, the report has one
+section per model and its plots are named ``<prefix><model>_*.png``.
 """
 
 from __future__ import annotations
@@ -27,12 +34,15 @@ REFERENCE = "dense (model's own attention)"
 
 
 def load_cells(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
-    """Every cell of every run directory's metrics.json (later directories win on clashes)."""
+    """Every cell of every run directory's (or sweep folder's) metrics.json (later directories
+    win on clashes). Cells of a sweep carry their ``model``."""
     cells: dict[str, dict[str, Any]] = {}
     for d in run_dirs:
         p = Path(d) / "metrics.json"
         if not p.is_file():
-            raise MaskgraphError(f"{d} has no metrics.json (is it a 'maskgraph eval' run directory?)")
+            raise MaskgraphError(
+                f"{d} has no metrics.json (is it a 'maskgraph eval' run directory or a 'maskgraph sweep' folder?)"
+            )
         cells.update(read_metrics(p))
     return list(cells.values())
 
@@ -97,7 +107,7 @@ def _row_stats(label: str, cells: list[dict]) -> dict[str, float | None]:
 
 
 def _score_table(title: str, cols, rows, by) -> str:
-    head = ["graph", "target", "measured density"] + [f"{t} @{n}" for t, n in cols]
+    head = ["graph", "setting", "measured density"] + [f"{t} @{n}" for t, n in cols]
     head += ["mean", "agreement", "rel. err", "recall", "samples"]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ref = [
@@ -120,7 +130,7 @@ def _score_table(title: str, cols, rows, by) -> str:
         lines.append(
             "| "
             + " | ".join(
-                [graph, _target(target), _fmt(st["density"], ".3f")]
+                [graph, _setting(label, target), _fmt(st["density"], ".3f")]
                 + [_cell_text(c, "score", ".1f") for c in mine]
                 + [
                     _fmt(_mean(scores)),
@@ -137,7 +147,7 @@ def _score_table(title: str, cols, rows, by) -> str:
 
 def _ppl_table(lengths, rows, by) -> str:
     head = (
-        ["graph", "target", "measured density"]
+        ["graph", "setting", "measured density"]
         + [f"ppl @{n}" for n in lengths]
         + [f"ratio to dense @{n}" for n in lengths]
     )
@@ -160,7 +170,7 @@ def _ppl_table(lengths, rows, by) -> str:
         lines.append(
             "| "
             + " | ".join(
-                [graph, _target(target), _fmt(dens, ".3f")]
+                [graph, _setting(label, target), _fmt(dens, ".3f")]
                 + [_cell_text(c, "ppl", ".2f") for c in mine]
                 + ratios
             )
@@ -175,7 +185,11 @@ def _samples(cells: list[dict | None]) -> str:
     return counts[0] if len(set(counts)) == 1 else "/".join(counts)
 
 
-def _target(target: float | None) -> str:
+def _setting(label: str, target: float | None) -> str:
+    """What a row's graph runs at: the part of its label after ``@`` (``5%``, ``default``,
+    ``heavy_size=0.05``)."""
+    if "@" in label:
+        return label.split("@", 1)[1]
     return "default" if target is None else f"{target * 100:g}%"
 
 
@@ -239,20 +253,33 @@ def _colour(cells: list[dict], graph: str):
 
 def _density_panel(ax, cells: list[dict], kind: str, key: str, ref_key: str) -> None:
     """One line per graph: mean ``key`` of its ``kind`` cells against measured density."""
-    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    points: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     for label, graph, _ in _rows(cells):
         mine = [c for c in cells if c["label"] == label and c["kind"] == kind and c["status"] == "ok"]
         d, v = _mean([c.get("density") for c in mine]), _mean([c.get(key) for c in mine])
         if d is not None and v is not None:
-            points[graph].append((d, v))
+            points[graph].append((d, v, _ci_of_mean([c.get(f"{key}_ci95") for c in mine])))
     for graph, pts in sorted(points.items()):
         pts.sort()
-        ax.plot(
-            [p[0] for p in pts], [p[1] for p in pts], marker="o", label=graph, color=_colour(cells, graph)
+        ax.errorbar(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            yerr=[p[2] for p in pts],
+            marker="o",
+            capsize=3,
+            label=graph,
+            color=_colour(cells, graph),
         )
     refs = [c[ref_key] for c in cells if c["kind"] == kind and c.get(ref_key) is not None]
     if refs:
         ax.axhline(sum(refs) / len(refs), color="black", linestyle="--", linewidth=1, label="dense (model)")
+
+
+def _ci_of_mean(half_widths: list[float | None]) -> float:
+    """Half-width of the 95% interval of the mean of independent cell means whose own
+    half-widths are given (0 where a cell has none: fewer than two samples)."""
+    hw = [h or 0.0 for h in half_widths]
+    return math.sqrt(sum(h * h for h in hw)) / len(hw) if hw else 0.0
 
 
 def plot_error_per_layer(cells: list[dict], path: Path, density: float = 0.1) -> bool:
@@ -292,19 +319,34 @@ def write_report(
     img = Path(img_dir) if img_dir is not None else out.parent
     img.mkdir(parents=True, exist_ok=True)
     written: dict[str, Any] = {"markdown": str(out), "plots": []}
-    text = leaderboard(cells)
-    for name, fn in (
-        ("accuracy_vs_density", plot_accuracy_vs_density),
-        ("error_per_layer", plot_error_per_layer),
-    ):
-        p = img / f"{prefix}{name}.png"
-        if fn(cells, p):
-            written["plots"].append(str(p))
-            rel = Path(p).resolve().relative_to(out.parent.resolve()) if _inside(p, out.parent) else p
-            text += f"\n![{name}]({rel})\n"
+    by_model: dict[str | None, list[dict]] = defaultdict(list)
+    for c in cells:
+        by_model[c.get("model")].append(c)
+    several = len(by_model) > 1
+    parts = []
+    for model, mine in sorted(by_model.items(), key=lambda kv: str(kv[0])):
+        text = (f"## {model}\n\n" if several else "") + leaderboard(mine)
+        tag = f"{prefix}{_file_part(model)}_" if several else prefix
+        for name, fn in (
+            ("accuracy_vs_density", plot_accuracy_vs_density),
+            ("error_per_layer", plot_error_per_layer),
+        ):
+            p = img / f"{tag}{name}.png"
+            if fn(mine, p):
+                written["plots"].append(str(p))
+                rel = Path(p).resolve().relative_to(out.parent.resolve()) if _inside(p, out.parent) else p
+                text += f"\n![{name}]({rel})\n"
+        parts.append(text)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    out.write_text("\n".join(parts))
     return written
+
+
+def _file_part(name: str | None) -> str:
+    """A model name as part of a file name (a folder path keeps its last part)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(str(name)).name).strip("-") or "model"
 
 
 def _inside(p: Path, root: Path) -> bool:

@@ -433,9 +433,16 @@ def _graph_entry(c: _Checker, item: Any, path: tuple, base: Path) -> GraphEntry:
         try:
             g.with_overrides(v.overrides)
         except MaskgraphError as exc:
-            where = path + ("grid",) if grid else path + ("params",)
-            raise c.fail(where, f"{v.label}: {exc}") from None
+            raise c.fail(_culprit(path, exc, params, grid), f"{v.label}: {exc}") from None
     return entry
+
+
+def _culprit(path: tuple, exc: MaskgraphError, params: dict, grid: dict) -> tuple:
+    """The key of a graph entry that an override error names (its grid or params item)."""
+    named = [k for k in [*grid, *params] if f"override {k}=" in str(exc) or getattr(exc, "param", None) == k]
+    for k in named:
+        return path + (("grid", k) if k in grid else ("params", k))
+    return path + ("grid",) if grid else path + ("params",)
 
 
 def _check_param(c: _Checker, g, name: Any, value: Any, path: tuple) -> None:

@@ -1,0 +1,313 @@
+"""``maskgraph sweep`` on a tiny random model (CPU): the store, resuming, failed trials, the
+report of a sweep folder, local worker processes and a real local Ray, interrupted sweeps.
+
+Every sweep here runs perplexity windows of 64 byte-tokens of a small text file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from maskgraph.cli.main import main
+from maskgraph.eval import trials as trials_module
+from maskgraph.eval.sweepfile import parse_sweep
+from maskgraph.eval.sweeprun import BackendOptions, run_sweep
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SWEEP = """\
+sweep: two-by-two
+models: [tiny-llama]
+graphs:
+  - graph: streaming_llm
+    densities: [0.25, 0.5]
+  - graph: oracle_topk
+    densities: [0.25, 0.5]
+tasks: [ppl]
+lengths: [64]
+samples: {samples}
+shard: {shard}
+template: plain
+text_file: book.txt
+"""
+
+
+def sweep_file(folder: Path, samples: int = 3, shard: int = 2, text: str = SWEEP) -> Path:
+    (folder / "book.txt").write_text("In the beginning was a long sentence about nothing much at all. " * 80)
+    path = folder / "sweep.yaml"
+    path.write_text(text.format(samples=samples, shard=shard))
+    return path
+
+
+def raw_rows(out: Path) -> list[dict]:
+    """Every line of every trial's rows.jsonl (not deduplicated)."""
+    rows = []
+    for p in sorted((out / "trials").glob("*/rows.jsonl")):
+        rows += [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+    return rows
+
+
+def table(out: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(out / "results.sqlite") as db:
+        return list(db.execute(sql))
+
+
+def comparable(out: Path) -> list[tuple]:
+    """The store's rows without timings, sorted."""
+    return table(
+        out, 'SELECT model, cell, "index", status, score, nll, density FROM rows ORDER BY cell, "index"'
+    )
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main(argv)
+    got = capsys.readouterr()
+    assert "Traceback" not in got.err
+    return rc, got.out, got.err
+
+
+# ----- the local backend, the store, resuming, the report ----------------------------------------
+def test_local_sweep_store_resume_and_report(tmp_path, capsys, monkeypatch):
+    path = sweep_file(tmp_path)
+    out = tmp_path / "out"
+    rc, stdout, _ = run_cli(["sweep", str(path), "--out", str(out), "--no-progress"], capsys)
+    assert rc == 0 and "2 of 2 trials done" in stdout
+    # 2 graphs x 2 densities x 3 samples, in two shards (samples 0-1 and 2)
+    pairs = Counter((r["cell"], r["index"]) for r in raw_rows(out))
+    assert len(pairs) == 12 and set(pairs.values()) == {1}
+    assert {r["label"] for r in raw_rows(out)} == {
+        "streaming_llm@25%", "streaming_llm@50%", "oracle_topk@25%", "oracle_topk@50%",
+    }  # fmt: skip
+    assert table(out, "SELECT status, count(*) FROM trials GROUP BY status") == [("done", 2)]
+    assert table(out, "SELECT count(*) FROM rows") == [(12,)]
+    cells = json.loads((out / "metrics.json").read_text())["cells"]
+    assert len(cells) == 4 and all(c["samples"] == 3 and c["model"] == "tiny-llama" for c in cells.values())
+    assert (
+        cells["tiny-llama:streaming_llm@25%/ppl/64"]["density"]
+        < cells["tiny-llama:streaming_llm@50%/ppl/64"]["density"]
+    )
+
+    # a rerun finds everything done: no model load, no new row
+    loads = []
+    real = trials_module.load_model
+    monkeypatch.setattr(trials_module, "load_model", lambda *a: loads.append(a) or real(*a))
+    assert run_cli(["sweep", str(path), "--out", str(out), "--no-progress"], capsys)[0] == 0
+    assert loads == [] and len(raw_rows(out)) == 12
+
+    # the report reads the sweep folder as it reads a run
+    md = tmp_path / "report.md"
+    assert run_cli(["report", str(out), "--out", str(md)], capsys)[0] == 0
+    text = md.read_text()
+    assert "### Perplexity" in text and "| streaming_llm | 25% |" in text and "| oracle_topk | 50% |" in text
+    assert (tmp_path / "accuracy_vs_density.png").stat().st_size > 1000
+
+
+def test_trial_ids_are_stable_and_an_added_graph_runs_only_its_cells(tmp_path, capsys):
+    path = sweep_file(tmp_path, samples=2, shard=2)
+    spec = parse_sweep(path.read_text(), file=str(path), base=tmp_path)
+    ids = [t.id for t in spec.trials()]
+    assert ids == [t.id for t in parse_sweep(path.read_text(), base=tmp_path).trials()]
+    out = tmp_path / "out"
+    assert run_cli(["sweep", str(path), "--out", str(out), "--no-progress"], capsys)[0] == 0
+    first = raw_rows(out)
+
+    more = path.read_text().replace("graphs:\n", "graphs:\n  - dense\n")
+    path.write_text(more)
+    spec2 = parse_sweep(more, base=tmp_path)
+    assert [t.id for t in spec2.trials()] == ids  # variants are not part of a trial's identity
+    assert run_cli(["sweep", str(path), "--out", str(out), "--no-progress"], capsys)[0] == 0
+    rows = raw_rows(out)
+    key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
+    assert sorted(map(key, first)) == sorted(key(r) for r in rows if r["label"] != "dense@default")
+    assert sorted(r["index"] for r in rows if r["label"] == "dense@default") == [0, 1]
+    assert Counter((r["cell"], r["index"]) for r in rows).most_common(1)[0][1] == 1
+
+    # another sample split is another set of trials
+    assert {
+        t.id for t in parse_sweep(more.replace("shard: 2", "shard: 1"), base=tmp_path).trials()
+    }.isdisjoint(ids)
+
+
+def test_a_grid_and_two_models_make_labelled_variants_and_model_sections(tmp_path, capsys):
+    text = """\
+models: [tiny-llama, tiny-qwen2]
+graphs:
+  - graph: oracle_topk
+    params: {{sink_size: 4, window_size: 4}}
+    grid: {{heavy_size: [0.1, 0.3]}}
+tasks: [ppl]
+lengths: [64]
+samples: 1
+template: plain
+text_file: book.txt
+"""
+    path = sweep_file(tmp_path, text=text)
+    out = tmp_path / "out"
+    assert run_cli(["sweep", str(path), "--out", str(out), "--no-progress"], capsys)[0] == 0
+    rows = raw_rows(out)
+    assert sorted({r["label"] for r in rows}) == ["oracle_topk@heavy_size=0.1", "oracle_topk@heavy_size=0.3"]
+    assert all(r["overrides"]["sink_size"] == 4 for r in rows)
+    assert sorted(m for (m,) in table(out, "SELECT DISTINCT model FROM rows")) == ["tiny-llama", "tiny-qwen2"]
+    md = tmp_path / "r.md"
+    assert run_cli(["report", str(out), "--out", str(md)], capsys)[0] == 0
+    text = md.read_text()
+    assert "## tiny-llama" in text and "## tiny-qwen2" in text and "| oracle_topk | heavy_size=0.3 |" in text
+    assert (tmp_path / "tiny-qwen2_accuracy_vs_density.png").is_file()
+
+
+# ----- failed trials ------------------------------------------------------------------------------
+def test_a_failed_trial_keeps_its_traceback_and_does_not_stop_the_others(tmp_path, capsys, monkeypatch):
+    text = SWEEP.replace("models: [tiny-llama]", "models: [tiny-llama, tiny-qwen2]")
+    path = sweep_file(tmp_path, samples=1, shard=1, text=text)
+    out = tmp_path / "out"
+    real = trials_module.load_model
+
+    def broken(name, device):
+        if name == "tiny-qwen2":
+            raise RuntimeError("no such card")
+        return real(name, device)
+
+    monkeypatch.setattr(trials_module, "load_model", broken)
+    rc, _, err = run_cli(["sweep", str(path), "--out", str(out), "--no-progress"], capsys)
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert "1 trial(s) failed" in err and "no such card" in err and "--retry-errors" in err
+    ((status, error, tb),) = table(
+        out, "SELECT status, error, traceback FROM trials WHERE model = 'tiny-qwen2'"
+    )
+    assert (
+        status == "failed" and error == "RuntimeError: no such card" and "Traceback" in tb and "broken" in tb
+    )
+    failed_id = table(out, "SELECT id FROM trials WHERE status = 'failed'")[0][0]
+    assert "no such card" in (out / "trials" / failed_id / "error.txt").read_text()
+    assert {r["cell"] for r in raw_rows(out)} and len(raw_rows(out)) == 4  # the other model's trial ran
+
+    # without --retry-errors a failed trial is not run again
+    calls = []
+    monkeypatch.setattr(trials_module, "load_model", lambda n, d: calls.append(n) or real(n, d))
+    assert run_cli(["sweep", str(path), "--out", str(out), "--no-progress"], capsys)[0] == 1
+    assert calls == []
+    rc, stdout, _ = run_cli(
+        ["sweep", str(path), "--out", str(out), "--no-progress", "--retry-errors"], capsys
+    )
+    assert rc == 0 and calls == ["tiny-qwen2"] and "2 of 2 trials done" in stdout
+    assert table(out, "SELECT status FROM trials WHERE model = 'tiny-qwen2'") == [("done",)]
+    assert not (out / "trials" / failed_id / "error.txt").exists()
+    assert len(raw_rows(out)) == 8
+
+
+# ----- bad sweep files and options ----------------------------------------------------------------
+BAD = {
+    "unknown top key": ("graph: [dense]\nmodels: [tiny-llama]\ntasks: [ppl]\nlengths: [64]\n", 1, ["'graphs'", "valid:"]),
+    "missing key": ("models: [tiny-llama]\ngraphs: [dense]\ntasks: [ppl]\n", 1, ["'lengths'"]),
+    "unknown task": ("models: [tiny-llama]\ngraphs: [dense]\ntasks:\n  - ppl\n  - needle\nlengths: [64]\n", 5, ["tasks[1]", "niah_single_number"]),
+    "density out of range": (
+        "models: [tiny-llama]\ngraphs:\n  - graph: quest\n    densities: [0.1, 1.5]\ntasks: [ppl]\nlengths: [64]\n",
+        4, ["graphs[0].densities[1]", "(0, 1]"],
+    ),
+    "grid parameter unknown": (
+        "models: [tiny-llama]\ngraphs:\n  - graph: quest\n    grid:\n      heavy: [0.1]\ntasks: [ppl]\nlengths: [64]\n",
+        5, ["graphs[0].grid.heavy", "heavy_size"],
+    ),
+    "grid value invalid": (
+        "models: [tiny-llama]\ngraphs:\n  - graph: quest\n    grid:\n      page_size: [0]\ntasks: [ppl]\nlengths: [64]\n",
+        5, ["graphs[0].grid.page_size", "quest@page_size=0", "[1, 4096]"],
+    ),
+    "unknown model": ("models: [gpt5]\ngraphs: [dense]\ntasks: [ppl]\nlengths: [64]\n", 1, ["models[0]", "tiny-llama"]),
+    "unknown graph": ("models: [tiny-llama]\ngraphs: [dense, quset]\ntasks: [ppl]\nlengths: [64]\n", 2, ["graphs[1].graph", "quest"]),
+    "length too short": ("models: [tiny-llama]\ngraphs: [dense]\ntasks: [ppl]\nlengths: [64, 8]\n", 4, ["lengths[1]", ">= 16"]),
+    "negative gpus": (
+        "models: [tiny-llama]\ngraphs: [dense]\ntasks: [ppl]\nlengths: [64]\nresources: {num_gpus: -1}\n",
+        5, ["resources.num_gpus", "[0, 64]"],
+    ),
+    "same variant twice": (
+        "models: [tiny-llama]\ngraphs:\n  - dense\n  - graph: dense\ntasks: [ppl]\nlengths: [64]\n",
+        4, ["graphs[1]", "dense@default", "name"],
+    ),
+    "invalid YAML": ("models: [tiny-llama\ngraphs: [dense]\n", 2, ["invalid YAML"]),
+    "not a mapping": ("- dense\n", 1, ["must be a mapping"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_bad_sweep_file_is_one_located_line(case, tmp_path, capsys):
+    text, line, words = BAD[case]
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    rc, _, err = run_cli(["sweep", str(path), "--out", str(tmp_path / "out")], capsys)
+    assert rc == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"{path}:{line}:" in err, err
+    for w in words:
+        assert w in err, (w, err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_options_are_checked_and_ray_missing_says_how_to_install(tmp_path, capsys, monkeypatch):
+    path = sweep_file(tmp_path, samples=1, shard=1)
+    out = str(tmp_path / "out")
+    rc, _, err = run_cli(["sweep", str(path), "--out", out, "--address", "auto"], capsys)
+    assert rc == 1 and "--backend ray" in err
+    rc, _, err = run_cli(["sweep", str(path), "--out", out, "--gpus", "0,1", "--workers", "3"], capsys)
+    assert rc == 1 and "--workers 3" in err
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    rc, _, err = run_cli(["sweep", str(path), "--out", out, "--backend", "ray", "--no-progress"], capsys)
+    assert rc == 1 and "pip install 'maskgraph[ray]'" in err and len(err.strip().splitlines()) == 1
+
+
+# ----- interrupted sweeps -------------------------------------------------------------------------
+@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
+def test_an_interrupted_sweep_resumes_with_every_pair_once(signum, tmp_path):
+    path = sweep_file(tmp_path, samples=24, shard=6)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "maskgraph", "sweep", str(path), "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(raw_rows(out)) < 6 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    before = len(raw_rows(out))
+    assert 6 <= before < 96  # stopped midway
+
+    # the rerun finishes the rest; the local backend never imports Ray
+    had_ray = "ray" in sys.modules
+    assert main(["sweep", str(path), "--out", str(out), "--no-progress"]) == 0
+    assert had_ray or "ray" not in sys.modules
+    pairs = Counter((r["cell"], r["index"]) for r in raw_rows(out))
+    assert len(pairs) == 4 * 24 and set(pairs.values()) == {1}
+
+
+# ----- worker processes and Ray: the same rows ----------------------------------------------------
+@pytest.mark.slow
+def test_local_workers_and_ray_give_the_rows_of_one_worker(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    path = sweep_file(tmp_path, samples=3, shard=2)
+    spec = parse_sweep(path.read_text(), file=str(path), base=tmp_path)
+    text = path.read_text()
+    one = run_sweep(spec, tmp_path / "one", text, progress=False)
+    assert one.done == 2 and not one.failed
+    two = run_sweep(spec, tmp_path / "two", text, BackendOptions(workers=2), progress=False)
+    assert two.done == 2 and comparable(tmp_path / "two") == comparable(tmp_path / "one")
+
+    # a real local Ray started by the caller; its workers import this checkout's maskgraph
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        got = run_sweep(spec, tmp_path / "ray", text, BackendOptions(backend="ray"), progress=False)
+        assert ray.is_initialized()  # a Ray the caller started is left running
+    finally:
+        ray.shutdown()
+    assert got.done == 2 and not got.failed
+    assert comparable(tmp_path / "ray") == comparable(tmp_path / "one")
+    assert len(comparable(tmp_path / "one")) == 12
