@@ -206,6 +206,15 @@ def test_a_failed_trial_keeps_its_traceback_and_does_not_stop_the_others(tmp_pat
     assert len(raw_rows(out)) == 8
 
 
+def test_the_shipped_example_is_a_valid_sweep():
+    text = (ROOT / "examples" / "sweep.yaml").read_text()
+    # the example names the shipped model, which need not be installed where tests run
+    spec = parse_sweep(text.replace("[smollm2]", "[tiny-llama]"), base=ROOT / "examples")
+    labels = [v.label for v in spec.trials()[0].variants]
+    assert "quest@5%" in labels and "oracle_topk@heavy_size=0.05" in labels and "dense@default" in labels
+    assert len(spec.trials()) == 3 * 2 and spec.resources.num_cpus == 1
+
+
 # ----- bad sweep files and options ----------------------------------------------------------------
 BAD = {
     "unknown top key": ("graph: [dense]\nmodels: [tiny-llama]\ntasks: [ppl]\nlengths: [64]\n", 1, ["'graphs'", "valid:"]),

@@ -413,6 +413,7 @@ def _graph_entry(c: _Checker, item: Any, path: tuple, base: Path) -> GraphEntry:
     for k, vals in grid.items():
         if k in params:
             raise c.fail(path + ("grid", k), f"{k!r} is set in 'params' too; give it in one place")
+        _check_param(c, g, k, None, path + ("grid", k))
         if not isinstance(vals, list) or not vals:
             raise c.fail(path + ("grid", k), f"must be a non-empty list of values; got {shown(vals)}")
         for j, v in enumerate(vals):
