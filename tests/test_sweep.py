@@ -243,6 +243,14 @@ BAD = {
         "models: [tiny-llama]\ngraphs:\n  - dense\n  - graph: dense\ntasks: [ppl]\nlengths: [64]\n",
         4, ["graphs[1]", "dense@default", "name"],
     ),
+    "search task not in the sweep": (
+        "models: [tiny-llama]\ngraphs: [quest]\ntasks: [ppl]\nlengths: [64]\nsearch:\n  densities: [0.1]\n  task: vt\n",
+        7, ["search.task", "ppl"],
+    ),
+    "range upside down": (
+        "models: [tiny-llama]\ngraphs:\n  - graph: quest\n    ranges:\n      heavy_size: [0.2, 0.1]\ntasks: [ppl]\nlengths: [64]\n",
+        5, ["graphs[0].ranges.heavy_size", "low < high"],
+    ),
     "invalid YAML": ("models: [tiny-llama\ngraphs: [dense]\n", 2, ["invalid YAML"]),
     "not a mapping": ("- dense\n", 1, ["must be a mapping"]),
 }  # fmt: skip
@@ -268,6 +276,8 @@ def test_options_are_checked_and_ray_missing_says_how_to_install(tmp_path, capsy
     assert rc == 1 and "--backend ray" in err
     rc, _, err = run_cli(["sweep", str(path), "--out", out, "--gpus", "0,1", "--workers", "3"], capsys)
     assert rc == 1 and "--workers 3" in err
+    rc, _, err = run_cli(["sweep", str(path), "--out", out, "--search"], capsys)
+    assert rc == 1 and "needs a 'search:' block" in err
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     rc, _, err = run_cli(["sweep", str(path), "--out", out, "--backend", "ray", "--no-progress"], capsys)
     assert rc == 1 and "pip install 'maskgraph[ray]'" in err and len(err.strip().splitlines()) == 1
@@ -320,3 +330,40 @@ def test_local_workers_and_ray_give_the_rows_of_one_worker(tmp_path, monkeypatch
     assert got.done == 2 and not got.failed
     assert comparable(tmp_path / "ray") == comparable(tmp_path / "one")
     assert len(comparable(tmp_path / "one")) == 12
+
+
+# ----- search -------------------------------------------------------------------------------------
+SEARCH = """\
+models: [tiny-llama]
+graphs:
+  - graph: oracle_topk
+    params: {{sink_size: 4, window_size: 4}}
+    grid: {{heavy_size: [0.05, 0.6]}}
+tasks: [ppl]
+lengths: [64]
+samples: 1
+template: plain
+text_file: book.txt
+search: {{densities: [0.3], samples: 1}}
+"""
+
+
+@pytest.mark.slow
+def test_search_picks_the_setting_that_reaches_the_target_and_writes_a_usable_graph(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    from maskgraph.eval.search import run_search
+    from maskgraph.loader import load_graph
+
+    path = sweep_file(tmp_path, text=SEARCH)
+    spec = parse_sweep(path.read_text(), file=str(path), base=tmp_path)
+    # the Ray that run_search starts makes its workers import this checkout's maskgraph
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    (choice,) = run_search(spec, tmp_path / "out")
+    # heavy_size 0.6 measures far above 30%: the search keeps 0.05, and reports what it measured
+    assert choice.feasible and choice.trials == 2 and choice.overrides["heavy_size"] == 0.05
+    assert choice.density is not None and choice.density <= 0.3 * 1.1 and choice.rel_err is not None
+    recorded = json.loads((tmp_path / "out" / "search" / "results.json").read_text())
+    assert recorded[0]["density"] == choice.density
+    graph = load_graph(choice.file)
+    assert graph.name == "oracle_topk_at_30pct" and graph.params["heavy_size"] == 0.05
+    assert graph.params["sink_size"] == 4

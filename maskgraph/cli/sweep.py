@@ -69,6 +69,12 @@ def add_parser(sub):
     p.add_argument(
         "--dry-run", action="store_true", help="check the sweep file and list its trials; run nothing"
     )
+    p.add_argument(
+        "--search",
+        action="store_true",
+        help="instead of the grid: per graph and target density, the parameters with the least output "
+        "error at that density (Ray Tune; the file's 'search:' block); writes OUT/search/*.yaml graphs",
+    )
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
     return p
 
@@ -89,6 +95,8 @@ def run(args) -> int:
         for t in trials:
             print(f"  {t.id}  {t.model}  {t.task}  L={t.length}  samples {t.start}..{t.stop - 1}")
         return 0
+    if args.search:
+        return _search(spec, args)
     text = Path(args.sweep_file).read_text(encoding="utf-8")
     summary = run_sweep(
         spec, args.out, text, options, retry_errors=args.retry_errors, progress=not args.no_progress
@@ -104,4 +112,23 @@ def run(args) -> int:
             f"{len(summary.failed)} trial(s) failed{skipped}, e.g. {first[0]}: {first[1]}; tracebacks in "
             f"{summary.out}/results.sqlite (table trials) and trials/<id>/error.txt; rerun with --retry-errors"
         )
+    return 0
+
+
+def _search(spec, args) -> int:
+    from ..eval.search import run_search
+
+    if args.gpus:
+        raise MaskgraphError("--search runs on Ray: give resources.num_gpus in the sweep file, not --gpus")
+    choices = run_search(spec, args.out, address=args.address, workers=args.workers)
+    for c in choices:
+        shown = ", ".join(f"{k}={v}" for k, v in c.overrides.items())
+        density = "–" if c.density is None else f"{c.density:.3f}"
+        err = "–" if c.rel_err is None else f"{c.rel_err:.4f}"
+        note = "" if c.feasible else "  (no setting reached the target; the sparsest is shown)"
+        print(
+            f"{c.graph} @{c.target:g}: measured density {density}, rel. err {err}, {c.trials} trials: {shown}{note}"
+        )
+        if c.file:
+            print(f"  -> {c.file}")
     return 0

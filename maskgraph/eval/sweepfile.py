@@ -48,11 +48,13 @@ from .tasks import TASKS
 
 TOP_KEYS = (
     "sweep", "models", "graphs", "tasks", "lengths", "samples", "shard", "seed", "protocol",
-    "template", "metrics", "text_file", "device", "ppl_score_share", "resources",
+    "template", "metrics", "text_file", "device", "ppl_score_share", "resources", "search",
 )  # fmt: skip
 REQUIRED = ("models", "graphs", "tasks", "lengths")
-GRAPH_KEYS = ("graph", "name", "params", "grid", "densities")
+GRAPH_KEYS = ("graph", "name", "params", "grid", "densities", "ranges")
 RESOURCE_KEYS = ("num_cpus", "num_gpus")
+SEARCH_KEYS = ("densities", "tolerance", "task", "length", "samples", "trials", "metric")
+SEARCH_METRICS = ("rel_err", "recall")
 MIN_LENGTH = 16
 EXPECTED = "a mapping with 'models', 'graphs', 'tasks' and 'lengths'"
 
@@ -131,6 +133,7 @@ class GraphEntry:
     params: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list[Any]] = field(default_factory=dict)
     densities: tuple[float, ...] = ()
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def variants(self, length: int) -> list[VariantSpec]:
         """Every setting at context ``length`` (the density rule depends on it): each target
@@ -152,6 +155,22 @@ class GraphEntry:
 
 
 @dataclass(frozen=True)
+class SearchSpec:
+    """What ``maskgraph sweep --search`` looks for: per graph and target density, the setting
+    whose measured density is at most ``target·(1 + tolerance)`` with the best ``metric``,
+    scored on ``samples`` samples of ``task`` at ``length`` tokens; ``trials`` Tune samples per
+    (graph, target) when the graph has ``ranges`` (grids are searched whole)."""
+
+    densities: tuple[float, ...]
+    tolerance: float
+    task: str
+    length: int
+    samples: int
+    trials: int
+    metric: str
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     """A checked sweep file."""
 
@@ -165,6 +184,7 @@ class SweepSpec:
     shard: int
     settings: dict[str, Any]
     resources: Resources
+    search: SearchSpec | None = None
 
     def trials(self) -> list[Trial]:
         """Every trial, grouped by model (a worker keeps one model loaded)."""
@@ -294,6 +314,37 @@ def parse_sweep(text: str, file: str | None = None, base: Path | None = None) ->
         shard=shard,
         settings=settings,
         resources=_resources(c, data.get("resources", {})),
+        search=_search(c, data["search"], graphs, tasks, lengths) if "search" in data else None,
+    )
+
+
+def _search(c: _Checker, value: Any, graphs, tasks, lengths) -> SearchSpec:
+    value = c.mapping(value or {}, ("search",), SEARCH_KEYS)
+    path = ("search",)
+    raw = value.get("densities", sorted({d for g in graphs for d in g.densities}))
+    raw = raw if isinstance(raw, list) else [raw]
+    densities = tuple(
+        dict.fromkeys(c.number(d, path + ("densities", i), 0, 1, open_low=True) for i, d in enumerate(raw))
+    )
+    if not densities:
+        raise c.fail(path, "needs target densities: 'densities' here or in a graph item")
+    task = value.get("task", tasks[0])
+    if task not in tasks:
+        raise c.fail(
+            path + ("task",), f"must be one of the sweep's tasks ({', '.join(tasks)}); got {shown(task)}"
+        )
+    length = value.get("length", lengths[0])
+    if length not in lengths:
+        valid = ", ".join(map(str, lengths))
+        raise c.fail(path + ("length",), f"must be one of the sweep's lengths ({valid}); got {shown(length)}")
+    return SearchSpec(
+        densities=densities,
+        tolerance=c.number(value.get("tolerance", 0.1), path + ("tolerance",), 0, 10, open_low=False),
+        task=task,
+        length=length,
+        samples=c.integer(value.get("samples", 2), path + ("samples",), 1),
+        trials=c.integer(value.get("trials", 8), path + ("trials",), 1),
+        metric=c.choice(value.get("metric", "rel_err"), path + ("metric",), SEARCH_METRICS),
     )
 
 
@@ -420,6 +471,7 @@ def _graph_entry(c: _Checker, item: Any, path: tuple, base: Path) -> GraphEntry:
             _check_param(c, g, k, v, path + ("grid", k, j))
         if len(set(map(repr, vals))) != len(vals):
             raise c.fail(path + ("grid", k), "lists a value twice")
+    ranges = _ranges(c, g, item.get("ranges") or {}, path + ("ranges",), params, grid)
     raw = item.get("densities", [])
     raw = raw if isinstance(raw, list) else [raw]
     densities = tuple(
@@ -428,7 +480,7 @@ def _graph_entry(c: _Checker, item: Any, path: tuple, base: Path) -> GraphEntry:
     if densities and not g.params:
         raise c.fail(path + ("densities",), f"graph {g.name!r} has no parameters to set for a density")
     entry = GraphEntry(
-        name, g.name, g.to_yaml(), dict(params), {k: list(v) for k, v in grid.items()}, densities
+        name, g.name, g.to_yaml(), dict(params), {k: list(v) for k, v in grid.items()}, densities, ranges
     )
     for v in GraphEntry(name, g.name, entry.yaml, entry.params, entry.grid).variants(1024):
         try:
@@ -436,6 +488,25 @@ def _graph_entry(c: _Checker, item: Any, path: tuple, base: Path) -> GraphEntry:
         except MaskgraphError as exc:
             raise c.fail(_culprit(path, exc, params, grid), f"{v.label}: {exc}") from None
     return entry
+
+
+def _ranges(
+    c: _Checker, g, value: Any, path: tuple, params: dict, grid: dict
+) -> dict[str, tuple[float, float]]:
+    """``ranges:`` of a graph item: ``name: [low, high]`` numbers a search draws from."""
+    if not isinstance(value, dict):
+        raise c.fail(path, f"must be a mapping name: [low, high]; got {_kind(value)}")
+    out = {}
+    for k, pair in value.items():
+        _check_param(c, g, k, None, path + (k,))
+        if k in params or k in grid:
+            raise c.fail(path + (k,), f"{k!r} is set in 'params' or 'grid' too; give it in one place")
+        ok = isinstance(pair, list) and len(pair) == 2
+        ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
+        if not ok or pair[0] >= pair[1]:
+            raise c.fail(path + (k,), f"must be [low, high], two numbers with low < high; got {shown(pair)}")
+        out[k] = (pair[0], pair[1])
+    return out
 
 
 def _culprit(path: tuple, exc: MaskgraphError, params: dict, grid: dict) -> tuple:
