@@ -166,6 +166,27 @@ text_file: book.txt
     assert (tmp_path / "tiny-qwen2_accuracy_vs_density.png").is_file()
 
 
+def test_report_gives_runs_of_two_models_a_section_each(tmp_path, capsys):
+    from maskgraph.calibrate.text import ByteTokenizer
+    from maskgraph.eval.runner import EvalConfig, run_eval
+    from maskgraph.hf.models import tiny_model
+
+    sweep_file(tmp_path)
+    runs = []
+    for name, arch in (("model-a", "llama"), ("model-b", "qwen2")):
+        config = EvalConfig(
+            model=name, graphs=["streaming_llm"], tasks=["ppl"], lengths=[64], samples=1, densities=[0.5],
+            template="plain", text_file=str(tmp_path / "book.txt"),
+        )  # fmt: skip
+        run_eval(config, tmp_path / name, model=tiny_model(arch), tokenizer=ByteTokenizer(), progress=False)
+        runs.append(str(tmp_path / name))
+    md = tmp_path / "r.md"
+    assert run_cli(["report", *runs, "--out", str(md)], capsys)[0] == 0
+    text = md.read_text()
+    # the same cell id in both runs: each model keeps its own row
+    assert text.count("| streaming_llm | 50% |") == 2 and "## model-a" in text and "## model-b" in text
+
+
 # ----- failed trials ------------------------------------------------------------------------------
 def test_a_failed_trial_keeps_its_traceback_and_does_not_stop_the_others(tmp_path, capsys, monkeypatch):
     text = SWEEP.replace("models: [tiny-llama]", "models: [tiny-llama, tiny-qwen2]")
@@ -278,6 +299,8 @@ def test_options_are_checked_and_ray_missing_says_how_to_install(tmp_path, capsy
     assert rc == 1 and "--workers 3" in err
     rc, _, err = run_cli(["sweep", str(path), "--out", out, "--search"], capsys)
     assert rc == 1 and "needs a 'search:' block" in err
+    rc, _, err = run_cli(["sweep", str(path), "--out", out, "--gpus", "0"], capsys)
+    assert rc == 1 and "device: cuda" in err
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     rc, _, err = run_cli(["sweep", str(path), "--out", out, "--backend", "ray", "--no-progress"], capsys)
     assert rc == 1 and "pip install 'maskgraph[ray]'" in err and len(err.strip().splitlines()) == 1
@@ -367,3 +390,21 @@ def test_search_picks_the_setting_that_reaches_the_target_and_writes_a_usable_gr
     graph = load_graph(choice.file)
     assert graph.name == "oracle_topk_at_30pct" and graph.params["heavy_size"] == 0.05
     assert graph.params["sink_size"] == 4
+
+
+def test_a_pool_worker_takes_one_gpu_and_leaves_interrupts_to_the_sweep(monkeypatch):
+    import queue
+
+    from maskgraph.eval import sweeprun
+
+    gpus: queue.Queue = queue.Queue()
+    gpus.put("3")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    old = signal.getsignal(signal.SIGINT)
+    try:
+        sweeprun._pool_init(gpus)
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "3" and gpus.empty()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)

@@ -86,6 +86,11 @@ def run(args) -> int:
     spec = load_sweep(args.sweep_file)
     options = BackendOptions(args.backend, args.workers, tuple(args.gpus), args.address)
     options.check()
+    if options.gpus and spec.settings["device"] != "cuda":
+        raise MaskgraphError(
+            f"--gpus pins one worker per GPU, each seeing only its own: set 'device: cuda' in "
+            f"{args.sweep_file} (it says {spec.settings['device']!r})"
+        )
     if args.dry_run:
         trials = spec.trials()
         variants = {v.label for t in trials for v in t.variants}

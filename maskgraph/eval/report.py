@@ -36,15 +36,30 @@ REFERENCE = "dense (model's own attention)"
 def load_cells(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
     """Every cell of every run directory's (or sweep folder's) metrics.json (later directories
     win on clashes). Cells of a sweep carry their ``model``."""
-    cells: dict[str, dict[str, Any]] = {}
+    cells: dict[tuple, dict[str, Any]] = {}
     for d in run_dirs:
         p = Path(d) / "metrics.json"
         if not p.is_file():
             raise MaskgraphError(
                 f"{d} has no metrics.json (is it a 'maskgraph eval' run directory or a 'maskgraph sweep' folder?)"
             )
-        cells.update(read_metrics(p))
+        run_model = _run_model(Path(d))
+        for cell in read_metrics(p).values():
+            cell = {**cell, "model": cell.get("model", run_model)}
+            cells[(cell["model"], cell["label"], cell["task"], cell["length"])] = cell
     return list(cells.values())
+
+
+def _run_model(folder: Path) -> str | None:
+    """The model of an eval run folder (its config.json), or None where it cannot be read
+    (the report then shows the run without a model name)."""
+    from .rundir import RunDir
+
+    try:
+        config = RunDir(folder, ppl_task="ppl").read_config()
+    except MaskgraphError:
+        return None
+    return None if config is None else config["model"]
 
 
 def _order_key(label: str, graph: str, target: float | None) -> tuple:
@@ -325,7 +340,7 @@ def write_report(
     several = len(by_model) > 1
     parts = []
     for model, mine in sorted(by_model.items(), key=lambda kv: str(kv[0])):
-        text = (f"## {model}\n\n" if several else "") + leaderboard(mine)
+        text = (f"## {model or 'model not recorded'}\n\n" if several else "") + leaderboard(mine)
         tag = f"{prefix}{_file_part(model)}_" if several else prefix
         for name, fn in (
             ("accuracy_vs_density", plot_accuracy_vs_density),

@@ -200,10 +200,10 @@ def run_local(
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # CUDA cannot be forked
-    gpu_queue = ctx.Queue()
+    gpu_queue = ctx.Manager().Queue() if options.gpus else None
     for gpu in options.gpus:
         gpu_queue.put(gpu)
-    pool = ctx.Pool(workers, initializer=_pool_init, initargs=(gpu_queue if options.gpus else None,))
+    pool = ctx.Pool(workers, initializer=_pool_init, initargs=(gpu_queue,))
     try:
         pending = {pool.apply_async(_pool_run, (str(root), t, retry)): t for t in todo}
         while pending:
