@@ -279,24 +279,42 @@ def run_ray(
         n = options.workers or _ray_capacity(ray.cluster_resources(), res.num_cpus, res.num_gpus)
         actors = [actor_cls.remote() for _ in range(max(1, min(n, len(todo))))]
         queue = list(todo)
-        running: dict[Any, Any] = {}
+        running: dict[Any, tuple[Any, Trial]] = {}
         idle = list(actors)
         try:
             while queue or running:
                 while queue and idle:
                     actor, trial = idle.pop(), queue.pop(0)
-                    running[actor.run.remote(str(root), trial, retry)] = actor
+                    running[actor.run.remote(str(root), trial, retry)] = (actor, trial)
                     view.started()
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
                 for ref in ready:
-                    idle.append(running.pop(ref))
-                    finished(ray.get(ref))
+                    actor, trial = running.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.RayError as exc:  # the actor died (out of memory, a crash)
+                        result = _lost(trial, exc)
+                        ray.kill(actor)
+                        actors.remove(actor)
+                        actor = actor_cls.remote()
+                        actors.append(actor)
+                    idle.append(actor)
+                    finished(result)
         finally:
             for a in actors:
                 ray.kill(a)
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _lost(trial: Trial, exc: Exception) -> TrialResult:
+    """A trial whose worker died: failed, with Ray's account of it."""
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return TrialResult(trial.id, "failed", 0.0, f"{type(exc).__name__}: {first}", text)
 
 
 def _init_ray(ray, address: str | None) -> None:
