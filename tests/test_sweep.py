@@ -392,22 +392,51 @@ def test_search_picks_the_setting_that_reaches_the_target_and_writes_a_usable_gr
     assert graph.params["sink_size"] == 4
 
 
-def test_a_pool_worker_takes_one_gpu_and_leaves_interrupts_to_the_sweep(monkeypatch):
-    import queue
-
+def test_a_worker_process_sees_its_gpu_only_and_leaves_interrupts_to_the_sweep(monkeypatch):
     from maskgraph.eval import sweeprun
 
-    gpus: queue.Queue = queue.Queue()
-    gpus.put("3")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     old = signal.getsignal(signal.SIGINT)
     try:
-        sweeprun._pool_init(gpus)
-        assert os.environ["CUDA_VISIBLE_DEVICES"] == "3" and gpus.empty()
+        sweeprun.worker_setup("3")
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, old)
         monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+@pytest.mark.slow
+def test_a_worker_process_that_dies_fails_its_trial_only(tmp_path):
+    import multiprocessing
+    import threading
+
+    path = sweep_file(tmp_path, samples=12, shard=6)
+    spec = parse_sweep(path.read_text(), file=str(path), base=tmp_path)
+    out = tmp_path / "out"
+    killed: list[int] = []
+
+    def kill_one_busy_worker():
+        deadline = time.monotonic() + 120
+        while not raw_rows(out) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        victim = multiprocessing.active_children()[0]
+        killed.append(victim.pid)
+        os.kill(victim.pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_one_busy_worker)
+    killer.start()
+    summary = run_sweep(spec, out, path.read_text(), BackendOptions(workers=2), progress=False)
+    killer.join()
+    assert killed and summary.done == 1 and len(summary.failed) == 1
+    (error,) = summary.failed.values()
+    assert "killed by signal 9" in error
+    again = run_sweep(
+        spec, out, path.read_text(), BackendOptions(workers=2), retry_errors=True, progress=False
+    )
+    assert again.done == 2 and not again.failed
+    pairs = Counter((r["cell"], r["index"]) for r in raw_rows(out))
+    assert len(pairs) == 4 * 12 and set(pairs.values()) == {1}
 
 
 class FakeRay:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -189,7 +188,8 @@ Finished = Callable[[TrialResult], None]
 def run_local(
     root: Path, todo: list[Trial], options: BackendOptions, spec, retry: bool, view, finished: Finished
 ) -> None:
-    """One worker in this process, or a pool of worker processes (one per GPU with ``gpus``)."""
+    """One worker in this process, or worker processes (one per GPU with ``gpus``), each given one
+    trial at a time; a worker that dies fails its trial and is replaced."""
     workers = len(options.gpus) if options.gpus else (options.workers or 1)
     if workers == 1 and not options.gpus:
         cache = ModelCache()
@@ -198,43 +198,90 @@ def run_local(
             finished(run_trial(root, t, cache, retry))
         return
     import multiprocessing as mp
+    import queue as queues
 
     ctx = mp.get_context("spawn")  # CUDA cannot be forked
-    gpu_queue = ctx.Manager().Queue() if options.gpus else None
-    for gpu in options.gpus:
-        gpu_queue.put(gpu)
-    pool = ctx.Pool(workers, initializer=_pool_init, initargs=(gpu_queue,))
+    results = ctx.Queue()
+    gpus: list[str | None] = list(options.gpus) or [None] * workers
+    slots = [WorkerSlot(ctx, results, gpu) for gpu in gpus]
+    waiting = list(todo)
     try:
-        pending = {pool.apply_async(_pool_run, (str(root), t, retry)): t for t in todo}
-        while pending:
-            view.set_running(min(workers, len(pending)))
-            ready = [a for a in pending if a.ready()]
-            for a in ready:
-                pending.pop(a)
-                finished(a.get())
-            if not ready:
-                time.sleep(0.1)
-        pool.close()
+        while waiting or any(s.trial for s in slots):
+            for s in slots:
+                if s.trial is None and waiting:
+                    s.give(waiting.pop(0), root, retry)
+                    view.started()
+            try:
+                result = results.get(timeout=0.2)
+            except queues.Empty:
+                result = None
+            if result is not None:
+                slot = next(s for s in slots if s.trial is not None and s.trial.id == result.id)
+                slot.trial = None
+                finished(result)
+            for s in slots:
+                if s.trial is not None and not s.process.is_alive():
+                    finished(_died(s.trial, s.process.exitcode))
+                    s.restart()
     finally:
-        pool.terminate()
-        pool.join()
+        for s in slots:
+            s.stop()
 
 
-_WORKER_CACHE: ModelCache | None = None
+class WorkerSlot:
+    """One worker process of the local backend, its task queue and the trial it runs."""
+
+    def __init__(self, ctx, results, gpu: str | None) -> None:
+        self.ctx = ctx
+        self.results = results
+        self.gpu = gpu
+        self.trial: Trial | None = None
+        self.restart()
+
+    def restart(self) -> None:
+        self.trial = None
+        self.tasks = self.ctx.Queue()
+        self.process = self.ctx.Process(
+            target=_worker_main, args=(self.tasks, self.results, self.gpu), daemon=True
+        )
+        self.process.start()
+
+    def give(self, trial: Trial, root: Path, retry: bool) -> None:
+        if not self.process.is_alive():  # ended while idle
+            self.restart()
+        self.trial = trial
+        self.tasks.put((str(root), trial, retry))
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join(timeout=10)
 
 
-def _pool_init(gpu_queue) -> None:
-    """A pool worker: ignores SIGINT (the parent stops the pool), takes one GPU if given."""
-    global _WORKER_CACHE
+def _died(trial: Trial, exitcode: int | None) -> TrialResult:
+    """A trial whose worker process ended while running it."""
+    how = (
+        f"killed by signal {-exitcode}"
+        if exitcode is not None and exitcode < 0
+        else f"exit status {exitcode}"
+    )
+    line = f"WorkerDied: the worker process ended while running the trial ({how})"
+    return TrialResult(trial.id, "failed", 0.0, line, line)
+
+
+def worker_setup(gpu: str | None) -> None:
+    """A worker process: ignores SIGINT (the sweep stops its workers) and sees only ``gpu``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if gpu_queue is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get())
-    _WORKER_CACHE = ModelCache()
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
 
 
-def _pool_run(root: str, trial: Trial, retry: bool) -> TrialResult:
-    assert _WORKER_CACHE is not None
-    return run_trial(root, trial, _WORKER_CACHE, retry)
+def _worker_main(tasks, results, gpu: str | None) -> None:
+    worker_setup(gpu)
+    cache = ModelCache()
+    while True:
+        root, trial, retry = tasks.get()
+        results.put(run_trial(root, trial, cache, retry))
 
 
 # ----- Ray backend --------------------------------------------------------------------------------
