@@ -213,6 +213,12 @@ def test_a_failed_trial_keeps_its_traceback_and_does_not_stop_the_others(tmp_pat
     assert "no such card" in (out / "trials" / failed_id / "error.txt").read_text()
     assert {r["cell"] for r in raw_rows(out)} and len(raw_rows(out)) == 4  # the other model's trial ran
 
+    # a sweep file that no longer names the failed trial's model has no failure to report
+    path.write_text(path.read_text().replace("[tiny-llama, tiny-qwen2]", "[tiny-llama]"))
+    rc, stdout, _ = run_cli(["sweep", str(path), "--out", str(out), "--no-progress"], capsys)
+    assert rc == 0 and "1 of 1 trials done" in stdout
+    path.write_text(path.read_text().replace("[tiny-llama]", "[tiny-llama, tiny-qwen2]"))
+
     # without --retry-errors a failed trial is not run again
     calls = []
     monkeypatch.setattr(trials_module, "load_model", lambda n, d: calls.append(n) or real(n, d))

@@ -110,7 +110,7 @@ def run_sweep(
                 )
     finally:
         metrics = store.finalise(trials)
-    failed = store.failed()
+    failed = {tid: error for tid, error in store.failed().items() if tid in by_id}
     done = sum(1 for t in trials if t.id not in failed)
     return SweepSummary(store.root, len(trials), done, failed, skipped, metrics)
 
