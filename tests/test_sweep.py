@@ -278,6 +278,10 @@ BAD = {
         "models: [tiny-llama]\ngraphs:\n  - graph: quest\n    ranges:\n      heavy_size: [0.2, 0.1]\ntasks: [ppl]\nlengths: [64]\n",
         5, ["graphs[0].ranges.heavy_size", "low < high"],
     ),
+    "tiny model with the chat template": (
+        "models: [tiny-llama]\ngraphs: [dense]\ntasks: [ppl]\nlengths: [64]\ntemplate: chat\n",
+        5, ["template", "template: plain"],
+    ),
     "invalid YAML": ("models: [tiny-llama\ngraphs: [dense]\n", 2, ["invalid YAML"]),
     "not a mapping": ("- dense\n", 1, ["must be a mapping"]),
 }  # fmt: skip

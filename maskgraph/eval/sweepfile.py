@@ -303,6 +303,12 @@ def parse_sweep(text: str, file: str | None = None, base: Path | None = None) ->
     samples = c.integer(data.get("samples", 3), ("samples",), 1)
     shard = min(samples, c.integer(data.get("shard", samples), ("shard",), 1))
     settings = _settings(c, data, base)
+    resources = _resources(c, data.get("resources", {}))
+    search = _search(c, data["search"], graphs, tasks, lengths) if "search" in data else None
+    tiny = [m for m in models if m.startswith("tiny-")]
+    if tiny and settings["template"] == "chat":
+        path = ("template",) if "template" in data else ("models",)
+        raise c.fail(path, f"{tiny[0]} has no chat template (a byte tokenizer); set 'template: plain'")
     return SweepSpec(
         name=name,
         file=str(file) if file else "",
@@ -313,8 +319,8 @@ def parse_sweep(text: str, file: str | None = None, base: Path | None = None) ->
         samples=samples,
         shard=shard,
         settings=settings,
-        resources=_resources(c, data.get("resources", {})),
-        search=_search(c, data["search"], graphs, tasks, lengths) if "search" in data else None,
+        resources=resources,
+        search=search,
     )
 
 
