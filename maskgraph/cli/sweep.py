@@ -17,9 +17,10 @@ samples; docs/sweeps.md describes it and examples/sweep.yaml is one. Re-running 
 examples:
   maskgraph sweep examples/sweep.yaml --out runs/demo
   maskgraph sweep examples/sweep.yaml --out runs/demo --workers 2
-  maskgraph sweep examples/sweep.yaml --out runs/demo --gpus 0,1
+  maskgraph sweep gpu.yaml --out runs/demo --gpus 0,1      # 'device: cuda' in gpu.yaml
   maskgraph sweep examples/sweep.yaml --out runs/demo --backend ray --address auto
   maskgraph report runs/demo
+  maskgraph sweep tune.yaml --out runs/tune --search    # needs a 'search:' block; writes graphs
 """
 
 
@@ -53,12 +54,13 @@ def add_parser(sub):
         "--workers",
         type=positive_int,
         default=None,
+        metavar="N",
         help="worker processes (local, default 1) or actors (ray, default: as many as the resources allow)",
     )
     p.add_argument(
         "--gpus",
         type=gpu_list,
-        default=(),
+        default=None,
         metavar="0,1",
         help="local: one worker per listed GPU, pinned to it",
     )
@@ -84,7 +86,7 @@ def run(args) -> int:
     from ..eval.sweeprun import BackendOptions, run_sweep
 
     spec = load_sweep(args.sweep_file)
-    options = BackendOptions(args.backend, args.workers, tuple(args.gpus), args.address)
+    options = BackendOptions(args.backend, args.workers, tuple(args.gpus or ()), args.address)
     options.check()
     if options.gpus and spec.settings["device"] != "cuda":
         raise MaskgraphError(
