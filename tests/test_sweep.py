@@ -317,11 +317,19 @@ def test_options_are_checked_and_ray_missing_says_how_to_install(tmp_path, capsy
 
 
 # ----- interrupted sweeps -------------------------------------------------------------------------
-@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
-def test_an_interrupted_sweep_resumes_with_every_pair_once(signum, tmp_path):
+@pytest.mark.parametrize(
+    "signum, workers",
+    [
+        (signal.SIGTERM, 1),
+        pytest.param(signal.SIGINT, 1, marks=pytest.mark.slow),
+        pytest.param(signal.SIGTERM, 2, marks=pytest.mark.slow),
+    ],
+)
+def test_an_interrupted_sweep_resumes_with_every_pair_once(signum, workers, tmp_path):
     path = sweep_file(tmp_path, samples=12, shard=4)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "maskgraph", "sweep", str(path), "--out", str(out), "--no-progress"]
+    cmd += ["--workers", str(workers)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while len(raw_rows(out)) < 4 and proc.poll() is None and time.monotonic() < deadline:
@@ -329,6 +337,7 @@ def test_an_interrupted_sweep_resumes_with_every_pair_once(signum, tmp_path):
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert "leaked" not in err  # worker processes ended cleanly
     before = len(raw_rows(out))
     assert 4 <= before < 48  # stopped midway
 

@@ -225,7 +225,9 @@ def run_local(
                     s.restart()
     finally:
         for s in slots:
-            s.stop()
+            s.terminate()
+        for s in slots:
+            s.join()
 
 
 class WorkerSlot:
@@ -252,10 +254,15 @@ class WorkerSlot:
         self.trial = trial
         self.tasks.put((str(root), trial, retry))
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
         if self.process.is_alive():
             self.process.terminate()
+
+    def join(self) -> None:
         self.process.join(timeout=10)
+        if self.process.is_alive():  # stuck in native code
+            self.process.kill()
+            self.process.join()
 
 
 def _died(trial: Trial, exitcode: int | None) -> TrialResult:
@@ -270,14 +277,21 @@ def _died(trial: Trial, exitcode: int | None) -> TrialResult:
 
 
 def worker_setup(gpu: str | None) -> None:
-    """A worker process: ignores SIGINT (the sweep stops its workers) and sees only ``gpu``."""
+    """A worker process: ignores SIGINT (the sweep stops its workers), ends through Python's
+    exit on SIGTERM (so its multiprocessing locks are released) and sees only ``gpu``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_terminate)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
 
 
+def _exit_on_terminate(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _worker_main(tasks, results, gpu: str | None) -> None:
     worker_setup(gpu)
+    results.cancel_join_thread()  # a worker told to stop does not wait for the sweep to read it
     cache = ModelCache()
     while True:
         root, trial, retry = tasks.get()
