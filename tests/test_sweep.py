@@ -240,6 +240,9 @@ def test_the_shipped_example_is_a_valid_sweep():
     labels = [v.label for v in spec.trials()[0].variants]
     assert "quest@5%" in labels and "oracle_topk@heavy_size=0.05" in labels and "dense@default" in labels
     assert len(spec.trials()) == 3 * 2 and spec.resources.num_cpus == 1
+    gpu = (ROOT / "examples" / "sweep_gpu.yaml").read_text().replace("[smollm2]", "[tiny-llama]")
+    spec = parse_sweep(gpu, base=ROOT / "examples")
+    assert len(spec.trials()) == 8 and spec.resources.num_gpus == 0.25 and spec.settings["device"] == "cuda"
 
 
 # ----- bad sweep files and options ----------------------------------------------------------------
