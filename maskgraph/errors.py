@@ -112,6 +112,11 @@ class MaskgraphWarning(UserWarning):
     """A graph is valid but probably not what was meant (e.g. a node that feeds nothing)."""
 
 
+class SweepFileError(GraphError):
+    """A sweep file (``maskgraph sweep``) is malformed; the message starts with ``file:line``,
+    names the key and says what would be valid."""
+
+
 class RunFolderError(MaskgraphError):
     """An ``eval`` run folder cannot be used as asked: it is not a run, one of its files is
     malformed, or it was made with other settings than the ones given now."""

@@ -241,20 +241,24 @@ def _parse(text: str, lines: dict[tuple, int], *, aliases: bool, what: str) -> A
     return reader.root
 
 
-def parse_yaml(text: str) -> tuple[Any, dict[tuple, int]]:
+def parse_yaml(
+    text: str, what: str = "a graph", expected: str = "a mapping with 'nodes' and 'output'"
+) -> tuple[Any, dict[tuple, int]]:
     """Parse YAML ``text`` safely; return (data, {path: line}).
 
-    Refuses text over :data:`MAX_GRAPH_BYTES`, nesting deeper than :data:`MAX_DEPTH` and more
-    than :data:`MAX_VALUES` values (aliases counted at every use) with a
-    :class:`~maskgraph.errors.YAMLSyntaxError`.
+    ``what`` names the document in messages (``"a graph"``, ``"a sweep file"``) and ``expected``
+    says what an empty one should hold. Refuses text over :data:`MAX_GRAPH_BYTES`, nesting
+    deeper than :data:`MAX_DEPTH` and more than :data:`MAX_VALUES` values (aliases counted at
+    every use) with a :class:`~maskgraph.errors.YAMLSyntaxError`.
     """
     _check_size(text)
     if "\x00" in text:
         raise YAMLSyntaxError("the file holds binary data, not YAML text")
     lines: dict[tuple, int] = {}
-    data = _parse(text, lines, aliases=True, what="a graph")
+    data = _parse(text, lines, aliases=True, what=what)
     if data is None and () not in lines:
-        raise YAMLSyntaxError("the graph is empty; expected a mapping with 'nodes' and 'output'")
+        noun = what.split(" ", 1)[-1]
+        raise YAMLSyntaxError(f"the {noun} is empty; expected {expected}")
     return data, lines
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up maskgraph in ./.venv (idempotent). Usage: bash scripts/setup.sh [--dev]
-#   --dev   also install the test tools (pytest, hypothesis, ruff) and the benchmark extra
-#           (datasets and the benchmarks' metric packages: maskgraph[bench])
+#   --dev   also install the test tools (pytest, hypothesis, ruff), the benchmark extra
+#           (datasets and the benchmarks' metric packages: maskgraph[bench]) and Ray (the ray
+#           extra, so that the tests of `maskgraph sweep --backend ray` run)
 # On a machine without CUDA it installs the CPU build of torch 2.13.0 explicitly, so that pip
 # never pulls the multi-GB CUDA build.
 set -euo pipefail
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${MASKGRAPH_VENV:-.venv}
 extra=""
-[ "${1:-}" = "--dev" ] && extra="[dev]"
+[ "${1:-}" = "--dev" ] && extra="[dev,ray]"
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV" >&2

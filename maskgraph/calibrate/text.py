@@ -44,8 +44,12 @@ class ByteTokenizer:
     def __init__(self, vocab_size: int = 256) -> None:
         self.vocab_size = int(vocab_size)
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return [b % self.vocab_size for b in text.encode("utf-8")]
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        """The bytes ``ids`` name, as text (undecodable bytes replaced)."""
+        return bytes(int(i) % 256 for i in ids).decode("utf-8", errors="replace")
 
 
 def encode(tokenizer: Any, text: str) -> torch.Tensor:

@@ -13,7 +13,7 @@ from .common import add_debug_arg, one_line
 
 #: Subcommand modules, in the order ``--help`` lists them. Each defines
 #: ``add_parser(subparsers)`` and ``run(args) -> int``.
-SUBCOMMANDS = ("validate", "show", "ops", "run", "eval", "report", "bench", "calibrate")
+SUBCOMMANDS = ("validate", "show", "ops", "run", "eval", "sweep", "report", "bench", "calibrate")
 
 DESCRIPTION = """\
 maskgraph: sparse attention for LLMs as DAGs of typed mask operators.

@@ -6,7 +6,10 @@
 - :mod:`.text`: long natural text for perplexity; :mod:`.protocol`: prefill/question/decode;
 - :mod:`.metrics`: per-layer, per-head micro metrics (an injection observer);
 - :mod:`.sweep`: parameters aiming at target densities;
-- :mod:`.runner`: resumable run directories; :mod:`.report`: leaderboard and plots.
+- :mod:`.runner`: resumable run directories; :mod:`.report`: leaderboard and plots;
+- ``maskgraph sweep``: :mod:`.sweepfile` (the checked sweep file, variants, trials),
+  :mod:`.trials` (one trial in a worker), :mod:`.sweeprun` (backends, progress),
+  :mod:`.store` (the sweep's folder and SQLite table).
 """
 
 from __future__ import annotations

@@ -9,10 +9,16 @@ Tables (one row per graph setting, the plain dense model first, then ``dense``):
 - for every row: the **measured** density (mean over its attention calls), agreement of
   greedy tokens with dense, and (runs with ``--metrics``) relative output error and recall.
 
+The *setting* column is the part of a row's label after ``@``: a target density (``5%``), a
+sweep's grid point (``heavy_size=0.05``) or ``default``.
+
 Plots: ``<prefix>accuracy_vs_density.png`` (mean score on a 0–100 axis and perplexity against
 measured density in %, one line per method, each with its own colour and marker, 95 % bootstrap
 intervals over samples as error bars, dense attention as a dashed reference line: a Pareto view) and ``<prefix>error_per_layer.png`` (relative output error per
 layer, one line per method at the setting nearest a chosen density).
+
+A sweep folder (``maskgraph sweep``) is read like a run; with several models, the report has one
+section per model and its plots are named ``<prefix><model>_*.png``.
 """
 
 from __future__ import annotations
@@ -30,14 +36,32 @@ REFERENCE = "dense (model's own attention)"
 
 
 def load_cells(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
-    """Every cell of every run directory's metrics.json (later directories win on clashes)."""
-    cells: dict[str, dict[str, Any]] = {}
+    """Every cell of every run directory's (or sweep folder's) metrics.json (later directories
+    win on clashes). Cells of a sweep carry their ``model``."""
+    cells: dict[tuple, dict[str, Any]] = {}
     for d in run_dirs:
         p = Path(d) / "metrics.json"
         if not p.is_file():
-            raise MaskgraphError(f"{d} has no metrics.json (is it a 'maskgraph eval' run directory?)")
-        cells.update(read_metrics(p))
+            raise MaskgraphError(
+                f"{d} has no metrics.json (is it a 'maskgraph eval' run directory or a 'maskgraph sweep' folder?)"
+            )
+        run_model = _run_model(Path(d))
+        for cell in read_metrics(p).values():
+            cell = {**cell, "model": cell.get("model", run_model)}
+            cells[(cell["model"], cell["label"], cell["task"], cell["length"])] = cell
     return list(cells.values())
+
+
+def _run_model(folder: Path) -> str | None:
+    """The model of an eval run folder (its config.json), or None where it cannot be read
+    (the report then shows the run without a model name)."""
+    from .rundir import RunDir
+
+    try:
+        config = RunDir(folder, ppl_task="ppl").read_config()
+    except MaskgraphError:
+        return None
+    return None if config is None else config["model"]
 
 
 def _order_key(label: str, graph: str, target: float | None) -> tuple:
@@ -101,7 +125,7 @@ def _row_stats(label: str, cells: list[dict]) -> dict[str, float | None]:
 
 
 def _score_table(title: str, cols, rows, by) -> str:
-    head = ["graph", "target", "measured density"] + [f"{t} @{n}" for t, n in cols]
+    head = ["graph", "setting", "measured density"] + [f"{t} @{n}" for t, n in cols]
     head += ["mean", "agreement", "rel. err", "recall", "samples"]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ref = [
@@ -124,7 +148,7 @@ def _score_table(title: str, cols, rows, by) -> str:
         lines.append(
             "| "
             + " | ".join(
-                [graph, _target(target), _fmt(st["density"], ".3f")]
+                [graph, _setting(label, target), _fmt(st["density"], ".3f")]
                 + [_cell_text(c, "score", ".1f") for c in mine]
                 + [
                     _fmt(_mean(scores)),
@@ -141,7 +165,7 @@ def _score_table(title: str, cols, rows, by) -> str:
 
 def _ppl_table(lengths, rows, by) -> str:
     head = (
-        ["graph", "target", "measured density"]
+        ["graph", "setting", "measured density"]
         + [f"ppl @{n}" for n in lengths]
         + [f"ratio to dense @{n}" for n in lengths]
     )
@@ -164,7 +188,7 @@ def _ppl_table(lengths, rows, by) -> str:
         lines.append(
             "| "
             + " | ".join(
-                [graph, _target(target), _fmt(dens, ".3f")]
+                [graph, _setting(label, target), _fmt(dens, ".3f")]
                 + [_cell_text(c, "ppl", ".2f") for c in mine]
                 + ratios
             )
@@ -179,7 +203,11 @@ def _samples(cells: list[dict | None]) -> str:
     return counts[0] if len(set(counts)) == 1 else "/".join(counts)
 
 
-def _target(target: float | None) -> str:
+def _setting(label: str, target: float | None) -> str:
+    """What a row's graph runs at: the part of its label after ``@`` (``5%``, ``default``,
+    ``heavy_size=0.05``)."""
+    if "@" in label:
+        return label.split("@", 1)[1]
     return "default" if target is None else f"{target * 100:g}%"
 
 
@@ -464,20 +492,34 @@ def write_report(
     img = Path(img_dir) if img_dir is not None else out.parent
     img.mkdir(parents=True, exist_ok=True)
     written: dict[str, Any] = {"markdown": str(out), "plots": []}
-    text = f"Made by `{command}`\n\n" if command else ""
-    text += leaderboard(cells)
-    for name, fn in (
-        ("accuracy_vs_density", plot_accuracy_vs_density),
-        ("error_per_layer", plot_error_per_layer),
-    ):
-        p = img / f"{prefix}{name}.png"
-        if fn(cells, p):
-            written["plots"].append(str(p))
-            rel = Path(p).resolve().relative_to(out.parent.resolve()) if _inside(p, out.parent) else p
-            text += f"\n![{name}]({rel})\n"
+    by_model: dict[str | None, list[dict]] = defaultdict(list)
+    for c in cells:
+        by_model[c.get("model")].append(c)
+    several = len(by_model) > 1
+    parts = []
+    for model, mine in sorted(by_model.items(), key=lambda kv: str(kv[0])):
+        text = (f"## {model or 'model not recorded'}\n\n" if several else "") + leaderboard(mine)
+        tag = f"{prefix}{_file_part(model)}_" if several else prefix
+        for name, fn in (
+            ("accuracy_vs_density", plot_accuracy_vs_density),
+            ("error_per_layer", plot_error_per_layer),
+        ):
+            p = img / f"{tag}{name}.png"
+            if fn(mine, p):
+                written["plots"].append(str(p))
+                rel = Path(p).resolve().relative_to(out.parent.resolve()) if _inside(p, out.parent) else p
+                text += f"\n![{name}]({rel})\n"
+        parts.append(text)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    out.write_text((f"Made by `{command}`\n\n" if command else "") + "\n".join(parts))
     return written
+
+
+def _file_part(name: str | None) -> str:
+    """A model name as part of a file name (a folder path keeps its last part)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(str(name)).name).strip("-") or "model"
 
 
 def _inside(p: Path, root: Path) -> bool:

@@ -17,7 +17,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,12 +174,21 @@ def check_graph_names(config: EvalConfig) -> None:
 
 
 # ----- run directory --------------------------------------------------------------------------
-def open_run(config: EvalConfig, out: str | Path, by_length: dict[int, list[Variant]]) -> RunDir:
+def open_run(
+    config: EvalConfig,
+    out: str | Path,
+    by_length: dict[int, list[Variant]],
+    graph_yaml: dict[str, str] | None = None,
+) -> RunDir:
     """Open ``out`` for ``config``: refuse it unless it is new, or a run with the same settings
-    whose finished cells ``config`` would compute alike; then record the merged config."""
+    whose finished cells ``config`` would compute alike; then record the merged config.
+
+    ``graph_yaml`` maps each entry of ``config.graphs`` to its YAML (read from the files when
+    None)."""
     rd = RunDir.open(out, ppl_task=PPL)
     new = json.loads(json.dumps(asdict(config)))
-    graph_yaml = {p: load_graph(p).to_yaml() for p in dict.fromkeys(config.graphs)}
+    if graph_yaml is None:
+        graph_yaml = {p: load_graph(p).to_yaml() for p in dict.fromkeys(config.graphs)}
     old = rd.read_config()
     if old is not None:
         check_same_run(rd.root, old, new, graph_yaml)
@@ -210,11 +219,18 @@ class Job:
     todo: list[Variant]
 
 
-def plan(config: EvalConfig, by_length: dict[int, list[Variant]], done: set[tuple[str, int]]) -> list[Job]:
+def plan(
+    config: EvalConfig,
+    by_length: dict[int, list[Variant]],
+    done: set[tuple[str, int]],
+    first_sample: int = 0,
+) -> list[Job]:
+    """The jobs still to run: samples ``first_sample`` .. ``config.samples - 1`` of every length
+    and task, each with the variants whose (cell, sample) is not in ``done``."""
     jobs = []
     for length, vs in by_length.items():
         for task in config.tasks:
-            for index in range(config.samples):
+            for index in range(first_sample, config.samples):
                 todo = [v for v in vs if (cell_id(v.label, task, length), index) not in done]
                 if todo:
                     jobs.append(Job(length, task, index, todo))
@@ -239,21 +255,55 @@ def run_eval(
     check_graph_names(config)
     check_data(config.tasks, config.data, config.samples, plain=config.template == "plain")
     by_length = {length: variants(config, length) for length in dict.fromkeys(config.lengths)}
-    rd = open_run(config, out, by_length)
-    done = {
+    return run_planned(
+        config, out, by_length, model=model, tokenizer=tokenizer, progress=progress, retry_errors=retry_errors
+    )
+
+
+def run_planned(
+    config: EvalConfig,
+    out: str | Path,
+    by_length: dict[int, list[Variant]],
+    graph_yaml: dict[str, str] | None = None,
+    *,
+    model=None,
+    tokenizer=None,
+    load: Callable[[EvalConfig], tuple[Any, Any]] | None = None,
+    first_sample: int = 0,
+    progress: bool = True,
+    retry_errors: bool = False,
+) -> dict:
+    """Run (or resume) the given variants (length -> variants) into ``out``: samples
+    ``first_sample`` .. ``config.samples - 1`` of every task; returns the metrics.
+
+    ``model``/``tokenizer`` are used when given; otherwise ``load(config)`` (default: the shipped
+    model ``config.model``) is called, only if something is left to run. ``graph_yaml``: see
+    :func:`open_run`.
+    """
+    rd = open_run(config, out, by_length, graph_yaml)
+    jobs = plan(config, by_length, finished_pairs(rd, retry_errors), first_sample)
+    total = sum(len(j.todo) for j in jobs)
+    if total:
+        if model is None:
+            model, tokenizer = (load or _load_shipped)(config)
+        _execute(config, rd, jobs, total, model, tokenizer, progress)
+    return finalise(rd)
+
+
+def finished_pairs(rd: RunDir, retry_errors: bool = False) -> set[tuple[str, int]]:
+    """The (cell, sample) pairs of ``rd`` that a resume skips (with ``retry_errors``, not those
+    whose newest row is an error)."""
+    return {
         (r["cell"], r["index"])
         for r in _dedupe(rd.read_log(ROWS))
         if not (retry_errors and r["status"].startswith("error"))
     }
-    jobs = plan(config, by_length, done)
-    total = sum(len(j.todo) for j in jobs)
-    if total:
-        if model is None:
-            from ..hf.models import load_model
 
-            model, tokenizer = load_model(config.model, device=config.device)
-        _execute(config, rd, jobs, total, model, tokenizer, progress)
-    return finalise(rd)
+
+def _load_shipped(config: EvalConfig) -> tuple[Any, Any]:
+    from ..hf.models import load_model
+
+    return load_model(config.model, device=config.device)
 
 
 def _execute(config, rd: RunDir, jobs: list[Job], total: int, model, tokenizer, progress: bool) -> None:
@@ -441,13 +491,17 @@ def finalise(rd: RunDir) -> dict[str, Any]:
         w.writeheader()
         for r in rows:
             w.writerow({k: _csv_value(r.get(k)) for k in CSV_FIELDS})
-    micro = _micro_of_rows(rows, rd.read_log(MICRO))
-    cells: dict[str, dict[str, Any]] = {}
-    for cell, group in _group(rows):
-        cells[cell] = _aggregate(group, micro.get(cell, []))
-    metrics = {"cells": cells}
+    metrics = {"cells": aggregate_cells(rows, rd.read_log(MICRO))}
     rd.path("metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
+
+
+def aggregate_cells(rows: list[dict], micro: list[dict]) -> dict[str, dict[str, Any]]:
+    """Cell id -> aggregates (what ``metrics.json`` holds) of the newest row of each
+    (cell, sample) in ``rows`` and the micro records ``micro`` of their attention calls."""
+    rows = _dedupe(rows)
+    by_cell = _micro_of_rows(rows, micro)
+    return {cell: _aggregate(group, by_cell.get(cell, [])) for cell, group in _group(rows)}
 
 
 def _dedupe(rows: list[dict]) -> list[dict]:
@@ -495,6 +549,17 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def _ci95(values: list[float]) -> float | None:
+    """Half-width of the normal-approximation 95% interval of the mean of ``values`` (None for
+    fewer than two)."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return 1.96 * math.sqrt(var / n)
+
+
 def _aggregate(rows: list[dict], micro: list[dict]) -> dict[str, Any]:
     first = rows[0]
     ok = [r for r in rows if r["status"] == "ok"]
@@ -510,6 +575,7 @@ def _aggregate(rows: list[dict], micro: list[dict]) -> dict[str, Any]:
         out["counts"] = [r["count"] for r in ok]
     elif ok:
         out["score"] = 100 * _mean([r["score"] for r in ok])
+        out["score_ci95"] = _ci95([100 * r["score"] for r in ok])
         out["ref_score"] = 100 * _mean([r["ref_score"] for r in ok])
         out["scores"] = [100 * r["score"] for r in ok]  # per sample, for the report's intervals
         out["agreement"] = _mean([r["agreement"] for r in ok])
