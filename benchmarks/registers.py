@@ -3,8 +3,8 @@
 No GPU needed: Triton compiles to a cubin here (as ``tests/test_triton_compile.py`` does, over
 the same list of kernels and specialisations) and ``cuobjdump --dump-resource-usage``, shipped
 with Triton, reads each cubin's registers a thread and stack bytes. A kernel at 255 registers
-with stack bytes spills: run 87–92 found Quest's page gather 30 % slower for it
-(docs/benchmarks.md). Check a variant here before timing it on a GPU.
+with stack bytes spills, and a kernel that spills in its inner loop runs markedly slower.
+Check a variant here before timing it on a GPU.
 
     python benchmarks/registers.py                        # every kernel at 4 warps
     python benchmarks/registers.py gather_decode --warps 4 8
