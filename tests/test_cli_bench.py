@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from maskgraph.cli import main
 
 
@@ -52,3 +54,34 @@ def test_a_failing_case_is_one_line_without_debug(tmp_path, monkeypatch, capsys)
     assert failures and "Error" in failures[0]
     assert main(["--debug", "bench", "sparse", "--quick", "--graphs", "dense"]) == 0
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_every_bench_script_is_a_benchmark_of_the_repository():
+    """`maskgraph bench NAME` runs benchmarks/NAME.py: each name it offers has its script, and
+    every script but the shared helpers and the register report (no GPU, no table) is offered."""
+    from maskgraph.cli.bench import SCRIPTS, scripts_dir
+
+    folder = scripts_dir()
+    on_disk = {p.stem for p in folder.glob("*.py")} - {"common", "registers"}
+    assert set(SCRIPTS) == on_disk
+
+
+def test_bench_attend_paths_quick_prints_a_table(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OUT", str(tmp_path))
+    assert main(["bench", "attend_paths", "--quick"]) == 0
+    table = capsys.readouterr().out.split("## simulate pieces")[-1]
+    assert "| sdpa (flash)" in table and "| mg.compile(dense)" in table
+    assert (tmp_path / "attend_paths.json").exists()
+
+
+@pytest.mark.slow  # compiles a sparse decode step per graph and density (minutes on 2 cores)
+def test_bench_decode_graph_quick_steps_every_variant(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OUT", str(tmp_path))
+    assert main(["bench", "decode_graph", "--quick", "--graphs", "quest", "--densities", "0.1"]) == 0
+    table = capsys.readouterr().out.split("## decode per token")[-1]
+    rows = [line for line in table.splitlines() if line.startswith("| quest ")]
+    assert rows
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[-1] == "-", f"quest failed: {cells[-1]}"
+    assert (tmp_path / "decode_graph.json").exists()
