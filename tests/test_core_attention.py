@@ -1,4 +1,4 @@
-"""The attention estimator of DESIGN §2 against a plain float64 reference.
+"""The attention estimator of docs/concepts.md against a plain float64 reference.
 
 The reference loops over heads and reads KV head h // G explicitly, so it checks the GQA
 reshape of the implementation instead of repeating it.

@@ -52,7 +52,7 @@ def tensors(shape, seed, causal, dtype=torch.float32):
 
 
 def resolved(size, nk):
-    """DESIGN §2: a float share of K is floored (as written: within a 1e-9 relative tolerance)."""
+    """docs/concepts.md, "Sizes": a float share of K is floored (as written: within a 1e-9 relative tolerance)."""
     return math.floor(size * nk * (1 + 1e-9)) if isinstance(size, float) else size
 
 
