@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up maskgraph in ./.venv (idempotent). Usage: bash scripts/setup.sh [--dev]
-#   --dev   also install the test tools (pytest, hypothesis, ruff)
+#   --dev   also install the test tools (pytest, pytest-xdist, hypothesis, ruff)
 # On a machine without CUDA it installs the CPU build of torch 2.13.0 explicitly, so that pip
 # never pulls the multi-GB CUDA build.
 set -euo pipefail

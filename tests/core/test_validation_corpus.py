@@ -13,7 +13,7 @@ import yaml
 import maskgraph as mg
 from maskgraph.cli.main import main
 
-CORPUS = Path(__file__).parent / "data" / "bad_graphs"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad_graphs"
 EXPECTED = yaml.safe_load((CORPUS / "expected.yaml").read_text())
 FILES = sorted(p.name for p in CORPUS.glob("*.yaml") if p.name != "expected.yaml")
 

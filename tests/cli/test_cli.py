@@ -11,7 +11,7 @@ import maskgraph as mg
 from maskgraph.cli.main import SUBCOMMANDS, build_parser, main
 from maskgraph.cli.ops import operators_markdown
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BAD = ROOT / "tests" / "data" / "bad_graphs"
 HAS_DOT = shutil.which("dot") is not None
 

@@ -12,7 +12,7 @@ import json
 
 import pytest
 import yaml
-from test_eval_run import WordTokenizer
+from test_run import WordTokenizer
 
 from maskgraph.cli.main import main
 from maskgraph.errors import MaskgraphError

@@ -18,7 +18,7 @@ import yaml
 import maskgraph as mg
 from maskgraph.cli.main import build_parser, main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BAD_GRAPHS = ROOT / "tests" / "data" / "bad_graphs"
 BAD_GRAPH_FILES = sorted(p.name for p in BAD_GRAPHS.glob("*.yaml") if p.name != "expected.yaml")
 EXPECTED = yaml.safe_load((BAD_GRAPHS / "expected.yaml").read_text())

@@ -46,7 +46,12 @@ def fullgraph_everywhere() -> CompileConfig:
 @pytest.mark.parametrize(
     "graph, protocol",
     # stateless; estimator state built by a dense prefill; estimator state built by the graph
-    [("streaming_llm", "dense_prefill"), ("pqcache", "dense_prefill"), ("oracle_topk", "sparse")],
+    # (tracing whole decode steps is the point and takes minutes: one case in the default run)
+    [
+        ("streaming_llm", "dense_prefill"),
+        pytest.param("pqcache", "dense_prefill", marks=pytest.mark.slow),
+        pytest.param("oracle_topk", "sparse", marks=pytest.mark.slow),
+    ],
 )
 def test_static_cache_recipe_compiles_whole_decode_steps(graph, protocol):
     torch._dynamo.reset()
@@ -61,6 +66,7 @@ def test_static_cache_recipe_compiles_whole_decode_steps(graph, protocol):
     assert torch.equal(compiled, eager)
 
 
+@pytest.mark.slow  # traces the steps twice; the recipe's case above sees the graph read the buffer
 def test_graph_layers_change_what_the_static_recipe_generates():
     """The compiled steps really run the graph: a one-key window differs from dense decoding."""
     torch._dynamo.reset()
