@@ -13,7 +13,9 @@ HELPERS = {"data", "__pycache__"}
 def test_every_test_folder_is_a_package_of_the_library():
     packages = {p.parent.name for p in (ROOT / "maskgraph").glob("*/__init__.py")} | {"core"}
     folders = {p.name for p in TESTS.iterdir() if p.is_dir() and not p.name.startswith(".")} - HELPERS
-    assert folders <= packages, f"tests/ folders that are no package of maskgraph/: {sorted(folders - packages)}"
+    assert folders <= packages, (
+        f"tests/ folders that are no package of maskgraph/: {sorted(folders - packages)}"
+    )
 
 
 def test_test_files_have_distinct_names():
