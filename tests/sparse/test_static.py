@@ -6,31 +6,22 @@ from __future__ import annotations
 import pytest
 import torch
 from hostreads import NoHostReads
+from shipped import shrunk, sparse_graphs
 from test_sparse import calib, load, rel  # noqa: F401  (calib is a fixture)
 
 import maskgraph as mg
 from maskgraph.errors import NotSupportedError, ShapeError
 
-# int budgets everywhere: a share of K would be a share of the buffer
-STATIC_GRAPHS = {
-    "streaming_llm": {},
-    "oracle_topk": {},
-    "quest": {},
-    "hashattention": {},
-    "double_sparsity": {"heavy_size": 7},
-    "socket": {},
-    "pqcache": {"heavy_size": 7},
-}
+# Every graph that runs sparse with a budget (all but dense), with int budgets everywhere (a
+# share of K would be a share of the buffer): test_sparse's, and these where given.
+BUDGETS = {"double_sparsity": {"heavy_size": 7}, "pqcache": {"heavy_size": 7}}
+STATIC_GRAPHS = {n: BUDGETS.get(n, {}) for n in sparse_graphs() if "window_size" in mg.load_graph(n).params}
 # shares of the tokens: a budget floors share · n, n the buffer's token count (here 24-30 of a
 # buffer of 40: the buffer's share would be larger, so a selection that kept it would differ)
+SHARES = {"quest": {"sink_size": 0.1, "heavy_size": 0.5}}
 SHARE_GRAPHS = {
-    "streaming_llm": {"sink_size": 0.1, "window_size": 0.2},
-    "oracle_topk": {"heavy_size": 0.2},
-    "quest": {"sink_size": 0.1, "heavy_size": 0.5},
-    "hashattention": {"heavy_size": 0.2},
-    "double_sparsity": {"heavy_size": 0.2},
-    "socket": {"heavy_size": 0.2},
-    "pqcache": {"heavy_size": 0.2},
+    n: SHARES.get(n) or shrunk(n, {"heavy_size": 0.2}) or {"sink_size": 0.1, "window_size": 0.2}
+    for n in STATIC_GRAPHS
 }
 D = 16
 
