@@ -296,6 +296,7 @@ def test_hash_top_k_takes_the_kernels_histograms(q, masked, tmp_path, monkeypatc
 SELECT_SHAPES = [(2, 4, 2, 1, 301, 20), (1, 6, 2, 3, 200, 37), (1, 2, 2, 2, 45, 40)]
 
 
+@pytest.mark.slow  # 24 inductor compiles of one kernel; the padded cases below run by default
 @pytest.mark.parametrize("shape", SELECT_SHAPES, ids=lambda s: "B{}Hq{}Hkv{}Q{}K{}k{}".format(*s))
 @pytest.mark.parametrize("apart", [False, True], ids=["choose-inside", "choose-apart"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
