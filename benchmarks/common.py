@@ -260,3 +260,36 @@ def print_failure(case: str, limit: int = 3) -> None:
     exc = sys.exc_info()[1]
     first = str(exc).splitlines()[0] if str(exc) else ""
     print(f"{case}: {type(exc).__name__}: {first}", file=sys.stderr, flush=True)
+
+
+def llama3_8b_shaped(layers: int, quick: bool, device: torch.device, dtype: torch.dtype):
+    """A Llama model of Llama-3-8B's layer shape with ``layers`` layers and random weights (``quick``:
+    a tiny one for the CPU), in ``dtype`` on ``device``, with transformers' SDPA attention."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if quick:
+        cfg = LlamaConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            num_hidden_layers=2,
+            vocab_size=256,
+            max_position_embeddings=4096,
+        )
+    else:
+        cfg = LlamaConfig(
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            num_hidden_layers=layers,
+            vocab_size=128256,
+            max_position_embeddings=262144,
+            rope_theta=500000.0,
+        )
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM(cfg)
+    return model.to(dtype).eval(), cfg

@@ -34,12 +34,12 @@ from common import (
     apply_settings,
     device_name,
     flash_sdpa,
+    llama3_8b_shaped,  # noqa: E402
     out_of_time,
     print_failure,  # noqa: E402
     report,
     stop_on_sigterm,
 )
-from decode import llama3_8b_shaped  # noqa: E402
 from sparse import calibration_files, graph_params  # noqa: E402
 
 import maskgraph as mg  # noqa: E402

@@ -35,13 +35,13 @@ from common import (  # noqa: E402
     TimeLimit,
     device_name,
     flash_sdpa,
+    llama3_8b_shaped,  # noqa: E402
     out_of_time,
     print_failure,  # noqa: E402
     report,
     stop_on_sigterm,
     sync,
 )
-from decode import llama3_8b_shaped  # noqa: E402
 from sparse import calibration_files  # noqa: E402
 
 import maskgraph as mg  # noqa: E402

@@ -1,10 +1,10 @@
 """Registers and stack bytes (spills) of every Triton kernel as compiled for an H100 (sm_90).
 
-No GPU needed: Triton compiles to a cubin here (as ``tests/test_triton_compile.py`` does, over
+No GPU needed: Triton compiles to a cubin here (as ``tests/sparse/test_triton_compile.py`` does, over
 the same list of kernels and specialisations) and ``cuobjdump --dump-resource-usage``, shipped
 with Triton, reads each cubin's registers a thread and stack bytes. A kernel at 255 registers
-with stack bytes spills: run 87–92 found Quest's page gather 30 % slower for it
-(docs/benchmarks.md). Check a variant here before timing it on a GPU.
+with stack bytes spills, and a kernel that spills in its inner loop runs markedly slower.
+Check a variant here before timing it on a GPU.
 
     python benchmarks/registers.py                        # every kernel at 4 warps
     python benchmarks/registers.py gather_decode --warps 4 8
@@ -28,7 +28,7 @@ from pathlib import Path
 os.environ.pop("TRITON_INTERPRET", None)  # before triton is imported: compile, not interpret
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "sparse"), str(Path(__file__).resolve().parent)]
 
 from common import print_table  # noqa: E402
 
@@ -50,7 +50,7 @@ def resource_usage(cubin: bytes, cuobjdump: Path) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "names", nargs="*", help="kernel names (default: every kernel of tests/test_triton_compile.py)"
+        "names", nargs="*", help="kernel names (default: every kernel of tests/sparse/test_triton_compile.py)"
     )
     ap.add_argument("--warps", nargs="*", type=int, default=[4], help="num_warps to compile each at")
     ap.add_argument("--stages", type=int, default=2, help="num_stages (gather_decode ships 2)")

@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--backend",
         default=None,
         choices=["eager", "inductor"],
-        help="default: inductor on a GPU (what docs/benchmarks.md reports: the list building fused "
+        help="default: inductor on a GPU (what docs/performance.md reports: the list building fused "
         "into a few kernels; it compiles once per case), eager on the CPU (eager on a GPU runs the "
         "list building as dozens of small torch kernels)",
     )

@@ -1,4 +1,4 @@
-"""Attention over a probability mask (DESIGN §2): the self-normalised importance-sampling estimator.
+"""Attention over a probability mask (docs/concepts.md): the self-normalised importance-sampling estimator.
 
 All functions take grouped-query shapes without copying keys/values G-fold: query heads
 ``h`` read KV head ``h // G`` through a reshape to (B, Hkv, G*Q, ·).

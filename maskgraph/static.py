@@ -23,7 +23,7 @@ import torch
 
 #: Rewrite a static buffer's cache rows through ``torch.compile`` on CUDA (one compile per
 #: encoder and shape): eagerly, HashAttention's signature update was about 25 kernel launches
-#: per layer and step, each a node of a recorded decode step (docs/benchmarks.md, run 38).
+#: per layer and step, each a node of a recorded decode step.
 #: "cuda": compiled on CUDA, eager on the CPU; "always" (tests, to compare) or "never".
 COMPILE_UPDATES = "cuda"
 

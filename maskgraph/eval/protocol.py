@@ -1,6 +1,6 @@
 """Running one sample under a protocol: context prefill, question, greedy decode; perplexity.
 
-Protocols (DESIGN §6):
+Protocols (docs/huggingface.md, "Requests and protocols"):
 
 - ``dense_prefill`` (default): the context is prefilled densely **once per sample** (without
   any graph) and its KV cache is copied for every graph; the question and every generated

@@ -41,7 +41,7 @@ _COUNTER = itertools.count()
 
 
 class Observer(Protocol):
-    """Receives every attention call that went through a graph (shapes as in DESIGN §2)."""
+    """Receives every attention call that went through a graph (shapes as in docs/concepts.md, "Port types")."""
 
     def observe(
         self,

@@ -29,8 +29,8 @@ def topk_lowest(
     the k-th largest).
 
     ``triton`` None (default): on CUDA with Triton installed,
-    :func:`maskgraph.sparse.topk.select_topk` (four launches, 2–3× faster than the torch rule on
-    an H100, docs/benchmarks.md run 19); False: always one ``torch.topk`` over int64 keys that
+    :func:`maskgraph.sparse.topk.select_topk` (four launches, faster than the torch rule on
+    a GPU); False: always one ``torch.topk`` over int64 keys that
     are all distinct (:func:`order_keys`: the score's bits in float order, then the lower
     index); True: always the Triton selection (``integer``: every finite score is an integer,
     which lets it skip its search). Both count −0.0 as +0.0 and NaN as −inf (never

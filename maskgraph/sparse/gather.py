@@ -1,4 +1,4 @@
-"""Attention over gathered keys: the DESIGN §2 estimator restricted to an index list.
+"""Attention over gathered keys: the estimator of docs/concepts.md restricted to an index list.
 
 Only the listed keys and values are read: (B, Hsel, Qc, n, D) of each, where Hsel is Hq (each
 query head owns its list) or Hkv (the query heads of a KV group share one list and are

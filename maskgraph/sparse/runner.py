@@ -143,7 +143,7 @@ def compiled_chunk(steps: list[Step], output: str, gqa: str, fn: Callable | None
     fn = fn or sparse_chunk
     key = (fn.__name__, structure(steps, output), gqa)
     # inductor's symbolic-shape code for these graphs recursed past Python's default limit of
-    # 1000 frames on an H100 (docs/benchmarks.md, run 3); 20000 was enough there (run 7).
+    # 1000 frames on a GPU; 20000 is enough.
     if sys.getrecursionlimit() < 20000:
         sys.setrecursionlimit(20000)
     raise_recompile_limit(RECOMPILE_LIMIT)

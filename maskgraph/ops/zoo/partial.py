@@ -16,7 +16,7 @@ from ...types import PortType
 
 
 class Partial(NamedTuple):
-    """Attention over a mask, before normalisation (DESIGN §2).
+    """Attention over a mask, before normalisation (docs/concepts.md, "Masks are probabilities").
 
     - ``num`` (B, Hq, Q, D) float32: Σ_{p>0} exp(s − m)/p · v
     - ``den`` (B, Hq, Q) float32: Σ_{p>0} exp(s − m)/p

@@ -1,0 +1,539 @@
+"""``maskgraph sweep`` on a tiny random model (CPU): the store, resuming, failed trials, the
+report of a sweep folder, local worker processes and a real local Ray, interrupted sweeps.
+
+Every sweep here runs perplexity windows of 64 byte-tokens of a small text file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from maskgraph.cli.main import main
+from maskgraph.eval import trials as trials_module
+from maskgraph.eval.sweepfile import parse_sweep
+from maskgraph.eval.sweeprun import BackendOptions, run_sweep
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SWEEP = """\
+sweep: two-by-two
+models: [tiny-llama]
+graphs:
+  - graph: streaming_llm
+    densities: [0.25, 0.5]
+  - graph: oracle_topk
+    densities: [0.25, 0.5]
+tasks: [ppl]
+lengths: [64]
+samples: {samples}
+shard: {shard}
+template: plain
+text_file: book.txt
+"""
+
+
+def sweep_file(folder: Path, samples: int = 3, shard: int = 2, text: str = SWEEP) -> Path:
+    (folder / "book.txt").write_text("In the beginning was a long sentence about nothing much at all. " * 80)
+    path = folder / "sweep.yaml"
+    path.write_text(text.format(samples=samples, shard=shard))
+    return path
+
+
+def raw_rows(out: Path) -> list[dict]:
+    """Every line of every trial's rows.jsonl (not deduplicated)."""
+    rows = []
+    for p in sorted((out / "trials").glob("*/rows.jsonl")):
+        rows += [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+    return rows
+
+
+def table(out: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(out / "results.sqlite") as db:
+        return list(db.execute(sql))
+
+
+def comparable(out: Path) -> list[tuple]:
+    """The store's rows without timings, sorted."""
+    return table(
+        out, 'SELECT model, cell, "index", status, score, nll, density FROM rows ORDER BY cell, "index"'
+    )
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main(argv)
+    got = capsys.readouterr()
+    assert "Traceback" not in got.err
+    return rc, got.out, got.err
+
+
+# ----- the local backend, the store, resuming, the report ----------------------------------------
+def test_local_sweep_store_resume_and_report(tmp_path, capsys, monkeypatch):
+    path = sweep_file(tmp_path)
+    out = tmp_path / "out"
+    rc, stdout, _ = run_cli(["sweep", str(path), "--out", str(out), "--no-progress"], capsys)
+    assert rc == 0 and "2 of 2 trials done" in stdout
+    # 2 graphs x 2 densities x 3 samples, in two shards (samples 0-1 and 2)
+    pairs = Counter((r["cell"], r["index"]) for r in raw_rows(out))
+    assert len(pairs) == 12 and set(pairs.values()) == {1}
+    assert {r["label"] for r in raw_rows(out)} == {
+        "streaming_llm@25%", "streaming_llm@50%", "oracle_topk@25%", "oracle_topk@50%",
+    }  # fmt: skip
+    assert table(out, "SELECT status, count(*) FROM trials GROUP BY status") == [("done", 2)]
+    assert table(out, "SELECT count(*) FROM rows") == [(12,)]
+    cells = json.loads((out / "metrics.json").read_text())["cells"]
+    assert len(cells) == 4 and all(c["samples"] == 3 and c["model"] == "tiny-llama" for c in cells.values())
+    assert (
+        cells["tiny-llama:streaming_llm@25%/ppl/64"]["density"]
+        < cells["tiny-llama:streaming_llm@50%/ppl/64"]["density"]
+    )
+
+    # a rerun finds everything done: no model load, no new row
+    loads = []
+    real = trials_module.load_model
+    monkeypatch.setattr(trials_module, "load_model", lambda *a: loads.append(a) or real(*a))
+    assert run_cli(["sweep", str(path), "--out", str(out), "--no-progress"], capsys)[0] == 0
+    assert loads == [] and len(raw_rows(out)) == 12
+
+    # the report reads the sweep folder as it reads a run
+    md = tmp_path / "report.md"
+    assert run_cli(["report", str(out), "--out", str(md)], capsys)[0] == 0
+    text = md.read_text()
+    assert "### Perplexity" in text and "| streaming_llm | 25% |" in text and "| oracle_topk | 50% |" in text
+    assert (tmp_path / "accuracy_vs_density.png").stat().st_size > 1000
+
+
+def test_trial_ids_are_stable_and_an_added_graph_runs_only_its_cells(tmp_path, capsys):
+    path = sweep_file(tmp_path, samples=2, shard=2)
+    spec = parse_sweep(path.read_text(), file=str(path), base=tmp_path)
+    ids = [t.id for t in spec.trials()]
+    assert ids == [t.id for t in parse_sweep(path.read_text(), base=tmp_path).trials()]
+    out = tmp_path / "out"
+    assert run_cli(["sweep", str(path), "--out", str(out), "--no-progress"], capsys)[0] == 0
+    first = raw_rows(out)
+
+    more = path.read_text().replace("graphs:\n", "graphs:\n  - dense\n")
+    path.write_text(more)
+    spec2 = parse_sweep(more, base=tmp_path)
+    assert [t.id for t in spec2.trials()] == ids  # variants are not part of a trial's identity
+    assert run_cli(["sweep", str(path), "--out", str(out), "--no-progress"], capsys)[0] == 0
+    rows = raw_rows(out)
+    key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
+    assert sorted(map(key, first)) == sorted(key(r) for r in rows if r["label"] != "dense@default")
+    assert sorted(r["index"] for r in rows if r["label"] == "dense@default") == [0, 1]
+    assert Counter((r["cell"], r["index"]) for r in rows).most_common(1)[0][1] == 1
+
+    # another sample split is another set of trials
+    assert {
+        t.id for t in parse_sweep(more.replace("shard: 2", "shard: 1"), base=tmp_path).trials()
+    }.isdisjoint(ids)
+
+
+def test_a_grid_and_two_models_make_labelled_variants_and_model_sections(tmp_path, capsys):
+    text = """\
+models: [tiny-llama, tiny-qwen2]
+graphs:
+  - graph: oracle_topk
+    params: {{sink_size: 4, window_size: 4}}
+    grid: {{heavy_size: [0.1, 0.3]}}
+tasks: [ppl]
+lengths: [64]
+samples: 1
+template: plain
+text_file: book.txt
+"""
+    path = sweep_file(tmp_path, text=text)
+    out = tmp_path / "out"
+    assert run_cli(["sweep", str(path), "--out", str(out), "--no-progress"], capsys)[0] == 0
+    rows = raw_rows(out)
+    assert sorted({r["label"] for r in rows}) == ["oracle_topk@heavy_size=0.1", "oracle_topk@heavy_size=0.3"]
+    assert all(r["overrides"]["sink_size"] == 4 for r in rows)
+    assert sorted(m for (m,) in table(out, "SELECT DISTINCT model FROM rows")) == ["tiny-llama", "tiny-qwen2"]
+    md = tmp_path / "r.md"
+    assert run_cli(["report", str(out), "--out", str(md)], capsys)[0] == 0
+    text = md.read_text()
+    assert "## tiny-llama" in text and "## tiny-qwen2" in text and "| oracle_topk | heavy_size=0.3 |" in text
+    assert (tmp_path / "tiny-qwen2_accuracy_vs_density.png").is_file()
+
+
+def test_report_gives_runs_of_two_models_a_section_each(tmp_path, capsys):
+    from maskgraph.calibrate.text import ByteTokenizer
+    from maskgraph.eval.runner import EvalConfig, run_eval
+    from maskgraph.hf.models import tiny_model
+
+    sweep_file(tmp_path)
+    runs = []
+    for name, arch in (("model-a", "llama"), ("model-b", "qwen2")):
+        config = EvalConfig(
+            model=name, graphs=["streaming_llm"], tasks=["ppl"], lengths=[64], samples=1, densities=[0.5],
+            template="plain", text_file=str(tmp_path / "book.txt"),
+        )  # fmt: skip
+        run_eval(config, tmp_path / name, model=tiny_model(arch), tokenizer=ByteTokenizer(), progress=False)
+        runs.append(str(tmp_path / name))
+    md = tmp_path / "r.md"
+    assert run_cli(["report", *runs, "--out", str(md)], capsys)[0] == 0
+    text = md.read_text()
+    # the same cell id in both runs: each model keeps its own row
+    assert text.count("| streaming_llm | 50% |") == 2 and "## model-a" in text and "## model-b" in text
+
+
+# ----- failed trials ------------------------------------------------------------------------------
+def test_a_failed_trial_keeps_its_traceback_and_does_not_stop_the_others(tmp_path, capsys, monkeypatch):
+    text = SWEEP.replace("models: [tiny-llama]", "models: [tiny-llama, tiny-qwen2]")
+    path = sweep_file(tmp_path, samples=1, shard=1, text=text)
+    out = tmp_path / "out"
+    real = trials_module.load_model
+
+    def broken(name, device):
+        if name == "tiny-qwen2":
+            raise RuntimeError("no such card")
+        return real(name, device)
+
+    monkeypatch.setattr(trials_module, "load_model", broken)
+    rc, _, err = run_cli(["sweep", str(path), "--out", str(out), "--no-progress"], capsys)
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert "1 trial(s) failed" in err and "no such card" in err and "--retry-errors" in err
+    ((status, error, tb),) = table(
+        out, "SELECT status, error, traceback FROM trials WHERE model = 'tiny-qwen2'"
+    )
+    assert (
+        status == "failed" and error == "RuntimeError: no such card" and "Traceback" in tb and "broken" in tb
+    )
+    failed_id = table(out, "SELECT id FROM trials WHERE status = 'failed'")[0][0]
+    assert "no such card" in (out / "trials" / failed_id / "error.txt").read_text()
+    assert {r["cell"] for r in raw_rows(out)} and len(raw_rows(out)) == 4  # the other model's trial ran
+
+    # a sweep file that no longer names the failed trial's model has no failure to report
+    path.write_text(path.read_text().replace("[tiny-llama, tiny-qwen2]", "[tiny-llama]"))
+    rc, stdout, _ = run_cli(["sweep", str(path), "--out", str(out), "--no-progress"], capsys)
+    assert rc == 0 and "1 of 1 trials done" in stdout
+    path.write_text(path.read_text().replace("[tiny-llama]", "[tiny-llama, tiny-qwen2]"))
+
+    # without --retry-errors a failed trial is not run again
+    calls = []
+    monkeypatch.setattr(trials_module, "load_model", lambda n, d: calls.append(n) or real(n, d))
+    assert run_cli(["sweep", str(path), "--out", str(out), "--no-progress"], capsys)[0] == 1
+    assert calls == []
+    rc, stdout, _ = run_cli(
+        ["sweep", str(path), "--out", str(out), "--no-progress", "--retry-errors"], capsys
+    )
+    assert rc == 0 and calls == ["tiny-qwen2"] and "2 of 2 trials done" in stdout
+    assert table(out, "SELECT status FROM trials WHERE model = 'tiny-qwen2'") == [("done",)]
+    assert not (out / "trials" / failed_id / "error.txt").exists()
+    assert len(raw_rows(out)) == 8
+
+
+def test_the_shipped_example_is_a_valid_sweep():
+    text = (ROOT / "examples" / "sweep.yaml").read_text()
+    # the example names the shipped model, which need not be installed where tests run
+    spec = parse_sweep(text.replace("[smollm2]", "[tiny-llama]"), base=ROOT / "examples")
+    labels = [v.label for v in spec.trials()[0].variants]
+    assert "quest@5%" in labels and "oracle_topk@heavy_size=0.05" in labels and "dense@default" in labels
+    assert len(spec.trials()) == 3 * 2 and spec.resources.num_cpus == 1
+    gpu = (ROOT / "examples" / "sweep_gpu.yaml").read_text().replace("[smollm2]", "[tiny-llama]")
+    spec = parse_sweep(gpu, base=ROOT / "examples")
+    assert len(spec.trials()) == 8 and spec.resources.num_gpus == 0.25 and spec.settings["device"] == "cuda"
+
+
+# ----- bad sweep files and options ----------------------------------------------------------------
+BAD = {
+    "unknown top key": ("graph: [dense]\nmodels: [tiny-llama]\ntasks: [ppl]\nlengths: [64]\n", 1, ["'graphs'", "valid:"]),
+    "missing key": ("models: [tiny-llama]\ngraphs: [dense]\ntasks: [ppl]\n", 1, ["'lengths'"]),
+    "unknown task": ("models: [tiny-llama]\ngraphs: [dense]\ntasks:\n  - ppl\n  - needle\nlengths: [64]\n", 5, ["tasks[1]", "niah_single_number"]),
+    "density out of range": (
+        "models: [tiny-llama]\ngraphs:\n  - graph: quest\n    densities: [0.1, 1.5]\ntasks: [ppl]\nlengths: [64]\n",
+        4, ["graphs[0].densities[1]", "(0, 1]"],
+    ),
+    "grid parameter unknown": (
+        "models: [tiny-llama]\ngraphs:\n  - graph: quest\n    grid:\n      heavy: [0.1]\ntasks: [ppl]\nlengths: [64]\n",
+        5, ["graphs[0].grid.heavy", "heavy_size"],
+    ),
+    "grid value invalid": (
+        "models: [tiny-llama]\ngraphs:\n  - graph: quest\n    grid:\n      page_size: [0]\ntasks: [ppl]\nlengths: [64]\n",
+        5, ["graphs[0].grid.page_size", "quest@page_size=0", "[1, 4096]"],
+    ),
+    "unknown model": ("models: [gpt5]\ngraphs: [dense]\ntasks: [ppl]\nlengths: [64]\n", 1, ["models[0]", "tiny-llama"]),
+    "unknown graph": ("models: [tiny-llama]\ngraphs: [dense, quset]\ntasks: [ppl]\nlengths: [64]\n", 2, ["graphs[1].graph", "quest"]),
+    "length too short": ("models: [tiny-llama]\ngraphs: [dense]\ntasks: [ppl]\nlengths: [64, 8]\n", 4, ["lengths[1]", ">= 16"]),
+    "negative gpus": (
+        "models: [tiny-llama]\ngraphs: [dense]\ntasks: [ppl]\nlengths: [64]\nresources: {num_gpus: -1}\n",
+        5, ["resources.num_gpus", "[0, 64]"],
+    ),
+    "same variant twice": (
+        "models: [tiny-llama]\ngraphs:\n  - dense\n  - graph: dense\ntasks: [ppl]\nlengths: [64]\n",
+        4, ["graphs[1]", "dense@default", "name"],
+    ),
+    "search task not in the sweep": (
+        "models: [tiny-llama]\ngraphs: [quest]\ntasks: [ppl]\nlengths: [64]\nsearch:\n  densities: [0.1]\n  task: vt\n",
+        7, ["search.task", "ppl"],
+    ),
+    "range upside down": (
+        "models: [tiny-llama]\ngraphs:\n  - graph: quest\n    ranges:\n      heavy_size: [0.2, 0.1]\ntasks: [ppl]\nlengths: [64]\n",
+        5, ["graphs[0].ranges.heavy_size", "low < high"],
+    ),
+    "tiny model with the chat template": (
+        "models: [tiny-llama]\ngraphs: [dense]\ntasks: [ppl]\nlengths: [64]\ntemplate: chat\n",
+        5, ["template", "template: plain"],
+    ),
+    "invalid YAML": ("models: [tiny-llama\ngraphs: [dense]\n", 2, ["invalid YAML"]),
+    "not a mapping": ("- dense\n", 1, ["must be a mapping"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_bad_sweep_file_is_one_located_line(case, tmp_path, capsys):
+    text, line, words = BAD[case]
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    rc, _, err = run_cli(["sweep", str(path), "--out", str(tmp_path / "out")], capsys)
+    assert rc == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"{path}:{line}:" in err, err
+    for w in words:
+        assert w in err, (w, err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_options_are_checked_and_ray_missing_says_how_to_install(tmp_path, capsys, monkeypatch):
+    path = sweep_file(tmp_path, samples=1, shard=1)
+    out = str(tmp_path / "out")
+    rc, _, err = run_cli(["sweep", str(path), "--out", out, "--address", "auto"], capsys)
+    assert rc == 1 and "--backend ray" in err
+    rc, _, err = run_cli(["sweep", str(path), "--out", out, "--gpus", "0,1", "--workers", "3"], capsys)
+    assert rc == 1 and "--workers 3" in err
+    rc, _, err = run_cli(["sweep", str(path), "--out", out, "--search"], capsys)
+    assert rc == 1 and "needs a 'search:' block" in err
+    rc, _, err = run_cli(["sweep", str(path), "--out", out, "--gpus", "0"], capsys)
+    assert rc == 1 and "device: cuda" in err
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    rc, _, err = run_cli(["sweep", str(path), "--out", out, "--backend", "ray", "--no-progress"], capsys)
+    assert rc == 1 and "pip install 'maskgraph[ray]'" in err and len(err.strip().splitlines()) == 1
+
+
+# ----- interrupted sweeps -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "signum, workers",
+    [
+        (signal.SIGTERM, 1),
+        pytest.param(signal.SIGINT, 1, marks=pytest.mark.slow),
+        pytest.param(signal.SIGTERM, 2, marks=pytest.mark.slow),
+    ],
+)
+def test_an_interrupted_sweep_resumes_with_every_pair_once(signum, workers, tmp_path):
+    path = sweep_file(tmp_path, samples=12, shard=4)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "maskgraph", "sweep", str(path), "--out", str(out), "--no-progress"]
+    cmd += ["--workers", str(workers)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(raw_rows(out)) < 4 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert "leaked" not in err  # worker processes ended cleanly
+    before = len(raw_rows(out))
+    assert 4 <= before < 48  # stopped midway
+
+    # the rerun finishes the rest; the local backend never imports Ray
+    had_ray = "ray" in sys.modules
+    assert main(["sweep", str(path), "--out", str(out), "--no-progress"]) == 0
+    assert had_ray or "ray" not in sys.modules
+    pairs = Counter((r["cell"], r["index"]) for r in raw_rows(out))
+    assert len(pairs) == 4 * 12 and set(pairs.values()) == {1}
+
+
+# ----- worker processes and Ray: the same rows ----------------------------------------------------
+@pytest.mark.slow
+def test_local_workers_and_ray_give_the_rows_of_one_worker(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    path = sweep_file(tmp_path, samples=3, shard=2)
+    spec = parse_sweep(path.read_text(), file=str(path), base=tmp_path)
+    text = path.read_text()
+    one = run_sweep(spec, tmp_path / "one", text, progress=False)
+    assert one.done == 2 and not one.failed
+    two = run_sweep(spec, tmp_path / "two", text, BackendOptions(workers=2), progress=False)
+    assert two.done == 2 and comparable(tmp_path / "two") == comparable(tmp_path / "one")
+
+    # a real local Ray started by the caller; its workers import this checkout's maskgraph
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        got = run_sweep(spec, tmp_path / "ray", text, BackendOptions(backend="ray"), progress=False)
+        assert ray.is_initialized()  # a Ray the caller started is left running
+    finally:
+        ray.shutdown()
+    assert got.done == 2 and not got.failed
+    assert comparable(tmp_path / "ray") == comparable(tmp_path / "one")
+    assert len(comparable(tmp_path / "one")) == 12
+
+
+# ----- search -------------------------------------------------------------------------------------
+SEARCH = """\
+models: [tiny-llama]
+graphs:
+  - graph: oracle_topk
+    params: {{sink_size: 4, window_size: 4}}
+    grid: {{heavy_size: [0.05, 0.6]}}
+tasks: [ppl]
+lengths: [64]
+samples: 1
+template: plain
+text_file: book.txt
+search: {{densities: [0.3], samples: 1}}
+"""
+
+
+@pytest.mark.slow
+def test_search_picks_the_setting_that_reaches_the_target_and_writes_a_usable_graph(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    from maskgraph.eval.search import run_search
+    from maskgraph.loader import load_graph
+
+    path = sweep_file(tmp_path, text=SEARCH)
+    spec = parse_sweep(path.read_text(), file=str(path), base=tmp_path)
+    # the Ray that run_search starts makes its workers import this checkout's maskgraph
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    (choice,) = run_search(spec, tmp_path / "out")
+    # heavy_size 0.6 measures far above 30%: the search keeps 0.05, and reports what it measured
+    assert choice.feasible and choice.trials == 2 and choice.overrides["heavy_size"] == 0.05
+    assert choice.density is not None and choice.density <= 0.3 * 1.1 and choice.rel_err is not None
+    recorded = json.loads((tmp_path / "out" / "search" / "results.json").read_text())
+    assert recorded[0]["density"] == choice.density
+    graph = load_graph(choice.file)
+    assert graph.name == "oracle_topk_at_30pct" and graph.params["heavy_size"] == 0.05
+    assert graph.params["sink_size"] == 4
+
+
+def test_a_worker_process_sees_its_gpu_only_and_leaves_interrupts_to_the_sweep(monkeypatch):
+    from maskgraph.eval import sweeprun
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    old = signal.getsignal(signal.SIGINT)
+    try:
+        sweeprun.worker_setup("3")
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+@pytest.mark.slow
+def test_a_worker_process_that_dies_fails_its_trial_only(tmp_path):
+    import multiprocessing
+    import threading
+
+    path = sweep_file(tmp_path, samples=12, shard=6)
+    spec = parse_sweep(path.read_text(), file=str(path), base=tmp_path)
+    out = tmp_path / "out"
+    killed: list[int] = []
+
+    def kill_one_busy_worker():
+        deadline = time.monotonic() + 120
+        while not raw_rows(out) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        victim = multiprocessing.active_children()[0]
+        killed.append(victim.pid)
+        os.kill(victim.pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_one_busy_worker)
+    killer.start()
+    summary = run_sweep(spec, out, path.read_text(), BackendOptions(workers=2), progress=False)
+    killer.join()
+    assert killed and summary.done == 1 and len(summary.failed) == 1
+    (error,) = summary.failed.values()
+    assert "killed by signal 9" in error
+    again = run_sweep(
+        spec, out, path.read_text(), BackendOptions(workers=2), retry_errors=True, progress=False
+    )
+    assert again.done == 2 and not again.failed
+    pairs = Counter((r["cell"], r["index"]) for r in raw_rows(out))
+    assert len(pairs) == 4 * 12 and set(pairs.values()) == {1}
+
+
+class FakeRay:
+    """Just enough of Ray's API for the Ray backend's scheduling: actors run trials in this
+    process; the actor given a trial in ``doomed`` dies instead (as on an out-of-memory kill)."""
+
+    class exceptions:
+        class RayError(Exception):
+            pass
+
+    def __init__(self, doomed: set[str]) -> None:
+        self.doomed = doomed
+        self.created = 0
+        self.killed = 0
+
+    def is_initialized(self):
+        return True
+
+    def cluster_resources(self):
+        return {"CPU": 2.0}
+
+    def remote(self, **resources):
+        fake = self
+
+        def wrap(cls):
+            class Handle:
+                def __init__(self):
+                    self.worker = cls()
+                    run = self.worker.run
+
+                    class Method:
+                        @staticmethod
+                        def remote(root, trial, retry):
+                            if trial.id in fake.doomed:
+                                return fake.exceptions.RayError("the actor died unexpectedly")
+                            return run(root, trial, retry)
+
+                    self.run = Method
+
+            class Factory:
+                @staticmethod
+                def remote():
+                    fake.created += 1
+                    return Handle()
+
+            return Factory
+
+        return wrap
+
+    def wait(self, refs, num_returns, timeout):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        if isinstance(ref, Exception):
+            raise ref
+        return ref
+
+    def kill(self, actor):
+        self.killed += 1
+
+
+def test_a_dead_ray_actor_fails_its_trial_and_is_replaced(tmp_path, monkeypatch):
+    from maskgraph.eval import sweeprun
+
+    path = sweep_file(tmp_path, samples=3, shard=1)
+    spec = parse_sweep(path.read_text(), file=str(path), base=tmp_path)
+    doomed = spec.trials()[0].id
+    fake = FakeRay({doomed})
+    monkeypatch.setattr(sweeprun, "import_ray", lambda: fake)
+    summary = run_sweep(
+        spec, tmp_path / "out", path.read_text(), BackendOptions(backend="ray"), progress=False
+    )
+    assert summary.done == 2 and list(summary.failed) == [doomed]
+    assert "the actor died unexpectedly" in summary.failed[doomed]
+    (tb,) = table(tmp_path / "out", f"SELECT traceback FROM trials WHERE id = '{doomed}'")[0]
+    assert "RayError" in tb
+    assert fake.created == 3 and fake.killed == 3  # two actors, one replaced; all killed at the end
+    assert len(raw_rows(tmp_path / "out")) == 2 * 4
