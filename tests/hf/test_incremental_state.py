@@ -65,8 +65,15 @@ def estimator_specs(graph: mg.Graph) -> list:
     ]
 
 
-@pytest.mark.parametrize("mode", ["simulate", "sparse"])
-@pytest.mark.parametrize("name", list(GRAPHS))
+#: sparse mode runs Triton's interpreter on the CPU: one graph in the default run, all with --runslow
+CASES = [
+    pytest.param(name, mode, marks=[pytest.mark.slow] if mode == "sparse" and name != "quest" else [])
+    for name in GRAPHS
+    for mode in ("simulate", "sparse")
+]
+
+
+@pytest.mark.parametrize("name, mode", CASES)
 def test_generate_updates_only_the_new_keys(name, mode, calibration, monkeypatch):
     overrides = {"sink_size": 2, "window_size": 4, "heavy_size": 0.2, **GRAPHS[name]}
     overrides.update(calibration.get(name, {}))
