@@ -7,8 +7,7 @@ compile to other code than the interpreter runs. This script runs those kernels 
 awkward shapes and compares them exactly with plain torch: HashAttention's group scores; the
 Triton top-k on each of its paths (sorted, radix in one program, segments; with the score
 bounds Quest's and Double Sparsity's kernels write) against the torch rule; those bounds against
-the scores' own; HashAttention's top-k made inside the attention kernel (``select_attend``)
-against the torch path.
+the scores' own.
 Prints one line per case and ``all ok`` last; exits 1 on a mismatch.
 
     python benchmarks/gpu_check.py
@@ -160,54 +159,6 @@ def max_of_heads(own: torch.Tensor, grouped: torch.Tensor, ranges: torch.Tensor,
     return close and torch.equal(ranges.cpu().long(), block_ranges(own.cpu(), block))
 
 
-#: (B, Q, K, heavy) of :func:`check_select_attend`: 8K (8 segments), 32K + 5 (33), 128K + 77
-#: (65); Q = 3 (a k past the keys the prior leaves is covered by the tests)
-SELECT_CASES = [(1, 1, 8192, 819), (2, 3, 32773, 3277), (1, 1, 131149, 13115)]
-
-
-def check_select_attend(device: torch.device) -> bool:
-    """HashAttention under gqa="shared" on the fused path, where ``select_attend`` makes the
-    bounded top-k while it attends: the output against the torch path's in float64 (bf16
-    inputs, as benchmarked), and ``select_attend`` launched (rows of up to 8 segments choose
-    their bin in the kernel, longer rows after ``select_choose``)."""
-    import tempfile
-
-    import maskgraph as mg
-    from maskgraph.sparse import fused
-
-    launched: list[str] = []
-    real = fused.jitted
-    fused.jitted = lambda module, name: launched.append(name) or real(module, name)
-    fused.SELECT_IN_ATTENTION = True  # off by default (slower at B=1, run 81)
-    ok = True
-    with tempfile.TemporaryDirectory() as folder:
-        path = f"{folder}/hat.safetensors"
-        ha.save_hash_weights(path, ha.random_hash_weights(1, 32, 8, 128, 32, 64, seed=0))
-        for b, q, k, heavy in SELECT_CASES:
-            gen = torch.Generator().manual_seed(k)
-            qs, ks, vs = (
-                torch.randn(b, h, n, 128, generator=gen).to(device, torch.bfloat16)
-                for h, n in ((32, q), (8, k), (8, k))
-            )
-            overrides = {"sink_size": 128, "window_size": 128, "heavy_size": heavy, "hat_weights": path}
-            graph = mg.load_graph("hashattention", overrides=overrides)
-            plain = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")
-            want = plain(qs.double(), ks.double(), vs.double(), state=mg.State())
-            launched.clear()
-            fast = mg.compile(graph, backend="inductor", mode="sparse", gqa="shared", kernel="triton")
-            out = fast(qs, ks, vs, state=mg.State())
-            err = ((out.double() - want).norm() / want.norm()).item()
-            same = err < 1e-2 and "select_attend" in launched
-            ok &= same
-            print(
-                f"select_attend B={b} Q={q} K={k} k={heavy}: rel {err:.1e}, launched "
-                f"{sorted(set(launched))}: {'ok' if same else 'MISMATCH'}"
-            )
-    fused.jitted = real
-    fused.SELECT_IN_ATTENTION = False
-    return ok
-
-
 def main() -> int:
     if not torch.cuda.is_available():
         print("no GPU: nothing to check (the tests cover the interpreted branches)")
@@ -216,7 +167,6 @@ def main() -> int:
     ok = check_hash(device)
     ok &= check_topk(device)
     ok &= check_score_ranges(device)
-    ok &= check_select_attend(device)
     print("all ok" if ok else "MISMATCH")
     return 0 if ok else 1
 

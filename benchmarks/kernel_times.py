@@ -18,8 +18,7 @@ ten back-to-back calls (common.CALLS_PER_GRAPH):
 * ``forms`` (not by default): the same number of keys read in each form the kernel takes —
   int32 key lists (sorted, shuffled), random pages of 16 keys as key lists, as page entries,
   with the top-k's values, with the sink and window runs — one selection a KV head (shared)
-  and one a query head (per head), for each of the gather settings (and the page forms with
-  each page's index and value loaded once a key: ``fused.ENTRY_ROWS`` off), against flash SDPA.
+  and one a query head (per head), for each of the gather settings, against flash SDPA.
 
 Prints a table last and writes kernels.json to $OUT (or the current folder).
 """
@@ -163,7 +162,7 @@ def quest_rows(b: int, hq: int, hkv: int, pages: int, d: int, device, args) -> l
         settings = {
             "QUEST_DOT_BLOCK" if dot else "QUEST_BLOCK": block,
             "QUEST_WARPS": warps,
-            "QUEST_DOT": dot,
+            "_quest_dot": lambda *inputs, dot=dot: dot,  # the form this row times
         }
         ways.append(
             (
@@ -265,13 +264,8 @@ def forms_rows(b: int, hq: int, hkv: int, kk: int, d: int, density: float, devic
             "2 runs alone": fused.Selection(runs, None, None, 1, hsel),
         }
         for name, sel in forms.items():
-            configs = [(c, None) for c in args.gather_configs]
-            if name.startswith("pages +"):  # each page's index and value loaded once a page, then once a key
-                configs = [(args.gather_configs[0], False)] + configs
-            for (block, programs, warps, stages), entry_rows in configs:
+            for block, programs, warps, stages in args.gather_configs:
                 settings = dict(BLOCK_N=block, TARGET_PROGRAMS=programs, NUM_WARPS=warps, NUM_STAGES=stages)
-                if entry_rows is not None:
-                    settings["ENTRY_ROWS"] = entry_rows
                 fn = lambda sel=sel: fused.fused_gather_attention(q, k, v, None, d**-0.5, sel, None, q.dtype)  # noqa: E731
                 ms, _ = with_settings(
                     fused, settings, lambda fn=fn: graph_ms(fn, device, args.warmup, args.reps)
@@ -280,8 +274,7 @@ def forms_rows(b: int, hq: int, hkv: int, kk: int, d: int, density: float, devic
                 rows.append(
                     dict(
                         kernel=f"forms {gqa}",
-                        variant=f"{name}; {block}x{programs}x{warps}x{stages or '-'}"
-                        + (" (a load a key)" if entry_rows is False else ""),
+                        variant=f"{name}; {block}x{programs}x{warps}x{stages or '-'}",
                         B=b,
                         rows=b * hsel,
                         N=kk,

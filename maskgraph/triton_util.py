@@ -99,10 +99,8 @@ def jitted(module: str, name: str):
 #: (compute capability 9.0 on): a kernel's programs are placed while the one before it
 #: finishes, and wait there (:mod:`maskgraph.pdl_kernel`). Only launches of at most one
 #: program per streaming multiprocessor (times PDL_PROGRAMS_PER_SM) take it: programs placed
-#: early crowd onto the multiprocessors the kernel before leaves free, which cost the top-k's
-#: 512-program launches of a B=8 8K Double Sparsity call 15 µs (57 -> 72, H100, run 57),
-#: while B=1 calls gain 2-4 µs (runs 52, 57).
-PDL = True
+#: early crowd onto the multiprocessors the kernel before leaves free (a B=8 8K Double Sparsity
+#: call's 512-program top-k launches lost 15 µs on an H100), while B=1 calls gain 2-4 µs.
 PDL_PROGRAMS_PER_SM = 1
 
 
@@ -116,10 +114,10 @@ def _device_facts(index: int) -> tuple[int, int]:
 def pdl(device: torch.device, programs: int) -> dict:
     """Launch arguments for a kernel of ``programs`` programs that starts with
     ``pdl_kernel.enter(PDL)``: programmatic dependent launch on CUDA devices of compute
-    capability 9.0 on while :data:`PDL` is set, the kernels are compiled (not interpreted) and
+    capability 9.0 on where the kernels are compiled (not interpreted) and
     the launch has at most PDL_PROGRAMS_PER_SM programs per multiprocessor; otherwise a plain
     launch."""
-    if PDL and device.type == "cuda" and not interpreting():
+    if device.type == "cuda" and not interpreting():
         major, sms = _device_facts(device.index if device.index is not None else torch.cuda.current_device())
         if major >= 9 and programs <= sms * PDL_PROGRAMS_PER_SM:
             return {"PDL": True, "launch_pdl": True}

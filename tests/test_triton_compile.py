@@ -39,22 +39,6 @@ GATHER = (
     "PAGE:constexpr HAS_VALS:constexpr WIDE:constexpr ENTRY_ROWS:constexpr"
 )
 
-SELECT_ATTEND = (
-    "Q:*bf16 K:*bf16 V:*bf16 S:*fp32 HIST:*i32 STATE_PTR:*i64 OFFS:*i32 LIST:*i32 AM:*bf16 ACC:*fp32 "
-    "M:*fp32 L:*fp32 scale:fp32 "
-    + I32(
-        "n_keys k nseg runs_n blocks_per_run_split sqb sqh sqq skb skh skk svb svh svk sab sah saq sak "
-        "hkv qc g_heads d_real"
-    )
-    + " "
-    + EX
-    + " "
-    + I32("r0s r0n r0lo r0hi r0sl r1s r1n r1lo r1hi r1sl")
-    + " SEG:constexpr NB:constexpr SP:constexpr CHOOSE:constexpr NEX:constexpr HAS_AM:constexpr "
-    "UPCAST:constexpr GP:constexpr BLOCK:constexpr DP:constexpr NR:constexpr PARTS:constexpr "
-    "WIDE:constexpr"
-)
-
 KERNELS = [
     (
         "maskgraph.sparse.topk_kernel",
@@ -196,20 +180,6 @@ KERNELS = [
         GATHER,
         {"HAS_AM": 2, "UPCAST": False, "GP": 16, "BLOCK": 64, "DP": 128, "NR": 2}
         | {"PAGE": 16, "HAS_VALS": True, "WIDE": True, "ENTRY_ROWS": False},
-    ),
-    (  # HashAttention's bounded top-k made while attending, the bin chosen in each program
-        "maskgraph.sparse.fused_kernel",
-        "select_attend",
-        SELECT_ATTEND,
-        {"SEG": 1024, "NB": 64, "SP": 8, "CHOOSE": True, "NEX": 2, "HAS_AM": False, "UPCAST": False}
-        | {"GP": 16, "BLOCK": 64, "DP": 128, "NR": 2, "PARTS": 1, "WIDE": False},
-    ),
-    (  # the bin from select_choose, an attention mask, no runs
-        "maskgraph.sparse.fused_kernel",
-        "select_attend",
-        SELECT_ATTEND,
-        {"SEG": 2048, "NB": 64, "SP": 64, "CHOOSE": False, "NEX": 0, "HAS_AM": 1, "UPCAST": False}
-        | {"GP": 16, "BLOCK": 64, "DP": 128, "NR": 0, "PARTS": 2, "WIDE": True},
     ),
     (
         "maskgraph.sparse.fused_kernel",
@@ -368,8 +338,6 @@ def test_pdl_only_for_launches_of_one_program_per_multiprocessor(monkeypatch):
     assert triton_util.pdl(torch.device("cuda", 0), 132) == on
     assert triton_util.pdl(torch.device("cuda", 0), 133) == {"PDL": False}
     assert triton_util.pdl(torch.device("cuda", 1), 8) == {"PDL": False}
-    monkeypatch.setattr(triton_util, "PDL", False)
-    assert triton_util.pdl(torch.device("cuda", 0), 8) == {"PDL": False}
 
 
 @pytest.mark.skipif(not triton_installed(), reason="needs triton (setup.sh --dev)")

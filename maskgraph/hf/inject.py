@@ -406,9 +406,6 @@ def _materialised_mask(*args, **kwargs):
     return mask
 
 
-#: Run graph layers' unpadded decode steps without their mask (see the module's docstring);
-#: False gives them the mask, as before run 95.
-UNMASKED_DECODE = True
 #: The masks :func:`_materialised_mask` made for unpadded decode steps, by id (weakly held: an
 #: entry goes with its mask).
 _DECODE_MASKS: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
@@ -419,7 +416,7 @@ def _is_decode_mask(mask: torch.Tensor | None) -> bool:
     single query that may attend every key up to its own position, and none past it."""
     if protocol.compiling():  # traced by torch.compile: the mask is kept (no lookup by id)
         return False
-    return UNMASKED_DECODE and mask is not None and _DECODE_MASKS.get(id(mask)) is mask
+    return mask is not None and _DECODE_MASKS.get(id(mask)) is mask
 
 
 def _unpadded_decode_step(kwargs: dict) -> bool:

@@ -166,15 +166,6 @@ def exact_sparse_scores(env: Env, prep) -> tuple[torch.Tensor, int]:
     return env.forbid(env.logits), 1
 
 
-#: Take the bounds an estimator's group kernel writes with its scores (``ranges``).
-RANGES_FROM_SCORES = True
-
-
-#: Per-query-head scores (``gqa="per_head"``) from the estimator's own kernel where it
-#: registers ``sparse_head_scores`` (False: its torch ``sparse_scores``, the A/B of run 84).
-HEAD_SCORES_BY_KERNEL = True
-
-
 def make_estimator(
     sparse_scores, sparse_group_scores=None, integer: bool = False, top=None, sparse_head_scores=None
 ):
@@ -195,7 +186,7 @@ def make_estimator(
 
     def made_by_kernel(made: tuple, grouped: bool, bound: int | None) -> BlockScores:
         histogram = made[2] if len(made) > 2 else None
-        ranges = made[3] if len(made) > 3 and RANGES_FROM_SCORES else None
+        ranges = made[3] if len(made) > 3 else None
         masked = len(made) > 4 and bool(made[4])
         excluding = made[5] if len(made) > 5 else None
         return BlockScores(
@@ -210,7 +201,7 @@ def make_estimator(
             grouped = sparse_group_scores(env, prep, **params)
             if grouped is not None:
                 return made_by_kernel(grouped, True, bound)
-        if sparse_head_scores is not None and ctx.gqa == "per_head" and HEAD_SCORES_BY_KERNEL:
+        if sparse_head_scores is not None and ctx.gqa == "per_head":
             own = sparse_head_scores(env, prep, **params)
             if own is not None:
                 return made_by_kernel(own, False, bound)
@@ -239,13 +230,8 @@ def exclude_prior(ctx: Context, s: torch.Tensor, prior: IndexSet | None) -> torc
     return s.masked_fill(indexset.expand_heads(prior.contains(pos), s.shape[1]), NEG_INF)
 
 
-#: Runs of a prior the Triton top-k drops itself (a prior of more is masked in a pass of its
-#: own; 0: always masked, the comparison of runs 62-63).
-KERNEL_RUNS = MAX_RUNS
-
-
 def kernel_exclusion(ctx: Context, prior: IndexSet | None, scores: BlockScores, block: int) -> list | None:
-    """The Triton top-k's ``exclude`` for a prior of at most KERNEL_RUNS known runs (sink,
+    """The Triton top-k's ``exclude`` for a prior of at most MAX_RUNS known runs (sink,
     window, causal, full and their unions) over scores of ``block`` keys each, where the top-k
     is Triton's, the estimator's own kernel made the scores (grouped or per head) and applied
     the attention mask, if any, key by key (:func:`_exact_with_mask`): the selection then drops
@@ -257,7 +243,7 @@ def kernel_exclusion(ctx: Context, prior: IndexSet | None, scores: BlockScores, 
     if prior is None or not ctx.triton_topk or not scores.by_kernel or not _exact_with_mask(env, scores):
         return None
     runs = prior.intervals
-    if runs is None or len(runs) > KERNEL_RUNS:
+    if runs is None or len(runs) > MAX_RUNS:
         return None
     return [env.Q, block, env.K, *(v for run in runs for v in run)]
 
@@ -278,13 +264,13 @@ def prior_in_scores(
     """(scores, ranges) made by the estimator's kernel with the prior's runs forbidden as well
     as the attention mask — for pages, −inf unless one key is both allowed and outside the
     runs, the exact rule :func:`_exact_with_mask` leaves to a torch pass otherwise — where
-    the kernel applied a mask and offers ``excluding``, and the prior is at most KERNEL_RUNS
+    the kernel applied a mask and offers ``excluding``, and the prior is at most MAX_RUNS
     runs. None otherwise (without a mask the top-k drops the prior page by page)."""
     env = ctx.env
     if scores.excluding is None or env.allowed is None or not scores.masked or prior is None:
         return None
     runs = prior.intervals
-    if runs is None or len(runs) > KERNEL_RUNS:
+    if runs is None or len(runs) > MAX_RUNS:
         return None
     return scores.excluding([env.Q, 1, env.K, *(v for run in runs for v in run)])
 
@@ -329,16 +315,12 @@ def score_ranges(
     bounds still hold every finite one) for the Triton top-k, where it made them and ``s``
     has their layout; None otherwise. ``ranges``: those of another launch of the kernel
     (``excluding``) instead of the scores' own."""
-    if not RANGES_FROM_SCORES or not ctx.triton_topk or not scores.by_kernel:
+    if not ctx.triton_topk or not scores.by_kernel:
         return None
     ranges = scores.bounds if ranges is None else ranges
     if ranges is None or tuple(s.shape) != tuple(ranges.shape[:3]) + (s.shape[-1],):
         return None
     return ranges
-
-
-#: Take the estimator's histograms where it offers them (:func:`fused_histogram`).
-FUSED_HISTOGRAM = True
 
 
 def fused_histogram(
@@ -350,7 +332,7 @@ def fused_histogram(
     (HashAttention B=1 128K 2 / 5 / 10 %: 40.7 / 48.9 / 63.4 -> 38.4 / 46.8 / 61.6 µs, H100,
     run 64). None otherwise."""
     env = ctx.env
-    if not FUSED_HISTOGRAM or scores.histogram is None or scores.block != 1 or not scores.integer:
+    if scores.histogram is None or scores.block != 1 or not scores.integer:
         return None
     if not ctx.triton_topk or scores.unmasked(env):
         return None
@@ -384,24 +366,20 @@ def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
     vals, idx = top_k(ctx, s, torch.sym_max(k, 1), scored.integer, size, scored.top, exclude, hist, ranges)
     valid = vals > NEG_INF if k > 0 else torch.zeros_like(vals, dtype=torch.bool)
     excludes = prior.leaves if prior is not None else frozenset()
-    bounded = None
-    if hist is not None and scored.grouped and not isinstance(size, torch.Tensor):
-        bounded = indexset.BoundedTopk(s, hist, k, exclude)
-    listed = selection_listed(prior, idx, vals, 1, bounded) if k > 0 else None
+    listed = selection_listed(prior, idx, vals, 1) if k > 0 else None
     return indexset.selection_set(name, idx, valid, env.K, excludes, listed)
 
 
 def selection_listed(
-    prior: IndexSet | None, idx: torch.Tensor, vals: torch.Tensor, page: int, bounded=None
+    prior: IndexSet | None, idx: torch.Tensor, vals: torch.Tensor, page: int
 ) -> indexset.Listed | None:
-    """The top-k's (idx, vals) as a :class:`~maskgraph.sparse.indexset.Listed` (``bounded``: how
-    the fused kernel may make them itself), or None where its prior is not made of runs (the
-    kernel could not drop the prior's keys)."""
+    """The top-k's (idx, vals) as a :class:`~maskgraph.sparse.indexset.Listed`, or None where
+    its prior is not made of runs (the kernel could not drop the prior's keys)."""
     if prior is None:
-        return indexset.Listed(idx, vals, page, bounded=bounded)
+        return indexset.Listed(idx, vals, page)
     if prior.intervals is None:
         return None
-    return indexset.Listed(idx, vals, page, frozenset(p.source for p in prior.parts), bounded)
+    return indexset.Listed(idx, vals, page, frozenset(p.source for p in prior.parts))
 
 
 def page_eligible(

@@ -101,11 +101,6 @@ def sparse_chunk(
     return attend_parts(queries, keys, values, attention_mask, scaling, spans, gathered, sinks, limit)
 
 
-#: Hand the fused kernel sink/window runs and the top-k's own output where the selection
-#: allows (:func:`maskgraph.sparse.fused.kernel_selection`) instead of building int32 lists.
-RUNS_IN_KERNEL = True
-
-
 def sparse_lists(
     *args, layer_idx: int = 0, triton_topk: bool = False, limit: torch.Tensor | None = None
 ) -> tuple:
@@ -117,7 +112,7 @@ def sparse_lists(
     queries, keys = args[4], args[5]
     b, hq, qc, _ = queries.shape
     parts, env = chosen_parts(*args, **kwargs)
-    if RUNS_IN_KERNEL and limit is None:
+    if limit is None:
         sel = fused.kernel_selection(parts, env.Hkv, env.Hq)
         if sel is not None:
             return sel.fields()

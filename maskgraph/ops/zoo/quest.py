@@ -27,13 +27,12 @@ from ..select import eligible_scores, topk_lowest
 _NEG_INF = float("-inf")
 
 #: Pages per program of the grouped page-score kernel (elementwise form, and the tensor-core
-#: form that 16-bit queries and bounds of one dtype take when QUEST_DOT), and its warps
+#: form that 16-bit queries and bounds of one dtype take), and its warps
 #: (benchmarks/kernel_times.py): 8 rows of 8192 pages, 11 µs on the tensor cores against 16
 #: elementwise (64 rows: 96 against 111; H100, run 43).
 QUEST_BLOCK = 32
 QUEST_DOT_BLOCK = 64
 QUEST_WARPS = 4
-QUEST_DOT = True
 
 PAGE_SIZE = Param(
     "page_size",
@@ -304,7 +303,7 @@ def _quest_dot(queries: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> boo
     groups of more than one query head (the kernel scores a group's heads at once: a head
     alone would fill 1 of its 16 columns)."""
     sixteen = queries.dtype == lo.dtype == hi.dtype and lo.dtype in (torch.bfloat16, torch.float16)
-    return QUEST_DOT and sixteen and queries.shape[1] > lo.shape[1]
+    return sixteen and queries.shape[1] > lo.shape[1]
 
 
 def _quest_block(dot: bool) -> int:
