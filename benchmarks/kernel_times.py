@@ -154,7 +154,7 @@ def quest_rows(b: int, hq: int, hkv: int, pages: int, d: int, device, args) -> l
     prep = {"lo": lo, "hi": hi}
 
     def torch_way():
-        scores, _ = quest_sparse_scores(env, prep, page_size=16, label_bits=16)
+        scores = quest_sparse_scores(env, prep, page_size=16, label_bits=16).scores
         return scores.view(b, hkv, g, 1, pages).amax(2)
 
     ways = [("bmm + amax (torch)", torch_way)]

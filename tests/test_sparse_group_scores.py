@@ -4,6 +4,7 @@ interpreter) equal the max over each KV group of the per-query-head scores."""
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 
 import pytest
 import torch
@@ -71,8 +72,9 @@ def test_group_scores_are_the_group_max(op, dtype, shape, tmp_path):
     b, hq, hkv, q, k = shape
     spec, params, prep, env = estimator_case(op, dtype, shape, tmp_path, sum(shape))
     queries = env.queries
-    per_head, _ = spec.extra["sparse_scores"](env, prep, **params)
-    grouped, block, *_ = spec.extra["sparse_group_scores"](env, prep, **params)
+    per_head = spec.sparse.scores(env, prep, **params).scores
+    made = spec.sparse.group_scores(env, prep, **params)
+    grouped, block = made.scores, made.block
     if callable(grouped):  # HashAttention's, made where used (it offers histograms)
         grouped = grouped()
     n = per_head.shape[-1]  # K, or pages for quest
@@ -142,11 +144,12 @@ def test_shared_sparse_mode_uses_the_group_scores(op, tmp_path, monkeypatch):
     graph, qs, ks, vs, _ = sparse_case(op, tmp_path, b=2, k=300, seed=5)
     spec = mg.get_op(op)
     calls = []
-    real = spec.extra["sparse_group_scores"]
-    monkeypatch.setitem(spec.extra, "sparse_group_scores", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    real = spec.sparse.group_scores
+    spied = replace(spec.sparse, group_scores=lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.setattr(spec, "sparse", spied)
     grouped = mg.compile(graph, mode="sparse", gqa="shared")(qs, ks, vs, state=mg.State())
     assert calls  # the lowering took the grouped scores
-    monkeypatch.setitem(spec.extra, "sparse_group_scores", None)
+    monkeypatch.setattr(spec, "sparse", replace(spec.sparse, group_scores=None))
     plain = mg.compile(graph, mode="sparse", gqa="shared")(qs, ks, vs, state=mg.State())
     assert ((grouped - plain).norm() / plain.norm()).item() < 1e-5
 
@@ -311,7 +314,7 @@ def test_without_triton_the_lowering_takes_the_group_max(op, tmp_path, monkeypat
     spec = mg.get_op(op)
     params = estimator(op, path)
     prep = {"labels": ks, "key_words": ks, "lo": ks, "hi": ks}
-    assert spec.extra["sparse_group_scores"](None, prep, **params) is None
+    assert spec.sparse.group_scores(None, prep, **params) is None
     without = mg.compile(graph, mode="sparse", gqa="shared")(qs, ks, vs, state=mg.State())
     assert ((with_kernel - without).norm() / without.norm()).item() < 1e-5
 
@@ -351,7 +354,8 @@ def test_double_sparsity_kernel_is_the_float64_score(shape, dtype, bits, tmp_pat
     params = {"channels": files(tmp_path, hq, hkv)["double_sparsity"], "group_factor": 2, "label_bits": bits}
     prep = mg.get_op("double_sparsity").prepare(keys, keys, params, {}, 0)
     env = Env(queries, keys, keys, None, D**-0.5, torch.arange(k - q, k), 0)
-    grouped, _, _, ranges, _ = ds.double_sparsity_group_scores(env, prep, **params)
+    made = ds.double_sparsity_group_scores(env, prep, **params)
+    grouped, ranges = made.scores, made.ranges
     words, per = prep["labels"], ds.codes_per_word(bits)
     r = prep["idx"].shape[-1]
     codes = torch.stack([(words[..., c // per] >> ((c % per) * bits)) & (2**bits - 1) for c in range(r)], -1)
@@ -388,8 +392,8 @@ def test_double_sparsity_group_scores_for_other_packings(bits, group_factor, tmp
     spec = mg.get_op("double_sparsity")
     prep = spec.prepare(keys, keys, params, {}, 0)
     env = Env(queries, keys, keys, None, D**-0.5, torch.arange(k - q, k), 0)
-    per_head, _ = spec.extra["sparse_scores"](env, prep, **params)
-    grouped = spec.extra["sparse_group_scores"](env, prep, **params)[0]
+    per_head = spec.sparse.scores(env, prep, **params).scores
+    grouped = spec.sparse.group_scores(env, prep, **params).made
     want = per_head.view(b, hkv, hq // hkv, q, k).amax(2)
     torch.testing.assert_close(grouped, want, rtol=1e-5, atol=1e-5)
 
@@ -429,10 +433,16 @@ def test_head_scores_are_each_heads_own(op, dtype, shape, tmp_path):
     b, hq, hkv, q, k = shape
     spec, params, prep, env = estimator_case(op, dtype, shape, tmp_path, sum(shape) + 7)
     queries = env.queries
-    made = spec.extra["sparse_head_scores"](env, prep, **params)
-    own = made[0]() if callable(made[0]) else made[0]
-    torch_scores, block = spec.extra["sparse_scores"](env, prep, **params)
-    assert made[1] == block and own.shape == torch_scores.shape == (b, hq, q, torch_scores.shape[-1])
+    made = spec.sparse.head_scores(env, prep, **params)
+    own = made.made
+    torch_made = spec.sparse.scores(env, prep, **params)
+    torch_scores = torch_made.scores
+    assert made.block == torch_made.block and own.shape == torch_scores.shape == (
+        b,
+        hq,
+        q,
+        torch_scores.shape[-1],
+    )
     assert torch.equal(own == float("-inf"), torch_scores == float("-inf"))
     exact = head_scores_float64(op, env, prep, params)
     finite = own > float("-inf")
@@ -441,7 +451,7 @@ def test_head_scores_are_each_heads_own(op, dtype, shape, tmp_path):
     else:
         torch.testing.assert_close(own[finite].double(), exact[finite], rtol=1e-5, atol=1e-5)
     if op != "hashattention":  # the kernel's bounds hold every finite score of its block
-        ranges = made[3]() if callable(made[3]) else made[3]
+        ranges = made.ranges() if callable(made.ranges) else made.ranges
         if op == "quest":  # 16-bit and G > 1: the tensor-core form, each head of a group
             kernel_block = quest._quest_block(quest._quest_dot(queries, prep["lo"], prep["hi"]))
         else:
@@ -491,8 +501,8 @@ def test_quest_kernel_forbids_pages_of_the_prior_under_a_mask(per_head, dtype, s
     am = am.to(dtype)
     env = Env(env.queries, env.keys, env.values, am, D**-0.5, env.q_pos, 0)
     runs = [(0, 5, 0), (k - q - 9, k - q + 1, 1)]  # sink 5, window 10 ending at query i's key
-    made = spec.extra["sparse_head_scores" if per_head else "sparse_group_scores"](env, prep, **params)
-    got, ranges = made[5]([q, 1, k, *(v for run in runs for v in run)])
+    made = (spec.sparse.head_scores if per_head else spec.sparse.group_scores)(env, prep, **params)
+    got, ranges = made.excluding([q, 1, k, *(v for run in runs for v in run)])
     exact = head_scores_float64("quest", env, prep, params)
     pages = exact.shape[-1]
     drop = dropped_by_runs(q, k, q, 1, k, runs).view(1, 1, q, k)
@@ -570,10 +580,10 @@ def test_estimator_kernels_apply_the_attention_mask(op, form, dtype, shape, tmp_
     env = Env(env.queries, env.keys, env.values, am, D**-0.5, env.q_pos, 0)
     assert (kernel_mask(env) is None) == (form == "per_head")
     for per_head in (True,) if form == "per_head" else (False, True):
-        made = spec.extra["sparse_head_scores" if per_head else "sparse_group_scores"](env, prep, **params)
-        got = made[0]() if callable(made[0]) else made[0]
+        made = (spec.sparse.head_scores if per_head else spec.sparse.group_scores)(env, prep, **params)
+        got = made.made
         want = masked_reference(op, env, prep, params, per_head)
-        assert made[4] is True  # the kernel applied it
+        assert made.masked is True  # the kernel applied it
         assert torch.equal(got == float("-inf"), want == float("-inf"))
         finite = want > float("-inf")
         assert finite.any() and not finite.all()  # the case forbids some, keeps some
@@ -612,8 +622,9 @@ def test_per_head_sparse_mode_uses_the_head_scores(op, q, padded, tmp_path, monk
         mask = mask + torch.triu(torch.full((q, 150), float("-inf")), 150 - q + 1)
     spec = mg.get_op(op)
     calls, seen = [], []
-    real = spec.extra["sparse_head_scores"]
-    monkeypatch.setitem(spec.extra, "sparse_head_scores", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    real = spec.sparse.head_scores
+    spied = replace(spec.sparse, head_scores=lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.setattr(spec, "sparse", spied)
     real_ex = triton_topk.exclusion_args
     monkeypatch.setattr(triton_topk, "exclusion_args", lambda ex: ex and seen.append(ex) or real_ex(ex))
     simulate = mg.compile(graph)(qs, ks, vs, attention_mask=mask, state=mg.State())

@@ -383,7 +383,7 @@ def _check_fits_model(layers: dict[int, CompiledAttention | None], model: Any) -
 
     for attn in {id(a): a for a in layers.values() if a is not None}.values():
         for name, node in attn.graph.nodes.items():
-            check = get_op(node.op, node=name).extra.get("check_model")
+            check = get_op(node.op, node=name).check_model
             if check is not None:
                 check(attn.graph.node_params(name), model)
 

@@ -266,7 +266,7 @@ class CompiledAttention:
         if self.mode != "sparse":
             return "num_keys (a static key buffer) needs mode='sparse'; simulate mode takes keys[:, :, :n]"
         for name, spec in self._stateful.items():
-            support = spec.extra.get("static_buffers", False)
+            support = spec.static_buffers
             if support is not True:
                 why = support if isinstance(support, str) else "it keeps no cache for static buffers"
                 return f"node '{name}' (op '{spec.name}') cannot read a static key buffer: {why}"

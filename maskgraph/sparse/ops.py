@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..env import Env
+from ..lowering import EstimatedScores, EstimatorLowering, HistogramFn
 from ..ops.select import topk_lowest
 from . import indexset
 from .indexset import IndexSet
@@ -49,9 +50,9 @@ class BlockScores:
     grouped: bool = False
     integer: bool = False  # every finite score is an integer (the estimator promises it)
     top: int | None = None  # with integer: every finite score lies in [0, top]
-    # with_histogram(exclude, seg, bins) -> (the kernel's scores, the bounded top-k's histograms
-    # (b·Hkv·Qc, K / seg, bins) int32), made in one kernel (``hist`` of select_topk_2d)
-    histogram: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+    # with_histogram(exclude, seg, bins): :attr:`maskgraph.lowering.EstimatedScores.histogram`
+    # (``hist`` of select_topk_2d)
+    histogram: HistogramFn | None = None
     # the kernel-made scores' bounds, (b, Hkv|Hq, Qc, P, 2) int32 ordered keys (lo, hi) per block of the
     # kernel that made them (``ranges`` of select_topk_2d: the top-k then skips its range pass)
     ranges: torch.Tensor | Callable[[], torch.Tensor] | None = None
@@ -161,52 +162,32 @@ def lower_difference(ctx: Context, name, inputs, params, prep) -> IndexSet:
 
 
 # ----- estimators -------------------------------------------------------------------------------
-def exact_sparse_scores(env: Env, prep) -> tuple[torch.Tensor, int]:
-    """The oracle's block scores: the true logits (it reads every key; that is what it is)."""
-    return env.forbid(env.logits), 1
+def make_estimator(declared: EstimatorLowering):
+    """Lowering of an estimator from its declaration: under ``gqa="shared"`` (with an attention
+    mask the same for every head) its ``group_scores``, under ``gqa="per_head"`` its
+    ``head_scores``, where it has them and they can run; else its torch ``scores`` (whose
+    group max :func:`group_scores` then takes)."""
 
-
-def make_estimator(
-    sparse_scores, sparse_group_scores=None, integer: bool = False, top=None, sparse_head_scores=None
-):
-    """Lowering of an estimator from its ``sparse_scores(env, prep, **params)`` and, optionally,
-    ``sparse_group_scores`` (same arguments; the max over each KV group of the former, computed
-    without writing per-query-head scores, or None where it cannot run: then the group max is
-    taken by :func:`group_scores`), used under ``gqa="shared"`` when the attention mask is the
-    same for every head. ``integer``: the estimator's finite scores are integers (the Triton
-    top-k then bins them exactly); ``top``: None or a function of the parameters giving the
-    largest score, the finite scores then lying in [0, top] (with ``integer``).
-    ``sparse_group_scores`` may return a third item, ``with_histogram`` (see
-    :class:`BlockScores`), and then a function making the scores as its first, or None; and a
-    fourth, the scores' ``ranges`` (or a function making them), a fifth, whether its kernel
-    applied the attention mask (:mod:`maskgraph.sparse.keymask`; the histograms then honour
-    it), and a sixth, ``excluding`` (see :class:`BlockScores`). ``sparse_head_scores``: the same as
-    ``sparse_group_scores`` with one query head a group — ``sparse_scores``' values by the
-    estimator's kernel, with its histograms and ranges — used under ``gqa="per_head"``."""
-
-    def made_by_kernel(made: tuple, grouped: bool, bound: int | None) -> BlockScores:
-        histogram = made[2] if len(made) > 2 else None
-        ranges = made[3] if len(made) > 3 else None
-        masked = len(made) > 4 and bool(made[4])
-        excluding = made[5] if len(made) > 5 else None
+    def made_by_kernel(made: EstimatedScores, grouped: bool, bound: int | None) -> BlockScores:
         return BlockScores(
-            made[0], int(made[1]), grouped, integer, bound, histogram, ranges, True, masked, excluding
+            made.scores, int(made.block), grouped, declared.integer, bound, made.histogram, made.ranges,
+            True, made.masked, made.excluding,
         )  # fmt: skip
 
     def lower(ctx: Context, name, inputs, params, prep) -> BlockScores:
         env = ctx.env
-        bound = None if top is None else int(top(params))
+        bound = None if declared.top is None else int(declared.top(params))
         same_mask = env.allowed is None or env.allowed.shape[1] == 1
-        if sparse_group_scores is not None and ctx.gqa == "shared" and same_mask:
-            grouped = sparse_group_scores(env, prep, **params)
+        if declared.group_scores is not None and ctx.gqa == "shared" and same_mask:
+            grouped = declared.group_scores(env, prep, **params)
             if grouped is not None:
                 return made_by_kernel(grouped, True, bound)
-        if sparse_head_scores is not None and ctx.gqa == "per_head":
-            own = sparse_head_scores(env, prep, **params)
+        if declared.head_scores is not None and ctx.gqa == "per_head":
+            own = declared.head_scores(env, prep, **params)
             if own is not None:
                 return made_by_kernel(own, False, bound)
-        scores, block = sparse_scores(env, prep, **params)
-        return BlockScores(scores, int(block), integer=integer, top=bound)
+        made = declared.scores(env, prep, **params)
+        return BlockScores(made.scores, int(made.block), integer=declared.integer, top=bound)
 
     return lower
 

@@ -44,23 +44,15 @@ def _lowering(name: str, spec) -> Callable[..., Any]:
             "not an index set; use mode='simulate'",
         )
     if spec.output == PortType.SCORES:
-        if spec.name == "exact":
-            return ops.make_estimator(ops.exact_sparse_scores)
-        fn = spec.extra.get("sparse_scores")
-        if fn is None:
+        if spec.sparse is None:
             raise _refuse(
                 name,
                 spec.name,
-                "the estimator registers no sparse_scores (block scores from its caches), so "
-                "sparse mode cannot score keys without running it over all of them",
+                "the estimator declares no sparse scoring (sparse=EstimatorLowering(...): block "
+                "scores from its caches), so sparse mode cannot score keys without running it "
+                "over all of them",
             )
-        return ops.make_estimator(
-            fn,
-            spec.extra.get("sparse_group_scores"),
-            bool(spec.extra.get("integer_scores")),
-            spec.extra.get("integer_top"),
-            spec.extra.get("sparse_head_scores"),
-        )
+        return ops.make_estimator(spec.sparse)
     if spec.output == PortType.PARTIAL:
         raise _refuse(
             name, spec.name, "a Partial (attention over all kept keys) is only built in simulate mode"

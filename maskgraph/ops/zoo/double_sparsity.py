@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ...attention import f32_bmm
 from ...errors import CalibrationError
+from ...lowering import EstimatedScores, EstimatorLowering
 from ...registry import Param, Port, operator
 from ...static import StaticKeys, row_caches
 from ...triton_util import jitted, pdl, usable
@@ -246,9 +247,9 @@ def query_labels(env, prep) -> torch.Tensor:
     return torch.gather(q, -1, idx.view(1, hkv, 1, r).expand(b, hkv, gq, r))
 
 
-def double_sparsity_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, int]:
+def double_sparsity_sparse_scores(env, prep, **params) -> EstimatedScores:
     """scaling·Σ_label q_c·k̂_c (B, Hq, Qc, K) float32 from the label cache only; −inf where the
-    attention mask forbids a key. Returns (scores, 1)."""
+    attention mask forbids a key. Blocks of one key."""
     labels = label_codes(prep, params["label_bits"])
     b, hkv, k, r = labels.shape
     q_lab = query_labels(env, prep)
@@ -261,7 +262,7 @@ def double_sparsity_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, in
     dot = dot.view(b, hkv, gq, k)
     lo, step = prep["lo"].view(b, hkv, 1, k), prep["step"].view(b, hkv, 1, k)
     scores = (lo * q_lab.float().sum(-1, keepdim=True) + step * dot) * env.scaling
-    return env.forbid(scores.view(b, env.Hq, env.Q, k)), 1
+    return EstimatedScores(env.forbid(scores.view(b, env.Hq, env.Q, k)), 1)
 
 
 @torch.library.custom_op("maskgraph::ds_group_scores", mutates_args=())
@@ -314,14 +315,14 @@ def _(q_lab, words, lo, step, n_q, bits, scaling, mask=None):
     return out, words.new_empty(b, heads, n_q, blocks, 2, dtype=torch.int32)
 
 
-def double_sparsity_group_scores(env, prep, *, per_head: bool = False, **params) -> tuple | None:
+def double_sparsity_group_scores(env, prep, *, per_head: bool = False, **params) -> EstimatedScores | None:
     """The max over each KV group's query heads of :func:`double_sparsity_sparse_scores`:
     (B, Hkv, Qc, K) float32, −inf where forbidden (the mask must be the same for every head),
     in one Triton kernel that reads the packed codes (no per-query-head scores written); None
     where Triton cannot run or the codes are not packed (label_bits > 8). ``per_head``: each
     query head's own scores (B, Hq, Qc, K) by the same kernel (any attention mask). The kernel
-    applies the mask where it can (:func:`maskgraph.sparse.keymask.kernel_mask`; the fifth
-    item says so), else torch does."""
+    applies the mask where it can (:func:`maskgraph.sparse.keymask.kernel_mask`;
+    ``masked`` says so), else torch does."""
     from ...sparse.keymask import kernel_mask
 
     labels, bits = prep["labels"], params["label_bits"]
@@ -336,8 +337,8 @@ def double_sparsity_group_scores(env, prep, *, per_head: bool = False, **params)
         q_lab, labels, prep["lo"], prep["step"], env.Q, bits, float(env.scaling), mask
     )  # fmt: skip
     if applied is None:
-        return env.forbid(out), 1, None, ranges, False
-    return out, 1, None, ranges, True
+        return EstimatedScores(env.forbid(out), 1, ranges=ranges)
+    return EstimatedScores(out, 1, ranges=ranges, masked=True)
 
 
 @operator(
@@ -361,9 +362,11 @@ def double_sparsity_group_scores(env, prep, *, per_head: bool = False, **params)
     check_model=check_channels_fit,
     stateful=True,
     static_buffers=True,
-    sparse_scores=double_sparsity_sparse_scores,
-    sparse_group_scores=double_sparsity_group_scores,
-    sparse_head_scores=functools.partial(double_sparsity_group_scores, per_head=True),
+    sparse=EstimatorLowering(
+        double_sparsity_sparse_scores,
+        group_scores=double_sparsity_group_scores,
+        head_scores=functools.partial(double_sparsity_group_scores, per_head=True),
+    ),
 )
 def double_sparsity(env, *, channels, group_factor, label_bits, prep) -> torch.Tensor:
-    return double_sparsity_sparse_scores(env, prep, label_bits=label_bits)[0]
+    return double_sparsity_sparse_scores(env, prep, label_bits=label_bits).scores

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ...attention import f32_bmm
+from ...lowering import EstimatedScores, EstimatorLowering
 from ...registry import Param, Port, operator
 from ...static import StaticKeys
 from ...triton_util import interpreting, jitted, pdl, usable
@@ -202,11 +203,9 @@ def page_allowed(env, page_size: int, pages: int) -> torch.Tensor | None:
     return allowed.view(*allowed.shape[:-1], pages, page_size).any(-1)
 
 
-def quest_sparse_scores(env, prep, *, page_size, label_bits) -> tuple[torch.Tensor, int]:
-    """Page scores ``scaling·U(q, page)`` (B, Hq, Qc, P) float32 from the page bounds only.
-
-    −inf on pages with no allowed key. Returns (scores, page_size).
-    """
+def quest_sparse_scores(env, prep, *, page_size, label_bits) -> EstimatedScores:
+    """Page scores ``scaling·U(q, page)`` (B, Hq, Qc, P) float32 from the page bounds only,
+    −inf on pages with no allowed key; blocks of page_size keys."""
     lo, hi = prep["lo"], prep["hi"]
     b, hkv, pages, d = lo.shape
     hq, qc = env.Hq, env.Q
@@ -220,7 +219,7 @@ def quest_sparse_scores(env, prep, *, page_size, label_bits) -> tuple[torch.Tens
     ok = page_allowed(env, page_size, pages)
     if ok is not None:
         scores = scores.masked_fill(~ok, _NEG_INF)
-    return scores, page_size
+    return EstimatedScores(scores, page_size)
 
 
 @torch.library.custom_op("maskgraph::quest_group_scores", mutates_args=())
@@ -319,15 +318,14 @@ def _(queries, lo, hi, scaling, heads, mask=None, page_size=1, exclude=None):
     return out, lo.new_empty(b, heads, q, blocks, 2, dtype=torch.int32)
 
 
-def quest_group_scores(env, prep, *, page_size, label_bits, per_head: bool = False) -> tuple | None:
+def quest_group_scores(env, prep, *, page_size, label_bits, per_head: bool = False) -> EstimatedScores | None:
     """The max over each KV group's query heads of :func:`quest_sparse_scores`: (B, Hkv, Qc, P)
     float32, −inf on pages with no allowed key (the mask must be the same for every head), in
     one Triton kernel that reads each page's bounds once; None where Triton cannot run.
     ``per_head``: each query head's own scores (B, Hq, Qc, P) by the same kernel (any mask).
     The kernel applies the mask where it can (:func:`maskgraph.sparse.keymask.kernel_mask`;
-    the fifth item says so), else torch does. Where it does, the scores and their ranges are
-    made on first use, and a sixth item makes them with the prior's runs too
-    (:class:`maskgraph.sparse.ops.BlockScores` ``excluding``)."""
+    ``masked`` says so), else torch does. Where it does, the scores and their ranges are
+    made on first use, and ``excluding`` makes them with the prior's runs forbidden too."""
     from ...sparse.keymask import kernel_mask
 
     lo, hi = prep["lo"], prep["hi"]
@@ -349,12 +347,14 @@ def quest_group_scores(env, prep, *, page_size, label_bits, per_head: bool = Fal
                 made.append(excluding(None))
             return made[0]
 
-        return lambda: plain()[0], page_size, None, lambda: plain()[1], True, excluding
+        return EstimatedScores(
+            lambda: plain()[0], page_size, ranges=lambda: plain()[1], masked=True, excluding=excluding
+        )
     scores, ranges = excluding(None)
     ok = page_allowed(env, page_size, lo.shape[2])
     if ok is not None:
         scores = scores.masked_fill(~ok, _NEG_INF)
-    return scores, page_size, None, ranges, False
+    return EstimatedScores(scores, page_size, ranges=ranges)
 
 
 def expand_blocks(scores: torch.Tensor, block: int, k: int) -> torch.Tensor:
@@ -379,13 +379,15 @@ def expand_blocks(scores: torch.Tensor, block: int, k: int) -> torch.Tensor:
     prepare=prepare_quest,
     stateful=True,
     static_buffers=True,
-    sparse_scores=quest_sparse_scores,
-    sparse_group_scores=quest_group_scores,
-    sparse_head_scores=functools.partial(quest_group_scores, per_head=True),
+    sparse=EstimatorLowering(
+        quest_sparse_scores,
+        group_scores=quest_group_scores,
+        head_scores=functools.partial(quest_group_scores, per_head=True),
+    ),
 )
 def quest(env, *, page_size, label_bits, prep) -> torch.Tensor:
-    scores, block = quest_sparse_scores(env, prep, page_size=page_size, label_bits=label_bits)
-    return env.forbid(expand_blocks(scores, block, env.K))
+    made = quest_sparse_scores(env, prep, page_size=page_size, label_bits=label_bits)
+    return env.forbid(expand_blocks(made.scores, made.block, env.K))
 
 
 @operator(
