@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from ..triton_util import interpreting, jitted, pdl, triton_installed
+from ..kernels import FUSED, jitted
+from ..triton_util import interpreting, pdl, triton_installed
 from .indexset import Part, expand_heads
 
 NEG_INF = float("-inf")
@@ -55,7 +56,7 @@ MAX_RUNS = 2
 @dataclass(frozen=True)
 class Selection:
     """What ``gather_decode`` reads for one query chunk: per row, the keys of ``runs`` then the
-    listed entries (see ``fused_kernel._keys``).
+    listed entries (see ``maskgraph.kernels.fused._keys``).
 
     ``runs``: up to MAX_RUNS (start, length, lo, hi, slope): the slice start … start + length − 1
     of which query q keeps lo + slope·q ≤ j < hi + slope·q; ``idx`` (b, h, Qc, n) int32/int64
@@ -203,7 +204,7 @@ def fused_gather_attention(
             f"{counter.dtype} on {counter.device}"
         )
     parts = max(1, min(MERGE_PARTS, dp // 16))
-    jitted("maskgraph.sparse.fused_kernel", "merge_splits")[(rows * g, parts)](
+    jitted(FUSED, "merge_splits")[(rows * g, parts)](
         acc, m, den, sinks if sinks is not None else m, out, counter,
         splits, g, sel.heads, qc, d,
         *out.stride()[:3],
@@ -270,7 +271,7 @@ def _gather(queries, keys, values, attention_mask, scaling, sel: Selection) -> t
     splits, per = _splits(rows, n)
     acc, m, den = _partials(rows, splits, g, d, queries.device)
     am, am_strides = _mask_args(attention_mask, queries)
-    gather = jitted("maskgraph.sparse.fused_kernel", "gather_decode")
+    gather = jitted(FUSED, "gather_decode")
     gather[(rows, splits)](
         queries, keys, values, idx, vals if vals is not None else m, am, acc, m, den,
         float(scaling), n, per, keys.shape[2],

@@ -13,8 +13,9 @@ import torch
 
 from ..env import Env
 from ..errors import NotSupportedError
+from ..kernels import jit_all
 from ..static import counting, raise_recompile_limit
-from ..triton_util import jit_all, triton_installed
+from ..triton_util import triton_installed
 from . import fused
 from .gather import attend_parts
 from .ops import Context

@@ -4,7 +4,7 @@
 launches, more than the attention over the selected keys. A row of at most SMALL_MAX scores
 (Quest's pages of a short context) is selected by one program in registers, by one sort up
 to SORT_MAX scores (``select_sorted``), else radix digit by digit (``select_small``): one
-launch. For longer rows :mod:`.topk_kernel` finds the k-th largest score with one histogram
+launch. For longer rows :mod:`maskgraph.kernels.topk` finds the k-th largest score with one histogram
 over the row's own [min, max] range, writes every score above its bin directly, and resolves
 the scores inside that bin in one program per row: five launches (four for rows of few
 segments, whose write programs find the bin themselves), each reading the row at most once. The result is the same set as
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from ..triton_util import jitted, pdl
+from ..kernels import TOPK, jitted
+from ..triton_util import pdl
 
 #: Histogram bins per row: bin 0 is −inf, 1..NB−1 split the row's finite range by value.
 #: 128 since the bin is chosen in a launch of its own (``select_choose``): B=1, 8 rows of 128K,
@@ -62,7 +63,7 @@ SMALL_MAX = 4096
 SORT_MAX = 512
 #: Runs of a prior the kernels drop themselves (``exclude``).
 MAX_RUNS = 2
-#: int64 fields per row of the selection's state (``topk_kernel.STATE``).
+#: int64 fields per row of the selection's state (``maskgraph.kernels.topk.STATE``).
 STATE_FIELDS = 5
 #: Output slots ``select_choose`` fills per step past a device count.
 FILL = 1024
@@ -84,7 +85,7 @@ def _kernels():
         "select_resolve",
         "select_resolve_tiers",
     )
-    return tuple(jitted("maskgraph.sparse.topk_kernel", name) for name in names)
+    return tuple(jitted(TOPK, name) for name in names)
 
 
 def segment(n: int) -> int:
@@ -126,7 +127,7 @@ def select_topk_2d(
     the kernel that made the scores (bin 1 + score, bin 0 for −inf and dropped scores): the
     histogram launch is then skipped. ``ranges``: (R, P, 2) int32, contiguous, per row P
     pairs of ordered keys (lo, hi) whose union holds every finite score of the row (written by
-    the kernel that made the scores: :func:`~maskgraph.sparse.topk_kernel.store_range`): the
+    the kernel that made the scores: :func:`~maskgraph.kernels.topk.store_range`): the
     range launch is then skipped (rows of more than SMALL_MAX scores, not bounded)."""
     scores = scores.contiguous()
     rows, n = scores.shape
@@ -288,7 +289,7 @@ def _select_small(
     # 17.2 µs with 4 / 8 / 16 warps, H100, run 77)
     warps = 4 if block <= 1024 else 8 if block <= 8192 else 16
     kernel = "select_sorted" if block <= SORT_MAX else "select_small"
-    jitted("maskgraph.sparse.topk_kernel", kernel)[(rows,)](
+    jitted(TOPK, kernel)[(rows,)](
         scores, values, indices, count, n, k, n, *ex,
         BLOCK=block, HAS_COUNT=has_count, NEX=nex, num_warps=warps, **pdl(scores.device, rows),
     )  # fmt: skip
@@ -311,7 +312,7 @@ def select_topk(
     hist: torch.Tensor | None = None,
     ranges: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k of float32 scores (…, N) along the last dimension by :mod:`.topk_kernel`:
+    """Top-k of float32 scores (…, N) along the last dimension by :mod:`maskgraph.kernels.topk`:
     (values, indices) of shape (…, k), the set of :func:`~maskgraph.ops.select.topk_lowest`.
     ``integer``: every finite score is an integer (faster; wrong sets otherwise). ``count``:
     select min(count, k) read on the device, −inf in the other slots; ``top``: with

@@ -23,10 +23,11 @@ import torch.nn.functional as F
 
 from ...attention import f32_bmm
 from ...errors import CalibrationError
+from ...kernels import DOUBLE_SPARSITY, jitted
 from ...lowering import EstimatedScores, EstimatorLowering
 from ...registry import Param, Port, operator
 from ...static import StaticKeys, row_caches
-from ...triton_util import jitted, pdl, usable
+from ...triton_util import pdl, usable
 from ...types import PortType
 from .filecache import cached_load
 
@@ -292,7 +293,7 @@ def _ds_group_scores(
     block = _ds_block(gp)
     grid = (b * heads * n_q, -(-k // block))
     ranges = torch.empty(b, heads, n_q, grid[1], 2, device=words.device, dtype=torch.int32)
-    jitted("maskgraph.ops.zoo.double_sparsity_kernel", "ds_group_scores")[grid](
+    jitted(DOUBLE_SPARSITY, "ds_group_scores")[grid](
         q_lab.contiguous(), words.contiguous(), lo.contiguous(), step.contiguous(), out, ranges,
         out if mask is None else mask, k, n_q, heads, g, heads // hkv, r, scaling, *mask_strides(mask),
         BLOCK=block, GP=gp, NW=nw, BITS=bits, PER=codes_per_word(bits), HAS_AM=mask is not None,

@@ -30,10 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import CalibrationError
+from ...kernels import HASHATTENTION, jitted
 from ...lowering import EstimatedScores, EstimatorLowering
 from ...registry import Param, Port, operator
 from ...static import StaticKeys, row_caches
-from ...triton_util import interpreting, jitted, pdl, usable
+from ...triton_util import interpreting, pdl, usable
 from ...types import PortType
 from .filecache import cached_load
 
@@ -277,7 +278,7 @@ def _hash_words(
     if x.stride(-1) != 1:
         x = x.contiguous()
     dp, bp = max(16, 1 << (d - 1).bit_length()), max(32, 1 << (bits - 1).bit_length())
-    jitted("maskgraph.ops.zoo.hashattention_kernel", "hash_words")[(b * h * n,)](
+    jitted(HASHATTENTION, "hash_words")[(b * h * n,)](
         x, w1.contiguous(), b1.contiguous(), w2.contiguous(), b2.contiguous(), out,
         n, h, d, hidden, bits, words, *x.stride()[:3],
         DP=dp, HB=min(max(16, 1 << (hidden - 1).bit_length()), max(16, WORDS_TILE // max(dp, bp))),
@@ -394,7 +395,7 @@ def _launch_group_scores(
     hist = torch.empty(grid[0], grid[1], nb, device=keys.device, dtype=torch.int32) if nb else None
     ex, nex = exclusion_args(exclude)
     group = hq // heads
-    jitted("maskgraph.ops.zoo.hashattention_kernel", "hash_group_scores")[grid](
+    jitted(HASHATTENTION, "hash_group_scores")[grid](
         query.contiguous(), keys.contiguous(), out, out if hist is None else hist, out if mask is None else mask,
         k, q, heads, group, heads // keys.shape[1], nw, hat_bits, *mask_strides(mask), *ex,
         BLOCK=block, HC=min(GROUP_CHUNK, max(2, 1 << (group - 1).bit_length())), NB=nb, NEX=nex,

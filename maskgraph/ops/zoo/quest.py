@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from ...attention import f32_bmm
+from ...kernels import QUEST, jitted
 from ...lowering import EstimatedScores, EstimatorLowering
 from ...registry import Param, Port, operator
 from ...static import StaticKeys
-from ...triton_util import interpreting, jitted, pdl, usable
+from ...triton_util import interpreting, pdl, usable
 from ...types import PortType
 from ..select import eligible_scores, topk_lowest
 
@@ -185,7 +186,7 @@ def update_pages(keys, lo, hi, static: StaticKeys, page: int, count: int) -> Non
     launch): lo/hi (B, Hkv, P, D) contiguous in the keys' dtype, which holds the bounds
     exactly."""
     b, h, kmax, d = keys.shape
-    jitted("maskgraph.ops.zoo.quest_kernel", "quest_page_update")[(b * h, count)](
+    jitted(QUEST, "quest_page_update")[(b * h, count)](
         keys, lo, hi, static.num_keys,
         lo.shape[2], static.new, page, h, d, *keys.stride()[:3],
         PS=max(16, 1 << (page - 1).bit_length()), DIM=max(16, 1 << (d - 1).bit_length()),
@@ -279,7 +280,7 @@ def _quest_group_scores(
     masking = {"PS": max(16, 1 << (page_size - 1).bit_length()), "HAS_AM": mask is not None, "NEX": nex}
     if dot:
         gp = max(16, 1 << (hq // groups - 1).bit_length())
-        jitted("maskgraph.ops.zoo.quest_kernel", "quest_group_scores_dot")[grid](
+        jitted(QUEST, "quest_group_scores_dot")[grid](
             *args,
             BLOCK=block,
             DIM=dim,
@@ -291,7 +292,7 @@ def _quest_group_scores(
             **pdl(lo.device, grid[0] * grid[1]),
         )
     else:
-        jitted("maskgraph.ops.zoo.quest_kernel", "quest_group_scores")[grid](
+        jitted(QUEST, "quest_group_scores")[grid](
             *args, BLOCK=block, DIM=dim, **masking, num_warps=QUEST_WARPS, **pdl(lo.device, grid[0] * grid[1])
         )
     return out, ranges

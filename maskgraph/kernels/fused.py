@@ -1,14 +1,14 @@
 """The Triton kernel of :mod:`maskgraph.sparse.fused` (imported only where Triton is installed).
 
-``gather_decode`` is left undecorated: :func:`maskgraph.sparse.fused._kernel` jits it on first
-use, so that a test can choose Triton's interpreter first. ``UPCAST`` runs the products in
+``gather_decode`` is left undecorated: :func:`maskgraph.kernels.jit_all` jits it, so that a
+test can choose Triton's interpreter first. ``UPCAST`` runs the products in
 float32: only for the interpreter, whose bf16 ``tl.dot`` returns garbage (Triton 3.9).
 """
 
 import triton
 import triton.language as tl
 
-from ..pdl_kernel import enter
+from .pdl import enter
 
 
 def gather_decode(
