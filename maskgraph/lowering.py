@@ -1,9 +1,11 @@
 """What an operator declares about sparse mode, and what its scoring functions return.
 
-An estimator declares its sparse scoring on itself (``@operator(..., sparse=EstimatorLowering(
-...))``); :mod:`maskgraph.sparse` reads the declaration and never names the operator. The
-types here import nothing of maskgraph, so operator modules and the sparse engine both import
-them.
+Each operator declares its sparse behaviour on itself, next to its simulate function:
+``@operator(..., sparse=MaskLowering(...))`` for a mask that lowers to an index set,
+``sparse=EstimatorLowering(...)`` for an estimator's block scores, ``sparse=NotSparse(why)``
+for an operator that cannot run sparse. :mod:`maskgraph.sparse` reads the declaration and never
+names an operator. The types here import nothing of maskgraph, so operator modules and the
+sparse engine both import them.
 """
 
 from __future__ import annotations
@@ -73,3 +75,42 @@ class EstimatorLowering:
     head_scores: ScoresFn | None = None
     integer: bool = False
     top: Callable[[dict[str, Any]], int] | None = None
+
+
+#: ``budget(params, inputs, num_keys)`` -> (entries read in place, entries gathered) per query
+#: of the node's index set at ``num_keys`` keys; ``inputs`` maps each wired mask port to its
+#: node's budget (a list of them for a variadic port).
+BudgetFn = Callable[[dict[str, Any], dict[str, Any], int], tuple[int, int]]
+
+
+def no_budget(params: dict[str, Any], inputs: dict[str, Any], num_keys: int) -> tuple[int, int]:
+    """The budget of a node that keeps no keys of its own."""
+    return 0, 0
+
+
+@dataclass(frozen=True)
+class MaskLowering:
+    """How a mask operator runs in sparse mode.
+
+    ``lower(ctx, name, inputs, params, prep)`` -> :class:`maskgraph.sparse.indexset.IndexSet`
+    for one query chunk (``ctx``: :class:`maskgraph.sparse.ops.Context`; ``inputs``: its wired
+    inputs' values, IndexSets for masks and :class:`maskgraph.sparse.ops.BlockScores` for
+    scores). ``budget``: its static size (:data:`BudgetFn`), from which the runner pads lists and
+    sizes query chunks. ``scores_keys``: it reads a score per key (a top-k), so that a query
+    chunk holds (B, Hq, chunk, K) scores.
+    """
+
+    lower: Callable[..., Any]
+    budget: BudgetFn = no_budget
+    scores_keys: bool = False
+
+
+@dataclass(frozen=True)
+class NotSparse:
+    """An operator that cannot run in sparse mode, and why (the error names the node)."""
+
+    reason: str
+
+
+#: What ``@operator(..., sparse=...)`` takes.
+SparseDeclaration = MaskLowering | EstimatorLowering | NotSparse

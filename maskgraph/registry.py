@@ -28,7 +28,7 @@ from .errors import ParameterError, UnknownOperatorError
 from .types import PortType
 
 if TYPE_CHECKING:
-    from .lowering import EstimatorLowering
+    from .lowering import SparseDeclaration
 
 FAMILIES = ("fixed", "estimator", "selector", "sampler", "combinator", "utility")
 
@@ -202,8 +202,8 @@ class OpSpec:
     raises :class:`CalibrationError` saying which model the file was made for.
     ``static_buffers``: True where the operator's prepare reads a static key buffer (a token
     count with the keys), else why not (a string) or False.
-    ``sparse``: an estimator's scoring in sparse mode (:class:`~maskgraph.lowering.EstimatorLowering`),
-    or None.
+    ``sparse``: how the operator runs in sparse mode (:mod:`maskgraph.lowering`: a
+    ``MaskLowering``, an estimator's ``EstimatorLowering``, or ``NotSparse(why)``), or None.
     """
 
     name: str
@@ -221,7 +221,7 @@ class OpSpec:
     check_params: Callable[[dict[str, Any]], None] | None = None
     check_model: Callable[[dict[str, Any], Any], None] | None = None
     static_buffers: bool | str = False
-    sparse: EstimatorLowering | None = None
+    sparse: SparseDeclaration | None = None
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -249,7 +249,7 @@ def operator(
     check_params: Callable[[dict[str, Any]], None] | None = None,
     check_model: Callable[[dict[str, Any], Any], None] | None = None,
     static_buffers: bool | str = False,
-    sparse: EstimatorLowering | None = None,
+    sparse: SparseDeclaration | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as operator ``name`` (see module docstring)."""
     if family not in FAMILIES:
@@ -283,7 +283,6 @@ def operator(
 
 def get_op(name: Any, *, node: str | None = None) -> OpSpec:
     """Look up an operator; unknown names raise with close suggestions."""
-    _ensure_loaded()
     if isinstance(name, str) and name in REGISTRY:
         return REGISTRY[name]
     close = difflib.get_close_matches(str(name)[:100], list(REGISTRY), n=3, cutoff=0.5)
@@ -295,12 +294,7 @@ def get_op(name: Any, *, node: str | None = None) -> OpSpec:
 
 def all_ops() -> dict[str, OpSpec]:
     """All registered operators by name."""
-    _ensure_loaded()
     return dict(REGISTRY)
-
-
-def _ensure_loaded() -> None:
-    from . import ops  # noqa: F401  (registers the built-in operators)
 
 
 def check_params(spec: OpSpec, given: dict[str, Any], *, node: str | None = None) -> dict[str, Any]:

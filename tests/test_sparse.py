@@ -455,6 +455,8 @@ def test_page_eligibility_by_offsets_equals_the_reduction(k_now, page, with_mask
     """The compiled form of Quest's page eligibility (an OR over page offsets, pointwise) equals
     the eager one (a reduction over each page), with K not a multiple of the page size."""
     from maskgraph.env import Env
+    from maskgraph.ops.combine import lower_union
+    from maskgraph.ops.fixed import lower_local, lower_sink
     from maskgraph.sparse import indexset
     from maskgraph.sparse import ops as sparse_ops
 
@@ -471,9 +473,9 @@ def test_page_eligibility_by_offsets_equals_the_reduction(k_now, page, with_mask
     ctx = sparse_ops.Context(env, "shared", k_now - nq)
     prior = None
     if prior_kind == "spans":
-        sink = sparse_ops.lower_sink(ctx, "sink", {}, {"size": page + 1}, None)
-        local = sparse_ops.lower_local(ctx, "local", {}, {"size": 2 * page}, None)
-        prior = sparse_ops.lower_union(ctx, "u", {"masks": [sink, local]}, {}, None)
+        sink = lower_sink(ctx, "sink", {}, {"size": page + 1}, None)
+        local = lower_local(ctx, "local", {}, {"size": 2 * page}, None)
+        prior = lower_union(ctx, "u", {"masks": [sink, local]}, {}, None)
     elif prior_kind == "selection":
         idx = torch.randint(0, k_now, (b, hkv, nq, 2 * page), generator=gen)
         valid = torch.rand(b, hkv, nq, 2 * page, generator=gen) < 0.8

@@ -1,9 +1,11 @@
-"""Sparse lowerings of operators: each turns its inputs into an IndexSet (or block Scores).
+"""What operators' sparse lowerings are built from.
 
 A lowering is ``fn(ctx, name, inputs, params, prep) -> value`` where ``ctx`` is the
-:class:`Context` of one query chunk. Masks become :class:`~maskgraph.sparse.indexset.IndexSet`;
-Scores become :class:`BlockScores` computed by the estimator's ``sparse_scores`` from its
-prepare caches (``exact``, the oracle, reads the keys).
+:class:`Context` of one query chunk; each operator declares its own on itself
+(:class:`maskgraph.lowering.MaskLowering`, :class:`maskgraph.lowering.EstimatorLowering`).
+Masks become :class:`~maskgraph.sparse.indexset.IndexSet`; Scores become :class:`BlockScores`
+made by the estimator's declared scoring from its prepare caches (:func:`make_estimator`).
+This module names no operator.
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..env import Env
+from ..env import SIZE_TOLERANCE, Env
 from ..lowering import EstimatedScores, EstimatorLowering, HistogramFn
-from ..ops.select import topk_lowest
 from . import indexset
 from .indexset import IndexSet
-from .topk import MAX_RUNS, bounded_layout
+from .topk import MAX_RUNS, bounded_layout, topk_lowest
 
 NEG_INF = float("-inf")
 
@@ -89,7 +90,7 @@ class BlockScores:
         return env.Hkv if self.grouped else env.Hq
 
 
-def _bounded_k(ctx: Context, size):
+def bounded_k(ctx: Context, size):
     """(bound, size) of a size parameter, both capped at the keys: equal ints except for a share
     of a static buffer, where ``size`` is a 0-d tensor ≤ the int ``bound`` (see
     :meth:`maskgraph.env.Env.size_bound`). Shapes take the bound; membership the size."""
@@ -101,66 +102,19 @@ def _bounded_k(ctx: Context, size):
     return bound, bound
 
 
-# ----- fixed patterns: contiguous runs, read as slices -------------------------------------------
-def _query_pos(env: Env) -> torch.Tensor:
+def query_pos(env: Env) -> torch.Tensor:
+    """The chunk's query positions as (1, 1, Qc, 1)."""
     return env.q_pos.view(1, 1, -1, 1)
 
 
-def lower_full(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    env = ctx.env
-
-    def member(j):
-        return torch.ones_like(j, dtype=torch.bool)
-
-    return indexset.span_set(name, 0, env.K, member, env.K, env.keys.device, (0, env.K, 0))
-
-
-def lower_sink(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    env = ctx.env
-    bound, n = _bounded_k(ctx, params["size"])
-    run = None if isinstance(n, torch.Tensor) else (0, n, 0)
-    return indexset.span_set(name, 0, bound, lambda j: j < n, env.K, env.keys.device, run)
-
-
-def lower_local(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    """Query t keeps t−w < j ≤ t; the chunk's queries together read one run of w + Qc − 1
-    (of bound + Qc − 1 where w is a share of a static buffer's tokens)."""
-    env = ctx.env
-    bound, w = _bounded_k(ctx, params["size"])
-    t = _query_pos(env)
-    start = ctx.q_first - bound + 1
-    run = None
-    if not isinstance(ctx.q_first, torch.Tensor) and not isinstance(w, torch.Tensor):
-        run = (ctx.q_first - w + 1, ctx.q_first + 1, 1)  # query q keeps t − w < j ≤ t, t = q_first + q
-    return indexset.span_set(
-        name, start, bound + env.Q - 1, lambda j: (j <= t) & (j > t - w), env.K, env.keys.device, run
-    )
-
-
-def lower_causal(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    env = ctx.env
-    t = _query_pos(env)
-    # query q keeps 0 ≤ j ≤ q_first + q: one (lo, hi, slope) run only for one query (the
-    # slope would move lo too)
-    run = None
-    if not isinstance(ctx.q_first, torch.Tensor) and env.Q == 1:
-        run = (0, ctx.q_first + 1, 0)
-    return indexset.span_set(name, 0, env.K, lambda j: j <= t, env.K, env.keys.device, run)
+def size_budget(value, num_keys: int, cap: int | None = None) -> int:
+    """Entries per query a size parameter stands for at ``num_keys`` keys (a share counted with
+    :data:`~maskgraph.env.SIZE_TOLERANCE`), capped at ``cap`` (default ``num_keys``)."""
+    n = int(value * num_keys * SIZE_TOLERANCE) if isinstance(value, float) else int(value)
+    return min(n, num_keys if cap is None else cap)
 
 
 # ----- combinators ------------------------------------------------------------------------------
-def lower_union(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    return indexset.union(name, list(inputs["masks"]))
-
-
-def lower_intersection(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    return indexset.intersection(name, inputs["a"], inputs["b"])
-
-
-def lower_difference(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    return indexset.difference(name, inputs["a"], inputs["b"])
-
-
 # ----- estimators -------------------------------------------------------------------------------
 def make_estimator(declared: EstimatorLowering):
     """Lowering of an estimator from its declaration: under ``gqa="shared"`` (with an attention
@@ -327,30 +281,6 @@ def fused_histogram(
     return scores.histogram(exclude, *layout)
 
 
-def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    env = ctx.env
-    prior: IndexSet | None = inputs.get("prior")
-    scored: BlockScores = inputs["scores"]
-    exclude = kernel_exclusion(ctx, prior, scored, 1)
-    fused = fused_histogram(ctx, scored, prior, exclude)
-    hist = None
-    if fused is not None:
-        s, hist = fused
-    else:
-        s = token_scores(ctx, scored)
-        if exclude is None:
-            s = exclude_prior(ctx, s, prior)
-        s = group_scores(ctx, s, scored.grouped)
-    k, size = _bounded_k(ctx, params["k"])
-    ranges = score_ranges(ctx, scored, s) if scored.block == 1 else None
-    # k = 0 keeps none
-    vals, idx = top_k(ctx, s, torch.sym_max(k, 1), scored.integer, size, scored.top, exclude, hist, ranges)
-    valid = vals > NEG_INF if k > 0 else torch.zeros_like(vals, dtype=torch.bool)
-    excludes = prior.leaves if prior is not None else frozenset()
-    listed = selection_listed(prior, idx, vals, 1) if k > 0 else None
-    return indexset.selection_set(name, idx, valid, env.K, excludes, listed)
-
-
 def selection_listed(
     prior: IndexSet | None, idx: torch.Tensor, vals: torch.Tensor, page: int
 ) -> indexset.Listed | None:
@@ -422,71 +352,3 @@ def page_scores(ctx: Context, scores: BlockScores, prior: IndexSet | None, page_
     s = exclude_prior(ctx, token_scores(ctx, scores), prior)
     s = F.pad(s, (0, pages * page_size - env.K), value=NEG_INF)
     return s.view(env.B, heads, env.Q, pages, page_size).amax(-1)
-
-
-def lower_topk_pages(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    """Quest's page-granular top-k: budget // page_size best pages, their eligible keys."""
-    env = ctx.env
-    # a constant under torch.compile (one compile per page size): the fused kernel takes it as
-    # a compile-time constant, and inductor lost a symbolic one that only reached the output
-    size = int(params["page_size"])
-    prior: IndexSet | None = inputs.get("prior")
-    pages = (env.K + size - 1) // size
-    scores: BlockScores = inputs["scores"]
-    kernel_ranges = None
-    excluded = prior_in_scores(ctx, prior, scores) if scores.block == size else None
-    if excluded is not None:  # under a mask: the estimator's kernel forbids the prior too
-        exclude = None
-        s, kernel_ranges = excluded
-        s = group_scores(ctx, s, scores.grouped)
-    else:
-        # pages the prior covers are dropped by the top-k itself where it can (page-sized scores)
-        exclude = kernel_exclusion(ctx, prior, scores, size) if scores.block == size else None
-        masked_by = prior if exclude is None else None
-        s = group_scores(ctx, page_scores(ctx, scores, masked_by, size, pages), scores.grouped)
-    _, budget = _bounded_k(ctx, params["k"])
-    # pages from the budget as given, not capped at K first: a budget past K keeps every page,
-    # the partial last one too (simulate's rule)
-    n = torch.sym_min(env.size_bound(params["k"])[0] // size, pages)
-    count = budget // size if isinstance(budget, torch.Tensor) else None
-    # a budget below one page keeps none
-    ranges = score_ranges(ctx, scores, s, kernel_ranges) if scores.block == size else None
-    vals, page_idx = top_k(ctx, s, torch.sym_max(n, 1), size=count, exclude=exclude, ranges=ranges)
-    kept = vals > NEG_INF
-    offsets = torch.arange(size, device=s.device)
-    tok = (page_idx.unsqueeze(-1) * size + offsets).flatten(-2)
-    valid = kept.unsqueeze(-1).expand(*vals.shape, size).flatten(-2) & (tok < env.K)
-    if n == 0:
-        valid = torch.zeros_like(valid)
-    tok = tok.clamp_max(env.K - 1)
-    listed = selection_listed(prior, page_idx, vals, size) if n > 0 else None
-    if prior is not None:
-        valid = valid & ~prior.contains(tok)
-    if env.allowed is not None and ctx.gqa != "shared":
-        allowed = env.allowed.expand(env.B, env.Hq, env.Q, env.K)
-        valid = valid & torch.gather(allowed, -1, tok)
-        listed = None
-    excludes = prior.leaves if prior is not None else frozenset()
-    return indexset.selection_set(name, tok, valid, env.K, excludes, listed)
-
-
-#: op name -> lowering, for operators whose masks are index sets.
-LOWERINGS = {
-    "full": lower_full,
-    "sink": lower_sink,
-    "local": lower_local,
-    "causal": lower_causal,
-    "union": lower_union,
-    "intersection": lower_intersection,
-    "difference": lower_difference,
-    "topk": lower_topk,
-    "topk_pages": lower_topk_pages,
-}
-
-#: op name -> why it cannot run sparse.
-UNSUPPORTED = {
-    "topp": (
-        "top-p keeps a data-dependent number of keys (up to all K), so it has no static budget "
-        "to gather; use mode='simulate', or top-k"
-    ),
-}

@@ -190,7 +190,7 @@ class SparseRunner:
         self.steps = build_plan(compiled.graph)
         self.output = compiled.graph.output
         self.params = tuple(step.params for step in self.steps)
-        self.scores_keys = any(step.op in ("topk", "topk_pages") for step in self.steps)
+        self.scores_keys = any(step.scores_keys for step in self.steps)
         jit_all()  # kernels found by a lookup when torch.compile traces a call (no import)
         if compiled.backend == "inductor":
             self._chunk = compiled_chunk(self.steps, self.output, gqa)

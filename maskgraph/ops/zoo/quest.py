@@ -19,8 +19,24 @@ import torch.nn.functional as F
 
 from ...attention import f32_bmm
 from ...kernels import QUEST, jitted
-from ...lowering import EstimatedScores, EstimatorLowering
+from ...lowering import EstimatedScores, EstimatorLowering, MaskLowering
 from ...registry import Param, Port, operator
+from ...sparse import indexset
+from ...sparse.indexset import IndexSet
+from ...sparse.ops import (
+    NEG_INF,
+    BlockScores,
+    Context,
+    bounded_k,
+    group_scores,
+    kernel_exclusion,
+    page_scores,
+    prior_in_scores,
+    score_ranges,
+    selection_listed,
+    size_budget,
+    top_k,
+)
 from ...static import StaticKeys
 from ...triton_util import interpreting, pdl, usable
 from ...types import PortType
@@ -391,6 +407,60 @@ def quest(env, *, page_size, label_bits, prep) -> torch.Tensor:
     return env.forbid(expand_blocks(made.scores, made.block, env.K))
 
 
+def _pages_budget(params, inputs, num_keys: int) -> tuple[int, int]:
+    """Whole pages, gathered: the budget as given, not capped at K (a partial last page counts
+    as a page), at least one page."""
+    page = params["page_size"]
+    pages = -(-num_keys // page)
+    return 0, max(1, size_budget(params["k"], num_keys, pages * page) // page) * page
+
+
+def lower_topk_pages(ctx: Context, name, inputs, params, prep) -> IndexSet:
+    """Quest's page-granular top-k: budget // page_size best pages, their eligible keys."""
+    env = ctx.env
+    # a constant under torch.compile (one compile per page size): the fused kernel takes it as
+    # a compile-time constant, and inductor lost a symbolic one that only reached the output
+    size = int(params["page_size"])
+    prior: IndexSet | None = inputs.get("prior")
+    pages = (env.K + size - 1) // size
+    scores: BlockScores = inputs["scores"]
+    kernel_ranges = None
+    excluded = prior_in_scores(ctx, prior, scores) if scores.block == size else None
+    if excluded is not None:  # under a mask: the estimator's kernel forbids the prior too
+        exclude = None
+        s, kernel_ranges = excluded
+        s = group_scores(ctx, s, scores.grouped)
+    else:
+        # pages the prior covers are dropped by the top-k itself where it can (page-sized scores)
+        exclude = kernel_exclusion(ctx, prior, scores, size) if scores.block == size else None
+        masked_by = prior if exclude is None else None
+        s = group_scores(ctx, page_scores(ctx, scores, masked_by, size, pages), scores.grouped)
+    _, budget = bounded_k(ctx, params["k"])
+    # pages from the budget as given, not capped at K first: a budget past K keeps every page,
+    # the partial last one too (simulate's rule)
+    n = torch.sym_min(env.size_bound(params["k"])[0] // size, pages)
+    count = budget // size if isinstance(budget, torch.Tensor) else None
+    # a budget below one page keeps none
+    ranges = score_ranges(ctx, scores, s, kernel_ranges) if scores.block == size else None
+    vals, page_idx = top_k(ctx, s, torch.sym_max(n, 1), size=count, exclude=exclude, ranges=ranges)
+    kept = vals > NEG_INF
+    offsets = torch.arange(size, device=s.device)
+    tok = (page_idx.unsqueeze(-1) * size + offsets).flatten(-2)
+    valid = kept.unsqueeze(-1).expand(*vals.shape, size).flatten(-2) & (tok < env.K)
+    if n == 0:
+        valid = torch.zeros_like(valid)
+    tok = tok.clamp_max(env.K - 1)
+    listed = selection_listed(prior, page_idx, vals, size) if n > 0 else None
+    if prior is not None:
+        valid = valid & ~prior.contains(tok)
+    if env.allowed is not None and ctx.gqa != "shared":
+        allowed = env.allowed.expand(env.B, env.Hq, env.Q, env.K)
+        valid = valid & torch.gather(allowed, -1, tok)
+        listed = None
+    excludes = prior.leaves if prior is not None else frozenset()
+    return indexset.selection_set(name, tok, valid, env.K, excludes, listed)
+
+
 @operator(
     "topk_pages",
     family="selector",
@@ -411,6 +481,7 @@ def quest(env, *, page_size, label_bits, prep) -> torch.Tensor:
         "Shape (B, Hq, Q, K)."
     ),
     paper="Tang et al., ICML 2024 (page selection)",
+    sparse=MaskLowering(lower_topk_pages, _pages_budget, scores_keys=True),
 )
 def topk_pages(env, *, scores, prior=None, k, page_size) -> torch.Tensor:
     s = eligible_scores(env, scores, prior)
