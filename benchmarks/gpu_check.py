@@ -25,11 +25,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from references import block_ranges  # noqa: E402
 
-from maskgraph.ops.select import topk_lowest  # noqa: E402
 from maskgraph.ops.zoo import double_sparsity as ds  # noqa: E402
 from maskgraph.ops.zoo import hashattention as ha  # noqa: E402
 from maskgraph.ops.zoo import quest  # noqa: E402
 from maskgraph.sparse import topk as triton_topk  # noqa: E402
+from maskgraph.sparse.topk import topk_lowest  # noqa: E402
 
 
 def plain_hash_scores(qw: torch.Tensor, kw: torch.Tensor, bits: int, per_head: bool = False) -> torch.Tensor:

@@ -7,7 +7,7 @@
 ten back-to-back calls (common.CALLS_PER_GRAPH):
 
 * ``topk``: the Triton top-k (:mod:`maskgraph.sparse.topk`, 7 launches) vs ``torch.topk`` and
-  vs the lowest-index rule in torch (:func:`maskgraph.ops.select.topk_lowest`), over token
+  vs the lowest-index rule in torch (:func:`maskgraph.sparse.topk.topk_lowest`), over token
   scores (K per row) and Quest page scores (K/16 per row), k = 2 % and 10 %;
 * ``quest_scores``: Quest's grouped page-score kernel vs the two bf16 matrix products and
   group max it replaces;
@@ -43,12 +43,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, flash_sdpa, graph_ms, print_table, write_json  # noqa: E402
 
 from maskgraph.env import Env  # noqa: E402
-from maskgraph.ops.select import topk_lowest  # noqa: E402
 from maskgraph.ops.zoo import quest  # noqa: E402
 from maskgraph.ops.zoo.quest import _quest_group_scores, quest_sparse_scores  # noqa: E402
 from maskgraph.sparse import fused  # noqa: E402
 from maskgraph.sparse import topk as triton_topk  # noqa: E402
-from maskgraph.sparse.topk import select_topk  # noqa: E402
+from maskgraph.sparse.topk import (
+    select_topk,  # noqa: E402
+    topk_lowest,  # noqa: E402
+)
 
 COLUMNS = ["kernel", "variant", "B", "rows", "N", "k", "ms", "x_ref", "ref"]
 

@@ -564,3 +564,65 @@ def test_benchmark_scripts_shadow_no_package_transformers_imports():
     code = "import sys; sys.path.insert(0, 'benchmarks'); import transformers.activations"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+# ----- the operator guide's example runs in both modes ------------------------------------------
+def guide_graph(tmp_path, **overrides) -> mg.Graph:
+    """The YAML graph of docs/writing-an-operator.md (sink, window and ``strided``), as written."""
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "writing-an-operator.md").read_text()
+    path = tmp_path / "strided_local.yaml"
+    path.write_text(guide.split("```yaml\n", 1)[1].split("```", 1)[0], encoding="utf-8")
+    return mg.load_graph(str(path), overrides=overrides)
+
+
+def strided_local_float64(q, k, v, am, sink: int, window: int, stride: int) -> torch.Tensor:
+    """Attention over the keys the guide's graph keeps, written plainly in float64."""
+    b, hq, nq, d = q.shape
+    nk, g = k.shape[2], hq // k.shape[1]
+    out = torch.zeros(b, hq, nq, d, dtype=torch.float64)
+    for bi in range(b):
+        for h in range(hq):
+            for i in range(nq):
+                t = nk - nq + i
+                keep = [
+                    j
+                    for j in range(nk)
+                    if (j < sink or t - window < j <= t or (j <= t and (t - j) % stride == 0))
+                    and (am is None or am[bi, 0, i, j] > float("-inf"))
+                ]
+                logits = (
+                    torch.stack([q[bi, h, i].double() @ k[bi, h // g, j].double() for j in keep]) * d**-0.5
+                )
+                out[bi, h, i] = torch.softmax(logits, 0) @ v[bi, h // g, keep].double()
+    return out
+
+
+@pytest.mark.parametrize("gqa, kernel", [("per_head", "torch"), ("shared", "torch"), ("per_head", "triton")])
+@pytest.mark.parametrize("padded", [False, True], ids=["", "padded"])
+def test_the_guides_strided_graph_runs_sparse(gqa, kernel, padded, tmp_path):
+    """The guide's graph in sparse mode (``strided`` lowered to ⌈K / stride⌉ listed keys per
+    query) against the float64 attention over its keys and against simulate mode: GQA, Q > 1,
+    K not a multiple of the stride, overlapping sink, window and stride, bf16 and float32."""
+    from maskgraph.triton_util import triton_installed
+
+    if kernel == "triton" and not triton_installed():
+        pytest.skip("needs triton with its interpreter on (tests/conftest.py)")
+    sink, window, stride = 3, 6, 5
+    graph = guide_graph(tmp_path, sink_size=sink, window_size=window, stride=stride)
+    for dtype in (torch.float32, torch.bfloat16):
+        q, k, v = inputs(2, 4, 2, 3, 47, dtype=dtype, seed=11 + padded)
+        am = padding_mask(2, 3, 47, pad=4) if padded else None
+        want = strided_local_float64(q, k, v, am, sink, window, stride)
+        got = mg.compile(graph, mode="sparse", gqa=gqa, kernel=kernel)(q, k, v, attention_mask=am)
+        simulate = mg.compile(graph)(q, k, v, attention_mask=am)
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        assert rel(got.double(), want) < tol and rel(got, simulate) < tol
+
+
+def test_the_guides_graph_as_written_runs_sparse(tmp_path):
+    """The guide's parameters as written (window 64, stride 16) over 300 keys: sparse equals simulate."""
+    graph = guide_graph(tmp_path)
+    q, k, v = inputs(1, 4, 2, 2, 300, seed=3)
+    assert rel(mg.compile(graph, mode="sparse")(q, k, v), mg.compile(graph)(q, k, v)) < 1e-5

@@ -55,7 +55,7 @@ def _ordered(x):
 
 @triton.jit
 def _canonical(x):
-    """−0.0 -> +0.0 and NaN -> −inf (the rule of :func:`maskgraph.ops.select.topk_lowest`)."""
+    """−0.0 -> +0.0 and NaN -> −inf (the rule of :func:`maskgraph.sparse.topk.topk_lowest`)."""
     x = tl.where(x == 0.0, 0.0, x)
     return tl.where(x != x, float("-inf"), x)
 

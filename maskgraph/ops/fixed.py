@@ -10,7 +10,7 @@ import torch
 from ..lowering import MaskLowering
 from ..registry import Param, Port, operator
 from ..sparse import indexset
-from ..sparse.indexset import IndexSet
+from ..sparse.indexset import IndexSet, Part
 from ..sparse.ops import Context, bounded_k, query_pos, size_budget
 from ..types import PortType
 
@@ -131,6 +131,26 @@ def causal(env) -> torch.Tensor:
     return (j <= t).float().view(1, 1, env.Q, env.K)
 
 
+def lower_strided(ctx: Context, name, inputs, params, prep) -> IndexSet:
+    """Query t keeps t, t − stride, t − 2·stride, … ≥ 0: ⌈K / stride⌉ listed positions per
+    query (gathered; −stride steps below 0 are invalid), membership by arithmetic."""
+    env = ctx.env
+    stride = params["stride"]
+    t = query_pos(env)
+    steps = torch.arange((env.K + stride - 1) // stride, device=env.keys.device).view(1, 1, 1, -1)
+    idx = t - stride * steps
+
+    def member(j):
+        return (j <= t) & ((t - j) % stride == 0)
+
+    return IndexSet([Part(idx.clamp_min(0), idx >= 0)], member, True, frozenset([name]))
+
+
+def _strided_budget(params, inputs, num_keys: int) -> tuple[int, int]:
+    """⌈K / stride⌉ gathered keys."""
+    return 0, -(-num_keys // params["stride"])
+
+
 @operator(
     "strided",
     family="fixed",
@@ -143,6 +163,7 @@ def causal(env) -> torch.Tensor:
         "of Sparse Transformers). Shape (1, 1, Q, K)."
     ),
     paper="Child et al. 2019, Generating Long Sequences with Sparse Transformers",
+    sparse=MaskLowering(lower_strided, _strided_budget),
 )
 def strided(env, *, stride) -> torch.Tensor:
     t = env.q_pos.view(-1, 1)
