@@ -93,7 +93,7 @@ class MaskLowering:
     """How a mask operator runs in sparse mode.
 
     ``lower(ctx, name, inputs, params, prep)`` -> :class:`maskgraph.sparse.indexset.IndexSet`
-    for one query chunk (``ctx``: :class:`maskgraph.sparse.ops.Context`; ``inputs``: its wired
+    for one query chunk (``ctx``: :class:`maskgraph.sparse.ops.SparseChunk`; ``inputs``: its wired
     inputs' values, IndexSets for masks and :class:`maskgraph.sparse.ops.BlockScores` for
     scores). ``budget``: its static size (:data:`BudgetFn`), from which the runner pads lists and
     sizes query chunks. ``scores_keys``: it reads a score per key (a top-k), so that a query

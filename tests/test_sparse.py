@@ -404,13 +404,13 @@ def test_budget_matches_gathered_size(calib):
     sp = mg.compile(graph, mode="sparse")
     assert sp._sparse.budget(100) == 3 + 5 + 29  # a decimal share floored as written, as Env.size
     from maskgraph.env import Env
-    from maskgraph.sparse.ops import Context
+    from maskgraph.sparse.ops import SparseChunk
     from maskgraph.sparse.plan import run_plan
 
     runner = sp._sparse
     qs, ks, vs = inputs(1, 4, 2, 1, 100, seed=47)
     env = Env(qs, ks, vs, None, 0.25, torch.tensor([99]))
-    chosen = run_plan(runner.steps, runner.output, Context(env, "per_head", 99), {}, runner.params)
+    chosen = run_plan(runner.steps, runner.output, SparseChunk(env, "per_head", 99), {}, runner.params)
     assert chosen.size == runner.budget(100)
 
 
@@ -470,7 +470,7 @@ def test_page_eligibility_by_offsets_equals_the_reduction(k_now, page, with_mask
         am[0, ..., : k_now // 2] = float("-inf")
         am[1][torch.rand(1, nq, k_now, generator=gen) < 0.7] = float("-inf")
     env = Env(q, kv, kv, am, 1.0, torch.arange(k_now - nq, k_now), 0)
-    ctx = sparse_ops.Context(env, "shared", k_now - nq)
+    ctx = sparse_ops.SparseChunk(env, "shared", k_now - nq)
     prior = None
     if prior_kind == "spans":
         sink = lower_sink(ctx, "sink", {}, {"size": page + 1}, None)

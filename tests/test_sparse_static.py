@@ -290,7 +290,7 @@ def test_static_caches_hold_the_rows_of_growing_keys(name, dtype, calib, monkeyp
     other caches' rows are rewritten eagerly on the CPU and through ``torch.compile`` on CUDA
     (``*_compiled`` forces that here)."""
     if name.endswith("_compiled"):
-        from maskgraph import static as static_module
+        from maskgraph import static_keys as static_module
 
         monkeypatch.setattr(static_module, "COMPILE_UPDATES", "always")
         name = name.removesuffix("_compiled")
@@ -306,7 +306,7 @@ def test_static_caches_hold_the_rows_of_growing_keys(name, dtype, calib, monkeyp
     gen = torch.Generator().manual_seed(11)
     k, v = buffers(2, 2, 40, dtype, gen)
     grow, static = {}, {}
-    from maskgraph.static import StaticKeys
+    from maskgraph.static_keys import StaticKeys
 
     tensors = None
     for n, new in ((25, 25), (26, 1), (29, 3), (30, 1)):

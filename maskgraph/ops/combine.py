@@ -8,7 +8,7 @@ from ..lowering import MaskLowering
 from ..registry import Port, operator
 from ..sparse import indexset
 from ..sparse.indexset import IndexSet
-from ..sparse.ops import Context
+from ..sparse.ops import SparseChunk
 from ..types import PortType
 
 
@@ -23,7 +23,7 @@ def _first_budget(params, inputs, num_keys: int) -> tuple[int, int]:
     return inputs["a"]
 
 
-def lower_union(ctx: Context, name, inputs, params, prep) -> IndexSet:
+def lower_union(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
     return indexset.union(name, list(inputs["masks"]))
 
 
@@ -42,7 +42,7 @@ def union(env, *, masks) -> torch.Tensor:
     return out.clamp(0.0, 1.0)
 
 
-def lower_intersection(ctx: Context, name, inputs, params, prep) -> IndexSet:
+def lower_intersection(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
     return indexset.intersection(name, inputs["a"], inputs["b"])
 
 
@@ -58,7 +58,7 @@ def intersection(env, *, a, b) -> torch.Tensor:
     return torch.minimum(a, b)
 
 
-def lower_difference(ctx: Context, name, inputs, params, prep) -> IndexSet:
+def lower_difference(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
     return indexset.difference(name, inputs["a"], inputs["b"])
 
 

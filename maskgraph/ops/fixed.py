@@ -11,7 +11,7 @@ from ..lowering import MaskLowering
 from ..registry import Param, Port, operator
 from ..sparse import indexset
 from ..sparse.indexset import IndexSet, Part
-from ..sparse.ops import Context, bounded_k, query_pos, size_budget
+from ..sparse.ops import SparseChunk, bounded_k, query_pos, size_budget
 from ..types import PortType
 
 _KEYS = Port("keys", PortType.KEYS, doc="the key cache (only its length is read)")
@@ -28,7 +28,7 @@ def _all_keys_budget(params, inputs, num_keys: int) -> tuple[int, int]:
     return num_keys, 0
 
 
-def lower_full(ctx: Context, name, inputs, params, prep) -> IndexSet:
+def lower_full(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
     env = ctx.env
 
     def member(j):
@@ -49,7 +49,7 @@ def full(env) -> torch.Tensor:
     return torch.ones(1, 1, 1, env.K, device=env.keys.device)
 
 
-def lower_sink(ctx: Context, name, inputs, params, prep) -> IndexSet:
+def lower_sink(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
     env = ctx.env
     bound, n = bounded_k(ctx, params["size"])
     run = None if isinstance(n, torch.Tensor) else (0, n, 0)
@@ -71,7 +71,7 @@ def sink(env, *, size) -> torch.Tensor:
     return (env.k_pos < n).float().view(1, 1, 1, -1)
 
 
-def lower_local(ctx: Context, name, inputs, params, prep) -> IndexSet:
+def lower_local(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
     """Query t keeps t−w < j ≤ t; the chunk's queries together read one run of w + Qc − 1
     (of bound + Qc − 1 where w is a share of a static buffer's tokens)."""
     env = ctx.env
@@ -106,7 +106,7 @@ def local(env, *, size) -> torch.Tensor:
     return ((j <= t) & (j > t - w)).float().view(1, 1, env.Q, env.K)
 
 
-def lower_causal(ctx: Context, name, inputs, params, prep) -> IndexSet:
+def lower_causal(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
     env = ctx.env
     t = query_pos(env)
     # query q keeps 0 ≤ j ≤ q_first + q: one (lo, hi, slope) run only for one query (the
@@ -131,7 +131,7 @@ def causal(env) -> torch.Tensor:
     return (j <= t).float().view(1, 1, env.Q, env.K)
 
 
-def lower_strided(ctx: Context, name, inputs, params, prep) -> IndexSet:
+def lower_strided(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
     """Query t keeps t, t − stride, t − 2·stride, … ≥ 0: ⌈K / stride⌉ listed positions per
     query (gathered; −stride steps below 0 are invalid), membership by arithmetic."""
     env = ctx.env

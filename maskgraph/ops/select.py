@@ -11,7 +11,7 @@ from ..sparse.indexset import IndexSet
 from ..sparse.ops import (
     NEG_INF,
     BlockScores,
-    Context,
+    SparseChunk,
     bounded_k,
     exclude_prior,
     fused_histogram,
@@ -43,7 +43,7 @@ def _topk_budget(params, inputs, num_keys: int) -> tuple[int, int]:
     return 0, max(1, size_budget(params["k"], num_keys))
 
 
-def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
+def lower_topk(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
     env = ctx.env
     prior: IndexSet | None = inputs.get("prior")
     scored: BlockScores = inputs["scores"]

@@ -1,7 +1,7 @@
 """What operators' sparse lowerings are built from.
 
 A lowering is ``fn(ctx, name, inputs, params, prep) -> value`` where ``ctx`` is the
-:class:`Context` of one query chunk; each operator declares its own on itself
+:class:`SparseChunk` of one query chunk; each operator declares its own on itself
 (:class:`maskgraph.lowering.MaskLowering`, :class:`maskgraph.lowering.EstimatorLowering`).
 Masks become :class:`~maskgraph.sparse.indexset.IndexSet`; Scores become :class:`BlockScores`
 made by the estimator's declared scoring from its prepare caches (:func:`make_estimator`).
@@ -27,7 +27,7 @@ NEG_INF = float("-inf")
 
 
 @dataclass
-class Context:
+class SparseChunk:
     """One query chunk in sparse mode: the Env, the GQA option, the first query's position."""
 
     env: Env
@@ -90,7 +90,7 @@ class BlockScores:
         return env.Hkv if self.grouped else env.Hq
 
 
-def bounded_k(ctx: Context, size):
+def bounded_k(ctx: SparseChunk, size):
     """(bound, size) of a size parameter, both capped at the keys: equal ints except for a share
     of a static buffer, where ``size`` is a 0-d tensor ≤ the int ``bound`` (see
     :meth:`maskgraph.env.Env.size_bound`). Shapes take the bound; membership the size."""
@@ -128,7 +128,7 @@ def make_estimator(declared: EstimatorLowering):
             True, made.masked, made.excluding,
         )  # fmt: skip
 
-    def lower(ctx: Context, name, inputs, params, prep) -> BlockScores:
+    def lower(ctx: SparseChunk, name, inputs, params, prep) -> BlockScores:
         env = ctx.env
         bound = None if declared.top is None else int(declared.top(params))
         same_mask = env.allowed is None or env.allowed.shape[1] == 1
@@ -147,7 +147,7 @@ def make_estimator(declared: EstimatorLowering):
 
 
 # ----- selectors --------------------------------------------------------------------------------
-def token_scores(ctx: Context, scores: BlockScores) -> torch.Tensor:
+def token_scores(ctx: SparseChunk, scores: BlockScores) -> torch.Tensor:
     """(B, Hq|Hkv, Qc, K) float32 scores per key (blocks expanded), −inf where forbidden."""
     env = ctx.env
     s = scores.scores.float()
@@ -157,7 +157,7 @@ def token_scores(ctx: Context, scores: BlockScores) -> torch.Tensor:
     return s if scores.block == 1 and scores.masked else env.forbid(s)
 
 
-def exclude_prior(ctx: Context, s: torch.Tensor, prior: IndexSet | None) -> torch.Tensor:
+def exclude_prior(ctx: SparseChunk, s: torch.Tensor, prior: IndexSet | None) -> torch.Tensor:
     """``s`` (.., K) with −inf on keys the prior keeps."""
     if prior is None:
         return s
@@ -165,7 +165,9 @@ def exclude_prior(ctx: Context, s: torch.Tensor, prior: IndexSet | None) -> torc
     return s.masked_fill(indexset.expand_heads(prior.contains(pos), s.shape[1]), NEG_INF)
 
 
-def kernel_exclusion(ctx: Context, prior: IndexSet | None, scores: BlockScores, block: int) -> list | None:
+def kernel_exclusion(
+    ctx: SparseChunk, prior: IndexSet | None, scores: BlockScores, block: int
+) -> list | None:
     """The Triton top-k's ``exclude`` for a prior of at most MAX_RUNS known runs (sink,
     window, causal, full and their unions) over scores of ``block`` keys each, where the top-k
     is Triton's, the estimator's own kernel made the scores (grouped or per head) and applied
@@ -194,7 +196,7 @@ def _exact_with_mask(env: Env, scores: BlockScores) -> bool:
 
 
 def prior_in_scores(
-    ctx: Context, prior: IndexSet | None, scores: BlockScores
+    ctx: SparseChunk, prior: IndexSet | None, scores: BlockScores
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(scores, ranges) made by the estimator's kernel with the prior's runs forbidden as well
     as the attention mask — for pages, −inf unless one key is both allowed and outside the
@@ -210,7 +212,7 @@ def prior_in_scores(
     return scores.excluding([env.Q, 1, env.K, *(v for run in runs for v in run)])
 
 
-def group_scores(ctx: Context, s: torch.Tensor, grouped: bool = False) -> torch.Tensor:
+def group_scores(ctx: SparseChunk, s: torch.Tensor, grouped: bool = False) -> torch.Tensor:
     """(B, Hq, Qc, N) -> (B, Hsel, Qc, N): the max over each KV group's query heads when shared
     (``grouped``: already done by the estimator)."""
     env = ctx.env
@@ -220,7 +222,7 @@ def group_scores(ctx: Context, s: torch.Tensor, grouped: bool = False) -> torch.
 
 
 def top_k(
-    ctx: Context,
+    ctx: SparseChunk,
     s: torch.Tensor,
     k,
     integer: bool = False,
@@ -244,7 +246,7 @@ def top_k(
 
 
 def score_ranges(
-    ctx: Context, scores: BlockScores, s: torch.Tensor, ranges: torch.Tensor | None = None
+    ctx: SparseChunk, scores: BlockScores, s: torch.Tensor, ranges: torch.Tensor | None = None
 ) -> torch.Tensor | None:
     """The estimator kernel's bounds of ``s`` (its scores, some set to −inf since: the
     bounds still hold every finite one) for the Triton top-k, where it made them and ``s``
@@ -259,7 +261,7 @@ def score_ranges(
 
 
 def fused_histogram(
-    ctx: Context, scores: BlockScores, prior: IndexSet | None, exclude: list | None
+    ctx: SparseChunk, scores: BlockScores, prior: IndexSet | None, exclude: list | None
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(scores, histograms) from the estimator's ``with_histogram`` where the Triton top-k takes
     its bounded path over per-key grouped scores and any attention mask is the kernel's to apply
@@ -294,7 +296,7 @@ def selection_listed(
 
 
 def page_eligible(
-    ctx: Context, prior: IndexSet | None, page_size: int, pages, masked: bool = False
+    ctx: SparseChunk, prior: IndexSet | None, page_size: int, pages, masked: bool = False
 ) -> torch.Tensor | None:
     """Bool (b, h, Qc, P): pages holding a key not in ``prior`` and allowed (None = all;
     ``masked``: the scores' kernel already forbade the pages the mask forbids)."""
@@ -314,7 +316,7 @@ def page_eligible(
 
 
 def page_eligible_by_offsets(
-    ctx: Context, prior: IndexSet | None, page_size: int, pages, allowed: torch.Tensor | None
+    ctx: SparseChunk, prior: IndexSet | None, page_size: int, pages, allowed: torch.Tensor | None
 ) -> torch.Tensor:
     """:func:`page_eligible` as an OR over the ``page_size`` offsets of a page, each a tensor of
     the pages' shape: under inductor a pointwise kernel instead of a reduction (Quest, B=1,
@@ -338,7 +340,7 @@ def page_eligible_by_offsets(
     return ok
 
 
-def page_scores(ctx: Context, scores: BlockScores, prior: IndexSet | None, page_size: int, pages):
+def page_scores(ctx: SparseChunk, scores: BlockScores, prior: IndexSet | None, page_size: int, pages):
     """(B, Hq|Hkv, Qc, P) float32: each page's max score over its eligible keys, −inf if none."""
     env = ctx.env
     heads = scores.heads(env)

@@ -14,11 +14,11 @@ import torch
 from ..env import Env
 from ..errors import NotSupportedError
 from ..kernels import jit_all
-from ..static import counting, raise_recompile_limit
+from ..static_keys import counting, raise_recompile_limit
 from ..triton_util import triton_installed
 from . import fused
 from .gather import attend_parts
-from .ops import Context
+from .ops import SparseChunk
 from .plan import Step, budget, budget_split, build_plan, run_plan, structure
 
 GQA_MODES = ("per_head", "shared")
@@ -62,7 +62,7 @@ def chosen_parts(
         q_first = limit + q_first
     q_pos = q_first + torch.arange(queries.shape[2], device=queries.device)
     env = Env(queries, keys, values, attention_mask, scaling, q_pos, layer_idx, limit)
-    chosen = run_plan(steps, output, Context(env, gqa, q_first, triton_topk), prep, params)
+    chosen = run_plan(steps, output, SparseChunk(env, gqa, q_first, triton_topk), prep, params)
     parts = chosen.parts
     if limit is not None:  # a run (the sink, a full or causal span) may reach into the padding
         parts = [p.with_valid(p.valid & (p.idx < limit)) for p in parts]
@@ -228,7 +228,7 @@ class SparseRunner:
     def _device_counter(self, device: torch.device) -> torch.Tensor:
         """``compiled.empty_rows`` as a 0-d int64 tensor on ``device`` that the fused kernel
         adds to in place (moved there once; a CUDA graph replay then keeps counting); a fresh one
-        while torch.compile traces the call (see :func:`~maskgraph.static.counting`)."""
+        while torch.compile traces the call (see :func:`~maskgraph.static_keys.counting`)."""
         if not counting():
             return torch.zeros((), dtype=torch.int64, device=device)
         counter = self.compiled.empty_rows
@@ -238,7 +238,7 @@ class SparseRunner:
         return counter
 
     def __call__(self, queries, keys, values, attention_mask, scaling, prep, sinks, layer_idx=0, static=None):
-        """``static``: a :class:`~maskgraph.static.StaticKeys` when the keys are a static buffer
+        """``static``: a :class:`~maskgraph.static_keys.StaticKeys` when the keys are a static buffer
         (query positions are then tensors: nothing is read on the host)."""
         q, k = queries.shape[2], keys.shape[2]
         use_kernel = self.uses_kernel(queries)

@@ -26,7 +26,7 @@ from ...errors import CalibrationError
 from ...kernels import DOUBLE_SPARSITY, jitted
 from ...lowering import EstimatedScores, EstimatorLowering
 from ...registry import Param, Port, operator
-from ...static import StaticKeys, row_caches
+from ...static_keys import StaticKeys, row_caches
 from ...triton_util import pdl, usable
 from ...types import PortType
 from .filecache import cached_load

@@ -33,7 +33,7 @@ from ...errors import CalibrationError
 from ...kernels import HASHATTENTION, jitted
 from ...lowering import EstimatedScores, EstimatorLowering
 from ...registry import Param, Port, operator
-from ...static import StaticKeys, row_caches
+from ...static_keys import StaticKeys, row_caches
 from ...triton_util import interpreting, pdl, usable
 from ...types import PortType
 from .filecache import cached_load
@@ -294,7 +294,7 @@ def _(x, w1, b1, w2, b2):
 
 def key_signatures(keys: torch.Tensor, _values, w1, b1, w2, b2) -> tuple[torch.Tensor]:
     """The packed signatures (B, H, n, W) int32 of keys (B, H, n, D), as a 1-tuple (the
-    encoder :func:`maskgraph.static.row_caches` takes)."""
+    encoder :func:`maskgraph.static_keys.row_caches` takes)."""
     return (signature_words(keys, w1, b1, w2, b2),)
 
 
@@ -302,7 +302,7 @@ def prepare_hashattention(
     keys, values, params, slot, layer_idx, static: StaticKeys | None = None
 ) -> dict[str, torch.Tensor]:
     """Load this layer's weights; key signatures (B, Hkv, K, W) int32 cached, appended per step
-    (rewritten in place for a static buffer: :func:`maskgraph.static.row_caches`).
+    (rewritten in place for a static buffer: :func:`maskgraph.static_keys.row_caches`).
 
     Returns ``key_words`` and the query MLP ``qw1, qb1, qw2, qb2`` on the keys' device.
     Raises CalibrationError when no/invalid weights are given or they do not fit.

@@ -18,7 +18,7 @@ import torch
 from ...errors import NotSupportedError, ShapeError
 from ...lowering import EstimatedScores, EstimatorLowering
 from ...registry import Param, Port, operator
-from ...static import StaticKeys, rewrite_rows
+from ...static_keys import StaticKeys, rewrite_rows
 from ...types import PortType
 
 #: Elements of one (rows, keys, centroids) distance block during k-means.
@@ -113,7 +113,7 @@ def _subvectors(keys: torch.Tensor, groups: int) -> torch.Tensor:
 
 def pq_codes(keys: torch.Tensor, _values, centroids: torch.Tensor, metric: str) -> tuple[torch.Tensor]:
     """Codes (B, H, n, M) int64 of keys (B, H, n, D) under ``centroids`` (B, H, M, C, D/M), as a
-    1-tuple (the encoder :func:`maskgraph.static.rewrite_rows` takes)."""
+    1-tuple (the encoder :func:`maskgraph.static_keys.rewrite_rows` takes)."""
     b, h, m, c, ds = centroids.shape
     n = keys.shape[2]
     flat = assign(_subvectors(keys, m), centroids.reshape(b * h * m, c, ds), metric)

@@ -26,7 +26,7 @@ from ...sparse.indexset import IndexSet
 from ...sparse.ops import (
     NEG_INF,
     BlockScores,
-    Context,
+    SparseChunk,
     bounded_k,
     group_scores,
     kernel_exclusion,
@@ -37,7 +37,7 @@ from ...sparse.ops import (
     size_budget,
     top_k,
 )
-from ...static import StaticKeys
+from ...static_keys import StaticKeys
 from ...triton_util import interpreting, pdl, usable
 from ...types import PortType
 from ..select import eligible_scores, topk_lowest
@@ -392,7 +392,7 @@ def expand_blocks(scores: torch.Tensor, block: int, k: int) -> torch.Tensor:
         "(optionally quantised outwards to label_bits). U ≥ q·k for every key of the page. "
         "−inf where the attention mask forbids a key. Shape (B, Hq, Q, K)."
     ),
-    paper="Tang et al., ICML 2024, Quest: Query-Aware Sparsity for Efficient Long-Context LLM Inference",
+    paper="Tang et al., ICML 2024, Quest: Query-Aware Sparsity for Efficient Long-SparseChunk LLM Inference",
     prepare=prepare_quest,
     stateful=True,
     static_buffers=True,
@@ -415,7 +415,7 @@ def _pages_budget(params, inputs, num_keys: int) -> tuple[int, int]:
     return 0, max(1, size_budget(params["k"], num_keys, pages * page) // page) * page
 
 
-def lower_topk_pages(ctx: Context, name, inputs, params, prep) -> IndexSet:
+def lower_topk_pages(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
     """Quest's page-granular top-k: budget // page_size best pages, their eligible keys."""
     env = ctx.env
     # a constant under torch.compile (one compile per page size): the fused kernel takes it as

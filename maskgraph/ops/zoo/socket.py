@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ...errors import ParameterError
 from ...lowering import EstimatedScores, EstimatorLowering
 from ...registry import Param, Port, operator
-from ...static import StaticKeys, row_caches
+from ...static_keys import StaticKeys, row_caches
 from ...types import PortType
 
 
