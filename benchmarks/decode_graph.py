@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="top-k budgets as shares of the context (floats, as the shipped graphs give them) "
         "instead of token counts",
     )
-    add_set_argument(ap, "maskgraph.hf.inject.UNMASKED_DECODE=False")
+    add_set_argument(ap, "maskgraph.sparse.fused.BLOCK_N=32")
     ap.add_argument(
         "--profile",
         nargs="*",

@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         choices=["auto", "torch", "triton"],
         help="top-k on the kernel path (auto: the Triton selection of maskgraph.sparse.topk)",
     )
-    add_set_argument(ap, "maskgraph.sparse.topk.SMALL_MAX=8192 maskgraph.ops.zoo.quest.QUEST_DOT=True")
+    add_set_argument(ap, "maskgraph.sparse.topk.SMALL_MAX=8192 maskgraph.sparse.fused.BLOCK_N=32")
     ap.add_argument(
         "--mask",
         action="store_true",

@@ -9,6 +9,7 @@ p = attn.mask(queries, keys, values)       # (B, Hq, Q, K) inclusion probabiliti
 
 from __future__ import annotations
 
+from . import ops  # noqa: F401  (importing the package registers the built-in operators)
 from .attention import attend, gqa_logits, masked_partial
 from .errors import (
     CalibrationError,

@@ -20,12 +20,15 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .display import shown
 from .errors import ParameterError, UnknownOperatorError
 from .types import PortType
+
+if TYPE_CHECKING:
+    from .lowering import SparseDeclaration
 
 FAMILIES = ("fixed", "estimator", "selector", "sampler", "combinator", "utility")
 
@@ -187,16 +190,20 @@ class OpSpec:
     before the chunks, outside any compiled region; it may read and update the per-(layer, node)
     ``slot`` (a dict, the operator's State) and returns a dict of tensors that ``fn`` receives as
     ``prep``.
-    ``extra["validate"](node, inputs)``, if given, checks a node's wiring beyond what the port
+    ``validate(node, inputs)``, if given, checks a node's wiring beyond what the port
     types state (``node`` the :class:`~maskgraph.ir.Node`, ``inputs`` its wired inputs, graph
     inputs filled in) when the graph is validated; it raises :class:`WiringError` or
     :class:`ParameterError` naming the port or parameter.
-    ``extra["check_params"](params)``, if given, checks the node's parameters together (each
+    ``check_params(params)``, if given, checks the node's parameters together (each
     already valid on its own, defaults filled in), e.g. a product that sizes a tensor; it raises
     :class:`ParameterError` naming a parameter and saying why.
-    ``extra["check_model"](params, model)``, if given, checks the node's parameters against the
+    ``check_model(params, model)``, if given, checks the node's parameters against the
     transformers model a graph is injected into (a calibration file made for another model) and
     raises :class:`CalibrationError` saying which model the file was made for.
+    ``static_buffers``: True where the operator's prepare reads a static key buffer (a token
+    count with the keys), else why not (a string) or False.
+    ``sparse``: how the operator runs in sparse mode (:mod:`maskgraph.lowering`: a
+    ``MaskLowering``, an estimator's ``EstimatorLowering``, or ``NotSparse(why)``), or None.
     """
 
     name: str
@@ -210,7 +217,11 @@ class OpSpec:
     prepare: Callable[..., dict] | None = None
     deterministic: bool = True
     stateful: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    validate: Callable[..., None] | None = None
+    check_params: Callable[[dict[str, Any]], None] | None = None
+    check_model: Callable[[dict[str, Any], Any], None] | None = None
+    static_buffers: bool | str = False
+    sparse: SparseDeclaration | None = None
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -234,7 +245,11 @@ def operator(
     prepare: Callable[..., dict] | None = None,
     deterministic: bool = True,
     stateful: bool = False,
-    **extra: Any,
+    validate: Callable[..., None] | None = None,
+    check_params: Callable[[dict[str, Any]], None] | None = None,
+    check_model: Callable[[dict[str, Any], Any], None] | None = None,
+    static_buffers: bool | str = False,
+    sparse: SparseDeclaration | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as operator ``name`` (see module docstring)."""
     if family not in FAMILIES:
@@ -255,7 +270,11 @@ def operator(
             prepare=prepare,
             deterministic=deterministic,
             stateful=stateful,
-            extra=dict(extra),
+            validate=validate,
+            check_params=check_params,
+            check_model=check_model,
+            static_buffers=static_buffers,
+            sparse=sparse,
         )
         return fn
 
@@ -264,7 +283,6 @@ def operator(
 
 def get_op(name: Any, *, node: str | None = None) -> OpSpec:
     """Look up an operator; unknown names raise with close suggestions."""
-    _ensure_loaded()
     if isinstance(name, str) and name in REGISTRY:
         return REGISTRY[name]
     close = difflib.get_close_matches(str(name)[:100], list(REGISTRY), n=3, cutoff=0.5)
@@ -276,12 +294,7 @@ def get_op(name: Any, *, node: str | None = None) -> OpSpec:
 
 def all_ops() -> dict[str, OpSpec]:
     """All registered operators by name."""
-    _ensure_loaded()
     return dict(REGISTRY)
-
-
-def _ensure_loaded() -> None:
-    from . import ops  # noqa: F401  (registers the built-in operators)
 
 
 def check_params(spec: OpSpec, given: dict[str, Any], *, node: str | None = None) -> dict[str, Any]:
@@ -309,7 +322,7 @@ def check_params(spec: OpSpec, given: dict[str, Any], *, node: str | None = None
             )
         else:
             out[p.name] = p.default
-    rule = spec.extra.get("check_params")
+    rule = spec.check_params
     if rule is not None:
         try:
             rule(out)

@@ -147,8 +147,8 @@ def _check_node_params(graph: Graph, name: str, spec, origins: dict[str, tuple[s
 
 
 def _check_node_rule(graph: Graph, name: str, spec) -> None:
-    """Run the operator's own wiring rule (``extra["validate"]``), locating what it raises."""
-    rule = spec.extra.get("validate")
+    """Run the operator's own wiring rule (``validate``), locating what it raises."""
+    rule = spec.validate
     if rule is None:
         return
     try:

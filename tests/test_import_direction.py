@@ -32,3 +32,136 @@ def test_operators_and_lowering_import_nothing_above_them(folder):
     for path in sorted((ROOT / folder).rglob("*.py")):
         bad = sorted(n for n in _imported(path) if n.startswith(upper))
         assert not bad, f"{path.relative_to(ROOT.parent)} imports {bad}"
+
+
+def test_kernels_are_a_leaf_package():
+    """Every Triton kernel lives in maskgraph/kernels/, which imports no operator, lowering or
+    integration module (only errors and triton_util of maskgraph)."""
+    below = {"maskgraph.errors", "maskgraph.triton_util"}
+    kernels = ROOT / "kernels"
+    for path in sorted(kernels.rglob("*.py")):
+        ours = {n for n in _imported(path) if n.startswith("maskgraph")}
+        bad = sorted(n for n in ours if not n.startswith("maskgraph.kernels") and n not in below)
+        assert not bad, f"{path.relative_to(ROOT.parent)} imports {bad}"
+    strays = sorted(str(p.relative_to(ROOT.parent)) for p in ROOT.rglob("*_kernel.py"))
+    assert not strays, f"kernel modules outside maskgraph/kernels/: {strays}"
+
+
+def test_kernel_modules_share_public_names_only():
+    """A kernel module imports another's public names, never a private ``_name``."""
+    for path in sorted((ROOT / "kernels").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports private {private} of .{node.module}"
+
+
+def test_every_kernel_module_is_named_by_the_package():
+    """The package's constants name exactly its kernel modules, and each launches something."""
+    import importlib
+
+    from maskgraph import kernels
+
+    assert sorted(kernels.LAUNCHED + kernels.HELPERS) == kernels.kernel_modules()
+    pytest.importorskip("triton")
+    for module in kernels.LAUNCHED:
+        found = vars(importlib.import_module(module))
+        assert any(callable(f) and getattr(f, "__module__", "") == module for f in found.values()), module
+
+
+def _import_graph(module_level_only: bool):
+    """maskgraph's modules and the imports between them (``module_level_only``: the statements
+    that run when a module is imported; else every import, deferred ones inside functions too).
+    An import of a module's own package is left out (Python has loaded it first anyway);
+    ``from package import name`` points at the submodule where ``name`` is one."""
+    import networkx as nx
+
+    modules = {}
+    for path in ROOT.rglob("*.py"):
+        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = nx.DiGraph()
+    graph.add_nodes_from(modules)
+    for name, path in modules.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body if module_level_only else ast.walk(tree):
+            targets = []
+            if isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                module = ".".join([*base, *(node.module or "").split(".")]).strip(".")
+                subs = [f"{module}.{a.name}" for a in node.names if f"{module}.{a.name}" in modules]
+                targets = subs if len(subs) == len(node.names) else [*subs, module]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            for target in targets:
+                if target in modules and target != name and not name.startswith(target + "."):
+                    graph.add_edge(name, target)
+    return graph
+
+
+#: Deferred imports that still close a cycle: ``Graph``'s convenience methods (``to_dot``,
+#: ``to_mermaid``, ``with_overrides``) reach the modules that build and check graphs.
+KNOWN_DEFERRED_CYCLES = {
+    frozenset({"maskgraph.ir", "maskgraph.loader"}),
+    frozenset({"maskgraph.ir", "maskgraph.draw"}),
+    frozenset({"maskgraph.ir", "maskgraph.loader", "maskgraph.validate"}),
+    frozenset({"maskgraph.ir", "maskgraph.draw", "maskgraph.validate"}),
+}
+
+
+def test_no_import_cycles():
+    """No module of maskgraph imports itself through others: none among the imports that run
+    at import time, and among deferred ones only the known cycles of ``Graph``'s methods."""
+    import networkx as nx
+
+    at_import = list(nx.simple_cycles(_import_graph(module_level_only=True)))
+    assert not at_import, f"import cycles: {[' -> '.join(c) for c in at_import]}"
+    deferred = {frozenset(c) for c in nx.simple_cycles(_import_graph(module_level_only=False))}
+    new = deferred - KNOWN_DEFERRED_CYCLES
+    assert not new, f"import cycles through deferred imports: {[sorted(c) for c in new]}"
+
+
+def _operator_names_in(path: Path, names: set[str]) -> list[str]:
+    """Operator names that ``path`` tests for: string constants equal to one, compared with
+    something, used as a dict key, or passed to ``get_op``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        values: list[ast.AST] = []
+        if isinstance(node, ast.Compare):
+            values = [node.left, *node.comparators]
+            values += [
+                e for v in list(values) if isinstance(v, (ast.Tuple, ast.List, ast.Set)) for e in v.elts
+            ]
+        elif isinstance(node, ast.Dict):
+            values = [k for k in node.keys if k is not None]
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", "")) == "get_op"
+        ):
+            values = node.args[:1]
+        found += [
+            f"{v.value!r} (line {v.lineno})"
+            for v in values
+            if isinstance(v, ast.Constant) and v.value in names
+        ]
+    return found
+
+
+@pytest.mark.parametrize("folder", ["sparse", "lower"])
+def test_the_lowering_names_no_operator(folder):
+    """The sparse engine and the codegen read what each operator declares (its ``sparse=``
+    lowering, its family and ports): no module of theirs tests for an operator by name."""
+    import maskgraph as mg
+
+    names = set(mg.all_ops())
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        found = _operator_names_in(path, names)
+        assert not found, f"{path.relative_to(ROOT.parent)} names operators: {found}"
+
+
+def test_the_operator_name_check_can_fail(tmp_path):
+    """The check above finds an operator named the way the engine used to name them."""
+    bad = tmp_path / "plan.py"
+    bad.write_text('LOWERINGS = {"sink": 1}\nif op in ("topk", "other"):\n    pass\n', encoding="utf-8")
+    assert len(_operator_names_in(bad, {"sink", "topk"})) == 2

@@ -11,7 +11,7 @@ See ``docs/huggingface.md`` for protocols, the context/question API and layer se
 from .graphed import GraphedDecoder
 from .inject import Injection, Observer, inject
 from .models import MODELS, ModelNotAvailableError, load_model, tiny_config, tiny_model
-from .protocol import PROTOCOLS
+from .requests import PROTOCOLS
 from .session import ContextSession
 
 __all__ = [

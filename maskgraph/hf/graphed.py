@@ -5,7 +5,7 @@ guards, kernel launches) for microseconds of GPU work; recorded once as a CUDA g
 later step is one replay. That needs a step whose work never depends on a value read on the
 host: transformers' static cache (positions and token counts live on the device), and
 attention that reads the cache's whole buffer with its token count as a tensor — what
-``mg.inject(..., mode="sparse")`` does on a static cache (:mod:`maskgraph.static`).
+``mg.inject(..., mode="sparse")`` does on a static cache (:mod:`maskgraph.static_keys`).
 
     decoder = GraphedDecoder(model, max_cache_len=4096)
     tokens = decoder.generate(input_ids, max_new_tokens=64)     # (B, 64)

@@ -34,8 +34,8 @@ from ..errors import MaskgraphError, NotSupportedError
 from ..ir import Graph
 from ..lower import CompiledAttention
 from ..lower import compile as mg_compile
-from . import protocol
-from .protocol import RequestTracker
+from . import requests
+from .requests import RequestTracker
 
 _COUNTER = itertools.count()
 
@@ -64,7 +64,7 @@ class Injection:
     ``state`` (the current request's State), ``calls`` (attention calls that went through a
     graph), ``dense_calls`` (those that ran dense), ``static_calls`` (graph calls that read a
     static cache's whole buffer with its token count on the device: see
-    :mod:`maskgraph.static`; such calls can be recorded in a CUDA graph). The counters count
+    :mod:`maskgraph.static_keys`; such calls can be recorded in a CUDA graph). The counters count
     eager calls only: calls that ``torch.compile`` traced (transformers' compiled decode steps)
     are not counted, since a counter read there would recompile every step.
     """
@@ -184,7 +184,7 @@ class Injection:
         """Add one to a call counter, except while ``torch.compile`` traces the call: a Python
         value read there is guarded on, so counting would recompile every step (and, past
         dynamo's recompile limit, fall back to eager). Compiled calls are not counted."""
-        if not protocol.compiling():
+        if not requests.compiling():
             setattr(self, counter, getattr(self, counter) + 1)
 
     def _attention(
@@ -227,7 +227,7 @@ class Injection:
             out = attn(query, key, value, graph_mask, scale, num_keys=count, **context)
             self._count("static_calls")
         else:
-            if count is not None and protocol.recording():
+            if count is not None and requests.recording():
                 raise NotSupportedError(
                     f"layer {layer}: recording a CUDA graph over a static cache needs a graph that "
                     f"reads static buffers, and {attn.static_problem()}"
@@ -264,7 +264,7 @@ def inject(
     ``graph``: a Graph, a shipped name, a path, YAML text or a dict (with ``overrides``).
     ``mode`` and ``backend`` go to :func:`maskgraph.compile` (one compiled function per
     distinct layer graph; ``graph.for_layer(i)`` keeps listed layers dense). ``protocol``:
-    ``"dense_prefill"`` or ``"sparse"`` (see :mod:`maskgraph.hf.protocol`). ``observer``: an
+    ``"dense_prefill"`` or ``"sparse"`` (see :mod:`maskgraph.hf.requests`). ``observer``: an
     object with ``observe(layer_idx, queries, keys, values, attention_mask, scaling, out, attn)``
     called after every attention call that went through the graph. ``sparse_options`` (with
     ``mode="sparse"``: ``gqa``, ``kernel``, ``topk``) go to :func:`maskgraph.compile`.
@@ -392,7 +392,7 @@ def _check_fits_model(layers: dict[int, CompiledAttention | None], model: Any) -
 
     for attn in {id(a): a for a in layers.values() if a is not None}.values():
         for name, node in attn.graph.nodes.items():
-            check = get_op(node.op, node=name).extra.get("check_model")
+            check = get_op(node.op, node=name).check_model
             if check is not None:
                 check(attn.graph.node_params(name), model)
 
@@ -410,15 +410,12 @@ def _materialised_mask(*args, **kwargs):
     kwargs["allow_is_causal_skip"] = False
     kwargs["allow_is_bidirectional_skip"] = False
     mask = sdpa_mask(*args, **kwargs)
-    if unpadded_step and isinstance(mask, torch.Tensor) and not protocol.compiling():
+    if unpadded_step and isinstance(mask, torch.Tensor) and not requests.compiling():
         mask = mask.contiguous()  # generate() makes a static cache's mask contiguous: the same tensor
         _DECODE_MASKS[id(mask)] = mask
     return mask
 
 
-#: Run graph layers' unpadded decode steps without their mask (see the module's docstring);
-#: False gives them the mask, as before run 95.
-UNMASKED_DECODE = True
 #: The masks :func:`_materialised_mask` made for unpadded decode steps, by id (weakly held: an
 #: entry goes with its mask).
 _DECODE_MASKS: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
@@ -427,9 +424,9 @@ _DECODE_MASKS: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValu
 def _is_decode_mask(mask: torch.Tensor | None) -> bool:
     """Whether ``mask`` is one :func:`_materialised_mask` made for an unpadded decode step: a
     single query that may attend every key up to its own position, and none past it."""
-    if protocol.compiling():  # traced by torch.compile: the mask is kept (no lookup by id)
+    if requests.compiling():  # traced by torch.compile: the mask is kept (no lookup by id)
         return False
-    return UNMASKED_DECODE and mask is not None and _DECODE_MASKS.get(id(mask)) is mask
+    return mask is not None and _DECODE_MASKS.get(id(mask)) is mask
 
 
 def _unpadded_decode_step(kwargs: dict) -> bool:
@@ -458,7 +455,7 @@ def _first_query_at_zero(kwargs: dict) -> bool:
     recording."""
     offset = kwargs.get("q_offset")
     if isinstance(offset, torch.Tensor):
-        if protocol.compiling() or protocol.recording() or offset.numel() != 1:
+        if requests.compiling() or requests.recording() or offset.numel() != 1:
             return False
         offset = int(offset)
     return offset == 0
@@ -480,7 +477,7 @@ def _causal_unpadded(kwargs: dict) -> bool:
     return (
         isinstance(offset, int)
         and isinstance(kv, int)
-        and not protocol.recording()
+        and not requests.recording()
         and bool(padding[:, offset : offset + kv].all())
     )
 

@@ -22,7 +22,7 @@ import torch
 from ..errors import DTypeError, NotSupportedError, ShapeError
 from ..ir import Graph
 from ..state import State
-from ..static import StaticKeys, counting, pin_addresses, static_mask
+from ..static_keys import StaticKeys, counting, pin_addresses, static_mask
 from .codegen import generate_source
 
 BACKENDS = ("eager", "inductor")
@@ -150,7 +150,7 @@ class CompiledAttention:
 
         ``num_keys``: the keys are a static buffer of which only the first ``num_keys`` hold
         tokens (a 0-d integer tensor on the keys' device, never read on the host; sparse mode
-        only, see :mod:`maskgraph.static`): the Q queries sit at positions num_keys − Q …
+        only, see :mod:`maskgraph.static_keys`): the Q queries sit at positions num_keys − Q …
         num_keys − 1, and keys from num_keys on are never attended, whatever the attention mask
         says: the call computes what it would on ``keys[:, :, :num_keys]``.
         """
@@ -289,7 +289,7 @@ class CompiledAttention:
         if self.mode != "sparse":
             return "num_keys (a static key buffer) needs mode='sparse'; simulate mode takes keys[:, :, :n]"
         for name, spec in self._stateful.items():
-            support = spec.extra.get("static_buffers", False)
+            support = spec.static_buffers
             if support is not True:
                 why = support if isinstance(support, str) else "it keeps no cache for static buffers"
                 return f"node '{name}' (op '{spec.name}') cannot read a static key buffer: {why}"

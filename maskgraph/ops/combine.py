@@ -4,8 +4,27 @@ from __future__ import annotations
 
 import torch
 
+from ..lowering import MaskLowering
 from ..registry import Port, operator
+from ..sparse import indexset
+from ..sparse.indexset import IndexSet
+from ..sparse.ops import SparseChunk
 from ..types import PortType
+
+
+def _union_budget(params, inputs, num_keys: int) -> tuple[int, int]:
+    """The parts' budgets, summed."""
+    parts = inputs["masks"]
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
+def _first_budget(params, inputs, num_keys: int) -> tuple[int, int]:
+    """At most the keys of ``a``."""
+    return inputs["a"]
+
+
+def lower_union(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
+    return indexset.union(name, list(inputs["masks"]))
 
 
 @operator(
@@ -14,6 +33,7 @@ from ..types import PortType
     output=PortType.MASK,
     inputs=[Port("masks", PortType.MASK, variadic=True, doc="masks to join")],
     doc="clamp(Σ masks, 0, 1): OR for 0/1 masks. Broadcasts.",
+    sparse=MaskLowering(lower_union, _union_budget),
 )
 def union(env, *, masks) -> torch.Tensor:
     out = masks[0]
@@ -22,15 +42,24 @@ def union(env, *, masks) -> torch.Tensor:
     return out.clamp(0.0, 1.0)
 
 
+def lower_intersection(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
+    return indexset.intersection(name, inputs["a"], inputs["b"])
+
+
 @operator(
     "intersection",
     family="combinator",
     output=PortType.MASK,
     inputs=[Port("a", PortType.MASK), Port("b", PortType.MASK)],
     doc="min(a, b): keys both masks keep (AND for 0/1 masks).",
+    sparse=MaskLowering(lower_intersection, _first_budget),
 )
 def intersection(env, *, a, b) -> torch.Tensor:
     return torch.minimum(a, b)
+
+
+def lower_difference(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
+    return indexset.difference(name, inputs["a"], inputs["b"])
 
 
 @operator(
@@ -39,6 +68,7 @@ def intersection(env, *, a, b) -> torch.Tensor:
     output=PortType.MASK,
     inputs=[Port("a", PortType.MASK), Port("b", PortType.MASK)],
     doc="a where b is 0: keys of a that b does not keep.",
+    sparse=MaskLowering(lower_difference, _first_budget),
 )
 def difference(env, *, a, b) -> torch.Tensor:
     return torch.where(b > 0, torch.zeros_like(a), a)

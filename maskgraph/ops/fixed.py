@@ -7,11 +7,34 @@ from __future__ import annotations
 
 import torch
 
+from ..lowering import MaskLowering
 from ..registry import Param, Port, operator
+from ..sparse import indexset
+from ..sparse.indexset import IndexSet, Part
+from ..sparse.ops import SparseChunk, bounded_k, query_pos, size_budget
 from ..types import PortType
 
 _KEYS = Port("keys", PortType.KEYS, doc="the key cache (only its length is read)")
 _QUERIES = Port("queries", PortType.QUERIES, doc="the queries (only their positions are read)")
+
+
+def _span_budget(params, inputs, num_keys: int) -> tuple[int, int]:
+    """A sink's or window's keys are read in place: ``size`` of them."""
+    return size_budget(params["size"], num_keys), 0
+
+
+def _all_keys_budget(params, inputs, num_keys: int) -> tuple[int, int]:
+    """Every key, read in place."""
+    return num_keys, 0
+
+
+def lower_full(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
+    env = ctx.env
+
+    def member(j):
+        return torch.ones_like(j, dtype=torch.bool)
+
+    return indexset.span_set(name, 0, env.K, member, env.K, env.keys.device, (0, env.K, 0))
 
 
 @operator(
@@ -20,9 +43,17 @@ _QUERIES = Port("queries", PortType.QUERIES, doc="the queries (only their positi
     output=PortType.MASK,
     inputs=[_KEYS],
     doc="Every key (dense attention). Shape (1, 1, 1, K).",
+    sparse=MaskLowering(lower_full, _all_keys_budget),
 )
 def full(env) -> torch.Tensor:
     return torch.ones(1, 1, 1, env.K, device=env.keys.device)
+
+
+def lower_sink(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
+    env = ctx.env
+    bound, n = bounded_k(ctx, params["size"])
+    run = None if isinstance(n, torch.Tensor) else (0, n, 0)
+    return indexset.span_set(name, 0, bound, lambda j: j < n, env.K, env.keys.device, run)
 
 
 @operator(
@@ -33,10 +64,26 @@ def full(env) -> torch.Tensor:
     params=[Param("size", "size", 128, "how many first keys (int) or share of K (float)")],
     doc="The first `size` keys: attention sinks (StreamingLLM). Shape (1, 1, 1, K).",
     paper="Xiao et al. 2023, Efficient Streaming Language Models with Attention Sinks",
+    sparse=MaskLowering(lower_sink, _span_budget),
 )
 def sink(env, *, size) -> torch.Tensor:
     n = env.size(size)
     return (env.k_pos < n).float().view(1, 1, 1, -1)
+
+
+def lower_local(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
+    """Query t keeps t−w < j ≤ t; the chunk's queries together read one run of w + Qc − 1
+    (of bound + Qc − 1 where w is a share of a static buffer's tokens)."""
+    env = ctx.env
+    bound, w = bounded_k(ctx, params["size"])
+    t = query_pos(env)
+    start = ctx.q_first - bound + 1
+    run = None
+    if not isinstance(ctx.q_first, torch.Tensor) and not isinstance(w, torch.Tensor):
+        run = (ctx.q_first - w + 1, ctx.q_first + 1, 1)  # query q keeps t − w < j ≤ t, t = q_first + q
+    return indexset.span_set(
+        name, start, bound + env.Q - 1, lambda j: (j <= t) & (j > t - w), env.K, env.keys.device, run
+    )
 
 
 @operator(
@@ -50,6 +97,7 @@ def sink(env, *, size) -> torch.Tensor:
         "kept for a query at position t when t − size < j ≤ t. Shape (1, 1, Q, K)."
     ),
     paper="Xiao et al. 2023 (local window of StreamingLLM)",
+    sparse=MaskLowering(lower_local, _span_budget),
 )
 def local(env, *, size) -> torch.Tensor:
     w = env.size(size)
@@ -58,17 +106,49 @@ def local(env, *, size) -> torch.Tensor:
     return ((j <= t) & (j > t - w)).float().view(1, 1, env.Q, env.K)
 
 
+def lower_causal(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
+    env = ctx.env
+    t = query_pos(env)
+    # query q keeps 0 ≤ j ≤ q_first + q: one (lo, hi, slope) run only for one query (the
+    # slope would move lo too)
+    run = None
+    if not isinstance(ctx.q_first, torch.Tensor) and env.Q == 1:
+        run = (0, ctx.q_first + 1, 0)
+    return indexset.span_set(name, 0, env.K, lambda j: j <= t, env.K, env.keys.device, run)
+
+
 @operator(
     "causal",
     family="fixed",
     output=PortType.MASK,
     inputs=[_QUERIES, _KEYS],
     doc="Keys at or before the query's position (j ≤ t). Shape (1, 1, Q, K).",
+    sparse=MaskLowering(lower_causal, _all_keys_budget),
 )
 def causal(env) -> torch.Tensor:
     t = env.q_pos.view(-1, 1)
     j = env.k_pos.view(1, -1)
     return (j <= t).float().view(1, 1, env.Q, env.K)
+
+
+def lower_strided(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
+    """Query t keeps t, t − stride, t − 2·stride, … ≥ 0: ⌈K / stride⌉ listed positions per
+    query (gathered; −stride steps below 0 are invalid), membership by arithmetic."""
+    env = ctx.env
+    stride = params["stride"]
+    t = query_pos(env)
+    steps = torch.arange((env.K + stride - 1) // stride, device=env.keys.device).view(1, 1, 1, -1)
+    idx = t - stride * steps
+
+    def member(j):
+        return (j <= t) & ((t - j) % stride == 0)
+
+    return IndexSet([Part(idx.clamp_min(0), idx >= 0)], member, True, frozenset([name]))
+
+
+def _strided_budget(params, inputs, num_keys: int) -> tuple[int, int]:
+    """⌈K / stride⌉ gathered keys."""
+    return 0, -(-num_keys // params["stride"])
 
 
 @operator(
@@ -83,6 +163,7 @@ def causal(env) -> torch.Tensor:
         "of Sparse Transformers). Shape (1, 1, Q, K)."
     ),
     paper="Child et al. 2019, Generating Long Sequences with Sparse Transformers",
+    sparse=MaskLowering(lower_strided, _strided_budget),
 )
 def strided(env, *, stride) -> torch.Tensor:
     t = env.q_pos.view(-1, 1)

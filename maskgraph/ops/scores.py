@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from ..lowering import EstimatedScores, EstimatorLowering
 from ..registry import Port, operator
 from ..types import PortType
+
+
+def exact_sparse_scores(env, prep) -> EstimatedScores:
+    """The oracle's block scores in sparse mode: the true logits (it reads every key; that is
+    what it is), blocks of one key."""
+    return EstimatedScores(env.forbid(env.logits), 1)
 
 
 @operator(
@@ -21,6 +28,7 @@ from ..types import PortType
         "Exact logits scaling·<q, k> + attention_mask, −inf where the attention mask forbids a "
         "key (the oracle every estimator approximates). Shape (B, Hq, Q, K)."
     ),
+    sparse=EstimatorLowering(exact_sparse_scores),
 )
 def exact(env) -> torch.Tensor:
     return env.forbid(env.logits)

@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from ..triton_util import interpreting, jitted, pdl, triton_installed
-from .indexset import BoundedTopk, Part, expand_heads
+from ..kernels import FUSED, jitted
+from ..triton_util import interpreting, pdl, triton_installed
+from .indexset import Part, expand_heads
 
 NEG_INF = float("-inf")
 #: Listed keys per loop step of ``gather_decode``. 32 for short rows (B=1 8K, 8 rows of 819
@@ -28,14 +29,6 @@ NEG_INF = float("-inf")
 #: µs) but lost inside the call (Quest 14.9 against 12.3 µs, HashAttention 15.4 / 15.0; H200,
 #: runs 90–91).
 BLOCK_N = 64
-#: Load a listed page's index and value once for its keys (Selection.entry_rows) rather than
-#: once a key: with 64-bit offsets' spills gone, what still spilled in Quest's page path
-#: (216 bytes a thread at 4 warps, sm_90) was the per-key load of the top-k's values.
-ENTRY_ROWS = True
-#: Load an attention mask shared by every head (transformers' (B, 1, Q, K)) as one row a
-#: block, not one row a head: Quest's page gather under a mask then no longer spills (32 bytes
-#: of stack a thread before, sm_90: benchmarks/registers.py).
-SHARED_MASK_ROWS = True
 #: Programs aimed for per launch (four per streaming multiprocessor of an H100), twice that
 #: from MANY_ROWS rows on (benchmarks/kernel_times.py, run 17: B=8 at 10 % 0.20 -> 0.16 ms; B=1
 #: 0.037 ms with 528, 0.041 ms with 1056).
@@ -58,34 +51,17 @@ def available(device: torch.device) -> bool:
 
 #: Runs the kernel reads without a list (sink and window: two).
 MAX_RUNS = 2
-#: Make a bounded top-k (HashAttention's agreement counts, with the histograms its score kernel
-#: wrote) inside the attention launch (``select_attend``: each program selects one segment's
-#: share of the row's k and attends over it) instead of the top-k's write, int32 lists and
-#: ``gather_decode``: two launches fewer, but longer programs. Off: HashAttention 10 %, µs,
-#: off / on (H200, runs 81–82), B=1 8K 15.1 / 17.1, 32K 21.7 / 21.2, 128K 51.1 / 51.3; B=8
-#: 29.3 / 28.0, 75.6 / 71.0, 225 / 243.
-SELECT_IN_ATTENTION = False
-#: Read a key selection (page 1) from the top-k's output and the runs without int32 lists, as
-#: page selections are (off: run 68, and run 83 on the H200).
-KEY_SELECTIONS_IN_KERNEL = False
-#: Most programs per row attending over the runs in ``select_attend``.
-RUN_SPLITS = 8
-#: Programs of ``select_attend`` per segment of scores, each attending over every PARTS-th
-#: block of the segment's selected keys: 1, 2 or 4 measured B=1 8K 17.1 / 15.4 / 15.4 µs, 128K
-#: 51.3 / 52.1 / 65.4; B=8 8K 28.0 / 34.7 / 46.8 (run 82).
-SELECT_PARTS = 1
 
 
 @dataclass(frozen=True)
 class Selection:
     """What ``gather_decode`` reads for one query chunk: per row, the keys of ``runs`` then the
-    listed entries (see ``fused_kernel._keys``).
+    listed entries (see ``maskgraph.kernels.fused._keys``).
 
     ``runs``: up to MAX_RUNS (start, length, lo, hi, slope): the slice start … start + length − 1
     of which query q keeps lo + slope·q ≤ j < hi + slope·q; ``idx`` (b, h, Qc, n) int32/int64
     listed entries or None; ``vals`` float32 like ``idx`` (kept where > −inf) or None (kept
-    where ``idx`` ≥ 0); ``page``: keys per entry; ``heads``: Hsel, the selection heads;
-    ``bounded``: a top-k the kernel makes itself (``select_attend``; ``idx`` and ``vals`` None).
+    where ``idx`` ≥ 0); ``page``: keys per entry; ``heads``: Hsel, the selection heads.
     """
 
     runs: tuple[tuple[Any, Any, Any, Any, int], ...]
@@ -93,15 +69,12 @@ class Selection:
     vals: torch.Tensor | None
     page: int
     heads: int
-    bounded: BoundedTopk | None = None
 
     @property
     def width(self):
         """Virtual entries per row: the runs' lengths and every listed entry's keys (the
         runs' total rounded up to a multiple of the page under :attr:`entry_rows`)."""
         n = sum(r[1] for r in self.runs)
-        if self.bounded is not None:
-            return n + self.bounded.k
         if self.idx is None:
             return n
         if self.entry_rows:
@@ -110,22 +83,20 @@ class Selection:
 
     @property
     def entry_rows(self) -> bool:
-        """Whether ``gather_decode`` loads each listed page's index and value once (pages of a
-        power of two keys dividing BLOCK_N; the listed entries then start page-aligned)."""
+        """Whether ``gather_decode`` loads each listed page's index and value once for its keys
+        rather than once a key (pages of a power of two keys dividing BLOCK_N; the listed
+        entries then start page-aligned)."""
         page = self.page
-        return self.idx is not None and 1 < page <= BLOCK_N and page & (page - 1) == 0 and ENTRY_ROWS
+        return self.idx is not None and 1 < page <= BLOCK_N and page & (page - 1) == 0
 
     def fields(self) -> tuple:
         """The selection as plain values (what a compiled function returns); the inverse of
         :meth:`from_fields`."""
-        made = self.bounded
-        extra = () if made is None else (made.scores, made.hist, made.k, made.exclude)
-        return (self.runs, self.idx, self.vals, self.page, self.heads, *extra)
+        return (self.runs, self.idx, self.vals, self.page, self.heads)
 
     @classmethod
     def from_fields(cls, fields: tuple) -> Selection:
-        runs, idx, vals, page, heads, *extra = fields
-        return cls(runs, idx, vals, page, heads, BoundedTopk(*extra) if extra else None)
+        return cls(*fields)
 
 
 def from_lists(lists: torch.Tensor) -> Selection:
@@ -149,18 +120,10 @@ def kernel_selection(parts: list[Part], hkv: int, hq: int) -> Selection | None:
             listed = part.listed
         else:
             return None
-    # only page selections gain: their lists kernel expands every page (Quest B=1 8K 17.7 ->
-    # 15.4 µs, B=8 128K 296 -> 284), while runs alone and key selections read faster from lists
-    # (HashAttention B=1 128K 65.5 -> 72.1, Double Sparsity 88.9 -> 100.4, streaming_llm 30.1
-    # -> 32.3 µs; H100, run 68) unless the kernel makes the selection itself
-    if len(runs) > MAX_RUNS or listed is None or not listed.prior_spans <= seen:
+    # only page selections gain (the lists expand every page): runs alone and key selections
+    # read faster from int32 lists
+    if len(runs) > MAX_RUNS or listed is None or not listed.prior_spans <= seen or listed.page == 1:
         return None
-    if listed.page == 1:
-        # eager code has made the selection already (compiled code drops that unused work)
-        if SELECT_IN_ATTENTION and listed.bounded is not None and torch.compiler.is_compiling():
-            return Selection(tuple(runs), None, None, 1, hkv, listed.bounded)
-        if not KEY_SELECTIONS_IN_KERNEL:
-            return None
     heads = hq if listed.idx.shape[1] == hq else hkv
     return Selection(tuple(runs), listed.idx, listed.vals, listed.page, heads)
 
@@ -229,8 +192,7 @@ def fused_gather_attention(
     g = hq // sel.heads
     dp = max(16, 1 << (d - 1).bit_length())
     queries, keys, values = (t if t.stride(-1) == 1 else t.contiguous() for t in (queries, keys, values))
-    attend = _select_attend if sel.bounded is not None else _gather
-    acc, m, den = attend(queries, keys, values, attention_mask, scaling, sel)
+    acc, m, den = _gather(queries, keys, values, attention_mask, scaling, sel)
     rows, splits = acc.shape[:2]
     # laid out (B, Qc, Hq, D), transformers' order: its transpose back is then free
     out = torch.empty(b, qc, hq, d, device=queries.device, dtype=out_dtype).transpose(1, 2)
@@ -242,7 +204,7 @@ def fused_gather_attention(
             f"{counter.dtype} on {counter.device}"
         )
     parts = max(1, min(MERGE_PARTS, dp // 16))
-    jitted("maskgraph.sparse.fused_kernel", "merge_splits")[(rows * g, parts)](
+    jitted(FUSED, "merge_splits")[(rows * g, parts)](
         acc, m, den, sinks if sinks is not None else m, out, counter,
         splits, g, sel.heads, qc, d,
         *out.stride()[:3],
@@ -286,7 +248,7 @@ def _mask_kind(attention_mask: torch.Tensor | None, strides: tuple) -> int:
     transformers passes: (B, 1, Q, K)), 2 for a row per head."""
     if attention_mask is None:
         return 0
-    return 2 if strides[1] != 0 or not SHARED_MASK_ROWS else 1
+    return 2 if strides[1] != 0 else 1
 
 
 def _gather(queries, keys, values, attention_mask, scaling, sel: Selection) -> tuple[torch.Tensor, ...]:
@@ -309,7 +271,7 @@ def _gather(queries, keys, values, attention_mask, scaling, sel: Selection) -> t
     splits, per = _splits(rows, n)
     acc, m, den = _partials(rows, splits, g, d, queries.device)
     am, am_strides = _mask_args(attention_mask, queries)
-    gather = jitted("maskgraph.sparse.fused_kernel", "gather_decode")
+    gather = jitted(FUSED, "gather_decode")
     gather[(rows, splits)](
         queries, keys, values, idx, vals if vals is not None else m, am, acc, m, den,
         float(scaling), n, per, keys.shape[2],
@@ -325,59 +287,6 @@ def _gather(queries, keys, values, attention_mask, scaling, sel: Selection) -> t
         UPCAST=interpreting() and keys.dtype == torch.bfloat16,
         GP=gp, BLOCK=BLOCK_N, DP=dp, NR=len(sel.runs), PAGE=sel.page, HAS_VALS=vals is not None,
         WIDE=_wide(keys, values), ENTRY_ROWS=sel.entry_rows,
-        num_warps=NUM_WARPS, **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
-        **pdl(queries.device, rows * splits),
-    )  # fmt: skip
-    return acc, m, den
-
-
-def _select_attend(
-    queries, keys, values, attention_mask, scaling, sel: Selection
-) -> tuple[torch.Tensor, ...]:
-    """``select_attend`` (after ``select_choose`` for rows of many segments) over a bounded top-k
-    and the selection's runs: the partials of :func:`_partials`, one split per segment of the
-    scores and up to RUN_SPLITS for the runs."""
-    from .topk import CHOOSE_IN_WRITE_SEGMENTS, FILL, STATE_FIELDS, exclusion_args, segment
-
-    made = sel.bounded
-    b, hq, qc, d = queries.shape
-    hkv = keys.shape[1]
-    g = hq // hkv
-    scores = made.scores.contiguous()
-    rows, n = b * hkv * qc, scores.shape[-1]
-    nseg, nb = made.hist.shape[1:]
-    seg = segment(n)  # the layout the score kernel wrote its histograms in
-    k = int(made.k)
-    runs_n = sum(int(r[1]) for r in sel.runs)
-    blocks = -(-runs_n // BLOCK_N)
-    run_splits = min(blocks, RUN_SPLITS)
-    per = -(-blocks // run_splits) if blocks else 0
-    parts = SELECT_PARTS
-    splits = nseg * parts + (-(-blocks // per) if blocks else 0)
-    acc, m, den = _partials(rows, splits, g, d, queries.device)
-    sp = max(2, 1 << (nseg - 1).bit_length())
-    slots = torch.empty(rows, k, device=queries.device, dtype=torch.int32)
-    choose = nseg <= CHOOSE_IN_WRITE_SEGMENTS
-    state = offsets = slots
-    if not choose:
-        state = torch.empty(rows, STATE_FIELDS, device=queries.device, dtype=torch.int64)
-        offsets = torch.empty(rows, nseg, 2, device=queries.device, dtype=torch.int32)
-        jitted("maskgraph.sparse.topk_kernel", "select_choose")[(rows,)](
-            scores, state, made.hist, offsets, m, slots, scores, nseg, k, 1,
-            SP=sp, NB=nb, INTEGER=True, HAS_COUNT=False, FILL=FILL, SR=2, BOUNDED=True,
-            num_warps=8, **pdl(queries.device, rows),
-        )  # fmt: skip
-    am, am_strides = _mask_args(attention_mask, queries)
-    ex, nex = exclusion_args(made.exclude)
-    jitted("maskgraph.sparse.fused_kernel", "select_attend")[(rows, splits)](
-        queries, keys, values, scores, made.hist, state, offsets, slots, am, acc, m, den,
-        float(scaling), n, k, nseg, runs_n, per,
-        *queries.stride()[:3], *keys.stride()[:3], *values.stride()[:3], *am_strides,
-        hkv, qc, g, d, *ex, *_run_args(sel),
-        SEG=seg, NB=nb, SP=sp, CHOOSE=choose, NEX=nex, HAS_AM=_mask_kind(attention_mask, am_strides),
-        UPCAST=interpreting() and keys.dtype == torch.bfloat16, GP=max(16, 1 << (g - 1).bit_length()),
-        BLOCK=BLOCK_N, DP=max(16, 1 << (d - 1).bit_length()), NR=len(sel.runs), PARTS=parts,
-        WIDE=_wide(keys, values),
         num_warps=NUM_WARPS, **({} if NUM_STAGES is None else {"num_stages": NUM_STAGES}),
         **pdl(queries.device, rows * splits),
     )  # fmt: skip

@@ -40,33 +40,17 @@ import torch
 
 
 @dataclass(frozen=True)
-class BoundedTopk:
-    """A bounded top-k the fused kernel may make itself while it attends
-    (``fused_kernel.select_attend``): the grouped ``scores`` (b, Hkv, Qc, K) float32, integers
-    in [0, NB − 2] or −inf, the histograms ``hist`` (b·Hkv·Qc, K / seg, NB) int32 the score
-    kernel wrote with them, ``k`` to select per row and the prior's runs ``exclude`` it drops
-    (``exclude`` of :func:`maskgraph.sparse.topk.select_topk_2d`)."""
-
-    scores: torch.Tensor
-    hist: torch.Tensor
-    k: Any
-    exclude: list | None
-
-
-@dataclass(frozen=True)
 class Listed:
     """A selection as the top-k wrote it: entry e of ``idx`` (b, h, Qc, n) int64 stands for the
     keys idx·page … idx·page + page − 1 and is kept where ``vals`` (same shape, float32) > −inf;
     of its keys, those below K and outside the selection's prior are members. The prior is made
     of the runs of the span nodes ``prior_spans`` (the set must hold them as runs: the kernel
-    drops a listed key of any run). ``bounded``: the same selection still to be made, where
-    the fused kernel may make it (the kernel then reads neither ``idx`` nor ``vals``)."""
+    drops a listed key of any run)."""
 
     idx: torch.Tensor
     vals: torch.Tensor
     page: int = 1
     prior_spans: frozenset[str] = frozenset()
-    bounded: BoundedTopk | None = None
 
 
 @dataclass

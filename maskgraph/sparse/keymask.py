@@ -10,28 +10,17 @@ from __future__ import annotations
 
 import torch
 
-#: Estimator kernels apply an additive attention mask themselves (False: ``env.forbid`` in
-#: torch after the kernel, the top-k's own histograms and the prior masked in torch — the A/B).
-IN_KERNEL = True
-
 
 def kernel_mask(env, per_head: bool = False) -> tuple[torch.Tensor | None] | None:
     """``(mask,)`` for an estimator kernel: ``(None,)`` where ``env`` forbids nothing, the
     additive (B|1, H|1, Qc|1, K) mask (keys contiguous) where the kernel can apply it — heads
     of a KV group reading one row (``per_head`` False) need a mask that is the same for every
-    head — and None where it cannot (the caller then forbids in torch): :data:`IN_KERNEL`
-    off, a static buffer without a mask (its token count), a mask of other dimensions or not
-    of floats."""
+    head — and None where it cannot (the caller then forbids in torch): a static buffer
+    without a mask (its token count), a mask of other dimensions or not of floats."""
     if env.allowed is None:
         return (None,)
     am = env.attention_mask
-    if (
-        not IN_KERNEL
-        or am is None
-        or am.dim() != 4
-        or am.shape[-1] != env.K
-        or not am.dtype.is_floating_point
-    ):
+    if am is None or am.dim() != 4 or am.shape[-1] != env.K or not am.dtype.is_floating_point:
         return None
     if am.shape[1] != 1 and not per_head:
         return None

@@ -1,9 +1,11 @@
-"""Sparse lowerings of operators: each turns its inputs into an IndexSet (or block Scores).
+"""What operators' sparse lowerings are built from.
 
 A lowering is ``fn(ctx, name, inputs, params, prep) -> value`` where ``ctx`` is the
-:class:`Context` of one query chunk. Masks become :class:`~maskgraph.sparse.indexset.IndexSet`;
-Scores become :class:`BlockScores` computed by the estimator's ``sparse_scores`` from its
-prepare caches (``exact``, the oracle, reads the keys).
+:class:`SparseChunk` of one query chunk; each operator declares its own on itself
+(:class:`maskgraph.lowering.MaskLowering`, :class:`maskgraph.lowering.EstimatorLowering`).
+Masks become :class:`~maskgraph.sparse.indexset.IndexSet`; Scores become :class:`BlockScores`
+made by the estimator's declared scoring from its prepare caches (:func:`make_estimator`).
+This module names no operator.
 """
 
 from __future__ import annotations
@@ -15,17 +17,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..env import Env
-from ..ops.select import topk_lowest
+from ..env import SIZE_TOLERANCE, Env
+from ..lowering import EstimatedScores, EstimatorLowering, HistogramFn
 from . import indexset
 from .indexset import IndexSet
-from .topk import MAX_RUNS, bounded_layout
+from .topk import MAX_RUNS, bounded_layout, topk_lowest
 
 NEG_INF = float("-inf")
 
 
 @dataclass
-class Context:
+class SparseChunk:
     """One query chunk in sparse mode: the Env, the GQA option, the first query's position."""
 
     env: Env
@@ -49,9 +51,9 @@ class BlockScores:
     grouped: bool = False
     integer: bool = False  # every finite score is an integer (the estimator promises it)
     top: int | None = None  # with integer: every finite score lies in [0, top]
-    # with_histogram(exclude, seg, bins) -> (the kernel's scores, the bounded top-k's histograms
-    # (b·Hkv·Qc, K / seg, bins) int32), made in one kernel (``hist`` of select_topk_2d)
-    histogram: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+    # with_histogram(exclude, seg, bins): :attr:`maskgraph.lowering.EstimatedScores.histogram`
+    # (``hist`` of select_topk_2d)
+    histogram: HistogramFn | None = None
     # the kernel-made scores' bounds, (b, Hkv|Hq, Qc, P, 2) int32 ordered keys (lo, hi) per block of the
     # kernel that made them (``ranges`` of select_topk_2d: the top-k then skips its range pass)
     ranges: torch.Tensor | Callable[[], torch.Tensor] | None = None
@@ -88,7 +90,7 @@ class BlockScores:
         return env.Hkv if self.grouped else env.Hq
 
 
-def _bounded_k(ctx: Context, size):
+def bounded_k(ctx: SparseChunk, size):
     """(bound, size) of a size parameter, both capped at the keys: equal ints except for a share
     of a static buffer, where ``size`` is a 0-d tensor ≤ the int ``bound`` (see
     :meth:`maskgraph.env.Env.size_bound`). Shapes take the bound; membership the size."""
@@ -100,128 +102,52 @@ def _bounded_k(ctx: Context, size):
     return bound, bound
 
 
-# ----- fixed patterns: contiguous runs, read as slices -------------------------------------------
-def _query_pos(env: Env) -> torch.Tensor:
+def query_pos(env: Env) -> torch.Tensor:
+    """The chunk's query positions as (1, 1, Qc, 1)."""
     return env.q_pos.view(1, 1, -1, 1)
 
 
-def lower_full(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    env = ctx.env
-
-    def member(j):
-        return torch.ones_like(j, dtype=torch.bool)
-
-    return indexset.span_set(name, 0, env.K, member, env.K, env.keys.device, (0, env.K, 0))
-
-
-def lower_sink(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    env = ctx.env
-    bound, n = _bounded_k(ctx, params["size"])
-    run = None if isinstance(n, torch.Tensor) else (0, n, 0)
-    return indexset.span_set(name, 0, bound, lambda j: j < n, env.K, env.keys.device, run)
-
-
-def lower_local(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    """Query t keeps t−w < j ≤ t; the chunk's queries together read one run of w + Qc − 1
-    (of bound + Qc − 1 where w is a share of a static buffer's tokens)."""
-    env = ctx.env
-    bound, w = _bounded_k(ctx, params["size"])
-    t = _query_pos(env)
-    start = ctx.q_first - bound + 1
-    run = None
-    if not isinstance(ctx.q_first, torch.Tensor) and not isinstance(w, torch.Tensor):
-        run = (ctx.q_first - w + 1, ctx.q_first + 1, 1)  # query q keeps t − w < j ≤ t, t = q_first + q
-    return indexset.span_set(
-        name, start, bound + env.Q - 1, lambda j: (j <= t) & (j > t - w), env.K, env.keys.device, run
-    )
-
-
-def lower_causal(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    env = ctx.env
-    t = _query_pos(env)
-    # query q keeps 0 ≤ j ≤ q_first + q: one (lo, hi, slope) run only for one query (the
-    # slope would move lo too)
-    run = None
-    if not isinstance(ctx.q_first, torch.Tensor) and env.Q == 1:
-        run = (0, ctx.q_first + 1, 0)
-    return indexset.span_set(name, 0, env.K, lambda j: j <= t, env.K, env.keys.device, run)
+def size_budget(value, num_keys: int, cap: int | None = None) -> int:
+    """Entries per query a size parameter stands for at ``num_keys`` keys (a share counted with
+    :data:`~maskgraph.env.SIZE_TOLERANCE`), capped at ``cap`` (default ``num_keys``)."""
+    n = int(value * num_keys * SIZE_TOLERANCE) if isinstance(value, float) else int(value)
+    return min(n, num_keys if cap is None else cap)
 
 
 # ----- combinators ------------------------------------------------------------------------------
-def lower_union(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    return indexset.union(name, list(inputs["masks"]))
-
-
-def lower_intersection(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    return indexset.intersection(name, inputs["a"], inputs["b"])
-
-
-def lower_difference(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    return indexset.difference(name, inputs["a"], inputs["b"])
-
-
 # ----- estimators -------------------------------------------------------------------------------
-def exact_sparse_scores(env: Env, prep) -> tuple[torch.Tensor, int]:
-    """The oracle's block scores: the true logits (it reads every key; that is what it is)."""
-    return env.forbid(env.logits), 1
+def make_estimator(declared: EstimatorLowering):
+    """Lowering of an estimator from its declaration: under ``gqa="shared"`` (with an attention
+    mask the same for every head) its ``group_scores``, under ``gqa="per_head"`` its
+    ``head_scores``, where it has them and they can run; else its torch ``scores`` (whose
+    group max :func:`group_scores` then takes)."""
 
-
-#: Take the bounds an estimator's group kernel writes with its scores (``ranges``).
-RANGES_FROM_SCORES = True
-
-
-#: Per-query-head scores (``gqa="per_head"``) from the estimator's own kernel where it
-#: registers ``sparse_head_scores`` (False: its torch ``sparse_scores``, the A/B of run 84).
-HEAD_SCORES_BY_KERNEL = True
-
-
-def make_estimator(
-    sparse_scores, sparse_group_scores=None, integer: bool = False, top=None, sparse_head_scores=None
-):
-    """Lowering of an estimator from its ``sparse_scores(env, prep, **params)`` and, optionally,
-    ``sparse_group_scores`` (same arguments; the max over each KV group of the former, computed
-    without writing per-query-head scores, or None where it cannot run: then the group max is
-    taken by :func:`group_scores`), used under ``gqa="shared"`` when the attention mask is the
-    same for every head. ``integer``: the estimator's finite scores are integers (the Triton
-    top-k then bins them exactly); ``top``: None or a function of the parameters giving the
-    largest score, the finite scores then lying in [0, top] (with ``integer``).
-    ``sparse_group_scores`` may return a third item, ``with_histogram`` (see
-    :class:`BlockScores`), and then a function making the scores as its first, or None; and a
-    fourth, the scores' ``ranges`` (or a function making them), a fifth, whether its kernel
-    applied the attention mask (:mod:`maskgraph.sparse.keymask`; the histograms then honour
-    it), and a sixth, ``excluding`` (see :class:`BlockScores`). ``sparse_head_scores``: the same as
-    ``sparse_group_scores`` with one query head a group — ``sparse_scores``' values by the
-    estimator's kernel, with its histograms and ranges — used under ``gqa="per_head"``."""
-
-    def made_by_kernel(made: tuple, grouped: bool, bound: int | None) -> BlockScores:
-        histogram = made[2] if len(made) > 2 else None
-        ranges = made[3] if len(made) > 3 and RANGES_FROM_SCORES else None
-        masked = len(made) > 4 and bool(made[4])
-        excluding = made[5] if len(made) > 5 else None
+    def made_by_kernel(made: EstimatedScores, grouped: bool, bound: int | None) -> BlockScores:
         return BlockScores(
-            made[0], int(made[1]), grouped, integer, bound, histogram, ranges, True, masked, excluding
+            made.scores, int(made.block), grouped, declared.integer, bound, made.histogram, made.ranges,
+            True, made.masked, made.excluding,
         )  # fmt: skip
 
-    def lower(ctx: Context, name, inputs, params, prep) -> BlockScores:
+    def lower(ctx: SparseChunk, name, inputs, params, prep) -> BlockScores:
         env = ctx.env
-        bound = None if top is None else int(top(params))
+        bound = None if declared.top is None else int(declared.top(params))
         same_mask = env.allowed is None or env.allowed.shape[1] == 1
-        if sparse_group_scores is not None and ctx.gqa == "shared" and same_mask:
-            grouped = sparse_group_scores(env, prep, **params)
+        if declared.group_scores is not None and ctx.gqa == "shared" and same_mask:
+            grouped = declared.group_scores(env, prep, **params)
             if grouped is not None:
                 return made_by_kernel(grouped, True, bound)
-        if sparse_head_scores is not None and ctx.gqa == "per_head" and HEAD_SCORES_BY_KERNEL:
-            own = sparse_head_scores(env, prep, **params)
+        if declared.head_scores is not None and ctx.gqa == "per_head":
+            own = declared.head_scores(env, prep, **params)
             if own is not None:
                 return made_by_kernel(own, False, bound)
-        scores, block = sparse_scores(env, prep, **params)
-        return BlockScores(scores, int(block), integer=integer, top=bound)
+        made = declared.scores(env, prep, **params)
+        return BlockScores(made.scores, int(made.block), integer=declared.integer, top=bound)
 
     return lower
 
 
 # ----- selectors --------------------------------------------------------------------------------
-def token_scores(ctx: Context, scores: BlockScores) -> torch.Tensor:
+def token_scores(ctx: SparseChunk, scores: BlockScores) -> torch.Tensor:
     """(B, Hq|Hkv, Qc, K) float32 scores per key (blocks expanded), −inf where forbidden."""
     env = ctx.env
     s = scores.scores.float()
@@ -231,7 +157,7 @@ def token_scores(ctx: Context, scores: BlockScores) -> torch.Tensor:
     return s if scores.block == 1 and scores.masked else env.forbid(s)
 
 
-def exclude_prior(ctx: Context, s: torch.Tensor, prior: IndexSet | None) -> torch.Tensor:
+def exclude_prior(ctx: SparseChunk, s: torch.Tensor, prior: IndexSet | None) -> torch.Tensor:
     """``s`` (.., K) with −inf on keys the prior keeps."""
     if prior is None:
         return s
@@ -239,13 +165,10 @@ def exclude_prior(ctx: Context, s: torch.Tensor, prior: IndexSet | None) -> torc
     return s.masked_fill(indexset.expand_heads(prior.contains(pos), s.shape[1]), NEG_INF)
 
 
-#: Runs of a prior the Triton top-k drops itself (a prior of more is masked in a pass of its
-#: own; 0: always masked, the comparison of runs 62-63).
-KERNEL_RUNS = MAX_RUNS
-
-
-def kernel_exclusion(ctx: Context, prior: IndexSet | None, scores: BlockScores, block: int) -> list | None:
-    """The Triton top-k's ``exclude`` for a prior of at most KERNEL_RUNS known runs (sink,
+def kernel_exclusion(
+    ctx: SparseChunk, prior: IndexSet | None, scores: BlockScores, block: int
+) -> list | None:
+    """The Triton top-k's ``exclude`` for a prior of at most MAX_RUNS known runs (sink,
     window, causal, full and their unions) over scores of ``block`` keys each, where the top-k
     is Triton's, the estimator's own kernel made the scores (grouped or per head) and applied
     the attention mask, if any, key by key (:func:`_exact_with_mask`): the selection then drops
@@ -257,7 +180,7 @@ def kernel_exclusion(ctx: Context, prior: IndexSet | None, scores: BlockScores, 
     if prior is None or not ctx.triton_topk or not scores.by_kernel or not _exact_with_mask(env, scores):
         return None
     runs = prior.intervals
-    if runs is None or len(runs) > KERNEL_RUNS:
+    if runs is None or len(runs) > MAX_RUNS:
         return None
     return [env.Q, block, env.K, *(v for run in runs for v in run)]
 
@@ -273,23 +196,23 @@ def _exact_with_mask(env: Env, scores: BlockScores) -> bool:
 
 
 def prior_in_scores(
-    ctx: Context, prior: IndexSet | None, scores: BlockScores
+    ctx: SparseChunk, prior: IndexSet | None, scores: BlockScores
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(scores, ranges) made by the estimator's kernel with the prior's runs forbidden as well
     as the attention mask — for pages, −inf unless one key is both allowed and outside the
     runs, the exact rule :func:`_exact_with_mask` leaves to a torch pass otherwise — where
-    the kernel applied a mask and offers ``excluding``, and the prior is at most KERNEL_RUNS
+    the kernel applied a mask and offers ``excluding``, and the prior is at most MAX_RUNS
     runs. None otherwise (without a mask the top-k drops the prior page by page)."""
     env = ctx.env
     if scores.excluding is None or env.allowed is None or not scores.masked or prior is None:
         return None
     runs = prior.intervals
-    if runs is None or len(runs) > KERNEL_RUNS:
+    if runs is None or len(runs) > MAX_RUNS:
         return None
     return scores.excluding([env.Q, 1, env.K, *(v for run in runs for v in run)])
 
 
-def group_scores(ctx: Context, s: torch.Tensor, grouped: bool = False) -> torch.Tensor:
+def group_scores(ctx: SparseChunk, s: torch.Tensor, grouped: bool = False) -> torch.Tensor:
     """(B, Hq, Qc, N) -> (B, Hsel, Qc, N): the max over each KV group's query heads when shared
     (``grouped``: already done by the estimator)."""
     env = ctx.env
@@ -299,7 +222,7 @@ def group_scores(ctx: Context, s: torch.Tensor, grouped: bool = False) -> torch.
 
 
 def top_k(
-    ctx: Context,
+    ctx: SparseChunk,
     s: torch.Tensor,
     k,
     integer: bool = False,
@@ -323,13 +246,13 @@ def top_k(
 
 
 def score_ranges(
-    ctx: Context, scores: BlockScores, s: torch.Tensor, ranges: torch.Tensor | None = None
+    ctx: SparseChunk, scores: BlockScores, s: torch.Tensor, ranges: torch.Tensor | None = None
 ) -> torch.Tensor | None:
     """The estimator kernel's bounds of ``s`` (its scores, some set to −inf since: the
     bounds still hold every finite one) for the Triton top-k, where it made them and ``s``
     has their layout; None otherwise. ``ranges``: those of another launch of the kernel
     (``excluding``) instead of the scores' own."""
-    if not RANGES_FROM_SCORES or not ctx.triton_topk or not scores.by_kernel:
+    if not ctx.triton_topk or not scores.by_kernel:
         return None
     ranges = scores.bounds if ranges is None else ranges
     if ranges is None or tuple(s.shape) != tuple(ranges.shape[:3]) + (s.shape[-1],):
@@ -337,12 +260,8 @@ def score_ranges(
     return ranges
 
 
-#: Take the estimator's histograms where it offers them (:func:`fused_histogram`).
-FUSED_HISTOGRAM = True
-
-
 def fused_histogram(
-    ctx: Context, scores: BlockScores, prior: IndexSet | None, exclude: list | None
+    ctx: SparseChunk, scores: BlockScores, prior: IndexSet | None, exclude: list | None
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(scores, histograms) from the estimator's ``with_histogram`` where the Triton top-k takes
     its bounded path over per-key grouped scores and any attention mask is the kernel's to apply
@@ -350,7 +269,7 @@ def fused_histogram(
     (HashAttention B=1 128K 2 / 5 / 10 %: 40.7 / 48.9 / 63.4 -> 38.4 / 46.8 / 61.6 µs, H100,
     run 64). None otherwise."""
     env = ctx.env
-    if not FUSED_HISTOGRAM or scores.histogram is None or scores.block != 1 or not scores.integer:
+    if scores.histogram is None or scores.block != 1 or not scores.integer:
         return None
     if not ctx.triton_topk or scores.unmasked(env):
         return None
@@ -364,48 +283,20 @@ def fused_histogram(
     return scores.histogram(exclude, *layout)
 
 
-def lower_topk(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    env = ctx.env
-    prior: IndexSet | None = inputs.get("prior")
-    scored: BlockScores = inputs["scores"]
-    exclude = kernel_exclusion(ctx, prior, scored, 1)
-    fused = fused_histogram(ctx, scored, prior, exclude)
-    hist = None
-    if fused is not None:
-        s, hist = fused
-    else:
-        s = token_scores(ctx, scored)
-        if exclude is None:
-            s = exclude_prior(ctx, s, prior)
-        s = group_scores(ctx, s, scored.grouped)
-    k, size = _bounded_k(ctx, params["k"])
-    ranges = score_ranges(ctx, scored, s) if scored.block == 1 else None
-    # k = 0 keeps none
-    vals, idx = top_k(ctx, s, torch.sym_max(k, 1), scored.integer, size, scored.top, exclude, hist, ranges)
-    valid = vals > NEG_INF if k > 0 else torch.zeros_like(vals, dtype=torch.bool)
-    excludes = prior.leaves if prior is not None else frozenset()
-    bounded = None
-    if hist is not None and scored.grouped and not isinstance(size, torch.Tensor):
-        bounded = indexset.BoundedTopk(s, hist, k, exclude)
-    listed = selection_listed(prior, idx, vals, 1, bounded) if k > 0 else None
-    return indexset.selection_set(name, idx, valid, env.K, excludes, listed)
-
-
 def selection_listed(
-    prior: IndexSet | None, idx: torch.Tensor, vals: torch.Tensor, page: int, bounded=None
+    prior: IndexSet | None, idx: torch.Tensor, vals: torch.Tensor, page: int
 ) -> indexset.Listed | None:
-    """The top-k's (idx, vals) as a :class:`~maskgraph.sparse.indexset.Listed` (``bounded``: how
-    the fused kernel may make them itself), or None where its prior is not made of runs (the
-    kernel could not drop the prior's keys)."""
+    """The top-k's (idx, vals) as a :class:`~maskgraph.sparse.indexset.Listed`, or None where
+    its prior is not made of runs (the kernel could not drop the prior's keys)."""
     if prior is None:
-        return indexset.Listed(idx, vals, page, bounded=bounded)
+        return indexset.Listed(idx, vals, page)
     if prior.intervals is None:
         return None
-    return indexset.Listed(idx, vals, page, frozenset(p.source for p in prior.parts), bounded)
+    return indexset.Listed(idx, vals, page, frozenset(p.source for p in prior.parts))
 
 
 def page_eligible(
-    ctx: Context, prior: IndexSet | None, page_size: int, pages, masked: bool = False
+    ctx: SparseChunk, prior: IndexSet | None, page_size: int, pages, masked: bool = False
 ) -> torch.Tensor | None:
     """Bool (b, h, Qc, P): pages holding a key not in ``prior`` and allowed (None = all;
     ``masked``: the scores' kernel already forbade the pages the mask forbids)."""
@@ -425,7 +316,7 @@ def page_eligible(
 
 
 def page_eligible_by_offsets(
-    ctx: Context, prior: IndexSet | None, page_size: int, pages, allowed: torch.Tensor | None
+    ctx: SparseChunk, prior: IndexSet | None, page_size: int, pages, allowed: torch.Tensor | None
 ) -> torch.Tensor:
     """:func:`page_eligible` as an OR over the ``page_size`` offsets of a page, each a tensor of
     the pages' shape: under inductor a pointwise kernel instead of a reduction (Quest, B=1,
@@ -449,7 +340,7 @@ def page_eligible_by_offsets(
     return ok
 
 
-def page_scores(ctx: Context, scores: BlockScores, prior: IndexSet | None, page_size: int, pages):
+def page_scores(ctx: SparseChunk, scores: BlockScores, prior: IndexSet | None, page_size: int, pages):
     """(B, Hq|Hkv, Qc, P) float32: each page's max score over its eligible keys, −inf if none."""
     env = ctx.env
     heads = scores.heads(env)
@@ -463,71 +354,3 @@ def page_scores(ctx: Context, scores: BlockScores, prior: IndexSet | None, page_
     s = exclude_prior(ctx, token_scores(ctx, scores), prior)
     s = F.pad(s, (0, pages * page_size - env.K), value=NEG_INF)
     return s.view(env.B, heads, env.Q, pages, page_size).amax(-1)
-
-
-def lower_topk_pages(ctx: Context, name, inputs, params, prep) -> IndexSet:
-    """Quest's page-granular top-k: budget // page_size best pages, their eligible keys."""
-    env = ctx.env
-    # a constant under torch.compile (one compile per page size): the fused kernel takes it as
-    # a compile-time constant, and inductor lost a symbolic one that only reached the output
-    size = int(params["page_size"])
-    prior: IndexSet | None = inputs.get("prior")
-    pages = (env.K + size - 1) // size
-    scores: BlockScores = inputs["scores"]
-    kernel_ranges = None
-    excluded = prior_in_scores(ctx, prior, scores) if scores.block == size else None
-    if excluded is not None:  # under a mask: the estimator's kernel forbids the prior too
-        exclude = None
-        s, kernel_ranges = excluded
-        s = group_scores(ctx, s, scores.grouped)
-    else:
-        # pages the prior covers are dropped by the top-k itself where it can (page-sized scores)
-        exclude = kernel_exclusion(ctx, prior, scores, size) if scores.block == size else None
-        masked_by = prior if exclude is None else None
-        s = group_scores(ctx, page_scores(ctx, scores, masked_by, size, pages), scores.grouped)
-    _, budget = _bounded_k(ctx, params["k"])
-    # pages from the budget as given, not capped at K first: a budget past K keeps every page,
-    # the partial last one too (simulate's rule)
-    n = torch.sym_min(env.size_bound(params["k"])[0] // size, pages)
-    count = budget // size if isinstance(budget, torch.Tensor) else None
-    # a budget below one page keeps none
-    ranges = score_ranges(ctx, scores, s, kernel_ranges) if scores.block == size else None
-    vals, page_idx = top_k(ctx, s, torch.sym_max(n, 1), size=count, exclude=exclude, ranges=ranges)
-    kept = vals > NEG_INF
-    offsets = torch.arange(size, device=s.device)
-    tok = (page_idx.unsqueeze(-1) * size + offsets).flatten(-2)
-    valid = kept.unsqueeze(-1).expand(*vals.shape, size).flatten(-2) & (tok < env.K)
-    if n == 0:
-        valid = torch.zeros_like(valid)
-    tok = tok.clamp_max(env.K - 1)
-    listed = selection_listed(prior, page_idx, vals, size) if n > 0 else None
-    if prior is not None:
-        valid = valid & ~prior.contains(tok)
-    if env.allowed is not None and ctx.gqa != "shared":
-        allowed = env.allowed.expand(env.B, env.Hq, env.Q, env.K)
-        valid = valid & torch.gather(allowed, -1, tok)
-        listed = None
-    excludes = prior.leaves if prior is not None else frozenset()
-    return indexset.selection_set(name, tok, valid, env.K, excludes, listed)
-
-
-#: op name -> lowering, for operators whose masks are index sets.
-LOWERINGS = {
-    "full": lower_full,
-    "sink": lower_sink,
-    "local": lower_local,
-    "causal": lower_causal,
-    "union": lower_union,
-    "intersection": lower_intersection,
-    "difference": lower_difference,
-    "topk": lower_topk,
-    "topk_pages": lower_topk_pages,
-}
-
-#: op name -> why it cannot run sparse.
-UNSUPPORTED = {
-    "topp": (
-        "top-p keeps a data-dependent number of keys (up to all K), so it has no static budget "
-        "to gather; use mode='simulate', or top-k"
-    ),
-}

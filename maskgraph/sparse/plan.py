@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..env import SIZE_TOLERANCE
 from ..errors import NotSupportedError
 from ..ir import Graph
+from ..lowering import BudgetFn, EstimatorLowering, MaskLowering, NotSparse, no_budget
 from ..registry import get_op
 from ..types import GRAPH_INPUTS, PortType
 from ..validate import wired_inputs
@@ -17,7 +17,8 @@ from . import ops
 
 @dataclass(frozen=True)
 class Step:
-    """One node: its lowering, wired inputs (port -> node name or list) and parameters."""
+    """One node: its lowering, wired inputs (port -> node name or list) and parameters;
+    ``budget`` and ``scores_keys`` as its operator declares them (:class:`MaskLowering`)."""
 
     name: str
     op: str
@@ -25,6 +26,8 @@ class Step:
     inputs: dict[str, Any]
     params: dict[str, Any]
     has_prep: bool
+    budget: BudgetFn = no_budget
+    scores_keys: bool = False
 
 
 def _refuse(name: str, op: str, why: str) -> NotSupportedError:
@@ -32,10 +35,12 @@ def _refuse(name: str, op: str, why: str) -> NotSupportedError:
 
 
 def _lowering(name: str, spec) -> Callable[..., Any]:
-    if spec.name in ops.LOWERINGS:
-        return ops.LOWERINGS[spec.name]
-    if spec.name in ops.UNSUPPORTED:
-        raise _refuse(name, spec.name, ops.UNSUPPORTED[spec.name])
+    """The node's lowering from its operator's declaration, or the refusal naming the node."""
+    declared = spec.sparse
+    if isinstance(declared, MaskLowering):
+        return declared.lower
+    if isinstance(declared, NotSparse):
+        raise _refuse(name, spec.name, declared.reason)
     if spec.family == "sampler" or not spec.deterministic:
         raise _refuse(
             name,
@@ -44,28 +49,25 @@ def _lowering(name: str, spec) -> Callable[..., Any]:
             "not an index set; use mode='simulate'",
         )
     if spec.output == PortType.SCORES:
-        if spec.name == "exact":
-            return ops.make_estimator(ops.exact_sparse_scores)
-        fn = spec.extra.get("sparse_scores")
-        if fn is None:
+        if not isinstance(declared, EstimatorLowering):
             raise _refuse(
                 name,
                 spec.name,
-                "the estimator registers no sparse_scores (block scores from its caches), so "
-                "sparse mode cannot score keys without running it over all of them",
+                "the estimator declares no sparse scoring (sparse=EstimatorLowering(...): block "
+                "scores from its caches), so sparse mode cannot score keys without running it "
+                "over all of them",
             )
-        return ops.make_estimator(
-            fn,
-            spec.extra.get("sparse_group_scores"),
-            bool(spec.extra.get("integer_scores")),
-            spec.extra.get("integer_top"),
-            spec.extra.get("sparse_head_scores"),
-        )
+        return ops.make_estimator(declared)
     if spec.output == PortType.PARTIAL:
         raise _refuse(
             name, spec.name, "a Partial (attention over all kept keys) is only built in simulate mode"
         )
-    raise _refuse(name, spec.name, "no sparse lowering for this operator (its mask is not an index set)")
+    raise _refuse(
+        name,
+        spec.name,
+        "no sparse lowering for this operator (it declares no sparse=MaskLowering(...): its mask "
+        "is not an index set)",
+    )
 
 
 def build_plan(graph: Graph) -> list[Step]:
@@ -80,7 +82,12 @@ def build_plan(graph: Graph) -> list[Step]:
             for port, src in wired_inputs(graph, name).items()
             if isinstance(src, list) or src not in GRAPH_INPUTS
         }
-        steps.append(Step(name, spec.name, lower, inputs, graph.node_params(name), spec.prepare is not None))
+        declared = spec.sparse if isinstance(spec.sparse, MaskLowering) else MaskLowering(lower)
+        params = graph.node_params(name)
+        has_prep = spec.prepare is not None
+        steps.append(
+            Step(name, spec.name, lower, inputs, params, has_prep, declared.budget, declared.scores_keys)
+        )
     return steps
 
 
@@ -98,7 +105,9 @@ def structure(steps: list[Step], output: str) -> tuple:
     return wiring + (output,)
 
 
-def run_plan(steps: list[Step], output: str, ctx: ops.Context, prep: dict, params: tuple[dict, ...]) -> Any:
+def run_plan(
+    steps: list[Step], output: str, ctx: ops.SparseChunk, prep: dict, params: tuple[dict, ...]
+) -> Any:
     """Evaluate the steps for one query chunk with ``params[i]`` for step i; return the output
     node's IndexSet. Parameters come separately so that one compiled function serves every
     parameter setting of a graph (integer sizes stay symbolic)."""
@@ -114,33 +123,15 @@ def run_plan(steps: list[Step], output: str, ctx: ops.Context, prep: dict, param
 
 
 def budget_split(steps: list[Step], output: str, num_keys: int) -> tuple[int, int]:
-    """(read in place, gathered) entries per query of the output IndexSet at ``num_keys`` keys:
-    sink, window, full and causal runs are slices; top-k selections are gathered."""
-
-    def size(value, default_k: int) -> int:
-        n = int(value * num_keys * SIZE_TOLERANCE) if isinstance(value, float) else int(value)
-        return min(n, default_k)
-
+    """(read in place, gathered) entries per query of the output IndexSet at ``num_keys`` keys,
+    from each step's declared budget (runs are slices; selections are gathered)."""
     sizes: dict[str, tuple[int, int]] = {}
     for step in steps:
-        if step.op in ("sink", "local"):
-            sizes[step.name] = (size(step.params["size"], num_keys), 0)
-        elif step.op in ("full", "causal"):
-            sizes[step.name] = (num_keys, 0)
-        elif step.op == "topk":  # at least one entry: a zero budget selects one, kept by none
-            sizes[step.name] = (0, max(1, size(step.params["k"], num_keys)))
-        elif step.op == "topk_pages":
-            page = step.params["page_size"]
-            pages = -(-num_keys // page)
-            # the budget as given, not capped at K: a partial last page counts as a page
-            sizes[step.name] = (0, max(1, size(step.params["k"], pages * page) // page) * page)
-        elif step.op == "union":
-            parts = [sizes[s] for s in step.inputs["masks"]]
-            sizes[step.name] = (sum(p[0] for p in parts), sum(p[1] for p in parts))
-        elif step.op in ("intersection", "difference"):
-            sizes[step.name] = sizes[step.inputs["a"]]
-        else:
-            sizes[step.name] = (0, 0)
+        inputs = {
+            port: [sizes[s] for s in src] if isinstance(src, list) else sizes[src]
+            for port, src in step.inputs.items()
+        }
+        sizes[step.name] = step.budget(step.params, inputs, num_keys)
     return sizes[output]
 
 

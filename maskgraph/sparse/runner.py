@@ -13,11 +13,12 @@ import torch
 
 from ..env import Env
 from ..errors import NotSupportedError
-from ..static import counting, raise_recompile_limit
-from ..triton_util import jit_all, triton_installed
+from ..kernels import jit_all
+from ..static_keys import counting, raise_recompile_limit
+from ..triton_util import triton_installed
 from . import fused
 from .gather import attend_parts
-from .ops import Context
+from .ops import SparseChunk
 from .plan import Step, budget, budget_split, build_plan, run_plan, structure
 
 GQA_MODES = ("per_head", "shared")
@@ -61,7 +62,7 @@ def chosen_parts(
         q_first = limit + q_first
     q_pos = q_first + torch.arange(queries.shape[2], device=queries.device)
     env = Env(queries, keys, values, attention_mask, scaling, q_pos, layer_idx, limit)
-    chosen = run_plan(steps, output, Context(env, gqa, q_first, triton_topk), prep, params)
+    chosen = run_plan(steps, output, SparseChunk(env, gqa, q_first, triton_topk), prep, params)
     parts = chosen.parts
     if limit is not None:  # a run (the sink, a full or causal span) may reach into the padding
         parts = [p.with_valid(p.valid & (p.idx < limit)) for p in parts]
@@ -101,11 +102,6 @@ def sparse_chunk(
     return attend_parts(queries, keys, values, attention_mask, scaling, spans, gathered, sinks, limit)
 
 
-#: Hand the fused kernel sink/window runs and the top-k's own output where the selection
-#: allows (:func:`maskgraph.sparse.fused.kernel_selection`) instead of building int32 lists.
-RUNS_IN_KERNEL = True
-
-
 def sparse_lists(
     *args, layer_idx: int = 0, triton_topk: bool = False, limit: torch.Tensor | None = None
 ) -> tuple:
@@ -117,7 +113,7 @@ def sparse_lists(
     queries, keys = args[4], args[5]
     b, hq, qc, _ = queries.shape
     parts, env = chosen_parts(*args, **kwargs)
-    if RUNS_IN_KERNEL and limit is None:
+    if limit is None:
         sel = fused.kernel_selection(parts, env.Hkv, env.Hq)
         if sel is not None:
             return sel.fields()
@@ -194,7 +190,7 @@ class SparseRunner:
         self.steps = build_plan(compiled.graph)
         self.output = compiled.graph.output
         self.params = tuple(step.params for step in self.steps)
-        self.scores_keys = any(step.op in ("topk", "topk_pages") for step in self.steps)
+        self.scores_keys = any(step.scores_keys for step in self.steps)
         jit_all()  # kernels found by a lookup when torch.compile traces a call (no import)
         if compiled.backend == "inductor":
             self._chunk = compiled_chunk(self.steps, self.output, gqa)
@@ -232,7 +228,7 @@ class SparseRunner:
     def _device_counter(self, device: torch.device) -> torch.Tensor:
         """``compiled.empty_rows`` as a 0-d int64 tensor on ``device`` that the fused kernel
         adds to in place (moved there once; a CUDA graph replay then keeps counting); a fresh one
-        while torch.compile traces the call (see :func:`~maskgraph.static.counting`)."""
+        while torch.compile traces the call (see :func:`~maskgraph.static_keys.counting`)."""
         if not counting():
             return torch.zeros((), dtype=torch.int64, device=device)
         counter = self.compiled.empty_rows
@@ -242,7 +238,7 @@ class SparseRunner:
         return counter
 
     def __call__(self, queries, keys, values, attention_mask, scaling, prep, sinks, layer_idx=0, static=None):
-        """``static``: a :class:`~maskgraph.static.StaticKeys` when the keys are a static buffer
+        """``static``: a :class:`~maskgraph.static_keys.StaticKeys` when the keys are a static buffer
         (query positions are then tensors: nothing is read on the host)."""
         q, k = queries.shape[2], keys.shape[2]
         use_kernel = self.uses_kernel(queries)

@@ -4,11 +4,11 @@
 launches, more than the attention over the selected keys. A row of at most SMALL_MAX scores
 (Quest's pages of a short context) is selected by one program in registers, by one sort up
 to SORT_MAX scores (``select_sorted``), else radix digit by digit (``select_small``): one
-launch. For longer rows :mod:`.topk_kernel` finds the k-th largest score with one histogram
+launch. For longer rows :mod:`maskgraph.kernels.topk` finds the k-th largest score with one histogram
 over the row's own [min, max] range, writes every score above its bin directly, and resolves
 the scores inside that bin in one program per row: five launches (four for rows of few
 segments, whose write programs find the bin themselves), each reading the row at most once. The result is the same set as
-:func:`maskgraph.ops.select.topk_lowest` (the rule simulate mode uses): the k largest scores,
+:func:`topk_lowest` (the rule simulate mode uses): the k largest scores,
 and among scores equal to the k-th largest, the lowest indices. Registered as the custom
 operator ``maskgraph::select_topk`` so that ``torch.compile`` calls it as one opaque kernel.
 """
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from ..triton_util import jitted, pdl
+from ..kernels import TOPK, jitted
+from ..triton_util import pdl, triton_installed
 
 #: Histogram bins per row: bin 0 is −inf, 1..NB−1 split the row's finite range by value.
 #: 128 since the bin is chosen in a launch of its own (``select_choose``): B=1, 8 rows of 128K,
@@ -62,7 +63,7 @@ SMALL_MAX = 4096
 SORT_MAX = 512
 #: Runs of a prior the kernels drop themselves (``exclude``).
 MAX_RUNS = 2
-#: int64 fields per row of the selection's state (``topk_kernel.STATE``).
+#: int64 fields per row of the selection's state (``maskgraph.kernels.topk.STATE``).
 STATE_FIELDS = 5
 #: Output slots ``select_choose`` fills per step past a device count.
 FILL = 1024
@@ -84,7 +85,7 @@ def _kernels():
         "select_resolve",
         "select_resolve_tiers",
     )
-    return tuple(jitted("maskgraph.sparse.topk_kernel", name) for name in names)
+    return tuple(jitted(TOPK, name) for name in names)
 
 
 def segment(n: int) -> int:
@@ -126,7 +127,7 @@ def select_topk_2d(
     the kernel that made the scores (bin 1 + score, bin 0 for −inf and dropped scores): the
     histogram launch is then skipped. ``ranges``: (R, P, 2) int32, contiguous, per row P
     pairs of ordered keys (lo, hi) whose union holds every finite score of the row (written by
-    the kernel that made the scores: :func:`~maskgraph.sparse.topk_kernel.store_range`): the
+    the kernel that made the scores: :func:`~maskgraph.kernels.topk.store_range`): the
     range launch is then skipped (rows of more than SMALL_MAX scores, not bounded)."""
     scores = scores.contiguous()
     rows, n = scores.shape
@@ -288,7 +289,7 @@ def _select_small(
     # 17.2 µs with 4 / 8 / 16 warps, H100, run 77)
     warps = 4 if block <= 1024 else 8 if block <= 8192 else 16
     kernel = "select_sorted" if block <= SORT_MAX else "select_small"
-    jitted("maskgraph.sparse.topk_kernel", kernel)[(rows,)](
+    jitted(TOPK, kernel)[(rows,)](
         scores, values, indices, count, n, k, n, *ex,
         BLOCK=block, HAS_COUNT=has_count, NEX=nex, num_warps=warps, **pdl(scores.device, rows),
     )  # fmt: skip
@@ -311,8 +312,8 @@ def select_topk(
     hist: torch.Tensor | None = None,
     ranges: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k of float32 scores (…, N) along the last dimension by :mod:`.topk_kernel`:
-    (values, indices) of shape (…, k), the set of :func:`~maskgraph.ops.select.topk_lowest`.
+    """Top-k of float32 scores (…, N) along the last dimension by :mod:`maskgraph.kernels.topk`:
+    (values, indices) of shape (…, k), the set of :func:`topk_lowest`.
     ``integer``: every finite score is an integer (faster; wrong sets otherwise). ``count``:
     select min(count, k) read on the device, −inf in the other slots; ``top``: with
     ``integer``, every finite score is in [0, top]; ``exclude``: runs of keys to drop;
@@ -324,3 +325,83 @@ def select_topk(
         ranges = ranges.flatten(0, -3)
     values, indices = select_topk_2d(flat, k, integer, count, top, exclude, hist, ranges)
     return values.view(*lead, k), indices.view(*lead, k)
+
+
+# ----- the top-k rule in torch (simulate mode's, and sparse mode's without Triton) ----------------
+def topk_lowest(
+    scores: torch.Tensor,
+    k,
+    triton: bool | None = None,
+    integer: bool = False,
+    count: torch.Tensor | None = None,
+    top: int | None = None,
+    exclude: list[int] | None = None,
+    hist: torch.Tensor | None = None,
+    ranges: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest of float32 ``scores`` (…, N) along the last dimension, ties toward the
+    lowest index: (values, indices) of shape (…, k) in no promised order, and the same set on
+    every device and in every mode (``torch.topk`` alone may pick any of the scores tied with
+    the k-th largest).
+
+    ``triton`` None (default): on CUDA with Triton installed,
+    :func:`select_topk` (four launches, faster than the torch rule on
+    a GPU); False: always one ``torch.topk`` over int64 keys that
+    are all distinct (:func:`order_keys`: the score's bits in float order, then the lower
+    index); True: always the Triton selection (``integer``: every finite score is an integer,
+    which lets it skip its search). Both count −0.0 as +0.0 and NaN as −inf (never
+    preferred), and return the values so counted.
+
+    ``count``: a 0-d integer tensor (a share of a static buffer's tokens, known on the device
+    only; past k keeps all k): only the ``count`` entries the rule ranks first keep their
+    values, the others read −inf (the Triton selection takes the count itself; the torch rule cuts its k by one
+    sort, :func:`keep_count`). ``top`` (with ``integer``): every finite score lies in [0, top]
+    (the Triton selection then skips its range pass and its resolve step). ``exclude``: runs of
+    keys the Triton selection drops itself, ``hist``: its histograms made with the scores
+    (:func:`select_topk_2d`); only with it. ``ranges``: bounds of the
+    scores made with them, which spare the Triton selection its range pass (the same set
+    either way; the torch rule has no use for them)."""
+    if triton is None:
+        triton = scores.is_cuda and triton_installed()
+    if triton and k > 0:
+        return select_topk(scores, k, integer, count, top, exclude, hist, ranges)
+    if exclude or hist is not None:
+        raise ValueError(
+            "topk_lowest: exclude and hist are taken by the Triton selection only (triton=True, k > 0)"
+        )
+    s = canonical_scores(scores)
+    index = torch.arange(scores.shape[-1], device=scores.device)
+    idx = torch.topk(order_keys(s, index), k, dim=-1, sorted=False).indices
+    values = torch.gather(s, -1, idx)
+    return (values, idx) if count is None else (keep_count(values, idx, count), idx)
+
+
+def keep_count(values: torch.Tensor, idx: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Canonical ``values`` (…, k) at ``idx`` with −inf on all but the ``count`` (a 0-d
+    tensor; past k keeps all k) entries the top-k rule ranks first: one sort of their order
+    keys, the count-th as the threshold."""
+    keys = order_keys(values, idx)
+    ranked = torch.sort(keys, dim=-1, descending=True).values
+    at = (
+        (count.clamp(max=keys.shape[-1]) - 1)
+        .clamp(min=0)
+        .view(*([1] * keys.dim()))
+        .expand(*keys.shape[:-1], 1)
+    )
+    keep = (keys >= torch.gather(ranked, -1, at)) & (count > 0)
+    return values.masked_fill(~keep, float("-inf"))
+
+
+def canonical_scores(scores: torch.Tensor) -> torch.Tensor:
+    """float32 ``scores`` with −0.0 as +0.0 and NaN as −inf (how the top-k rule counts them)."""
+    s = scores.float()
+    return torch.where(s == 0, 0.0, torch.where(s != s, float("-inf"), s))
+
+
+def order_keys(scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Distinct int64 keys in the top-k rule's order, larger = taken first: the bits of the
+    canonical float32 ``scores`` in float order (high half), then 2**32 − 1 − ``index`` (low
+    half, so the lower index wins a tie). ``index`` broadcasts to ``scores``, values < 2**32."""
+    bits = scores.contiguous().view(torch.int32)
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+    return ordered * (1 << 32) + ((1 << 32) - 1 - index.to(torch.int64))

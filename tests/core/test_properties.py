@@ -235,7 +235,7 @@ def test_random_registry_graphs_validate_roundtrip_and_run(graph, shape, causal,
         warnings.simplefilter("ignore", mg.MaskgraphWarning)  # unused Scores nodes are allowed
         try:
             g = mg.load_graph(graph)
-        except mg.WiringError as exc:  # an operator's own wiring rule (OpSpec.extra["validate"])
+        except mg.WiringError as exc:  # an operator's own wiring rule (OpSpec.validate)
             assume(False)
             raise AssertionError("unreachable") from exc
         again = mg.load_graph(g.to_yaml())

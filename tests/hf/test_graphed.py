@@ -2,7 +2,7 @@
 
 The CPU has no CUDA graphs; these tests run the same step function eagerly (record=False),
 check the tokens against ``model.generate`` and that a step reads nothing on the host while
-"recording" (the protocol's recording check patched on), which is what recording requires.
+"recording" (the request tracker's recording check patched on), which is what recording requires.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hostreads import NoHostReads
 
 import maskgraph as mg
 from maskgraph.errors import NotSupportedError
-from maskgraph.hf import GraphedDecoder, protocol, tiny_model
+from maskgraph.hf import GraphedDecoder, requests, tiny_model
 
 NARROW = {"sink_size": 2, "window_size": 4}
 GRAPHS = {
@@ -80,7 +80,7 @@ def test_a_step_reads_nothing_on_the_host_while_recording(name, monkeypatch):
     with mg.inject(model, name, mode="sparse", overrides=GRAPHS[name]):
         decoder = GraphedDecoder(model, 40, record=False)
         decoder.generate(prompt(), 3)  # the first steps compile and build the caches
-        monkeypatch.setattr(protocol, "recording", lambda: True)
+        monkeypatch.setattr(requests, "recording", lambda: True)
         with NoHostReads():
             decoder.step()
 
@@ -90,7 +90,7 @@ def test_recording_refuses_a_graph_that_needs_the_token_count_on_the_host(monkey
     with mg.inject(model, "streaming_llm", overrides=NARROW):  # simulate mode: trims on the host
         decoder = GraphedDecoder(model, 40, record=False)
         decoder.generate(prompt(), 2)
-        monkeypatch.setattr(protocol, "recording", lambda: True)
+        monkeypatch.setattr(requests, "recording", lambda: True)
         with pytest.raises(NotSupportedError, match=r"layer 0: recording a CUDA graph.*mode='sparse'"):
             decoder.step()
 

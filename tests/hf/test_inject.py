@@ -484,8 +484,9 @@ def test_graph_layers_run_unpadded_decode_steps_without_a_mask(cache, mode, monk
     graph, narrow = "quest", {"sink_size": 2, "window_size": 3, "heavy_size": 4, "page_size": 2}
     kw = {} if cache == "dynamic" else {"cache_implementation": "static"}
     runs = {}
-    for noted in (True, False):
-        monkeypatch.setattr(inject_module, "UNMASKED_DECODE", noted)
+    noting = inject_module._is_decode_mask
+    for noted in (True, False):  # False: every step given its mask (the reference)
+        monkeypatch.setattr(inject_module, "_is_decode_mask", noting if noted else lambda mask: False)
         given.clear()
         recorder = Recorder()
         with mg.inject(model, graph, mode=mode, protocol="sparse", overrides=narrow, observer=recorder):
@@ -495,7 +496,7 @@ def test_graph_layers_run_unpadded_decode_steps_without_a_mask(cache, mode, monk
         assert all(mask is not None for _, q, _, mask in recorder.calls if q == 1)
     assert torch.equal(runs[True][0], runs[False][0])
     assert (runs[True][1] - runs[False][1]).abs().max().item() <= TOL
-    monkeypatch.setattr(inject_module, "UNMASKED_DECODE", True)
+    monkeypatch.setattr(inject_module, "_is_decode_mask", noting)
     padding = torch.ones_like(ids)
     padding[1, :3] = 0
     given.clear()

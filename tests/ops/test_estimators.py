@@ -136,7 +136,8 @@ def test_sparse_scores_expand_to_simulate_scores(op, hq, q, k, calib):
     queries, keys, values = qkv(hq=hq, q=q, k=k, seed=k)
     am = causal_mask(q, k)
     scores, env, prep = run_estimator(op, params, queries, keys, values, am=am)
-    sparse, block = mg.get_op(op).extra["sparse_scores"](env, prep, **params)
+    made = mg.get_op(op).sparse.scores(env, prep, **params)
+    sparse, block = made.scores, made.block
     nb = -(-k // block)
     assert sparse.shape == (1, hq, q, nb) and sparse.dtype == torch.float32
     tokens = sparse.repeat_interleave(block, -1)[..., :k]
@@ -155,11 +156,11 @@ def test_sparse_scores_do_not_read_keys(calib):
         params = op_params(op, calib)
         queries, keys, values = qkv(q=2, k=21)
         _, env, prep = run_estimator(op, params, queries, keys, values)
-        fn = mg.get_op(op).extra["sparse_scores"]
-        before, _ = fn(env, prep, **params)
+        fn = mg.get_op(op).sparse.scores
+        before = fn(env, prep, **params).scores
         env.keys = torch.full_like(keys, float("nan"))
         env.values = torch.full_like(values, float("nan"))
-        after, _ = fn(env, prep, **params)
+        after = fn(env, prep, **params).scores
         assert torch.equal(before, after), op
 
 

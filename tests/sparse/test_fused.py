@@ -69,14 +69,10 @@ def test_kernel_against_float64(case, dtype, merge_parts, monkeypatch):
 @pytest.mark.parametrize("mask_heads", [1, 4])
 @pytest.mark.parametrize("with_sinks", [False, True])
 @pytest.mark.parametrize("merge_parts", [1, 2])
-@pytest.mark.parametrize("shared_rows", [True, False], ids=["mask_row_once", "mask_row_per_head"])
-def test_kernel_mask_sinks_and_empty_rows(mask_heads, with_sinks, merge_parts, shared_rows, monkeypatch):
-    """A mask of one row for every head (read once a block, or once a head) or a row per head;
-    sink logits; rows with no key."""
+def test_kernel_mask_sinks_and_empty_rows(mask_heads, with_sinks, merge_parts, monkeypatch):
+    """A mask of one row for every head (read once a block) or a row per head; sink logits;
+    rows with no key."""
     monkeypatch.setattr(fused, "MERGE_PARTS", merge_parts)
-    monkeypatch.setattr(fused, "SHARED_MASK_ROWS", shared_rows)
-    if mask_heads == 4 and not shared_rows:
-        pytest.skip("a mask row per head is read once a head either way")
     gen = torch.Generator().manual_seed(7 + mask_heads + 10 * with_sinks)
     b, hq, hkv, nq, nk, n, d = 2, 4, 2, 3, 150, 90, 16
     q, k, v = (torch.randn(b, h, m, d, generator=gen) for h, m in ((hq, nq), (hkv, nk), (hkv, nk)))
@@ -181,9 +177,9 @@ def test_kernel_reads_runs_and_listed_entries(case, per_head, with_vals):
 @pytest.mark.parametrize("case", SELECTIONS[:3] + SELECTIONS[-1:], ids=lambda c: f"K{c[4]}runs{len(c[7])}")
 def test_kernel_reads_with_wide_offsets(case, monkeypatch):
     """64-bit key offsets (WIDE, chosen for caches whose slab passes 2**31 elements), and each
-    page's index and value loaded once a key (ENTRY_ROWS off): the same keys."""
+    page's index and value loaded once a key (as pages not a power of two are): the same keys."""
     monkeypatch.setattr(fused, "_wide", lambda keys, values: True)
-    monkeypatch.setattr(fused, "ENTRY_ROWS", False)
+    monkeypatch.setattr(fused.Selection, "entry_rows", property(lambda self: False))
     check_runs_and_listed(case, True, True)
 
 
@@ -299,50 +295,20 @@ def test_runner_kernel_matches_torch_path(name, gqa, topk, masked, monkeypatch):
         assert excludes == [[nq, 4, nk, 0, 3, 0, nk - nq - 4, nk - nq + 1, 1] if dropped else None]
 
 
-def _on_and_off(monkeypatch, module, flag: str, graph, q, k, v) -> tuple[list, list]:
-    """The outputs of ``graph`` (sparse, shared, Triton kernel) with ``module.flag`` True then
-    False, and the Selections the fused kernel was handed."""
-    outs, read = [], []
-    real = fused.fused_gather_attention
-    monkeypatch.setattr(fused, "fused_gather_attention", lambda *a: read.append(a[5]) or real(*a))
-    for on in (True, False):
-        monkeypatch.setattr(module, flag, on)
-        attn = mg.compile(graph, mode="sparse", gqa="shared", kernel="triton")
-        outs.append(attn(q, k, v, state=mg.State()))
-    return outs, read
-
-
-def test_runs_in_kernel_and_lists_agree(monkeypatch):
-    """Quest through runs and the top-k's pages, and through int32 lists (RUNS_IN_KERNEL off):
+def test_runs_in_kernel_agree_with_the_torch_path(monkeypatch):
+    """Quest through runs and the top-k's pages on the fused kernel, against the torch path:
     equal outputs, three queries with the window sliding over the sink, K = 11 (a short page)."""
-    from maskgraph.sparse import runner
-
     gen = torch.Generator().manual_seed(21)
     q, k, v = (torch.randn(1, h, m, 16, generator=gen) for h, m in ((4, 3), (2, 11), (2, 11)))
     graph = mg.load_graph("quest", overrides=GRAPHS["quest"])
-    outs, read = _on_and_off(monkeypatch, runner, "RUNS_IN_KERNEL", graph, q, k, v)
-    assert [len(sel.runs) for sel in read] == [2, 0]
-    assert rel(outs[0], outs[1]) < 1e-6
-
-
-@pytest.mark.parametrize("name", ["oracle_topk", "hashattention"])
-def test_key_selections_in_kernel_and_lists_agree(name, tmp_path, monkeypatch):
-    """KEY_SELECTIONS_IN_KERNEL on: a key selection (page 1) reaches the kernel as the top-k
-    wrote it, after the sink and window runs (the kernel drops their keys from it), instead of
-    int32 lists; the same output (three queries, the window sliding over the sink)."""
-    from maskgraph.ops.zoo import hashattention as ha
-
-    gen = torch.Generator().manual_seed(5)
-    q, k, v = (torch.randn(1, h, m, 16, generator=gen) for h, m in ((4, 3), (2, 40), (2, 40)))
-    overrides = dict(GRAPHS["oracle_topk"])
-    if name == "hashattention":
-        path = tmp_path / "hat.safetensors"
-        ha.save_hash_weights(path, ha.random_hash_weights(1, 4, 2, 16, 32, 8, seed=1))
-        overrides["hat_weights"] = str(path)
-    graph = mg.load_graph(name, overrides=overrides)
-    outs, read = _on_and_off(monkeypatch, fused, "KEY_SELECTIONS_IN_KERNEL", graph, q, k, v)
-    assert [len(sel.runs) for sel in read] == [2, 0]
-    assert read[0].page == 1 and read[0].vals is not None and read[0].idx.dtype == torch.int64
+    read = []
+    real = fused.fused_gather_attention
+    monkeypatch.setattr(fused, "fused_gather_attention", lambda *a: read.append(a[5]) or real(*a))
+    outs = [
+        mg.compile(graph, mode="sparse", gqa="shared", kernel=kernel)(q, k, v, state=mg.State())
+        for kernel in ("triton", "torch")
+    ]
+    assert [len(sel.runs) for sel in read] == [2]
     assert rel(outs[0], outs[1]) < 1e-6
 
 

@@ -4,6 +4,7 @@ interpreter) equal the max over each KV group of the per-query-head scores."""
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 
 import pytest
 import torch
@@ -71,8 +72,9 @@ def test_group_scores_are_the_group_max(op, dtype, shape, tmp_path):
     b, hq, hkv, q, k = shape
     spec, params, prep, env = estimator_case(op, dtype, shape, tmp_path, sum(shape))
     queries = env.queries
-    per_head, _ = spec.extra["sparse_scores"](env, prep, **params)
-    grouped, block, *_ = spec.extra["sparse_group_scores"](env, prep, **params)
+    per_head = spec.sparse.scores(env, prep, **params).scores
+    made = spec.sparse.group_scores(env, prep, **params)
+    grouped, block = made.scores, made.block
     if callable(grouped):  # HashAttention's, made where used (it offers histograms)
         grouped = grouped()
     n = per_head.shape[-1]  # K, or pages for quest
@@ -102,7 +104,7 @@ def test_group_scores_are_the_group_max(op, dtype, shape, tmp_path):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
 @pytest.mark.parametrize("block", [16, 64])
 def test_quest_tensor_core_form_is_the_float64_bound(shape, dtype, block, monkeypatch):
-    """QUEST_DOT: relu(q)·hi + min(q, 0)·lo as two products over GP ≥ 16 padded heads (G = 2,
+    """The tensor-core form: relu(q)·hi + min(q, 0)·lo as two products over GP ≥ 16 padded heads (G = 2,
     3 and 20) equals the float64 bound max(q·hi, q·lo) summed, page counts not a multiple of the
     block, and equals the elementwise kernel to float32 rounding."""
     b, hq, hkv, q, k = shape
@@ -113,10 +115,9 @@ def test_quest_tensor_core_form_is_the_float64_bound(shape, dtype, block, monkey
     lo, hi = prep["lo"], prep["hi"]
     monkeypatch.setattr(quest, "QUEST_BLOCK", block)
     monkeypatch.setattr(quest, "QUEST_DOT_BLOCK", block)
-    monkeypatch.setattr(quest, "QUEST_DOT", False)
-    plain, plain_ranges = quest._quest_group_scores(queries, lo, hi, 0.25, hkv)
-    monkeypatch.setattr(quest, "QUEST_DOT", True)
     dot, dot_ranges = quest._quest_group_scores(queries, lo, hi, 0.25, hkv)
+    monkeypatch.setattr(quest, "_quest_dot", lambda *args: False)  # the elementwise form
+    plain, plain_ranges = quest._quest_group_scores(queries, lo, hi, 0.25, hkv)
     g = hq // hkv
     qd = queries.double().view(b, hkv, g, q, 1, D)
     u = torch.maximum(qd * hi.double().view(b, hkv, 1, 1, -1, D), qd * lo.double().view(b, hkv, 1, 1, -1, D))
@@ -143,11 +144,12 @@ def test_shared_sparse_mode_uses_the_group_scores(op, tmp_path, monkeypatch):
     graph, qs, ks, vs, _ = sparse_case(op, tmp_path, b=2, k=300, seed=5)
     spec = mg.get_op(op)
     calls = []
-    real = spec.extra["sparse_group_scores"]
-    monkeypatch.setitem(spec.extra, "sparse_group_scores", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    real = spec.sparse.group_scores
+    spied = replace(spec.sparse, group_scores=lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.setattr(spec, "sparse", spied)
     grouped = mg.compile(graph, mode="sparse", gqa="shared")(qs, ks, vs, state=mg.State())
     assert calls  # the lowering took the grouped scores
-    monkeypatch.setitem(spec.extra, "sparse_group_scores", None)
+    monkeypatch.setattr(spec, "sparse", replace(spec.sparse, group_scores=None))
     plain = mg.compile(graph, mode="sparse", gqa="shared")(qs, ks, vs, state=mg.State())
     assert ((grouped - plain).norm() / plain.norm()).item() < 1e-5
 
@@ -162,9 +164,8 @@ def test_the_top_k_drops_the_prior_on_the_kernel_path(op, q, small_max, padded, 
     itself, pages of Quest where they lie wholly in them — except Quest's under a mask, where
     its score kernel drops them key by key (a page counts if one of its keys is allowed and
     outside them: test_quest_skips_pages_whose_allowed_keys_the_prior_holds); the output is the
-    torch path's, which masks the scores (the mask too: ``keymask.IN_KERNEL`` off; K = 301:
-    pages of 4 and segments of 1024 keys end short)."""
-    from maskgraph.sparse import keymask
+    torch path's (K = 301: pages of 4 and segments of
+    1024 keys end short)."""
     from maskgraph.sparse import topk as triton_topk
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", small_max)
@@ -180,10 +181,10 @@ def test_the_top_k_drops_the_prior_on_the_kernel_path(op, q, small_max, padded, 
         am = torch.triu(torch.full((q, 301), float("-inf")), 301 - q + 1).expand(2, 1, q, 301).clone()
         am[1, ..., :37] = float("-inf")
     run = {"attention_mask": am, "state": mg.State()}
-    monkeypatch.setattr(keymask, "IN_KERNEL", False)  # the reference masks in torch
     masked = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")(qs, ks, vs, **run)
-    assert not seen
-    monkeypatch.setattr(keymask, "IN_KERNEL", True)
+    # the torch top-k drops nothing itself; under a mask Quest's score kernel drops the runs
+    assert bool(seen) == (padded and op == "quest")
+    seen.clear()
     run["state"] = mg.State()
     out = mg.compile(graph, mode="sparse", gqa="shared", kernel="triton")(qs, ks, vs, **run)
     block = 4 if op == "quest" else 1  # sink 4, window 8: t − 8 < j ≤ t for t = 301 − q + i
@@ -245,20 +246,17 @@ def test_hash_histograms_count_the_scores(shape, bits, runs, masked):
 
 
 @pytest.mark.parametrize("q", [1, 3])
-@pytest.mark.parametrize("masked", ["none", "kernel", "torch"])
+@pytest.mark.parametrize("masked", ["none", "kernel"])
 def test_hash_top_k_takes_the_kernels_histograms(q, masked, tmp_path, monkeypatch):
     """HashAttention over segments, grouped, on the kernel path: its score kernel writes the
     bounded top-k's histograms (the prior dropped there too) and the top-k launches no
     histogram pass of its own; the output is the torch path's. With an attention mask the
-    kernel applies it (−inf, bin 0) and the same holds; with the mask left to torch
-    (``keymask.IN_KERNEL`` off) neither happens."""
-    from maskgraph.sparse import keymask
+    kernel applies it (−inf, bin 0) and the same holds."""
     from maskgraph.sparse import topk as triton_topk
     from maskgraph.sparse.topk import bounded_bins
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
     monkeypatch.setattr(triton_topk, "SEG_MIN", 64)  # K = 301: five segments, the last short
-    monkeypatch.setattr(keymask, "IN_KERNEL", masked != "torch")
     launched = record_topk_launches(monkeypatch)
     made = []  # (keys per program, bins, mask applied) of each score kernel launched
     real = ha._launch_group_scores
@@ -281,104 +279,10 @@ def test_hash_top_k_takes_the_kernels_histograms(q, masked, tmp_path, monkeypatc
     made.clear()
     fast = mg.compile(graph, mode="sparse", gqa="shared", kernel="triton")
     out = fast(qs, ks, vs, attention_mask=am, state=mg.State())
-    expected = ["select_hist"] if masked == "torch" else []
-    assert [n for n in launched if n == "select_hist"] == expected and "select_write" in launched
-    # one score kernel, eager as compiled: the plain one only where the histograms are not taken
-    if masked == "torch":
-        assert made == [(ha.HASH_BLOCK, 0, False)]
-    else:
-        assert made == [(64, bounded_bins(64), masked == "kernel")]  # hat_bits 64
+    assert "select_hist" not in launched and "select_write" in launched
+    # one score kernel, eager as compiled, writing the histograms
+    assert made == [(64, bounded_bins(64), masked == "kernel")]  # hat_bits 64
     assert ((out - want).norm() / want.norm()).item() < 1e-5
-
-
-# (B, Hq, Hkv, Q, K, heavy): G = 2, 3 and 1; Q > 1; K not a multiple of the 64-key segments;
-# a heavy size above the keys the prior leaves (the selection runs out of finite scores)
-SELECT_SHAPES = [(2, 4, 2, 1, 301, 20), (1, 6, 2, 3, 200, 37), (1, 2, 2, 2, 45, 40)]
-
-
-@pytest.mark.slow  # 24 inductor compiles of one kernel; the padded cases below run by default
-@pytest.mark.parametrize("shape", SELECT_SHAPES, ids=lambda s: "B{}Hq{}Hkv{}Q{}K{}k{}".format(*s))
-@pytest.mark.parametrize("apart", [False, True], ids=["choose-inside", "choose-apart"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-@pytest.mark.parametrize("parts", [1, 2])
-def test_hash_selects_inside_the_attention_kernel(shape, apart, dtype, parts, tmp_path, monkeypatch):
-    """HashAttention's bounded top-k made by ``select_attend`` as it attends (one program per
-    segment of scores, others for the sink and window runs): no ``select_write`` or
-    ``gather_decode`` launch under inductor, and the output is the torch path's in float64 (a
-    KV group's heads share one selection, which simulate mode has no form of; the signatures
-    are float32 sign bits either way). ``apart``: ``select_choose`` finds each row's
-    bin first, as for rows of many segments."""
-    select_in_attention_case(shape, apart, dtype, parts, False, tmp_path, monkeypatch)
-
-
-@pytest.mark.parametrize(
-    "shape, dtype", [((2, 4, 2, 1, 301, 20), torch.float32), ((2, 6, 2, 3, 200, 37), torch.bfloat16)]
-)
-def test_hash_selects_inside_the_attention_kernel_with_a_padding_mask(shape, dtype, tmp_path, monkeypatch):
-    """As above for a padded batch (row 1 begins with padding, causal over the queries): the
-    score kernel applies the mask, so that ``select_attend`` still makes the selection."""
-    select_in_attention_case(shape, True, dtype, 2, True, tmp_path, monkeypatch)
-
-
-def select_in_attention_case(shape, apart, dtype, parts, padded, tmp_path, monkeypatch) -> None:
-    """Run :func:`test_hash_selects_inside_the_attention_kernel`'s check (``padded``: with a
-    padding mask)."""
-    from maskgraph.sparse import fused
-    from maskgraph.sparse import topk as triton_topk
-
-    b, hq, hkv, q, k, heavy = shape
-    monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
-    monkeypatch.setattr(triton_topk, "SEG_MIN", 64)
-    monkeypatch.setattr(triton_topk, "CHOOSE_IN_WRITE_SEGMENTS", 0 if apart else 64)
-    monkeypatch.setattr(fused, "SELECT_PARTS", parts)
-    monkeypatch.setattr(fused, "SELECT_IN_ATTENTION", True)
-    launched = record_topk_launches(monkeypatch)
-    real = fused.jitted
-    monkeypatch.setattr(fused, "jitted", lambda module, name: launched.append(name) or real(module, name))
-    gen = torch.Generator().manual_seed(sum(shape))
-    qs, ks, vs = (torch.randn(b, h, n, D, generator=gen) for h, n in ((hq, q), (hkv, k), (hkv, k)))
-    path = files(tmp_path, hq, hkv)["hashattention"]
-    overrides = {"sink_size": 4, "window_size": 8, "heavy_size": heavy, **graph_files("hashattention", path)}
-    graph = mg.load_graph("hashattention", overrides=overrides)
-    qs, ks, vs = (t.to(dtype) for t in (qs, ks, vs))  # the reference takes the rounded inputs
-    am = None
-    if padded:
-        am = torch.triu(torch.full((q, k), float("-inf")), k - q + 1).expand(b, 1, q, k).clone()
-        am[1, ..., : k // 3] = float("-inf")
-    plain = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")
-    want = plain(qs.double(), ks.double(), vs.double(), attention_mask=am, state=mg.State())
-    fast = mg.compile(graph, backend="inductor", mode="sparse", gqa="shared", kernel="triton")
-    out = fast(qs, ks, vs, attention_mask=am, state=mg.State())
-    assert "select_attend" in launched and "gather_decode" not in launched
-    assert "select_write" not in launched and ("select_choose" in launched) == apart
-    err = ((out.double() - want).norm() / want.norm()).item()
-    assert err < (1e-5 if dtype == torch.float32 else 1e-2)
-
-
-def test_select_in_attention_can_be_turned_off(tmp_path, monkeypatch):
-    """SELECT_IN_ATTENTION on, then off (the default: slower at B=1, run 81): off, the top-k
-    writes its selection, lists are built and ``gather_decode`` reads them; the same output.
-    Eager code, which has made the selection already, reads it from lists either way."""
-    from maskgraph.sparse import fused
-    from maskgraph.sparse import topk as triton_topk
-
-    monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
-    monkeypatch.setattr(triton_topk, "SEG_MIN", 64)
-    graph, qs, ks, vs, _ = sparse_case("hashattention", tmp_path, b=1, k=301, seed=23, q=2)
-    outs, read = [], []
-    real = fused.fused_gather_attention
-    monkeypatch.setattr(fused, "fused_gather_attention", lambda *a: read.append(a[5]) or real(*a))
-    for on in (True, False):
-        monkeypatch.setattr(fused, "SELECT_IN_ATTENTION", on)
-        attn = mg.compile(graph, backend="inductor", mode="sparse", gqa="shared", kernel="triton")
-        outs.append(attn(qs, ks, vs, state=mg.State()))
-    assert read[0].bounded is not None and len(read[0].runs) == 2 and read[0].idx is None
-    assert read[1].bounded is None and read[1].runs == () and read[1].idx.dtype == torch.int32
-    assert ((outs[0] - outs[1]).norm() / outs[1].norm()).item() < 1e-6
-    monkeypatch.setattr(fused, "SELECT_IN_ATTENTION", True)
-    eager = mg.compile(graph, mode="sparse", gqa="shared", kernel="triton")
-    assert ((eager(qs, ks, vs, state=mg.State()) - outs[1]).norm() / outs[1].norm()).item() < 1e-6
-    assert read[2].bounded is None and read[2].idx.dtype == torch.int32
 
 
 @pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])
@@ -386,9 +290,7 @@ def test_select_in_attention_can_be_turned_off(tmp_path, monkeypatch):
 def test_group_scores_compile_with_inductor(op, padded, tmp_path, monkeypatch):
     """The grouped kernels are custom operators: fullgraph torch.compile calls them (run 14 on the
     H100 failed before the Triton check became a module constant), with a padding mask too
-    (passed to them), equal to the torch path with the mask applied in torch."""
-    from maskgraph.sparse import keymask
-
+    (passed to them), equal to the torch path."""
     graph, qs, ks, vs, _ = sparse_case(op, tmp_path, b=2, k=300, seed=9)
     am = None
     if padded:
@@ -396,7 +298,6 @@ def test_group_scores_compile_with_inductor(op, padded, tmp_path, monkeypatch):
         am[1, ..., :70] = float("-inf")
     fast = mg.compile(graph, backend="inductor", mode="sparse", gqa="shared", kernel="triton")
     a = fast(qs, ks, vs, attention_mask=am, state=mg.State())
-    monkeypatch.setattr(keymask, "IN_KERNEL", False)
     plain = mg.compile(graph, mode="sparse", gqa="shared", kernel="torch")
     want = plain(qs, ks, vs, attention_mask=am, state=mg.State())
     assert ((a - want).norm() / want.norm()).item() < 1e-5
@@ -413,7 +314,7 @@ def test_without_triton_the_lowering_takes_the_group_max(op, tmp_path, monkeypat
     spec = mg.get_op(op)
     params = estimator(op, path)
     prep = {"labels": ks, "key_words": ks, "lo": ks, "hi": ks}
-    assert spec.extra["sparse_group_scores"](None, prep, **params) is None
+    assert spec.sparse.group_scores(None, prep, **params) is None
     without = mg.compile(graph, mode="sparse", gqa="shared")(qs, ks, vs, state=mg.State())
     assert ((with_kernel - without).norm() / without.norm()).item() < 1e-5
 
@@ -453,7 +354,8 @@ def test_double_sparsity_kernel_is_the_float64_score(shape, dtype, bits, tmp_pat
     params = {"channels": files(tmp_path, hq, hkv)["double_sparsity"], "group_factor": 2, "label_bits": bits}
     prep = mg.get_op("double_sparsity").prepare(keys, keys, params, {}, 0)
     env = Env(queries, keys, keys, None, D**-0.5, torch.arange(k - q, k), 0)
-    grouped, _, _, ranges, _ = ds.double_sparsity_group_scores(env, prep, **params)
+    made = ds.double_sparsity_group_scores(env, prep, **params)
+    grouped, ranges = made.scores, made.ranges
     words, per = prep["labels"], ds.codes_per_word(bits)
     r = prep["idx"].shape[-1]
     codes = torch.stack([(words[..., c // per] >> ((c % per) * bits)) & (2**bits - 1) for c in range(r)], -1)
@@ -490,8 +392,8 @@ def test_double_sparsity_group_scores_for_other_packings(bits, group_factor, tmp
     spec = mg.get_op("double_sparsity")
     prep = spec.prepare(keys, keys, params, {}, 0)
     env = Env(queries, keys, keys, None, D**-0.5, torch.arange(k - q, k), 0)
-    per_head, _ = spec.extra["sparse_scores"](env, prep, **params)
-    grouped = spec.extra["sparse_group_scores"](env, prep, **params)[0]
+    per_head = spec.sparse.scores(env, prep, **params).scores
+    grouped = spec.sparse.group_scores(env, prep, **params).made
     want = per_head.view(b, hkv, hq // hkv, q, k).amax(2)
     torch.testing.assert_close(grouped, want, rtol=1e-5, atol=1e-5)
 
@@ -531,10 +433,16 @@ def test_head_scores_are_each_heads_own(op, dtype, shape, tmp_path):
     b, hq, hkv, q, k = shape
     spec, params, prep, env = estimator_case(op, dtype, shape, tmp_path, sum(shape) + 7)
     queries = env.queries
-    made = spec.extra["sparse_head_scores"](env, prep, **params)
-    own = made[0]() if callable(made[0]) else made[0]
-    torch_scores, block = spec.extra["sparse_scores"](env, prep, **params)
-    assert made[1] == block and own.shape == torch_scores.shape == (b, hq, q, torch_scores.shape[-1])
+    made = spec.sparse.head_scores(env, prep, **params)
+    own = made.made
+    torch_made = spec.sparse.scores(env, prep, **params)
+    torch_scores = torch_made.scores
+    assert made.block == torch_made.block and own.shape == torch_scores.shape == (
+        b,
+        hq,
+        q,
+        torch_scores.shape[-1],
+    )
     assert torch.equal(own == float("-inf"), torch_scores == float("-inf"))
     exact = head_scores_float64(op, env, prep, params)
     finite = own > float("-inf")
@@ -543,7 +451,7 @@ def test_head_scores_are_each_heads_own(op, dtype, shape, tmp_path):
     else:
         torch.testing.assert_close(own[finite].double(), exact[finite], rtol=1e-5, atol=1e-5)
     if op != "hashattention":  # the kernel's bounds hold every finite score of its block
-        ranges = made[3]() if callable(made[3]) else made[3]
+        ranges = made.ranges() if callable(made.ranges) else made.ranges
         if op == "quest":  # 16-bit and G > 1: the tensor-core form, each head of a group
             kernel_block = quest._quest_block(quest._quest_dot(queries, prep["lo"], prep["hi"]))
         else:
@@ -561,9 +469,7 @@ def test_quest_skips_pages_whose_allowed_keys_the_prior_holds(gqa, kernel, tmp_p
     292 forbidden and 293–295 in the window. A mask applied per page by the score kernel and a
     prior dropped per page by the top-k would each keep it, wasting a page of the budget (whose
     keys are then all invalid); Quest's kernel checks both per key. The
-    output is simulate's (per head) and the torch-masked path's (shared)."""
-    from maskgraph.sparse import keymask
-
+    output is simulate's (per head) and the torch path's (shared)."""
     graph, qs, ks, vs, _ = sparse_case("quest", tmp_path, b=1, k=301, seed=23)
     # the page every head ranks first: its bound comes from the forbidden key 292 (keys 293-295
     # keep ordinary logits, so that the other pages' share of the output shows)
@@ -575,7 +481,6 @@ def test_quest_skips_pages_whose_allowed_keys_the_prior_holds(gqa, kernel, tmp_p
     if gqa == "per_head":
         want = mg.compile(graph)(qs, ks, vs, state=mg.State(), **run)
     else:
-        monkeypatch.setattr(keymask, "IN_KERNEL", False)
         want = mg.compile(graph, mode="sparse", gqa=gqa, kernel="torch")(qs, ks, vs, state=mg.State(), **run)
     assert ((got - want).norm() / want.norm()).item() < 1e-5
 
@@ -596,8 +501,8 @@ def test_quest_kernel_forbids_pages_of_the_prior_under_a_mask(per_head, dtype, s
     am = am.to(dtype)
     env = Env(env.queries, env.keys, env.values, am, D**-0.5, env.q_pos, 0)
     runs = [(0, 5, 0), (k - q - 9, k - q + 1, 1)]  # sink 5, window 10 ending at query i's key
-    made = spec.extra["sparse_head_scores" if per_head else "sparse_group_scores"](env, prep, **params)
-    got, ranges = made[5]([q, 1, k, *(v for run in runs for v in run)])
+    made = (spec.sparse.head_scores if per_head else spec.sparse.group_scores)(env, prep, **params)
+    got, ranges = made.excluding([q, 1, k, *(v for run in runs for v in run)])
     exact = head_scores_float64("quest", env, prep, params)
     pages = exact.shape[-1]
     drop = dropped_by_runs(q, k, q, 1, k, runs).view(1, 1, q, k)
@@ -675,10 +580,10 @@ def test_estimator_kernels_apply_the_attention_mask(op, form, dtype, shape, tmp_
     env = Env(env.queries, env.keys, env.values, am, D**-0.5, env.q_pos, 0)
     assert (kernel_mask(env) is None) == (form == "per_head")
     for per_head in (True,) if form == "per_head" else (False, True):
-        made = spec.extra["sparse_head_scores" if per_head else "sparse_group_scores"](env, prep, **params)
-        got = made[0]() if callable(made[0]) else made[0]
+        made = (spec.sparse.head_scores if per_head else spec.sparse.group_scores)(env, prep, **params)
+        got = made.made
         want = masked_reference(op, env, prep, params, per_head)
-        assert made[4] is True  # the kernel applied it
+        assert made.masked is True  # the kernel applied it
         assert torch.equal(got == float("-inf"), want == float("-inf"))
         finite = want > float("-inf")
         assert finite.any() and not finite.all()  # the case forbids some, keeps some
@@ -705,10 +610,8 @@ def test_estimator_kernels_apply_the_attention_mask(op, form, dtype, shape, tmp_
 def test_per_head_sparse_mode_uses_the_head_scores(op, q, padded, tmp_path, monkeypatch):
     """``gqa="per_head"`` scores each query head by the estimator's kernel (which applies the
     padding mask itself, so that the sink and window are dropped in a kernel in both cases: by
-    the Triton top-k, or under a mask by Quest's score kernel) and equals simulate mode, and
-    the same graph with the torch scores (HEAD_SCORES_BY_KERNEL off); K = 301: pages of 4
-    and key blocks end short."""
-    from maskgraph.sparse import ops as sparse_ops
+    the Triton top-k, or under a mask by Quest's score kernel) and equals simulate mode
+    (K = 150: pages of 4 and key blocks end short)."""
     from maskgraph.sparse import topk as triton_topk
 
     graph, qs, ks, vs, _ = sparse_case(op, tmp_path, b=2, k=150, seed=17, q=q)
@@ -719,8 +622,9 @@ def test_per_head_sparse_mode_uses_the_head_scores(op, q, padded, tmp_path, monk
         mask = mask + torch.triu(torch.full((q, 150), float("-inf")), 150 - q + 1)
     spec = mg.get_op(op)
     calls, seen = [], []
-    real = spec.extra["sparse_head_scores"]
-    monkeypatch.setitem(spec.extra, "sparse_head_scores", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    real = spec.sparse.head_scores
+    spied = replace(spec.sparse, head_scores=lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.setattr(spec, "sparse", spied)
     real_ex = triton_topk.exclusion_args
     monkeypatch.setattr(triton_topk, "exclusion_args", lambda ex: ex and seen.append(ex) or real_ex(ex))
     simulate = mg.compile(graph)(qs, ks, vs, attention_mask=mask, state=mg.State())
@@ -728,11 +632,4 @@ def test_per_head_sparse_mode_uses_the_head_scores(op, q, padded, tmp_path, monk
         qs, ks, vs, attention_mask=mask, state=mg.State()
     )
     assert calls and seen
-    monkeypatch.setattr(sparse_ops, "HEAD_SCORES_BY_KERNEL", False)
-    calls.clear()
-    plain = mg.compile(graph, mode="sparse", gqa="per_head", kernel="triton")(
-        qs, ks, vs, attention_mask=mask, state=mg.State()
-    )
-    assert not calls
     assert ((own - simulate).norm() / simulate.norm()).item() < 1e-5
-    assert ((own - plain).norm() / plain.norm()).item() < 1e-5

@@ -401,13 +401,13 @@ def test_budget_matches_gathered_size(calib):
     sp = mg.compile(graph, mode="sparse")
     assert sp._sparse.budget(100) == 3 + 5 + 29  # a decimal share floored as written, as Env.size
     from maskgraph.env import Env
-    from maskgraph.sparse.ops import Context
+    from maskgraph.sparse.ops import SparseChunk
     from maskgraph.sparse.plan import run_plan
 
     runner = sp._sparse
     qs, ks, vs = inputs(1, 4, 2, 1, 100, seed=47)
     env = Env(qs, ks, vs, None, 0.25, torch.tensor([99]))
-    chosen = run_plan(runner.steps, runner.output, Context(env, "per_head", 99), {}, runner.params)
+    chosen = run_plan(runner.steps, runner.output, SparseChunk(env, "per_head", 99), {}, runner.params)
     assert chosen.size == runner.budget(100)
 
 
@@ -452,6 +452,8 @@ def test_page_eligibility_by_offsets_equals_the_reduction(k_now, page, with_mask
     """The compiled form of Quest's page eligibility (an OR over page offsets, pointwise) equals
     the eager one (a reduction over each page), with K not a multiple of the page size."""
     from maskgraph.env import Env
+    from maskgraph.ops.combine import lower_union
+    from maskgraph.ops.fixed import lower_local, lower_sink
     from maskgraph.sparse import indexset
     from maskgraph.sparse import ops as sparse_ops
 
@@ -465,12 +467,12 @@ def test_page_eligibility_by_offsets_equals_the_reduction(k_now, page, with_mask
         am[0, ..., : k_now // 2] = float("-inf")
         am[1][torch.rand(1, nq, k_now, generator=gen) < 0.7] = float("-inf")
     env = Env(q, kv, kv, am, 1.0, torch.arange(k_now - nq, k_now), 0)
-    ctx = sparse_ops.Context(env, "shared", k_now - nq)
+    ctx = sparse_ops.SparseChunk(env, "shared", k_now - nq)
     prior = None
     if prior_kind == "spans":
-        sink = sparse_ops.lower_sink(ctx, "sink", {}, {"size": page + 1}, None)
-        local = sparse_ops.lower_local(ctx, "local", {}, {"size": 2 * page}, None)
-        prior = sparse_ops.lower_union(ctx, "u", {"masks": [sink, local]}, {}, None)
+        sink = lower_sink(ctx, "sink", {}, {"size": page + 1}, None)
+        local = lower_local(ctx, "local", {}, {"size": 2 * page}, None)
+        prior = lower_union(ctx, "u", {"masks": [sink, local]}, {}, None)
     elif prior_kind == "selection":
         idx = torch.randint(0, k_now, (b, hkv, nq, 2 * page), generator=gen)
         valid = torch.rand(b, hkv, nq, 2 * page, generator=gen) < 0.8
@@ -559,3 +561,65 @@ def test_benchmark_scripts_shadow_no_package_transformers_imports():
     code = "import sys; sys.path.insert(0, 'benchmarks'); import transformers.activations"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+# ----- the operator guide's example runs in both modes ------------------------------------------
+def guide_graph(tmp_path, **overrides) -> mg.Graph:
+    """The YAML graph of docs/writing-an-operator.md (sink, window and ``strided``), as written."""
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "writing-an-operator.md").read_text()
+    path = tmp_path / "strided_local.yaml"
+    path.write_text(guide.split("```yaml\n", 1)[1].split("```", 1)[0], encoding="utf-8")
+    return mg.load_graph(str(path), overrides=overrides)
+
+
+def strided_local_float64(q, k, v, am, sink: int, window: int, stride: int) -> torch.Tensor:
+    """Attention over the keys the guide's graph keeps, written plainly in float64."""
+    b, hq, nq, d = q.shape
+    nk, g = k.shape[2], hq // k.shape[1]
+    out = torch.zeros(b, hq, nq, d, dtype=torch.float64)
+    for bi in range(b):
+        for h in range(hq):
+            for i in range(nq):
+                t = nk - nq + i
+                keep = [
+                    j
+                    for j in range(nk)
+                    if (j < sink or t - window < j <= t or (j <= t and (t - j) % stride == 0))
+                    and (am is None or am[bi, 0, i, j] > float("-inf"))
+                ]
+                logits = (
+                    torch.stack([q[bi, h, i].double() @ k[bi, h // g, j].double() for j in keep]) * d**-0.5
+                )
+                out[bi, h, i] = torch.softmax(logits, 0) @ v[bi, h // g, keep].double()
+    return out
+
+
+@pytest.mark.parametrize("gqa, kernel", [("per_head", "torch"), ("shared", "torch"), ("per_head", "triton")])
+@pytest.mark.parametrize("padded", [False, True], ids=["", "padded"])
+def test_the_guides_strided_graph_runs_sparse(gqa, kernel, padded, tmp_path):
+    """The guide's graph in sparse mode (``strided`` lowered to ⌈K / stride⌉ listed keys per
+    query) against the float64 attention over its keys and against simulate mode: GQA, Q > 1,
+    K not a multiple of the stride, overlapping sink, window and stride, bf16 and float32."""
+    from maskgraph.triton_util import triton_installed
+
+    if kernel == "triton" and not triton_installed():
+        pytest.skip("needs triton with its interpreter on (tests/conftest.py)")
+    sink, window, stride = 3, 6, 5
+    graph = guide_graph(tmp_path, sink_size=sink, window_size=window, stride=stride)
+    for dtype in (torch.float32, torch.bfloat16):
+        q, k, v = inputs(2, 4, 2, 3, 47, dtype=dtype, seed=11 + padded)
+        am = padding_mask(2, 3, 47, pad=4) if padded else None
+        want = strided_local_float64(q, k, v, am, sink, window, stride)
+        got = mg.compile(graph, mode="sparse", gqa=gqa, kernel=kernel)(q, k, v, attention_mask=am)
+        simulate = mg.compile(graph)(q, k, v, attention_mask=am)
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        assert rel(got.double(), want) < tol and rel(got, simulate) < tol
+
+
+def test_the_guides_graph_as_written_runs_sparse(tmp_path):
+    """The guide's parameters as written (window 64, stride 16) over 300 keys: sparse equals simulate."""
+    graph = guide_graph(tmp_path)
+    q, k, v = inputs(1, 4, 2, 2, 300, seed=3)
+    assert rel(mg.compile(graph, mode="sparse")(q, k, v), mg.compile(graph)(q, k, v)) < 1e-5

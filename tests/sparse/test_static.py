@@ -281,7 +281,7 @@ def test_static_caches_hold_the_rows_of_growing_keys(name, dtype, calib, monkeyp
     other caches' rows are rewritten eagerly on the CPU and through ``torch.compile`` on CUDA
     (``*_compiled`` forces that here)."""
     if name.endswith("_compiled"):
-        from maskgraph import static as static_module
+        from maskgraph import static_keys as static_module
 
         monkeypatch.setattr(static_module, "COMPILE_UPDATES", "always")
         name = name.removesuffix("_compiled")
@@ -297,7 +297,7 @@ def test_static_caches_hold_the_rows_of_growing_keys(name, dtype, calib, monkeyp
     gen = torch.Generator().manual_seed(11)
     k, v = buffers(2, 2, 40, dtype, gen)
     grow, static = {}, {}
-    from maskgraph.static import StaticKeys
+    from maskgraph.static_keys import StaticKeys
 
     tensors = None
     for n, new in ((25, 25), (26, 1), (29, 3), (30, 1)):
@@ -352,21 +352,18 @@ def test_static_decode_step_reads_nothing_on_the_host(name, shares, calib):  # n
         attn(q, k, v, state=state, num_keys=torch.tensor(25))
 
 
-def test_static_buffers_refused_with_the_reason(calib):  # noqa: F811
+def test_static_buffers_refused_with_the_reason(calib, monkeypatch):  # noqa: F811
     q, k, v = torch.randn(1, 4, 1, D), torch.randn(1, 2, 30, D), torch.randn(1, 2, 30, D)
     n = torch.tensor(20)
     pq = mg.compile(load("pqcache", calib, 4, 2, heavy_size=7), mode="sparse")
     spec = mg.get_op("pq")  # an estimator that declares it cannot read static buffers, and why
-    saved = spec.extra["static_buffers"]
-    spec.extra["static_buffers"] = "its caches need every key"
-    try:
-        with pytest.raises(
-            NotSupportedError,
-            match=r"node 'scores' \(op 'pq'\) cannot read a static key buffer: its caches need",
-        ):
-            pq(q, k, v, num_keys=n)
-    finally:
-        spec.extra["static_buffers"] = saved
+    monkeypatch.setattr(spec, "static_buffers", "its caches need every key")
+    with pytest.raises(
+        NotSupportedError,
+        match=r"node 'scores' \(op 'pq'\) cannot read a static key buffer: its caches need",
+    ):
+        pq(q, k, v, num_keys=n)
+    monkeypatch.undo()
     simulate = mg.compile(load("streaming_llm", calib, 4, 2))
     with pytest.raises(NotSupportedError, match="mode='sparse'"):
         simulate(q, k, v, num_keys=n)

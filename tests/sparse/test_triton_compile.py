@@ -39,38 +39,22 @@ GATHER = (
     "PAGE:constexpr HAS_VALS:constexpr WIDE:constexpr ENTRY_ROWS:constexpr"
 )
 
-SELECT_ATTEND = (
-    "Q:*bf16 K:*bf16 V:*bf16 S:*fp32 HIST:*i32 STATE_PTR:*i64 OFFS:*i32 LIST:*i32 AM:*bf16 ACC:*fp32 "
-    "M:*fp32 L:*fp32 scale:fp32 "
-    + I32(
-        "n_keys k nseg runs_n blocks_per_run_split sqb sqh sqq skb skh skk svb svh svk sab sah saq sak "
-        "hkv qc g_heads d_real"
-    )
-    + " "
-    + EX
-    + " "
-    + I32("r0s r0n r0lo r0hi r0sl r1s r1n r1lo r1hi r1sl")
-    + " SEG:constexpr NB:constexpr SP:constexpr CHOOSE:constexpr NEX:constexpr HAS_AM:constexpr "
-    "UPCAST:constexpr GP:constexpr BLOCK:constexpr DP:constexpr NR:constexpr PARTS:constexpr "
-    "WIDE:constexpr"
-)
-
 KERNELS = [
     (
-        "maskgraph.sparse.topk_kernel",
+        "maskgraph.kernels.topk",
         "select_range",
         "S:*fp32 RANGE:*i32 n:i32 stride:i32 " + EX + " SEG:constexpr NEX:constexpr",
         {"SEG": 4096, "NEX": 2},
     ),
     (
-        "maskgraph.sparse.topk_kernel",
+        "maskgraph.kernels.topk",
         "select_hist",
         "S:*fp32 RANGE:*i32 HIST:*i32 n:i32 stride:i32 nrange:i32 " + EX + " SEG:constexpr NB:constexpr "
         "SR:constexpr INTEGER:constexpr BOUNDED:constexpr NEX:constexpr",
         {"SEG": 4096, "NB": 64, "SR": 256, "INTEGER": False, "BOUNDED": False, "NEX": 1},
     ),
     (
-        "maskgraph.sparse.topk_kernel",
+        "maskgraph.kernels.topk",
         "select_choose",
         "RANGE:*i32 STATE_PTR:*i64 HIST:*i32 OFFS:*i32 VALS:*fp32 IDX:*i64 COUNT:*i64 nseg:i32 k:i32 "
         "nrange:i32 SP:constexpr NB:constexpr INTEGER:constexpr HAS_COUNT:constexpr FILL:constexpr "
@@ -78,7 +62,7 @@ KERNELS = [
         {"SP": 64, "NB": 128, "INTEGER": True, "HAS_COUNT": True, "FILL": 1024, "SR": 64, "BOUNDED": True},
     ),
     (
-        "maskgraph.sparse.topk_kernel",
+        "maskgraph.kernels.topk",
         "select_write",
         "S:*fp32 RANGE:*i32 STATE_PTR:*i64 OFFS:*i32 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 HIST:*i32 "
         "COUNT:*i64 n:i32 k:i32 stride:i32 nrange:i32 " + EX + " SEG:constexpr NB:constexpr SP:constexpr "
@@ -96,7 +80,7 @@ KERNELS = [
         },
     ),
     (
-        "maskgraph.sparse.topk_kernel",
+        "maskgraph.kernels.topk",
         "select_write",
         "S:*fp32 RANGE:*i32 STATE_PTR:*i64 OFFS:*i32 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 HIST:*i32 "
         "COUNT:*i64 n:i32 k:i32 stride:i32 nrange:i32 " + EX + " SEG:constexpr NB:constexpr SP:constexpr "
@@ -114,7 +98,7 @@ KERNELS = [
         },
     ),
     (  # float scores, the bin chosen in the write
-        "maskgraph.sparse.topk_kernel",
+        "maskgraph.kernels.topk",
         "select_write",
         "S:*fp32 RANGE:*i32 STATE_PTR:*i64 OFFS:*i32 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 HIST:*i32 "
         "COUNT:*i64 n:i32 k:i32 stride:i32 nrange:i32 " + EX + " SEG:constexpr NB:constexpr SP:constexpr "
@@ -132,49 +116,49 @@ KERNELS = [
         },
     ),
     (
-        "maskgraph.sparse.topk_kernel",
+        "maskgraph.kernels.topk",
         "select_resolve_lanes",
         "STATE_PTR:*i64 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 k:i32 stride:i32 LOW:constexpr "
         "LANES:constexpr",
         {"LOW": 512, "LANES": 2048},
     ),
     (
-        "maskgraph.sparse.topk_kernel",
+        "maskgraph.kernels.topk",
         "select_resolve",
         "STATE_PTR:*i64 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 k:i32 stride:i32 SMALL:constexpr "
         "BLOCK:constexpr",
         {"SMALL": 512, "BLOCK": 4096},
     ),
     (
-        "maskgraph.sparse.topk_kernel",
+        "maskgraph.kernels.topk",
         "select_resolve_tiers",
         "STATE_PTR:*i64 VALS:*fp32 IDX:*i64 CAND:*i32 CANDV:*fp32 k:i32 stride:i32 SMALL:constexpr "
         "MID:constexpr BLOCK:constexpr REST:constexpr",
         {"SMALL": 512, "MID": 2048, "BLOCK": 4096, "REST": True},
     ),
     (
-        "maskgraph.sparse.topk_kernel",
+        "maskgraph.kernels.topk",
         "select_small",
         "S:*fp32 VALS:*fp32 IDX:*i64 COUNT:*i64 n:i32 k:i32 stride:i32 " + EX + " BLOCK:constexpr "
         "HAS_COUNT:constexpr NEX:constexpr",
         {"BLOCK": 8192, "HAS_COUNT": True, "NEX": 2},
     ),
     (
-        "maskgraph.sparse.topk_kernel",
+        "maskgraph.kernels.topk",
         "select_sorted",
         "S:*fp32 VALS:*fp32 IDX:*i64 COUNT:*i64 n:i32 k:i32 stride:i32 " + EX + " BLOCK:constexpr "
         "HAS_COUNT:constexpr NEX:constexpr",
         {"BLOCK": 512, "HAS_COUNT": True, "NEX": 2},
     ),
     (
-        "maskgraph.ops.zoo.quest_kernel",
+        "maskgraph.kernels.quest",
         "quest_page_update",
         "K:*bf16 LO:*bf16 HI:*bf16 NUM:*i64 " + I32("pages new page_size hkv dim skb skh skk") + " "
         "PS:constexpr DIM:constexpr",
         {"PS": 16, "DIM": 128},
     ),
     (
-        "maskgraph.sparse.fused_kernel",
+        "maskgraph.kernels.fused",
         "gather_decode",
         GATHER,
         {  # transformers' mask, one row for every head
@@ -191,28 +175,14 @@ KERNELS = [
         },
     ),
     (  # 64-bit key offsets, a mask row per head
-        "maskgraph.sparse.fused_kernel",
+        "maskgraph.kernels.fused",
         "gather_decode",
         GATHER,
         {"HAS_AM": 2, "UPCAST": False, "GP": 16, "BLOCK": 64, "DP": 128, "NR": 2}
         | {"PAGE": 16, "HAS_VALS": True, "WIDE": True, "ENTRY_ROWS": False},
     ),
-    (  # HashAttention's bounded top-k made while attending, the bin chosen in each program
-        "maskgraph.sparse.fused_kernel",
-        "select_attend",
-        SELECT_ATTEND,
-        {"SEG": 1024, "NB": 64, "SP": 8, "CHOOSE": True, "NEX": 2, "HAS_AM": False, "UPCAST": False}
-        | {"GP": 16, "BLOCK": 64, "DP": 128, "NR": 2, "PARTS": 1, "WIDE": False},
-    ),
-    (  # the bin from select_choose, an attention mask, no runs
-        "maskgraph.sparse.fused_kernel",
-        "select_attend",
-        SELECT_ATTEND,
-        {"SEG": 2048, "NB": 64, "SP": 64, "CHOOSE": False, "NEX": 0, "HAS_AM": 1, "UPCAST": False}
-        | {"GP": 16, "BLOCK": 64, "DP": 128, "NR": 0, "PARTS": 2, "WIDE": True},
-    ),
     (
-        "maskgraph.sparse.fused_kernel",
+        "maskgraph.kernels.fused",
         "merge_splits",
         "ACC:*fp32 M:*fp32 L:*fp32 SINKS:*fp32 OUT:*bf16 EMPTY:*i64 "
         + I32("splits g_heads hsel qc d_real sob soh soq")
@@ -220,7 +190,7 @@ KERNELS = [
         {"HAS_SINKS": True, "BLOCK_S": 64, "DP": 128},
     ),
     (
-        "maskgraph.ops.zoo.quest_kernel",
+        "maskgraph.kernels.quest",
         "quest_group_scores",
         "Q:*bf16 LO:*bf16 HI:*bf16 OUT:*fp32 RANGES:*i32 AM:*fp32 "
         + I32("n_pages n_q hkv g_heads kv_div dim")
@@ -232,7 +202,7 @@ KERNELS = [
         {"BLOCK": 32, "DIM": 128, "PS": 16, "HAS_AM": False, "NEX": 0},
     ),
     (
-        "maskgraph.ops.zoo.quest_kernel",
+        "maskgraph.kernels.quest",
         "quest_group_scores_dot",
         "Q:*bf16 LO:*bf16 HI:*bf16 OUT:*fp32 RANGES:*i32 AM:*fp32 "
         + I32("n_pages n_q hkv g_heads kv_div dim")
@@ -254,7 +224,7 @@ KERNELS = [
         },
     ),
     (
-        "maskgraph.ops.zoo.hashattention_kernel",
+        "maskgraph.kernels.hashattention",
         "hash_group_scores",
         "QW:*i32 KW:*i32 OUT:*fp32 HIST:*i32 AM:*fp32 "
         + I32("n_keys n_q hkv g_heads kv_div n_words hat_bits sab sah saq")
@@ -264,7 +234,7 @@ KERNELS = [
         {"BLOCK": 2048, "HC": 4, "NB": 64, "NEX": 2, "HW_POPC": True, "HAS_AM": False},
     ),
     (
-        "maskgraph.ops.zoo.hashattention_kernel",
+        "maskgraph.kernels.hashattention",
         "hash_words",
         "X:*bf16 W1:*fp32 B1:*fp32 W2:*fp32 B2:*fp32 OUT:*i32 "
         + I32("n heads dim hidden bits n_words sxb sxh sxn")
@@ -272,7 +242,7 @@ KERNELS = [
         {"DP": 128, "HB": 32, "BP": 32},
     ),
     (
-        "maskgraph.ops.zoo.double_sparsity_kernel",
+        "maskgraph.kernels.double_sparsity",
         "ds_group_scores",
         "QL:*bf16 WORDS:*i32 LO:*fp32 STEP:*fp32 OUT:*fp32 RANGES:*i32 AM:*fp32 "
         + I32("n_keys n_q hkv g_heads kv_div n_labels")
@@ -339,6 +309,9 @@ def compile_all(names: list[str]) -> None:
 @pytest.mark.skipif(not triton_installed(), reason="needs triton (setup.sh --dev)")
 def test_every_kernel_compiles_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    # the script's folder comes first on its path: the maskgraph under test is this checkout's
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     names = [k[1] for k in KERNELS]
     done = subprocess.run(
         [sys.executable, __file__, *names], env=env, capture_output=True, text=True, timeout=600
@@ -368,8 +341,6 @@ def test_pdl_only_for_launches_of_one_program_per_multiprocessor(monkeypatch):
     assert triton_util.pdl(torch.device("cuda", 0), 132) == on
     assert triton_util.pdl(torch.device("cuda", 0), 133) == {"PDL": False}
     assert triton_util.pdl(torch.device("cuda", 1), 8) == {"PDL": False}
-    monkeypatch.setattr(triton_util, "PDL", False)
-    assert triton_util.pdl(torch.device("cuda", 0), 8) == {"PDL": False}
 
 
 @pytest.mark.skipif(not triton_installed(), reason="needs triton (setup.sh --dev)")
@@ -377,9 +348,11 @@ def test_register_report_reads_the_compiled_kernels():
     """benchmarks/registers.py compiles the named kernels for sm_90 and reads each cubin's
     registers and stack bytes (a kernel's registers are between 1 and 255); a name it does not
     know is refused with the known ones."""
-    script = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "registers.py")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = os.path.join(root, "benchmarks", "registers.py")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     done = subprocess.run(
-        [sys.executable, script, "select_sorted"], capture_output=True, text=True, timeout=300
+        [sys.executable, script, "select_sorted"], capture_output=True, text=True, timeout=300, env=env
     )
     assert done.returncode == 0, done.stderr[-3000:]
     row = [line for line in done.stdout.splitlines() if line.startswith("| select_sorted")]
@@ -387,7 +360,7 @@ def test_register_report_reads_the_compiled_kernels():
     regs, stack = (int(cell) for cell in row[0].split("|")[3:5])
     assert 1 <= regs <= 255 and stack >= 0
     bad = subprocess.run(
-        [sys.executable, script, "no_such_kernel"], capture_output=True, text=True, timeout=300
+        [sys.executable, script, "no_such_kernel"], capture_output=True, text=True, timeout=300, env=env
     )
     assert bad.returncode != 0 and "no_such_kernel" in bad.stderr and "gather_decode" in bad.stderr
 

@@ -23,9 +23,11 @@ import torch.nn.functional as F
 
 from ...attention import f32_bmm
 from ...errors import CalibrationError
+from ...kernels import DOUBLE_SPARSITY, jitted
+from ...lowering import EstimatedScores, EstimatorLowering
 from ...registry import Param, Port, operator
-from ...static import StaticKeys, row_caches
-from ...triton_util import jitted, pdl, usable
+from ...static_keys import StaticKeys, row_caches
+from ...triton_util import pdl, usable
 from ...types import PortType
 from .filecache import cached_load
 
@@ -246,9 +248,9 @@ def query_labels(env, prep) -> torch.Tensor:
     return torch.gather(q, -1, idx.view(1, hkv, 1, r).expand(b, hkv, gq, r))
 
 
-def double_sparsity_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, int]:
+def double_sparsity_sparse_scores(env, prep, **params) -> EstimatedScores:
     """scaling·Σ_label q_c·k̂_c (B, Hq, Qc, K) float32 from the label cache only; −inf where the
-    attention mask forbids a key. Returns (scores, 1)."""
+    attention mask forbids a key. Blocks of one key."""
     labels = label_codes(prep, params["label_bits"])
     b, hkv, k, r = labels.shape
     q_lab = query_labels(env, prep)
@@ -261,7 +263,7 @@ def double_sparsity_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, in
     dot = dot.view(b, hkv, gq, k)
     lo, step = prep["lo"].view(b, hkv, 1, k), prep["step"].view(b, hkv, 1, k)
     scores = (lo * q_lab.float().sum(-1, keepdim=True) + step * dot) * env.scaling
-    return env.forbid(scores.view(b, env.Hq, env.Q, k)), 1
+    return EstimatedScores(env.forbid(scores.view(b, env.Hq, env.Q, k)), 1)
 
 
 @torch.library.custom_op("maskgraph::ds_group_scores", mutates_args=())
@@ -291,7 +293,7 @@ def _ds_group_scores(
     block = _ds_block(gp)
     grid = (b * heads * n_q, -(-k // block))
     ranges = torch.empty(b, heads, n_q, grid[1], 2, device=words.device, dtype=torch.int32)
-    jitted("maskgraph.ops.zoo.double_sparsity_kernel", "ds_group_scores")[grid](
+    jitted(DOUBLE_SPARSITY, "ds_group_scores")[grid](
         q_lab.contiguous(), words.contiguous(), lo.contiguous(), step.contiguous(), out, ranges,
         out if mask is None else mask, k, n_q, heads, g, heads // hkv, r, scaling, *mask_strides(mask),
         BLOCK=block, GP=gp, NW=nw, BITS=bits, PER=codes_per_word(bits), HAS_AM=mask is not None,
@@ -314,14 +316,14 @@ def _(q_lab, words, lo, step, n_q, bits, scaling, mask=None):
     return out, words.new_empty(b, heads, n_q, blocks, 2, dtype=torch.int32)
 
 
-def double_sparsity_group_scores(env, prep, *, per_head: bool = False, **params) -> tuple | None:
+def double_sparsity_group_scores(env, prep, *, per_head: bool = False, **params) -> EstimatedScores | None:
     """The max over each KV group's query heads of :func:`double_sparsity_sparse_scores`:
     (B, Hkv, Qc, K) float32, −inf where forbidden (the mask must be the same for every head),
     in one Triton kernel that reads the packed codes (no per-query-head scores written); None
     where Triton cannot run or the codes are not packed (label_bits > 8). ``per_head``: each
     query head's own scores (B, Hq, Qc, K) by the same kernel (any attention mask). The kernel
-    applies the mask where it can (:func:`maskgraph.sparse.keymask.kernel_mask`; the fifth
-    item says so), else torch does."""
+    applies the mask where it can (:func:`maskgraph.sparse.keymask.kernel_mask`;
+    ``masked`` says so), else torch does."""
     from ...sparse.keymask import kernel_mask
 
     labels, bits = prep["labels"], params["label_bits"]
@@ -336,8 +338,8 @@ def double_sparsity_group_scores(env, prep, *, per_head: bool = False, **params)
         q_lab, labels, prep["lo"], prep["step"], env.Q, bits, float(env.scaling), mask
     )  # fmt: skip
     if applied is None:
-        return env.forbid(out), 1, None, ranges, False
-    return out, 1, None, ranges, True
+        return EstimatedScores(env.forbid(out), 1, ranges=ranges)
+    return EstimatedScores(out, 1, ranges=ranges, masked=True)
 
 
 @operator(
@@ -361,9 +363,11 @@ def double_sparsity_group_scores(env, prep, *, per_head: bool = False, **params)
     check_model=check_channels_fit,
     stateful=True,
     static_buffers=True,
-    sparse_scores=double_sparsity_sparse_scores,
-    sparse_group_scores=double_sparsity_group_scores,
-    sparse_head_scores=functools.partial(double_sparsity_group_scores, per_head=True),
+    sparse=EstimatorLowering(
+        double_sparsity_sparse_scores,
+        group_scores=double_sparsity_group_scores,
+        head_scores=functools.partial(double_sparsity_group_scores, per_head=True),
+    ),
 )
 def double_sparsity(env, *, channels, group_factor, label_bits, prep) -> torch.Tensor:
-    return double_sparsity_sparse_scores(env, prep, label_bits=label_bits)[0]
+    return double_sparsity_sparse_scores(env, prep, label_bits=label_bits).scores

@@ -30,9 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import CalibrationError
+from ...kernels import HASHATTENTION, jitted
+from ...lowering import EstimatedScores, EstimatorLowering
 from ...registry import Param, Port, operator
-from ...static import StaticKeys, row_caches
-from ...triton_util import interpreting, jitted, pdl, usable
+from ...static_keys import StaticKeys, row_caches
+from ...triton_util import interpreting, pdl, usable
 from ...types import PortType
 from .filecache import cached_load
 
@@ -276,7 +278,7 @@ def _hash_words(
     if x.stride(-1) != 1:
         x = x.contiguous()
     dp, bp = max(16, 1 << (d - 1).bit_length()), max(32, 1 << (bits - 1).bit_length())
-    jitted("maskgraph.ops.zoo.hashattention_kernel", "hash_words")[(b * h * n,)](
+    jitted(HASHATTENTION, "hash_words")[(b * h * n,)](
         x, w1.contiguous(), b1.contiguous(), w2.contiguous(), b2.contiguous(), out,
         n, h, d, hidden, bits, words, *x.stride()[:3],
         DP=dp, HB=min(max(16, 1 << (hidden - 1).bit_length()), max(16, WORDS_TILE // max(dp, bp))),
@@ -292,7 +294,7 @@ def _(x, w1, b1, w2, b2):
 
 def key_signatures(keys: torch.Tensor, _values, w1, b1, w2, b2) -> tuple[torch.Tensor]:
     """The packed signatures (B, H, n, W) int32 of keys (B, H, n, D), as a 1-tuple (the
-    encoder :func:`maskgraph.static.row_caches` takes)."""
+    encoder :func:`maskgraph.static_keys.row_caches` takes)."""
     return (signature_words(keys, w1, b1, w2, b2),)
 
 
@@ -300,7 +302,7 @@ def prepare_hashattention(
     keys, values, params, slot, layer_idx, static: StaticKeys | None = None
 ) -> dict[str, torch.Tensor]:
     """Load this layer's weights; key signatures (B, Hkv, K, W) int32 cached, appended per step
-    (rewritten in place for a static buffer: :func:`maskgraph.static.row_caches`).
+    (rewritten in place for a static buffer: :func:`maskgraph.static_keys.row_caches`).
 
     Returns ``key_words`` and the query MLP ``qw1, qb1, qw2, qb2`` on the keys' device.
     Raises CalibrationError when no/invalid weights are given or they do not fit.
@@ -340,15 +342,15 @@ def prepare_hashattention(
     return {"key_words": words, "qw1": q[0], "qb1": q[1], "qw2": q[2], "qb2": q[3]}
 
 
-def hashattention_sparse_scores(env, prep, *, weights=None, hat_bits) -> tuple[torch.Tensor, int]:
+def hashattention_sparse_scores(env, prep, *, weights=None, hat_bits) -> EstimatedScores:
     """Agreeing bits (B, Hq, Qc, K) float32 from packed key signatures; −inf where the
-    attention mask forbids a key. Returns (scores, 1)."""
+    attention mask forbids a key. Blocks of one key."""
     kw = prep["key_words"]
     b, hkv, k, nw = kw.shape
     qw = query_words(env, prep).reshape(b, hkv, (env.Hq // hkv) * env.Q, 1, nw)
     differ = popcount32(torch.bitwise_xor(qw, kw.unsqueeze(2))).sum(-1)
     scores = (hat_bits - differ).float().view(b, env.Hq, env.Q, k)
-    return env.forbid(scores), 1
+    return EstimatedScores(env.forbid(scores), 1)
 
 
 #: Keys per program of the grouped score kernel.
@@ -393,7 +395,7 @@ def _launch_group_scores(
     hist = torch.empty(grid[0], grid[1], nb, device=keys.device, dtype=torch.int32) if nb else None
     ex, nex = exclusion_args(exclude)
     group = hq // heads
-    jitted("maskgraph.ops.zoo.hashattention_kernel", "hash_group_scores")[grid](
+    jitted(HASHATTENTION, "hash_group_scores")[grid](
         query.contiguous(), keys.contiguous(), out, out if hist is None else hist, out if mask is None else mask,
         k, q, heads, group, heads // keys.shape[1], nw, hat_bits, *mask_strides(mask), *ex,
         BLOCK=block, HC=min(GROUP_CHUNK, max(2, 1 << (group - 1).bit_length())), NB=nb, NEX=nex,
@@ -442,15 +444,16 @@ def _(query, keys, heads, hat_bits, seg, nb, exclude, mask=None):
     return out, keys.new_empty(b * heads * q, -(-k // seg), nb, dtype=torch.int32)
 
 
-def hashattention_group_scores(env, prep, *, weights=None, hat_bits, per_head: bool = False) -> tuple | None:
+def hashattention_group_scores(
+    env, prep, *, weights=None, hat_bits, per_head: bool = False
+) -> EstimatedScores | None:
     """The max over each KV group's query heads of :func:`hashattention_sparse_scores`:
     (B, Hkv, Qc, K) float32, −inf where forbidden (the mask must be the same for every head),
     in one Triton kernel (no per-query-head scores written); None where Triton cannot run.
-    Returned as a function making them (launched only where used), with a third item: the
-    same scores with the bounded top-k's histograms, made by the same kernel
-    (:class:`maskgraph.sparse.ops.BlockScores` ``histogram``; None where the kernel cannot
-    apply the attention mask, which is then applied in torch), no ranges, and whether the
-    kernel applied the mask. ``per_head``: each query head's own scores (B, Hq, Qc, K) by the
+    Returned as a function making them (launched only where used), with ``histogram``: the
+    same scores with the bounded top-k's histograms, made by the same kernel (None where the
+    kernel cannot apply the attention mask, which is then applied in torch), no ranges, and
+    whether the kernel applied the mask. ``per_head``: each query head's own scores (B, Hq, Qc, K) by the
     same kernel (any attention mask)."""
     from ...sparse.keymask import kernel_mask
 
@@ -461,13 +464,15 @@ def hashattention_group_scores(env, prep, *, weights=None, hat_bits, per_head: b
     heads = env.Hq if per_head else env.Hkv
     applied = kernel_mask(env, per_head)
     if applied is None:
-        return lambda: env.forbid(_hash_group_scores(qw, kw, heads, hat_bits)), 1, None, None, False
+        return EstimatedScores(lambda: env.forbid(_hash_group_scores(qw, kw, heads, hat_bits)), 1)
     (mask,) = applied
 
     def with_histogram(exclude: list | None, seg: int, nb: int) -> tuple[torch.Tensor, torch.Tensor]:
         return _hash_group_scores_hist(qw, kw, heads, hat_bits, seg, nb, exclude, mask)
 
-    return lambda: _hash_group_scores(qw, kw, heads, hat_bits, mask), 1, with_histogram, None, True
+    return EstimatedScores(
+        lambda: _hash_group_scores(qw, kw, heads, hat_bits, mask), 1, histogram=with_histogram, masked=True
+    )
 
 
 @operator(
@@ -490,11 +495,13 @@ def hashattention_group_scores(env, prep, *, weights=None, hat_bits, per_head: b
     check_model=check_weights_fit,
     stateful=True,
     static_buffers=True,
-    sparse_scores=hashattention_sparse_scores,
-    sparse_group_scores=hashattention_group_scores,
-    sparse_head_scores=functools.partial(hashattention_group_scores, per_head=True),
-    integer_scores=True,
-    integer_top=lambda params: params["hat_bits"],  # agreeing bits: 0..hat_bits
+    sparse=EstimatorLowering(
+        hashattention_sparse_scores,
+        group_scores=hashattention_group_scores,
+        head_scores=functools.partial(hashattention_group_scores, per_head=True),
+        integer=True,
+        top=lambda params: params["hat_bits"],  # agreeing bits: 0..hat_bits
+    ),
 )
 def hashattention(env, *, weights, hat_bits, prep) -> torch.Tensor:
-    return hashattention_sparse_scores(env, prep, hat_bits=hat_bits)[0]
+    return hashattention_sparse_scores(env, prep, hat_bits=hat_bits).scores

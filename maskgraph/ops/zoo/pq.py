@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 
 from ...errors import NotSupportedError, ShapeError
+from ...lowering import EstimatedScores, EstimatorLowering
 from ...registry import Param, Port, operator
-from ...static import StaticKeys, rewrite_rows
+from ...static_keys import StaticKeys, rewrite_rows
 from ...types import PortType
 
 #: Elements of one (rows, keys, centroids) distance block during k-means.
@@ -112,7 +113,7 @@ def _subvectors(keys: torch.Tensor, groups: int) -> torch.Tensor:
 
 def pq_codes(keys: torch.Tensor, _values, centroids: torch.Tensor, metric: str) -> tuple[torch.Tensor]:
     """Codes (B, H, n, M) int64 of keys (B, H, n, D) under ``centroids`` (B, H, M, C, D/M), as a
-    1-tuple (the encoder :func:`maskgraph.static.rewrite_rows` takes)."""
+    1-tuple (the encoder :func:`maskgraph.static_keys.rewrite_rows` takes)."""
     b, h, m, c, ds = centroids.shape
     n = keys.shape[2]
     flat = assign(_subvectors(keys, m), centroids.reshape(b * h * m, c, ds), metric)
@@ -209,9 +210,9 @@ def prepare_pq_static(keys, values, params, slot, static: StaticKeys) -> dict[st
 
 
 # ----- query side ---------------------------------------------------------------------------------
-def pq_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, int]:
+def pq_sparse_scores(env, prep, **params) -> EstimatedScores:
     """Scores scaling·Σ_s <q_s, centroid_s[code_s]> (B, Hq, Qc, K) float32, from codes and
-    centroids only; −inf where the attention mask forbids a key. Returns (scores, 1)."""
+    centroids only; −inf where the attention mask forbids a key. Blocks of one key."""
     cent, codes = prep["centroids"], prep["codes"]
     b, hkv, m, _, ds = cent.shape
     k = codes.shape[2]
@@ -223,7 +224,7 @@ def pq_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, int]:
         idx = codes[:, :, :, s].unsqueeze(2).expand(b, hkv, gq, k)
         total = total + torch.gather(table[:, :, s], -1, idx)
     scores = (total * env.scaling).view(b, env.Hq, env.Q, k)
-    return env.forbid(scores), 1
+    return EstimatedScores(env.forbid(scores), 1)
 
 
 @operator(
@@ -272,7 +273,7 @@ def pq_sparse_scores(env, prep, **params) -> tuple[torch.Tensor, int]:
     prepare=prepare_pq,
     stateful=True,
     static_buffers=True,
-    sparse_scores=pq_sparse_scores,
+    sparse=EstimatorLowering(pq_sparse_scores),
 )
 def pq(env, *, pq_group_factor, pq_bits, kmeans_iter, metric, seed, prep) -> torch.Tensor:
-    return pq_sparse_scores(env, prep)[0]
+    return pq_sparse_scores(env, prep).scores

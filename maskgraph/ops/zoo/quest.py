@@ -18,22 +18,39 @@ import torch
 import torch.nn.functional as F
 
 from ...attention import f32_bmm
+from ...kernels import QUEST, jitted
+from ...lowering import EstimatedScores, EstimatorLowering, MaskLowering
 from ...registry import Param, Port, operator
-from ...static import StaticKeys
-from ...triton_util import interpreting, jitted, pdl, usable
+from ...sparse import indexset
+from ...sparse.indexset import IndexSet
+from ...sparse.ops import (
+    NEG_INF,
+    BlockScores,
+    SparseChunk,
+    bounded_k,
+    group_scores,
+    kernel_exclusion,
+    page_scores,
+    prior_in_scores,
+    score_ranges,
+    selection_listed,
+    size_budget,
+    top_k,
+)
+from ...static_keys import StaticKeys
+from ...triton_util import interpreting, pdl, usable
 from ...types import PortType
 from ..select import eligible_scores, topk_lowest
 
 _NEG_INF = float("-inf")
 
 #: Pages per program of the grouped page-score kernel (elementwise form, and the tensor-core
-#: form that 16-bit queries and bounds of one dtype take when QUEST_DOT), and its warps
+#: form that 16-bit queries and bounds of one dtype take), and its warps
 #: (benchmarks/kernel_times.py): 8 rows of 8192 pages, 11 µs on the tensor cores against 16
 #: elementwise (64 rows: 96 against 111; H100, run 43).
 QUEST_BLOCK = 32
 QUEST_DOT_BLOCK = 64
 QUEST_WARPS = 4
-QUEST_DOT = True
 
 PAGE_SIZE = Param(
     "page_size",
@@ -189,7 +206,7 @@ def update_pages(keys, lo, hi, static: StaticKeys, page: int, count: int) -> Non
     launch): lo/hi (B, Hkv, P, D) contiguous in the keys' dtype, which holds the bounds
     exactly."""
     b, h, kmax, d = keys.shape
-    jitted("maskgraph.ops.zoo.quest_kernel", "quest_page_update")[(b * h, count)](
+    jitted(QUEST, "quest_page_update")[(b * h, count)](
         keys, lo, hi, static.num_keys,
         lo.shape[2], static.new, page, h, d, *keys.stride()[:3],
         PS=max(16, 1 << (page - 1).bit_length()), DIM=max(16, 1 << (d - 1).bit_length()),
@@ -207,11 +224,9 @@ def page_allowed(env, page_size: int, pages: int) -> torch.Tensor | None:
     return allowed.view(*allowed.shape[:-1], pages, page_size).any(-1)
 
 
-def quest_sparse_scores(env, prep, *, page_size, label_bits) -> tuple[torch.Tensor, int]:
-    """Page scores ``scaling·U(q, page)`` (B, Hq, Qc, P) float32 from the page bounds only.
-
-    −inf on pages with no allowed key. Returns (scores, page_size).
-    """
+def quest_sparse_scores(env, prep, *, page_size, label_bits) -> EstimatedScores:
+    """Page scores ``scaling·U(q, page)`` (B, Hq, Qc, P) float32 from the page bounds only,
+    −inf on pages with no allowed key; blocks of page_size keys."""
     lo, hi = prep["lo"], prep["hi"]
     b, hkv, pages, d = lo.shape
     hq, qc = env.Hq, env.Q
@@ -225,7 +240,7 @@ def quest_sparse_scores(env, prep, *, page_size, label_bits) -> tuple[torch.Tens
     ok = page_allowed(env, page_size, pages)
     if ok is not None:
         scores = scores.masked_fill(~ok, _NEG_INF)
-    return scores, page_size
+    return EstimatedScores(scores, page_size)
 
 
 @torch.library.custom_op("maskgraph::quest_group_scores", mutates_args=())
@@ -285,7 +300,7 @@ def _quest_group_scores(
     masking = {"PS": max(16, 1 << (page_size - 1).bit_length()), "HAS_AM": mask is not None, "NEX": nex}
     if dot:
         gp = max(16, 1 << (hq // groups - 1).bit_length())
-        jitted("maskgraph.ops.zoo.quest_kernel", "quest_group_scores_dot")[grid](
+        jitted(QUEST, "quest_group_scores_dot")[grid](
             *args,
             BLOCK=block,
             DIM=dim,
@@ -297,7 +312,7 @@ def _quest_group_scores(
             **pdl(lo.device, grid[0] * grid[1]),
         )
     else:
-        jitted("maskgraph.ops.zoo.quest_kernel", "quest_group_scores")[grid](
+        jitted(QUEST, "quest_group_scores")[grid](
             *args, BLOCK=block, DIM=dim, **masking, num_warps=QUEST_WARPS, **pdl(lo.device, grid[0] * grid[1])
         )
     return out, ranges
@@ -308,7 +323,7 @@ def _quest_dot(queries: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> boo
     groups of more than one query head (the kernel scores a group's heads at once: a head
     alone would fill 1 of its 16 columns)."""
     sixteen = queries.dtype == lo.dtype == hi.dtype and lo.dtype in (torch.bfloat16, torch.float16)
-    return QUEST_DOT and sixteen and queries.shape[1] > lo.shape[1]
+    return sixteen and queries.shape[1] > lo.shape[1]
 
 
 def _quest_block(dot: bool) -> int:
@@ -324,15 +339,14 @@ def _(queries, lo, hi, scaling, heads, mask=None, page_size=1, exclude=None):
     return out, lo.new_empty(b, heads, q, blocks, 2, dtype=torch.int32)
 
 
-def quest_group_scores(env, prep, *, page_size, label_bits, per_head: bool = False) -> tuple | None:
+def quest_group_scores(env, prep, *, page_size, label_bits, per_head: bool = False) -> EstimatedScores | None:
     """The max over each KV group's query heads of :func:`quest_sparse_scores`: (B, Hkv, Qc, P)
     float32, −inf on pages with no allowed key (the mask must be the same for every head), in
     one Triton kernel that reads each page's bounds once; None where Triton cannot run.
     ``per_head``: each query head's own scores (B, Hq, Qc, P) by the same kernel (any mask).
     The kernel applies the mask where it can (:func:`maskgraph.sparse.keymask.kernel_mask`;
-    the fifth item says so), else torch does. Where it does, the scores and their ranges are
-    made on first use, and a sixth item makes them with the prior's runs too
-    (:class:`maskgraph.sparse.ops.BlockScores` ``excluding``)."""
+    ``masked`` says so), else torch does. Where it does, the scores and their ranges are
+    made on first use, and ``excluding`` makes them with the prior's runs forbidden too."""
     from ...sparse.keymask import kernel_mask
 
     lo, hi = prep["lo"], prep["hi"]
@@ -354,12 +368,14 @@ def quest_group_scores(env, prep, *, page_size, label_bits, per_head: bool = Fal
                 made.append(excluding(None))
             return made[0]
 
-        return lambda: plain()[0], page_size, None, lambda: plain()[1], True, excluding
+        return EstimatedScores(
+            lambda: plain()[0], page_size, ranges=lambda: plain()[1], masked=True, excluding=excluding
+        )
     scores, ranges = excluding(None)
     ok = page_allowed(env, page_size, lo.shape[2])
     if ok is not None:
         scores = scores.masked_fill(~ok, _NEG_INF)
-    return scores, page_size, None, ranges, False
+    return EstimatedScores(scores, page_size, ranges=ranges)
 
 
 def expand_blocks(scores: torch.Tensor, block: int, k: int) -> torch.Tensor:
@@ -380,17 +396,73 @@ def expand_blocks(scores: torch.Tensor, block: int, k: int) -> torch.Tensor:
         "(optionally quantised outwards to label_bits). U ≥ q·k for every key of the page. "
         "−inf where the attention mask forbids a key. Shape (B, Hq, Q, K)."
     ),
-    paper="Tang et al., ICML 2024, Quest: Query-Aware Sparsity for Efficient Long-Context LLM Inference",
+    paper="Tang et al., ICML 2024, Quest: Query-Aware Sparsity for Efficient Long-SparseChunk LLM Inference",
     prepare=prepare_quest,
     stateful=True,
     static_buffers=True,
-    sparse_scores=quest_sparse_scores,
-    sparse_group_scores=quest_group_scores,
-    sparse_head_scores=functools.partial(quest_group_scores, per_head=True),
+    sparse=EstimatorLowering(
+        quest_sparse_scores,
+        group_scores=quest_group_scores,
+        head_scores=functools.partial(quest_group_scores, per_head=True),
+    ),
 )
 def quest(env, *, page_size, label_bits, prep) -> torch.Tensor:
-    scores, block = quest_sparse_scores(env, prep, page_size=page_size, label_bits=label_bits)
-    return env.forbid(expand_blocks(scores, block, env.K))
+    made = quest_sparse_scores(env, prep, page_size=page_size, label_bits=label_bits)
+    return env.forbid(expand_blocks(made.scores, made.block, env.K))
+
+
+def _pages_budget(params, inputs, num_keys: int) -> tuple[int, int]:
+    """Whole pages, gathered: the budget as given, not capped at K (a partial last page counts
+    as a page), at least one page."""
+    page = params["page_size"]
+    pages = -(-num_keys // page)
+    return 0, max(1, size_budget(params["k"], num_keys, pages * page) // page) * page
+
+
+def lower_topk_pages(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
+    """Quest's page-granular top-k: budget // page_size best pages, their eligible keys."""
+    env = ctx.env
+    # a constant under torch.compile (one compile per page size): the fused kernel takes it as
+    # a compile-time constant, and inductor lost a symbolic one that only reached the output
+    size = int(params["page_size"])
+    prior: IndexSet | None = inputs.get("prior")
+    pages = (env.K + size - 1) // size
+    scores: BlockScores = inputs["scores"]
+    kernel_ranges = None
+    excluded = prior_in_scores(ctx, prior, scores) if scores.block == size else None
+    if excluded is not None:  # under a mask: the estimator's kernel forbids the prior too
+        exclude = None
+        s, kernel_ranges = excluded
+        s = group_scores(ctx, s, scores.grouped)
+    else:
+        # pages the prior covers are dropped by the top-k itself where it can (page-sized scores)
+        exclude = kernel_exclusion(ctx, prior, scores, size) if scores.block == size else None
+        masked_by = prior if exclude is None else None
+        s = group_scores(ctx, page_scores(ctx, scores, masked_by, size, pages), scores.grouped)
+    _, budget = bounded_k(ctx, params["k"])
+    # pages from the budget as given, not capped at K first: a budget past K keeps every page,
+    # the partial last one too (simulate's rule)
+    n = torch.sym_min(env.size_bound(params["k"])[0] // size, pages)
+    count = budget // size if isinstance(budget, torch.Tensor) else None
+    # a budget below one page keeps none
+    ranges = score_ranges(ctx, scores, s, kernel_ranges) if scores.block == size else None
+    vals, page_idx = top_k(ctx, s, torch.sym_max(n, 1), size=count, exclude=exclude, ranges=ranges)
+    kept = vals > NEG_INF
+    offsets = torch.arange(size, device=s.device)
+    tok = (page_idx.unsqueeze(-1) * size + offsets).flatten(-2)
+    valid = kept.unsqueeze(-1).expand(*vals.shape, size).flatten(-2) & (tok < env.K)
+    if n == 0:
+        valid = torch.zeros_like(valid)
+    tok = tok.clamp_max(env.K - 1)
+    listed = selection_listed(prior, page_idx, vals, size) if n > 0 else None
+    if prior is not None:
+        valid = valid & ~prior.contains(tok)
+    if env.allowed is not None and ctx.gqa != "shared":
+        allowed = env.allowed.expand(env.B, env.Hq, env.Q, env.K)
+        valid = valid & torch.gather(allowed, -1, tok)
+        listed = None
+    excludes = prior.leaves if prior is not None else frozenset()
+    return indexset.selection_set(name, tok, valid, env.K, excludes, listed)
 
 
 @operator(
@@ -413,6 +485,7 @@ def quest(env, *, page_size, label_bits, prep) -> torch.Tensor:
         "Shape (B, Hq, Q, K)."
     ),
     paper="Tang et al., ICML 2024 (page selection)",
+    sparse=MaskLowering(lower_topk_pages, _pages_budget, scores_keys=True),
 )
 def topk_pages(env, *, scores, prior=None, k, page_size) -> torch.Tensor:
     s = eligible_scores(env, scores, prior)

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import ParameterError
+from ...lowering import EstimatedScores, EstimatorLowering
 from ...registry import Param, Port, operator
-from ...static import StaticKeys, row_caches
+from ...static_keys import StaticKeys, row_caches
 from ...types import PortType
 
 
@@ -77,9 +78,9 @@ def prepare_socket(
     }
 
 
-def socket_sparse_scores(env, prep, *, tables, bits, tau, seed) -> tuple[torch.Tensor, int]:
+def socket_sparse_scores(env, prep, *, tables, bits, tau, seed) -> EstimatedScores:
     """‖v_j‖·mean_t P_t(bucket_t(j) | q) (B, Hq, Qc, K) float32 from bucket codes and value
-    norms only; −inf where the attention mask forbids a key. Returns (scores, 1)."""
+    norms only; −inf where the attention mask forbids a key. Blocks of one key."""
     codes, vnorm, planes, table_bits = prep["codes"], prep["vnorm"], prep["planes"], prep["bucket_bits"]
     b, hkv, k, _ = codes.shape
     gq = (env.Hq // hkv) * env.Q
@@ -92,7 +93,7 @@ def socket_sparse_scores(env, prep, *, tables, bits, tau, seed) -> tuple[torch.T
         idx = codes[:, :, :, t].unsqueeze(2).expand(b, hkv, gq, k)
         total = total + torch.gather(prob[:, :, :, t], -1, idx)
     scores = (total / tables) * vnorm.unsqueeze(2)
-    return env.forbid(scores.view(b, env.Hq, env.Q, k)), 1
+    return EstimatedScores(env.forbid(scores.view(b, env.Hq, env.Q, k)), 1)
 
 
 #: Most soft-bucket probabilities (tables · 2**bits) per query and head in one call.
@@ -153,7 +154,7 @@ def buckets_fit(params: dict) -> None:
     check_params=buckets_fit,
     stateful=True,
     static_buffers=True,
-    sparse_scores=socket_sparse_scores,
+    sparse=EstimatorLowering(socket_sparse_scores),
 )
 def socket(env, *, tables, bits, tau, seed, prep) -> torch.Tensor:
-    return socket_sparse_scores(env, prep, tables=tables, bits=bits, tau=tau, seed=seed)[0]
+    return socket_sparse_scores(env, prep, tables=tables, bits=bits, tau=tau, seed=seed).scores

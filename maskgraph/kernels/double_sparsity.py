@@ -7,9 +7,9 @@ the kept score is the max over the group. Jitted lazily (:mod:`maskgraph.triton_
 
 import triton.language as tl
 
-from ...pdl_kernel import enter
-from ...sparse.keymask_kernel import keys_allowed
-from ...sparse.topk_kernel import store_range
+from .keymask import keys_allowed
+from .pdl import enter
+from .topk import store_range
 
 
 def ds_group_scores(

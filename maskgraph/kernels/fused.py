@@ -1,15 +1,14 @@
 """The Triton kernel of :mod:`maskgraph.sparse.fused` (imported only where Triton is installed).
 
-``gather_decode`` is left undecorated: :func:`maskgraph.sparse.fused._kernel` jits it on first
-use, so that a test can choose Triton's interpreter first. ``UPCAST`` runs the products in
+``gather_decode`` is left undecorated: :func:`maskgraph.kernels.jit_all` jits it, so that a
+test can choose Triton's interpreter first. ``UPCAST`` runs the products in
 float32: only for the interpreter, whose bf16 ``tl.dot`` returns garbage (Triton 3.9).
 """
 
 import triton
 import triton.language as tl
 
-from ..pdl_kernel import enter
-from .topk_kernel import EX_ARGS, _bins, _chosen_here, _chosen_stored, _load_scores, _scale, _segment_ranks
+from .pdl import enter
 
 
 def gather_decode(
@@ -257,84 +256,8 @@ def _attend_entries(
     return m, den, acc
 
 
-def select_attend(
-    Q, K, V, S, HIST, STATE_PTR, OFFS, LIST, AM, ACC, M, L,
-    scale, n_keys, k, nseg, runs_n, blocks_per_run_split,
-    sqb, sqh, sqq, skb, skh, skk, svb, svh, svk, sab, sah, saq, sak,
-    hkv, qc, g_heads, d_real,
-    ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8,
-    r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl,
-    SEG: tl.constexpr, NB: tl.constexpr, SP: tl.constexpr, CHOOSE: tl.constexpr, NEX: tl.constexpr,
-    HAS_AM: tl.constexpr, UPCAST: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr,
-    DP: tl.constexpr, NR: tl.constexpr = 0, PARTS: tl.constexpr = 1, WIDE: tl.constexpr = False,
-    PDL: tl.constexpr = False,
-):  # fmt: skip
-    """The bounded top-k's write and the gather-attention in one launch, one program per
-    (row, split). Rows are (batch, KV head, query) of the grouped scores S (rows, n_keys)
-    float32 (integers in [0, NB − 2], −inf forbidden), whose segments of SEG keys have the
-    histograms HIST (rows, nseg, NB) int32 (bin 1 + score, bin 0 for −inf and the prior's
-    dropped keys). Split s < nseg·PARTS selects segment s // PARTS's share of the row's k
-    largest (ties toward the lowest index, as ``select_write``: the chosen bin found from HIST
-    with ``CHOOSE``, else read from ``select_choose``'s STATE and OFFS), writes those key
-    positions to the row's k slots of LIST (int32, the order ``select_write`` uses; the PARTS
-    programs of a segment write the same values), reads them back and attends over every
-    PARTS-th block of them from block s mod PARTS on; the splits from nseg·PARTS on attend over
-    the NR runs (``runs_n`` keys, blocks_per_run_split blocks each). Partial results go to ACC, M, L as ``gather_decode``'s do."""
-    enter(PDL)
-    row = tl.program_id(0)
-    split = tl.program_id(1)
-    qi = row % qc
-    kvh = ((row // qc) % hkv).to(tl.int64)
-    b = (row // (qc * hkv)).to(tl.int64)
-    q, hq, gmask, d, dmask = _group_queries(Q, b, kvh, qi, sqb, sqh, sqq, g_heads, d_real, GP, DP, UPCAST)
-    m = tl.full((GP,), float("-inf"), tl.float32)
-    den = tl.zeros((GP,), tl.float32)
-    acc = tl.zeros((GP, DP), tl.float32)
-    srow = row.to(tl.int64)
-    if split < nseg * PARTS:
-        seg = split // PARTS
-        if CHOOSE:
-            chosen, above, at, cat, _, _ = _chosen_here(HIST, srow, seg, nseg, k, SP, NB)
-        else:
-            chosen, above, _, _, at, cat = _chosen_stored(STATE_PTR, OFFS, srow, seg, nseg)
-        offs = seg * SEG + tl.arange(0, SEG)
-        inside = offs < n_keys
-        x = _load_scores(S, srow, n_keys, offs, inside, ex0, ex1, ex2, ex3, ex4, ex5, ex6, ex7, ex8, NEX)
-        lo, unit, _ = _scale(S, srow, 1, 2, NB, True, True)
-        bins = _bins(x, inside, lo, unit, NB)
-        up, cand, ranks = _segment_ranks(bins, inside, chosen)
-        cpos = cat + (ranks >> 16) - 1
-        tie = cand & (bins > 0) & (cpos < k - above)  # bin 0: −inf, never attended
-        slots = LIST + srow * k
-        tl.store(slots + at + (ranks & 0xFFFF) - 1, offs, mask=up)
-        tl.store(slots + above + cpos, offs, mask=tie)
-        tl.debug_barrier()  # the program's threads read back what the others wrote
-        nup = tl.sum(up.to(tl.int32), 0)
-        count = nup + tl.sum(tie.to(tl.int32), 0)
-        for e0 in range((split % PARTS) * BLOCK, count, PARTS * BLOCK):
-            e = e0 + tl.arange(0, BLOCK)
-            valid = e < count
-            slot = tl.where(e < nup, at + e, above + cat + e - nup)
-            rows = tl.load(slots + slot, mask=valid, other=0)
-            m, den, acc = _attend(
-                q, K, V, AM, rows, valid, m, den, acc, b, kvh, hq, qi, gmask, d, dmask, scale,
-                skb, skh, skk, svb, svh, svk, sab, sah, saq, sak, HAS_AM, UPCAST, WIDE,
-            )  # fmt: skip
-    else:
-        m, den, acc = _attend_entries(
-            LIST, LIST, (split - nseg * PARTS) * blocks_per_run_split * BLOCK, blocks_per_run_split,
-            runs_n, n_keys, r0s, r0n, r0lo, r0hi, r0sl, r1s, r1n, r1lo, r1hi, r1sl,
-            q, K, V, AM, m, den, acc, b, kvh, hq, qi, gmask, d, dmask, scale,
-            skb, skh, skk, svb, svh, svk, sab, sah, saq, sak, HAS_AM, UPCAST, BLOCK, NR, 1, False, WIDE,
-        )  # fmt: skip
-    _store_partial(
-        ACC, M, L, (row * tl.num_programs(1) + split) * g_heads, m, den, acc, gmask, d, dmask, d_real, GP
-    )
-
-
 #: A decode's runs move with its position: no specialisation on their values.
 gather_decode.do_not_specialize = ("r0s", "r0n", "r0lo", "r0hi", "r1s", "r1n", "r1lo", "r1hi")
-select_attend.do_not_specialize = gather_decode.do_not_specialize + EX_ARGS + ("runs_n",)
 
 
 def merge_splits(

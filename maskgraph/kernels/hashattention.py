@@ -9,10 +9,10 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from ...pdl_kernel import enter
-from ...sparse.keymask_kernel import keys_allowed
-from ...sparse.topk_kernel import EX_ARGS, dropped
-from .group_kernel import group_coords
+from .group import group_coords
+from .keymask import keys_allowed
+from .pdl import enter
+from .topk import EX_ARGS, dropped
 
 
 @triton.jit
@@ -48,7 +48,7 @@ def hash_group_scores(
     steps (the interpreter). With NB > 0 each
     program also writes the bounded top-k's histogram of its block (BLOCK = the top-k's
     segment) to HIST (B·Hkv·Q, K / BLOCK, NB) int32: bin 1 + score, and bin 0 for the keys the
-    prior's runs drop (``ex*``, NEX of them: :func:`maskgraph.sparse.topk_kernel.dropped`).
+    prior's runs drop (``ex*``, NEX of them: :func:`maskgraph.kernels.topk.dropped`).
     ``HAS_AM``: the additive mask AM (strides ``sab``, ``sah``, ``saq``; row h of OUT reads
     head h) forbids keys: their score is −inf, their bin 0."""
     enter(PDL)

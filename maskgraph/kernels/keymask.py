@@ -4,7 +4,7 @@ installed): an additive mask row per (batch, head, query), −inf where a key is
 import triton
 import triton.language as tl
 
-from .topk_kernel import dropped
+from .topk import dropped
 
 
 @triton.jit
@@ -34,7 +34,7 @@ def pages_allowed(
     """Bool per page of ``pages``: a page of the row holding at least one key the mask allows
     (``keys_allowed`` over its ``page_size`` keys, PS ≥ page_size a power of two) and, with
     NEX > 0, outside the prior's runs ``ex*`` for query ``qi`` (given per key: block 1, see
-    :func:`maskgraph.sparse.topk_kernel.dropped`); with neither, every page of the row."""
+    :func:`maskgraph.kernels.topk.dropped`); with neither, every page of the row."""
     real = pages < n_pages
     if HAS_AM or NEX > 0:
         r = tl.arange(0, PS)

@@ -7,10 +7,10 @@ score is ``scaling`` times the max over the group. Jitted lazily (:mod:`maskgrap
 
 import triton.language as tl
 
-from ...pdl_kernel import enter
-from ...sparse.keymask_kernel import forbid_pages
-from ...sparse.topk_kernel import EX_ARGS, store_range
-from .group_kernel import group_coords
+from .group import group_coords
+from .keymask import forbid_pages
+from .pdl import enter
+from .topk import EX_ARGS, store_range
 
 
 def quest_group_scores(

@@ -5,7 +5,7 @@ placed on the GPU while the kernel before it in the stream still runs; each wait
 (``griddepcontrol.wait``) until that kernel has finished and its writes are visible, then lets
 the next kernel be placed in turn. The wait comes before anything else, in every program, so
 that a kernel never finishes before the one it follows (a later kernel waits only on its
-direct predecessor). Imported only by the ``*_kernel.py`` modules, where Triton is installed.
+direct predecessor). Imported only by the other kernel modules of :mod:`maskgraph.kernels`, where Triton is installed.
 """
 
 import triton

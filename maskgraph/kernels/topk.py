@@ -35,13 +35,13 @@ With ``HAS_COUNT`` the number to select is read from the device (``COUNT``, a 0-
 tensor, at most the output's width k): rows select min(count, k) (at least one, so the
 search always has a target) and every store of a selected entry is masked to the slots below
 the count; the slots from the count on hold −inf (index 0). A count of 0 keeps nothing. Left undecorated:
-:func:`maskgraph.sparse.topk._kernels` jits them on first use.
+:func:`maskgraph.kernels.jit_all` jits them.
 """
 
 import triton
 import triton.language as tl
 
-from ..pdl_kernel import enter
+from .pdl import enter
 
 STATE = tl.constexpr(5)  # int64 per row: bin, above, candidates, k selected, slots kept
 
@@ -55,7 +55,7 @@ def _ordered(x):
 
 @triton.jit
 def _canonical(x):
-    """−0.0 -> +0.0 and NaN -> −inf (the rule of :func:`maskgraph.ops.select.topk_lowest`)."""
+    """−0.0 -> +0.0 and NaN -> −inf (the rule of :func:`maskgraph.sparse.topk.topk_lowest`)."""
     x = tl.where(x == 0.0, 0.0, x)
     return tl.where(x != x, float("-inf"), x)
 
