@@ -41,8 +41,8 @@ def usable(device: torch.device) -> bool:
 #: (compute capability 9.0 on): a kernel's programs are placed while the one before it
 #: finishes, and wait there (:mod:`maskgraph.kernels.pdl`). Only launches of at most one
 #: program per streaming multiprocessor (times PDL_PROGRAMS_PER_SM) take it: programs placed
-#: early crowd onto the multiprocessors the kernel before leaves free (a B=8 8K Double Sparsity
-#: call's 512-program top-k launches lost 15 µs on an H100), while B=1 calls gain 2-4 µs.
+#: early crowd onto the multiprocessors the kernel before leaves free (large launches lose
+#: time), while small launches gain.
 PDL_PROGRAMS_PER_SM = 1
 
 

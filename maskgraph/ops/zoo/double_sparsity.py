@@ -134,9 +134,7 @@ def quantise_codes(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tens
 
 #: Keys per program of the grouped score kernel, at most DS_TILE // (G padded to a power of
 #: two) so that the (heads, keys) dot products stay in registers. Each key's words are loaded
-#: once and taken apart in registers (until run 53 every code had a lane that loaded its word:
-#: 20 µs per B=1 call at 128K). A tensor-core form (the group's codes·labels as one product)
-#: was no faster: B=1 / B=8, 128K, 10 %: 99 / 455 µs against 98 / 446 (H100, run 47).
+#: once and taken apart in registers (a lane per code loading its word is slower).
 DS_BLOCK = 1024
 DS_TILE = 4096
 DS_WARPS = 4
@@ -166,7 +164,7 @@ def unpack_codes(words: torch.Tensor, r: int, bits: int) -> torch.Tensor:
     x = (words.to(torch.int64) & 0xFFFFFFFF).unsqueeze(-1) >> shifts
     # the low ``bits`` bits by shifts alone: with ``bits`` symbolic (torch.compile, dynamic
     # shapes) inductor wrote the mask 2**bits − 1 as a float power, which Triton refuses in a
-    # bitwise and (GPU, run 31)
+    # bitwise and
     c = x - ((x >> bits) << bits)
     return c.flatten(-2)[..., :r].to(torch.bfloat16)
 

@@ -246,14 +246,13 @@ def popcount32(x: torch.Tensor) -> torch.Tensor:
 
 #: Rows (queries or new keys per head) up to which :func:`signature_words` runs the MLP and
 #: packs its bits in one Triton launch (decode) instead of torch's products and packing (six
-#: kernels at B=1, about 10 µs on an H100: run 46).
+#: kernels).
 WORDS_KERNEL_ROWS = 16
-#: Warps per program of that kernel: 4 measured 15.2 / 58.3 µs per B=1 call at 8K / 128K (10 %)
-#: against 8 warps' 16.1 / 59.7 (H100, run 74; one process each, same host).
+#: Warps per program of that kernel (4 is faster than 8).
 WORDS_WARPS = 4
 #: Most elements of one (D, hidden units) or (hidden units, bits) weight tile of that kernel:
-#: D = 128 and 128 hidden units are read in one step (32 a step took 7.8 µs per B=1 call, run
-#: 53: four dependent rounds of loads); 1024 bits take 16 units a step.
+#: D = 128 and 128 hidden units are read in one step (smaller tiles make dependent rounds of
+#: loads); 1024 bits take 16 units a step.
 WORDS_TILE = 16384
 
 

@@ -45,9 +45,7 @@ from ..select import eligible_scores, topk_lowest
 _NEG_INF = float("-inf")
 
 #: Pages per program of the grouped page-score kernel (elementwise form, and the tensor-core
-#: form that 16-bit queries and bounds of one dtype take), and its warps
-#: (benchmarks/kernel_times.py): 8 rows of 8192 pages, 11 µs on the tensor cores against 16
-#: elementwise (64 rows: 96 against 111; H100, run 43).
+#: form that 16-bit queries and bounds of one dtype take, the faster of the two), and its warps.
 QUEST_BLOCK = 32
 QUEST_DOT_BLOCK = 64
 QUEST_WARPS = 4
