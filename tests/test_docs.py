@@ -54,6 +54,7 @@ def test_every_cited_test_or_benchmark_file_exists():
     """Docs, tests and benchmarks name test files and scripts by path (`tests/ops/test_ops.py`):
     each named file is there (tests move with the package they test)."""
     files = [*PAGES, *(ROOT / "tests").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
+    files += list((ROOT / "maskgraph").rglob("*.py"))
     cited = {
         (f.relative_to(ROOT), m)
         for f in files
@@ -61,3 +62,15 @@ def test_every_cited_test_or_benchmark_file_exists():
     }
     missing = sorted(f"{src}: {path}" for src, path in cited if not (ROOT / path).exists())
     assert not missing, "cited files that do not exist:\n" + "\n".join(missing)
+
+
+def test_the_library_carries_no_run_log():
+    """Comments and docstrings give reasons, not the history of experiments: no "run 43" and no
+    measured microseconds (figures live in docs/performance.md, with their card and date)."""
+    found = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for path in sorted((ROOT / "maskgraph").rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"\b[Rr]uns? \d{2,}\b|\d\s*(µs|us)\b", line)
+    ]
+    assert not found, "run logs in the library:\n" + "\n".join(found)
