@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -537,3 +538,124 @@ def test_a_dead_ray_actor_fails_its_trial_and_is_replaced(tmp_path, monkeypatch)
     assert "RayError" in tb
     assert fake.created == 3 and fake.killed == 3  # two actors, one replaced; all killed at the end
     assert len(raw_rows(tmp_path / "out")) == 2 * 4
+
+
+# ----- benchmark tasks and their data, default calibration files --------------------------------
+BENCH = ROOT / "tests" / "data" / "benchmarks"
+BENCH_SWEEP = """\
+models: [tiny-llama]
+graphs: [dense]
+tasks: [longbench:qasper]
+lengths: [256]
+samples: 2
+template: plain
+"""
+
+
+def test_a_sweep_takes_benchmark_tasks_with_data_relative_to_the_sweep_file(tmp_path):
+    rel = os.path.relpath(BENCH / "longbench", tmp_path)
+    spec = parse_sweep(BENCH_SWEEP + f"data: {rel}\n", file="s.yaml", base=tmp_path)
+    (trial,) = spec.trials()
+    assert trial.task == "longbench:qasper" and trial.identity()["data"] == str(BENCH / "longbench")
+    assert trial.eval_config().data == str(BENCH / "longbench")
+    shutil.copytree(BENCH / "longbench", tmp_path / "copy")
+    other = parse_sweep(BENCH_SWEEP + "data: copy\n", base=tmp_path)
+    assert other.trials()[0].id != trial.id
+    # a sweep without data keeps its trial ids: data is not in their identity
+    plain = parse_sweep(
+        "models: [tiny-llama]\ngraphs: [dense]\ntasks: [ppl]\nlengths: [64]\ntemplate: plain\n"
+    )
+    assert "data" not in plain.trials()[0].identity()
+
+
+@pytest.mark.parametrize(
+    "extra, line, words",
+    [
+        ("", 3, ["tasks", "longbench:qasper", "no 'data:' was given"]),
+        ("data: nowhere\n", 6, ["data:", "no such file or folder", "nowhere"]),
+        ("data: {empty}\n", 6, ["data:", "longbench:qasper", "nothing of it was found"]),
+        ("data: {longbench}\nsamples: 99\n", 6, ["data:", "--samples 99"]),
+    ],
+)
+def test_missing_benchmark_data_is_a_located_error_before_any_model_loads(extra, line, words, tmp_path):
+    from maskgraph.errors import SweepFileError
+
+    (tmp_path / "empty").mkdir()
+    text = BENCH_SWEEP.replace("samples: 2\n", "") + extra.format(
+        empty=tmp_path / "empty", longbench=BENCH / "longbench"
+    )
+    with pytest.raises(SweepFileError) as info:
+        parse_sweep(text, file="s.yaml", base=tmp_path)
+    message = str(info.value)
+    assert f"s.yaml:{line}" in message and all(w in message for w in words), message
+
+
+def test_an_unknown_benchmark_sub_task_is_located():
+    from maskgraph.errors import SweepFileError
+
+    with pytest.raises(SweepFileError, match=r"s.yaml:3.*tasks\[0\].*unknown LongBench sub-task 'qaspr'"):
+        parse_sweep(BENCH_SWEEP.replace("qasper", "qaspr"), file="s.yaml")
+
+
+def test_a_benchmark_sweep_runs_into_the_store(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    text = BENCH_SWEEP.replace("longbench:qasper", "infinitebench:passkey").replace(
+        "samples: 2", "samples: 1"
+    )
+    path.write_text(text + f"data: {BENCH / 'infinitebench'}\n")
+    out = tmp_path / "out"
+    rc, stdout, _ = run_cli(["sweep", str(path), "--out", str(out), "--no-progress"], capsys)
+    assert rc == 0 and "1 of 1 trials done" in stdout
+    assert table(out, "SELECT DISTINCT status FROM rows") == [("ok",)]
+
+
+DS_SWEEP = "models: [tiny-llama]\ngraphs:\n  - graph: double_sparsity\ntasks: [ppl]\nlengths: [64]\ntemplate: plain\n"
+
+
+def test_a_sweep_finds_the_calibration_file_maskgraph_calibrate_wrote(tmp_path, monkeypatch):
+    from maskgraph.calibrate.formats import DOUBLE_SPARSITY
+    from maskgraph.calibrate.models import default_out
+    from maskgraph.errors import SweepFileError
+    from maskgraph.eval.search import _calibration
+
+    monkeypatch.setenv("MASKGRAPH_CACHE", str(tmp_path / "cache"))
+    file = default_out("tiny-llama", DOUBLE_SPARSITY)
+    with pytest.raises(SweepFileError) as info:
+        parse_sweep(DS_SWEEP, file="s.yaml")
+    message = str(info.value)
+    assert "s.yaml:3" in message and str(file) in message
+    assert "maskgraph calibrate double-sparsity --model tiny-llama" in message
+
+    file.parent.mkdir(parents=True)
+    file.write_bytes(b"")
+    spec = parse_sweep(DS_SWEEP, file="s.yaml")
+    (variant,) = spec.trials()[0].variants
+    assert variant.overrides["ds_channels"] == str(file)
+    assert trials_module.build_variant(variant).graph.resolve("$ds_channels") == str(file)
+    # --search starts from the same file
+    assert _calibration(spec.to_json(), spec.graphs[0]) == {"ds_channels": str(file)}
+    # an explicit file wins
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(b"")
+    text = DS_SWEEP.replace("double_sparsity\n", f"double_sparsity\n    params: {{ds_channels: {mine}}}\n")
+    (variant,) = parse_sweep(text).trials()[0].variants
+    assert variant.overrides["ds_channels"] == str(mine)
+
+
+def test_eval_and_sweep_share_the_default_calibration_lookup(tmp_path, monkeypatch):
+    from maskgraph.calibrate.formats import DOUBLE_SPARSITY
+    from maskgraph.calibrate.models import default_out
+    from maskgraph.errors import MaskgraphError
+    from maskgraph.eval.calibration import default_calibration
+    from maskgraph.loader import load_graph
+
+    monkeypatch.setenv("MASKGRAPH_CACHE", str(tmp_path / "cache"))
+    file = default_out("tiny-llama", DOUBLE_SPARSITY)
+    file.parent.mkdir(parents=True)
+    file.write_bytes(b"")
+    ds = load_graph("double_sparsity")
+    assert default_calibration({"double_sparsity": ds}, {}, "tiny-llama") == {"ds_channels": str(file)}
+    # one graph sets the parameter itself, the other takes the default under the same name
+    mine = ds.with_overrides({"ds_channels": str(tmp_path / "mine.safetensors")})
+    with pytest.raises(MaskgraphError, match="mine.yaml sets ds_channels itself"):
+        default_calibration({"double_sparsity": ds, "mine.yaml": mine}, {}, "tiny-llama")
