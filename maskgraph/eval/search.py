@@ -156,7 +156,7 @@ def run_search(
         )
     if len(spec.models) != 1:
         raise MaskgraphError(f"{spec.file}: --search tunes on one model; the file lists {len(spec.models)}")
-    from .sweeprun import _init_ray, import_ray
+    from .sweeprun import import_ray, init_ray
 
     ray = import_ray()
     from ray import tune
@@ -167,7 +167,7 @@ def run_search(
     spec_json = spec.to_json()
     started_here = not ray.is_initialized()
     if started_here:
-        _init_ray(ray, address)
+        init_ray(ray, address)
     choices: list[Choice] = []
     try:
         for entry in spec.graphs:

@@ -338,6 +338,7 @@ def test_an_interrupted_sweep_resumes_with_every_pair_once(signum, workers, tmp_
     deadline = time.monotonic() + 120
     while len(raw_rows(out)) < 4 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
@@ -345,17 +346,35 @@ def test_an_interrupted_sweep_resumes_with_every_pair_once(signum, workers, tmp_
     before = len(raw_rows(out))
     assert 4 <= before < 48  # stopped midway
 
-    # the rerun finishes the rest; the local backend never imports Ray
-    had_ray = "ray" in sys.modules
-    assert main(["sweep", str(path), "--out", str(out), "--no-progress"]) == 0
-    assert had_ray or "ray" not in sys.modules
+    # the rerun finishes the rest; the local backend never imports Ray (a fresh process: this
+    # one may have imported Ray for another test)
+    rerun = "import sys; from maskgraph.cli.main import main; rc = main(sys.argv[1:]); "
+    rerun += "assert 'ray' not in sys.modules, 'ray imported'; sys.exit(rc)"
+    done = subprocess.run(
+        [sys.executable, "-c", rerun, "sweep", str(path), "--out", str(out), "--no-progress"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
     pairs = Counter((r["cell"], r["index"]) for r in raw_rows(out))
     assert len(pairs) == 4 * 12 and set(pairs.values()) == {1}
 
 
 # ----- worker processes and Ray: the same rows ----------------------------------------------------
+RAY_STORE = 100 * 2**20  # bytes of object store: a local Ray here holds a few small results
+
+
+@pytest.fixture
+def one_ray_at_a_time(tmp_path_factory):
+    """pytest-xdist's workers take turns with Ray: one small local cluster at a time (the base
+    temporary folder's parent is shared by the workers of one run)."""
+    from filelock import FileLock
+
+    with FileLock(str(tmp_path_factory.getbasetemp().parent / "maskgraph-ray.lock")):
+        yield
+
+
 @pytest.mark.slow
-def test_local_workers_and_ray_give_the_rows_of_one_worker(tmp_path, monkeypatch):
+def test_local_workers_and_ray_give_the_rows_of_one_worker(tmp_path, monkeypatch, one_ray_at_a_time):
     ray = pytest.importorskip("ray")
     path = sweep_file(tmp_path, samples=3, shard=2)
     spec = parse_sweep(path.read_text(), file=str(path), base=tmp_path)
@@ -367,7 +386,7 @@ def test_local_workers_and_ray_give_the_rows_of_one_worker(tmp_path, monkeypatch
 
     # a real local Ray started by the caller; its workers import this checkout's maskgraph
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, object_store_memory=RAY_STORE, include_dashboard=False, log_to_driver=False)
     try:
         got = run_sweep(spec, tmp_path / "ray", text, BackendOptions(backend="ray"), progress=False)
         assert ray.is_initialized()  # a Ray the caller started is left running
@@ -395,16 +414,24 @@ search: {{densities: [0.3], samples: 1}}
 
 
 @pytest.mark.slow
-def test_search_picks_the_setting_that_reaches_the_target_and_writes_a_usable_graph(tmp_path, monkeypatch):
-    pytest.importorskip("ray")
+def test_search_picks_the_setting_that_reaches_the_target_and_writes_a_usable_graph(
+    tmp_path, monkeypatch, one_ray_at_a_time
+):
+    ray = pytest.importorskip("ray")
     from maskgraph.eval.search import run_search
+    from maskgraph.eval.sweeprun import init_ray
     from maskgraph.loader import load_graph
 
     path = sweep_file(tmp_path, text=SEARCH)
     spec = parse_sweep(path.read_text(), file=str(path), base=tmp_path)
-    # the Ray that run_search starts makes its workers import this checkout's maskgraph
+    # the Ray that init_ray starts (as run_search does, here small) makes its workers import
+    # this checkout's maskgraph
     monkeypatch.delenv("PYTHONPATH", raising=False)
-    (choice,) = run_search(spec, tmp_path / "out")
+    init_ray(ray, None, num_cpus=2, object_store_memory=RAY_STORE)
+    try:
+        (choice,) = run_search(spec, tmp_path / "out")
+    finally:
+        ray.shutdown()
     # heavy_size 0.6 measures far above 30%: the search keeps 0.05, and reports what it measured
     assert choice.feasible and choice.trials == 2 and choice.overrides["heavy_size"] == 0.05
     assert choice.density is not None and choice.density <= 0.3 * 1.1 and choice.rel_err is not None
@@ -418,15 +445,35 @@ def test_search_picks_the_setting_that_reaches_the_target_and_writes_a_usable_gr
 def test_a_worker_process_sees_its_gpu_only_and_leaves_interrupts_to_the_sweep(monkeypatch):
     from maskgraph.eval import sweeprun
 
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    old = signal.getsignal(signal.SIGINT)
+    # setenv first: monkeypatch restores the variable (or its absence) after the test
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         sweeprun.worker_setup("3")
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is sweeprun._exit_on_terminate
     finally:
-        signal.signal(signal.SIGINT, old)
-        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+
+
+def test_a_result_that_arrives_after_its_trial_was_failed_is_ignored():
+    from types import SimpleNamespace
+
+    from maskgraph.eval import sweeprun
+    from maskgraph.eval.trials import TrialResult
+
+    spec = parse_sweep(
+        "models: [tiny-llama]\ngraphs: [dense]\ntasks: [ppl]\nlengths: [64]\ntemplate: plain\n"
+    )
+    (trial,) = spec.trials()
+    busy, idle = SimpleNamespace(trial=trial), SimpleNamespace(trial=None)
+    got: list[TrialResult] = []
+    stale = TrialResult("0123456789ab", "done", 1.0)
+    assert not sweeprun.accept([busy, idle], stale, got.append) and got == [] and busy.trial is trial
+    fresh = TrialResult(trial.id, "done", 1.0)
+    assert sweeprun.accept([busy, idle], fresh, got.append) and got == [fresh] and busy.trial is None
 
 
 @pytest.mark.slow
