@@ -55,14 +55,12 @@ def load_cells(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
 
 
 def _run_model(folder: Path) -> str | None:
-    """The model of an eval run folder (its config.json), or None where it cannot be read
-    (the report then shows the run without a model name)."""
+    """The model of an eval run folder (its config.json), or None for a folder without one (a
+    sweep folder: its cells carry their models); a malformed config.json is a
+    :class:`~maskgraph.errors.RunFolderError` naming it."""
     from .rundir import RunDir
 
-    try:
-        config = RunDir(folder, ppl_task="ppl").read_config()
-    except MaskgraphError:
-        return None
+    config = RunDir(folder, ppl_task="ppl").read_config()
     return None if config is None else config["model"]
 
 

@@ -350,6 +350,15 @@ def test_report_names_a_malformed_metrics_file(finished, capsys, how, message):
     assert rc == 1 and str(path) in err and message in err
 
 
+@pytest.mark.parametrize("how, message", [("truncated", "not valid JSON"), ("wrong type", "'seed' must be")])
+def test_report_names_a_malformed_config_of_a_run(finished, capsys, how, message):
+    out, _ = finished
+    path = out / "config.json"
+    path.write_text(_edit_config(json.loads(path.read_text()), how))
+    rc, err = run_cli(["report", str(out), "--out", str(out / "report.md")], capsys)
+    assert rc == 1 and str(path) in err and message in err
+
+
 def test_a_graph_text_in_config_too_deep_to_read_is_no_graph_name(tmp_path):
     """config.json's graph YAML is read with the graph reader's limits: a 20,000-deep list (an
     edited file) names no graph instead of ending the resume in a RecursionError."""
