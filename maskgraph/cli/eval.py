@@ -5,6 +5,7 @@ See :mod:`maskgraph.eval.runner`."""
 from __future__ import annotations
 
 from ..eval.bench import BENCHMARKS
+from ..eval.calibration import default_calibration
 from ..eval.runner import PPL, EvalConfig, run_eval
 from ..eval.tasks import TASKS
 from ..loader import apply_overrides, load_graph
@@ -136,22 +137,11 @@ def run(args) -> int:
 
 def _default_calibration(graphs: list[str], overrides: dict, model: str) -> dict:
     """Graph parameters that point the graphs' unset calibration files at those ``maskgraph
-    calibrate`` wrote for ``model``; every graph is first tried on the model's shapes
-    (:func:`~maskgraph.cli.common.fit_to_model`), before the model loads."""
-    from ..calibrate.defaults import with_default_calibration
-    from ..errors import MaskgraphError
-
-    found: dict = {}
+    calibrate`` wrote for ``model`` (:func:`maskgraph.eval.calibration.default_calibration`);
+    every graph is first tried on the model's shapes (:func:`~maskgraph.cli.common.fit_to_model`),
+    before the model loads."""
     bases = {path: load_graph(path) for path in dict.fromkeys(graphs)}
     for base in bases.values():
         graph = apply_overrides(base, {k: v for k, v in overrides.items() if k in base.params}, origin="-p")
         fit_to_model(graph, model)
-        found.update(with_default_calibration(graph, model).overrides)
-    for path, base in bases.items():
-        clash = [k for k in found if base.params.get(k) is not None and k not in overrides]
-        if clash:
-            raise MaskgraphError(
-                f"{path} sets {clash[0]} itself while another graph takes the default file; "
-                f"give -p {clash[0]}=FILE to use one file for both"
-            )
-    return found
+    return default_calibration(bases, overrides, model)

@@ -2,9 +2,11 @@
 
 Tables (one row per graph setting, the plain dense model first, then ``dense``):
 
-- retrieval tasks (needles, variable tracking): RULER score (0–100) per task and length;
+- retrieval tasks (needles, variable tracking): RULER score (0–100) per task and length, with
+  its Wilson 95 % interval over the cell's samples, ``score [low–high]``;
 - aggregation tasks (common/frequent-word extraction), reported separately;
-- the standard benchmarks' sub-tasks (``longbench:qasper`` …), each scored by its own metric;
+- the standard benchmarks' sub-tasks (``longbench:qasper`` …), each scored by its own metric
+  (with the same interval);
 - perplexity on long text, and its ratio to dense;
 - for every row: the **measured** density (mean over its attention calls), agreement of
   greedy tokens with dense, and (runs with ``--metrics``) relative output error and recall.
@@ -53,14 +55,12 @@ def load_cells(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
 
 
 def _run_model(folder: Path) -> str | None:
-    """The model of an eval run folder (its config.json), or None where it cannot be read
-    (the report then shows the run without a model name)."""
+    """The model of an eval run folder (its config.json), or None for a folder without one (a
+    sweep folder: its cells carry their models); a malformed config.json is a
+    :class:`~maskgraph.errors.RunFolderError` naming it."""
     from .rundir import RunDir
 
-    try:
-        config = RunDir(folder, ppl_task="ppl").read_config()
-    except MaskgraphError:
-        return None
+    config = RunDir(folder, ppl_task="ppl").read_config()
     return None if config is None else config["model"]
 
 
@@ -89,6 +89,15 @@ def _cell_text(c: dict | None, key: str, spec: str) -> str:
     if c["status"] != "ok" and c.get(key) is None:
         return "n/a¹" if c["status"].startswith("not calibrated") else "err²"
     return _fmt(c.get(key), spec)
+
+
+def _score_text(c: dict | None) -> str:
+    """A cell's score with its Wilson 95 % interval, ``71.4 [35.9–91.8]`` (the score alone for
+    cells written before intervals were)."""
+    text = _cell_text(c, "score", ".1f")
+    if c is None or c.get("score") is None or c.get("score_low") is None or c.get("score_high") is None:
+        return text
+    return f"{text} [{c['score_low']:.1f}–{c['score_high']:.1f}]"
 
 
 def leaderboard(cells: list[dict]) -> str:
@@ -149,7 +158,7 @@ def _score_table(title: str, cols, rows, by) -> str:
             "| "
             + " | ".join(
                 [graph, _setting(label, target), _fmt(st["density"], ".3f")]
-                + [_cell_text(c, "score", ".1f") for c in mine]
+                + [_score_text(c) for c in mine]
                 + [
                     _fmt(_mean(scores)),
                     _fmt(st["agreement"], ".3f"),

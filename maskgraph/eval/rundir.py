@@ -120,7 +120,8 @@ CELL_KEYS = {
 CELL_OPTIONAL = {
     "density": OPT_NUM, "rel_err": OPT_NUM, "recall": OPT_NUM, "agreement": OPT_NUM, "score": OPT_NUM,
     "ref_score": OPT_NUM, "ppl": OPT_NUM, "ref_ppl": OPT_NUM, "per_layer": OBJECT, "overrides": OBJECT,
-    "score_ci95": OPT_NUM, "model": STR,
+    "score_low": OPT_NUM, "score_high": OPT_NUM, "model": STR, "scores": NUMS, "nlls": NUMS,
+    "counts": INTS,
 }  # fmt: skip
 MICRO_KEYS = {"cell": STR, "index": INT, "layer": INT, "Q": INT, "K": INT, "density": NUMS}
 MICRO_OPTIONAL = {"rel_err": NUMS, "recall": NUMS}

@@ -549,15 +549,24 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def _ci95(values: list[float]) -> float | None:
-    """Half-width of the normal-approximation 95% interval of the mean of ``values`` (None for
-    fewer than two)."""
-    n = len(values)
-    if n < 2:
-        return None
-    mean = sum(values) / n
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return 1.96 * math.sqrt(var / n)
+Z95 = 1.959963984540054  # the standard normal's 97.5th percentile
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A confidence interval: ``low`` <= ``high``."""
+
+    low: float
+    high: float
+
+
+def wilson95(mean: float, n: int) -> Interval:
+    """The Wilson score 95 % interval of a proportion ``mean`` in [0, 1] observed on ``n`` >= 1
+    samples (a mean of per-sample scores in [0, 1] is taken as such a proportion)."""
+    z2 = Z95 * Z95
+    centre = (mean + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 / (1 + z2 / n) * math.sqrt(max(0.0, mean * (1 - mean)) / n + z2 / (4 * n * n))
+    return Interval(max(0.0, centre - half), min(1.0, centre + half))
 
 
 def _aggregate(rows: list[dict], micro: list[dict]) -> dict[str, Any]:
@@ -574,8 +583,10 @@ def _aggregate(rows: list[dict], micro: list[dict]) -> dict[str, Any]:
         out["nlls"] = [r["nll"] for r in ok]  # per window, for the report's intervals
         out["counts"] = [r["count"] for r in ok]
     elif ok:
-        out["score"] = 100 * _mean([r["score"] for r in ok])
-        out["score_ci95"] = _ci95([100 * r["score"] for r in ok])
+        mean = _mean([r["score"] for r in ok])
+        out["score"] = 100 * mean
+        ci = wilson95(mean, len(ok))  # on 0-100, as the score
+        out["score_low"], out["score_high"] = 100 * ci.low, 100 * ci.high
         out["ref_score"] = 100 * _mean([r["ref_score"] for r in ok])
         out["scores"] = [100 * r["score"] for r in ok]  # per sample, for the report's intervals
         out["agreement"] = _mean([r["agreement"] for r in ok])

@@ -72,10 +72,18 @@ def _one_minus(v: float | None) -> float | None:
     return None if v is None else 1.0 - v
 
 
-def base_overrides(entry: GraphEntry, target: float, length: int) -> dict[str, Any]:
-    """The density rule's parameters for ``target`` with the item's fixed ``params`` on top."""
+def base_overrides(
+    entry: GraphEntry, target: float, length: int, calibration: dict[str, Any]
+) -> dict[str, Any]:
+    """The density rule's parameters for ``target`` with the default calibration files of the
+    searched model (:attr:`SweepSpec.calibration`) and the item's fixed ``params`` on top."""
     base = load_graph(entry.yaml)
-    return {**sweep_overrides(base.params, target, length), **entry.params}
+    return {**sweep_overrides(base.params, target, length), **calibration, **entry.params}
+
+
+def _calibration(spec_json: dict[str, Any], entry: GraphEntry) -> dict[str, Any]:
+    """The searched model's default calibration parameters of ``entry``'s graph."""
+    return spec_json.get("calibration", {}).get(spec_json["models"][0], {}).get(entry.graph, {})
 
 
 def evaluate(
@@ -119,7 +127,8 @@ def _tune_trial(config: dict[str, Any], root: str, spec_json: dict, entry: Graph
     global _TUNE_CACHE
     if _TUNE_CACHE is None:
         _TUNE_CACHE = ModelCache()
-    overrides = {**base_overrides(entry, target, spec_json["search"]["length"]), **config}
+    length = spec_json["search"]["length"]
+    overrides = {**base_overrides(entry, target, length, _calibration(spec_json, entry)), **config}
     got = evaluate(root, spec_json, entry, overrides, _TUNE_CACHE)
     score = objective(got, target, SearchSpec(**spec_json["search"]))
     tune.report({**{k: v for k, v in got.items() if v is not None}, "objective": score})
@@ -147,7 +156,7 @@ def run_search(
         )
     if len(spec.models) != 1:
         raise MaskgraphError(f"{spec.file}: --search tunes on one model; the file lists {len(spec.models)}")
-    from .sweeprun import _init_ray, import_ray
+    from .sweeprun import import_ray, init_ray
 
     ray = import_ray()
     from ray import tune
@@ -158,7 +167,7 @@ def run_search(
     spec_json = spec.to_json()
     started_here = not ray.is_initialized()
     if started_here:
-        _init_ray(ray, address)
+        init_ray(ray, address)
     choices: list[Choice] = []
     try:
         for entry in spec.graphs:
@@ -200,7 +209,8 @@ def _search_one(tune, searcher_cls, root: Path, spec: SweepSpec, spec_json, entr
     results = tuner.fit()
     best = results.get_best_result()
     metrics = best.metrics or {}
-    overrides = {**base_overrides(entry, target, spec.search.length), **(best.config or {})}
+    calibration = _calibration(spec_json, entry)
+    overrides = {**base_overrides(entry, target, spec.search.length, calibration), **(best.config or {})}
     feasible = metrics.get("objective", 2 * INFEASIBLE) < INFEASIBLE
     file = None
     if metrics.get("density") is not None:

@@ -44,7 +44,7 @@ TRIAL_COLUMNS = (
 ROW_COLUMNS = ("model", "trial", *CSV_FIELDS, "graph_sha", "calls")
 CELL_COLUMNS = (
     "model", "cell", "graph", "label", "target", "task", "kind", "length", "status", "samples",
-    "score", "score_ci95", "ref_score", "agreement", "ppl", "ref_ppl", "density", "rel_err", "recall",
+    "score", "score_low", "score_high", "ref_score", "agreement", "ppl", "ref_ppl", "density", "rel_err", "recall",
     "overrides",
 )  # fmt: skip
 

@@ -12,13 +12,14 @@ key and what would be valid; docs/sweeps.md shows a whole file)::
       - graph: oracle_topk
         params: {sink_size: 16}        # fixed overrides
         grid: {heavy_size: [0.05, 0.1]}  # every combination is one variant
-    tasks: [niah_single_number, ppl]
+    tasks: [niah_single_number, ppl]   # or benchmark tasks, e.g. longbench:qasper, with data:
+    data: ~/data/LongBench             # the benchmarks' local copy (relative to the sweep file)
     lengths: [1024]
     samples: 4                         # per (variant, task, length)
     shard: 2                           # samples per trial (default: all of them)
     resources: {num_cpus: 1, num_gpus: 0.25}   # per trial, on Ray
 
-and the settings of ``maskgraph eval`` (``seed``, ``protocol``, ``template``, ``metrics``,
+and the settings of ``maskgraph eval`` (``data``, ``seed``, ``protocol``, ``template``, ``metrics``,
 ``text_file``, ``device``, ``ppl_score_share``).
 
 A **variant** is one graph at one parameter setting; its label (the row name in reports) is
@@ -34,7 +35,7 @@ import difflib
 import hashlib
 import itertools
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,15 @@ from ..display import shown
 from ..errors import GraphError, MaskgraphError, SweepFileError
 from ..loader import load_graph, parse_yaml
 from . import protocol as proto
+from .bench import BENCHMARKS, check_data, is_bench_task, resolve
+from .calibration import graph_calibration
 from .runner import PPL, EvalConfig, target_tag
 from .sweep import sweep_overrides
 from .tasks import TASKS
 
 TOP_KEYS = (
     "sweep", "models", "graphs", "tasks", "lengths", "samples", "shard", "seed", "protocol",
-    "template", "metrics", "text_file", "device", "ppl_score_share", "resources", "search",
+    "template", "metrics", "text_file", "device", "ppl_score_share", "resources", "search", "data",
 )  # fmt: skip
 REQUIRED = ("models", "graphs", "tasks", "lengths")
 GRAPH_KEYS = ("graph", "name", "params", "grid", "densities", "ranges")
@@ -185,13 +188,23 @@ class SweepSpec:
     settings: dict[str, Any]
     resources: Resources
     search: SearchSpec | None = None
+    calibration: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def calibrated(self, model: str, graph: str, overrides: dict[str, Any]) -> dict[str, Any]:
+        """``overrides`` of ``graph`` on ``model`` with the graph's unset calibration files
+        pointed at those ``maskgraph calibrate`` wrote for the model (explicit settings win)."""
+        return {**self.calibration.get(model, {}).get(graph, {}), **overrides}
 
     def trials(self) -> list[Trial]:
         """Every trial, grouped by model (a worker keeps one model loaded)."""
         out = []
         for model in self.models:
             for length in self.lengths:
-                vs = tuple(v for g in self.graphs for v in g.variants(length))
+                vs = tuple(
+                    replace(v, overrides=self.calibrated(model, v.graph, v.overrides))
+                    for g in self.graphs
+                    for v in g.variants(length)
+                )
                 for task in self.tasks:
                     for start in range(0, self.samples, self.shard):
                         stop = min(self.samples, start + self.shard)
@@ -292,8 +305,7 @@ def parse_sweep(text: str, file: str | None = None, base: Path | None = None) ->
     graphs = _graphs(c, data["graphs"], base)
     tasks = tuple(c.strings(data["tasks"], ("tasks",)))
     for i, t in enumerate(tasks):
-        if t != PPL and t not in TASKS:
-            raise c.fail(("tasks", i), f"unknown task {t!r}; valid: {', '.join([PPL, *TASKS])}")
+        _check_task(c, t, ("tasks", i))
     raw_lengths = data["lengths"] if isinstance(data["lengths"], list) else [data["lengths"]]
     lengths = tuple(
         dict.fromkeys(c.integer(v, ("lengths", i), MIN_LENGTH) for i, v in enumerate(raw_lengths))
@@ -303,13 +315,19 @@ def parse_sweep(text: str, file: str | None = None, base: Path | None = None) ->
     samples = c.integer(data.get("samples", 3), ("samples",), 1)
     shard = min(samples, c.integer(data.get("shard", samples), ("shard",), 1))
     settings = _settings(c, data, base)
+    _check_bench_data(c, data, tasks, samples, settings)
     resources = _resources(c, data.get("resources", {}))
     search = _search(c, data["search"], graphs, tasks, lengths) if "search" in data else None
     tiny = [m for m in models if m.startswith("tiny-")]
     if tiny and settings["template"] == "chat":
         path = ("template",) if "template" in data else ("models",)
         raise c.fail(path, f"{tiny[0]} has no chat template (a byte tokenizer); set 'template: plain'")
+    calibration = {
+        model: {g.graph: _calibration(c, g, model, ("graphs", i)) for i, g in enumerate(graphs)}
+        for model in models
+    }
     return SweepSpec(
+        calibration=calibration,
         name=name,
         file=str(file) if file else "",
         models=models,
@@ -354,6 +372,39 @@ def _search(c: _Checker, value: Any, graphs, tasks, lengths) -> SearchSpec:
     )
 
 
+def _check_task(c: _Checker, task: str, path: tuple) -> None:
+    if is_bench_task(task):
+        try:
+            resolve(task)
+        except MaskgraphError as exc:
+            raise c.fail(path, str(exc)) from None
+    elif task != PPL and task not in TASKS:
+        raise c.fail(
+            path,
+            f"unknown task {task!r}; valid: {', '.join([PPL, *TASKS])}, or <benchmark>:<sub-task> "
+            f"with a benchmark of {', '.join(BENCHMARKS)}",
+        )
+
+
+def _check_bench_data(c: _Checker, data: dict, tasks: tuple[str, ...], samples: int, settings: dict) -> None:
+    """Read the benchmark tasks' rows now: a missing or short copy stops the sweep before any
+    model loads."""
+    if not any(is_bench_task(t) for t in tasks):
+        return
+    path = ("data",) if "data" in data else ("tasks",)
+    try:
+        check_data(list(tasks), settings.get("data"), samples, plain=settings["template"] == "plain")
+    except MaskgraphError as exc:
+        raise c.fail(path, str(exc).replace("--data", "'data:'")) from None
+
+
+def _calibration(c: _Checker, entry: GraphEntry, model: str, path: tuple) -> dict[str, Any]:
+    try:
+        return graph_calibration(load_graph(entry.yaml), entry.params, model)
+    except MaskgraphError as exc:
+        raise c.fail(path, str(exc)) from None
+
+
 def _settings(c: _Checker, data: dict, base: Path) -> dict[str, Any]:
     """The eval settings shared by every trial (the keys of EvalConfig a trial does not set)."""
     text_file = data.get("text_file")
@@ -364,13 +415,22 @@ def _settings(c: _Checker, data: dict, base: Path) -> dict[str, Any]:
         if not p.is_file():
             raise c.fail(("text_file",), f"no such file {str(p)!r}")
         text_file = str(p)
+    bench_data = data.get("data")
+    if bench_data is not None:
+        if not isinstance(bench_data, str) or not bench_data:
+            raise c.fail(("data",), f"must be a path to a benchmark's local copy; got {shown(bench_data)}")
+        p = (base / Path(bench_data).expanduser()).resolve()
+        if not p.exists():
+            raise c.fail(("data",), f"no such file or folder {str(p)!r}")
+        bench_data = str(p)
     metrics = data.get("metrics", False)
     if not isinstance(metrics, bool):
         raise c.fail(("metrics",), f"must be true or false; got {shown(metrics)}")
     device = data.get("device", "cpu")
     if not isinstance(device, str) or device.split(":")[0] not in ("cpu", "cuda", "mps"):
         raise c.fail(("device",), f"must be cpu, cuda, cuda:N or mps; got {shown(device)}")
-    return {
+    # data is in a trial's identity only when set: the trials of a sweep without it keep their ids
+    return ({"data": bench_data} if bench_data is not None else {}) | {
         "seed": c.integer(data.get("seed", 0), ("seed",), 0),
         "protocol": c.choice(data.get("protocol", "dense_prefill"), ("protocol",), proto.PROTOCOLS),
         "template": c.choice(data.get("template", "chat"), ("template",), ("chat", "plain")),

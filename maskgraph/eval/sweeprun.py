@@ -162,10 +162,6 @@ class Progress:
         self.running += 1
         self._show()
 
-    def set_running(self, n: int) -> None:
-        self.running = n
-        self._show()
-
     def finished(self, result: TrialResult) -> None:
         self.running = max(0, self.running - 1)
         if result.status == "failed":
@@ -211,14 +207,9 @@ def run_local(
                 if s.trial is None and waiting:
                     s.give(waiting.pop(0), root, retry)
                     view.started()
-            try:
-                result = results.get(timeout=0.2)
-            except queues.Empty:
-                result = None
-            if result is not None:
-                slot = next(s for s in slots if s.trial is not None and s.trial.id == result.id)
-                slot.trial = None
-                finished(result)
+            # every result that arrived before a worker is found dead counts as its trial's end
+            for result in _drain(results, queues.Empty):
+                accept(slots, result, finished)
             for s in slots:
                 if s.trial is not None and not s.process.is_alive():
                     finished(_died(s.trial, s.process.exitcode))
@@ -228,6 +219,28 @@ def run_local(
             s.terminate()
         for s in slots:
             s.join()
+
+
+def _drain(results, empty: type[Exception]) -> list[TrialResult]:
+    """The results in the queue: waits a moment for the first, then takes what is there."""
+    out = []
+    try:
+        out.append(results.get(timeout=0.2))
+        while True:
+            out.append(results.get_nowait())
+    except empty:
+        return out
+
+
+def accept(slots: list[WorkerSlot], result: TrialResult, finished: Finished) -> bool:
+    """Free the slot that ran ``result``'s trial and record the result; False (and nothing
+    recorded) for a stale result, whose trial was already failed when its worker died."""
+    slot = next((s for s in slots if s.trial is not None and s.trial.id == result.id), None)
+    if slot is None:
+        return False
+    slot.trial = None
+    finished(result)
+    return True
 
 
 class WorkerSlot:
@@ -333,7 +346,7 @@ def run_ray(
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
-        _init_ray(ray, options.address)
+        init_ray(ray, options.address)
     res = spec.resources
     try:
         actor_cls = ray.remote(num_cpus=res.num_cpus, num_gpus=res.num_gpus)(TrialWorker)
@@ -378,14 +391,24 @@ def _lost(trial: Trial, exc: Exception) -> TrialResult:
     return TrialResult(trial.id, "failed", 0.0, f"{type(exc).__name__}: {first}", text)
 
 
-def _init_ray(ray, address: str | None) -> None:
-    """Start a local Ray (workers import this maskgraph) or join the cluster at ``address``."""
+def init_ray(
+    ray, address: str | None, num_cpus: int | None = None, object_store_memory: int | None = None
+) -> None:
+    """Start a local Ray (workers import this maskgraph) or join the cluster at ``address``.
+    ``num_cpus`` and ``object_store_memory`` (bytes) size a local start (None: Ray's defaults);
+    a cluster keeps its own."""
     if address:
         ray.init(address=address, log_to_driver=False)
         return
     package_parent = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(runtime_env={"env_vars": {"PYTHONPATH": path}}, log_to_driver=False, include_dashboard=False)
+    ray.init(
+        runtime_env={"env_vars": {"PYTHONPATH": path}},
+        log_to_driver=False,
+        include_dashboard=False,
+        num_cpus=num_cpus,
+        object_store_memory=object_store_memory,
+    )
 
 
 def _ray_capacity(resources: dict[str, float], cpus: float, gpus: float) -> int:

@@ -361,3 +361,31 @@ def test_a_run_folder_from_before_data_existed_resumes_and_a_malformed_data_is_r
     (out / "config.json").write_text(json.dumps({**stored, "data": 5}))
     with pytest.raises(RunFolderError, match="'data' must be a string or null"):
         run_eval(config, out, progress=False)
+
+
+@pytest.mark.parametrize(
+    "path", [DATA / "longbench" / "qasper.jsonl", DATA / "infinitebench" / "longbook_choice_eng.parquet"]
+)
+def test_reading_leaves_no_cache_behind(path, tmp_path, monkeypatch):
+    import datasets
+
+    from maskgraph.eval.bench.data import read_rows
+
+    # datasets fixes its cache folder at import; point it (and the temporary folders) at tmp
+    default_cache, temp = tmp_path / "hf-cache", tmp_path / "tmp"
+    default_cache.mkdir()
+    temp.mkdir()
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", default_cache)
+    monkeypatch.setattr("tempfile.tempdir", str(temp))
+    assert read_rows(path, ("test",))
+    assert list(default_cache.iterdir()) == [] and list(temp.iterdir()) == []
+
+
+def test_reading_sets_no_environment_variable(monkeypatch):
+    import os
+
+    from maskgraph.eval.bench.data import read_rows
+
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    read_rows(DATA / "longbench" / "qasper.jsonl", ("test",))
+    assert "HF_DATASETS_OFFLINE" not in os.environ

@@ -258,3 +258,29 @@ def test_sparse_protocol_sends_the_context_through_the_graph(tiny, text_file, tm
     assert dense_prefill["cells"]["streaming_llm@20%/ppl/300"]["ppl"] != pytest.approx(
         m["cells"]["streaming_llm@20%/ppl/300"]["ppl"], rel=1e-6
     )
+
+
+def test_wilson_interval_against_hand_computed_bounds():
+    from maskgraph.eval.runner import wilson95
+
+    # 3 of 4: centre (0.75 + z²/8) / (1 + z²/4), half-width z/(1 + z²/4)·sqrt(0.75·0.25/4 + z²/64)
+    got = wilson95(0.75, 4)
+    assert (got.low, got.high) == (pytest.approx(0.300642, abs=1e-6), pytest.approx(0.954413, abs=1e-6))
+    # 0 of 10 and 10 of 10: the bound at the edge stays at the edge
+    none, every = wilson95(0.0, 10), wilson95(1.0, 10)
+    assert (none.low, none.high) == pytest.approx((0.0, 0.277533), abs=1e-6)
+    assert (every.low, every.high) == pytest.approx((0.722467, 1.0), abs=1e-6)
+
+
+def test_a_score_cell_holds_its_wilson_interval_and_the_report_shows_it():
+    from maskgraph.eval.report import leaderboard
+    from maskgraph.eval.runner import _aggregate
+
+    row = dict(graph="quest", label="quest@20%", target=0.2, task="niah_single_number", kind="retrieval")
+    row |= dict(length=64, overrides={}, status="ok", ref_score=1.0, agreement=1.0)
+    rows = [{**row, "score": s} for s in (1.0, 1.0, 0.0, 1.0)]
+    cell = _aggregate(rows, [])
+    assert cell["score"] == 75.0 and "score_ci95" not in cell
+    assert cell["score_low"] == pytest.approx(30.0642, abs=1e-4)
+    assert cell["score_high"] == pytest.approx(95.4413, abs=1e-4)
+    assert "| 75.0 [30.1–95.4] |" in leaderboard([cell])

@@ -323,6 +323,9 @@ def test_calibrate_refuses_an_unwritable_out_before_any_work(
         ("truncated", "not valid JSON"),
         ("no cells", "missing key 'cells'"),
         ("wrong type", "'length' must be an integer"),
+        ("scores not numbers", "'scores' must be a list of numbers"),
+        ("nlls not a list", "'nlls' must be a list of numbers"),
+        ("counts not integers", "'counts' must be a list of integers"),
     ],
 )
 def test_report_names_a_malformed_metrics_file(finished, capsys, how, message):
@@ -335,8 +338,23 @@ def test_report_names_a_malformed_metrics_file(finished, capsys, how, message):
         path.write_text(json.dumps({"rows": data["cells"]}))
     else:
         cid = next(iter(data["cells"]))
-        data["cells"][cid]["length"] = "long"
+        key, value = {
+            "wrong type": ("length", "long"),
+            "scores not numbers": ("scores", [100.0, "n/a"]),
+            "nlls not a list": ("nlls", 3.5),
+            "counts not integers": ("counts", [255, 2.5]),
+        }[how]
+        data["cells"][cid][key] = value
         path.write_text(json.dumps(data))
+    rc, err = run_cli(["report", str(out), "--out", str(out / "report.md")], capsys)
+    assert rc == 1 and str(path) in err and message in err
+
+
+@pytest.mark.parametrize("how, message", [("truncated", "not valid JSON"), ("wrong type", "'seed' must be")])
+def test_report_names_a_malformed_config_of_a_run(finished, capsys, how, message):
+    out, _ = finished
+    path = out / "config.json"
+    path.write_text(_edit_config(json.loads(path.read_text()), how))
     rc, err = run_cli(["report", str(out), "--out", str(out / "report.md")], capsys)
     assert rc == 1 and str(path) in err and message in err
 

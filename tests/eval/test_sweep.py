@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -337,6 +338,7 @@ def test_an_interrupted_sweep_resumes_with_every_pair_once(signum, workers, tmp_
     deadline = time.monotonic() + 120
     while len(raw_rows(out)) < 4 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
@@ -344,17 +346,35 @@ def test_an_interrupted_sweep_resumes_with_every_pair_once(signum, workers, tmp_
     before = len(raw_rows(out))
     assert 4 <= before < 48  # stopped midway
 
-    # the rerun finishes the rest; the local backend never imports Ray
-    had_ray = "ray" in sys.modules
-    assert main(["sweep", str(path), "--out", str(out), "--no-progress"]) == 0
-    assert had_ray or "ray" not in sys.modules
+    # the rerun finishes the rest; the local backend never imports Ray (a fresh process: this
+    # one may have imported Ray for another test)
+    rerun = "import sys; from maskgraph.cli.main import main; rc = main(sys.argv[1:]); "
+    rerun += "assert 'ray' not in sys.modules, 'ray imported'; sys.exit(rc)"
+    done = subprocess.run(
+        [sys.executable, "-c", rerun, "sweep", str(path), "--out", str(out), "--no-progress"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
     pairs = Counter((r["cell"], r["index"]) for r in raw_rows(out))
     assert len(pairs) == 4 * 12 and set(pairs.values()) == {1}
 
 
 # ----- worker processes and Ray: the same rows ----------------------------------------------------
+RAY_STORE = 100 * 2**20  # bytes of object store: a local Ray here holds a few small results
+
+
+@pytest.fixture
+def one_ray_at_a_time(tmp_path_factory):
+    """pytest-xdist's workers take turns with Ray: one small local cluster at a time (the base
+    temporary folder's parent is shared by the workers of one run)."""
+    from filelock import FileLock
+
+    with FileLock(str(tmp_path_factory.getbasetemp().parent / "maskgraph-ray.lock")):
+        yield
+
+
 @pytest.mark.slow
-def test_local_workers_and_ray_give_the_rows_of_one_worker(tmp_path, monkeypatch):
+def test_local_workers_and_ray_give_the_rows_of_one_worker(tmp_path, monkeypatch, one_ray_at_a_time):
     ray = pytest.importorskip("ray")
     path = sweep_file(tmp_path, samples=3, shard=2)
     spec = parse_sweep(path.read_text(), file=str(path), base=tmp_path)
@@ -366,7 +386,7 @@ def test_local_workers_and_ray_give_the_rows_of_one_worker(tmp_path, monkeypatch
 
     # a real local Ray started by the caller; its workers import this checkout's maskgraph
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, object_store_memory=RAY_STORE, include_dashboard=False, log_to_driver=False)
     try:
         got = run_sweep(spec, tmp_path / "ray", text, BackendOptions(backend="ray"), progress=False)
         assert ray.is_initialized()  # a Ray the caller started is left running
@@ -394,16 +414,24 @@ search: {{densities: [0.3], samples: 1}}
 
 
 @pytest.mark.slow
-def test_search_picks_the_setting_that_reaches_the_target_and_writes_a_usable_graph(tmp_path, monkeypatch):
-    pytest.importorskip("ray")
+def test_search_picks_the_setting_that_reaches_the_target_and_writes_a_usable_graph(
+    tmp_path, monkeypatch, one_ray_at_a_time
+):
+    ray = pytest.importorskip("ray")
     from maskgraph.eval.search import run_search
+    from maskgraph.eval.sweeprun import init_ray
     from maskgraph.loader import load_graph
 
     path = sweep_file(tmp_path, text=SEARCH)
     spec = parse_sweep(path.read_text(), file=str(path), base=tmp_path)
-    # the Ray that run_search starts makes its workers import this checkout's maskgraph
+    # the Ray that init_ray starts (as run_search does, here small) makes its workers import
+    # this checkout's maskgraph
     monkeypatch.delenv("PYTHONPATH", raising=False)
-    (choice,) = run_search(spec, tmp_path / "out")
+    init_ray(ray, None, num_cpus=2, object_store_memory=RAY_STORE)
+    try:
+        (choice,) = run_search(spec, tmp_path / "out")
+    finally:
+        ray.shutdown()
     # heavy_size 0.6 measures far above 30%: the search keeps 0.05, and reports what it measured
     assert choice.feasible and choice.trials == 2 and choice.overrides["heavy_size"] == 0.05
     assert choice.density is not None and choice.density <= 0.3 * 1.1 and choice.rel_err is not None
@@ -417,15 +445,35 @@ def test_search_picks_the_setting_that_reaches_the_target_and_writes_a_usable_gr
 def test_a_worker_process_sees_its_gpu_only_and_leaves_interrupts_to_the_sweep(monkeypatch):
     from maskgraph.eval import sweeprun
 
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    old = signal.getsignal(signal.SIGINT)
+    # setenv first: monkeypatch restores the variable (or its absence) after the test
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         sweeprun.worker_setup("3")
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is sweeprun._exit_on_terminate
     finally:
-        signal.signal(signal.SIGINT, old)
-        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+
+
+def test_a_result_that_arrives_after_its_trial_was_failed_is_ignored():
+    from types import SimpleNamespace
+
+    from maskgraph.eval import sweeprun
+    from maskgraph.eval.trials import TrialResult
+
+    spec = parse_sweep(
+        "models: [tiny-llama]\ngraphs: [dense]\ntasks: [ppl]\nlengths: [64]\ntemplate: plain\n"
+    )
+    (trial,) = spec.trials()
+    busy, idle = SimpleNamespace(trial=trial), SimpleNamespace(trial=None)
+    got: list[TrialResult] = []
+    stale = TrialResult("0123456789ab", "done", 1.0)
+    assert not sweeprun.accept([busy, idle], stale, got.append) and got == [] and busy.trial is trial
+    fresh = TrialResult(trial.id, "done", 1.0)
+    assert sweeprun.accept([busy, idle], fresh, got.append) and got == [fresh] and busy.trial is None
 
 
 @pytest.mark.slow
@@ -537,3 +585,124 @@ def test_a_dead_ray_actor_fails_its_trial_and_is_replaced(tmp_path, monkeypatch)
     assert "RayError" in tb
     assert fake.created == 3 and fake.killed == 3  # two actors, one replaced; all killed at the end
     assert len(raw_rows(tmp_path / "out")) == 2 * 4
+
+
+# ----- benchmark tasks and their data, default calibration files --------------------------------
+BENCH = ROOT / "tests" / "data" / "benchmarks"
+BENCH_SWEEP = """\
+models: [tiny-llama]
+graphs: [dense]
+tasks: [longbench:qasper]
+lengths: [256]
+samples: 2
+template: plain
+"""
+
+
+def test_a_sweep_takes_benchmark_tasks_with_data_relative_to_the_sweep_file(tmp_path):
+    rel = os.path.relpath(BENCH / "longbench", tmp_path)
+    spec = parse_sweep(BENCH_SWEEP + f"data: {rel}\n", file="s.yaml", base=tmp_path)
+    (trial,) = spec.trials()
+    assert trial.task == "longbench:qasper" and trial.identity()["data"] == str(BENCH / "longbench")
+    assert trial.eval_config().data == str(BENCH / "longbench")
+    shutil.copytree(BENCH / "longbench", tmp_path / "copy")
+    other = parse_sweep(BENCH_SWEEP + "data: copy\n", base=tmp_path)
+    assert other.trials()[0].id != trial.id
+    # a sweep without data keeps its trial ids: data is not in their identity
+    plain = parse_sweep(
+        "models: [tiny-llama]\ngraphs: [dense]\ntasks: [ppl]\nlengths: [64]\ntemplate: plain\n"
+    )
+    assert "data" not in plain.trials()[0].identity()
+
+
+@pytest.mark.parametrize(
+    "extra, line, words",
+    [
+        ("", 3, ["tasks", "longbench:qasper", "no 'data:' was given"]),
+        ("data: nowhere\n", 6, ["data:", "no such file or folder", "nowhere"]),
+        ("data: {empty}\n", 6, ["data:", "longbench:qasper", "nothing of it was found"]),
+        ("data: {longbench}\nsamples: 99\n", 6, ["data:", "--samples 99"]),
+    ],
+)
+def test_missing_benchmark_data_is_a_located_error_before_any_model_loads(extra, line, words, tmp_path):
+    from maskgraph.errors import SweepFileError
+
+    (tmp_path / "empty").mkdir()
+    text = BENCH_SWEEP.replace("samples: 2\n", "") + extra.format(
+        empty=tmp_path / "empty", longbench=BENCH / "longbench"
+    )
+    with pytest.raises(SweepFileError) as info:
+        parse_sweep(text, file="s.yaml", base=tmp_path)
+    message = str(info.value)
+    assert f"s.yaml:{line}" in message and all(w in message for w in words), message
+
+
+def test_an_unknown_benchmark_sub_task_is_located():
+    from maskgraph.errors import SweepFileError
+
+    with pytest.raises(SweepFileError, match=r"s.yaml:3.*tasks\[0\].*unknown LongBench sub-task 'qaspr'"):
+        parse_sweep(BENCH_SWEEP.replace("qasper", "qaspr"), file="s.yaml")
+
+
+def test_a_benchmark_sweep_runs_into_the_store(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    text = BENCH_SWEEP.replace("longbench:qasper", "infinitebench:passkey").replace(
+        "samples: 2", "samples: 1"
+    )
+    path.write_text(text + f"data: {BENCH / 'infinitebench'}\n")
+    out = tmp_path / "out"
+    rc, stdout, _ = run_cli(["sweep", str(path), "--out", str(out), "--no-progress"], capsys)
+    assert rc == 0 and "1 of 1 trials done" in stdout
+    assert table(out, "SELECT DISTINCT status FROM rows") == [("ok",)]
+
+
+DS_SWEEP = "models: [tiny-llama]\ngraphs:\n  - graph: double_sparsity\ntasks: [ppl]\nlengths: [64]\ntemplate: plain\n"
+
+
+def test_a_sweep_finds_the_calibration_file_maskgraph_calibrate_wrote(tmp_path, monkeypatch):
+    from maskgraph.calibrate.formats import DOUBLE_SPARSITY
+    from maskgraph.calibrate.models import default_out
+    from maskgraph.errors import SweepFileError
+    from maskgraph.eval.search import _calibration
+
+    monkeypatch.setenv("MASKGRAPH_CACHE", str(tmp_path / "cache"))
+    file = default_out("tiny-llama", DOUBLE_SPARSITY)
+    with pytest.raises(SweepFileError) as info:
+        parse_sweep(DS_SWEEP, file="s.yaml")
+    message = str(info.value)
+    assert "s.yaml:3" in message and str(file) in message
+    assert "maskgraph calibrate double-sparsity --model tiny-llama" in message
+
+    file.parent.mkdir(parents=True)
+    file.write_bytes(b"")
+    spec = parse_sweep(DS_SWEEP, file="s.yaml")
+    (variant,) = spec.trials()[0].variants
+    assert variant.overrides["ds_channels"] == str(file)
+    assert trials_module.build_variant(variant).graph.resolve("$ds_channels") == str(file)
+    # --search starts from the same file
+    assert _calibration(spec.to_json(), spec.graphs[0]) == {"ds_channels": str(file)}
+    # an explicit file wins
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(b"")
+    text = DS_SWEEP.replace("double_sparsity\n", f"double_sparsity\n    params: {{ds_channels: {mine}}}\n")
+    (variant,) = parse_sweep(text).trials()[0].variants
+    assert variant.overrides["ds_channels"] == str(mine)
+
+
+def test_eval_and_sweep_share_the_default_calibration_lookup(tmp_path, monkeypatch):
+    from maskgraph.calibrate.formats import DOUBLE_SPARSITY
+    from maskgraph.calibrate.models import default_out
+    from maskgraph.errors import MaskgraphError
+    from maskgraph.eval.calibration import default_calibration
+    from maskgraph.loader import load_graph
+
+    monkeypatch.setenv("MASKGRAPH_CACHE", str(tmp_path / "cache"))
+    file = default_out("tiny-llama", DOUBLE_SPARSITY)
+    file.parent.mkdir(parents=True)
+    file.write_bytes(b"")
+    ds = load_graph("double_sparsity")
+    assert default_calibration({"double_sparsity": ds}, {}, "tiny-llama") == {"ds_channels": str(file)}
+    # one graph sets the parameter itself, the other takes the default under the same name
+    mine = ds.with_overrides({"ds_channels": str(tmp_path / "mine.safetensors")})
+    with pytest.raises(MaskgraphError, match="mine.yaml sets ds_channels itself"):
+        default_calibration({"double_sparsity": ds, "mine.yaml": mine}, {}, "tiny-llama")

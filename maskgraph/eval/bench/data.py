@@ -16,7 +16,7 @@ A file or folder without the benchmark's columns is refused, naming the path and
 
 from __future__ import annotations
 
-import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,7 @@ SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 def _datasets():
-    """The ``datasets`` module, offline (it never reaches the Hub from here)."""
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    """The ``datasets`` module (only its local builders are used: nothing reaches the Hub)."""
     try:
         import datasets
     except ImportError as exc:
@@ -98,8 +97,13 @@ def read_rows(path: Path, splits: tuple[str, ...]) -> list[dict[str, Any]]:
         return [dict(r) for r in loaded]
     files = _of_split(_data_files(path), splits) if path.is_dir() else [path]
     kind = "parquet" if files[0].suffix == ".parquet" else "json"
-    loaded = ds.load_dataset(kind, data_files=[str(f) for f in files], split="train")
-    return [dict(r) for r in loaded]
+    # the Arrow cache and its locks go to a folder removed once the rows are read, not to the
+    # user's ~/.cache/huggingface/datasets
+    with tempfile.TemporaryDirectory(prefix="maskgraph-bench-") as cache:
+        loaded = ds.load_dataset(kind, data_files=[str(f) for f in files], split="train", cache_dir=cache)
+        rows = [dict(r) for r in loaded]
+        del loaded
+    return rows
 
 
 def check_columns(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...], expected: str) -> None:

@@ -5,7 +5,8 @@ names, and returns a score in [0, 1]; the report shows 100 × the mean over samp
 benchmarks do. Where a sample has several references, the best one counts (LongBench,
 InfiniteBench and ZeroSCROLLS all take the maximum).
 
-The metric of each sub-task is named in its benchmark's table (see :mod:`.suites`); the
+The metric of each sub-task is named in its benchmark's module (:mod:`.longbench`,
+:mod:`.ruler`, :mod:`.infinitebench`, :mod:`.loogle`, :mod:`.zeroscrolls`); the
 names are the keys of :data:`METRICS`. ROUGE comes from the ``rouge`` package (LongBench,
 InfiniteBench's Chinese tasks, LooGLE) or Google's ``rouge-score`` (InfiniteBench's
 summaries, ZeroSCROLLS), code similarity from ``rapidfuzz``, Chinese word segmentation from
