@@ -60,7 +60,7 @@ def check_graph_fits(graph: Graph, config: Any) -> None:
     for layer, layer_graph in _distinct_layer_graphs(graph, shape.layers).items():
         try:
             for name, node in layer_graph.nodes.items():
-                check = get_op(node.op, node=name).extra.get("check_model")
+                check = get_op(node.op, node=name).check_model
                 if check is not None:
                     check(layer_graph.node_params(name), _ConfigOnly(config))
             _trial_call(layer_graph, shape, layer)

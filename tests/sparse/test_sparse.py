@@ -568,7 +568,7 @@ def guide_graph(tmp_path, **overrides) -> mg.Graph:
     """The YAML graph of docs/writing-an-operator.md (sink, window and ``strided``), as written."""
     from pathlib import Path
 
-    guide = (Path(__file__).resolve().parent.parent / "docs" / "writing-an-operator.md").read_text()
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "writing-an-operator.md").read_text()
     path = tmp_path / "strided_local.yaml"
     path.write_text(guide.split("```yaml\n", 1)[1].split("```", 1)[0], encoding="utf-8")
     return mg.load_graph(str(path), overrides=overrides)

@@ -394,7 +394,7 @@ def expand_blocks(scores: torch.Tensor, block: int, k: int) -> torch.Tensor:
         "(optionally quantised outwards to label_bits). U ≥ q·k for every key of the page. "
         "−inf where the attention mask forbids a key. Shape (B, Hq, Q, K)."
     ),
-    paper="Tang et al., ICML 2024, Quest: Query-Aware Sparsity for Efficient Long-SparseChunk LLM Inference",
+    paper="Tang et al., ICML 2024, Quest: Query-Aware Sparsity for Efficient Long-Context LLM Inference",
     prepare=prepare_quest,
     stateful=True,
     static_buffers=True,
