@@ -202,6 +202,9 @@ class OpSpec:
     raises :class:`CalibrationError` saying which model the file was made for.
     ``static_buffers``: True where the operator's prepare reads a static key buffer (a token
     count with the keys), else why not (a string) or False.
+    ``calibration``: the parameter that names the operator's calibration file, which
+    ``maskgraph calibrate <name>`` makes (the operator's name with ``-`` for ``_``; see
+    docs/calibration.md), or None.
     ``sparse``: how the operator runs in sparse mode (:mod:`maskgraph.lowering`: a
     ``MaskLowering``, an estimator's ``EstimatorLowering``, or ``NotSparse(why)``), or None.
     """
@@ -221,6 +224,7 @@ class OpSpec:
     check_params: Callable[[dict[str, Any]], None] | None = None
     check_model: Callable[[dict[str, Any], Any], None] | None = None
     static_buffers: bool | str = False
+    calibration: str | None = None
     sparse: SparseDeclaration | None = None
 
     def param(self, name: str) -> Param | None:
@@ -249,6 +253,7 @@ def operator(
     check_params: Callable[[dict[str, Any]], None] | None = None,
     check_model: Callable[[dict[str, Any], Any], None] | None = None,
     static_buffers: bool | str = False,
+    calibration: str | None = None,
     sparse: SparseDeclaration | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as operator ``name`` (see module docstring)."""
@@ -274,6 +279,7 @@ def operator(
             check_params=check_params,
             check_model=check_model,
             static_buffers=static_buffers,
+            calibration=calibration,
             sparse=sparse,
         )
         return fn

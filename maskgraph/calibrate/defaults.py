@@ -13,13 +13,15 @@ from typing import Any
 
 from ..errors import CalibrationError
 from ..ir import PARAM_REF, Graph
-from .formats import DOUBLE_SPARSITY, HASHATTENTION
+from ..registry import get_op
+from .formats import KINDS
 from .models import default_out
 
 
 @dataclass(frozen=True)
 class CalibratedOp:
-    """An operator that reads a calibration file: its path parameter and the file's kind."""
+    """An operator that reads a calibration file: its path parameter and the file's kind (the
+    operator's name, as the operator declares it: ``@operator(..., calibration=PARAM)``)."""
 
     param: str
     kind: str
@@ -30,10 +32,17 @@ class CalibratedOp:
         return self.kind.replace("_", "-")
 
 
-CALIBRATED_OPS: dict[str, CalibratedOp] = {
-    "double_sparsity": CalibratedOp("channels", DOUBLE_SPARSITY),
-    "hashattention": CalibratedOp("weights", HASHATTENTION),
-}
+def calibrated_op(op: str) -> CalibratedOp | None:
+    """The calibration file operator ``op`` reads, or None if it reads none."""
+    spec = get_op(op)
+    if spec.calibration is None:
+        return None
+    if spec.name not in KINDS:
+        raise CalibrationError(
+            f"operator {spec.name!r} declares a calibration file, but `maskgraph calibrate` makes "
+            f"none of that kind (it makes: {', '.join(sorted(KINDS))})"
+        )
+    return CalibratedOp(spec.calibration, spec.name)
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,7 @@ def with_default_calibration(graph: Graph, model: str) -> DefaultCalibration:
 
     overrides: dict[str, Any] = {}
     for name, node in graph.nodes.items():
-        spec = CALIBRATED_OPS.get(node.op)
+        spec = calibrated_op(node.op)
         if spec is None or graph.resolve(node.params.get(spec.param)) is not None:
             continue
         path = default_out(model_label(model), spec.kind)

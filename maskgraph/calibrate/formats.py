@@ -32,6 +32,8 @@ from ..ops.zoo.model_fit import SIGNATURE_FIELDS, check_model, model_signature  
 
 DOUBLE_SPARSITY = "double_sparsity"
 HASHATTENTION = "hashattention"
+#: The kinds of file ``maskgraph calibrate`` makes, each named after the operator that reads it.
+KINDS = (DOUBLE_SPARSITY, HASHATTENTION)
 SIDES = ("query", "key")
 MLP_PARTS = ("w1", "b1", "w2", "b2")
 

@@ -509,3 +509,26 @@ def test_capture_other_architectures(arch):
     assert [k.shape for k in cap.keys] == [(1, 2, 10, 16)] * 2
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, before)
+
+
+def test_calibrated_operators_are_the_ones_that_declare_it():
+    """Which operators read a calibration file comes from the operators themselves (the
+    lookup of default files names none); a declared kind that calibrate cannot make is an
+    error naming it."""
+    import maskgraph as mg
+    from maskgraph.calibrate.defaults import calibrated_op
+    from maskgraph.errors import CalibrationError
+    from maskgraph.registry import REGISTRY
+
+    declared = {name: spec.calibration for name, spec in REGISTRY.items() if spec.calibration}
+    assert declared == {"double_sparsity": "channels", "hashattention": "weights"}
+    assert calibrated_op("quest") is None
+    made = calibrated_op("hashattention")
+    assert (made.param, made.command) == ("weights", "hashattention")
+    spec = mg.get_op("quest")
+    try:
+        object.__setattr__(spec, "calibration", "page_size")
+        with pytest.raises(CalibrationError, match="'quest'"):
+            calibrated_op("quest")
+    finally:
+        object.__setattr__(spec, "calibration", None)

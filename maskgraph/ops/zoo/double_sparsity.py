@@ -359,6 +359,7 @@ def double_sparsity_group_scores(env, prep, *, per_head: bool = False, **params)
     paper="Yang et al. 2024, Post-Training Sparse Attention with Double Sparsity",
     prepare=prepare_double_sparsity,
     check_model=check_channels_fit,
+    calibration="channels",
     stateful=True,
     static_buffers=True,
     sparse=EstimatorLowering(

@@ -492,6 +492,7 @@ def hashattention_group_scores(
     paper="Desai et al., ICML 2025, HashAttention: Semantic Sparsity for Faster Inference",
     prepare=prepare_hashattention,
     check_model=check_weights_fit,
+    calibration="weights",
     stateful=True,
     static_buffers=True,
     sparse=EstimatorLowering(
