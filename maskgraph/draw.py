@@ -6,11 +6,15 @@ the operator family; graph inputs and the attention output are drawn distinctly.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .display import printable
-from .ir import Graph
 from .registry import get_op
 from .types import GRAPH_INPUTS
 from .validate import source_type, wired_inputs
+
+if TYPE_CHECKING:  # annotations only: ir's Graph.to_dot and to_mermaid call this module
+    from .ir import Graph
 
 #: Fill colours by family (colour-blind-safe Okabe-Ito tints).
 FAMILY_COLOURS = {

@@ -13,9 +13,7 @@ from typing import Any
 
 import networkx as nx
 
-from .types import GRAPH_INPUTS
-
-PARAM_REF = "$"
+from .types import GRAPH_INPUTS, PARAM_REF
 
 
 @dataclass

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from enum import Enum
 
+#: A node parameter written ``$name`` reads the graph parameter ``name``.
+PARAM_REF = "$"
+
 
 class PortType(str, Enum):
     """The type of a value on an edge.

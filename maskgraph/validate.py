@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
+from typing import TYPE_CHECKING
 
 import networkx as nx
 
@@ -16,9 +17,11 @@ from .errors import (
     ParameterError,
     WiringError,
 )
-from .ir import PARAM_REF, Graph
 from .registry import check_params, get_op
-from .types import GRAPH_INPUTS, PortType
+from .types import GRAPH_INPUTS, PARAM_REF, PortType
+
+if TYPE_CHECKING:  # annotations only: ir's Graph.validate calls this module
+    from .ir import Graph
 
 
 def source_type(graph: Graph, src: str) -> PortType:
