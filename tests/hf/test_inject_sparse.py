@@ -36,7 +36,7 @@ def test_a_padded_batch_is_masked_by_the_estimator_kernels(name, tmp_path, monke
     """A left-padded batch's prompt and decode steps through the estimators' Triton score
     kernels (the interpreter here), which apply transformers' padding mask themselves: the
     same logits and generations as simulate mode."""
-    from test_hf_inject import _calibration_overrides
+    from test_inject import _calibration_overrides
 
     from maskgraph.sparse import keymask
     from maskgraph.triton_util import triton_installed
