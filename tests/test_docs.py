@@ -65,7 +65,7 @@ def test_every_cited_test_or_benchmark_file_exists():
 
 
 def test_the_library_carries_no_run_log():
-    """Comments and docstrings give reasons, not the history of experiments: no "run 43" and no
+    """Comments and docstrings give reasons: no references to numbered benchmark runs and no
     measured microseconds (figures live in docs/performance.md, with their card and date)."""
     found = [
         f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
