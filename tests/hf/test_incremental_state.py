@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 import maskgraph as mg
 from maskgraph.errors import NotSupportedError
+from maskgraph.hf.models import tiny_model
 from maskgraph.ops.zoo.double_sparsity import save_channels
 from maskgraph.ops.zoo.hashattention import random_hash_weights, save_hash_weights
 
@@ -28,21 +28,6 @@ GRAPHS = {
     "double_sparsity": {},
     "socket": {},
 }
-
-
-def tiny_llama() -> LlamaForCausalLM:
-    cfg = LlamaConfig(
-        hidden_size=HQ * D,
-        intermediate_size=128,
-        num_attention_heads=HQ,
-        num_key_value_heads=HKV,
-        num_hidden_layers=LAYERS,
-        vocab_size=256,
-        max_position_embeddings=512,
-    )
-    cfg._attn_implementation = "sdpa"
-    torch.manual_seed(0)
-    return LlamaForCausalLM(cfg).eval()
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +80,7 @@ def test_generate_updates_only_the_new_keys(name, mode, calibration, monkeypatch
             return out
 
         monkeypatch.setattr(spec, "prepare", spy)
-    model = tiny_llama()
+    model = tiny_model("llama")  # 2 layers, 4 query / 2 KV heads, head dim 16
     ids = torch.randint(1, 256, (1, PROMPT), generator=torch.Generator().manual_seed(2))
     with mg.inject(model, graph, mode=mode, protocol="sparse"):
         model.generate(ids, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False)
