@@ -213,7 +213,7 @@ def parse_setting(text: str) -> tuple[str, str, Any]:
     module, _, name = target.rpartition(".")
     if not sep or not module or not name:
         raise argparse.ArgumentTypeError(
-            f"expected MODULE.NAME=VALUE such as maskgraph.sparse.topk.BINS=128, got {text!r}"
+            f"expected MODULE.NAME=VALUE such as maskgraph.lowering.topk.BINS=128, got {text!r}"
         )
     try:
         parsed = ast.literal_eval(value)

@@ -271,9 +271,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--topk",
         default="auto",
         choices=["auto", "torch", "triton"],
-        help="top-k on the kernel path (auto: the Triton selection of maskgraph.sparse.topk)",
+        help="top-k on the kernel path (auto: the Triton selection of maskgraph.lowering.topk)",
     )
-    add_set_argument(ap, "maskgraph.sparse.topk.SMALL_MAX=8192 maskgraph.sparse.fused.BLOCK_N=32")
+    add_set_argument(ap, "maskgraph.lowering.topk.SMALL_MAX=8192 maskgraph.sparse.fused.BLOCK_N=32")
     ap.add_argument(
         "--mask",
         action="store_true",

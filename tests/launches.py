@@ -4,9 +4,9 @@ from __future__ import annotations
 
 
 def record_topk_launches(monkeypatch) -> list[str]:
-    """Make :mod:`maskgraph.sparse.topk` launch its kernels through recorders; returns the list
+    """Make :mod:`maskgraph.lowering.topk` launch its kernels through recorders; returns the list
     the name of each launched kernel is appended to, in launch order."""
-    from maskgraph.sparse import topk as triton_topk
+    from maskgraph.lowering import topk as triton_topk
 
     kernels = triton_topk._kernels()
     launched: list[str] = []

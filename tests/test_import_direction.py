@@ -34,6 +34,32 @@ def test_operators_and_lowering_import_nothing_above_them(folder):
         assert not bad, f"{path.relative_to(ROOT.parent)} imports {bad}"
 
 
+#: What each layer may not import: the operators build on the core and on maskgraph.lowering's
+#: building blocks, never on the engines that run them; those building blocks import no
+#: operator and no engine.
+FORBIDDEN = {
+    "ops": ("maskgraph.sparse", "maskgraph.lower"),
+    "lowering": ("maskgraph.ops", "maskgraph.sparse", "maskgraph.lower"),
+}
+
+
+@pytest.mark.parametrize("folder", sorted(FORBIDDEN))
+def test_operators_build_on_the_lowering_blocks_not_on_the_engines(folder):
+    forbidden = FORBIDDEN[folder] + tuple(f"maskgraph.{p}" for p in UPPER)
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        bad = sorted(
+            n for n in _imported(path) if n in forbidden or n.startswith(tuple(f + "." for f in forbidden))
+        )
+        assert not bad, f"{path.relative_to(ROOT.parent)} imports {bad}"
+
+
+def test_the_layer_check_can_fail(tmp_path):
+    """The check above reads relative imports inside functions too."""
+    module = ROOT / "ops" / "zoo" / "quest.py"
+    imported = _imported(module)
+    assert "maskgraph.lowering.keymask" in imported and "maskgraph.lowering.chunk" in imported
+
+
 def test_kernels_are_a_leaf_package():
     """Every Triton kernel lives in maskgraph/kernels/, which imports no operator, lowering or
     integration module (only errors and triton_util of maskgraph)."""

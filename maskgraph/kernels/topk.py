@@ -1,4 +1,4 @@
-"""Triton kernels of :mod:`maskgraph.sparse.topk` (imported only where Triton is installed).
+"""Triton kernels of :mod:`maskgraph.lowering.topk` (imported only where Triton is installed).
 
 Each row is cut into segments of ``SEG`` scores, one program each:
 
@@ -55,7 +55,7 @@ def _ordered(x):
 
 @triton.jit
 def _canonical(x):
-    """−0.0 -> +0.0 and NaN -> −inf (the rule of :func:`maskgraph.sparse.topk.topk_lowest`)."""
+    """−0.0 -> +0.0 and NaN -> −inf (the rule of :func:`maskgraph.lowering.topk.topk_lowest`)."""
     x = tl.where(x == 0.0, 0.0, x)
     return tl.where(x != x, float("-inf"), x)
 

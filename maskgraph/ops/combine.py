@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..lowering import MaskLowering
+from ..lowering import MaskLowering, indexset
+from ..lowering.chunk import SparseChunk
+from ..lowering.indexset import IndexSet
 from ..registry import Port, operator
-from ..sparse import indexset
-from ..sparse.indexset import IndexSet
-from ..sparse.ops import SparseChunk
 from ..types import PortType
 
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from ..lowering import MaskLowering
+from ..lowering import MaskLowering, indexset
+from ..lowering.chunk import SparseChunk, bounded_k, query_pos, size_budget
+from ..lowering.indexset import IndexSet, Part
 from ..registry import Param, Port, operator
-from ..sparse import indexset
-from ..sparse.indexset import IndexSet, Part
-from ..sparse.ops import SparseChunk, bounded_k, query_pos, size_budget
 from ..types import PortType
 
 _KEYS = Port("keys", PortType.KEYS, doc="the key cache (only its length is read)")

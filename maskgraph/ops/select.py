@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..lowering import MaskLowering, NotSparse
-from ..registry import Param, Port, operator
-from ..sparse import indexset
-from ..sparse.indexset import IndexSet
-from ..sparse.ops import (
+from ..lowering import MaskLowering, NotSparse, indexset
+from ..lowering.chunk import (
     NEG_INF,
     BlockScores,
     SparseChunk,
@@ -23,7 +20,9 @@ from ..sparse.ops import (
     token_scores,
     top_k,
 )
-from ..sparse.topk import canonical_scores, keep_count, order_keys, topk_lowest  # noqa: F401  (the rule)
+from ..lowering.indexset import IndexSet
+from ..lowering.topk import canonical_scores, keep_count, order_keys, topk_lowest  # noqa: F401  (the rule)
+from ..registry import Param, Port, operator
 from ..types import PortType
 
 _SCORES = Port("scores", PortType.SCORES, doc="estimated logits; −inf = ineligible")

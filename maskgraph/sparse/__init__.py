@@ -1,7 +1,7 @@
 """Sparse execution: touch only the selected keys.
 
 ``mg.compile(graph, mode="sparse", gqa="per_head" | "shared")`` turns every mask of the graph
-into an index set (:mod:`.indexset`) of static size (sink + window + k for the usual graphs);
+into an index set (:mod:`maskgraph.lowering.indexset`) of static size (sink + window + k for the usual graphs);
 attention reads the contiguous parts (sink, window) as slices of the cache, gathers the
 selected keys and values, and runs one softmax over all of them (:mod:`.gather`); on CUDA,
 decode chunks go through one fused Triton kernel that reads the listed keys in place
@@ -29,7 +29,7 @@ def make_sparse(compiled, **options) -> SparseRunner:
     ``kernel="auto"`` (default: the fused Triton kernel of :mod:`.fused` for chunks of at most
     16 queries on CUDA when Triton is installed, torch otherwise), ``"triton"`` (always; on the
     CPU only under Triton's interpreter, ``TRITON_INTERPRET=1``) or ``"torch"`` (never).
-    ``topk="auto"`` (default: on the kernel path, top-k by the Triton selection of :mod:`.topk`
+    ``topk="auto"`` (default: on the kernel path, top-k by the Triton selection of :mod:`maskgraph.lowering.topk`
     in six launches; torch elsewhere), ``"triton"`` (the same) or ``"torch"`` (always torch).
     Both take the same set as simulate mode: ties with the k-th largest score go to the
     lowest indices.

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from ..kernels import FUSED, jitted
+from ..lowering.indexset import Part, expand_heads
 from ..triton_util import interpreting, pdl, triton_installed
-from .indexset import Part, expand_heads
 
 NEG_INF = float("-inf")
 #: Listed keys per loop step of ``gather_decode`` (32 gathers short rows faster alone but makes

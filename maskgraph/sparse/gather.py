@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..attention import f32_bmm
-from .indexset import expand_heads
+from ..lowering.indexset import expand_heads
 
 NEG_INF = float("-inf")
 

@@ -9,10 +9,10 @@ from typing import Any
 from ..errors import NotSupportedError
 from ..ir import Graph
 from ..lowering import BudgetFn, EstimatorLowering, MaskLowering, NotSparse, no_budget
+from ..lowering.chunk import SparseChunk, make_estimator
 from ..registry import get_op
 from ..types import GRAPH_INPUTS, PortType
 from ..validate import wired_inputs
-from . import ops
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def _lowering(name: str, spec) -> Callable[..., Any]:
                 "scores from its caches), so sparse mode cannot score keys without running it "
                 "over all of them",
             )
-        return ops.make_estimator(declared)
+        return make_estimator(declared)
     if spec.output == PortType.PARTIAL:
         raise _refuse(
             name, spec.name, "a Partial (attention over all kept keys) is only built in simulate mode"
@@ -106,7 +106,7 @@ def structure(steps: list[Step], output: str) -> tuple:
 
 
 def run_plan(
-    steps: list[Step], output: str, ctx: ops.SparseChunk, prep: dict, params: tuple[dict, ...]
+    steps: list[Step], output: str, ctx: SparseChunk, prep: dict, params: tuple[dict, ...]
 ) -> Any:
     """Evaluate the steps for one query chunk with ``params[i]`` for step i; return the output
     node's IndexSet. Parameters come separately so that one compiled function serves every

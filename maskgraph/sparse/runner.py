@@ -14,11 +14,11 @@ import torch
 from ..env import Env
 from ..errors import NotSupportedError
 from ..kernels import jit_all
+from ..lowering.chunk import SparseChunk
 from ..static_keys import counting, raise_recompile_limit
 from ..triton_util import triton_installed
 from . import fused
 from .gather import attend_parts
-from .ops import SparseChunk
 from .plan import Step, budget, budget_split, build_plan, run_plan, structure
 
 GQA_MODES = ("per_head", "shared")
@@ -56,7 +56,7 @@ def chosen_parts(
     The chunk's queries sit at positions q_first, q_first + 1, …; ``limit``: a static buffer's
     token count (a 0-d tensor; no entry at or past it is valid, whatever the mask says), and
     then ``q_first`` ≤ 0 counts back from it (the first query sits at limit + q_first).
-    ``triton_topk``: top-k by the Triton selection of :mod:`.topk`. Positions are built here,
+    ``triton_topk``: top-k by the Triton selection of :mod:`maskgraph.lowering.topk`. Positions are built here,
     inside the compiled function, so that they cost no launch of their own."""
     if limit is not None:
         q_first = limit + q_first

@@ -250,7 +250,7 @@ def test_runner_kernel_matches_torch_path(name, gqa, topk, masked, monkeypatch):
     """Also: on the kernel path topk="auto" selects with the Triton top-k of :mod:`.topk`,
     which drops the prior's sink and window runs itself where no attention mask applies and
     the scores come from the estimator's kernel (two queries: the window slides)."""
-    from maskgraph.sparse import topk as triton_topk
+    from maskgraph.lowering import topk as triton_topk
 
     used, excludes = [], []
     real, real_select = triton_topk.jitted, triton_topk.select_topk_2d

@@ -166,7 +166,7 @@ def test_the_top_k_drops_the_prior_on_the_kernel_path(op, q, small_max, padded, 
     outside them: test_quest_skips_pages_whose_allowed_keys_the_prior_holds); the output is the
     torch path's (K = 301: pages of 4 and segments of
     1024 keys end short)."""
-    from maskgraph.sparse import topk as triton_topk
+    from maskgraph.lowering import topk as triton_topk
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", small_max)
     seen = []
@@ -210,7 +210,7 @@ def test_hash_histograms_count_the_scores(shape, bits, runs, masked):
     rounds)."""
     from references import dropped_by_runs
 
-    from maskgraph.sparse.topk import bounded_bins
+    from maskgraph.lowering.topk import bounded_bins
 
     b, hq, hkv, q, k = shape
     gen = torch.Generator().manual_seed(sum(shape) + bits)
@@ -252,8 +252,8 @@ def test_hash_top_k_takes_the_kernels_histograms(q, masked, tmp_path, monkeypatc
     bounded top-k's histograms (the prior dropped there too) and the top-k launches no
     histogram pass of its own; the output is the torch path's. With an attention mask the
     kernel applies it (−inf, bin 0) and the same holds."""
-    from maskgraph.sparse import topk as triton_topk
-    from maskgraph.sparse.topk import bounded_bins
+    from maskgraph.lowering import topk as triton_topk
+    from maskgraph.lowering.topk import bounded_bins
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
     monkeypatch.setattr(triton_topk, "SEG_MIN", 64)  # K = 301: five segments, the last short
@@ -324,7 +324,7 @@ def test_integer_scores_with_ties_match_simulate_on_the_kernel_path(small_max, t
     """HashAttention's scores are agreement counts, tied everywhere: the Triton top-k, the torch
     top-k and simulate mode all break ties toward the lowest index, so all three agree. Over
     segments the top-k takes the bounded path (counts in [0, hat_bits], one bin each)."""
-    from maskgraph.sparse import topk as triton_topk
+    from maskgraph.lowering import topk as triton_topk
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", small_max)
     b, hq, hkv, q, k = 2, 4, 2, 2, 1500
@@ -572,7 +572,7 @@ def test_estimator_kernels_apply_the_attention_mask(op, form, dtype, shape, tmp_
     pages with no allowed key) the float64 reference forbids, leaves the other scores the
     reference's, and the kernel says it applied the mask. A mask that differs between the heads
     of a group is per-head only (the grouped scores are not taken with it)."""
-    from maskgraph.sparse.keymask import kernel_mask
+    from maskgraph.lowering.keymask import kernel_mask
 
     b, hq, hkv, q, k = shape
     spec, params, prep, env = estimator_case(op, dtype, shape, tmp_path, sum(shape) + 11)
@@ -612,7 +612,7 @@ def test_per_head_sparse_mode_uses_the_head_scores(op, q, padded, tmp_path, monk
     padding mask itself, so that the sink and window are dropped in a kernel in both cases: by
     the Triton top-k, or under a mask by Quest's score kernel) and equals simulate mode
     (K = 150: pages of 4 and key blocks end short)."""
-    from maskgraph.sparse import topk as triton_topk
+    from maskgraph.lowering import topk as triton_topk
 
     graph, qs, ks, vs, _ = sparse_case(op, tmp_path, b=2, k=150, seed=17, q=q)
     mask = None

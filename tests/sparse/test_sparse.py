@@ -372,7 +372,7 @@ def test_oracle_reads_every_key(calib):
 
 def test_page_scores_stay_at_page_granularity(calib):
     """Quest's pages are ranked as pages: no per-token expansion of the page scores."""
-    from maskgraph.sparse import ops as sparse_ops
+    from maskgraph.lowering import chunk as sparse_ops
 
     seen = []
     original = sparse_ops.token_scores
@@ -401,7 +401,7 @@ def test_budget_matches_gathered_size(calib):
     sp = mg.compile(graph, mode="sparse")
     assert sp._sparse.budget(100) == 3 + 5 + 29  # a decimal share floored as written, as Env.size
     from maskgraph.env import Env
-    from maskgraph.sparse.ops import SparseChunk
+    from maskgraph.lowering.chunk import SparseChunk
     from maskgraph.sparse.plan import run_plan
 
     runner = sp._sparse
@@ -452,10 +452,10 @@ def test_page_eligibility_by_offsets_equals_the_reduction(k_now, page, with_mask
     """The compiled form of Quest's page eligibility (an OR over page offsets, pointwise) equals
     the eager one (a reduction over each page), with K not a multiple of the page size."""
     from maskgraph.env import Env
+    from maskgraph.lowering import chunk as sparse_ops
+    from maskgraph.lowering import indexset
     from maskgraph.ops.combine import lower_union
     from maskgraph.ops.fixed import lower_local, lower_sink
-    from maskgraph.sparse import indexset
-    from maskgraph.sparse import ops as sparse_ops
 
     gen = torch.Generator().manual_seed(k_now * 31 + page + 7 * with_mask + len(prior_kind))
     b, hq, hkv, nq, d = 2, 4, 2, 3, 8

@@ -238,7 +238,7 @@ def test_a_top_k_that_may_pick_key_0_as_another_top_ks_prior(kernel, gqa, graph,
 def test_membership_ignores_invalid_entries_that_repeat_a_member():
     """bitmap_contains: a valid position repeated by invalid (padding) entries stays a member,
     on any scatter order."""
-    from maskgraph.sparse.indexset import bitmap_contains
+    from maskgraph.lowering.indexset import bitmap_contains
 
     idx = torch.tensor([[[[0, 5, 0, 0, 3, 0]]]])
     valid = torch.tensor([[[[True, True, False, False, False, False]]]])

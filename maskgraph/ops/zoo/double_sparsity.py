@@ -281,7 +281,7 @@ def _ds_group_scores(
     bounds (B, H, Q, ⌈K / block⌉, 2) int32 (``ranges`` of the Triton top-k) (Triton; the label
     channels are converted and summed in the kernel: no launch of their own). ``mask``: an
     additive (B|1, H|1, Q|1, K) attention mask (keys contiguous) the kernel applies (−inf)."""
-    from ...sparse.keymask import mask_strides
+    from ...lowering.keymask import mask_strides
 
     b, hkv, k, nw = words.shape
     heads, r = q_lab.shape[1], q_lab.shape[-1]
@@ -320,9 +320,9 @@ def double_sparsity_group_scores(env, prep, *, per_head: bool = False, **params)
     in one Triton kernel that reads the packed codes (no per-query-head scores written); None
     where Triton cannot run or the codes are not packed (label_bits > 8). ``per_head``: each
     query head's own scores (B, Hq, Qc, K) by the same kernel (any attention mask). The kernel
-    applies the mask where it can (:func:`maskgraph.sparse.keymask.kernel_mask`;
+    applies the mask where it can (:func:`maskgraph.lowering.keymask.kernel_mask`;
     ``masked`` says so), else torch does."""
-    from ...sparse.keymask import kernel_mask
+    from ...lowering.keymask import kernel_mask
 
     labels, bits = prep["labels"], params["label_bits"]
     if not usable(labels.device) or bits > 8:

@@ -384,8 +384,8 @@ def _launch_group_scores(
     bins, each block's bounded top-k histogram (B·heads·Q, K / block, nb) int32. ``mask``:
     an additive (B|1, heads|1, Q|1, K) attention mask (keys contiguous) the kernel applies:
     −inf scores, bin 0."""
-    from ...sparse.keymask import mask_strides
-    from ...sparse.topk import exclusion_args
+    from ...lowering.keymask import mask_strides
+    from ...lowering.topk import exclusion_args
 
     b, hq, q, nw = query.shape
     k = keys.shape[2]
@@ -454,7 +454,7 @@ def hashattention_group_scores(
     kernel cannot apply the attention mask, which is then applied in torch), no ranges, and
     whether the kernel applied the mask. ``per_head``: each query head's own scores (B, Hq, Qc, K) by the
     same kernel (any attention mask)."""
-    from ...sparse.keymask import kernel_mask
+    from ...lowering.keymask import kernel_mask
 
     kw = prep["key_words"]
     if not usable(kw.device):

@@ -19,11 +19,8 @@ import torch.nn.functional as F
 
 from ...attention import f32_bmm
 from ...kernels import QUEST, jitted
-from ...lowering import EstimatedScores, EstimatorLowering, MaskLowering
-from ...registry import Param, Port, operator
-from ...sparse import indexset
-from ...sparse.indexset import IndexSet
-from ...sparse.ops import (
+from ...lowering import EstimatedScores, EstimatorLowering, MaskLowering, indexset
+from ...lowering.chunk import (
     NEG_INF,
     BlockScores,
     SparseChunk,
@@ -37,6 +34,8 @@ from ...sparse.ops import (
     size_budget,
     top_k,
 )
+from ...lowering.indexset import IndexSet
+from ...registry import Param, Port, operator
 from ...static_keys import StaticKeys
 from ...triton_util import interpreting, pdl, usable
 from ...types import PortType
@@ -259,8 +258,8 @@ def _quest_group_scores(
     the kernel applies: −inf on pages of ``page_size`` keys with no key it allows;
     ``exclude``: the prior's runs per key (``[Q, 1, K, lo, hi, slope, …]``, the top-k's form):
     −inf also on pages none of whose allowed keys lies outside them."""
-    from ...sparse.keymask import mask_strides
-    from ...sparse.topk import exclusion_args
+    from ...lowering.keymask import mask_strides
+    from ...lowering.topk import exclusion_args
 
     b, hq, q, d = queries.shape
     hkv, pages = lo.shape[1], lo.shape[2]
@@ -342,10 +341,10 @@ def quest_group_scores(env, prep, *, page_size, label_bits, per_head: bool = Fal
     float32, −inf on pages with no allowed key (the mask must be the same for every head), in
     one Triton kernel that reads each page's bounds once; None where Triton cannot run.
     ``per_head``: each query head's own scores (B, Hq, Qc, P) by the same kernel (any mask).
-    The kernel applies the mask where it can (:func:`maskgraph.sparse.keymask.kernel_mask`;
+    The kernel applies the mask where it can (:func:`maskgraph.lowering.keymask.kernel_mask`;
     ``masked`` says so), else torch does. Where it does, the scores and their ranges are
     made on first use, and ``excluding`` makes them with the prior's runs forbidden too."""
-    from ...sparse.keymask import kernel_mask
+    from ...lowering.keymask import kernel_mask
 
     lo, hi = prep["lo"], prep["hi"]
     if not usable(lo.device):

@@ -8,8 +8,8 @@ import torch
 from launches import record_topk_launches
 from references import block_ranges, dropped_by_runs
 
+from maskgraph.lowering.topk import BINS, SEG_MAX, SEG_MIN, SEGMENTS, bounded_bins, segment, select_topk
 from maskgraph.ops.select import topk_lowest
-from maskgraph.sparse.topk import BINS, SEG_MAX, SEG_MIN, SEGMENTS, bounded_bins, segment, select_topk
 from maskgraph.triton_util import interpreting, triton_installed
 
 
@@ -154,7 +154,7 @@ PATHS = ["one_program", pytest.param("one_program_sorted", marks=pytest.mark.slo
 def test_select_topk_matches_the_rule(shape, k, kind, path, monkeypatch):
     """Rows up to SMALL_MAX take the one-program selection, longer ones the segments; each
     path is forced here for every row."""
-    from maskgraph.sparse import topk as triton_topk
+    from maskgraph.lowering import topk as triton_topk
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0 if path == "segments" else 1 << 20)
     monkeypatch.setattr(triton_topk, "SORT_MAX", 1024 if path == "one_program_sorted" else 0)
@@ -183,7 +183,7 @@ def test_select_topk_with_a_device_count(shape, k, kind, path, monkeypatch):
     index 0; counts 0, 1, one in the middle, k and past k; integer scores with and without
     the promise; each path forced (the segments' bin chosen in the write or by a launch of its
     own, which also fill the slots past the count)."""
-    from maskgraph.sparse import topk as triton_topk
+    from maskgraph.lowering import topk as triton_topk
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0 if path.startswith("segments") else 1 << 20)
     monkeypatch.setattr(triton_topk, "SORT_MAX", 1024 if path == "one_program_sorted" else 0)
@@ -214,7 +214,7 @@ def test_sorted_selection_matches_the_rule(kind, monkeypatch):
     """Rows of at most SORT_MAX scores are sorted in one program (``select_sorted``): the
     rule's set on awkward scores, k < N and k = N, with every promise, a device count and a
     prior's runs (rows of 200 scores in blocks of 256: the interpreter's sort is slow)."""
-    from maskgraph.sparse import topk as triton_topk
+    from maskgraph.lowering import topk as triton_topk
 
     jitted, taken = triton_topk.jitted, []
     monkeypatch.setattr(
@@ -274,7 +274,7 @@ def test_resolve_paths_match_the_rule(kind, lanes, launches, monkeypatch):
     """The resolve narrows its candidates in SMALL lanes, in MID lanes, in BLOCK lanes, or
     streams them when more than BLOCK, in one launch (the default) or in two or three: small
     lane counts here send the same rows down every one of those paths."""
-    from maskgraph.sparse import topk as triton_topk
+    from maskgraph.lowering import topk as triton_topk
 
     small, mid, block = lanes
     monkeypatch.setattr(triton_topk, "RESOLVE_LAUNCHES", launches)
@@ -302,7 +302,7 @@ def test_bounded_integers_skip_the_range_and_the_resolve(top, launches, choose, 
     histogram, write and the resolve (one launch). The bin is chosen by every write program
     for itself, or (past CHOOSE_IN_WRITE_SEGMENTS segments) by one more launch. Scores hold
     every value up to ``top`` and many ties at the k-th."""
-    from maskgraph.sparse import topk as triton_topk
+    from maskgraph.lowering import topk as triton_topk
 
     launched = record_topk_launches(monkeypatch)
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
@@ -342,7 +342,7 @@ def test_select_topk_drops_the_runs_it_is_given(qc, block, num_keys, runs, kind,
     """``exclude``: the scores whose keys all lie in a prior's runs count as −inf, as if a pass
     had masked them; against masking key by key and the plain rule, on both paths and with
     every promise the kind allows."""
-    from maskgraph.sparse import topk as triton_topk
+    from maskgraph.lowering import topk as triton_topk
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0 if path == "segments" else 1 << 20)
     monkeypatch.setattr(triton_topk, "SORT_MAX", 1024 if path == "one_program_sorted" else 0)
@@ -370,7 +370,7 @@ def test_select_topk_takes_the_ranges_it_is_given(kind, block, monkeypatch):
     is not the segments') replace the range launch: the same set as the rule, with the tight
     bounds, with looser ones (any bounds holding every finite score serve) and with scores
     set to −inf after the bounds were taken (a mask applied later)."""
-    from maskgraph.sparse import topk as triton_topk
+    from maskgraph.lowering import topk as triton_topk
 
     launched = record_topk_launches(monkeypatch)
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0)
@@ -434,7 +434,7 @@ def test_segments_are_powers_of_two_and_bounded():
 @needs_kernel
 def test_topk_lowest_takes_the_triton_selection_when_asked(monkeypatch):
     """triton=None picks it on CUDA only; triton=True forces it (here: the interpreter)."""
-    from maskgraph.sparse import topk as triton_topk
+    from maskgraph.lowering import topk as triton_topk
 
     used = []
     real = triton_topk.select_topk

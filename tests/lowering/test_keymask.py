@@ -1,4 +1,4 @@
-"""Which attention masks the estimators' score kernels apply themselves (maskgraph.sparse.keymask)."""
+"""Which attention masks the estimators' score kernels apply themselves (maskgraph.lowering.keymask)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from maskgraph.env import Env
-from maskgraph.sparse import keymask
+from maskgraph.lowering import keymask
 
 B, HQ, HKV, Q, K, D = 2, 4, 2, 3, 37, 8
 

@@ -3,7 +3,7 @@
 A lowering is ``fn(ctx, name, inputs, params, prep) -> value`` where ``ctx`` is the
 :class:`SparseChunk` of one query chunk; each operator declares its own on itself
 (:class:`maskgraph.lowering.MaskLowering`, :class:`maskgraph.lowering.EstimatorLowering`).
-Masks become :class:`~maskgraph.sparse.indexset.IndexSet`; Scores become :class:`BlockScores`
+Masks become :class:`~maskgraph.lowering.indexset.IndexSet`; Scores become :class:`BlockScores`
 made by the estimator's declared scoring from its prepare caches (:func:`make_estimator`).
 This module names no operator.
 """
@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..env import SIZE_TOLERANCE, Env
-from ..lowering import EstimatedScores, EstimatorLowering, HistogramFn
-from . import indexset
+from . import EstimatedScores, EstimatorLowering, HistogramFn, indexset
 from .indexset import IndexSet
 from .topk import MAX_RUNS, bounded_layout, topk_lowest
 
@@ -285,7 +284,7 @@ def fused_histogram(
 def selection_listed(
     prior: IndexSet | None, idx: torch.Tensor, vals: torch.Tensor, page: int
 ) -> indexset.Listed | None:
-    """The top-k's (idx, vals) as a :class:`~maskgraph.sparse.indexset.Listed`, or None where
+    """The top-k's (idx, vals) as a :class:`~maskgraph.lowering.indexset.Listed`, or None where
     its prior is not made of runs (the kernel could not drop the prior's keys)."""
     if prior is None:
         return indexset.Listed(idx, vals, page)

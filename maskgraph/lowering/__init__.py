@@ -4,8 +4,15 @@ Each operator declares its sparse behaviour on itself, next to its simulate func
 ``@operator(..., sparse=MaskLowering(...))`` for a mask that lowers to an index set,
 ``sparse=EstimatorLowering(...)`` for an estimator's block scores, ``sparse=NotSparse(why)``
 for an operator that cannot run sparse. :mod:`maskgraph.sparse` reads the declaration and never
-names an operator. The types here import nothing of maskgraph, so operator modules and the
-sparse engine both import them.
+names an operator.
+
+This package sits below the operators and above the core: operator modules build their
+lowerings from it, and the sparse engine (:mod:`maskgraph.sparse`) runs them. The declaration
+types here import nothing of maskgraph; the building blocks are its modules:
+:mod:`.chunk` (the query chunk a lowering sees, block scores, budgets, top-k over scores),
+:mod:`.indexset` (index sets and their union, intersection and difference), :mod:`.topk` (the
+top-k rule and its Triton selection) and :mod:`.keymask` (an attention mask in the score
+kernels).
 """
 
 from __future__ import annotations
@@ -92,9 +99,9 @@ def no_budget(params: dict[str, Any], inputs: dict[str, Any], num_keys: int) -> 
 class MaskLowering:
     """How a mask operator runs in sparse mode.
 
-    ``lower(ctx, name, inputs, params, prep)`` -> :class:`maskgraph.sparse.indexset.IndexSet`
-    for one query chunk (``ctx``: :class:`maskgraph.sparse.ops.SparseChunk`; ``inputs``: its wired
-    inputs' values, IndexSets for masks and :class:`maskgraph.sparse.ops.BlockScores` for
+    ``lower(ctx, name, inputs, params, prep)`` -> :class:`maskgraph.lowering.indexset.IndexSet`
+    for one query chunk (``ctx``: :class:`maskgraph.lowering.chunk.SparseChunk`; ``inputs``: its wired
+    inputs' values, IndexSets for masks and :class:`maskgraph.lowering.chunk.BlockScores` for
     scores). ``budget``: its static size (:data:`BudgetFn`), from which the runner pads lists and
     sizes query chunks. ``scores_keys``: it reads a score per key (a top-k), so that a query
     chunk holds (B, Hq, chunk, K) scores.
