@@ -105,9 +105,7 @@ def structure(steps: list[Step], output: str) -> tuple:
     return wiring + (output,)
 
 
-def run_plan(
-    steps: list[Step], output: str, ctx: SparseChunk, prep: dict, params: tuple[dict, ...]
-) -> Any:
+def run_plan(steps: list[Step], output: str, ctx: SparseChunk, prep: dict, params: tuple[dict, ...]) -> Any:
     """Evaluate the steps for one query chunk with ``params[i]`` for step i; return the output
     node's IndexSet. Parameters come separately so that one compiled function serves every
     parameter setting of a graph (integer sizes stay symbolic)."""
