@@ -379,7 +379,7 @@ def _compile_layers(graph: Graph, n_layers: int, backend: str, mode: str, chunk_
     by_text: dict[str, CompiledAttention] = {}
     layers: dict[int, CompiledAttention | None] = {}
     for i in range(n_layers):
-        g = graph.for_layer(i)
+        g = graph.for_layer(i, n_layers)
         if g is None:
             layers[i] = None
             continue
