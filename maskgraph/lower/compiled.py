@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from ..errors import DTypeError, NotSupportedError, ShapeError
 from ..attention import attention_probabilities, gqa_logits
+from ..errors import DTypeError, NotSupportedError, ShapeError
 from ..ir import Graph
 from ..state import AttentionFeedback, Observation, State
 from ..static_keys import StaticKeys, counting, pin_addresses, static_mask
@@ -267,7 +267,9 @@ class CompiledAttention:
         am, scaling = self._check(queries, keys, values, attention_mask, scaling, sinks)
         if am is None and queries.shape[2] > 1:
             am = _causal_additive(queries.shape[2], keys.shape[2], queries.device)
-        self._prepare(keys, values, state, layer_idx, None, kv_offset, Observation(queries, am, scaling, True))
+        self._prepare(
+            keys, values, state, layer_idx, None, kv_offset, Observation(queries, am, scaling, True)
+        )
         if not self._feedback:
             return
         key_mass, last = None, None

@@ -158,7 +158,14 @@ def _check_snapkv(params: dict[str, Any]) -> None:
     output=PortType.MASK,
     inputs=[_QUERIES, _KEYS],
     params=[
-        Param("window_size", "int", 32, "observation window: the last queries of the first call", low=1, high=2**20),
+        Param(
+            "window_size",
+            "int",
+            32,
+            "observation window: the last queries of the first call",
+            low=1,
+            high=2**20,
+        ),
         Param("kernel_size", "int", 7, "average-pool width over the votes (odd)", low=1, high=1023),
         Param("budget", "size", 0.1, "keys kept before the window (int) or share of the first call's K"),
     ],
