@@ -18,12 +18,12 @@ GRAPHS = {
     "tova": {"budget": 16},
     "pyramidkv": {"budget": 0.2, "window_size": 8},
     "snapkv_quest": {
-        "budget": 20,
-        "window_size": 8,
+        "snap_budget": 20,
+        "snap_window": 8,
         "page_size": 4,
         "heavy_size": 8,
         "sink_size": 2,
-        "local_size": 4,
+        "window_size": 4,
     },
 }
 

@@ -115,7 +115,7 @@ def test_snapkv_reference(b, hq, hkv, prompt, window, kernel, budget, dtype):
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(first.double(), want, atol=tol, rtol=tol)  # the prefill attends all
     kept = ref_snapkv(q, k[:, :, :prompt], window, kernel, budget)
-    assert torch.equal(state.slot(0, "m")["kept"], kept)
+    assert torch.equal(state.slot(0, "m")["next"], kept)
     for step in range(1, 4):  # decode steps (Q = 1) and one call of Q = 2
         n = prompt + step
         nq = 2 if step == 3 else 1
@@ -145,19 +145,20 @@ class Call:
 
 
 def run_steps(attn, q0, k, v, steps, dtype):
-    """Prefill (causal) then ``steps`` decode calls, one :class:`Call` each."""
+    """Prefill (causal) then ``steps`` decode calls, one :class:`Call` each. The mask read
+    after a call is the one read before it (what the eval measures is what the call attended)."""
     state = mg.State()
     prompt = q0.shape[2]
-    am = causal(prompt, prompt)
-    mask = attn.mask(q0, k[:, :, :prompt], v[:, :, :prompt], am, state=state)
-    out = attn(q0, k[:, :, :prompt], v[:, :, :prompt], am, state=state)
-    yield Call(q0, prompt, am, out, mask, state)
-    for step in range(1, steps + 1):
-        n = prompt + step
-        qs = rand((q0.shape[0], q0.shape[1], 1, D), 100 + step, dtype)
-        mask = attn.mask(qs, k[:, :, :n], v[:, :, :n], state=state)
-        out = attn(qs, k[:, :, :n], v[:, :, :n], state=state)
-        yield Call(qs, n, None, out, mask, state)
+    calls = [(q0, prompt, causal(prompt, prompt))]
+    calls += [
+        (rand((q0.shape[0], q0.shape[1], 1, D), 100 + i, dtype), prompt + i, None)
+        for i in range(1, steps + 1)
+    ]
+    for qs, n, am in calls:
+        mask = attn.mask(qs, k[:, :, :n], v[:, :, :n], am, state=state)
+        out = attn(qs, k[:, :, :n], v[:, :, :n], am, state=state)
+        assert torch.equal(attn.mask(qs, k[:, :, :n], v[:, :, :n], am, state=state), mask)
+        yield Call(qs, n, am, out, mask, state)
 
 
 H2O_CASES = [  # (b, hq, hkv, prompt, heavy, recent, steps)
@@ -193,7 +194,7 @@ def test_h2o_reference(b, hq, hkv, prompt, heavy, recent, steps, dtype):
                 old = [bool(kept[bi, kv, j]) and j < n - n_recent for j in range(n)]
                 keep = best(score[bi, kv], old, n_heavy) | set(range(max(0, n - n_recent), n))
                 kept[bi, kv] = torch.tensor([bool(kept[bi, kv, j]) and j in keep for j in range(n)])
-        assert torch.equal(state.slot(0, "m")["kept"], kept)
+        assert torch.equal(state.slot(0, "m")["next"], kept)
 
 
 TOVA_CASES = [  # (b, hq, hkv, prompt, budget, steps)
@@ -223,7 +224,7 @@ def test_tova_reference(b, hq, hkv, prompt, budget, steps, dtype):
             last = probs[bi, :, -1].mean(dim=0)  # the last query, averaged over every head
             keep = best(last, [bool(x) for x in kept[bi, 0]], size)
             kept[bi, 0] = torch.tensor([j in keep for j in range(n)])
-        assert torch.equal(state.slot(0, "m")["kept"], kept)
+        assert torch.equal(state.slot(0, "m")["next"], kept)
 
 
 @pytest.mark.parametrize("graph", [one("h2o", heavy_size=3, recent_size=2), one("tova", budget=5)])
@@ -238,7 +239,7 @@ def test_eviction_is_permanent(graph):
         n, mask, state = call.n, call.mask, call.state
         attended = (mask > 0).any(2)
         assert not (attended & dropped[..., :n]).any()
-        kept = state.slot(0, "m")["kept"]
+        kept = state.slot(0, "m")["next"]
         now = ~kept.repeat_interleave(4 // kept.shape[1], 1)
         evictions += int(now.sum()) - int(dropped[..., :n].sum())
         dropped[..., :n] |= now
@@ -252,13 +253,13 @@ def test_state_is_per_layer_and_per_request():
     state = mg.State()
     attn(q, k, v, causal(8, 8), state=state, layer_idx=0)
     attn(q, k2, v, causal(8, 8), state=state, layer_idx=1)
-    a, b = state.slot(0, "m")["kept"], state.slot(1, "m")["kept"]
+    a, b = state.slot(0, "m")["next"], state.slot(1, "m")["next"]
     assert not torch.equal(a, b)  # other keys, other sets
     again = mg.State()  # a new request starts with every key, then evicts as the first did
     step_q, step_k = rand((1, 4, 1, D), 5), torch.cat([k, rand((1, 2, 1, D), 6)], dim=2)
     step_v = torch.cat([v, rand((1, 2, 1, D), 7)], dim=2)
     attn(q, k, v, causal(8, 8), state=again, layer_idx=0)
-    assert torch.equal(again.slot(0, "m")["kept"], a)
+    assert torch.equal(again.slot(0, "m")["next"], a)
     torch.testing.assert_close(
         attn(step_q, step_k, step_v, state=state, layer_idx=0),
         attn(step_q, step_k, step_v, state=again, layer_idx=0),
@@ -302,7 +303,7 @@ def test_feedback_is_summed_over_query_chunks():
         mg.compile(one("h2o", heavy_size=2, recent_size=1), chunk_size=chunk)(
             q, k, v, causal(7, 7), state=state
         )
-        sets.append(state.slot(0, "m")["kept"])
+        sets.append(state.slot(0, "m")["next"])
         torch.testing.assert_close(
             state.slot(0, "m")["score"].sum(), torch.tensor(4 * 7.0), atol=1e-4, rtol=0
         )  # each query: 1
@@ -322,7 +323,7 @@ def test_observe_dense_is_the_graphs_first_call():
         seen, ran = mg.State(), mg.State()
         attn.observe_dense(q, k, v, None, None, seen)  # None: causal
         attn(q, k, v, causal(12, 12), state=ran)
-        assert torch.equal(seen.slot(0, "m")["kept"], ran.slot(0, "m")["kept"]), graph.name
+        assert torch.equal(seen.slot(0, "m")["next"], ran.slot(0, "m")["next"]), graph.name
 
 
 @pytest.mark.parametrize(
@@ -394,11 +395,11 @@ def test_pyramid_rule_errors(rule, match):
 # ----- SnapKV with Quest among its keys -----------------------------------------------------------
 def test_snapkv_quest_attends_quest_pages_among_the_kept_keys():
     params = {
-        "window_size": 4,
+        "snap_window": 4,
         "kernel_size": 3,
-        "budget": 10,
+        "snap_budget": 10,
         "sink_size": 2,
-        "local_size": 3,
+        "window_size": 3,
         "heavy_size": 8,
         "page_size": 4,
     }

@@ -5,11 +5,14 @@ Here the cache keeps every key and the mask attends only the kept set S_t, so su
 sits in a graph beside sparse-attention operators (and under them: SnapKV's keys with Quest
 choosing among them). Each operator keeps its set in its State slot, per layer and request:
 
-- ``kept`` (B, H, n) bool over the n keys seen so far (H = Hkv, or 1 for one set per layer);
-- keys that arrive later are added as kept; a key leaves only by eviction, and an evicted key
-  is never kept again (S_{t+1} ⊆ S_t ∪ new keys);
-- a call attends S_t as it stands before the call (plus the call's new keys); eviction happens
-  after the call, from what the call observed (its queries, or its attention probabilities).
+- ``kept`` (B, H, n) bool: the set the calls over n keys attend (H = Hkv, or 1 for one set per
+  layer); ``next`` (B, H, n) bool: the set left after the last call, from what it observed
+  (its queries, or its attention probabilities);
+- when new keys arrive (K > n) ``next`` becomes the set and the new keys join it as kept; a key
+  leaves only by eviction, and an evicted key is never kept again (S_{t+1} ⊆ next_t ∪ new
+  keys ⊆ S_t ∪ new keys);
+- the set is a function of the step: calls over the same K (a repeated call, ``attn.mask``
+  after the call, as the eval's density measurement does) attend the same set.
 
 The mask of a call is (B, Hq, 1, K): query head h reads the set of KV head h // G. Without a
 State every call is a first call and nothing is evicted. :func:`kept_share` reads the kept
@@ -59,20 +62,22 @@ def kept_share(slot: dict[str, Any]) -> float | None:
 
 
 def _grown(slot: dict, keys: torch.Tensor, heads: int) -> torch.Tensor | None:
-    """The slot's kept set extended by the keys new since the last call, (B, heads, K) bool, or
-    None where the slot holds nothing valid for these keys (a first call, a shrunk cache, other
-    shapes). Extends ``score`` with zeros when the slot has one."""
+    """The set of this step, (B, heads, K) bool: the slot's set where K is its key count; where
+    keys arrived since, the set left after the last call (``next``) with the new keys kept.
+    None where the slot holds nothing valid for these keys (a first call, a shrunk cache,
+    other shapes). Extends ``score`` with zeros when the slot has one."""
     b, _, k, _ = keys.shape
     kept = slot.get("kept")
     if kept is None or kept.shape[:2] != (b, heads) or kept.shape[2] > k or kept.device != keys.device:
         return None
     new = k - kept.shape[2]
     if new:
+        kept = slot.pop("next", kept)
         kept = torch.cat([kept, kept.new_ones(b, heads, new)], dim=2)
         score = slot.get("score")
         if score is not None:
             slot["score"] = torch.cat([score, score.new_zeros(b, heads, new)], dim=2)
-    slot["kept"] = kept
+        slot["kept"] = kept
     return kept
 
 
@@ -135,12 +140,12 @@ def prepare_snapkv(
     if observed is None:  # nothing to choose by: keep everything, choose at the next call
         return {"keep": every}
     w = min(params["window_size"], observed.queries.shape[2])
+    slot.update(kept=every, next=every)
     if w >= k:  # the window holds every key
-        slot["kept"] = every
         return {"keep": every}
     scores = snapkv_votes(observed, keys, params["window_size"], params["kernel_size"])
     chosen = _keep_best(scores, torch.ones_like(scores, dtype=torch.bool), resolve_size(params["budget"], k))
-    slot["kept"] = torch.cat([chosen, every[:, :, k - w :]], dim=2)
+    slot["next"] = torch.cat([chosen, every[:, :, k - w :]], dim=2)
     return {"keep": every}
 
 
@@ -208,7 +213,7 @@ def feedback_h2o(slot, feedback: AttentionFeedback, params, layer_idx) -> None:
     score = score + feedback.key_mass.view(b, hkv, -1, k).sum(dim=2)
     recent = torch.arange(k, device=kept.device) >= k - resolve_size(params["recent_size"], k)
     heavy = _keep_best(score, kept & ~recent, resolve_size(params["heavy_size"], k))
-    slot.update(kept=kept & (recent | heavy), score=score)
+    slot.update(next=kept & (recent | heavy), score=score)
 
 
 @operator(
@@ -255,7 +260,7 @@ def feedback_tova(slot, feedback: AttentionFeedback, params, layer_idx) -> None:
     kept = slot["kept"]
     k = kept.shape[2]
     score = feedback.last.mean(dim=1, keepdim=True)
-    slot["kept"] = _keep_best(score, kept, resolve_size(params["budget"], k))
+    slot["next"] = _keep_best(score, kept, resolve_size(params["budget"], k))
 
 
 @operator(
