@@ -214,6 +214,9 @@ class OpSpec:
     with a :class:`~maskgraph.state.AttentionFeedback` (the attention probabilities of the
     call's kept keys, summed over its queries, and those of its last query) and updates
     ``slot``; simulate mode only (sparse mode refuses the graph, naming the node).
+    ``kept(slot)``, if given (an operator that evicts keys), returns the keys the operator's
+    slot keeps, (B, H, K) bool with H = Hkv or 1, or None before its first call: the cache the
+    method must hold (``maskgraph eval``'s ``cache`` metric).
     """
 
     name: str
@@ -235,6 +238,7 @@ class OpSpec:
     sparse: SparseDeclaration | None = None
     observes: bool = False
     feedback: Callable[..., None] | None = None
+    kept: Callable[[dict], Any] | None = None
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -266,6 +270,7 @@ def operator(
     sparse: SparseDeclaration | None = None,
     observes: bool = False,
     feedback: Callable[..., None] | None = None,
+    kept: Callable[[dict], Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as operator ``name`` (see module docstring)."""
     if family not in FAMILIES:
@@ -296,6 +301,7 @@ def operator(
             sparse=sparse,
             observes=observes,
             feedback=feedback,
+            kept=kept,
         )
         return fn
 

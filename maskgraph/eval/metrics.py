@@ -8,7 +8,10 @@ For one call with queries (B, Hq, Q, D), keys/values (B, Hkv, K, D), the graph's
 - **relative output error**: ‖O_h − O^dense_h‖ / ‖O^dense_h‖ (Frobenius over b, q, d), with
   O^dense the exact softmax attention over the allowed keys (needs a dense pass);
 - **recall**: mean over (b, q) of the true softmax mass on the selected keys,
-  Σ_{p_j>0} softmax(s)_j (needs the dense logits).
+  Σ_{p_j>0} softmax(s)_j (needs the dense logits);
+- **cache**: the share of the K keys the method keeps in its cache at this call (1 for a
+  method that keeps every key and chooses per query; below 1 for one that evicts, SnapKV,
+  H2O, TOVA: :meth:`maskgraph.lower.compiled.CompiledAttention.kept_cache`).
 
 :class:`MicroObserver` is an ``observe(...)`` hook for :func:`maskgraph.inject`; with
 ``dense=False`` it measures density only (no dense pass). Every call becomes one JSON line;
@@ -119,6 +122,7 @@ class MicroObserver:
             m = call_metrics(
                 queries, keys, values, attention_mask, scaling, mask, out if self.dense else None
             )
+            m["cache"] = attn.kept_cache(state, layer_idx, queries.shape[1])
         record = {
             **self.tags,
             "layer": int(layer_idx),
@@ -131,7 +135,7 @@ class MicroObserver:
             self.sink.write(json.dumps(record) + "\n")
 
 
-METRIC_NAMES = ("density", "rel_err", "recall")
+METRIC_NAMES = ("density", "rel_err", "recall", "cache")
 
 
 def summarise(records: Iterable[dict[str, Any]]) -> dict[str, Any]:

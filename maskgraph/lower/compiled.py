@@ -247,6 +247,24 @@ class CompiledAttention:
         (:meth:`observe_dense`)."""
         return any(spec.observes or spec.feedback is not None for spec in self._stateful.values())
 
+    def kept_cache(self, state: State | None, layer_idx: int, heads: int) -> list[float]:
+        """The share of the cache's keys the graph still keeps at ``layer_idx``, per query head
+        (``heads`` = Hq): 1.0 where no operator evicts; where operators evict
+        (``kept=``), the share of keys any of them keeps, averaged over batch rows (each query
+        head counts its KV head's set)."""
+        union = None
+        for name, spec in self._stateful.items():
+            if spec.kept is None or state is None:
+                continue
+            kept = spec.kept(state.slot(layer_idx, name))
+            if kept is None:
+                continue
+            kept = kept.repeat_interleave(heads // kept.shape[1], dim=1) if kept.shape[1] != heads else kept
+            union = kept if union is None or union.shape != kept.shape else union | kept
+        if union is None:
+            return [1.0] * heads
+        return union.float().mean(dim=(0, 2)).tolist()
+
     def observe_dense(
         self,
         queries: torch.Tensor,

@@ -53,3 +53,31 @@ def test_generate_with_eviction(graph):
     assert other is not state
     # a second request starts afresh: the same prompt gives the same tokens and sets
     assert generate(model, graph, "dense_prefill", ids)[:2] == (tokens, shares)
+
+
+def test_eval_metrics_report_the_kept_cache_beside_the_density():
+    """An eviction method's measured density is what each query attends; its kept cache is the
+    share of keys it holds: equal for H2O's decode steps (every kept key is attended), below 1
+    where a keep-everything method reports 1, and above the density where Quest chooses among
+    SnapKV's keys."""
+    from maskgraph.eval.metrics import MicroObserver, summarise
+
+    model = tiny_model("llama")
+    ids = torch.randint(1, 256, (1, PROMPT), generator=torch.Generator().manual_seed(2))
+    found = {}
+    for graph, overrides in (
+        ("h2o", GRAPHS["h2o"]),
+        ("snapkv_quest", GRAPHS["snapkv_quest"]),
+        ("quest", {"page_size": 4, "sink_size": 2, "window_size": 4, "heavy_size": 0.2}),
+    ):
+        observer = MicroObserver()
+        with mg.inject(model, graph, overrides=overrides, observer=observer) as handle:
+            observer.state = lambda handle=handle: handle.state
+            model.generate(ids, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False)
+        found[graph] = summarise(observer.records)["overall"]
+        if graph == "h2o":
+            for record in observer.records:  # decode steps: the 16 kept keys and the new one
+                assert record["cache"] == pytest.approx([17 / record["K"]] * 4)
+                assert record["density"] == pytest.approx(record["cache"])
+    assert found["quest"]["cache"] == 1.0 and found["quest"]["density"] < 1.0
+    assert found["snapkv_quest"]["density"] < found["snapkv_quest"]["cache"] < 1.0

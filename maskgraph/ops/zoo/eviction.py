@@ -52,11 +52,18 @@ def resolve_size(value: int | float, num_keys: int) -> int:
     return int(value)
 
 
-def kept_share(slot: dict[str, Any]) -> float | None:
-    """The share of seen keys an eviction operator's slot still keeps (mean over batch rows and
-    heads), or None where it holds no set."""
+def kept_keys(slot: dict[str, Any]) -> torch.Tensor | None:
+    """The set the slot's calls attend, (B, H, K) bool: the keys the method holds in its cache
+    at this step (None before the first call)."""
     kept = slot.get("kept")
-    if not isinstance(kept, torch.Tensor) or kept.numel() == 0:
+    return kept if isinstance(kept, torch.Tensor) else None
+
+
+def kept_share(slot: dict[str, Any]) -> float | None:
+    """The share of seen keys an eviction operator's slot keeps (mean over batch rows and
+    heads), or None where it holds no set."""
+    kept = kept_keys(slot)
+    if kept is None or kept.numel() == 0:
         return None
     return float(kept.float().mean())
 
@@ -185,6 +192,7 @@ def _check_snapkv(params: dict[str, Any]) -> None:
     prepare=prepare_snapkv,
     stateful=True,
     observes=True,
+    kept=kept_keys,
     check_params=_check_snapkv,
     static_buffers="its kept set is chosen from the first call's queries over a dynamic cache",
     sparse=NotSparse("its kept set is a per-head key list kept in the State; run mode='simulate'"),
@@ -236,6 +244,7 @@ def feedback_h2o(slot, feedback: AttentionFeedback, params, layer_idx) -> None:
     prepare=prepare_h2o,
     stateful=True,
     feedback=feedback_h2o,
+    kept=kept_keys,
     static_buffers="it evicts by each call's attention probabilities (simulate mode, dynamic cache)",
     sparse=_FEEDBACK_ONLY,
 )
@@ -279,6 +288,7 @@ def feedback_tova(slot, feedback: AttentionFeedback, params, layer_idx) -> None:
     prepare=prepare_tova,
     stateful=True,
     feedback=feedback_tova,
+    kept=kept_keys,
     static_buffers="it evicts by each call's attention probabilities (simulate mode, dynamic cache)",
     sparse=_FEEDBACK_ONLY,
 )
