@@ -428,3 +428,14 @@ def test_snapkv_quest_attends_quest_pages_among_the_kept_keys():
         pages = best(bounds, [x > -math.inf for x in bounds], 8 // 4)
         heavy = {j for p in pages for j in range(p * 4, min(n, p * 4 + 4)) if eligible[j]}
         assert {int(j) for j in torch.nonzero(mask[0, h, 0]).flatten()} == own | heavy, h
+
+
+def test_density_sweep_sets_the_eviction_budgets():
+    from maskgraph.eval.sweep import sweep_overrides
+
+    snap = mg.load_graph("snapkv").params
+    assert sweep_overrides(snap, 0.2, 1000) == {"budget": pytest.approx(0.2 - 32 / 1000)}
+    assert sweep_overrides(mg.load_graph("tova").params, 0.05, 1000) == {"budget": 0.05}
+    assert sweep_overrides(mg.load_graph("h2o").params, 0.2, 1000) == {"heavy_size": 0.1, "recent_size": 0.1}
+    both = sweep_overrides(mg.load_graph("snapkv_quest").params, 0.2, 1000)  # Quest's knobs
+    assert set(both) == {"sink_size", "window_size", "heavy_size"}
