@@ -81,7 +81,7 @@ def ref_snapkv(q, k, window, kernel, budget):
                     votes += torch.softmax(s, dim=0)[: nk - w] / w
                 pooled = torch.zeros(nk - w, dtype=torch.float64)
                 for j in range(nk - w):  # zero-padded centred average
-                    lo, hi = max(0, j - kernel // 2), min(nk - w, j + kernel // 2 + 1)
+                    lo, hi = max(0, j - kernel // 2), min(nk - w, j - kernel // 2 + kernel)
                     pooled[j] = votes[lo:hi].sum() / kernel
                 group += pooled / g
             chosen = best(group, [True] * (nk - w), budget)
@@ -95,6 +95,7 @@ SNAP_CASES = [  # (b, hq, hkv, prompt, window, kernel, budget)
     (2, 6, 2, 37, 4, 7, 9),  # K not a multiple of anything
     (1, 2, 1, 20, 32, 3, 4),  # the window is longer than the prompt: every key kept
     (1, 4, 4, 25, 1, 1, 1),  # one query votes, no pooling
+    (1, 4, 2, 30, 5, 4, 7),  # an even pool: j − 2 … j + 1
 ]
 
 
@@ -124,11 +125,6 @@ def test_snapkv_reference(b, hq, hkv, prompt, window, kernel, budget, dtype):
         keep = torch.cat([kept, torch.ones(b, hkv, n - prompt, dtype=torch.bool)], dim=2)
         want, _ = ref_attention(qs, k[:, :, :n], v[:, :, :n], keep, causal(nq, n) if nq > 1 else None)
         torch.testing.assert_close(out.double(), want, atol=tol, rtol=tol)
-
-
-def test_snapkv_rejects_an_even_kernel():
-    with pytest.raises(GraphError, match="odd kernel_size"):
-        one("snapkv", kernel_size=4)
 
 
 # ----- H2O and TOVA: a prefill then decode steps, the reference evicting by hand ------------------

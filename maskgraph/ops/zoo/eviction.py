@@ -28,7 +28,6 @@ import torch.nn.functional as F
 
 from ...attention import gqa_logits
 from ...env import SIZE_TOLERANCE
-from ...errors import ParameterError
 from ...lowering import NotSparse
 from ...registry import Param, Port, operator
 from ...state import AttentionFeedback, Observation
@@ -114,8 +113,8 @@ def snapkv_votes(observed: Observation, keys: torch.Tensor, window: int, kernel:
 
     The last w = min(window, Q) queries attend every key (softmax over what their mask allows);
     each key before the window scores its probability averaged over those queries, smoothed by
-    an average pool of ``kernel`` keys (zero-padded, centred) and averaged over each KV group's
-    query heads."""
+    an average pool of ``kernel`` keys (zero-padded; key j averages j − ⌊kernel/2⌋ … on, so an
+    odd kernel is centred) and averaged over each KV group's query heads."""
     q = observed.queries
     b, hq, nq, _ = q.shape
     hkv, k = keys.shape[1], keys.shape[2]
@@ -127,6 +126,7 @@ def snapkv_votes(observed: Observation, keys: torch.Tensor, window: int, kernel:
     votes = probs[..., : k - w].mean(dim=2)  # (B, Hq, K − w)
     votes = torch.nan_to_num(votes, nan=0.0)  # a window query with no allowed key votes for none
     pooled = F.avg_pool1d(votes.reshape(b * hq, 1, k - w), kernel, stride=1, padding=kernel // 2)
+    pooled = pooled[..., : k - w]  # an even kernel gives one more: it covers j − kernel/2 … j + kernel/2 − 1
     return pooled.view(b, hkv, hq // hkv, k - w).mean(dim=2)
 
 
@@ -156,14 +156,6 @@ def prepare_snapkv(
     return {"keep": every}
 
 
-def _check_snapkv(params: dict[str, Any]) -> None:
-    if params["kernel_size"] % 2 == 0:
-        raise ParameterError(
-            f"the pool must be centred on the key: an odd kernel_size (got {params['kernel_size']})",
-            param="kernel_size",
-        )
-
-
 @operator(
     "snapkv",
     family="selector",
@@ -178,7 +170,7 @@ def _check_snapkv(params: dict[str, Any]) -> None:
             low=1,
             high=2**20,
         ),
-        Param("kernel_size", "int", 7, "average-pool width over the votes (odd)", low=1, high=1023),
+        Param("kernel_size", "int", 7, "average-pool width over the votes (odd: centred)", low=1, high=1023),
         Param("budget", "size", 0.1, "keys kept before the window (int) or share of the first call's K"),
     ],
     doc=(
@@ -193,7 +185,6 @@ def _check_snapkv(params: dict[str, Any]) -> None:
     stateful=True,
     observes=True,
     kept=kept_keys,
-    check_params=_check_snapkv,
     static_buffers="its kept set is chosen from the first call's queries over a dynamic cache",
     sparse=NotSparse("its kept set is a per-head key list kept in the State; run mode='simulate'"),
 )
