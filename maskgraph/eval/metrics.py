@@ -141,9 +141,11 @@ METRIC_NAMES = ("density", "rel_err", "recall", "cache")
 def summarise(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Mean of each metric per layer (over calls and heads, weighted by Q) and overall.
 
+    ``overall`` also holds ``decode_density`` and ``decode_cache`` (:func:`_decode_means`).
     Returns ``{"overall": {metric: value}, "per_layer": {layer: {metric: value}},
     "per_head": {layer: {metric: [value per head]}}, "calls": n}``.
     """
+    records = list(records)  # read twice
     sums: dict[int, dict[str, list[float]]] = defaultdict(dict)
     weights: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     calls = 0
@@ -168,4 +170,22 @@ def summarise(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         vals = [m[name] for m in per_layer.values() if name in m]
         if vals:
             overall[name] = sum(vals) / len(vals)
+    overall.update(_decode_means(records))
     return {"overall": overall, "per_layer": per_layer, "per_head": per_head, "calls": calls}
+
+
+def _decode_means(records: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """``decode_density`` and ``decode_cache``: the means over the calls of one query (decode
+    steps) alone, over layers, heads and calls (absent where no such call). Methods that evict
+    attend every key at the call that shows them the prompt; these compare them with the
+    others where they differ, at generation."""
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for r in records:
+        if int(r["Q"]) != 1:
+            continue
+        for name in ("density", "cache"):
+            if name in r and r[name]:
+                sums[name] += sum(r[name]) / len(r[name])
+                counts[name] += 1
+    return {f"decode_{name}": sums[name] / counts[name] for name in sums}

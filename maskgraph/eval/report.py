@@ -10,8 +10,9 @@ Tables (one row per graph setting, the plain dense model first, then ``dense``):
 - perplexity on long text, and its ratio to dense;
 - for every row: the **measured** density (mean over its attention calls), the **kept cache**
   (the share of keys the method must hold: 1 for methods that keep every key, below 1 for
-  those that evict; "–" for runs made before it was measured), agreement of greedy tokens
-  with dense, and (runs with ``--metrics``) relative output error and recall.
+  those that evict; "–" for runs made before it was measured), both again over the decode
+  steps alone (calls of one query; score tables), agreement of greedy tokens with dense, and
+  (runs with ``--metrics``) relative output error and recall.
 
 The *setting* column is the part of a row's label after ``@``: a target density (``5%``), a
 sweep's grid point (``heavy_size=0.05``) or ``default``.
@@ -133,11 +134,21 @@ def _row_stats(label: str, cells: list[dict]) -> dict[str, float | None]:
         "rel_err": _mean([c.get("rel_err") for c in mine]),
         "recall": _mean([c.get("recall") for c in mine]),
         "cache": _mean([c.get("cache") for c in mine]),
+        "decode_density": _mean([c.get("decode_density") for c in mine]),
+        "decode_cache": _mean([c.get("decode_cache") for c in mine]),
     }
 
 
+def _decode_text(density: float | None, cache: float | None) -> str:
+    """The decode-step density and kept cache of a row, ``0.050 / 0.050`` (– where unknown)."""
+    if density is None:
+        return "–"
+    return f"{_fmt(density, '.3f')} / {_fmt(cache, '.3f')}"
+
+
 def _score_table(title: str, cols, rows, by) -> str:
-    head = ["graph", "setting", "measured density", "kept cache"] + [f"{t} @{n}" for t, n in cols]
+    head = ["graph", "setting", "measured density", "kept cache", "decode: density / cache"]
+    head += [f"{t} @{n}" for t, n in cols]
     head += ["mean", "agreement", "rel. err", "recall", "samples"]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ref = [
@@ -147,7 +158,7 @@ def _score_table(title: str, cols, rows, by) -> str:
     lines.append(
         "| "
         + " | ".join(
-            [REFERENCE, "–", "1.000", "1.000"]
+            [REFERENCE, "–", "1.000", "1.000", "1.000 / 1.000"]
             + [_fmt(v) for v in ref]
             + [_fmt(_mean(ref)), "1.000", "0", "1", "–"]
         )
@@ -163,6 +174,7 @@ def _score_table(title: str, cols, rows, by) -> str:
             "| "
             + " | ".join(
                 [graph, _setting(label, target), _fmt(st["density"], ".3f"), _fmt(st["cache"], ".3f")]
+                + [_decode_text(st["decode_density"], st["decode_cache"])]
                 + [_score_text(c) for c in mine]
                 + [
                     _fmt(_mean(scores)),

@@ -597,5 +597,7 @@ def _aggregate(rows: list[dict], micro: list[dict]) -> dict[str, Any]:
         out["rel_err"] = s["overall"].get("rel_err")
         out["recall"] = s["overall"].get("recall")
         out["cache"] = s["overall"].get("cache")
+        out["decode_density"] = s["overall"].get("decode_density")
+        out["decode_cache"] = s["overall"].get("decode_cache")
         out["per_layer"] = {str(k): v for k, v in s["per_layer"].items()}
     return out
