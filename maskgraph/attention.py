@@ -102,6 +102,27 @@ def masked_partial(
     return num, den, m.squeeze(-1)
 
 
+def _weights(
+    logits: torch.Tensor, mask: torch.Tensor, sinks: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unnormalised weights ``exp(s − m)/p`` (B, Hq, Q, K) of the kept keys, their denominator
+    (B, Hq, Q, 1) (sink logits included) and the rows with no kept key (B, Hq, Q, 1) bool."""
+    keep = mask > 0
+    s = torch.where(keep, logits, float("-inf"))
+    m = s.amax(dim=-1, keepdim=True)
+    empty = m == float("-inf")  # NaN and +inf maxima are not empty rows: they propagate
+    if sinks is not None:
+        sk = sinks.float().view(1, -1, 1, 1)
+        m = torch.maximum(torch.where(empty, sk, m), sk)
+    m = torch.where(m == float("-inf"), torch.zeros_like(m), m)
+    inv_p = torch.where(keep, 1.0 / mask.clamp_min(1e-30), 0.0)
+    w = torch.exp(s - m) * inv_p
+    den = w.sum(dim=-1, keepdim=True)
+    if sinks is not None:
+        den = den + torch.exp(sinks.float().view(1, -1, 1, 1) - m)
+    return w, den, empty
+
+
 def attend(
     logits: torch.Tensor,
     mask: torch.Tensor,
@@ -116,20 +137,34 @@ def attend(
     Non-finite inputs propagate as in softmax attention (SDPA): a NaN among a row's kept logits
     or values, or a +inf kept logit, makes the row NaN; such a row is not counted as empty.
     """
-    keep = mask > 0
-    s = torch.where(keep, logits, float("-inf"))
-    m = s.amax(dim=-1, keepdim=True)
-    empty = m == float("-inf")  # NaN and +inf maxima are not empty rows: they propagate
-    if sinks is not None:
-        sk = sinks.float().view(1, -1, 1, 1)
-        m = torch.maximum(torch.where(empty, sk, m), sk)
-    m = torch.where(m == float("-inf"), torch.zeros_like(m), m)
-    inv_p = torch.where(keep, 1.0 / mask.clamp_min(1e-30), 0.0)
-    w = torch.exp(s - m) * inv_p
-    den = w.sum(dim=-1, keepdim=True)
+    w, den, empty = _weights(logits, mask, sinks)
     num = gqa_weighted_sum(w, values)
-    if sinks is not None:
-        den = den + torch.exp(sinks.float().view(1, -1, 1, 1) - m)
     # den is 0 only on an empty row (every kept weight is ≥ 1 at the max), NaN where NaN came in
     out = torch.where(den == 0, 0.0, num / torch.where(den == 0, torch.ones_like(den), den))
     return out, empty.sum()
+
+
+def attend_with_feedback(
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    values: torch.Tensor,
+    sinks: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`attend`, plus what operators with ``feedback=`` read, from the same weights:
+    each key's attention probability summed over the queries, (B, Hq, K) float32, and the last
+    query's probabilities (B, Hq, K) float32 (0 on keys not kept; an empty row gives 0s)."""
+    w, den, empty = _weights(logits, mask, sinks)
+    num = gqa_weighted_sum(w, values)
+    safe = torch.where(den == 0, torch.ones_like(den), den)
+    out = torch.where(den == 0, 0.0, num / safe)
+    probs = w / safe
+    return out, empty.sum(), probs.sum(dim=2), probs[:, :, -1]
+
+
+def attention_probabilities(
+    logits: torch.Tensor, mask: torch.Tensor, sinks: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The normalised weights of attention over ``mask``: (B, Hq, Q, K) float32, rows summing
+    to 1 less the sinks' share (0 on keys not kept, all 0 on an empty row)."""
+    w, den, _ = _weights(logits, mask, sinks)
+    return w / torch.where(den == 0, torch.ones_like(den), den)

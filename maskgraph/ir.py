@@ -43,14 +43,32 @@ class LayerRules:
     """Which layers a graph applies to and per-layer parameter overrides.
 
     ``dense``: layer indices that keep dense attention. ``overrides``: layer index -> params
-    overrides (applied on top of the graph's ``params:`` block for that layer).
+    overrides (applied on top of the graph's ``params:`` block for that layer). ``pyramid``:
+    None, or ``{"param": name, "beta": β}``: the size parameter ``name`` shrinks linearly with
+    depth around its value as the mean (PyramidKV, :func:`pyramid_size`).
     """
 
     dense: list[int] = field(default_factory=list)
     overrides: dict[int, dict[str, Any]] = field(default_factory=dict)
+    pyramid: dict[str, Any] | None = None
 
     def is_empty(self) -> bool:
-        return not self.dense and not self.overrides
+        return not self.dense and not self.overrides and self.pyramid is None
+
+
+def pyramid_size(mean: int | float, beta: float, layer_idx: int, num_layers: int) -> int | float:
+    """PyramidKV's budget of layer ``layer_idx`` of ``num_layers`` for a mean budget ``mean``:
+    linear in depth from ``2·mean − mean/β`` at layer 0 to ``mean/β`` at the last layer (a share
+    whose first layer would pass 1 starts at 1 and ends at 2·mean − 1). A share stays a share
+    (float in (0, 1]); a token count is rounded, at least 1."""
+    low = mean / beta
+    high = 2 * mean - low
+    if isinstance(mean, float) and high > 1.0:
+        high, low = 1.0, 2 * mean - 1.0
+    size = high if num_layers <= 1 else high - layer_idx * (high - low) / (num_layers - 1)
+    if isinstance(mean, float):
+        return min(1.0, max(size, 1e-12))
+    return max(1, round(size))
 
 
 @dataclass
@@ -108,11 +126,16 @@ class Graph:
 
         return apply_overrides(self, overrides or {})
 
-    def for_layer(self, layer_idx: int) -> Graph | None:
-        """The graph to use at ``layer_idx``: ``None`` where the layer stays dense."""
+    def for_layer(self, layer_idx: int, num_layers: int | None = None) -> Graph | None:
+        """The graph to use at ``layer_idx`` of ``num_layers``: ``None`` where the layer stays
+        dense. A ``pyramid`` rule needs ``num_layers`` (without it the graph keeps its mean)."""
         if layer_idx in self.layers.dense:
             return None
-        extra = self.layers.overrides.get(layer_idx)
+        extra = dict(self.layers.overrides.get(layer_idx) or {})
+        rule = self.layers.pyramid
+        if rule is not None and num_layers is not None and rule["param"] not in extra:
+            mean = self.params[rule["param"]]
+            extra[rule["param"]] = pyramid_size(mean, rule["beta"], layer_idx, num_layers)
         if not extra:
             return self
         return self.with_overrides(extra)
@@ -141,6 +164,8 @@ class Graph:
                 layers["dense"] = list(self.layers.dense)
             if self.layers.overrides:
                 layers["overrides"] = {int(k): dict(v) for k, v in self.layers.overrides.items()}
+            if self.layers.pyramid is not None:
+                layers["pyramid"] = dict(self.layers.pyramid)
             out["layers"] = layers
         return out
 

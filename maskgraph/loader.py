@@ -515,9 +515,9 @@ def _build_layers(raw: Any, lines: dict, params: dict) -> LayerRules:
             "'layers' must be a mapping with 'dense' and/or 'overrides'", line=lines.get(("layers",))
         )
     for key in raw:
-        if key not in ("dense", "overrides"):
+        if key not in ("dense", "overrides", "pyramid"):
             raise GraphError(
-                f"unknown key {shown(key)} in 'layers' (valid: dense, overrides)",
+                f"unknown key {shown(key)} in 'layers' (valid: dense, overrides, pyramid)",
                 line=lines.get(("layers", key)),
             )
     dense = raw.get("dense", []) or []
@@ -553,7 +553,41 @@ def _build_layers(raw: Any, lines: dict, params: dict) -> LayerRules:
                     line=lines.get(("layers", "overrides", key, name), line),
                 )
         overrides[idx] = dict(value)
-    return LayerRules(dense=list(dense), overrides=overrides)
+    pyramid = _build_pyramid(raw.get("pyramid"), lines, params)
+    return LayerRules(dense=list(dense), overrides=overrides, pyramid=pyramid)
+
+
+def _build_pyramid(raw: Any, lines: dict, params: dict) -> dict[str, Any] | None:
+    """``layers.pyramid``: ``{param: NAME, beta: β}``, NAME a graph parameter holding a size
+    (int >= 1 or float in (0, 1]), β a number >= 1 (default 20)."""
+    if raw is None:
+        return None
+    line = lines.get(("layers", "pyramid"))
+    if not isinstance(raw, dict) or set(raw) - {"param", "beta"} or "param" not in raw:
+        raise GraphError("'layers.pyramid' must be a mapping {param: NAME, beta: NUMBER >= 1}", line=line)
+    name, beta = raw["param"], raw.get("beta", 20)
+    if not isinstance(name, str) or name not in params:
+        raise OverrideError(
+            f"layers.pyramid names unknown graph parameter {shown(name)}{_suggest(str(name), params)} "
+            f"(defined: {shown_list(params) or 'none'})",
+            param=str(name),
+            line=lines.get(("layers", "pyramid", "param"), line),
+        )
+    mean = params[name]
+    if isinstance(mean, bool) or not (
+        (isinstance(mean, int) and mean >= 1) or (isinstance(mean, float) and 0.0 < mean <= 1.0)
+    ):
+        raise GraphError(
+            f"layers.pyramid: parameter {shown(name)} must hold a size (an int >= 1 or a float in "
+            f"(0, 1]), got {shown(mean)}",
+            line=lines.get(("layers", "pyramid", "param"), line),
+        )
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 1 <= beta <= 2**20:
+        raise GraphError(
+            f"layers.pyramid: beta must be a number in [1, 1048576] (got {shown(beta)})",
+            line=lines.get(("layers", "pyramid", "beta"), line),
+        )
+    return {"param": name, "beta": beta}
 
 
 def apply_overrides(graph: Graph, overrides: dict[str, Any], *, origin: str = "the override") -> Graph:

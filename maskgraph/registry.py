@@ -207,6 +207,16 @@ class OpSpec:
     docs/calibration.md), or None.
     ``sparse``: how the operator runs in sparse mode (:mod:`maskgraph.lowering`: a
     ``MaskLowering``, an estimator's ``EstimatorLowering``, or ``NotSparse(why)``), or None.
+    ``observes``: ``prepare`` also receives ``observed=``, a
+    :class:`~maskgraph.state.Observation` holding the call's queries (also for a prefill that
+    runs dense under protocol ``dense_prefill``).
+    ``feedback(slot, feedback, params, layer_idx)``, if given, runs after each attention call
+    with a :class:`~maskgraph.state.AttentionFeedback` (the attention probabilities of the
+    call's kept keys, summed over its queries, and those of its last query) and updates
+    ``slot``; simulate mode only (sparse mode refuses the graph, naming the node).
+    ``kept(slot)``, if given (an operator that evicts keys), returns the keys the operator's
+    slot keeps, (B, H, K) bool with H = Hkv or 1, or None before its first call: the cache the
+    method must hold (``maskgraph eval``'s ``cache`` metric).
     """
 
     name: str
@@ -226,6 +236,9 @@ class OpSpec:
     static_buffers: bool | str = False
     calibration: str | None = None
     sparse: SparseDeclaration | None = None
+    observes: bool = False
+    feedback: Callable[..., None] | None = None
+    kept: Callable[[dict], Any] | None = None
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -255,10 +268,15 @@ def operator(
     static_buffers: bool | str = False,
     calibration: str | None = None,
     sparse: SparseDeclaration | None = None,
+    observes: bool = False,
+    feedback: Callable[..., None] | None = None,
+    kept: Callable[[dict], Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as operator ``name`` (see module docstring)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    if (observes or feedback is not None) and (prepare is None or not stateful):
+        raise ValueError(f"operator {name!r}: observes= and feedback= need prepare= and stateful=True")
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in REGISTRY:
@@ -281,6 +299,9 @@ def operator(
             static_buffers=static_buffers,
             calibration=calibration,
             sparse=sparse,
+            observes=observes,
+            feedback=feedback,
+            kept=kept,
         )
         return fn
 

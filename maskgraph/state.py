@@ -14,7 +14,10 @@ it moves, so the operators rebuild them from the keys they are given.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from .errors import MaskgraphError
 
@@ -60,3 +63,39 @@ class State:
 
     def __repr__(self) -> str:
         return f"State({len(self._slots)} slots)"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The queries of one attention call, as an operator that declares ``observes=True``
+    receives them in ``prepare(..., observed=...)`` (docs/writing-an-operator.md, "Operators
+    that watch the queries").
+
+    ``queries`` (B, Hq, Q, D) post-RoPE, in the call's dtype; query i sits at position
+    ``K − Q + i``. ``attention_mask``: additive float32, broadcastable to (B, Hq, Q, K), or
+    None where the call's attention allows every key (a dense prefill's causal mask is
+    always given). ``scaling``: the logit scale. ``dense``:
+    True where the call itself runs dense attention (a prefill under protocol
+    ``dense_prefill``), so that the graph's mask is not applied to it.
+    """
+
+    queries: torch.Tensor
+    attention_mask: torch.Tensor | None
+    scaling: float
+    dense: bool = False
+
+
+@dataclass(frozen=True)
+class AttentionFeedback:
+    """What an operator that declares ``feedback=`` receives after a call's attention,
+    computed inside that attention (no second pass over the keys).
+
+    ``key_mass`` (B, Hq, K) float32: Σ over the call's queries of each key's attention
+    probability (its normalised weight exp(s − m)/p / Σ); 0 for keys the call did not attend.
+    ``last`` (B, Hq, K) float32: the probabilities of the call's last query alone.
+    ``queries``: Q, how many queries the call had.
+    """
+
+    key_mass: torch.Tensor
+    last: torch.Tensor
+    queries: int

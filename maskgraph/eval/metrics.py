@@ -8,7 +8,10 @@ For one call with queries (B, Hq, Q, D), keys/values (B, Hkv, K, D), the graph's
 - **relative output error**: ‖O_h − O^dense_h‖ / ‖O^dense_h‖ (Frobenius over b, q, d), with
   O^dense the exact softmax attention over the allowed keys (needs a dense pass);
 - **recall**: mean over (b, q) of the true softmax mass on the selected keys,
-  Σ_{p_j>0} softmax(s)_j (needs the dense logits).
+  Σ_{p_j>0} softmax(s)_j (needs the dense logits);
+- **cache**: the share of the K keys the method keeps in its cache at this call (1 for a
+  method that keeps every key and chooses per query; below 1 for one that evicts, SnapKV,
+  H2O, TOVA: :meth:`maskgraph.lower.compiled.CompiledAttention.kept_cache`).
 
 :class:`MicroObserver` is an ``observe(...)`` hook for :func:`maskgraph.inject`; with
 ``dense=False`` it measures density only (no dense pass). Every call becomes one JSON line;
@@ -119,6 +122,7 @@ class MicroObserver:
             m = call_metrics(
                 queries, keys, values, attention_mask, scaling, mask, out if self.dense else None
             )
+            m["cache"] = attn.kept_cache(state, layer_idx, queries.shape[1])
         record = {
             **self.tags,
             "layer": int(layer_idx),
@@ -131,15 +135,17 @@ class MicroObserver:
             self.sink.write(json.dumps(record) + "\n")
 
 
-METRIC_NAMES = ("density", "rel_err", "recall")
+METRIC_NAMES = ("density", "rel_err", "recall", "cache")
 
 
 def summarise(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Mean of each metric per layer (over calls and heads, weighted by Q) and overall.
 
+    ``overall`` also holds ``decode_density`` and ``decode_cache`` (:func:`_decode_means`).
     Returns ``{"overall": {metric: value}, "per_layer": {layer: {metric: value}},
     "per_head": {layer: {metric: [value per head]}}, "calls": n}``.
     """
+    records = list(records)  # read twice
     sums: dict[int, dict[str, list[float]]] = defaultdict(dict)
     weights: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     calls = 0
@@ -164,4 +170,22 @@ def summarise(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         vals = [m[name] for m in per_layer.values() if name in m]
         if vals:
             overall[name] = sum(vals) / len(vals)
+    overall.update(_decode_means(records))
     return {"overall": overall, "per_layer": per_layer, "per_head": per_head, "calls": calls}
+
+
+def _decode_means(records: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """``decode_density`` and ``decode_cache``: the means over the calls of one query (decode
+    steps) alone, over layers, heads and calls (absent where no such call). Methods that evict
+    attend every key at the call that shows them the prompt; these compare them with the
+    others where they differ, at generation."""
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for r in records:
+        if int(r["Q"]) != 1:
+            continue
+        for name in ("density", "cache"):
+            if name in r and r[name]:
+                sums[name] += sum(r[name]) / len(r[name])
+                counts[name] += 1
+    return {f"decode_{name}": sums[name] / counts[name] for name in sums}

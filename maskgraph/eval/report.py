@@ -8,8 +8,11 @@ Tables (one row per graph setting, the plain dense model first, then ``dense``):
 - the standard benchmarks' sub-tasks (``longbench:qasper`` …), each scored by its own metric
   (with the same interval);
 - perplexity on long text, and its ratio to dense;
-- for every row: the **measured** density (mean over its attention calls), agreement of
-  greedy tokens with dense, and (runs with ``--metrics``) relative output error and recall.
+- for every row: the **measured** density (mean over its attention calls), the **kept cache**
+  (the share of keys the method must hold: 1 for methods that keep every key, below 1 for
+  those that evict; "–" for runs made before it was measured), both again over the decode
+  steps alone (calls of one query; score tables), agreement of greedy tokens with dense, and
+  (runs with ``--metrics``) relative output error and recall.
 
 The *setting* column is the part of a row's label after ``@``: a target density (``5%``), a
 sweep's grid point (``heavy_size=0.05``) or ``default``.
@@ -130,11 +133,22 @@ def _row_stats(label: str, cells: list[dict]) -> dict[str, float | None]:
         "agreement": _mean([c.get("agreement") for c in mine]),
         "rel_err": _mean([c.get("rel_err") for c in mine]),
         "recall": _mean([c.get("recall") for c in mine]),
+        "cache": _mean([c.get("cache") for c in mine]),
+        "decode_density": _mean([c.get("decode_density") for c in mine]),
+        "decode_cache": _mean([c.get("decode_cache") for c in mine]),
     }
 
 
+def _decode_text(density: float | None, cache: float | None) -> str:
+    """The decode-step density and kept cache of a row, ``0.050 / 0.050`` (– where unknown)."""
+    if density is None:
+        return "–"
+    return f"{_fmt(density, '.3f')} / {_fmt(cache, '.3f')}"
+
+
 def _score_table(title: str, cols, rows, by) -> str:
-    head = ["graph", "setting", "measured density"] + [f"{t} @{n}" for t, n in cols]
+    head = ["graph", "setting", "measured density", "kept cache", "decode: density / cache"]
+    head += [f"{t} @{n}" for t, n in cols]
     head += ["mean", "agreement", "rel. err", "recall", "samples"]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ref = [
@@ -144,7 +158,9 @@ def _score_table(title: str, cols, rows, by) -> str:
     lines.append(
         "| "
         + " | ".join(
-            [REFERENCE, "–", "1.000"] + [_fmt(v) for v in ref] + [_fmt(_mean(ref)), "1.000", "0", "1", "–"]
+            [REFERENCE, "–", "1.000", "1.000", "1.000 / 1.000"]
+            + [_fmt(v) for v in ref]
+            + [_fmt(_mean(ref)), "1.000", "0", "1", "–"]
         )
         + " |"
     )
@@ -157,7 +173,8 @@ def _score_table(title: str, cols, rows, by) -> str:
         lines.append(
             "| "
             + " | ".join(
-                [graph, _setting(label, target), _fmt(st["density"], ".3f")]
+                [graph, _setting(label, target), _fmt(st["density"], ".3f"), _fmt(st["cache"], ".3f")]
+                + [_decode_text(st["decode_density"], st["decode_cache"])]
                 + [_score_text(c) for c in mine]
                 + [
                     _fmt(_mean(scores)),
@@ -174,7 +191,7 @@ def _score_table(title: str, cols, rows, by) -> str:
 
 def _ppl_table(lengths, rows, by) -> str:
     head = (
-        ["graph", "setting", "measured density"]
+        ["graph", "setting", "measured density", "kept cache"]
         + [f"ppl @{n}" for n in lengths]
         + [f"ratio to dense @{n}" for n in lengths]
     )
@@ -182,7 +199,9 @@ def _ppl_table(lengths, rows, by) -> str:
     ref = [_mean([by[k].get("ref_ppl") for k in by if k[1] == "ppl" and k[2] == n]) for n in lengths]
     lines.append(
         "| "
-        + " | ".join([REFERENCE, "–", "1.000"] + [_fmt(v, ".2f") for v in ref] + ["1.00"] * len(lengths))
+        + " | ".join(
+            [REFERENCE, "–", "1.000", "1.000"] + [_fmt(v, ".2f") for v in ref] + ["1.00"] * len(lengths)
+        )
         + " |"
     )
     for label, graph, target in rows:
@@ -190,6 +209,7 @@ def _ppl_table(lengths, rows, by) -> str:
         if all(c is None for c in mine):
             continue
         dens = _mean([c.get("density") for c in mine if c and c["status"] == "ok"])
+        cache = _mean([c.get("cache") for c in mine if c and c["status"] == "ok"])
         ratios = [
             _fmt(c["ppl"] / r, ".2f") if c and c.get("ppl") is not None and r else _cell_text(c, "ppl", ".2f")
             for c, r in zip(mine, ref)
@@ -197,7 +217,7 @@ def _ppl_table(lengths, rows, by) -> str:
         lines.append(
             "| "
             + " | ".join(
-                [graph, _setting(label, target), _fmt(dens, ".3f")]
+                [graph, _setting(label, target), _fmt(dens, ".3f"), _fmt(cache, ".3f")]
                 + [_cell_text(c, "ppl", ".2f") for c in mine]
                 + ratios
             )

@@ -438,6 +438,7 @@ def _run_variant(model, tokenizer, item, job, v: Variant, context, ref, config):
     row["density"] = summary.get("density")
     row["rel_err"] = summary.get("rel_err")
     row["recall"] = summary.get("recall")
+    row["cache"] = summary.get("cache")
     if "nll" in result:
         row.update(nll=result["nll"], count=result["count"], ref_nll=ref["nll"])
         row["score"] = math.exp(result["nll"] / result["count"])
@@ -595,5 +596,8 @@ def _aggregate(rows: list[dict], micro: list[dict]) -> dict[str, Any]:
         out["density"] = s["overall"].get("density")
         out["rel_err"] = s["overall"].get("rel_err")
         out["recall"] = s["overall"].get("recall")
+        out["cache"] = s["overall"].get("cache")
+        out["decode_density"] = s["overall"].get("decode_density")
+        out["decode_cache"] = s["overall"].get("decode_cache")
         out["per_layer"] = {str(k): v for k, v in s["per_layer"].items()}
     return out

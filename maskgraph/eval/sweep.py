@@ -13,7 +13,12 @@ For a target density ``d`` at context length ``L`` tokens the budget is ``T = dÂ
    - ``heavy_size = base_rate_sampling = h/2`` (vattention; its adaptive sampler may add more);
    - ``top_p`` from :data:`TOP_P_FOR_DENSITY` at the nearest target (oracle_topp: top-p has no
      density knob, so the density follows the attention's shape);
-   - magicpig keeps its LSH parameters (its density follows the collision rate).
+   - magicpig keeps its LSH parameters (its density follows the collision rate);
+   - ``heavy_size = recent_size = d/2`` (h2o, which has no sinks);
+   - ``budget = d âˆ’ window_size/L`` (snapkv, pyramidkv: the voted keys beside the observation
+     window they always keep; tova: ``budget = d``). Graphs that evict keep every key at the
+     call that shows them the prompt (its queries attend every key), so their measured density
+     lies above the target; the report's kept cache is the share they hold.
 
 The rule only aims; the **measured** density (micro metrics) is what reports show.
 """
@@ -44,6 +49,13 @@ def sweep_overrides(params: dict[str, Any], target: float, length: int) -> dict[
     budget = max(2, int(target * length))
     out: dict[str, Any] = {}
     has_knob = names & {"heavy_size", "sampling_rate", "top_p", "lsh_l"}
+    if "budget" in names and "sink_size" not in names:  # SnapKV, PyramidKV, TOVA
+        window = params.get("window_size", 0)
+        window = window if isinstance(window, int) and not isinstance(window, bool) else 0
+        return {"budget": round(max(MIN_SHARE, target - window / length), 6)}
+    if {"heavy_size", "recent_size"} <= names and "sink_size" not in names:  # H2O
+        half = round(max(MIN_SHARE, target / 2), 6)
+        return {"heavy_size": half, "recent_size": half}
     if {"sink_size", "window_size"} <= names:
         if has_knob:
             fixed = min(FIXED_CAP, budget // 2)

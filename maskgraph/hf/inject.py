@@ -208,6 +208,25 @@ class Injection:
             if count is not None and attn.static_problem() is None and attn.stateful:
                 # a dense prefill on a static cache builds the state its decode steps extend
                 attn.prepare_static(query, key, value, count, self.tracker.state, layer)
+            elif (
+                attn is not None
+                and attn.watches
+                and self.tracker.in_prefill
+                and not self.tracker.forced_dense
+            ):
+                # operators that watch the queries or the attention see the dense prefill too
+                valid = _valid_length(self._cache, layer, key.shape[2], attention_mask)
+                mask = None if attention_mask is None else attention_mask[..., :valid]
+                attn.observe_dense(
+                    query,
+                    key[:, :, :valid],
+                    value[:, :, :valid],
+                    mask,
+                    scaling,
+                    self.tracker.state,
+                    layer,
+                    sinks,
+                )
             return _dense(module, query, key, value, attention_mask, dropout, scaling, sinks, kwargs)
         if kwargs.get("softcap") is not None:
             raise NotSupportedError("attention logit soft-capping is not supported by maskgraph graphs")
@@ -372,7 +391,7 @@ def _compile_layers(graph: Graph, n_layers: int, backend: str, mode: str, chunk_
     by_text: dict[str, CompiledAttention] = {}
     layers: dict[int, CompiledAttention | None] = {}
     for i in range(n_layers):
-        g = graph.for_layer(i)
+        g = graph.for_layer(i, n_layers)
         if g is None:
             layers[i] = None
             continue

@@ -77,7 +77,7 @@ def _distinct_layer_graphs(graph: Graph, layers: int) -> dict[int, Graph]:
     seen: dict[str, int] = {}
     out: dict[int, Graph] = {}
     for i in range(layers):
-        g = graph.for_layer(i)
+        g = graph.for_layer(i, layers)
         if g is None:
             continue
         text = g.to_yaml()

@@ -6,6 +6,8 @@ The generated module defines
 - ``chunk_attention(queries, keys, values, attention_mask, scaling, q_offset, prep, sinks,
   empty_rows)`` -> (out (B, Hq, Qc, D) in the queries' dtype, empty_rows + rows of this chunk
   with no attended key); query i of the chunk sits at absolute position ``q_offset + i``;
+- ``chunk_attention_fed(...)``: the same, plus the attention probabilities operators with
+  ``feedback=`` read: summed over the chunk's queries (B, Hq, K) and its last query's (B, Hq, K);
 - ``chunk_mask(...)`` -> the Mask expanded to (B, Hq, Qc, K).
 
 Each node's value is a local named as the node; operator functions are bound as globals named
@@ -40,6 +42,14 @@ def chunk_attention(queries, keys, values, attention_mask, scaling, q_offset, pr
     return out.to(queries.dtype), empty_rows + empty
 
 
+def chunk_attention_fed(queries, keys, values, attention_mask, scaling, q_offset, prep, sinks, empty_rows):
+    q_pos = torch.arange(queries.shape[2], device=queries.device) + q_offset
+    env = Env(queries, keys, values, attention_mask, scaling, q_pos)
+    mask = graph_mask(env, prep)
+    out, empty, key_mass, last = attend_with_feedback(env.logits, mask, values, sinks)
+    return out.to(queries.dtype), empty_rows + empty, key_mass, last
+
+
 def chunk_mask(queries, keys, values, attention_mask, scaling, q_offset, prep):
     q_pos = torch.arange(queries.shape[2], device=queries.device) + q_offset
     env = Env(queries, keys, values, attention_mask, scaling, q_pos)
@@ -56,11 +66,16 @@ def _literal(value: Any) -> str:
 
 def generate_source(graph: Graph) -> tuple[str, dict[str, Any]]:
     """Python source of the graph's chunk functions and the globals it needs."""
-    from ..attention import attend
+    from ..attention import attend, attend_with_feedback
     from ..env import Env
 
     lines = [HEADER.format(name=graph.name), "", "def graph_mask(_env, _prep):"]
-    globs: dict[str, Any] = {"Env": Env, "attend": attend, "torch": torch}
+    globs: dict[str, Any] = {
+        "Env": Env,
+        "attend": attend,
+        "attend_with_feedback": attend_with_feedback,
+        "torch": torch,
+    }
     for name in graph.topo_order():
         node = graph.nodes[name]
         spec = get_op(node.op, node=name)

@@ -3,10 +3,13 @@
 ``mg.compile(graph)`` returns a :class:`CompiledAttention`. Each call:
 
 1. checks shapes and normalises the attention mask (sliced to K, booleans made additive);
-2. runs each stateful operator's ``prepare`` (key-side caches, eagerly, outside compilation);
+2. runs each stateful operator's ``prepare`` (key-side caches, eagerly, outside compilation;
+   operators that declare ``observes=True`` also receive the call's queries);
 3. runs the generated chunk function over query chunks of at most ``chunk_size`` queries, so
    memory is O(B·Hq·chunk·K), never O(B·Hq·Q·K);
-4. returns the output in the queries' dtype.
+4. hands operators that declare ``feedback=`` the attention probabilities of the call, summed
+   over its queries and of its last query, made by the same attention (simulate mode);
+5. returns the output in the queries' dtype.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from typing import Any
 
 import torch
 
+from ..attention import attention_probabilities, gqa_logits
 from ..errors import DTypeError, NotSupportedError, ShapeError
 from ..ir import Graph
-from ..state import State
+from ..state import AttentionFeedback, Observation, State
 from ..static_keys import StaticKeys, counting, pin_addresses, static_mask
 from .codegen import generate_source
 
@@ -95,13 +99,16 @@ class CompiledAttention:
         linecache.cache[filename] = (len(self.source), None, self.source.splitlines(True), filename)
         code = builtins.compile(self.source, filename, "exec")
         exec(code, namespace)  # noqa: S102 - our own generated code
-        self._eager_attention: Callable = namespace["chunk_attention"]
-        self._eager_mask: Callable = namespace["chunk_mask"]
         self._stateful = {
             name: spec
             for name, spec in ((n, _spec(graph, n)) for n in graph.topo_order())
             if spec.prepare is not None
         }
+        self._feedback = {name: spec for name, spec in self._stateful.items() if spec.feedback is not None}
+        # a graph with feedback operators runs the attention that also returns the probabilities
+        entry = "chunk_attention_fed" if self._feedback else "chunk_attention"
+        self._eager_attention: Callable = namespace[entry]
+        self._eager_mask: Callable = namespace["chunk_mask"]
         self._params = {n: graph.node_params(n) for n in graph.nodes}
         self.empty_rows = torch.zeros((), dtype=torch.int64)
         if backend == "inductor":
@@ -117,6 +124,12 @@ class CompiledAttention:
             self._attention = self._eager_attention
             self._mask = self._eager_mask
         if mode == "sparse":
+            for name, spec in self._feedback.items():
+                raise NotSupportedError(
+                    f"graph '{graph.name}', node '{name}' (op '{spec.name}'): it reads the attention "
+                    "probabilities of each call (feedback=), which sparse mode's attention does not "
+                    "return; use mode='simulate'"
+                )
             from ..sparse import make_sparse  # noqa: F401  (raises with the reason if unsupported)
 
             self._sparse = make_sparse(self)
@@ -172,20 +185,30 @@ class CompiledAttention:
                 else:
                     attention_mask = attention_mask[..., : keys.shape[2]].masked_fill(~allowed, float("-inf"))
         am, scaling = self._check(queries, keys, values, attention_mask, scaling, sinks)
-        prep = self._prepare(keys, values, state, layer_idx, static, kv_offset)
+        observed = Observation(queries, am, scaling)
+        prep = self._prepare(keys, values, state, layer_idx, static, kv_offset, observed)
         if self.mode == "sparse":
             return self._sparse(queries, keys, values, am, scaling, prep, sinks, layer_idx, static)
         counter = self.empty_rows if counting() else torch.zeros((), dtype=torch.int64)
         if counter.device != queries.device:
             counter = counter.to(queries.device)
         outs = []
+        key_mass, last = None, None
         for q_chunk, am_chunk, q_offset in self._chunks(queries, keys, am):
-            out, counter = self._attention(
-                q_chunk, keys, values, am_chunk, scaling, q_offset, prep, sinks, counter
-            )
+            if self._feedback:
+                out, counter, mass, last = self._attention(
+                    q_chunk, keys, values, am_chunk, scaling, q_offset, prep, sinks, counter
+                )
+                key_mass = mass if key_mass is None else key_mass + mass
+            else:
+                out, counter = self._attention(
+                    q_chunk, keys, values, am_chunk, scaling, q_offset, prep, sinks, counter
+                )
             outs.append(out)
         if counting():
             self.empty_rows = counter
+        if self._feedback:
+            self._give_feedback(AttentionFeedback(key_mass, last, queries.shape[2]), state, layer_idx)
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
     def mask(
@@ -204,7 +227,8 @@ class CompiledAttention:
         if self.backend == "inductor":
             note_cpu_compile(self.graph.name, queries.device)
         am, scaling = self._check(queries, keys, values, attention_mask, scaling, None)
-        prep = self._prepare(keys, values, state, layer_idx, kv_offset=kv_offset)
+        observed = Observation(queries, am, scaling)
+        prep = self._prepare(keys, values, state, layer_idx, kv_offset=kv_offset, observed=observed)
         outs = [
             self._mask(q_chunk, keys, values, am_chunk, scaling, q_offset, prep)
             for q_chunk, am_chunk, q_offset in self._chunks(queries, keys, am)
@@ -215,6 +239,65 @@ class CompiledAttention:
     def stateful(self) -> bool:
         """Whether the graph has nodes that keep state between calls (estimator caches)."""
         return bool(self._stateful)
+
+    @property
+    def watches(self) -> bool:
+        """Whether operators of the graph watch the queries (``observes=True``) or the attention
+        (``feedback=``): a prefill that runs dense must then be shown to them
+        (:meth:`observe_dense`)."""
+        return any(spec.observes or spec.feedback is not None for spec in self._stateful.values())
+
+    def kept_cache(self, state: State | None, layer_idx: int, heads: int) -> list[float]:
+        """The share of the cache's keys the graph still keeps at ``layer_idx``, per query head
+        (``heads`` = Hq): 1.0 where no operator evicts; where operators evict
+        (``kept=``), the share of keys any of them keeps, averaged over batch rows (each query
+        head counts its KV head's set)."""
+        union = None
+        for name, spec in self._stateful.items():
+            if spec.kept is None or state is None:
+                continue
+            kept = spec.kept(state.slot(layer_idx, name))
+            if kept is None:
+                continue
+            kept = kept.repeat_interleave(heads // kept.shape[1], dim=1) if kept.shape[1] != heads else kept
+            union = kept if union is None or union.shape != kept.shape else union | kept
+        if union is None:
+            return [1.0] * heads
+        return union.float().mean(dim=(0, 2)).tolist()
+
+    def observe_dense(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        scaling: float | None,
+        state: State,
+        layer_idx: int = 0,
+        sinks: torch.Tensor | None = None,
+        kv_offset: int | None = None,
+    ) -> None:
+        """Show a call that runs dense attention elsewhere (a prefill under protocol
+        ``dense_prefill``) to the operators that watch: ``prepare`` with its queries, and
+        ``feedback=`` with the probabilities of dense attention over every key the mask allows
+        (``attention_mask`` None: causal, query i at position K − Q + i). Computes logits once
+        more, in query chunks, but no output. Shapes as for a call."""
+        am, scaling = self._check(queries, keys, values, attention_mask, scaling, sinks)
+        if am is None and queries.shape[2] > 1:
+            am = _causal_additive(queries.shape[2], keys.shape[2], queries.device)
+        self._prepare(
+            keys, values, state, layer_idx, None, kv_offset, Observation(queries, am, scaling, True)
+        )
+        if not self._feedback:
+            return
+        key_mass, last = None, None
+        every = torch.ones((), device=queries.device)
+        for q_chunk, am_chunk, _ in self._chunks(queries, keys, am):
+            probs = attention_probabilities(gqa_logits(q_chunk, keys, scaling, am_chunk), every, sinks)
+            mass = probs.sum(dim=2)
+            key_mass = mass if key_mass is None else key_mass + mass
+            last = probs[:, :, -1]
+        self._give_feedback(AttentionFeedback(key_mass, last, queries.shape[2]), state, layer_idx)
 
     def prepare_static(
         self,
@@ -308,7 +391,14 @@ class CompiledAttention:
         return StaticKeys(num_keys.to(torch.int64), queries.shape[2])
 
     def _prepare(
-        self, keys, values, state, layer_idx, static: StaticKeys | None = None, kv_offset: int | None = None
+        self,
+        keys,
+        values,
+        state,
+        layer_idx,
+        static: StaticKeys | None = None,
+        kv_offset: int | None = None,
+        observed: Observation | None = None,
     ) -> dict[str, dict]:
         prep: dict[str, dict] = {}
         if state is not None:
@@ -316,10 +406,19 @@ class CompiledAttention:
         extra = {} if static is None else {"static": static}
         for name, spec in self._stateful.items():
             slot = state.slot(layer_idx, name) if state is not None else {}
-            prep[name] = spec.prepare(keys, values, self._params[name], slot, layer_idx, **extra)
+            more = {"observed": observed} if spec.observes and observed is not None else {}
+            prep[name] = spec.prepare(keys, values, self._params[name], slot, layer_idx, **extra, **more)
             if static is not None:
                 pin_addresses(slot)
         return prep
+
+    def _give_feedback(self, feedback: AttentionFeedback, state: State | None, layer_idx: int) -> None:
+        """Hand each feedback operator the call's probabilities (without a State there is
+        nothing to update: the next call starts afresh)."""
+        if state is None:
+            return
+        for name, spec in self._feedback.items():
+            spec.feedback(state.slot(layer_idx, name), feedback, self._params[name], layer_idx)
 
     def _chunk_len(self, queries, keys) -> int:
         if self.chunk_size != "auto":
@@ -356,6 +455,13 @@ def _check_dtypes(queries, keys, values, attention_mask, sinks) -> None:
                 f"attention_mask has dtype {attention_mask.dtype}; valid: torch.bool (True = attend) "
                 f"or a floating dtype (added to the logits: 0 = attend, -inf = not)"
             )
+
+
+def _causal_additive(q: int, k: int, device: torch.device) -> torch.Tensor:
+    """(1, 1, Q, K) float32: 0 where key j ≤ K − Q + i, −inf after."""
+    i = k - q + torch.arange(q, device=device).view(-1, 1)
+    j = torch.arange(k, device=device).view(1, -1)
+    return torch.where(j <= i, 0.0, float("-inf")).view(1, 1, q, k)
 
 
 def _spec(graph: Graph, name: str):

@@ -145,3 +145,17 @@ def test_sweep_rule():
     assert sweep_overrides({}, 0.1, 1000) == {}
     with pytest.raises(MaskgraphError):
         sweep_overrides(topk, 0.0, 1000)
+
+
+def test_summarise_reports_decode_steps_apart():
+    """decode_density and decode_cache average the calls of one query only."""
+    records = [
+        {"layer": 0, "Q": 20, "K": 100, "density": [1.0, 1.0], "cache": [1.0, 1.0]},
+        {"layer": 0, "Q": 1, "K": 101, "density": [0.1, 0.3], "cache": [0.2, 0.2]},
+        {"layer": 1, "Q": 1, "K": 101, "density": [0.4, 0.4], "cache": [0.4, 0.6]},
+    ]
+    overall = summarise(records)["overall"]
+    assert overall["decode_density"] == pytest.approx(0.3)
+    assert overall["decode_cache"] == pytest.approx(0.35)
+    assert overall["density"] == pytest.approx((20 / 21 + 0.2 / 21 + 0.4) / 2)
+    assert "decode_density" not in summarise(records[:1])["overall"]

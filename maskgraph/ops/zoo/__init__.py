@@ -14,6 +14,7 @@ MODULES = (
     "sampling",
     "magicpig",
     "vattention",
+    "eviction",
 )
 
 for _name in MODULES:
