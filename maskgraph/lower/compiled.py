@@ -166,7 +166,7 @@ class CompiledAttention:
         if self.backend == "inductor":
             note_cpu_compile(self.graph.name, queries.device)
         static = self._static(queries, keys, num_keys)
-        flex = self.mode == "sparse" and self._sparse.takes_flex(queries.shape[2], static)
+        flex = self.mode == "sparse" and self._sparse.takes_flex(queries, keys, values, static)
         if causal and not flex:
             end = None if static is None else static.num_keys
             attention_mask = with_causal(attention_mask, queries.shape[2], keys.shape[2], queries.device, end)

@@ -96,8 +96,10 @@ class FlexPrefill:
     of Hkv; ``attention_mask`` None, bool (True = attend) or additive float, broadcastable to
     (B, Hq, Q, K): a key it forbids is not attended and an additive one's values are added to
     the logits; ``causal``: no key past the query's position, by rule (no mask built); ``sinks``
-    (Hq,) sink logits or None. ``compile``: the fused kernel of ``torch.compile`` (inductor) and
-    block masks built by a compiled pass; else FlexAttention's eager reference (the CPU).
+    (Hq,) sink logits or None. ``compile``: on CUDA, the fused kernel of ``torch.compile``
+    (inductor) and block masks built by a compiled pass; else, and on the CPU whatever
+    ``compile`` says, FlexAttention's eager reference (compiled CPU FlexAttention returns no
+    log-sum-exp, which sink logits and the empty-row count need).
     """
 
     def __init__(self, steps: list[Step], output: str, compile: bool) -> None:
@@ -129,6 +131,10 @@ class FlexPrefill:
             return hit[0]
         return self._build(key, shape, am, causal, device)
 
+    def compiles(self, device: torch.device) -> bool:
+        """Whether calls on ``device`` take the compiled kernel and block-mask pass."""
+        return self.compile and device.type == "cuda"
+
     def _build(self, key, shape, am, causal, device) -> BlockMask:
         b, hq, q_len, k_len = shape
         rule = graph_rule(self.steps, self.output, k_len)
@@ -137,7 +143,14 @@ class FlexPrefill:
         batch = b if am is not None and am.shape[0] > 1 else None
         heads = hq if am is not None and am.shape[1] > 1 else None
         made = create_block_mask(
-            mask_mod, batch, heads, q_len, k_len, device=device, BLOCK_SIZE=BLOCK, _compile=self.compile
+            mask_mod,
+            batch,
+            heads,
+            q_len,
+            k_len,
+            device=device,
+            BLOCK_SIZE=BLOCK,
+            _compile=self.compiles(device),
         )
         if key is not None:
             self._masks[key] = (made, am)  # the mask is held: its id names no other tensor meanwhile
@@ -165,7 +178,7 @@ class FlexPrefill:
         score_mod = None
         if am is not None and am.dtype != torch.bool:
             score_mod = _additive(am.expand(b, hq, q, k))
-        attend = compiled_flex() if self.compile else _eager_flex
+        attend = compiled_flex() if self.compiles(queries.device) else _eager_flex
         out, aux = attend(
             queries.to(dtype),
             keys.to(dtype),

@@ -207,10 +207,16 @@ class SparseRunner:
             self._chunk = functools.partial(sparse_chunk, self.steps, self.output, gqa)
             self._lists = functools.partial(sparse_lists, self.steps, self.output, gqa)
 
-    def takes_flex(self, num_queries: int, static: Any = None) -> bool:
-        """Whether a call of ``num_queries`` queries runs as one FlexAttention call: the graph
-        selects by position, more than one query, and a dynamic cache (``static`` None)."""
-        return self.flex is not None and num_queries > 1 and static is None
+    def takes_flex(
+        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, static: Any = None
+    ) -> bool:
+        """Whether a call of ``queries`` (B, Hq, Q, D) runs as one FlexAttention call: the graph
+        selects by position, Q > 1, a dynamic cache (``static`` None), and no gradient asked
+        for on the CPU (FlexAttention has no CPU backward: such a call runs chunked)."""
+        if self.flex is None or queries.shape[2] < 2 or static is not None:
+            return False
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (queries, keys, values))
+        return not (queries.device.type == "cpu" and grad)
 
     def prefill_flex(
         self,

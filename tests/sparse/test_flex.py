@@ -265,6 +265,9 @@ def test_paths_are_chosen_when_the_graph_is_compiled(flex_calls):
     assert flex_calls == []
     assert rel(static, attn(q, k, v, causal=True)) < 1e-5
     assert flex_calls == [40]
+    asks_grad = attn(q.clone().requires_grad_(), k, v, causal=True)  # no CPU backward: chunked
+    assert flex_calls == [40]
+    assert rel(asks_grad.detach(), static) < 1e-5
 
 
 def test_an_operator_without_a_position_rule_keeps_the_chunked_path():
