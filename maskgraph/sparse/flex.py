@@ -3,11 +3,13 @@
 A graph whose every node declares a position rule (``MaskLowering(..., positions=...)``: the
 fixed patterns and the combinators) keeps, for a query at position t, keys chosen by t and
 their positions alone. For such a graph a call of more than one query on a dynamic cache runs
-as ONE ``flex_attention`` call whose ``BlockMask`` the composed rule makes: blocks of 128 × 128
+through ``flex_attention`` with a ``BlockMask`` the composed rule makes: blocks of 128 × 128
 (query, key) positions the rule empties are skipped, partial blocks are masked key by key, so
-the keys attended per query are simulate mode's. Other graphs keep the chunked path of
-:mod:`.runner`; :func:`choose_prefill` says which path a graph takes and why, once, when the
-graph is compiled. This module names no operator.
+the keys attended per query are simulate mode's. Under the inductor backend on CUDA that is ONE
+call of the compiled kernel; elsewhere FlexAttention's eager reference runs over chunks of
+queries (it materialises their scores). Other graphs keep the chunked path of :mod:`.runner`;
+:func:`choose_prefill` says which path a graph takes and why, once, when the graph is compiled.
+This module names no operator.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from .plan import Step
 #: Queries and keys per block of the BlockMask (FlexAttention's default).
 BLOCK = 128
 
-#: BlockMasks kept per graph (one per distinct prompt shape and attention mask).
-MASKS_KEPT = 8
+#: BlockMasks kept per graph (one per distinct prompt shape, query chunk and attention mask).
+MASKS_KEPT = 64
+
+#: Elements of one (B, Hq, chunk, K) float32 score tensor aimed for by an eager call's chunks.
+CHUNK_ELEMENTS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -96,57 +101,72 @@ class FlexPrefill:
     of Hkv; ``attention_mask`` None, bool (True = attend) or additive float, broadcastable to
     (B, Hq, Q, K): a key it forbids is not attended and an additive one's values are added to
     the logits; ``causal``: no key past the query's position, by rule (no mask built); ``sinks``
-    (Hq,) sink logits or None. ``compile``: on CUDA, the fused kernel of ``torch.compile``
-    (inductor) and block masks built by a compiled pass; else, and on the CPU whatever
-    ``compile`` says, FlexAttention's eager reference (compiled CPU FlexAttention returns no
-    log-sum-exp, which sink logits and the empty-row count need).
+    (Hq,) sink logits or None.
+
+    ``compile`` (the inductor backend) on CUDA: one call of ``torch.compile(flex_attention)``'s
+    fused kernel, which skips the blocks the mask empties, over a block mask built by a compiled
+    pass. Otherwise (the eager backend, and the CPU, where compiled FlexAttention returns no
+    log-sum-exp for sink logits and the empty-row count): FlexAttention's eager reference,
+    which materialises the scores of the queries it is given, so queries go in chunks of
+    ``chunk_size`` (``"auto"``: (B, Hq, chunk, K) near ``CHUNK_ELEMENTS``).
     """
 
-    def __init__(self, steps: list[Step], output: str, compile: bool) -> None:
+    def __init__(self, steps: list[Step], output: str, compile: bool, chunk_size: int | str = "auto") -> None:
         self.steps = steps
         self.output = output
         self.compile = compile
+        self.chunk_size = chunk_size
         self._masks: OrderedDict[tuple, tuple[BlockMask, torch.Tensor | None]] = OrderedDict()
+
+    def compiles(self, device: torch.device) -> bool:
+        """Whether calls on ``device`` run as one compiled kernel call."""
+        return self.compile and device.type == "cuda"
+
+    def chunk_len(self, shape: tuple[int, int, int, int]) -> int:
+        """Queries per eager call for ``shape`` = (B, Hq, Q, K)."""
+        b, hq, q, k = shape
+        if self.chunk_size != "auto":
+            return int(self.chunk_size)
+        return max(1, min(q, CHUNK_ELEMENTS // max(1, b * hq * k)))
 
     def block_mask(
         self,
         shape: tuple[int, int, int, int],
+        rows: tuple[int, int],
         attention_mask: torch.Tensor | None,
         causal: bool,
         device: torch.device,
     ) -> BlockMask:
-        """The BlockMask of ``shape`` = (B, Hq, Q, K), queries at positions K − Q … K − 1: the
-        graph's rule, and ``causal`` and the attention mask where given. Built once per shape
-        and mask and reused by every layer of a forward (one mask object, unchanged since:
-        its version counter says so; an inference tensor has none and is not reused)."""
+        """The BlockMask of queries ``rows`` = [start, stop) of ``shape`` = (B, Hq, Q, K), query i
+        at position K − Q + i: the graph's rule, and ``causal`` and the attention mask where
+        given. Built once per shape, rows and mask and reused by every layer of a forward (the
+        same mask object, unchanged since: its version counter says so; an inference tensor
+        has none and is not reused)."""
         am = attention_mask
-        key = (shape, causal, str(device))
+        key = (shape, rows, causal, str(device))
         if am is not None:
             if am.is_inference():
-                return self._build(None, shape, am, causal, device)
+                return self._build(None, shape, rows, am, causal, device)
             key += (id(am), am._version, tuple(am.shape), am.dtype)
         hit = self._masks.get(key)
         if hit is not None:
             self._masks.move_to_end(key)
             return hit[0]
-        return self._build(key, shape, am, causal, device)
+        return self._build(key, shape, rows, am, causal, device)
 
-    def compiles(self, device: torch.device) -> bool:
-        """Whether calls on ``device`` take the compiled kernel and block-mask pass."""
-        return self.compile and device.type == "cuda"
-
-    def _build(self, key, shape, am, causal, device) -> BlockMask:
+    def _build(self, key, shape, rows, am, causal, device) -> BlockMask:
         b, hq, q_len, k_len = shape
+        start, stop = rows
         rule = graph_rule(self.steps, self.output, k_len)
         allowed = None if am is None else _allowed(am).expand(shape)
-        mask_mod = _mask_mod(rule, k_len - q_len, causal, allowed)
+        mask_mod = _mask_mod(rule, k_len - q_len, start, causal, allowed)
         batch = b if am is not None and am.shape[0] > 1 else None
         heads = hq if am is not None and am.shape[1] > 1 else None
         made = create_block_mask(
             mask_mod,
             batch,
             heads,
-            q_len,
+            stop - start,
             k_len,
             device=device,
             BLOCK_SIZE=BLOCK,
@@ -169,28 +189,36 @@ class FlexPrefill:
         causal: bool = False,
     ) -> FlexResult:
         b, hq, q, _ = queries.shape
-        k = keys.shape[2]
+        shape = (b, hq, q, keys.shape[2])
+        device = queries.device
         am = attention_mask
         if am is not None:
-            am = am.to(queries.device)
-        mask = self.block_mask((b, hq, q, k), am, causal, queries.device)
+            am = am.to(device)
         dtype = torch.float32 if queries.dtype == torch.float64 else queries.dtype
-        score_mod = None
-        if am is not None and am.dtype != torch.bool:
-            score_mod = _additive(am.expand(b, hq, q, k))
-        attend = compiled_flex() if self.compiles(queries.device) else _eager_flex
-        out, aux = attend(
-            queries.to(dtype),
-            keys.to(dtype),
-            values.to(dtype),
-            score_mod=score_mod,
-            block_mask=mask,
-            scale=scaling,
-            enable_gqa=hq != keys.shape[1],
-            return_aux=AuxRequest(lse=True),
-        )
-        lse = aux.lse.float()
-        out = out.float()
+        keys, values = keys.to(dtype), values.to(dtype)
+        compiled = self.compiles(device)
+        attend = compiled_flex() if compiled else _eager_flex
+        step = q if compiled else self.chunk_len(shape)
+        outs, lses = [], []
+        for start in range(0, q, step):
+            rows = (start, min(q, start + step))
+            score_mod = None
+            if am is not None and am.dtype != torch.bool:
+                score_mod = _additive(am.expand(shape), start)
+            out, aux = attend(
+                queries[:, :, rows[0] : rows[1]].to(dtype),
+                keys,
+                values,
+                score_mod=score_mod,
+                block_mask=self.block_mask(shape, rows, am, causal, device),
+                scale=scaling,
+                enable_gqa=hq != keys.shape[1],
+                return_aux=AuxRequest(lse=True),
+            )
+            outs.append(out.float())
+            lses.append(aux.lse.float())
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+        lse = lses[0] if len(lses) == 1 else torch.cat(lses, dim=2)
         if sinks is not None:
             # Σ e^s v / (Σ e^s + e^sink) = out · σ(lse − sink); a row with no key stays 0
             out = out * torch.sigmoid(lse - sinks.float().view(1, hq, 1)).unsqueeze(-1)
@@ -211,25 +239,30 @@ def _allowed(am: torch.Tensor) -> torch.Tensor:
     return am if am.dtype == torch.bool else am > float("-inf")
 
 
-def _mask_mod(rule: PositionRule, offset: int, causal: bool, allowed: torch.Tensor | None) -> Callable:
-    """FlexAttention's ``mask_mod(b, h, q, kv)``: query q sits at position offset + q."""
+def _mask_mod(
+    rule: PositionRule, offset: int, start: int, causal: bool, allowed: torch.Tensor | None
+) -> Callable:
+    """FlexAttention's ``mask_mod(b, h, q, kv)`` for queries from row ``start`` on: query q is
+    row start + q, at position offset + start + q; ``allowed`` (B, Hq, Q, K) is indexed by row."""
 
     def mask_mod(b, h, q_idx, kv_idx):
-        t = q_idx + offset
+        row = q_idx + start
+        t = row + offset
         keep = rule(t, kv_idx)
         if causal:
             keep = keep & (kv_idx <= t)
         if allowed is not None:
-            keep = keep & allowed[b, h, q_idx, kv_idx]
+            keep = keep & allowed[b, h, row, kv_idx]
         return keep
 
     return mask_mod
 
 
-def _additive(bias: torch.Tensor) -> Callable:
-    """FlexAttention's ``score_mod`` adding an additive mask (B, Hq, Q, K) to the logits."""
+def _additive(bias: torch.Tensor, start: int) -> Callable:
+    """FlexAttention's ``score_mod`` adding an additive mask (B, Hq, Q, K) to the logits of
+    queries from row ``start`` on."""
 
     def score_mod(score, b, h, q_idx, kv_idx):
-        return score + bias[b, h, q_idx, kv_idx].to(score.dtype)
+        return score + bias[b, h, q_idx + start, kv_idx].to(score.dtype)
 
     return score_mod

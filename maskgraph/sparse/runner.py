@@ -198,7 +198,8 @@ class SparseRunner:
         self.prefill: PrefillChoice = choose_prefill(self.steps)
         self.flex = None
         if self.prefill.path == "flex":
-            self.flex = FlexPrefill(self.steps, self.output, compile=compiled.backend == "inductor")
+            inductor = compiled.backend == "inductor"
+            self.flex = FlexPrefill(self.steps, self.output, compile=inductor, chunk_size=chunk_size)
         jit_all()  # kernels found by a lookup when torch.compile traces a call (no import)
         if compiled.backend == "inductor":
             self._chunk = compiled_chunk(self.steps, self.output, gqa)

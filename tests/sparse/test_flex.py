@@ -190,6 +190,34 @@ def test_flex_prefill_with_masks_and_sinks(shape, flex_calls):
     assert empties[0] == hq * max(0, 9 - (nk - nq))  # the padded row's queries with no key
 
 
+def test_eager_chunks_of_queries_give_the_same_output(flex_calls, monkeypatch):
+    """The eager path runs FlexAttention over chunks of ``chunk_size`` queries (each its own
+    rows of the block mask and of the attention mask): the same output as one call."""
+    chunks = []
+    real = flex_module._eager_flex
+
+    def spy(queries, *args, **kwargs):
+        chunks.append(queries.shape[2])
+        return real(queries, *args, **kwargs)
+
+    monkeypatch.setattr(flex_module, "_eager_flex", spy)
+    graph, keep = GRAPHS["streaming_llm"]
+    shape = (2, 4, 2, 230, 300)
+    b, hq, _, nq, nk = shape
+    q, k, v = inputs(shape, seed=7)
+    gen = torch.Generator().manual_seed(8)
+    additive = torch.randn(b, 1, nq, nk, generator=gen)
+    additive = additive.masked_fill(torch.rand(b, 1, nq, nk, generator=gen) < 0.2, float("-inf"))
+    sinks = torch.randn(hq, generator=gen)
+    chunked = mg.compile(graph, mode="sparse", chunk_size=64)
+    out = chunked(q, k, v, additive, causal=True, sinks=sinks)
+    want, empty = reference(q, k, v, D**-0.5, keep, am=additive, causal=True, sinks=sinks)
+    assert rel(out, want) < 1e-5
+    assert int(chunked.empty_rows) == empty
+    assert flex_calls == [nq]
+    assert chunks == [64, 64, 64, 38]
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_flex_prefill_half_precision(dtype, flex_calls):
     graph, keep = GRAPHS["streaming_llm"]
