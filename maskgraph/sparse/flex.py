@@ -23,6 +23,7 @@ import torch
 from torch.nn.attention.flex_attention import AuxRequest, BlockMask, create_block_mask, flex_attention
 
 from ..lowering import PositionRule
+from ..static_keys import raise_recompile_limit
 from .plan import Step
 
 #: Queries and keys per block of the BlockMask (FlexAttention's default).
@@ -90,6 +91,7 @@ def compiled_flex() -> Callable:
     """``torch.compile(flex_attention)``, made once per process (FlexAttention's fused kernel:
     eager ``flex_attention`` materialises every score)."""
     if not _COMPILED_FLEX:
+        raise_recompile_limit()  # a variant per prompt shape and mask kind
         _COMPILED_FLEX.append(torch.compile(flex_attention, fullgraph=True, backend="inductor"))
     return _COMPILED_FLEX[0]
 
