@@ -211,10 +211,14 @@ class SparseRunner:
     def takes_flex(
         self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, static: Any = None
     ) -> bool:
-        """Whether a call of ``queries`` (B, Hq, Q, D) runs as one FlexAttention call: the graph
-        selects by position, Q > 1, a dynamic cache (``static`` None), and no gradient asked
-        for on the CPU (FlexAttention has no CPU backward: such a call runs chunked)."""
+        """Whether a call of ``queries`` (B, Hq, Q, D) takes the FlexAttention prefill: the graph
+        selects by position, Q > 1, a dynamic cache (``static`` None), a call not traced by
+        ``torch.compile`` (the prefill keeps its block masks between calls, on the host), and no
+        gradient asked for on the CPU (FlexAttention has no CPU backward). Other calls run
+        chunked."""
         if self.flex is None or queries.shape[2] < 2 or static is not None:
+            return False
+        if torch.compiler.is_compiling():
             return False
         grad = torch.is_grad_enabled() and any(t.requires_grad for t in (queries, keys, values))
         return not (queries.device.type == "cpu" and grad)
@@ -229,8 +233,8 @@ class SparseRunner:
         sinks: torch.Tensor | None,
         causal: bool = False,
     ) -> torch.Tensor:
-        """One FlexAttention call over the graph's position rule (see :class:`FlexPrefill`):
-        (B, Hq, Q, D) in the queries' dtype; empty rows are added to ``compiled.empty_rows``."""
+        """FlexAttention over the graph's position rule (see :class:`FlexPrefill`): (B, Hq, Q, D)
+        in the queries' dtype; empty rows are added to ``compiled.empty_rows``."""
         if self.flex is None:
             raise NotSupportedError(f"graph '{self.compiled.graph.name}': {self.prefill}")
         made = self.flex(queries, keys, values, attention_mask, scaling, sinks, causal)
