@@ -51,9 +51,10 @@ class PrefillChoice:
         return f"{self.path}: {self.reason}"
 
 
-def choose_prefill(steps: list[Step]) -> PrefillChoice:
+def choose_prefill(steps: list[Step], kernel: str = "auto") -> PrefillChoice:
     """``flex`` when every node declares a position rule, else ``chunked`` naming the first
-    node that does not."""
+    node that does not; ``chunked`` too under ``kernel="triton"`` (the fused kernel for every
+    call, as asked)."""
     for step in steps:
         if step.positions is None:
             return PrefillChoice(
@@ -61,6 +62,8 @@ def choose_prefill(steps: list[Step]) -> PrefillChoice:
                 f"node '{step.name}' (op '{step.op}') declares no position rule: its keys depend "
                 "on scores, so the prompt runs as chunks of queries over gathered keys",
             )
+    if kernel == "triton":
+        return PrefillChoice("chunked", "kernel='triton' sends every call through the fused Triton kernel")
     return PrefillChoice("flex", "every node selects by position: one FlexAttention call with a block mask")
 
 

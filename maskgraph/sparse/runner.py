@@ -195,7 +195,7 @@ class SparseRunner:
         self.output = compiled.graph.output
         self.params = tuple(step.params for step in self.steps)
         self.scores_keys = any(step.scores_keys for step in self.steps)
-        self.prefill: PrefillChoice = choose_prefill(self.steps)
+        self.prefill: PrefillChoice = choose_prefill(self.steps, kernel)
         self.flex = None
         if self.prefill.path == "flex":
             inductor = compiled.backend == "inductor"

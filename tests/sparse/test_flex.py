@@ -305,3 +305,10 @@ def test_an_operator_without_a_position_rule_keeps_the_chunked_path():
     )
     assert attn.prefill.path == "chunked"
     assert "declares no position rule" in attn.prefill.reason
+
+
+def test_kernel_triton_keeps_the_fused_kernel_for_every_call():
+    graph, _ = GRAPHS["streaming_llm"]
+    attn = mg.compile(graph, mode="sparse", kernel="triton")
+    assert attn.prefill.path == "chunked"
+    assert "kernel='triton'" in attn.prefill.reason
