@@ -312,3 +312,46 @@ def test_kernel_triton_keeps_the_fused_kernel_for_every_call():
     attn = mg.compile(graph, mode="sparse", kernel="triton")
     assert attn.prefill.path == "chunked"
     assert "kernel='triton'" in attn.prefill.reason
+
+
+def _position_ops() -> list[str]:
+    from maskgraph.lowering import MaskLowering
+    from maskgraph.registry import all_ops
+
+    return sorted(
+        name
+        for name, spec in all_ops().items()
+        if isinstance(spec.sparse, MaskLowering) and spec.sparse.positions is not None
+        and not any(port.type.name == "MASK" for port in spec.inputs)
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", _position_ops())
+def test_every_declared_position_rule_keeps_the_simulate_functions_keys(name):
+    """Each operator that declares a position rule (and reads no mask) keeps, by its rule, the
+    keys its simulate function keeps: one-node graphs at sizes given in tokens and as a share
+    of K, queries after cached keys."""
+    from maskgraph.registry import get_op
+
+    spec = get_op(name)
+    settings: list[dict] = [{}]
+    for param in spec.params:
+        if param.kind == "size":
+            settings = [{param.name: 13}, {param.name: 0.3}]
+        elif param.kind == "int":
+            settings = [{param.name: 5}, {param.name: 1}]
+    nq, nk = 37, 90
+    q, k, v = inputs((1, 2, 1, nq, nk), seed=9)
+    t = (nk - nq + torch.arange(nq)).view(-1, 1)
+    j = torch.arange(nk).view(1, -1)
+    for params in settings:
+        graph = mg.load_graph(
+            {
+                "graph": f"one_{name}",
+                "nodes": [{"name": "kept", "op": name, "params": params}],
+                "output": "kept",
+            }
+        )
+        kept = mg.compile(graph).mask(q, k, v)[0, 0] > 0
+        rule = spec.sparse.positions(graph.node_params("kept"), {}, nk)
+        assert torch.equal(rule(t, j).expand(nq, nk), kept), (name, params)
