@@ -355,3 +355,43 @@ def test_every_declared_position_rule_keeps_the_simulate_functions_keys(name):
         kept = mg.compile(graph).mask(q, k, v)[0, 0] > 0
         rule = spec.sparse.positions(graph.node_params("kept"), {}, nk)
         assert torch.equal(rule(t, j).expand(nq, nk), kept), (name, params)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled FlexAttention kernel needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_compiled_prefill_on_cuda_is_one_kernel_call(dtype, monkeypatch):
+    """Under the inductor backend on CUDA a prompt (causal, no mask) and a chunk after cached
+    keys (a left-padded bool mask, sink logits) each run as one call of the compiled
+    FlexAttention, with the float64 reference's output."""
+    calls = []
+    real = flex_module.compiled_flex
+
+    def counting():
+        kernel = real()
+
+        def call(queries, *args, **kwargs):
+            calls.append(queries.shape[2])
+            return kernel(queries, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(flex_module, "compiled_flex", counting)
+    graph, keep = GRAPHS["streaming_llm"]
+    attn = mg.compile(graph, mode="sparse", backend="inductor")
+    tol = 2e-3 if dtype == torch.float32 else 2e-2
+    cuda = torch.device("cuda")
+    q, k, v = inputs((1, 8, 2, 700, 700), dtype, seed=10)
+    out = attn(q.to(cuda), k.to(cuda), v.to(cuda), causal=True)
+    want, _ = reference(q, k, v, D**-0.5, keep, causal=True)
+    assert out.dtype == dtype and rel(out.cpu(), want) < tol
+    shape = (2, 8, 2, 300, 1000)
+    q, k, v = inputs(shape, dtype, seed=11)
+    t = (1000 - 300 + torch.arange(300)).view(-1, 1)
+    padded = (torch.arange(1000).view(1, -1) <= t).expand(2, 1, 300, 1000).clone()
+    padded[1, ..., :150] = False
+    sinks = torch.randn(8, generator=torch.Generator().manual_seed(12))
+    out = attn(q.to(cuda), k.to(cuda), v.to(cuda), padded.to(cuda), sinks=sinks.to(cuda))
+    want, empty = reference(q, k, v, D**-0.5, keep, am=padded, sinks=sinks)
+    assert rel(out.cpu(), want) < tol
+    assert int(attn.empty_rows) == empty
+    assert calls == [700, 300]
