@@ -10,7 +10,11 @@ one) sparse mode, each on transformers' default DynamicCache and on its static c
 Plain SDPA, the dense prefills and
 dense layers run SDPA's flash kernel (its default cuDNN kernel replans at every new key count).
 An untimed call per context warms up first. A logits processor records a device event after every step, so one call gives the time to
-first token (prefill) and the median milliseconds of each later token. Ratios are to plain
+first token (prefill) and the median milliseconds of each later token. With ``--protocol sparse``
+the prompt goes through the graph too; the ``prefill`` column says how it ran (``flex``: one
+FlexAttention call per layer for graphs that select by position; ``chunked``: chunks of queries
+over gathered keys); a ``flex`` variant first runs one untimed call, so that compiling
+FlexAttention for the prompt's shape stays out of its time to first token. Ratios are to plain
 SDPA on the same cache, from the same run. The graphs run at their shipped parameters with the
 method's budget set to ``--density`` of the context where the graph has such a parameter.
 """
@@ -123,6 +127,20 @@ def variants(
     return out
 
 
+def prefill_path(handle, mode: str, cache: str, protocol: str) -> str:
+    """How the prompt's attention ran: ``sdpa`` (plain model or the dense_prefill protocol),
+    ``simulate``, or in sparse mode the path the graph's prefill takes (``flex``: one
+    FlexAttention call per layer; ``chunked``: chunks of queries over gathered keys, as on a
+    static cache's buffer)."""
+    if handle is None or protocol == "dense_prefill":
+        return "sdpa"
+    if mode == "simulate":
+        return "simulate"
+    if cache == "static":
+        return "chunked (static buffer)"
+    return next(a for a in handle.layers.values() if a is not None).prefill.path
+
+
 def generate_once(model, ids, new_tokens: int, cache: str, clock: StepClock) -> None:
     kwargs = dict(
         max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, logits_processor=[clock]
@@ -178,7 +196,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for label, graph, mode, cache in variants(args.graphs, args.modes, args.caches, files):
                 if out_of_time():
                     raise TimeLimit()
-                row = dict(variant=label, context=ctx)
+                row = dict(variant=label, context=ctx, prefill="sdpa")
                 clock = StepClock(device)
                 if cache == "static":
                     torch._dynamo.reset()  # each variant compiles afresh, not into the recompile limit
@@ -192,7 +210,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         over = overrides_for(graph, args.density, files)
                         with mg.inject(
                             model, graph, mode=mode, backend=backend, protocol=args.protocol, overrides=over
-                        ):
+                        ) as handle:
+                            row["prefill"] = prefill_path(handle, mode, cache, args.protocol)
+                            if row["prefill"] == "flex":  # compile FlexAttention for this shape, untimed
+                                generate_once(model, ids, 2, cache, StepClock(device))
+                                if device.type == "cuda":
+                                    torch.cuda.reset_peak_memory_stats(device)
                             generate_once(model, ids, args.tokens, cache, clock)
                     gaps = clock.intervals_ms()
                     row["ttft_ms"] = gaps[0]
@@ -219,7 +242,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cut = True
         print("time limit reached: the table below is partial", flush=True)
     title = f"model.generate per token, {args.layers} layers (Llama-3-8B shape), density {args.density}"
-    cols = ["variant", "context", "ttft_ms", "ttft_x", "ms_per_token", "x_sdpa", "peak_gib", "error"]
+    cols = [
+        "variant",
+        "context",
+        "prefill",
+        "ttft_ms",
+        "ttft_x",
+        "ms_per_token",
+        "x_sdpa",
+        "peak_gib",
+        "error",
+    ]
     report(
         "generate", rows, cols, title, cut, device=device_name(device), layers=args.layers, backend=backend
     )

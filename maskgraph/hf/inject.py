@@ -256,11 +256,14 @@ class Injection:
                 key, value = key[:, :, :valid], value[:, :, :valid]
                 if attention_mask is not None:
                     attention_mask = attention_mask[..., :valid]
-            if attention_mask is None and query.shape[2] > 1:
-                attention_mask = _causal(query.shape[2], key.shape[2], query.device)
+            # a causal prompt without padding: the graph call applies causality itself (a
+            # position-only graph's sparse prefill without building the Q × K mask)
+            causal = attention_mask is None and query.shape[2] > 1
             graph_mask = None if decode_step else attention_mask
             dropped = _dropped_tokens(self._cache, layer, key.shape[2])
-            out = attn(query, key, value, graph_mask, scale, kv_offset=dropped, **context)
+            out = attn(query, key, value, graph_mask, scale, kv_offset=dropped, causal=causal, **context)
+            if causal and self.observer is not None:
+                attention_mask = _causal(query.shape[2], key.shape[2], query.device)
         self._count("calls")
         if self.observer is not None:
             self.observer.observe(layer, query, key, value, attention_mask, scale, out, attn)

@@ -18,7 +18,7 @@ import builtins
 import linecache
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,6 +28,9 @@ from ..ir import Graph
 from ..state import AttentionFeedback, Observation, State
 from ..static_keys import StaticKeys, counting, pin_addresses, static_mask
 from .codegen import generate_source
+
+if TYPE_CHECKING:
+    from ..sparse.flex import PrefillChoice
 
 BACKENDS = ("eager", "inductor")
 MODES = ("simulate", "sparse")
@@ -147,8 +150,14 @@ class CompiledAttention:
         sinks: torch.Tensor | None = None,
         num_keys: torch.Tensor | None = None,
         kv_offset: int | None = None,
+        causal: bool = False,
     ) -> torch.Tensor:
         """Attention output (B, Hq, Q, D) in the queries' dtype.
+
+        ``causal``: no query attends a key past its own position, as if the causal mask (key j
+        for a query at position t only when j ≤ t) were combined with ``attention_mask``; a
+        sparse-mode prefill of a graph that selects by position (:attr:`prefill`) applies it by
+        position without building it, the other paths build it.
 
         ``state`` (a :class:`~maskgraph.state.State`, one per request; ``mg.inject`` keeps one):
         the estimators' caches (Quest's page bounds, PQCache's codebooks and codes,
@@ -170,6 +179,10 @@ class CompiledAttention:
         if self.backend == "inductor":
             note_cpu_compile(self.graph.name, queries.device)
         static = self._static(queries, keys, num_keys)
+        flex = self.mode == "sparse" and self._sparse.takes_flex(queries, keys, values, static)
+        if causal and not flex:
+            end = None if static is None else static.num_keys
+            attention_mask = with_causal(attention_mask, queries.shape[2], keys.shape[2], queries.device, end)
         if static is not None:
             if attention_mask is not None and attention_mask.shape[-1] < keys.shape[2]:
                 raise ShapeError(
@@ -184,9 +197,11 @@ class CompiledAttention:
                     attention_mask = attention_mask[..., : keys.shape[2]] & allowed
                 else:
                     attention_mask = attention_mask[..., : keys.shape[2]].masked_fill(~allowed, float("-inf"))
-        am, scaling = self._check(queries, keys, values, attention_mask, scaling, sinks)
+        am, scaling = self._check(queries, keys, values, attention_mask, scaling, sinks, keep_bool=flex)
         observed = Observation(queries, am, scaling)
         prep = self._prepare(keys, values, state, layer_idx, static, kv_offset, observed)
+        if flex:
+            return self._sparse.prefill_flex(queries, keys, values, am, scaling, sinks, causal)
         if self.mode == "sparse":
             return self._sparse(queries, keys, values, am, scaling, prep, sinks, layer_idx, static)
         counter = self.empty_rows if counting() else torch.zeros((), dtype=torch.int64)
@@ -234,6 +249,14 @@ class CompiledAttention:
             for q_chunk, am_chunk, q_offset in self._chunks(queries, keys, am)
         ]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+
+    @property
+    def prefill(self) -> PrefillChoice | None:
+        """Sparse mode: how a call of more than one query on a dynamic cache runs, fixed when the
+        graph is compiled — ``path`` ``"flex"`` (one FlexAttention call with a block mask made
+        from the graph's position rule) or ``"chunked"`` (chunks of queries over gathered keys),
+        and ``reason``. None in simulate mode."""
+        return self._sparse.prefill if self.mode == "sparse" else None
 
     @property
     def stateful(self) -> bool:
@@ -320,7 +343,9 @@ class CompiledAttention:
         return f"CompiledAttention(graph={self.graph.name!r}, backend={self.backend!r}, mode={self.mode!r})"
 
     # ----- internals --------------------------------------------------------------------------
-    def _check(self, queries, keys, values, attention_mask, scaling, sinks):
+    def _check(self, queries, keys, values, attention_mask, scaling, sinks, keep_bool: bool = False):
+        """(attention mask, scaling): the mask cut to K keys and made additive (``keep_bool``: a
+        bool mask stays bool, and the same tensor where it covers K keys already)."""
         for name, t in (("queries", queries), ("keys", keys), ("values", values)):
             if not isinstance(t, torch.Tensor) or t.dim() != 4:
                 shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
@@ -355,8 +380,9 @@ class CompiledAttention:
                 raise ShapeError(f"attention_mask must be 4-D (B, H, Q, K), got {tuple(am.shape)}")
             if am.shape[-1] < k:
                 raise ShapeError(f"attention_mask covers {am.shape[-1]} keys, fewer than K={k}")
-            am = am[..., :k]
-            if am.dtype == torch.bool:
+            if am.shape[-1] != k:
+                am = am[..., :k]
+            if am.dtype == torch.bool and not keep_bool:
                 am = torch.where(am, 0.0, float("-inf")).to(torch.float32)  # one kernel
             ab, ah, aq = am.shape[:3]
             if ab not in (1, b) or ah not in (1, hq) or aq not in (1, q):
@@ -440,6 +466,27 @@ class CompiledAttention:
             if am is not None and am.shape[2] != 1:
                 am_chunk = am[:, :, start:stop]
             yield queries[:, :, start:stop], am_chunk, k - q + start
+
+
+def with_causal(
+    attention_mask: torch.Tensor | None, q: int, k: int, device: torch.device, end: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """``attention_mask`` (bool or additive, (B|1, H|1, Q|1, ≥K)) combined with the causal mask
+    of Q queries at positions end − Q … end − 1 over K keys (``end`` = K, or a static buffer's
+    0-d token count): a bool (B|1, H|1, Q, K) mask, or additive with −inf past each query. A
+    mask that covers fewer than K keys is returned as it is (the call's checks refuse it)."""
+    first = (k if end is None else end) - q
+    pos = first + torch.arange(q, device=device).view(-1, 1)
+    causal = (torch.arange(k, device=device).view(1, -1) <= pos).view(1, 1, q, k)
+    am = attention_mask
+    if am is None:
+        return causal
+    if am.dim() != 4 or am.shape[-1] < k:
+        return am
+    am = am[..., :k]
+    if am.dtype == torch.bool:
+        return am & causal
+    return am.masked_fill(~causal, float("-inf"))
 
 
 def _check_dtypes(queries, keys, values, attention_mask, sinks) -> None:

@@ -3,8 +3,10 @@
 Each operator declares its sparse behaviour on itself, next to its simulate function:
 ``@operator(..., sparse=MaskLowering(...))`` for a mask that lowers to an index set,
 ``sparse=EstimatorLowering(...)`` for an estimator's block scores, ``sparse=NotSparse(why)``
-for an operator that cannot run sparse. :mod:`maskgraph.sparse` reads the declaration and never
-names an operator.
+for an operator that cannot run sparse. A mask that depends on positions only also declares
+its position rule (``MaskLowering(..., positions=...)``, :data:`PositionFn`), from which a
+prompt runs as one block-sparse attention call. :mod:`maskgraph.sparse` reads the declaration
+and never names an operator.
 
 This package sits below the operators and above the core: operator modules build their
 lowerings from it, and the sparse engine (:mod:`maskgraph.sparse`) runs them. The declaration
@@ -95,6 +97,16 @@ def no_budget(params: dict[str, Any], inputs: dict[str, Any], num_keys: int) -> 
     return 0, 0
 
 
+#: ``rule(t, j)`` -> bool, True where a query at position ``t`` keeps the key at position ``j``
+#: (int64 tensors that broadcast; elementwise torch operations only, no data-dependent Python
+#: control flow: the rule is traced into a FlexAttention ``mask_mod``).
+PositionRule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: ``positions(params, inputs, num_keys)`` -> the node's :data:`PositionRule` at ``num_keys``
+#: keys; ``inputs`` maps each wired mask port to its node's rule (a list for a variadic port).
+PositionFn = Callable[[dict[str, Any], dict[str, Any], int], PositionRule]
+
+
 @dataclass(frozen=True)
 class MaskLowering:
     """How a mask operator runs in sparse mode.
@@ -104,12 +116,15 @@ class MaskLowering:
     inputs' values, IndexSets for masks and :class:`maskgraph.lowering.chunk.BlockScores` for
     scores). ``budget``: its static size (:data:`BudgetFn`), from which the runner pads lists and
     sizes query chunks. ``scores_keys``: it reads a score per key (a top-k), so that a query
-    chunk holds (B, Hq, chunk, K) scores.
+    chunk holds (B, Hq, chunk, K) scores. ``positions``: where the mask depends on query and key
+    positions only, its rule (:data:`PositionFn`), the same keys per query as the simulate
+    function keeps; None for a mask that reads scores or the keys.
     """
 
     lower: Callable[..., Any]
     budget: BudgetFn = no_budget
     scores_keys: bool = False
+    positions: PositionFn | None = None
 
 
 @dataclass(frozen=True)

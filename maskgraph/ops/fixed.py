@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from ..lowering import MaskLowering, indexset
+from ..env import SIZE_TOLERANCE
+from ..lowering import MaskLowering, PositionRule, indexset
 from ..lowering.chunk import SparseChunk, bounded_k, query_pos, size_budget
 from ..lowering.indexset import IndexSet, Part
 from ..registry import Param, Port, operator
@@ -27,6 +28,16 @@ def _all_keys_budget(params, inputs, num_keys: int) -> tuple[int, int]:
     return num_keys, 0
 
 
+def _tokens(value: int | float, num_keys: int) -> int:
+    """A size parameter in tokens at ``num_keys`` keys, as :meth:`maskgraph.env.Env.size` resolves it."""
+    return int(value * num_keys * SIZE_TOLERANCE) if isinstance(value, float) else value
+
+
+def full_rule(params, inputs, num_keys: int) -> PositionRule:
+    """Every key."""
+    return lambda t, j: j >= 0
+
+
 def lower_full(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
     env = ctx.env
 
@@ -42,10 +53,16 @@ def lower_full(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
     output=PortType.MASK,
     inputs=[_KEYS],
     doc="Every key (dense attention). Shape (1, 1, 1, K).",
-    sparse=MaskLowering(lower_full, _all_keys_budget),
+    sparse=MaskLowering(lower_full, _all_keys_budget, positions=full_rule),
 )
 def full(env) -> torch.Tensor:
     return torch.ones(1, 1, 1, env.K, device=env.keys.device)
+
+
+def sink_rule(params, inputs, num_keys: int) -> PositionRule:
+    """Keys j < size."""
+    n = _tokens(params["size"], num_keys)
+    return lambda t, j: j < n
 
 
 def lower_sink(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
@@ -63,11 +80,17 @@ def lower_sink(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
     params=[Param("size", "size", 128, "how many first keys (int) or share of K (float)")],
     doc="The first `size` keys: attention sinks (StreamingLLM). Shape (1, 1, 1, K).",
     paper="Xiao et al. 2023, Efficient Streaming Language Models with Attention Sinks",
-    sparse=MaskLowering(lower_sink, _span_budget),
+    sparse=MaskLowering(lower_sink, _span_budget, positions=sink_rule),
 )
 def sink(env, *, size) -> torch.Tensor:
     n = env.size(size)
     return (env.k_pos < n).float().view(1, 1, 1, -1)
+
+
+def local_rule(params, inputs, num_keys: int) -> PositionRule:
+    """Keys t − size < j ≤ t."""
+    w = _tokens(params["size"], num_keys)
+    return lambda t, j: (j <= t) & (j > t - w)
 
 
 def lower_local(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
@@ -96,13 +119,18 @@ def lower_local(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
         "kept for a query at position t when t − size < j ≤ t. Shape (1, 1, Q, K)."
     ),
     paper="Xiao et al. 2023 (local window of StreamingLLM)",
-    sparse=MaskLowering(lower_local, _span_budget),
+    sparse=MaskLowering(lower_local, _span_budget, positions=local_rule),
 )
 def local(env, *, size) -> torch.Tensor:
     w = env.size(size)
     t = env.q_pos.view(-1, 1)
     j = env.k_pos.view(1, -1)
     return ((j <= t) & (j > t - w)).float().view(1, 1, env.Q, env.K)
+
+
+def causal_rule(params, inputs, num_keys: int) -> PositionRule:
+    """Keys j ≤ t."""
+    return lambda t, j: j <= t
 
 
 def lower_causal(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
@@ -122,7 +150,7 @@ def lower_causal(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
     output=PortType.MASK,
     inputs=[_QUERIES, _KEYS],
     doc="Keys at or before the query's position (j ≤ t). Shape (1, 1, Q, K).",
-    sparse=MaskLowering(lower_causal, _all_keys_budget),
+    sparse=MaskLowering(lower_causal, _all_keys_budget, positions=causal_rule),
 )
 def causal(env) -> torch.Tensor:
     t = env.q_pos.view(-1, 1)
@@ -145,6 +173,12 @@ def lower_strided(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
     return IndexSet([Part(idx.clamp_min(0), idx >= 0)], member, True, frozenset([name]))
 
 
+def strided_rule(params, inputs, num_keys: int) -> PositionRule:
+    """Keys j ≤ t with t − j a multiple of stride."""
+    stride = params["stride"]
+    return lambda t, j: (j <= t) & ((t - j) % stride == 0)
+
+
 def _strided_budget(params, inputs, num_keys: int) -> tuple[int, int]:
     """⌈K / stride⌉ gathered keys."""
     return 0, -(-num_keys // params["stride"])
@@ -162,7 +196,7 @@ def _strided_budget(params, inputs, num_keys: int) -> tuple[int, int]:
         "of Sparse Transformers). Shape (1, 1, Q, K)."
     ),
     paper="Child et al. 2019, Generating Long Sequences with Sparse Transformers",
-    sparse=MaskLowering(lower_strided, _strided_budget),
+    sparse=MaskLowering(lower_strided, _strided_budget, positions=strided_rule),
 )
 def strided(env, *, stride) -> torch.Tensor:
     t = env.q_pos.view(-1, 1)

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import NotSupportedError
 from ..ir import Graph
-from ..lowering import BudgetFn, EstimatorLowering, MaskLowering, NotSparse, no_budget
+from ..lowering import BudgetFn, EstimatorLowering, MaskLowering, NotSparse, PositionFn, no_budget
 from ..lowering.chunk import SparseChunk, make_estimator
 from ..registry import get_op
 from ..types import GRAPH_INPUTS, PortType
@@ -18,7 +18,8 @@ from ..validate import wired_inputs
 @dataclass(frozen=True)
 class Step:
     """One node: its lowering, wired inputs (port -> node name or list) and parameters;
-    ``budget`` and ``scores_keys`` as its operator declares them (:class:`MaskLowering`)."""
+    ``budget``, ``scores_keys`` and ``positions`` as its operator declares them
+    (:class:`MaskLowering`)."""
 
     name: str
     op: str
@@ -28,6 +29,7 @@ class Step:
     has_prep: bool
     budget: BudgetFn = no_budget
     scores_keys: bool = False
+    positions: PositionFn | None = None
 
 
 def _refuse(name: str, op: str, why: str) -> NotSupportedError:
@@ -86,7 +88,17 @@ def build_plan(graph: Graph) -> list[Step]:
         params = graph.node_params(name)
         has_prep = spec.prepare is not None
         steps.append(
-            Step(name, spec.name, lower, inputs, params, has_prep, declared.budget, declared.scores_keys)
+            Step(
+                name,
+                spec.name,
+                lower,
+                inputs,
+                params,
+                has_prep,
+                budget=declared.budget,
+                scores_keys=declared.scores_keys,
+                positions=declared.positions,
+            )
         )
     return steps
 

@@ -18,6 +18,7 @@ from ..lowering.chunk import SparseChunk
 from ..static_keys import counting, raise_recompile_limit
 from ..triton_util import triton_installed
 from . import fused
+from .flex import FlexPrefill, PrefillChoice, choose_prefill
 from .gather import attend_parts
 from .plan import Step, budget, budget_split, build_plan, run_plan, structure
 
@@ -161,7 +162,10 @@ class SparseRunner:
     """``runner(queries, keys, values, attention_mask, scaling, prep, sinks, layer_idx)``.
 
     Runs ``compiled.graph`` touching only the selected keys; returns (B, Hq, Q, D) in the
-    queries' dtype and adds empty rows to ``compiled.empty_rows``.
+    queries' dtype and adds empty rows to ``compiled.empty_rows``. ``prefill``
+    (:class:`~maskgraph.sparse.flex.PrefillChoice`): how a call of more than one query on a
+    dynamic cache runs, chosen here from the graph: one FlexAttention call where every node
+    selects by position (:meth:`prefill_flex`), chunks of queries otherwise.
     """
 
     def __init__(
@@ -191,6 +195,11 @@ class SparseRunner:
         self.output = compiled.graph.output
         self.params = tuple(step.params for step in self.steps)
         self.scores_keys = any(step.scores_keys for step in self.steps)
+        self.prefill: PrefillChoice = choose_prefill(self.steps, kernel)
+        self.flex = None
+        if self.prefill.path == "flex":
+            inductor = compiled.backend == "inductor"
+            self.flex = FlexPrefill(self.steps, self.output, compile=inductor, chunk_size=chunk_size)
         jit_all()  # kernels found by a lookup when torch.compile traces a call (no import)
         if compiled.backend == "inductor":
             self._chunk = compiled_chunk(self.steps, self.output, gqa)
@@ -198,6 +207,40 @@ class SparseRunner:
         else:
             self._chunk = functools.partial(sparse_chunk, self.steps, self.output, gqa)
             self._lists = functools.partial(sparse_lists, self.steps, self.output, gqa)
+
+    def takes_flex(
+        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, static: Any = None
+    ) -> bool:
+        """Whether a call of ``queries`` (B, Hq, Q, D) takes the FlexAttention prefill: the graph
+        selects by position, Q > 1, a dynamic cache (``static`` None), a call not traced by
+        ``torch.compile`` (the prefill keeps its block masks between calls, on the host), and no
+        gradient asked for on the CPU (FlexAttention has no CPU backward). Other calls run
+        chunked."""
+        if self.flex is None or queries.shape[2] < 2 or static is not None:
+            return False
+        if torch.compiler.is_compiling():
+            return False
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (queries, keys, values))
+        return not (queries.device.type == "cpu" and grad)
+
+    def prefill_flex(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        scaling: float,
+        sinks: torch.Tensor | None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        """FlexAttention over the graph's position rule (see :class:`FlexPrefill`): (B, Hq, Q, D)
+        in the queries' dtype; empty rows are added to ``compiled.empty_rows``."""
+        if self.flex is None:
+            raise NotSupportedError(f"graph '{self.compiled.graph.name}': {self.prefill}")
+        made = self.flex(queries, keys, values, attention_mask, scaling, sinks, causal)
+        if counting():
+            self.compiled.empty_rows = self.compiled.empty_rows.to(made.empty.device) + made.empty
+        return made.out.to(queries.dtype)
 
     def uses_kernel(self, queries: torch.Tensor) -> bool:
         """Whether chunks of ``queries`` go through the fused Triton kernel."""

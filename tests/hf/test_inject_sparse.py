@@ -75,3 +75,49 @@ def test_a_padded_batch_is_masked_by_the_estimator_kernels(name, tmp_path, monke
     err = (logits["sparse"] - logits["simulate"]).norm() / logits["simulate"].norm()
     assert err < 1e-4
     assert torch.equal(tokens["sparse"], tokens["simulate"])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_a_position_only_prompt_runs_as_one_flex_call_per_layer(arch, monkeypatch):
+    """streaming_llm with protocol="sparse": the prompt (Q = K, causal, with and without left
+    padding; Gemma3's sliding layers bring their window mask) and a chunk of queries after
+    cached keys each run as one FlexAttention call per layer, with simulate mode's logits; the
+    generated tokens agree too."""
+    from transformers import DynamicCache
+
+    from maskgraph.sparse import flex
+
+    models = pytest.importorskip("maskgraph.hf.models")
+    calls = []
+    real = flex.FlexPrefill.__call__
+
+    def spy(self, queries, *args, **kwargs):
+        calls.append(queries.shape[2])
+        return real(self, queries, *args, **kwargs)
+
+    monkeypatch.setattr(flex.FlexPrefill, "__call__", spy)
+    model = models.tiny_model(arch)
+    layers = model.config.num_hidden_layers
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(1, model.config.vocab_size, (2, 150), generator=gen)
+    keep = torch.ones_like(ids)
+    keep[1, :11] = 0  # left padding in row 1
+    graph = mg.load_graph("streaming_llm", overrides={"sink_size": 4, "window_size": 20})
+    results: dict[str, dict] = {}
+    for mode in ("simulate", "sparse"):
+        out = results.setdefault(mode, {})
+        with mg.inject(model, graph, mode=mode, protocol="sparse") as h, torch.no_grad():
+            if mode == "sparse":
+                assert h.layers[0].prefill.path == "flex"
+            out["plain"] = model(input_ids=ids).logits
+            out["padded"] = model(input_ids=ids, attention_mask=keep).logits
+            cache = DynamicCache(config=model.config)
+            model(input_ids=ids[:, :100], cache=cache)
+            out["chunk"] = model(input_ids=ids[:, 100:], cache=cache).logits
+            out["tokens"] = model.generate(ids, attention_mask=keep, max_new_tokens=4, do_sample=False)
+    # 4 prompts (plain, padded, cached part, the padded generate's prompt) and one chunk after cached keys
+    assert calls == [150] * layers * 2 + [100] * layers + [50] * layers + [150] * layers
+    for key in ("plain", "padded", "chunk"):
+        want = results["simulate"][key]
+        assert (results["sparse"][key] - want).norm() / want.norm() < 1e-4, key
+    assert torch.equal(results["sparse"]["tokens"], results["simulate"]["tokens"])

@@ -188,3 +188,33 @@ def test_inductor_on_the_cpu_says_once_that_it_compiles(monkeypatch, capsys):
     other(q, k, v)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "compiling graph 'oracle_topk'" in err and 'backend="eager"' in err
+
+
+@pytest.mark.parametrize("mode", ["simulate", "sparse"])
+def test_causal_equals_the_causal_mask_built_by_hand(mode):
+    """``causal=True`` keeps key j for a query at position t = K − Q + i only when j ≤ t, on
+    top of any attention mask (bool or additive), and on a static buffer (position
+    num_keys − Q + i): the output of the same call with the causal mask written out. Quest's
+    sink reaches past a query's position without it."""
+    overrides = {"sink_size": 6, "window_size": 4, "heavy_size": 8}
+    attn = mg.compile("quest", mode=mode, overrides=overrides)
+    q, k, v = _inputs(b=2, q=20, k=20, seed=3)  # a prompt: the first queries precede the sink's keys
+    nq, nk = 20, 20
+    t = (nk - nq + torch.arange(nq)).view(-1, 1)
+    causal = (torch.arange(nk).view(1, -1) <= t).view(1, 1, nq, nk)
+    gen = torch.Generator().manual_seed(4)
+    padded = torch.ones(2, 1, nq, nk, dtype=torch.bool)
+    padded[1, :, :, :3] = False
+    additive = torch.randn(2, 1, nq, nk, generator=gen)
+    for am, by_hand in (
+        (None, causal),
+        (padded, padded & causal),
+        (additive, additive.masked_fill(~causal, float("-inf"))),
+    ):
+        assert rel(attn(q, k, v, am, causal=True), attn(q, k, v, by_hand)) < 1e-6
+    assert rel(attn(q, k, v), attn(q, k, v, causal)) > 1e-3  # the sink sees later keys without it
+    if mode == "sparse":  # a static buffer of 26 positions holding 20 tokens
+        pad = torch.zeros(2, 2, 6, 16)
+        kb, vb = torch.cat([k, pad], 2), torch.cat([v, pad], 2)
+        static = attn(q, kb, vb, causal=True, num_keys=torch.tensor(nk))
+        assert rel(static, attn(q, k, v, causal)) < 1e-6
