@@ -10,6 +10,18 @@ from .attention import gqa_logits
 SIZE_TOLERANCE = 1.0 + 1e-9
 
 
+def int_min(a, b):
+    """min of two sizes: Python's for two ints, ``torch.sym_min`` where one is symbolic (traced
+    with dynamic shapes). Some torch releases break a traced graph at ``torch.sym_min`` of two
+    plain ints (a static cache's sizes), so plain ints never reach it."""
+    return min(a, b) if isinstance(a, int) and isinstance(b, int) else torch.sym_min(a, b)
+
+
+def int_max(a, b):
+    """max of two sizes, as :func:`int_min`."""
+    return max(a, b) if isinstance(a, int) and isinstance(b, int) else torch.sym_max(a, b)
+
+
 class Env:
     """Inputs of one attention call restricted to a chunk of queries.
 

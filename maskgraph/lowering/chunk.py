@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..env import SIZE_TOLERANCE, Env
+from ..env import SIZE_TOLERANCE, Env, int_min
 from . import EstimatedScores, EstimatorLowering, HistogramFn, indexset
 from .indexset import IndexSet
 from .topk import MAX_RUNS, bounded_layout, topk_lowest
@@ -95,7 +95,7 @@ def bounded_k(ctx: SparseChunk, size):
     :meth:`maskgraph.env.Env.size_bound`). Shapes take the bound; membership the size."""
     env = ctx.env
     bound, size = env.size_bound(size)
-    bound = torch.sym_min(bound, env.K)
+    bound = int_min(bound, env.K)
     if isinstance(size, torch.Tensor):
         return bound, torch.minimum(size, env.num_keys)
     return bound, bound

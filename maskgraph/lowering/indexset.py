@@ -38,6 +38,8 @@ from typing import Any
 
 import torch
 
+from ..env import int_max, int_min
+
 
 @dataclass(frozen=True)
 class Listed:
@@ -127,11 +129,11 @@ def span_set(
     is [s0, s0 + L) with L = min(length, K) and s0 = clamp(start, 0, K − L), which covers every
     kept position when those lie in [max(start, 0), start + length) ∩ [0, K).
     """
-    run = torch.sym_min(length, num_keys)
+    run = int_min(length, num_keys)
     if isinstance(start, torch.Tensor):  # a static buffer's query position, on the device
         s0 = start.clamp(0, num_keys - run)
     else:
-        s0 = torch.sym_max(0, torch.sym_min(start, num_keys - run))
+        s0 = int_max(0, int_min(start, num_keys - run))
     pos = s0 + torch.arange(run, device=device).view(1, 1, 1, -1)
     part = Part(pos, member(pos), (s0, run), interval, source=name)
     return IndexSet(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..env import int_max, int_min
 from ..lowering import MaskLowering, NotSparse, indexset
 from ..lowering.chunk import (
     NEG_INF,
@@ -59,7 +60,7 @@ def lower_topk(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
     k, size = bounded_k(ctx, params["k"])
     ranges = score_ranges(ctx, scored, s) if scored.block == 1 else None
     # k = 0 keeps none
-    vals, idx = top_k(ctx, s, torch.sym_max(k, 1), scored.integer, size, scored.top, exclude, hist, ranges)
+    vals, idx = top_k(ctx, s, int_max(k, 1), scored.integer, size, scored.top, exclude, hist, ranges)
     valid = vals > NEG_INF if k > 0 else torch.zeros_like(vals, dtype=torch.bool)
     excludes = prior.leaves if prior is not None else frozenset()
     listed = selection_listed(prior, idx, vals, 1) if k > 0 else None
@@ -81,7 +82,7 @@ def lower_topk(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
 )
 def topk(env, *, scores, prior=None, k) -> torch.Tensor:
     s = eligible_scores(env, scores, prior)
-    n = torch.sym_min(env.size(k), env.K)
+    n = int_min(env.size(k), env.K)
     vals, idx = topk_lowest(s, n)
     picked = (vals > float("-inf")).float()
     return torch.zeros_like(s).scatter_(-1, idx, picked)

@@ -352,6 +352,31 @@ def test_static_decode_step_reads_nothing_on_the_host(name, shares, calib):  # n
         attn(q, k, v, state=state, num_keys=torch.tensor(25))
 
 
+@pytest.mark.parametrize("shares", [False, True], ids=["tokens", "shares"])
+@pytest.mark.parametrize("name", ["streaming_llm", "quest", "oracle_topk"])
+def test_static_decode_step_sizes_stay_python_ints(name, shares, calib, monkeypatch):  # noqa: F811
+    """A static buffer's sizes are plain ints: they never reach ``torch.sym_min``/``sym_max``,
+    at which some torch releases break a traced decode step (its CUDA graphs then fail)."""
+
+    def symbolic_only(op):
+        def check(a, b):
+            assert not (isinstance(a, int) and isinstance(b, int)), f"torch.{op} of plain ints {a}, {b}"
+            return getattr(torch, f"_real_{op}")(a, b)
+
+        return check
+
+    for op in ("sym_min", "sym_max"):
+        monkeypatch.setattr(torch, f"_real_{op}", getattr(torch, op), raising=False)
+        monkeypatch.setattr(torch, op, symbolic_only(op))
+    graph = load(name, calib, 4, 2, **(SHARE_GRAPHS if shares else STATIC_GRAPHS).get(name, {}))
+    attn = mg.compile(graph, mode="sparse", gqa="shared")
+    gen = torch.Generator().manual_seed(17)
+    k, v = buffers(1, 2, 40, torch.float32, gen)
+    state = mg.State()
+    for n in (24, 25):
+        attn(torch.randn(1, 4, 1, D, generator=gen), k, v, state=state, num_keys=torch.tensor(n))
+
+
 def test_static_buffers_refused_with_the_reason(calib, monkeypatch):  # noqa: F811
     q, k, v = torch.randn(1, 4, 1, D), torch.randn(1, 2, 30, D), torch.randn(1, 2, 30, D)
     n = torch.tensor(20)

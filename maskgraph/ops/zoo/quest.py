@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ...attention import f32_bmm
+from ...env import int_max, int_min
 from ...kernels import QUEST, jitted
 from ...lowering import EstimatedScores, EstimatorLowering, MaskLowering, indexset
 from ...lowering.chunk import (
@@ -439,11 +440,11 @@ def lower_topk_pages(ctx: SparseChunk, name, inputs, params, prep) -> IndexSet:
     _, budget = bounded_k(ctx, params["k"])
     # pages from the budget as given, not capped at K first: a budget past K keeps every page,
     # the partial last one too (simulate's rule)
-    n = torch.sym_min(env.size_bound(params["k"])[0] // size, pages)
+    n = int_min(env.size_bound(params["k"])[0] // size, pages)
     count = budget // size if isinstance(budget, torch.Tensor) else None
     # a budget below one page keeps none
     ranges = score_ranges(ctx, scores, s, kernel_ranges) if scores.block == size else None
-    vals, page_idx = top_k(ctx, s, torch.sym_max(n, 1), size=count, exclude=exclude, ranges=ranges)
+    vals, page_idx = top_k(ctx, s, int_max(n, 1), size=count, exclude=exclude, ranges=ranges)
     kept = vals > NEG_INF
     offsets = torch.arange(size, device=s.device)
     tok = (page_idx.unsqueeze(-1) * size + offsets).flatten(-2)
@@ -489,7 +490,7 @@ def topk_pages(env, *, scores, prior=None, k, page_size) -> torch.Tensor:
     pages = -(-env.K // page_size)
     padded = F.pad(s, (0, pages * page_size - env.K), value=_NEG_INF)
     page_scores = padded.view(env.B, env.Hq, env.Q, pages, page_size).amax(-1)
-    n = torch.sym_min(env.size(k) // page_size, pages)
+    n = int_min(env.size(k) // page_size, pages)
     vals, idx = topk_lowest(page_scores, n)
     chosen = torch.zeros_like(page_scores).scatter_(-1, idx, (vals > _NEG_INF).float())
     return expand_blocks(chosen, page_size, env.K) * (s > _NEG_INF).float()
