@@ -13,6 +13,7 @@ from typing import Any
 
 import networkx as nx
 
+from .overrides import apply_overrides
 from .types import GRAPH_INPUTS, PARAM_REF
 
 
@@ -122,8 +123,6 @@ class Graph:
     # ----- variants ----------------------------------------------------------------------------
     def with_overrides(self, overrides: dict[str, Any] | None) -> Graph:
         """A copy whose ``params:`` block is updated; unknown names raise OverrideError."""
-        from .loader import apply_overrides
-
         return apply_overrides(self, overrides or {})
 
     def for_layer(self, layer_idx: int, num_layers: int | None = None) -> Graph | None:

@@ -10,8 +10,6 @@ is bounded before and while parsing: :data:`MAX_GRAPH_BYTES` of input, :data:`MA
 from __future__ import annotations
 
 import copy
-import datetime
-import difflib
 import keyword
 import os
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ import yaml
 from .display import printable, shown, shown_list
 from .errors import GraphError, OverrideError, ParameterError, YAMLSyntaxError
 from .ir import Graph, LayerRules, Node
+from .overrides import apply_overrides, check_override_value, is_scalar, overridden, suggest, value_kind
 from .types import GRAPH_INPUTS
 
 TOP_KEYS = ("graph", "doc", "params", "nodes", "output", "layers")
@@ -275,24 +274,12 @@ def parse_override_value(text: str) -> Any:
         value = _parse(text, {}, aliases=False, what="an override value")
     except YAMLSyntaxError as exc:
         raise OverrideError(exc.reason) from None
-    if not _is_scalar(value):
+    if not is_scalar(value):
         raise OverrideError(
-            f"YAML reads {shown(text)} as {_kind(value)}; a graph parameter takes a number, a string, "
+            f"YAML reads {shown(text)} as {value_kind(value)}; a graph parameter takes a number, a string, "
             "true/false or null (quote the value to pass it as text)"
         )
     return value
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, (datetime.date, datetime.datetime)):
-        return "a date"
-    if isinstance(value, bytes):
-        return "bytes (binary data)"
-    return f"a {type(value).__name__}"
 
 
 def _check_size(text: str) -> None:
@@ -326,15 +313,6 @@ def _check_plain_data(data: Any) -> None:
 
 
 # ----- building the Graph ----------------------------------------------------------------------
-def _suggest(name: Any, options) -> str:
-    close = difflib.get_close_matches(str(name)[:100], [str(o)[:100] for o in options], n=1, cutoff=0.5)
-    return f"; did you mean {shown(close[0])}?" if close else ""
-
-
-def _is_scalar(v: Any) -> bool:
-    return v is None or isinstance(v, (bool, int, float, str))
-
-
 def build_graph(data: Any, lines: dict[tuple, int], *, default_name: str = "graph") -> Graph:
     """Turn parsed YAML data into a :class:`Graph` (structure only; see ``validate``)."""
     if not isinstance(data, dict):
@@ -345,7 +323,7 @@ def build_graph(data: Any, lines: dict[tuple, int], *, default_name: str = "grap
     for key in data:
         if key not in TOP_KEYS:
             raise GraphError(
-                f"unknown top-level key {shown(key)}{_suggest(key, TOP_KEYS)} (valid: {', '.join(TOP_KEYS)})",
+                f"unknown top-level key {shown(key)}{suggest(key, TOP_KEYS)} (valid: {', '.join(TOP_KEYS)})",
                 line=lines.get((key,)),
             )
     name = data.get("graph", default_name)
@@ -363,7 +341,7 @@ def build_graph(data: Any, lines: dict[tuple, int], *, default_name: str = "grap
             raise ParameterError(
                 "graph parameter names must be identifiers", param=str(key), line=lines.get(("params", key))
             )
-        if not _is_scalar(value):
+        if not is_scalar(value):
             raise ParameterError(
                 f"graph parameter values must be plain numbers, strings, booleans or null (got {type(value).__name__})",
                 param=key,
@@ -429,7 +407,7 @@ def build_graph(data: Any, lines: dict[tuple, int], *, default_name: str = "grap
         for key in spec:
             if key not in NODE_KEYS:
                 raise GraphError(
-                    f"unknown node key {shown(key)}{_suggest(key, NODE_KEYS)} (valid: {', '.join(NODE_KEYS)})",
+                    f"unknown node key {shown(key)}{suggest(key, NODE_KEYS)} (valid: {', '.join(NODE_KEYS)})",
                     node=nname,
                     line=lines.get(path + (key,), nline),
                 )
@@ -460,7 +438,7 @@ def build_graph(data: Any, lines: dict[tuple, int], *, default_name: str = "grap
                 line=lines.get(path + ("params",), nline),
             )
         for key, value in nparams.items():
-            if not isinstance(key, str) or not _is_scalar(value):
+            if not isinstance(key, str) or not is_scalar(value):
                 raise ParameterError(
                     "parameter values must be plain numbers, strings, booleans or null",
                     node=nname,
@@ -547,7 +525,7 @@ def _build_layers(raw: Any, lines: dict, params: dict) -> LayerRules:
         for name in value:
             if name not in params:
                 raise OverrideError(
-                    f"layer {idx} overrides unknown graph parameter {shown(name)}{_suggest(name, params)} "
+                    f"layer {idx} overrides unknown graph parameter {shown(name)}{suggest(name, params)} "
                     f"(defined: {shown_list(params) or 'none'})",
                     param=str(name),
                     line=lines.get(("layers", "overrides", key, name), line),
@@ -568,7 +546,7 @@ def _build_pyramid(raw: Any, lines: dict, params: dict) -> dict[str, Any] | None
     name, beta = raw["param"], raw.get("beta", 20)
     if not isinstance(name, str) or name not in params:
         raise OverrideError(
-            f"layers.pyramid names unknown graph parameter {shown(name)}{_suggest(str(name), params)} "
+            f"layers.pyramid names unknown graph parameter {shown(name)}{suggest(str(name), params)} "
             f"(defined: {shown_list(params) or 'none'})",
             param=str(name),
             line=lines.get(("layers", "pyramid", "param"), line),
@@ -588,56 +566,6 @@ def _build_pyramid(raw: Any, lines: dict, params: dict) -> dict[str, Any] | None
             line=lines.get(("layers", "pyramid", "beta"), line),
         )
     return {"param": name, "beta": beta}
-
-
-def apply_overrides(graph: Graph, overrides: dict[str, Any], *, origin: str = "the override") -> Graph:
-    """A validated copy of ``graph`` with its ``params:`` block updated from ``overrides``.
-
-    A bad value is reported as coming from the override (``set by the override window_size=-5``;
-    ``origin`` names where overrides come from, ``-p`` on the command line), not from the line
-    of the ``params:`` block that it replaces.
-    """
-    if not isinstance(overrides, dict):
-        raise OverrideError(f"overrides must be a dict name -> value, got {type(overrides).__name__}")
-    unknown = [k for k in overrides if k not in graph.params]
-    if unknown:
-        k = unknown[0]
-        raise OverrideError(
-            f"override of unknown graph parameter {shown(k)}{_suggest(k, graph.params)} "
-            f"(graph '{printable(graph.name)}' defines: {shown_list(graph.params) or 'none'})",
-            param=str(k),
-            file=graph.source,
-        )
-    for k, v in overrides.items():
-        _check_override_value(k, v, file=graph.source)
-    origins = {k: (f"{origin} {printable(k)}={shown(v)}", None) for k, v in overrides.items()}
-    return _overridden(graph, overrides, origins)
-
-
-def _check_override_value(name: str, value: Any, *, file: str | None = None, line: int | None = None) -> None:
-    if not _is_scalar(value):
-        raise OverrideError(
-            f"an override value must be a number, a string, true/false or null; got {_kind(value)} {shown(value)}",
-            param=name,
-            file=file,
-            line=line,
-        )
-
-
-def _overridden(graph: Graph, overrides: dict[str, Any], origins: dict[str, tuple[str, int | None]]) -> Graph:
-    """The validated copy of ``graph`` with ``overrides``; ``origins`` (name -> (what, line)) says
-    where each overriding value comes from."""
-    from .validate import validate
-
-    new = copy.copy(graph)
-    new.params = {**graph.params, **overrides}
-    new.nodes = {k: copy.deepcopy(v) for k, v in graph.nodes.items()}
-    new.lines = dict(graph.lines)
-    try:
-        validate(new, origins=origins)
-    except GraphError as exc:
-        raise exc.located(graph.source) from None
-    return new
 
 
 def load_graph(source: str | os.PathLike | dict | Graph, overrides: dict[str, Any] | None = None) -> Graph:
@@ -683,12 +611,12 @@ def _check_layer_overrides(graph: Graph) -> None:
         origins = {}
         for pname, value in extra.items():
             line = graph.lines.get(("$layers", idx, pname))
-            _check_override_value(pname, value, line=line)
+            check_override_value(pname, value, line=line)
             origins[pname] = (f"the overrides of layer {idx}", line)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                _overridden(graph, extra, origins)
+                overridden(graph, extra, origins)
         except GraphError as exc:
             if f"overrides of layer {idx}" in exc.reason:
                 raise
@@ -751,7 +679,7 @@ def _read_source(source: str | os.PathLike) -> tuple[str, str | None]:
     elif isinstance(source, str) and "\n" not in source and not any(c in source for c in ":{}[]"):
         known = list(shipped_graphs())
         raise GraphError(
-            f"no such graph file or shipped graph {shown(source)}{_suggest(source, known)} (shipped: {', '.join(known)})"
+            f"no such graph file or shipped graph {shown(source)}{suggest(source, known)} (shipped: {', '.join(known)})"
         )
     elif isinstance(source, str):
         _check_size(source)

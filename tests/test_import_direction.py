@@ -137,22 +137,15 @@ def _import_graph(module_level_only: bool):
     return graph
 
 
-#: The one deferred import that still closes a cycle: ``Graph.with_overrides`` reaches the
-#: loader, which builds graphs (``to_dot``, ``to_mermaid`` and ``validate`` reach modules that
-#: import ``Graph`` for annotations only).
-KNOWN_DEFERRED_CYCLES = {frozenset({"maskgraph.ir", "maskgraph.loader"})}
-
-
 def test_no_import_cycles():
-    """No module of maskgraph imports itself through others: none among the imports that run
-    at import time, and among deferred ones only the known cycles of ``Graph``'s methods."""
+    """No module of maskgraph imports itself through others, neither through the imports that
+    run at import time nor through deferred ones inside functions."""
     import networkx as nx
 
     at_import = list(nx.simple_cycles(_import_graph(module_level_only=True)))
     assert not at_import, f"import cycles: {[' -> '.join(c) for c in at_import]}"
-    deferred = {frozenset(c) for c in nx.simple_cycles(_import_graph(module_level_only=False))}
-    new = deferred - KNOWN_DEFERRED_CYCLES
-    assert not new, f"import cycles through deferred imports: {[sorted(c) for c in new]}"
+    deferred = [sorted(c) for c in nx.simple_cycles(_import_graph(module_level_only=False))]
+    assert not deferred, f"import cycles through deferred imports: {deferred}"
 
 
 def _operator_names_in(path: Path, names: set[str]) -> list[str]:

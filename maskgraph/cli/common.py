@@ -11,7 +11,8 @@ from typing import Any
 from ..display import printable
 from ..errors import MaskgraphError, OverrideError
 from ..ir import Graph
-from ..loader import apply_overrides, load_graph, parse_override_value
+from ..loader import load_graph, parse_override_value
+from ..overrides import apply_overrides
 
 #: Devices ``--device`` takes (each only where this machine has it).
 DEVICES = "cpu, cuda, cuda:N, mps"

@@ -8,7 +8,8 @@ from ..eval.bench import BENCHMARKS
 from ..eval.calibration import default_calibration
 from ..eval.runner import PPL, EvalConfig, run_eval
 from ..eval.tasks import TASKS
-from ..loader import apply_overrides, load_graph
+from ..loader import load_graph
+from ..overrides import apply_overrides
 from .common import (
     DEVICES,
     HelpFormatter,

@@ -13,7 +13,7 @@ from typing import Any
 from ..calibrate.defaults import with_default_calibration
 from ..errors import MaskgraphError
 from ..ir import Graph
-from ..loader import apply_overrides
+from ..overrides import apply_overrides
 
 
 def graph_calibration(graph: Graph, overrides: dict[str, Any], model: str) -> dict[str, Any]:
