@@ -35,7 +35,7 @@ def value_kind(value: Any) -> str:
 
 
 def suggest(name: Any, options) -> str:
-    """"; did you mean 'x'?" for the option closest to ``name``, or "" where none is close."""
+    """The hint ``; did you mean 'x'?`` for the option closest to ``name`` (empty where none is close)."""
     close = difflib.get_close_matches(str(name)[:100], [str(o)[:100] for o in options], n=1, cutoff=0.5)
     return f"; did you mean {shown(close[0])}?" if close else ""
 
