@@ -427,8 +427,8 @@ class CompiledAttention:
         observed: Observation | None = None,
     ) -> dict[str, dict]:
         prep: dict[str, dict] = {}
-        if state is not None:
-            state.align(layer_idx, kv_offset)
+        if state is not None and state.align(layer_idx, kv_offset):
+            self._refuse_rolled(layer_idx)
         extra = {} if static is None else {"static": static}
         for name, spec in self._stateful.items():
             slot = state.slot(layer_idx, name) if state is not None else {}
@@ -437,6 +437,19 @@ class CompiledAttention:
             if static is not None:
                 pin_addresses(slot)
         return prep
+
+    def _refuse_rolled(self, layer_idx: int) -> None:
+        """Refuse a call after ``layer_idx``'s cache rolled when an operator of the graph evicts
+        (declares ``kept=``): its slot was forgotten, so the next call would keep every key."""
+        for name, spec in self._stateful.items():
+            if spec.kept is not None:
+                raise NotSupportedError(
+                    f"graph '{self.graph.name}', node '{name}' (op '{spec.name}'), layer {layer_idx}: "
+                    "the cache rolled (a sliding-window layer drops its oldest keys, kv_offset moved), "
+                    "so the keys this operator evicted cannot be tracked; keep sliding-window layers "
+                    "dense: list them under 'layers: dense: [...]' in the graph given to mg.inject "
+                    "(maskgraph run: --dense-layers)"
+                )
 
     def _give_feedback(self, feedback: AttentionFeedback, state: State | None, layer_idx: int) -> None:
         """Hand each feedback operator the call's probabilities (without a State there is

@@ -4,6 +4,8 @@ the kept set shrinks below the keys seen, and requests do not share state."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -81,3 +83,18 @@ def test_eval_metrics_report_the_kept_cache_beside_the_density():
                 assert record["density"] == pytest.approx(record["cache"])
     assert found["quest"]["cache"] == 1.0 and found["quest"]["density"] < 1.0
     assert found["snapkv_quest"]["density"] < found["snapkv_quest"]["cache"] < 1.0
+
+
+def test_a_rolling_sliding_window_layer_is_refused_under_eviction():
+    """Gemma3's layer 0 keeps a window of 6 keys: once it rolls, H2O's evicted keys cannot be
+    tracked, so generation stops with the reason; with that layer dense it runs."""
+    model = tiny_model("gemma3")
+    ids = torch.randint(1, 256, (1, 12), generator=torch.Generator().manual_seed(3))
+    with pytest.raises(mg.NotSupportedError, match=r"graph 'h2o', node 'kept'.*rolled.*layers: dense"):
+        with mg.inject(model, "h2o", overrides=GRAPHS["h2o"]):
+            model.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    graph = mg.load_graph("h2o", overrides=GRAPHS["h2o"])
+    dense = dataclasses.replace(graph, layers=dataclasses.replace(graph.layers, dense=[0]))
+    with mg.inject(model, dense) as handle:
+        model.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+        assert handle.state.slot(1, "kept")["kept"].shape[-1] == 12 + 3 - 1

@@ -269,6 +269,21 @@ def test_state_is_per_layer_and_per_request():
 
 
 # ----- the contract -------------------------------------------------------------------------------
+def test_a_rolled_cache_is_refused_where_an_operator_evicts():
+    """A sliding-window cache that drops its oldest keys (kv_offset moves) would forget the
+    evicted keys and keep every key again: refused, naming graph, node and operator."""
+    attn = mg.compile(one("h2o", heavy_size=2, recent_size=2))
+    q, k, v = rand((1, 4, 8, D), 1), rand((1, 2, 8, D), 2), rand((1, 2, 8, D), 3)
+    state = mg.State()
+    attn(q, k, v, causal(8, 8), state=state, layer_idx=0, kv_offset=0)
+    step = rand((1, 4, 1, D), 4), rand((1, 2, 8, D), 5), rand((1, 2, 8, D), 6)
+    attn(*step, state=state, layer_idx=0, kv_offset=None)  # unknown: taken as unchanged
+    with pytest.raises(NotSupportedError, match=r"graph 'h2o', node 'm' \(op 'h2o'\).*rolled.*dense"):
+        attn(*step, state=state, layer_idx=0, kv_offset=1)
+    quest = mg.compile("quest")
+    quest(*step, state=state, layer_idx=3, kv_offset=5)  # a key-side cache is rebuilt instead
+
+
 @pytest.mark.parametrize("nq, nk", [(1, 9), (4, 9), (5, 5)])
 def test_feedback_probabilities_reference(nq, nk):
     """key_mass and last are the normalised weights of the same attention, 1/p and sinks
