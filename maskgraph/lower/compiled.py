@@ -487,14 +487,15 @@ def with_causal(
     """``attention_mask`` (bool or additive, (B|1, H|1, Q|1, ≥K)) combined with the causal mask
     of Q queries at positions end − Q … end − 1 over K keys (``end`` = K, or a static buffer's
     0-d token count): a bool (B|1, H|1, Q, K) mask, or additive with −inf past each query. A
-    mask that covers fewer than K keys is returned as it is (the call's checks refuse it)."""
+    mask that covers fewer than K keys, or whose query dimension is neither 1 nor Q, is
+    returned as it is (the call's checks refuse it with a ShapeError)."""
     first = (k if end is None else end) - q
     pos = first + torch.arange(q, device=device).view(-1, 1)
     causal = (torch.arange(k, device=device).view(1, -1) <= pos).view(1, 1, q, k)
     am = attention_mask
     if am is None:
         return causal
-    if am.dim() != 4 or am.shape[-1] < k:
+    if am.dim() != 4 or am.shape[-1] < k or am.shape[2] not in (1, q):
         return am
     am = am[..., :k]
     if am.dtype == torch.bool:

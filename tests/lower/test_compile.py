@@ -190,6 +190,18 @@ def test_inductor_on_the_cpu_says_once_that_it_compiles(monkeypatch, capsys):
     assert err.count("\n") == 1 and "compiling graph 'oracle_topk'" in err and 'backend="eager"' in err
 
 
+@pytest.mark.parametrize("dtype", [torch.bool, torch.float32])
+def test_causal_with_a_mask_that_does_not_broadcast_is_a_shape_error(dtype):
+    """A mask of the wrong query length is refused with the ShapeError a call without
+    ``causal`` gives, not an error of torch's from combining it with the causal mask."""
+    attn = mg.compile("quest", overrides={"sink_size": 2, "window_size": 2, "heavy_size": 4})
+    q, k, v = _inputs(q=5, k=20)
+    am = torch.zeros(1, 1, 3, 20, dtype=dtype)
+    for causal in (False, True):
+        with pytest.raises(mg.ShapeError, match=r"does not broadcast to \(B, Hq, Q, K\)"):
+            attn(q, k, v, am, causal=causal)
+
+
 @pytest.mark.parametrize("mode", ["simulate", "sparse"])
 def test_causal_equals_the_causal_mask_built_by_hand(mode):
     """``causal=True`` keeps key j for a query at position t = K − Q + i only when j ≤ t, on
