@@ -236,11 +236,16 @@ class CompiledAttention:
         state: State | None = None,
         layer_idx: int = 0,
         kv_offset: int | None = None,
+        causal: bool = False,
     ) -> torch.Tensor:
-        """The graph's output mask, (B, Hq, Q, K) float32 inclusion probabilities
-        (``kv_offset`` as for a call)."""
+        """The graph's output mask, (B, Hq, Q, K) float32 inclusion probabilities, of a call
+        with these arguments: queries (B, Hq, Q, D), keys and values (B, Hkv, K, D),
+        ``attention_mask`` broadcastable to (B, Hq, Q, ≥K); ``kv_offset`` and ``causal`` (no
+        query attends a key past its position K − Q + i) as for a call."""
         if self.backend == "inductor":
             note_cpu_compile(self.graph.name, queries.device)
+        if causal:
+            attention_mask = with_causal(attention_mask, queries.shape[2], keys.shape[2], queries.device)
         am, scaling = self._check(queries, keys, values, attention_mask, scaling, None)
         observed = Observation(queries, am, scaling)
         prep = self._prepare(keys, values, state, layer_idx, kv_offset=kv_offset, observed=observed)

@@ -190,6 +190,22 @@ def test_inductor_on_the_cpu_says_once_that_it_compiles(monkeypatch, capsys):
     assert err.count("\n") == 1 and "compiling graph 'oracle_topk'" in err and 'backend="eager"' in err
 
 
+def test_the_mask_of_a_causal_call_is_causal():
+    """``attn.mask(..., causal=True)`` is the mask of the call with the causal mask (key j for
+    the query at position K − Q + i only when j ≤ K − Q + i) written out, over any attention
+    mask."""
+    attn = mg.compile("oracle_topk", overrides={"sink_size": 1, "window_size": 1, "heavy_size": 4})
+    q, k, v = _inputs(b=2, q=20, k=20, seed=5)
+    t = torch.arange(20).view(-1, 1)
+    causal = (torch.arange(20).view(1, -1) <= t).view(1, 1, 20, 20)
+    padded = torch.ones(2, 1, 1, 20, dtype=torch.bool)
+    padded[1, :, :, :3] = False
+    for am, by_hand in ((None, causal), (padded, padded & causal)):
+        got = attn.mask(q, k, v, am, causal=True)
+        assert torch.equal(got, attn.mask(q, k, v, by_hand))
+        assert not torch.equal(got, attn.mask(q, k, v, am))  # the causal rule changes the mask
+
+
 @pytest.mark.parametrize("dtype", [torch.bool, torch.float32])
 def test_causal_with_a_mask_that_does_not_broadcast_is_a_shape_error(dtype):
     """A mask of the wrong query length is refused with the ShapeError a call without
