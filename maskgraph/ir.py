@@ -13,6 +13,7 @@ from typing import Any
 
 import networkx as nx
 
+from .errors import MaskgraphError
 from .overrides import apply_overrides
 from .types import GRAPH_INPUTS, PARAM_REF
 
@@ -127,12 +128,19 @@ class Graph:
 
     def for_layer(self, layer_idx: int, num_layers: int | None = None) -> Graph | None:
         """The graph to use at ``layer_idx`` of ``num_layers``: ``None`` where the layer stays
-        dense. A ``pyramid`` rule needs ``num_layers`` (without it the graph keeps its mean)."""
+        dense. A ``pyramid`` rule needs ``num_layers`` (a MaskgraphError without it, where the
+        rule sets the layer's value)."""
         if layer_idx in self.layers.dense:
             return None
         extra = dict(self.layers.overrides.get(layer_idx) or {})
         rule = self.layers.pyramid
-        if rule is not None and num_layers is not None and rule["param"] not in extra:
+        if rule is not None and rule["param"] not in extra:
+            if num_layers is None:
+                raise MaskgraphError(
+                    f"graph '{self.name}': its 'layers.pyramid' rule sets parameter "
+                    f"'{rule['param']}' by depth, so for_layer({layer_idx}) needs the model's layer "
+                    f"count: pass num_layers (for_layer({layer_idx}, num_layers))"
+                )
             mean = self.params[rule["param"]]
             extra[rule["param"]] = pyramid_size(mean, rule["beta"], layer_idx, num_layers)
         if not extra:

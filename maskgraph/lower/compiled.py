@@ -553,6 +553,8 @@ def compile(  # noqa: A001 - mirrors torch.compile
     (``sparse_options``, e.g. ``gqa="shared"``, are documented in :mod:`maskgraph.sparse`).
     ``torch_mode`` is passed to ``torch.compile(mode=...)`` for the inductor backend, e.g.
     ``"reduce-overhead"`` (CUDA graphs: for fixed shapes; each new K records a new graph).
+    The graph is compiled whole: its ``layers`` rules are not applied (a ``layers.pyramid``
+    parameter keeps its mean value); compile ``graph.for_layer(i, num_layers)`` for layer i.
     """
     from ..loader import load_graph
 

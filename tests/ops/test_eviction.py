@@ -378,8 +378,12 @@ def test_pyramid_graph_gives_each_layer_its_budget():
     g = mg.load_graph("pyramidkv", overrides={"budget": 0.2})
     budgets = [g.for_layer(i, 4).params["budget"] for i in range(4)]
     assert budgets == pytest.approx([0.39 - i * 0.38 / 3 for i in range(4)])
-    assert g.for_layer(0).params["budget"] == 0.2  # without the layer count: the mean
+    with pytest.raises(mg.MaskgraphError, match=r"graph 'pyramidkv'.*'layers.pyramid'.*pass num_layers"):
+        g.for_layer(0)  # the rule cannot be applied without the layer count
+    assert mg.compile(g).graph.params["budget"] == 0.2  # compiled whole: the mean (docs/methods/pyramidkv.md)
     assert mg.load_graph(g.to_yaml()) == g  # the rule round-trips
+    g.layers.overrides[1] = {"budget": 0.5}
+    assert g.for_layer(1).params["budget"] == 0.5  # a layer's own value needs no layer count
 
 
 @pytest.mark.parametrize(
