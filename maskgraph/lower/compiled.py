@@ -279,8 +279,9 @@ class CompiledAttention:
         """The share of the cache's keys the graph still keeps at ``layer_idx``, per query head
         (``heads`` = Hq): 1.0 where no operator evicts; where operators evict
         (``kept=``), the share of keys any of them keeps, averaged over batch rows (each query
-        head counts its KV head's set)."""
-        union = None
+        head counts its KV head's set). Sets of different shapes (over other key counts) raise
+        a ShapeError naming both nodes."""
+        union, first = None, None
         for name, spec in self._stateful.items():
             if spec.kept is None or state is None:
                 continue
@@ -288,7 +289,13 @@ class CompiledAttention:
             if kept is None:
                 continue
             kept = kept.repeat_interleave(heads // kept.shape[1], dim=1) if kept.shape[1] != heads else kept
-            union = kept if union is None or union.shape != kept.shape else union | kept
+            if union is not None and union.shape != kept.shape:
+                raise ShapeError(
+                    f"graph '{self.graph.name}', layer {layer_idx}: node '{first}' keeps a set of shape "
+                    f"{tuple(union.shape)}, node '{name}' one of shape {tuple(kept.shape)}; the kept "
+                    "sets of one call must cover the same keys (B, Hq, K)"
+                )
+            union, first = (kept, name) if union is None else (union | kept, first)
         if union is None:
             return [1.0] * heads
         return union.float().mean(dim=(0, 2)).tolist()

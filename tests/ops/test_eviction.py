@@ -269,6 +269,32 @@ def test_state_is_per_layer_and_per_request():
 
 
 # ----- the contract -------------------------------------------------------------------------------
+def test_kept_cache_is_the_union_of_the_evicting_nodes_sets():
+    """Two evicting nodes: the share any of them keeps, per query head; sets over other key
+    counts are an error naming both nodes, not the later set alone."""
+    graph = mg.load_graph(
+        {
+            "graph": "two",
+            "nodes": [
+                {"name": "a", "op": "h2o", "params": {"heavy_size": 2, "recent_size": 2}},
+                {"name": "b", "op": "tova", "params": {"budget": 4}},
+                {"name": "u", "op": "union", "inputs": {"masks": ["a", "b"]}},
+            ],
+            "output": "u",
+        }
+    )
+    attn, state = mg.compile(graph), mg.State()
+    a = torch.tensor([[[1, 1, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 1]]], dtype=torch.bool)
+    b = torch.tensor([[[0, 1, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0]]], dtype=torch.bool)
+    state.slot(0, "a")["kept"], state.slot(0, "b")["kept"] = a, b
+    assert attn.kept_cache(state, 0, 4) == [3 / 8, 3 / 8, 1 / 8, 1 / 8]
+    state.slot(0, "b")["kept"] = torch.ones(1, 2, 9, dtype=torch.bool)
+    with pytest.raises(
+        mg.ShapeError, match=r"graph 'two', layer 0: node 'a' .*\(1, 4, 8\), node 'b' .*\(1, 4, 9\)"
+    ):
+        attn.kept_cache(state, 0, 4)
+
+
 def test_a_rolled_cache_is_refused_where_an_operator_evicts():
     """A sliding-window cache that drops its oldest keys (kv_offset moves) would forget the
     evicted keys and keep every key again: refused, naming graph, node and operator."""
