@@ -93,9 +93,7 @@ class AttentionFeedback:
     ``key_mass`` (B, Hq, K) float32: Σ over the call's queries of each key's attention
     probability (its normalised weight exp(s − m)/p / Σ); 0 for keys the call did not attend.
     ``last`` (B, Hq, K) float32: the probabilities of the call's last query alone.
-    ``queries``: Q, how many queries the call had.
     """
 
     key_mass: torch.Tensor
     last: torch.Tensor
-    queries: int

@@ -127,11 +127,12 @@ class CompiledAttention:
             self._attention = self._eager_attention
             self._mask = self._eager_mask
         if mode == "sparse":
-            for name, spec in self._feedback.items():
+            fed = next(iter(self._feedback), None)
+            if fed is not None:
                 raise NotSupportedError(
-                    f"graph '{graph.name}', node '{name}' (op '{spec.name}'): it reads the attention "
-                    "probabilities of each call (feedback=), which sparse mode's attention does not "
-                    "return; use mode='simulate'"
+                    f"graph '{graph.name}', node '{fed}' (op '{self._feedback[fed].name}'): it reads "
+                    "the attention probabilities of each call (feedback=), which sparse mode's "
+                    "attention does not return; use mode='simulate'"
                 )
             from ..sparse import make_sparse  # noqa: F401  (raises with the reason if unsupported)
 
@@ -223,7 +224,7 @@ class CompiledAttention:
         if counting():
             self.empty_rows = counter
         if self._feedback:
-            self._give_feedback(AttentionFeedback(key_mass, last, queries.shape[2]), state, layer_idx)
+            self._give_feedback(AttentionFeedback(key_mass, last), state, layer_idx)
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
     def mask(
@@ -332,7 +333,7 @@ class CompiledAttention:
             mass = probs.sum(dim=2)
             key_mass = mass if key_mass is None else key_mass + mass
             last = probs[:, :, -1]
-        self._give_feedback(AttentionFeedback(key_mass, last, queries.shape[2]), state, layer_idx)
+        self._give_feedback(AttentionFeedback(key_mass, last), state, layer_idx)
 
     def prepare_static(
         self,

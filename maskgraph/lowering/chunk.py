@@ -113,7 +113,6 @@ def size_budget(value, num_keys: int, cap: int | None = None) -> int:
     return min(n, num_keys if cap is None else cap)
 
 
-# ----- combinators ------------------------------------------------------------------------------
 # ----- estimators -------------------------------------------------------------------------------
 def make_estimator(declared: EstimatorLowering):
     """Lowering of an estimator from its declaration: under ``gqa="shared"`` (with an attention
