@@ -10,6 +10,19 @@ from .attention import gqa_logits
 SIZE_TOLERANCE = 1.0 + 1e-9
 
 
+def size_of(value: int | float, num_keys: int) -> int:
+    """A size parameter at ``num_keys`` keys: an int is tokens, a float in (0, 1] the share
+    floor(value · num_keys).
+
+    The product carries a relative tolerance of 1e-9 (:data:`SIZE_TOLERANCE`) so that a decimal
+    share is floored as written: 0.29 of 100 keys is 29, although 0.29 * 100 is
+    28.999999999999996 in binary.
+    """
+    if isinstance(value, float):
+        return int(value * num_keys * SIZE_TOLERANCE)
+    return int(value)
+
+
 def int_min(a, b):
     """min of two sizes: Python's for two ints, ``torch.sym_min`` where one is symbolic (traced
     with dynamic shapes). Some torch releases break a traced graph at ``torch.sym_min`` of two
@@ -82,14 +95,8 @@ class Env:
         return torch.arange(self.K, device=self.keys.device)
 
     def size(self, value: int | float) -> int:
-        """Resolve a size parameter: int = tokens, float in (0, 1] = floor(share · K).
-
-        The product carries a relative tolerance of 1e-9 so that a decimal share is floored as
-        written: 0.29 of K = 100 is 29, although 0.29 * 100 is 28.999999999999996 in binary.
-        """
-        if isinstance(value, float):
-            return int(value * self.K * SIZE_TOLERANCE)
-        return value
+        """Resolve a size parameter at this call's K keys (:func:`size_of`)."""
+        return size_of(value, self.K)
 
     def size_bound(self, value: int | float) -> tuple[int, int | torch.Tensor]:
         """(bound, size) of a size parameter: ``size`` as :meth:`size` resolves it on the

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..env import SIZE_TOLERANCE, Env, int_min
+from ..env import Env, int_min, size_of
 from . import EstimatedScores, EstimatorLowering, HistogramFn, indexset
 from .indexset import IndexSet
 from .topk import MAX_RUNS, bounded_layout, topk_lowest
@@ -107,10 +107,9 @@ def query_pos(env: Env) -> torch.Tensor:
 
 
 def size_budget(value, num_keys: int, cap: int | None = None) -> int:
-    """Entries per query a size parameter stands for at ``num_keys`` keys (a share counted with
-    :data:`~maskgraph.env.SIZE_TOLERANCE`), capped at ``cap`` (default ``num_keys``)."""
-    n = int(value * num_keys * SIZE_TOLERANCE) if isinstance(value, float) else int(value)
-    return min(n, num_keys if cap is None else cap)
+    """Entries per query a size parameter stands for at ``num_keys`` keys
+    (:func:`~maskgraph.env.size_of`), capped at ``cap`` (default ``num_keys``)."""
+    return min(size_of(value, num_keys), num_keys if cap is None else cap)
 
 
 # ----- estimators -------------------------------------------------------------------------------

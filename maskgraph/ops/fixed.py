@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ..env import SIZE_TOLERANCE
+from ..env import size_of
 from ..lowering import MaskLowering, PositionRule, indexset
 from ..lowering.chunk import SparseChunk, bounded_k, query_pos, size_budget
 from ..lowering.indexset import IndexSet, Part
@@ -26,11 +26,6 @@ def _span_budget(params, inputs, num_keys: int) -> tuple[int, int]:
 def _all_keys_budget(params, inputs, num_keys: int) -> tuple[int, int]:
     """Every key, read in place."""
     return num_keys, 0
-
-
-def _tokens(value: int | float, num_keys: int) -> int:
-    """A size parameter in tokens at ``num_keys`` keys, as :meth:`maskgraph.env.Env.size` resolves it."""
-    return int(value * num_keys * SIZE_TOLERANCE) if isinstance(value, float) else value
 
 
 def full_rule(params, inputs, num_keys: int) -> PositionRule:
@@ -61,7 +56,7 @@ def full(env) -> torch.Tensor:
 
 def sink_rule(params, inputs, num_keys: int) -> PositionRule:
     """Keys j < size."""
-    n = _tokens(params["size"], num_keys)
+    n = size_of(params["size"], num_keys)
     return lambda t, j: j < n
 
 
@@ -89,7 +84,7 @@ def sink(env, *, size) -> torch.Tensor:
 
 def local_rule(params, inputs, num_keys: int) -> PositionRule:
     """Keys t − size < j ≤ t."""
-    w = _tokens(params["size"], num_keys)
+    w = size_of(params["size"], num_keys)
     return lambda t, j: (j <= t) & (j > t - w)
 
 

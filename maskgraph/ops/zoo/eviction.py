@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ...attention import gqa_logits
-from ...env import SIZE_TOLERANCE
+from ...env import size_of
 from ...lowering import NotSparse
 from ...registry import Param, Port, operator
 from ...state import AttentionFeedback, Observation
@@ -41,14 +41,6 @@ _FEEDBACK_ONLY = NotSparse(
     "it evicts by the attention probabilities of each call (feedback), which sparse mode's "
     "attention does not return; use mode='simulate'"
 )
-
-
-def resolve_size(value: int | float, num_keys: int) -> int:
-    """A size parameter at ``num_keys`` keys: an int is tokens, a float a share (floored, as
-    :meth:`maskgraph.env.Env.size`)."""
-    if isinstance(value, float):
-        return int(value * num_keys * SIZE_TOLERANCE)
-    return int(value)
 
 
 def kept_keys(slot: dict[str, Any]) -> torch.Tensor | None:
@@ -151,7 +143,7 @@ def prepare_snapkv(
     if w >= k:  # the window holds every key
         return {"keep": every}
     scores = snapkv_votes(observed, keys, params["window_size"], params["kernel_size"])
-    chosen = _keep_best(scores, torch.ones_like(scores, dtype=torch.bool), resolve_size(params["budget"], k))
+    chosen = _keep_best(scores, torch.ones_like(scores, dtype=torch.bool), size_of(params["budget"], k))
     slot["next"] = torch.cat([chosen, every[:, :, k - w :]], dim=2)
     return {"keep": every}
 
@@ -210,8 +202,8 @@ def feedback_h2o(slot, feedback: AttentionFeedback, params, layer_idx) -> None:
     kept, score = slot["kept"], slot["score"]
     b, hkv, k = kept.shape
     score = score + feedback.key_mass.view(b, hkv, -1, k).sum(dim=2)
-    recent = torch.arange(k, device=kept.device) >= k - resolve_size(params["recent_size"], k)
-    heavy = _keep_best(score, kept & ~recent, resolve_size(params["heavy_size"], k))
+    recent = torch.arange(k, device=kept.device) >= k - size_of(params["recent_size"], k)
+    heavy = _keep_best(score, kept & ~recent, size_of(params["heavy_size"], k))
     slot.update(next=kept & (recent | heavy), score=score)
 
 
@@ -260,7 +252,7 @@ def feedback_tova(slot, feedback: AttentionFeedback, params, layer_idx) -> None:
     kept = slot["kept"]
     k = kept.shape[2]
     score = feedback.last.mean(dim=1, keepdim=True)
-    slot["next"] = _keep_best(score, kept, resolve_size(params["budget"], k))
+    slot["next"] = _keep_best(score, kept, size_of(params["budget"], k))
 
 
 @operator(
