@@ -119,8 +119,8 @@ CELL_KEYS = {
 }  # fmt: skip
 CELL_OPTIONAL = {
     "density": OPT_NUM, "rel_err": OPT_NUM, "recall": OPT_NUM, "agreement": OPT_NUM, "score": OPT_NUM,
-    "ref_score": OPT_NUM, "ppl": OPT_NUM, "ref_ppl": OPT_NUM, "per_layer": OBJECT, "overrides": OBJECT,
-    "score_low": OPT_NUM, "score_high": OPT_NUM, "model": STR, "scores": NUMS, "nlls": NUMS,
+    "ref_score": OPT_NUM, "ppl": OPT_NUM, "ref_ppl": OPT_NUM, "per_layer": OBJECT, "per_head": OBJECT,
+    "overrides": OBJECT, "agreements": NUMS, "score_low": OPT_NUM, "score_high": OPT_NUM, "model": STR, "scores": NUMS, "nlls": NUMS,
     "counts": INTS,
 }  # fmt: skip
 MICRO_KEYS = {"cell": STR, "index": INT, "layer": INT, "Q": INT, "K": INT, "density": NUMS}

@@ -590,10 +590,20 @@ def _aggregate(rows: list[dict], micro: list[dict]) -> dict[str, Any]:
         out["ref_score"] = 100 * _mean([r["ref_score"] for r in ok])
         out["scores"] = [100 * r["score"] for r in ok]  # per sample, for the report's intervals
         out["agreement"] = _mean([r["agreement"] for r in ok])
+        out["agreements"] = [r["agreement"] for r in ok]  # per sample, for the report's intervals
     if micro:
         s = summarise(micro)
         out["density"] = s["overall"].get("density")
         out["rel_err"] = s["overall"].get("rel_err")
         out["recall"] = s["overall"].get("recall")
         out["per_layer"] = {str(k): v for k, v in s["per_layer"].items()}
+        out["per_head"] = {  # layer -> metric -> [value per head], to 4 significant digits
+            str(k): {name: [_significant(x) for x in vals] for name, vals in m.items()}
+            for k, m in s["per_head"].items()
+        }
     return out
+
+
+def _significant(x: float, digits: int = 4) -> float:
+    """``x`` rounded to ``digits`` significant digits (keeps metrics.json small)."""
+    return float(f"{x:.{digits - 1}e}")
