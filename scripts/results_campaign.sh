@@ -7,7 +7,8 @@
 # Usage (from the repository root):
 #   bash scripts/results_campaign.sh            # run (or resume) every stage, in order
 #   bash scripts/results_campaign.sh status     # trials done / planned per stage, CPU time so far
-#   bash scripts/results_campaign.sh report     # docs/results_long.md and docs/img/long_*.png
+#   bash scripts/results_campaign.sh snapshot   # rebuild the folders' tables from the rows landed so far
+#   bash scripts/results_campaign.sh report     # snapshot, then docs/results_long.md and docs/img/long_*.png
 #   OUT=/tmp/smoke SAMPLES=2 CHECK_SAMPLES=2 PASS=0 bash scripts/results_campaign.sh smoke
 #                                               # the same chain on a random 2-layer model
 #
@@ -19,7 +20,8 @@
 #
 # Environment: PYTHON (default python3), OUT (default results/long), SAMPLES (default 20),
 # CHECK_SAMPLES (dense-check samples per task, default 10), PASS (the dense score, 0-100, a
-# task must reach in the dense check to be run with the graphs; default 50).
+# task must reach in the dense check to be run with the graphs; default 50), WORKERS (worker
+# processes of each sweep, each with its own copy of the model; default 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -27,6 +29,7 @@ OUT=${OUT:-results/long}
 SAMPLES=${SAMPLES:-20}
 CHECK_SAMPLES=${CHECK_SAMPLES:-10}
 PASS=${PASS:-50}
+WORKERS=${WORKERS:-1}
 SWEEPS="$OUT/sweeps"
 TEXT="$OUT/text/kjv_pentateuch.txt"
 mg() { "$PY" -m maskgraph "$@"; }
@@ -78,7 +81,7 @@ run_stage() {
   local stage=$1
   log "stage $stage: maskgraph sweep $SWEEPS/$stage.yaml --out $OUT/$(folder "$stage")"
   # A failed trial is recorded in its folder and does not stop the chain.
-  mg sweep "$SWEEPS/$stage.yaml" --out "$OUT/$(folder "$stage")" --no-progress || log "stage $stage: some trials failed (see status)"
+  mg sweep "$SWEEPS/$stage.yaml" --out "$OUT/$(folder "$stage")" --workers "$WORKERS" --no-progress || log "stage $stage: some trials failed (see status)"
   cost
 }
 
@@ -172,27 +175,67 @@ text_file: ../text/kjv_pentateuch.txt"
   run_stage "ppl-$model-$length"
 }
 
-# cost: trials done / planned and CPU seconds spent, per sweep folder.
+# cost: per sweep folder, trials finished, (cell, sample) pairs landed of those its sweep file
+# plans, and the CPU time spent: trial time of finished trials (model load, dense prefill,
+# reference and graph runs) and, for every landed pair, the graph run's own time.
 cost() {
-  "$PY" - "$OUT" <<'EOF'
+  "$PY" - "$OUT" "$SWEEPS" <<'EOF'
 import json, sqlite3, sys
 from pathlib import Path
-root = Path(sys.argv[1])
-total_s = 0.0
-for sweep in sorted(root.glob("*/sweep.json")):
-    planned = len(json.loads(sweep.read_text())["trials"])
-    db = sweep.parent / "results.sqlite"
-    done, failed, secs = 0, 0, 0.0
+from maskgraph.eval.sweepfile import load_sweep
+root, sweeps = Path(sys.argv[1]), Path(sys.argv[2])
+trial_s = row_s = 0.0
+landed_all = planned_all = 0
+for found in sorted(root.glob("*/sweep.json")):
+    name = json.loads(found.read_text())["sweep"]["name"]
+    trials = load_sweep(sweeps / f"{name}.yaml").trials()
+    planned = sum(t.pairs for t in trials)
+    landed, secs = set(), 0.0
+    for t in trials:
+        rows = found.parent / "trials" / t.id / "rows.jsonl"
+        for line in rows.read_text().splitlines() if rows.is_file() else []:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            landed.add((r["cell"], r["index"]))
+            secs += r.get("seconds") or 0.0
+    done = failed = 0
+    tsecs = 0.0
+    db = found.parent / "results.sqlite"
     if db.is_file():
         con = sqlite3.connect(db)
-        for status, n, s in con.execute("SELECT status, count(*), sum(seconds) FROM trials GROUP BY status"):
-            done += n if status == "done" else 0
-            failed += n if status == "failed" else 0
-            secs += s or 0.0
+        ids = {t.id for t in trials}
+        for tid, status, s in con.execute("SELECT id, status, seconds FROM trials"):
+            if tid in ids:
+                done += status == "done"
+                failed += status == "failed"
+                tsecs += s or 0.0
         con.close()
-    total_s += secs
-    print(f"  {sweep.parent.name:28s} trials {done:3d}/{planned:3d} done, {failed} failed, {secs / 3600:6.2f} CPU-h")
-print(f"  total {total_s / 3600:.2f} h of trial time")
+    trial_s, row_s = trial_s + tsecs, row_s + secs
+    landed_all, planned_all = landed_all + len(landed), planned_all + planned
+    print(
+        f"  {found.parent.name:26s} trials {done}/{len(trials)} done ({failed} failed); "
+        f"pairs {len(landed)}/{planned}; {tsecs / 3600:.2f} h in finished trials, {secs / 3600:.2f} h of graph runs"
+    )
+print(f"  all: pairs {landed_all}/{planned_all} of the stages written so far; "
+      f"{trial_s / 3600:.2f} h in finished trials, {row_s / 3600:.2f} h of graph runs")
+EOF
+}
+
+# snapshot: rebuild every sweep folder's tables (metrics.json, results.sqlite) from the rows
+# landed so far, also while a stage is running (a sweep rebuilds them itself only when it ends).
+snapshot() {
+  "$PY" - "$OUT" "$SWEEPS" <<'EOF'
+import json, sys
+from pathlib import Path
+from maskgraph.eval.store import SweepStore
+from maskgraph.eval.sweepfile import load_sweep
+root, sweeps = Path(sys.argv[1]), Path(sys.argv[2])
+for found in sorted(root.glob("*/sweep.json")):
+    name = json.loads(found.read_text())["sweep"]["name"]
+    cells = SweepStore(found.parent).finalise(load_sweep(sweeps / f"{name}.yaml").trials())["cells"]
+    print(f"  {found.parent.name:28s} {len(cells)} cells")
 EOF
 }
 
@@ -206,7 +249,8 @@ report() {
 
 case ${1:-run} in
   status) cost ;;
-  report) report ;;
+  snapshot) snapshot ;;
+  report) snapshot; report ;;
   smoke)  # the whole chain on a random 2-layer model at 512 tokens (minutes): OUT=/tmp/x ... smoke
     model_length tiny-llama 512
     perplexity tiny-llama 64 0.25 2
@@ -223,5 +267,5 @@ case ${1:-run} in
     model_length qwen2.5-coder-0.5b 16384
     log "campaign finished"
     ;;
-  *) echo "usage: $0 [run|status|report|smoke]" >&2; exit 2 ;;
+  *) echo "usage: $0 [run|status|snapshot|report|smoke]" >&2; exit 2 ;;
 esac
