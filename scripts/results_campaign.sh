@@ -8,7 +8,7 @@
 #   bash scripts/results_campaign.sh            # run (or resume) every stage, in order
 #   bash scripts/results_campaign.sh status     # trials done / planned per stage, CPU time so far
 #   bash scripts/results_campaign.sh snapshot   # rebuild the folders' tables from the rows landed so far
-#   bash scripts/results_campaign.sh report     # snapshot, then docs/results_long.md and docs/img/long_*.png
+#   bash scripts/results_campaign.sh report     # snapshot, then the report, spliced into docs/results.md
 #   OUT=/tmp/smoke SAMPLES=2 CHECK_SAMPLES=2 PASS=0 bash scripts/results_campaign.sh smoke
 #                                               # the same chain on a random 2-layer model
 #
@@ -239,12 +239,29 @@ for found in sorted(root.glob("*/sweep.json")):
 EOF
 }
 
+# report: the report of every sweep folder (results/long/report.md, plots docs/img/results_*.png),
+# spliced into docs/results.md between its "report: begin" and "report: end" markers.
 report() {
   local dirs
   dirs=$(ls -d "$OUT"/*/sweep.json 2>/dev/null | xargs -r -n1 dirname | tr '\n' ' ')
   [ -n "$dirs" ] || { log "nothing has landed yet"; return; }
   # shellcheck disable=SC2086
-  mg report $dirs --out docs/results_long.md --img-dir docs/img --prefix long_
+  mg report $dirs --out "$OUT/report.md" --img-dir docs/img --prefix results_
+  "$PY" - "$OUT/report.md" docs/results.md <<'EOF'
+import re, sys
+from pathlib import Path
+report, page = Path(sys.argv[1]), Path(sys.argv[2])
+body = report.read_text().replace("](docs/img/", "](img/")
+body = re.sub(r"^## ", "### ", body, flags=re.M)  # sections sit under the page's own heading
+body = re.sub(r"^### (Retrieval|Aggregation|Perplexity|Standard|The published)", r"#### \1", body, flags=re.M)
+text = page.read_text()
+begin, end = "<!-- report: begin -->", "<!-- report: end -->"
+if begin not in text or end not in text:
+    sys.exit(f"{page} has no {begin} ... {end} block")
+head, rest = text.split(begin, 1)
+page.write_text(f"{head}{begin}\n{body}\n{end}{rest.split(end, 1)[1]}")
+print(f"spliced {report} into {page}")
+EOF
 }
 
 case ${1:-run} in

@@ -26,8 +26,9 @@ at the setting nearest a chosen density), ``<prefix>per_layer.png`` (measured de
 relative output error and recall per layer, on the longest context measured) and
 ``<prefix>per_head.png`` (the same three as layer × head heat maps for a few graphs).
 
-A sweep folder (``maskgraph sweep``) is read like a run; with several models, the report has one
-section per model and its plots are named ``<prefix><model>_*.png``.
+A sweep folder (``maskgraph sweep``) is read like a run. With several models or context lengths,
+the report has one section per model and length (``## smollm2, 4096 tokens``) and its plots are
+named ``<prefix><model>_<length>_*.png`` (each part only where it differs between sections).
 """
 
 from __future__ import annotations
@@ -536,15 +537,18 @@ def write_report(
     img = Path(img_dir) if img_dir is not None else out.parent
     img.mkdir(parents=True, exist_ok=True)
     written: dict[str, Any] = {"markdown": str(out), "plots": []}
-    by_model: dict[str | None, list[dict]] = defaultdict(list)
+    sections: dict[tuple[str | None, int], list[dict]] = defaultdict(list)
     for c in cells:
-        by_model[c.get("model")].append(c)
-    several = len(by_model) > 1
+        sections[(c.get("model"), c["length"])].append(c)
+    models = {m for m, _ in sections}
+    lengths = {n for _, n in sections}
     parts = []
-    for model, mine in sorted(by_model.items(), key=lambda kv: str(kv[0])):
-        text = (f"## {model or 'model not recorded'}\n\n" if several else "") + leaderboard(mine)
-        tag = f"{prefix}{_file_part(model)}_" if several else prefix
-        text += ("\n" + trend_section(mine)) if trend_section(mine) else ""
+    for (model, length), mine in sorted(sections.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        text = _section_heading(model, length, len(models) > 1, len(lengths) > 1) + leaderboard(mine)
+        tag = prefix + (f"{_file_part(model)}_" if len(models) > 1 else "")
+        tag += f"{length}_" if len(lengths) > 1 else ""
+        trend = trend_section(mine)
+        text += f"\n{trend}" if trend else ""
         for name, fn in (
             ("accuracy_vs_density", plot_accuracy_vs_density),
             ("error_per_layer", plot_error_per_layer),
@@ -560,6 +564,14 @@ def write_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text((f"Made by `{command}`\n\n" if command else "") + "\n".join(parts))
     return written
+
+
+def _section_heading(model: str | None, length: int, by_model: bool, by_length: bool) -> str:
+    """``## smollm2, 4096 tokens`` (the parts that tell sections apart; none for one section)."""
+    parts = ([model or "model not recorded"] if by_model else []) + (
+        [f"{length} tokens"] if by_length else []
+    )
+    return f"## {', '.join(parts)}\n\n" if parts else ""
 
 
 def _file_part(name: str | None) -> str:

@@ -206,3 +206,24 @@ def test_report_of_a_synthetic_run_folder_draws_layers_heads_and_the_trend(tmp_p
         png = tmp_path / f"long_{name}.png"
         assert png.stat().st_size > 5000, name
         assert f"({png.name})" in text
+
+
+def test_each_context_length_gets_its_own_section_and_plots(tmp_path):
+    rng = np.random.default_rng(6)
+    cells = {}
+    for length in (4096, 8000):
+        for graph in ("oracle_topk", "streaming_llm"):
+            c = _cell(graph, 0.05, "niah_single_number", length, [100, 0, 100], 0.05, rng)
+            cells[f"{c['label']}/{c['task']}/{length}"] = c
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"cells": cells}))
+    md = tmp_path / "report.md"
+    assert main(["report", str(run), "--out", str(md)]) == 0
+    text = md.read_text()
+    first, second = text.index("## 4096 tokens"), text.index("## 8000 tokens")
+    assert first < text.index("niah_single_number @4096") < second < text.index("niah_single_number @8000")
+    assert "niah_single_number @8000" not in text[:second]
+    for length in (4096, 8000):
+        assert (tmp_path / f"{length}_per_head.png").is_file()
+        assert (tmp_path / f"{length}_accuracy_vs_density.png").is_file()
