@@ -145,14 +145,14 @@ def _score_table(title: str, cols, rows, by) -> str:
     head = ["graph", "setting", "measured density"] + [f"{t} @{n}" for t, n in cols]
     head += ["mean", "agreement", "rel. err", "recall", "samples"]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    ref = [
-        _mean([by[k]["ref_score"] for k in by if (k[1], k[2]) == col and "ref_score" in by[k]])
-        for col in cols
-    ]
+    refs = [_reference_cell([by[k] for k in by if (k[1], k[2]) == col]) for col in cols]
+    ref = [None if c is None else c["ref_score"] for c in refs]
     lines.append(
         "| "
         + " | ".join(
-            [REFERENCE, "–", "1.000"] + [_fmt(v) for v in ref] + [_fmt(_mean(ref)), "1.000", "0", "1", "–"]
+            [REFERENCE, "–", "1.000"]
+            + [_reference_text(c) for c in refs]
+            + [_fmt(_mean(ref)), "1.000", "0", "1", _samples(refs)]
         )
         + " |"
     )
@@ -208,6 +208,42 @@ def _agreement_text(cells: list[dict]) -> str:
     return text if ci is None else f"{text} [{ci[0]:.3f}–{ci[1]:.3f}]"
 
 
+def _reference_cell(cells: list[dict]) -> dict | None:
+    """The cell of a column whose reference score (the plain model's, on the same prompts for
+    every graph) rests on the most samples; None when no cell has one."""
+    return max((c for c in cells if c.get("ref_score") is not None), key=lambda c: c["samples"], default=None)
+
+
+def _reference_text(cell: dict | None) -> str:
+    """The plain model's score with its Wilson 95 % interval over the cell's samples."""
+    from .runner import wilson95
+
+    if cell is None:
+        return "–"
+    if not cell["samples"]:
+        return _fmt(cell["ref_score"])
+    ci = wilson95(cell["ref_score"] / 100, cell["samples"])
+    return f"{cell['ref_score']:.1f} [{100 * ci.low:.1f}–{100 * ci.high:.1f}]"
+
+
+def ppl_interval(cell: dict) -> tuple[float, float] | None:
+    """95 % bootstrap interval of a perplexity cell (its windows resampled, :data:`BOOTSTRAP`
+    times, seed :data:`SEED`); None with fewer than two windows."""
+    import numpy as np
+
+    if len(cell.get("nlls") or []) < 2:
+        return None
+    draws = _cell_draws(cell, "ppl", np.random.default_rng(SEED))
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _ppl_text(cell: dict | None) -> str:
+    text = _cell_text(cell, "ppl", ".2f")
+    ci = None if cell is None or cell.get("ppl") is None else ppl_interval(cell)
+    return text if ci is None else f"{text} [{ci[0]:.2f}–{ci[1]:.2f}]"
+
+
 def _ppl_table(lengths, rows, by) -> str:
     head = (
         ["graph", "setting", "measured density"]
@@ -233,9 +269,7 @@ def _ppl_table(lengths, rows, by) -> str:
         lines.append(
             "| "
             + " | ".join(
-                [graph, _setting(label, target), _fmt(dens, ".3f")]
-                + [_cell_text(c, "ppl", ".2f") for c in mine]
-                + ratios
+                [graph, _setting(label, target), _fmt(dens, ".3f")] + [_ppl_text(c) for c in mine] + ratios
             )
             + " |"
         )

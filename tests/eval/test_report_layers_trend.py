@@ -227,3 +227,24 @@ def test_each_context_length_gets_its_own_section_and_plots(tmp_path):
     for length in (4096, 8000):
         assert (tmp_path / f"{length}_per_head.png").is_file()
         assert (tmp_path / f"{length}_accuracy_vs_density.png").is_file()
+
+
+def test_reference_row_and_perplexity_carry_intervals():
+    from maskgraph.eval.report import leaderboard, ppl_interval
+
+    few = _cell("quest", 0.05, "t", 4096, [100] * 4, 0.05)
+    many = {**_cell("oracle_topk", 0.05, "t", 4096, [100] * 20, 0.05), "ref_score": 75.0}
+    ci = wilson95(0.75, 20)
+    text = leaderboard([few, many])
+    reference = next(line for line in text.splitlines() if line.startswith("| dense (model's own attention)"))
+    assert f"| 75.0 [{100 * ci.low:.1f}–{100 * ci.high:.1f}] |" in reference  # the cell with most samples
+    nlls = [100.0, 110.0, 120.0, 130.0]
+    cell = dict(
+        graph="quest", label="quest@5%", target=0.05, task="ppl", kind="perplexity", length=8000,
+        status="ok", samples=4, nlls=nlls, counts=[50] * 4, ref_ppl=8.0, density=0.05,
+        ppl=math.exp(sum(nlls) / 200),
+    )  # fmt: skip
+    low, high = ppl_interval(cell)
+    assert math.exp(100 / 50) <= low < cell["ppl"] < high <= math.exp(130 / 50)
+    assert f"{cell['ppl']:.2f} [{low:.2f}–{high:.2f}]" in leaderboard([cell])
+    assert ppl_interval({**cell, "nlls": [100.0], "counts": [50]}) is None
