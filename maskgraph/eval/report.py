@@ -753,7 +753,8 @@ def plot_per_head(cells: list[dict], path: Path, density: float = 0.1, graphs: i
         values = np.concatenate([m[np.isfinite(m)] for m in present])
         if log:
             positive = values[values > 0]
-            low = float(positive.min()) if positive.size else 1e-6
+            # the 2nd percentile: a few near-exact heads would squeeze every other colour together
+            low = float(np.percentile(positive, 2)) if positive.size else 1e-6
             norm = LogNorm(vmin=low, vmax=max(float(values.max()), low * 10))
         else:
             norm = Normalize(vmin=float(values.min()), vmax=float(values.max()))

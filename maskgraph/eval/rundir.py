@@ -133,6 +133,24 @@ def short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def metrics_text(metrics: Any, depth: int = 0) -> str:
+    """``metrics.json``'s text: JSON indented by two spaces, keys sorted, and each list of
+    numbers (per-sample scores, per-head means) on one line."""
+    pad, inner = "  " * depth, "  " * (depth + 1)
+    if isinstance(metrics, dict) and metrics:
+        items = [
+            f"{inner}{json.dumps(str(k))}: {metrics_text(v, depth + 1)}" for k, v in sorted(metrics.items())
+        ]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(metrics, list) and metrics and not all(_is_number(v) for v in metrics):
+        return "[\n" + ",\n".join(f"{inner}{metrics_text(v, depth + 1)}" for v in metrics) + f"\n{pad}]"
+    return json.dumps(metrics)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_keys(record: Any, required: dict[str, Kind], optional: dict[str, Kind], where: str) -> None:
     """Raise :class:`RunFolderError` at ``where`` unless ``record`` is an object whose keys have
     the kinds given (``required`` must be present, ``optional`` may be)."""
