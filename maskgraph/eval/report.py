@@ -712,6 +712,8 @@ def plot_per_layer(cells: list[dict], path: Path, density: float = 0.1) -> bool:
                 ax.plot(layers, ys, label=group[0]["label"], markersize=4, **_style(cells, graph))
         if log:
             _plain_log_axis(ax)
+        else:
+            ax.set_ylim(bottom=0)  # from zero: small differences between layers look as small as they are
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer")
         ax.set_ylabel(name)
