@@ -248,3 +248,16 @@ def test_reference_row_and_perplexity_carry_intervals():
     assert math.exp(100 / 50) <= low < cell["ppl"] < high <= math.exp(130 / 50)
     assert f"{cell['ppl']:.2f} [{low:.2f}–{high:.2f}]" in leaderboard([cell])
     assert ppl_interval({**cell, "nlls": [100.0], "counts": [50]}) is None
+
+
+def test_the_dense_line_is_drawn_on_the_tasks_the_methods_ran():
+    import matplotlib.pyplot as plt
+
+    from maskgraph.eval.report import accuracy_figure
+
+    solved = _cell("quest", 0.05, "niah_single_number", 4096, [100, 0, 100], 0.05)
+    check = {**_cell("dense", None, "niah_single_word", 4096, [0, 0], 1.0), "ref_score": 0.0}
+    fig = accuracy_figure([solved, check])
+    dashed = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == "--"]
+    assert [list(line.get_ydata()) for line in dashed] == [[100.0, 100.0]]
+    plt.close(fig)
