@@ -261,3 +261,7 @@ def test_the_dense_line_is_drawn_on_the_tasks_the_methods_ran():
     dashed = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == "--"]
     assert [list(line.get_ydata()) for line in dashed] == [[100.0, 100.0]]
     plt.close(fig)
+    # a kind that only the dense check ran gets no panel
+    fig = accuracy_figure([solved, check, {**check, "task": "fwe", "kind": "aggregation"}])
+    assert [ax.get_title() for ax in fig.axes] == ["Retrieval vs measured density"]
+    plt.close(fig)
