@@ -151,6 +151,12 @@ model_length() {
     return
   fi
   log "$model at $length: dense check passed: $tasks"
+  # The first slice's task first: every step's sweep file names it, so the folder's tables keep
+  # the first slice while the later tasks land.
+  case ", $tasks, " in
+    *", niah_single_number, "*)
+      tasks="niah_single_number$(echo ", $tasks" | sed 's/, niah_single_number//')" ;;
+  esac
   calibrate "$model"
   for densities in "[0.05, 0.2]" "$DENSITIES"; do
     done_tasks=""
