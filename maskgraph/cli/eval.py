@@ -98,6 +98,14 @@ def add_parser(sub):
     p.add_argument("--template", default="chat", choices=["chat", "plain"], help="prompt wrapping")
     p.add_argument("--text-file", default=None, help="perplexity text (default: KJV Genesis from Debian)")
     p.add_argument(
+        "--ppl-score-share",
+        type=share,
+        default=0.25,
+        metavar="S",
+        help="share of each perplexity window that goes through the graph and is scored, after a dense "
+        "context of the rest (default 0.25: an 8K window scores its last 2K tokens)",
+    )
+    p.add_argument(
         "--data",
         default=None,
         metavar="PATH",
@@ -125,6 +133,7 @@ def run(args) -> int:
         device=args.device,
         metrics=args.metrics,
         template=args.template,
+        ppl_score_share=args.ppl_score_share,
         text_file=args.text_file,
         data=args.data,
     )

@@ -119,8 +119,8 @@ CELL_KEYS = {
 }  # fmt: skip
 CELL_OPTIONAL = {
     "density": OPT_NUM, "rel_err": OPT_NUM, "recall": OPT_NUM, "agreement": OPT_NUM, "score": OPT_NUM,
-    "ref_score": OPT_NUM, "ppl": OPT_NUM, "ref_ppl": OPT_NUM, "per_layer": OBJECT, "overrides": OBJECT,
-    "score_low": OPT_NUM, "score_high": OPT_NUM, "model": STR, "scores": NUMS, "nlls": NUMS,
+    "ref_score": OPT_NUM, "ppl": OPT_NUM, "ref_ppl": OPT_NUM, "per_layer": OBJECT, "per_head": OBJECT,
+    "overrides": OBJECT, "agreements": NUMS, "score_low": OPT_NUM, "score_high": OPT_NUM, "model": STR, "scores": NUMS, "nlls": NUMS,
     "counts": INTS,
 }  # fmt: skip
 MICRO_KEYS = {"cell": STR, "index": INT, "layer": INT, "Q": INT, "K": INT, "density": NUMS}
@@ -131,6 +131,24 @@ def short(value: Any, limit: int = 60) -> str:
     """``repr``-like text of ``value``, cut to ``limit`` characters for one-line messages."""
     text = json.dumps(value) if not isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def metrics_text(metrics: Any, depth: int = 0) -> str:
+    """``metrics.json``'s text: JSON indented by two spaces, keys sorted, and each list of
+    numbers (per-sample scores, per-head means) on one line."""
+    pad, inner = "  " * depth, "  " * (depth + 1)
+    if isinstance(metrics, dict) and metrics:
+        items = [
+            f"{inner}{json.dumps(str(k))}: {metrics_text(v, depth + 1)}" for k, v in sorted(metrics.items())
+        ]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(metrics, list) and metrics and not all(_is_number(v) for v in metrics):
+        return "[\n" + ",\n".join(f"{inner}{metrics_text(v, depth + 1)}" for v in metrics) + f"\n{pad}]"
+    return json.dumps(metrics)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_keys(record: Any, required: dict[str, Kind], optional: dict[str, Kind], where: str) -> None:

@@ -32,7 +32,17 @@ from .bench import BENCHMARKS, check_data, is_bench_task, resolve
 from .bench import KIND as BENCH_KIND
 from .bench import sample as bench_sample
 from .metrics import MicroObserver, summarise
-from .rundir import MICRO, REFERENCE, ROWS, CellIdentity, RunDir, check_same_cells, check_same_run, short
+from .rundir import (
+    MICRO,
+    REFERENCE,
+    ROWS,
+    CellIdentity,
+    RunDir,
+    check_same_cells,
+    check_same_run,
+    metrics_text,
+    short,
+)
 from .sweep import sweep_overrides
 from .tasks import TASKS, Template, generate
 
@@ -493,7 +503,7 @@ def finalise(rd: RunDir) -> dict[str, Any]:
         for r in rows:
             w.writerow({k: _csv_value(r.get(k)) for k in CSV_FIELDS})
     metrics = {"cells": aggregate_cells(rows, rd.read_log(MICRO))}
-    rd.path("metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    rd.path("metrics.json").write_text(metrics_text(metrics))
     return metrics
 
 
@@ -591,6 +601,7 @@ def _aggregate(rows: list[dict], micro: list[dict]) -> dict[str, Any]:
         out["ref_score"] = 100 * _mean([r["ref_score"] for r in ok])
         out["scores"] = [100 * r["score"] for r in ok]  # per sample, for the report's intervals
         out["agreement"] = _mean([r["agreement"] for r in ok])
+        out["agreements"] = [r["agreement"] for r in ok]  # per sample, for the report's intervals
     if micro:
         s = summarise(micro)
         out["density"] = s["overall"].get("density")
@@ -599,5 +610,17 @@ def _aggregate(rows: list[dict], micro: list[dict]) -> dict[str, Any]:
         out["cache"] = s["overall"].get("cache")
         out["decode_density"] = s["overall"].get("decode_density")
         out["decode_cache"] = s["overall"].get("decode_cache")
-        out["per_layer"] = {str(k): v for k, v in s["per_layer"].items()}
+        # layer -> metric -> mean (4 significant digits), and [mean per head] (3): small tables
+        out["per_layer"] = {
+            str(k): {n: _significant(v, 4) for n, v in m.items()} for k, m in s["per_layer"].items()
+        }
+        out["per_head"] = {
+            str(k): {n: [_significant(x, 3) for x in vals] for n, vals in m.items()}
+            for k, m in s["per_head"].items()
+        }
     return out
+
+
+def _significant(x: float, digits: int) -> float:
+    """``x`` rounded to ``digits`` significant digits (keeps metrics.json small)."""
+    return float(f"{x:.{digits - 1}e}")

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import RunFolderError
 from ..outputs import writable_folder
-from .rundir import MICRO, ROWS, RunDir
+from .rundir import MICRO, ROWS, RunDir, metrics_text
 from .runner import CSV_FIELDS, PPL, aggregate_cells
 from .sweepfile import SweepSpec, Trial
 from .trials import TRIALS, TrialResult, trial_folder
@@ -123,7 +123,7 @@ class SweepStore:
                 db, "cells", CELL_COLUMNS, [{**c, "cell": k.split(":", 1)[1]} for k, c in cells.items()]
             )
         metrics = {"cells": cells}
-        (self.root / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True), encoding="utf-8")
+        (self.root / METRICS).write_text(metrics_text(metrics), encoding="utf-8")
         return metrics
 
 

@@ -284,3 +284,26 @@ def test_a_score_cell_holds_its_wilson_interval_and_the_report_shows_it():
     assert cell["score_low"] == pytest.approx(30.0642, abs=1e-4)
     assert cell["score_high"] == pytest.approx(95.4413, abs=1e-4)
     assert "| 75.0 [30.1–95.4] |" in leaderboard([cell])
+
+
+@pytest.mark.parametrize("share, scored", [(0.125, 7), (0.5, 31)])
+def test_ppl_score_share_sets_the_tokens_scored_through_the_graph(tiny, text_file, tmp_path, share, scored):
+    """A window of 64 tokens: the last ``share`` of it goes through the graph, the rest is the
+    dense context; the first of those tokens predicts the second, so ``share·64 − 1`` are scored."""
+    import argparse
+
+    from maskgraph.cli import eval as eval_cli
+
+    model, tok = tiny
+    config = _config(text_file, graphs=["oracle_topk"], tasks=["ppl"], lengths=[64], ppl_score_share=share)
+    cells = run_eval(config, tmp_path / "run", model=model, tokenizer=tok, progress=False)["cells"]
+    rows = [json.loads(x) for x in (tmp_path / "run" / "rows.jsonl").read_text().splitlines()]
+    assert [r["count"] for r in rows] == [scored]
+    micro = [json.loads(x) for x in (tmp_path / "run" / "micro.jsonl").read_text().splitlines()]
+    assert {r["Q"] for r in micro} == {int(64 * share)} and {r["K"] for r in micro} == {64}
+    assert cells["oracle_topk@20%/ppl/64"]["status"] == "ok"
+    sub = argparse.ArgumentParser().add_subparsers()
+    args = eval_cli.add_parser(sub).parse_args(
+        ["--graph", "quest", "--out", "x", "--ppl-score-share", str(share)]
+    )
+    assert args.ppl_score_share == share

@@ -367,3 +367,19 @@ def test_a_graph_text_in_config_too_deep_to_read_is_no_graph_name(tmp_path):
     settings = {key: None for key in RUN_IDENTITY}
     old = {**settings, "graph_yaml": {"deep.yaml": "[" * 20_000 + "]" * 20_000}}
     check_same_run(tmp_path, old, settings, {"g.yaml": load_graph("streaming_llm").to_yaml()})
+
+
+def test_metrics_text_is_json_with_number_lists_on_one_line():
+    from maskgraph.eval.rundir import metrics_text
+
+    data = {
+        "cells": {
+            "b": {"scores": [100.0, 0.0, 1e-05, -2.5], "per_head": {"0": {"density": [0.1, 0.25]}}},
+            "a": {"label": "[1, 2]", "empty": [], "none": None, "flags": [True, False], "names": ["x", "y"]},
+        }
+    }
+    text = metrics_text(data)
+    assert json.loads(text) == data
+    assert '"scores": [100.0, 0.0, 1e-05, -2.5]' in text and '"density": [0.1, 0.25]' in text
+    assert '"label": "[1, 2]"' in text and text.index('"a"') < text.index('"b"')  # keys sorted
+    assert '"flags": [\n' in text  # booleans are not numbers
