@@ -1,5 +1,7 @@
-"""Imports run one way: core -> operators -> lowering -> hf / eval / calibrate / cli. A module
-of a lower level never imports one of a higher level, not even inside a function."""
+"""Imports run one way: core -> maskgraph.lowering (what operators declare and build their
+sparse lowerings from) -> operators (maskgraph.ops) -> the engines that run them (maskgraph.lower
+for simulate codegen, maskgraph.sparse) -> hf / eval / calibrate / cli. A module of a lower level
+never imports one of a higher level, not even inside a function."""
 
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ into an index set (:mod:`maskgraph.lowering.indexset`) of static size (sink + wi
 attention reads the contiguous parts (sink, window) as slices of the cache, gathers the
 selected keys and values, and runs one softmax over all of them (:mod:`.gather`); on CUDA,
 decode chunks go through one fused Triton kernel that reads the listed keys in place
-(:mod:`.fused`). Estimators score keys
+(:mod:`.fused`). A prompt of a graph that selects by position only runs as one FlexAttention
+call with a block mask from the operators' position rules (:mod:`.flex`). Estimators score keys
 from their prepare caches (``sparse_scores``), never by reading all full-precision keys, except
 the ``exact`` oracle. Graphs whose masks are not index sets (samplers, top-p) raise
 :class:`~maskgraph.errors.NotSupportedError` at compile time, naming the node and the reason.
@@ -17,7 +18,7 @@ from ..errors import NotSupportedError
 from .plan import build_plan
 from .runner import GQA_MODES, SparseRunner
 
-OPTIONS = ("gqa", "kernel", "topk")
+OPTIONS = ("gqa", "kernel", "topk", "prefill")
 
 
 def make_sparse(compiled, **options) -> SparseRunner:
@@ -32,7 +33,11 @@ def make_sparse(compiled, **options) -> SparseRunner:
     ``topk="auto"`` (default: on the kernel path, top-k by the Triton selection of :mod:`maskgraph.lowering.topk`
     in six launches; torch elsewhere), ``"triton"`` (the same) or ``"torch"`` (always torch).
     Both take the same set as simulate mode: ties with the k-th largest score go to the
-    lowest indices.
+    lowest indices. ``prefill="auto"`` (default: a graph that selects by position only runs a
+    prompt as one compiled FlexAttention call under the inductor backend on CUDA, chunks of
+    queries elsewhere), ``"flex"`` (FlexAttention for a position-only graph on any backend and
+    device: its eager reference where it cannot compile, which keeps the semantics and computes
+    every score) or ``"chunked"`` (never FlexAttention); ``attn.prefill`` says which and why.
     """
     options = {**getattr(compiled, "sparse_options", {}), **options}
     unknown = sorted(set(options) - set(OPTIONS))
@@ -44,6 +49,7 @@ def make_sparse(compiled, **options) -> SparseRunner:
         chunk_size=compiled.chunk_size,
         kernel=options.get("kernel", "auto"),
         topk=options.get("topk", "auto"),
+        prefill=options.get("prefill", "auto"),
     )
 
 

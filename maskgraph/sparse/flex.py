@@ -6,9 +6,11 @@ their positions alone. For such a graph a call of more than one query on a dynam
 through ``flex_attention`` with a ``BlockMask`` the composed rule makes: blocks of 128 × 128
 (query, key) positions the rule empties are skipped, partial blocks are masked key by key, so
 the keys attended per query are simulate mode's. Under the inductor backend on CUDA that is ONE
-call of the compiled kernel; elsewhere FlexAttention's eager reference runs over chunks of
-queries (it materialises their scores). Other graphs keep the chunked path of :mod:`.runner`;
-:func:`choose_prefill` says which path a graph takes and why, once, when the graph is compiled.
+call of the compiled kernel. Where it cannot compile FlexAttention's eager reference would
+materialise every score, so there the prompt runs chunked unless ``prefill="flex"`` asks for
+the reference (it keeps the semantics, not the speed). Other graphs keep the chunked path of
+:mod:`.runner`; :func:`choose_prefill` says which path a graph takes and why, once, when the
+graph is compiled.
 This module names no operator.
 """
 
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.attention.flex_attention import AuxRequest, BlockMask, create_block_mask, flex_attention
 
+from ..errors import NotSupportedError
 from ..lowering import PositionRule
 from ..static_keys import raise_recompile_limit
 from .plan import Step
@@ -29,8 +32,11 @@ from .plan import Step
 #: Queries and keys per block of the BlockMask (FlexAttention's default).
 BLOCK = 128
 
-#: BlockMasks kept per graph (one per distinct prompt shape, query chunk and attention mask).
+#: BlockMasks kept per graph: one per distinct prompt shape and query chunk, and of those made
+#: with an attention mask (each holds its mask, B·Q·K or more) only the latest few, the layers
+#: of the forward at hand sharing one.
 MASKS_KEPT = 64
+WITH_MASK_KEPT = 4
 
 #: Elements of one (B, Hq, chunk, K) float32 score tensor aimed for by an eager call's chunks.
 CHUNK_ELEMENTS = 1 << 24
@@ -51,20 +57,57 @@ class PrefillChoice:
         return f"{self.path}: {self.reason}"
 
 
-def choose_prefill(steps: list[Step], kernel: str = "auto") -> PrefillChoice:
-    """``flex`` when every node declares a position rule, else ``chunked`` naming the first
-    node that does not; ``chunked`` too under ``kernel="triton"`` (the fused kernel for every
-    call, as asked)."""
+#: Values of the ``prefill`` option of sparse mode.
+PREFILLS = ("auto", "flex", "chunked")
+
+
+def choose_prefill(
+    steps: list[Step], kernel: str = "auto", prefill: str = "auto", backend: str = "eager"
+) -> PrefillChoice:
+    """How a graph's prompts run, from its steps and the options.
+
+    ``prefill="auto"``: ``flex`` where every node declares a position rule and the backend is
+    inductor (one compiled FlexAttention call on CUDA; calls on other devices run chunked), else
+    ``chunked`` naming the node without a rule or the backend (FlexAttention uncompiled computes
+    every score, which the chunked path does not). ``"flex"``: FlexAttention for a position-only
+    graph whatever the backend (its eager reference where it cannot compile); a graph with a
+    node that has no position rule is refused. ``"chunked"``: chunks of queries over gathered
+    keys. ``kernel="triton"`` (the fused kernel for every call, as asked) runs chunked.
+    """
+    if prefill not in PREFILLS:
+        raise NotSupportedError(f"prefill must be one of {', '.join(PREFILLS)}, got {prefill!r}")
+    if prefill == "chunked":
+        return PrefillChoice("chunked", "prefill='chunked' was asked for")
     for step in steps:
         if step.positions is None:
-            return PrefillChoice(
-                "chunked",
+            reason = (
                 f"node '{step.name}' (op '{step.op}') declares no position rule: its keys depend "
-                "on scores, so the prompt runs as chunks of queries over gathered keys",
+                "on scores, so the prompt runs as chunks of queries over gathered keys"
             )
+            if prefill == "flex":
+                raise NotSupportedError(
+                    f"prefill='flex' needs a graph that selects by position only; {reason}"
+                )
+            return PrefillChoice("chunked", reason)
     if kernel == "triton":
         return PrefillChoice("chunked", "kernel='triton' sends every call through the fused Triton kernel")
-    return PrefillChoice("flex", "every node selects by position: one FlexAttention call with a block mask")
+    if prefill == "flex":
+        return PrefillChoice(
+            "flex",
+            "every node selects by position and prefill='flex' was asked for: FlexAttention with a "
+            "block mask (compiled on CUDA under the inductor backend, its eager reference elsewhere)",
+        )
+    if backend != "inductor":
+        return PrefillChoice(
+            "chunked",
+            f"backend {backend!r}: uncompiled FlexAttention would compute every score; with "
+            "backend='inductor' a GPU runs the prompt as one FlexAttention call",
+        )
+    return PrefillChoice(
+        "flex",
+        "every node selects by position: one compiled FlexAttention call with a block mask on "
+        "CUDA (calls on other devices run chunked)",
+    )
 
 
 def graph_rule(steps: list[Step], output: str, num_keys: int) -> PositionRule:
@@ -145,8 +188,10 @@ class FlexPrefill:
         """The BlockMask of queries ``rows`` = [start, stop) of ``shape`` = (B, Hq, Q, K), query i
         at position K − Q + i: the graph's rule, and ``causal`` and the attention mask where
         given. Built once per shape, rows and mask and reused by every layer of a forward (the
-        same mask object, unchanged since: its version counter says so; an inference tensor
-        has none and is not reused)."""
+        same mask object, unchanged since: its version counter says so). Under
+        ``torch.inference_mode`` an attention mask has no version counter, so each layer builds
+        its own; of the masks made with an attention mask only the latest
+        :data:`WITH_MASK_KEPT` are kept (each holds its mask)."""
         am = attention_mask
         key = (shape, rows, causal, str(device))
         if am is not None:
@@ -179,6 +224,9 @@ class FlexPrefill:
         )
         if key is not None:
             self._masks[key] = (made, am)  # the mask is held: its id names no other tensor meanwhile
+            with_mask = [k for k, (_, held) in self._masks.items() if held is not None]
+            for old in with_mask[: max(0, len(with_mask) - WITH_MASK_KEPT)]:
+                del self._masks[old]
             while len(self._masks) > MASKS_KEPT:
                 self._masks.popitem(last=False)
         return made

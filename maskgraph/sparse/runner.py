@@ -164,7 +164,8 @@ class SparseRunner:
     Runs ``compiled.graph`` touching only the selected keys; returns (B, Hq, Q, D) in the
     queries' dtype and adds empty rows to ``compiled.empty_rows``. ``prefill``
     (:class:`~maskgraph.sparse.flex.PrefillChoice`): how a call of more than one query on a
-    dynamic cache runs, chosen here from the graph: one FlexAttention call where every node
+    dynamic cache runs, chosen here from the graph and the options (``prefill``, see
+    :func:`~maskgraph.sparse.flex.choose_prefill`): one FlexAttention call where every node
     selects by position (:meth:`prefill_flex`), chunks of queries otherwise.
     """
 
@@ -175,6 +176,7 @@ class SparseRunner:
         chunk_size: int | str = "auto",
         kernel: str = "auto",
         topk: str = "auto",
+        prefill: str = "auto",
     ):
         if gqa not in GQA_MODES:
             raise NotSupportedError(f"gqa must be one of {', '.join(GQA_MODES)}, got {gqa!r}")
@@ -195,7 +197,8 @@ class SparseRunner:
         self.output = compiled.graph.output
         self.params = tuple(step.params for step in self.steps)
         self.scores_keys = any(step.scores_keys for step in self.steps)
-        self.prefill: PrefillChoice = choose_prefill(self.steps, kernel)
+        self.prefill: PrefillChoice = choose_prefill(self.steps, kernel, prefill, compiled.backend)
+        self.forced_flex = prefill == "flex"
         self.flex = None
         if self.prefill.path == "flex":
             inductor = compiled.backend == "inductor"
@@ -212,13 +215,16 @@ class SparseRunner:
         self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, static: Any = None
     ) -> bool:
         """Whether a call of ``queries`` (B, Hq, Q, D) takes the FlexAttention prefill: the graph
-        selects by position, Q > 1, a dynamic cache (``static`` None), a call not traced by
+        selects by position, Q > 1, a dynamic cache (``static`` None), a device where FlexAttention
+        compiles (or ``prefill="flex"``), a call not traced by
         ``torch.compile`` (the prefill keeps its block masks between calls, on the host), and no
         gradient asked for on the CPU (FlexAttention has no CPU backward). Other calls run
         chunked."""
         if self.flex is None or queries.shape[2] < 2 or static is not None:
             return False
         if torch.compiler.is_compiling():
+            return False
+        if not (self.forced_flex or self.flex.compiles(queries.device)):
             return False
         grad = torch.is_grad_enabled() and any(t.requires_grad for t in (queries, keys, values))
         return not (queries.device.type == "cpu" and grad)

@@ -106,7 +106,8 @@ def test_a_position_only_prompt_runs_as_one_flex_call_per_layer(arch, monkeypatc
     results: dict[str, dict] = {}
     for mode in ("simulate", "sparse"):
         out = results.setdefault(mode, {})
-        with mg.inject(model, graph, mode=mode, protocol="sparse") as h, torch.no_grad():
+        options = {"prefill": "flex"} if mode == "sparse" else {}
+        with mg.inject(model, graph, mode=mode, protocol="sparse", **options) as h, torch.no_grad():
             if mode == "sparse":
                 assert h.layers[0].prefill.path == "flex"
             out["plain"] = model(input_ids=ids).logits

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import maskgraph as mg
+from maskgraph.errors import NotSupportedError
 from maskgraph.sparse import flex as flex_module
 
 D = 16
@@ -143,7 +144,7 @@ def flex_calls(monkeypatch):
 @pytest.mark.parametrize("name", list(GRAPHS))
 def test_flex_prefill_matches_a_float64_reference(name, shape, flex_calls):
     graph, keep = GRAPHS[name]
-    attn = mg.compile(graph, mode="sparse")
+    attn = mg.compile(graph, mode="sparse", prefill="flex")
     assert attn.prefill.path == "flex"
     q, k, v = inputs(shape)
     scaling = D**-0.5
@@ -178,7 +179,7 @@ def test_flex_prefill_with_masks_and_sinks(shape, flex_calls):
     simulate = mg.compile(graph)
     empties = []
     for am, with_sinks in ((padded, False), (padded, True), (additive, True)):
-        attn = mg.compile(graph, mode="sparse")
+        attn = mg.compile(graph, mode="sparse", prefill="flex")
         s = sinks if with_sinks else None
         out = attn(q, k, v, am, scaling, sinks=s)
         want, empty = reference(q, k, v, scaling, keep, am=am, sinks=s)
@@ -209,7 +210,7 @@ def test_eager_chunks_of_queries_give_the_same_output(flex_calls, monkeypatch):
     additive = torch.randn(b, 1, nq, nk, generator=gen)
     additive = additive.masked_fill(torch.rand(b, 1, nq, nk, generator=gen) < 0.2, float("-inf"))
     sinks = torch.randn(hq, generator=gen)
-    chunked = mg.compile(graph, mode="sparse", chunk_size=64)
+    chunked = mg.compile(graph, mode="sparse", prefill="flex", chunk_size=64)
     out = chunked(q, k, v, additive, causal=True, sinks=sinks)
     want, empty = reference(q, k, v, D**-0.5, keep, am=additive, causal=True, sinks=sinks)
     assert rel(out, want) < 1e-5
@@ -223,7 +224,7 @@ def test_flex_prefill_half_precision(dtype, flex_calls):
     graph, keep = GRAPHS["streaming_llm"]
     shape = (2, 4, 2, 200, 330)
     q, k, v = inputs(shape, dtype, seed=3)
-    out = mg.compile(graph, mode="sparse")(q, k, v, causal=True)
+    out = mg.compile(graph, mode="sparse", prefill="flex")(q, k, v, causal=True)
     want, _ = reference(q, k, v, D**-0.5, keep, causal=True)
     assert out.dtype == dtype
     assert rel(out, want) < 1e-2
@@ -233,7 +234,7 @@ def test_flex_prefill_half_precision(dtype, flex_calls):
 def test_float64_inputs_are_computed_in_float32(flex_calls):
     graph, keep = GRAPHS["streaming_llm"]
     q, k, v = inputs((1, 2, 1, 50, 150), torch.float64, seed=4)
-    out = mg.compile(graph, mode="sparse")(q, k, v, causal=True)
+    out = mg.compile(graph, mode="sparse", prefill="flex")(q, k, v, causal=True)
     want, _ = reference(q, k, v, D**-0.5, keep, causal=True)
     assert out.dtype == torch.float64
     assert rel(out, want) < 1e-5
@@ -251,7 +252,7 @@ def test_the_block_mask_is_built_once_per_shape_and_mask(monkeypatch):
 
     monkeypatch.setattr(flex_module, "create_block_mask", spy)
     graph, _ = GRAPHS["streaming_llm"]
-    attn = mg.compile(graph, mode="sparse")
+    attn = mg.compile(graph, mode="sparse", prefill="flex")
     q, k, v = inputs((1, 2, 1, 130, 130), seed=5)
     for _layer in range(3):
         attn(q, k, v, causal=True)
@@ -282,7 +283,7 @@ def test_paths_are_chosen_when_the_graph_is_compiled(flex_calls):
     assert flex_calls == []
 
     graph, keep = GRAPHS["streaming_llm"]
-    attn = mg.compile(graph, mode="sparse")
+    attn = mg.compile(graph, mode="sparse", prefill="flex")
     assert attn.prefill.path == "flex"
     assert "flex" in str(attn.prefill)
     one = attn(q[:, :, -1:], k, v)  # decode: the gathered path
@@ -305,6 +306,31 @@ def test_an_operator_without_a_position_rule_keeps_the_chunked_path():
     )
     assert attn.prefill.path == "chunked"
     assert "declares no position rule" in attn.prefill.reason
+
+
+def test_the_default_takes_flex_only_where_it_compiles(flex_calls):
+    """prefill="auto": the eager backend runs a prompt chunked (uncompiled FlexAttention would
+    compute every score) and says so; the inductor backend chooses flex (compiled on CUDA);
+    prefill="chunked" never takes flex; prefill="flex" refuses a graph with a
+    node that has no position rule, and an unknown value is refused."""
+    graph, keep = GRAPHS["streaming_llm"]
+    q, k, v = inputs((1, 4, 2, 40, 64), seed=8)
+    want, _ = reference(q, k, v, D**-0.5, keep)
+    eager = mg.compile(graph, mode="sparse")
+    assert eager.prefill.path == "chunked" and "backend 'eager'" in eager.prefill.reason
+    inductor = mg.compile(graph, mode="sparse", backend="inductor")
+    assert inductor.prefill.path == "flex" and "CUDA" in inductor.prefill.reason
+    assert inductor._sparse.takes_flex(q, k, v) == (q.device.type == "cuda")  # compiles on CUDA only
+    assert mg.compile(graph, mode="sparse", prefill="flex")._sparse.takes_flex(q, k, v)
+    asked = mg.compile(graph, mode="sparse", backend="inductor", prefill="chunked")
+    assert asked.prefill.path == "chunked"
+    for attn in (eager, mg.compile(graph, mode="sparse", prefill="chunked")):
+        assert rel(attn(q, k, v, causal=True), want) < 1e-5
+    assert flex_calls == []
+    with pytest.raises(NotSupportedError, match="node 'bounds' \\(op 'quest'\\)"):
+        mg.compile("quest", mode="sparse", prefill="flex")
+    with pytest.raises(NotSupportedError, match="prefill must be one of auto, flex, chunked"):
+        mg.compile(graph, mode="sparse", prefill="always")
 
 
 def test_kernel_triton_keeps_the_fused_kernel_for_every_call():
@@ -395,3 +421,22 @@ def test_the_compiled_prefill_on_cuda_is_one_kernel_call(dtype, monkeypatch):
     assert rel(out.cpu(), want) < tol
     assert int(attn.empty_rows) == empty
     assert calls == [700, 300]
+
+
+def test_block_masks_made_with_an_attention_mask_are_not_kept_past_a_few():
+    """Each padded prompt's BlockMask holds its mask: only the latest few stay cached, the
+    latest one among them, while masks of unpadded prompts are kept."""
+    graph, _ = GRAPHS["streaming_llm"]
+    attn = mg.compile(graph, mode="sparse", prefill="flex")
+    q, k, v = inputs((1, 4, 2, 40, 64), seed=9)
+    attn(q, k, v, causal=True)
+    masks = [
+        torch.ones(1, 1, 40, 64, dtype=torch.bool).tril(24) for _ in range(flex_module.WITH_MASK_KEPT + 3)
+    ]
+    for mask in masks:
+        attn(q, k, v, mask)
+    kept = attn._sparse.flex._masks
+    held = [am for _, am in kept.values() if am is not None]
+    assert len(held) == flex_module.WITH_MASK_KEPT
+    assert held[-1] is masks[-1]
+    assert len(kept) == flex_module.WITH_MASK_KEPT + 1  # and the unpadded prompt's
