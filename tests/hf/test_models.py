@@ -91,6 +91,8 @@ def test_recorded_shapes_are_those_of_the_converted_model(name):
     if not (folder / "config.json").is_file():
         pytest.skip(f"{name} is not converted here")
     converted = json.loads((folder / "config.json").read_text())
+    # a config without head_dim (Qwen2's) has hidden_size / num_attention_heads
+    converted.setdefault("head_dim", converted["hidden_size"] // converted["num_attention_heads"])
     recorded = models.MODELS[name].shape
     assert {k: converted.get(k) for k in recorded} == recorded
 
