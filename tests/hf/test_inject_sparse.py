@@ -38,7 +38,7 @@ def test_a_padded_batch_is_masked_by_the_estimator_kernels(name, tmp_path, monke
     same logits and generations as simulate mode."""
     from test_inject import _calibration_overrides
 
-    from maskgraph.sparse import keymask
+    from maskgraph.lowering import keymask
     from maskgraph.triton_util import triton_installed
 
     if not triton_installed():
