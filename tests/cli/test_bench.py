@@ -9,7 +9,8 @@ from maskgraph.cli import main
 
 def test_bench_attention_quick_prints_a_table(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OUT", str(tmp_path))
-    assert main(["bench", "attention", "--quick", "--graphs", "dense", "--no-eager", "--reps", "2"]) == 0
+    args = ["--quick", "--graphs", "dense", "--no-eager", "--reps", "2", "--keys", "300", "--queries", "1"]
+    assert main(["bench", "attention", *args]) == 0
     out = capsys.readouterr().out
     table = out.split("## attention per call")[-1]
     assert "| dense SDPA" in table and "| dense " in table

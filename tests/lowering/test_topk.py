@@ -129,10 +129,11 @@ needs_kernel = pytest.mark.skipif(
 )
 
 
-#: The selection's paths, each forced for every row by the tests: radix digits in one program,
-#: one sort in one program (slow under the interpreter: every case only with --runslow; a
-#: few in :func:`test_sorted_selection_matches_the_rule`), segments.
-PATHS = ["one_program", pytest.param("one_program_sorted", marks=pytest.mark.slow), "segments"]
+#: The selection's paths, each forced for every row by the sweeps below: radix digits in one
+#: program, segments. The third, one sort in one program, takes rows of at most SORT_MAX
+#: scores; :func:`test_sorted_selection_matches_the_rule` sweeps it on its own (its sort is
+#: slow under the interpreter).
+PATHS = ["one_program", "segments"]
 
 
 @needs_kernel
@@ -157,7 +158,7 @@ def test_select_topk_matches_the_rule(shape, k, kind, path, monkeypatch):
     from maskgraph.lowering import topk as triton_topk
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0 if path == "segments" else 1 << 20)
-    monkeypatch.setattr(triton_topk, "SORT_MAX", 1024 if path == "one_program_sorted" else 0)
+    monkeypatch.setattr(triton_topk, "SORT_MAX", 0)
     gen = torch.Generator().manual_seed(hash((shape, k, kind, "triton")) % 1000)
     s = scores(kind, shape, gen)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -186,7 +187,7 @@ def test_select_topk_with_a_device_count(shape, k, kind, path, monkeypatch):
     from maskgraph.lowering import topk as triton_topk
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0 if path.startswith("segments") else 1 << 20)
-    monkeypatch.setattr(triton_topk, "SORT_MAX", 1024 if path == "one_program_sorted" else 0)
+    monkeypatch.setattr(triton_topk, "SORT_MAX", 0)
     if path == "segments_choose_apart":
         monkeypatch.setattr(triton_topk, "CHOOSE_IN_WRITE_SEGMENTS", 0)
     gen = torch.Generator().manual_seed(hash((shape, k, kind, "count")) % 1000)
@@ -201,14 +202,13 @@ def test_select_topk_with_a_device_count(shape, k, kind, path, monkeypatch):
             assert (values[:, kept:] == float("-inf")).all() and (idx[:, kept:] == 0).all()
 
 
+#: The kinds the sorted selection runs by default; the others only with --runslow.
+SORTED_DEFAULT = ("normal", "ints", "plus_inf", "mostly_inf")
+
+
 @needs_kernel
 @pytest.mark.parametrize(
-    "kind",
-    ["normal", "ints", "plus_inf", "mostly_inf"]
-    + [
-        pytest.param(kind, marks=pytest.mark.slow)
-        for kind in ("zeros_and_nan", "float_range_plus_inf", "denormal_span")
-    ],
+    "kind", [k if k in SORTED_DEFAULT else pytest.param(k, marks=pytest.mark.slow) for k in KINDS]
 )
 def test_sorted_selection_matches_the_rule(kind, monkeypatch):
     """Rows of at most SORT_MAX scores are sorted in one program (``select_sorted``): the
@@ -256,20 +256,23 @@ def test_select_topk_rejects_k_out_of_range():
         select_topk(torch.zeros(2, 10), 11)
 
 
+#: Lane settings of the resolve: every kind takes the first two; the slow ones (streamed in
+#: blocks of 16 lanes after a launch choosing the bin; the tiers split over two or three
+#: launches, settings only) take the kinds whose ties and infinities the resolve sorts out.
+RESOLVE_KINDS = ("normal", "ints", "mostly_inf", "zeros_and_nan")
+RESOLVE_CASES = [
+    *((kind, 1, (16, 64, 256)) for kind in KINDS),
+    *((kind, 1, (256, 512, 1024)) for kind in KINDS),
+    *(
+        pytest.param(kind, launches, lanes, marks=pytest.mark.slow)
+        for launches, lanes in ((1, (16, 16, 16)), (2, (16, 64, 256)), (3, (16, 64, 256)))
+        for kind in RESOLVE_KINDS
+    ),
+]
+
+
 @needs_kernel
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize(
-    "launches, lanes",
-    [
-        (1, (16, 64, 256)),
-        # streamed in blocks of 16 lanes after a launch choosing the bin: slow to interpret
-        pytest.param(1, (16, 16, 16), marks=pytest.mark.slow),
-        (1, (256, 512, 1024)),
-        pytest.param(2, (16, 64, 256), marks=pytest.mark.slow),  # the tiers split: settings only
-        pytest.param(3, (16, 64, 256), marks=pytest.mark.slow),
-    ],
-    ids=str,
-)
+@pytest.mark.parametrize("kind, launches, lanes", RESOLVE_CASES, ids=str)
 def test_resolve_paths_match_the_rule(kind, lanes, launches, monkeypatch):
     """The resolve narrows its candidates in SMALL lanes, in MID lanes, in BLOCK lanes, or
     streams them when more than BLOCK, in one launch (the default) or in two or three: small
@@ -345,7 +348,7 @@ def test_select_topk_drops_the_runs_it_is_given(qc, block, num_keys, runs, kind,
     from maskgraph.lowering import topk as triton_topk
 
     monkeypatch.setattr(triton_topk, "SMALL_MAX", 0 if path == "segments" else 1 << 20)
-    monkeypatch.setattr(triton_topk, "SORT_MAX", 1024 if path == "one_program_sorted" else 0)
+    monkeypatch.setattr(triton_topk, "SORT_MAX", 0)
     monkeypatch.setattr(triton_topk, "SEG_MIN", 16)  # several segments even for short rows
     n = -(-num_keys // block)
     rows = 2 * qc * 2  # (B=2, H=2, qc queries)

@@ -155,8 +155,16 @@ def test_shared_sparse_mode_uses_the_group_scores(op, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])
-@pytest.mark.parametrize("q", [1, 3])
-@pytest.mark.parametrize("small_max", [4096, 0], ids=["one_program", "segments"])
+@pytest.mark.parametrize(
+    "small_max, q",
+    [
+        pytest.param(4096, 1, id="one_program-1"),
+        pytest.param(0, 1, id="segments-1"),
+        pytest.param(0, 3, id="segments-3"),
+        # a window sliding over 3 queries on the one-program path: the longest to interpret
+        pytest.param(4096, 3, id="one_program-3", marks=pytest.mark.slow),
+    ],
+)
 @pytest.mark.parametrize("padded", [False, True], ids=["", "padded"])
 def test_the_top_k_drops_the_prior_on_the_kernel_path(op, q, small_max, padded, tmp_path, monkeypatch):
     """Grouped scores, without an attention mask or with a padded batch's (which the estimator
@@ -285,8 +293,16 @@ def test_hash_top_k_takes_the_kernels_histograms(q, masked, tmp_path, monkeypatc
     assert ((out - want).norm() / want.norm()).item() < 1e-5
 
 
-@pytest.mark.parametrize("op", ["hashattention", "double_sparsity", "quest"])
-@pytest.mark.parametrize("padded", [False, True], ids=["", "padded"])
+@pytest.mark.parametrize(
+    "op, padded",
+    [
+        pytest.param(op, padded, id=f"{'padded' if padded else ''}-{op}", marks=marks)
+        for op in ("hashattention", "double_sparsity", "quest")
+        for padded in (False, True)
+        # compiling is the point: one case by default, every one with --runslow
+        for marks in [() if (op, padded) == ("quest", False) else pytest.mark.slow]
+    ],
+)
 def test_group_scores_compile_with_inductor(op, padded, tmp_path, monkeypatch):
     """The grouped kernels are custom operators: fullgraph torch.compile calls them (run 14 on the
     H100 failed before the Triton check became a module constant), with a padding mask too
@@ -601,7 +617,7 @@ def test_estimator_kernels_apply_the_attention_mask(op, form, dtype, shape, tmp_
             q,
             padded,
             id=f"{name}-{op}",
-            marks=pytest.mark.slow if (op, q) == ("double_sparsity", 3) else (),  # the longest: 17 s
+            marks=pytest.mark.slow if q == 3 and op != "quest" else (),  # the longest to interpret
         )  # fmt: skip
         for q, padded, name in ((3, False, "Q3-unmasked"), (1, True, "Q1-padding-mask"))
         for op in ("hashattention", "double_sparsity", "quest")

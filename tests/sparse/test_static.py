@@ -211,8 +211,16 @@ output: attended
 
 
 @pytest.mark.parametrize("graph", sorted(SECOND_SELECTION))
-@pytest.mark.parametrize("gqa", ["per_head", "shared"])
-@pytest.mark.parametrize("kernel", ["torch", "triton"])
+@pytest.mark.parametrize(
+    "kernel, gqa",
+    [
+        pytest.param("torch", "per_head", id="torch-per_head"),
+        pytest.param("torch", "shared", id="torch-shared"),
+        pytest.param("triton", "shared", id="triton-shared"),
+        # a top-k per head to interpret
+        pytest.param("triton", "per_head", id="triton-per_head", marks=pytest.mark.slow),
+    ],
+)
 def test_a_top_k_that_may_pick_key_0_as_another_top_ks_prior(kernel, gqa, graph, tmp_path):
     """Shares of a static buffer: the Triton top-k pads its slots past the count with index 0,
     and the second top-k asks the first whether key 0 is in it (a review found the padding's

@@ -306,6 +306,7 @@ def compile_all(names: list[str]) -> None:
             print("ok", name, flush=True)
 
 
+@pytest.mark.slow  # compiling every kernel for the card is the point
 @pytest.mark.skipif(not triton_installed(), reason="needs triton (setup.sh --dev)")
 def test_every_kernel_compiles_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
