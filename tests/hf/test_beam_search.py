@@ -10,9 +10,11 @@ logits must be those beam search saw.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, StaticCache
 
 import maskgraph as mg
 from maskgraph.hf.models import tiny_model
@@ -31,16 +33,19 @@ GRAPHS = {
 TOL = 1e-4
 
 
-class RecordingCache(DynamicCache):
-    """A DynamicCache that keeps every ``beam_idx`` it is reordered by."""
+def recording(cache_class: type) -> type:
+    """A subclass of a transformers cache class that keeps every ``beam_idx`` it is reordered by."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.orders: list[torch.Tensor] = []
+    class Recording(cache_class):
+        def __init__(self, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self.orders: list[torch.Tensor] = []
 
-    def reorder_cache(self, beam_idx: torch.Tensor) -> None:
-        self.orders.append(beam_idx.clone())
-        super().reorder_cache(beam_idx)
+        def reorder_cache(self, beam_idx: torch.Tensor) -> None:
+            self.orders.append(beam_idx.clone())
+            super().reorder_cache(beam_idx)
+
+    return Recording
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +60,12 @@ def prompts() -> torch.Tensor:
     return torch.randint(3, 256, (BATCH, PROMPT), generator=torch.Generator().manual_seed(4))
 
 
-def beam_search(model, ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-    """(logits (NEW, B·BEAMS, V) of each call, the input ids of each call, each reorder's beam_idx)."""
-    cache = RecordingCache(config=model.config)
+def beam_search(
+    model, ids: torch.Tensor, cache: Any = None
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """(logits (NEW, B·BEAMS, V) of each call, the input ids of each call, each reorder's
+    beam_idx), on ``cache`` (a :func:`recording` cache; default dynamic)."""
+    cache = recording(DynamicCache)(config=model.config) if cache is None else cache
     fed: list[torch.Tensor] = []
     hook = model.register_forward_pre_hook(
         lambda module, args, kwargs: fed.append(kwargs["input_ids"].clone()), with_kwargs=True
@@ -115,22 +123,65 @@ def replayed_logits(model, rows: torch.Tensor) -> torch.Tensor:
     return out.logits[:, -1].float()
 
 
-@pytest.mark.parametrize("name", list(GRAPHS))
+def check_against_replays(model, logits, fed, orders) -> None:
+    """Beam search's logits at every call equal those of each row's sequence replayed apart."""
+    moving = [o for o in orders[: NEW - 1] if not torch.equal(o, torch.arange(BATCH * BEAMS))]
+    assert moving, orders  # a reorder that moves rows: a beam's continuation kept in another row
+    assert len(fed) == NEW and all(t.shape == (BATCH * BEAMS, 1) for t in fed[1:])
+    for step, rows in enumerate(sequences_of_each_call(fed, orders)):
+        expected = replayed_logits(model, rows)
+        worst = (logits[step] - expected).abs().max().item()
+        assert worst <= TOL, f"call {step} differs from its sequences replayed apart by {worst}"
+
+
+def assert_same_rows(state: mg.State, expected: mg.State, graph: mg.Graph) -> None:
+    """The per-row entries (``batch_rows``) of every slot of ``state`` equal ``expected``'s."""
+    assert state.keys(), "the graph kept no state"
+    for layer, node in state.keys():
+        for name in mg.get_op(graph.nodes[node].op).batch_rows or ():
+            got, want = state.slot(layer, node).get(name), expected.slot(layer, node).get(name)
+            if got is None and want is None:
+                continue
+            where = f"layer {layer}, node '{node}', entry '{name}'"
+            assert got is not None and want is not None, where
+            torch.testing.assert_close(
+                got, want, rtol=1e-5, atol=1e-6, msg=lambda m, where=where: f"{where}: {m}"
+            )
+
+
+#: HashAttention's decode-step signatures run Triton's interpreter on the CPU: with --runslow
+CASES = [pytest.param(name, marks=[pytest.mark.slow] if name == "hashattention" else []) for name in GRAPHS]
+
+
+@pytest.mark.parametrize("name", CASES)
 def test_beam_search_equals_each_sequence_replayed_apart(name, hash_weights):
     model = tiny_model("llama")  # 2 layers, 4 query / 2 KV heads, head dim 16
     overrides = dict(GRAPHS[name])
     if name == "hashattention":
         overrides["hat_weights"] = hash_weights
-    with mg.inject(model, name, overrides=overrides):
+    with mg.inject(model, name, overrides=overrides) as handle:
         logits, fed, orders = beam_search(model, prompts())
-        # a reorder that moves rows: beam search kept a beam's continuation in another row
-        moving = [o for o in orders[: NEW - 1] if not torch.equal(o, torch.arange(BATCH * BEAMS))]
-        assert moving, orders
-        assert len(fed) == NEW and all(t.shape == (BATCH * BEAMS, 1) for t in fed[1:])
-        for step, rows in enumerate(sequences_of_each_call(fed, orders)):
-            expected = replayed_logits(model, rows)
-            worst = (logits[step] - expected).abs().max().item()
-            assert worst <= TOL, f"{name}: call {step} differs from its sequences replayed apart by {worst}"
+        after = handle.state
+        check_against_replays(model, logits, fed, orders)
+        held = sequences_of_each_call(fed, orders)
+        # the State left after the last call (and the reorder beam search made after it, if any)
+        last = held[-1] if len(orders) < NEW else held[-1][orders[NEW - 1]]
+        replayed_logits(model, last)
+        assert_same_rows(after, handle.state, handle.graph)
+
+
+@pytest.mark.parametrize("mode", ["simulate", pytest.param("sparse", marks=pytest.mark.slow)])
+def test_beam_search_on_a_static_cache(mode):
+    """transformers' StaticCache: in sparse mode Quest reads the whole static buffer and
+    rewrites its page bounds in place each step; beam search reorders the buffer, and the
+    bounds move with it."""
+    model = tiny_model("llama")
+    cache = recording(StaticCache)(config=model.config, max_cache_len=PROMPT + NEW + 2)
+    with mg.inject(model, "quest", mode=mode, overrides=GRAPHS["quest"]) as handle:
+        logits, fed, orders = beam_search(model, prompts(), cache)
+        if mode == "sparse":  # every graph call read the static buffer
+            assert handle.static_calls == handle.calls > 0
+        check_against_replays(model, logits, fed, orders)
 
 
 def test_an_operator_whose_state_cannot_follow_refuses_beam_search_naming_the_node():
