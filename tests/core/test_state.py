@@ -34,3 +34,10 @@ def test_reorder_rows_refuses_an_entry_that_is_not_one_row_per_batch_row():
     slot["wrong"] = 7
     with pytest.raises(mg.ShapeError, match=r"state entry 'wrong'.*tensor \(B, \.\.\.\), got int"):
         state.reorder_rows(0, "node", ("wrong",), torch.tensor([1, 0, 2, 3]))
+
+
+def test_every_shipped_stateful_operator_names_its_per_row_state():
+    """Beam search moves a slot's ``batch_rows`` with the cache; an operator that keeps state
+    without naming them refuses beam search (tests/hf/test_beam_search.py)."""
+    missing = [name for name, spec in mg.all_ops().items() if spec.stateful and spec.batch_rows is None]
+    assert not missing, f"stateful operators without batch_rows: {missing}"
