@@ -217,6 +217,12 @@ class OpSpec:
     ``kept(slot)``, if given (an operator that evicts keys), returns the keys the operator's
     slot keeps, (B, H, K) bool with H = Hkv or 1, or None before its first call: the cache the
     method must hold (``maskgraph eval``'s ``cache`` metric).
+    ``batch_rows``: the entries of the slot that hold one row per batch row — tensors (B, …),
+    row b describing the keys of the cache's row b. Beam search reorders the cache's rows
+    between steps; :meth:`maskgraph.state.State.reorder_rows` then moves these rows with them
+    (row b takes row ``beam_idx[b]``); every other entry is shared by the rows and stays.
+    None (the default): the slot cannot follow a reorder, and beam search over a graph whose
+    node has filled its slot raises NotSupportedError naming the node.
     """
 
     name: str
@@ -239,6 +245,7 @@ class OpSpec:
     observes: bool = False
     feedback: Callable[..., None] | None = None
     kept: Callable[[dict], Any] | None = None
+    batch_rows: tuple[str, ...] | None = None
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -271,12 +278,15 @@ def operator(
     observes: bool = False,
     feedback: Callable[..., None] | None = None,
     kept: Callable[[dict], Any] | None = None,
+    batch_rows: tuple[str, ...] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as operator ``name`` (see module docstring)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     if (observes or feedback is not None) and (prepare is None or not stateful):
         raise ValueError(f"operator {name!r}: observes= and feedback= need prepare= and stateful=True")
+    if batch_rows is not None and prepare is None:
+        raise ValueError(f"operator {name!r}: batch_rows= names entries of the slot that prepare= fills")
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in REGISTRY:
@@ -302,6 +312,7 @@ def operator(
             observes=observes,
             feedback=feedback,
             kept=kept,
+            batch_rows=None if batch_rows is None else tuple(batch_rows),
         )
         return fn
 

@@ -10,16 +10,21 @@ the same while every key moves: the slots of a layer describe the keys of its la
 while ``keys[:, :, 0]`` is the same token. :meth:`State.align` records that token's position
 (``kv_offset``, the tokens the cache has dropped) per layer and forgets the layer's slots when
 it moves, so the operators rebuild them from the keys they are given.
+
+Beam search reorders the rows of the cache between steps (row b takes the keys of row
+``beam_idx[b]``). :meth:`State.reorder_rows` moves a slot's per-row entries the same way; each
+operator names those entries in the registry (``batch_rows=``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .errors import MaskgraphError
+from .errors import MaskgraphError, ShapeError
 
 
 class State:
@@ -32,6 +37,35 @@ class State:
     def slot(self, layer_idx: int, node: str) -> dict[str, Any]:
         """The (created on first use) cache dict of ``node`` at ``layer_idx``."""
         return self._slots.setdefault((int(layer_idx), node), {})
+
+    def peek(self, layer_idx: int, node: str) -> dict[str, Any] | None:
+        """The cache dict of ``node`` at ``layer_idx`` if one was made, else None (none is made)."""
+        return self._slots.get((int(layer_idx), node))
+
+    def reorder_rows(self, layer_idx: int, node: str, names: Sequence[str], beam_idx: torch.Tensor) -> None:
+        """Move the batch rows of the slot's entries ``names`` as beam search moves the cache's:
+        each such entry is a tensor (B, …) and its row b becomes its row ``beam_idx[b]``
+        (``beam_idx`` (B,) integer). Entries that are one tensor stay one tensor; missing or
+        None entries are skipped; a missing slot is nothing to move."""
+        slot = self._slots.get((int(layer_idx), node))
+        if not slot:
+            return
+        entries = {name: slot[name] for name in names if slot.get(name) is not None}
+        for name, entry in entries.items():  # all checked before any moves
+            where = f"layer {layer_idx}, node '{node}', state entry '{name}'"
+            if not isinstance(entry, torch.Tensor) or entry.dim() == 0:
+                raise ShapeError(
+                    f"{where}: a per-row entry must be a tensor (B, ...), got {_described(entry)}"
+                )
+            if entry.shape[0] != beam_idx.shape[0]:
+                raise ShapeError(
+                    f"{where}: holds {entry.shape[0]} rows, the reordered cache {beam_idx.shape[0]}"
+                )
+        moved: dict[int, torch.Tensor] = {}  # by id of the entry (all alive in ``entries``)
+        for name, entry in entries.items():
+            if id(entry) not in moved:
+                moved[id(entry)] = entry.index_select(0, beam_idx.to(entry.device))
+            slot[name] = moved[id(entry)]
 
     def align(self, layer_idx: int, kv_offset: int | None) -> bool:
         """Note that the keys of this call of ``layer_idx`` start at token ``kv_offset`` (the
@@ -54,6 +88,10 @@ class State:
         self._slots.clear()
         self._offsets.clear()
 
+    def holds_anything(self) -> bool:
+        """Whether any slot holds an entry."""
+        return any(self._slots.values())
+
     def keys(self) -> list[tuple[int, str]]:
         """The (layer, node) pairs that hold state."""
         return list(self._slots)
@@ -63,6 +101,12 @@ class State:
 
     def __repr__(self) -> str:
         return f"State({len(self._slots)} slots)"
+
+
+def _described(entry: Any) -> str:
+    if isinstance(entry, torch.Tensor):
+        return f"a tensor of shape {tuple(entry.shape)}"
+    return type(entry).__name__
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,13 @@
 
 then switches the model to that name. :meth:`Injection.remove` (or leaving the ``with`` block)
 switches back and unregisters both, so the model computes bit for bit what it did before.
+
+Beam search (``generate(..., num_beams=N)``) reorders the cache's batch rows between steps
+through the model's ``_reorder_cache`` hook when it has one, else the cache's
+``reorder_cache``. The injection sets that hook on the model (wrapping the model's own, if
+any): it reorders the cache as generate would, then moves the current request's operator State
+the same way (:meth:`maskgraph.state.State.reorder_rows`), or raises NotSupportedError, before
+anything moves, naming the node whose state cannot follow.
 """
 
 from __future__ import annotations
@@ -96,6 +103,8 @@ class Injection:
         self._original = model.config._attn_implementation
         self._hooks: list[Any] = []
         self._removed = False
+        self._reorder_before: Any = _NOTHING  # the model's own ``_reorder_cache`` instance attribute
+        self._reorder_inner: Any = None  # what reordered the cache before the injection, if not the cache
         self._install()
 
     # ----- public -----------------------------------------------------------------------------
@@ -131,6 +140,7 @@ class Injection:
             )
         for hook in self._hooks:
             hook.remove()
+        self._uninstall_reorder()
         self.model.set_attn_implementation(self._original)
         AttentionInterface._global_mapping.pop(self.name, None)
         AttentionMaskInterface._global_mapping.pop(self.name, None)
@@ -171,6 +181,49 @@ class Injection:
             )
         self._hooks.append(self.model.register_forward_pre_hook(self._before, with_kwargs=True))
         self._hooks.append(self.model.register_forward_hook(self._after, with_kwargs=True))
+        self._install_reorder()
+
+    def _install_reorder(self) -> None:
+        """Set ``model._reorder_cache`` (what beam search calls to reorder the cache) to
+        :meth:`_reorder_cache`, keeping whatever the model had."""
+        self._reorder_before = self.model.__dict__.get("_reorder_cache", _NOTHING)
+        self._reorder_inner = getattr(self.model, "_reorder_cache", None)
+        self.model.__dict__["_reorder_cache"] = self._reorder_cache
+
+    def _uninstall_reorder(self) -> None:
+        if self.model.__dict__.get("_reorder_cache") != self._reorder_cache:
+            return
+        if self._reorder_before is _NOTHING:
+            del self.model.__dict__["_reorder_cache"]
+        else:
+            self.model.__dict__["_reorder_cache"] = self._reorder_before
+
+    def _reorder_cache(self, cache: Any, beam_idx: torch.Tensor) -> Any:
+        """Beam search's reorder of ``cache``'s batch rows (row b takes row ``beam_idx[b]``),
+        followed by the current request's State when ``cache`` is that request's cache (a cache
+        of another request starts a new one at its next call). Returns the cache."""
+        ours = self.tracker.holds(cache)
+        if ours:
+            beam_idx = _checked_beam_idx(beam_idx)
+            for layer, attn in self.layers.items():  # refuse before anything moves
+                problem = None if attn is None else attn.reorder_problem(self.tracker.state, layer)
+                if problem is not None:
+                    raise NotSupportedError(problem)
+        if self._reorder_inner is not None:
+            cache = self._reorder_inner(cache, beam_idx)
+        elif callable(getattr(cache, "reorder_cache", None)):
+            cache.reorder_cache(beam_idx)
+        else:
+            raise NotSupportedError(
+                f"{type(self.model).__name__} cannot use beam search with a {type(cache).__name__}: "
+                "the cache cannot be reordered"
+            )
+        if ours:
+            for layer, attn in self.layers.items():
+                if attn is not None:
+                    attn.reorder_state(self.tracker.state, layer, beam_idx)
+            self.tracker.continue_with(cache)
+        return cache
 
     def _before(self, module, args, kwargs):
         self._cache = _cache_of(kwargs)
@@ -312,6 +365,17 @@ def inject(
 
 
 # ----- helpers ---------------------------------------------------------------------------------
+_NOTHING = object()
+
+
+def _checked_beam_idx(beam_idx: Any) -> torch.Tensor:
+    """Beam search's row order: a 1-D integer tensor."""
+    if not isinstance(beam_idx, torch.Tensor) or beam_idx.dim() != 1 or beam_idx.is_floating_point():
+        shown = tuple(beam_idx.shape) if isinstance(beam_idx, torch.Tensor) else type(beam_idx).__name__
+        raise NotSupportedError(f"beam_idx must be a 1-D integer tensor (B,), got {shown}")
+    return beam_idx
+
+
 def _cache_of(obj: Any) -> Any:
     """The KV cache in forward kwargs or outputs (``cache`` in transformers 5, else ``past_key_values``)."""
     get = obj.get if isinstance(obj, dict) else (lambda name: getattr(obj, name, None))

@@ -13,6 +13,12 @@ model (through module hooks) and decides:
   cached (the question);
 - any other call continues the current request (decode steps).
 
+Beam search reorders the current request's cache between its calls; the injection moves the
+request's State with it (the model's ``_reorder_cache`` hook, :mod:`maskgraph.hf.inject`). A
+call that continues a request whose cache rows were replaced since its last call (same shapes,
+other tensors: a reorder the injection did not see) while the State holds something raises
+NotSupportedError: that State describes other rows now.
+
 Protocols:
 
 - ``dense_prefill`` (default): the prefill call of a request runs dense attention; every later
@@ -50,6 +56,7 @@ class RequestTracker:
         self.in_prefill = False
         self.forced_dense = 0
         self._last_cache: weakref.ReferenceType | None = None
+        self._last_rows: list[tuple[weakref.ReferenceType, tuple[int, ...]]] = []
 
     def before_forward(self, cache: Any) -> None:
         """Called with the ``past_key_values`` a forward call receives (may be None). A call
@@ -62,6 +69,13 @@ class RequestTracker:
         last = self._last_cache() if self._last_cache is not None else None
         if empty or cache is not last:
             self.new_request()
+        elif not recording() and self.state.holds_anything() and _replaced(cache, self._last_rows):
+            raise NotSupportedError(
+                "the cache's key rows were replaced since the last call of this request (reordered "
+                "outside generate's beam search?), so the operators' State describes other rows; "
+                "reorder through model._reorder_cache(cache, beam_idx), which mg.inject sets, or "
+                "start a new request (handle.new_request())"
+            )
         self.in_prefill = empty
 
     def after_forward(self, cache: Any) -> None:
@@ -69,7 +83,18 @@ class RequestTracker:
         self.in_prefill = False
         if compiling():
             return
+        self.continue_with(cache)
+
+    def holds(self, cache: Any) -> bool:
+        """Whether ``cache`` is the current request's: the cache its last call returned."""
+        last = self._last_cache() if self._last_cache is not None else None
+        return cache is not None and cache is last
+
+    def continue_with(self, cache: Any) -> None:
+        """The current request goes on with ``cache`` (what a reorder of its cache returned, when
+        that is another object), its rows as they are now."""
         self._last_cache = _weak(cache)
+        self._last_rows = _key_rows(cache)
 
     def new_request(self) -> None:
         """Start a new request: fresh operator state."""
@@ -83,6 +108,31 @@ class RequestTracker:
         if self.protocol == "dense_prefill" and self.in_prefill:
             return False
         return True
+
+
+def _key_rows(cache: Any) -> list[tuple[weakref.ReferenceType, tuple[int, ...]]]:
+    """The key tensor of each layer of ``cache`` (weakly held) and its shape."""
+    rows = []
+    for layer in getattr(cache, "layers", None) or ():
+        keys = getattr(layer, "keys", None)
+        rows.append((weakref.ref(keys), tuple(keys.shape)) if isinstance(keys, torch.Tensor) else None)
+    return rows
+
+
+def _replaced(cache: Any, rows: list) -> bool:
+    """Whether a layer of ``cache`` holds another key tensor of the same shape as ``rows``
+    recorded (rows moved by a reorder; a cache that grew or shrank is told apart by its length)."""
+    now = getattr(cache, "layers", None) or ()
+    if len(now) != len(rows):
+        return False
+    for layer, seen in zip(now, rows):
+        keys = getattr(layer, "keys", None)
+        if seen is None or not isinstance(keys, torch.Tensor):
+            continue
+        ref, shape = seen
+        if ref() is not keys and tuple(keys.shape) == shape:
+            return True
+    return False
 
 
 def _cache_length(cache: Any) -> int:

@@ -361,6 +361,7 @@ def double_sparsity_group_scores(env, prep, *, per_head: bool = False, **params)
     check_model=check_channels_fit,
     calibration="channels",
     stateful=True,
+    batch_rows=("labels", "lo", "step"),
     static_buffers=True,
     sparse=EstimatorLowering(
         double_sparsity_sparse_scores,

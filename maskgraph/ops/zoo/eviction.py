@@ -16,7 +16,8 @@ choosing among them). Each operator keeps its set in its State slot, per layer a
 
 The mask of a call is (B, Hq, 1, K): query head h reads the set of KV head h // G. Without a
 State every call is a first call and nothing is evicted. :func:`kept_share` reads the kept
-share of a slot (the cache the method must hold, docs/results.md).
+share of a slot (the cache the method must hold, docs/results.md). Every entry of the slots is
+per batch row (``batch_rows``): beam search moves them with the cache's rows.
 """
 
 from __future__ import annotations
@@ -177,6 +178,7 @@ def prepare_snapkv(
     stateful=True,
     observes=True,
     kept=kept_keys,
+    batch_rows=("kept", "next"),
     static_buffers="its kept set is chosen from the first call's queries over a dynamic cache",
     sparse=NotSparse("its kept set is a per-head key list kept in the State; run mode='simulate'"),
 )
@@ -228,6 +230,7 @@ def feedback_h2o(slot, feedback: AttentionFeedback, params, layer_idx) -> None:
     stateful=True,
     feedback=feedback_h2o,
     kept=kept_keys,
+    batch_rows=("kept", "next", "score"),
     static_buffers="it evicts by each call's attention probabilities (simulate mode, dynamic cache)",
     sparse=_FEEDBACK_ONLY,
 )
@@ -272,6 +275,7 @@ def feedback_tova(slot, feedback: AttentionFeedback, params, layer_idx) -> None:
     stateful=True,
     feedback=feedback_tova,
     kept=kept_keys,
+    batch_rows=("kept", "next"),
     static_buffers="it evicts by each call's attention probabilities (simulate mode, dynamic cache)",
     sparse=_FEEDBACK_ONLY,
 )

@@ -494,6 +494,7 @@ def hashattention_group_scores(
     check_model=check_weights_fit,
     calibration="weights",
     stateful=True,
+    batch_rows=("key_words",),
     static_buffers=True,
     sparse=EstimatorLowering(
         hashattention_sparse_scores,

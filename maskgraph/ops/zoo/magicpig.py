@@ -209,6 +209,7 @@ def planes_fit(params: dict) -> None:
     check_params=planes_fit,
     deterministic=False,
     stateful=True,
+    batch_rows=("codes", "mean", "max_norm", "first"),
 )
 def magicpig(env, *, prior=None, lsh_l, lsh_k, center, seed, prep) -> torch.Tensor:
     b, hkv, g, qc, d = env.B, env.Hkv, env.G, env.Q, env.D

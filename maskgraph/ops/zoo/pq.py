@@ -272,6 +272,7 @@ def pq_sparse_scores(env, prep, **params) -> EstimatedScores:
     paper="Zhang et al., SIGMOD 2025, PQCache: Product Quantization-based KVCache for Long Context LLM Inference",
     prepare=prepare_pq,
     stateful=True,
+    batch_rows=("centroids", "codes"),
     static_buffers=True,
     sparse=EstimatorLowering(pq_sparse_scores),
 )

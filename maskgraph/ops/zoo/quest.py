@@ -397,6 +397,7 @@ def expand_blocks(scores: torch.Tensor, block: int, k: int) -> torch.Tensor:
     paper="Tang et al., ICML 2024, Quest: Query-Aware Sparsity for Efficient Long-Context LLM Inference",
     prepare=prepare_quest,
     stateful=True,
+    batch_rows=("lo", "hi"),
     static_buffers=True,
     sparse=EstimatorLowering(
         quest_sparse_scores,

@@ -153,6 +153,7 @@ def buckets_fit(params: dict) -> None:
     prepare=prepare_socket,
     check_params=buckets_fit,
     stateful=True,
+    batch_rows=("codes", "vnorm"),
     static_buffers=True,
     sparse=EstimatorLowering(socket_sparse_scores),
 )
