@@ -35,6 +35,7 @@ from common import (
 )  # noqa: E402
 
 import maskgraph as mg  # noqa: E402
+from maskgraph.cli.common import positive_int  # noqa: E402
 
 DEFAULT_GRAPHS = [
     "dense",
@@ -84,7 +85,7 @@ def main() -> None:
     ap.add_argument("--keys", nargs="*", type=int, help="key counts (default 8K 32K 128K; --quick: 300 1000)")
     ap.add_argument("--queries", nargs="*", type=int, help="query counts (default 1 128; --quick: 1 8)")
     ap.add_argument("--no-eager", action="store_true", help="skip the eager path")
-    ap.add_argument("--reps", type=int, help="timed calls per case (default 30; --quick: 3)")
+    ap.add_argument("--reps", type=positive_int, help="timed calls per case (default 30; --quick: 3)")
     ap.add_argument(
         "--cudagraphs",
         nargs="*",
@@ -105,9 +106,12 @@ def main() -> None:
     hq, hkv, d, dtype = 32, 8, 128, torch.bfloat16
     if args.quick:
         hq, hkv, d = 4, 2, 16
-    args.keys = args.keys or ([300, 1000] if args.quick else [8192, 32768, 131072])
-    args.queries = args.queries or ([1, 8] if args.quick else [1, 128])
-    args.reps = args.reps or (3 if args.quick else 30)
+    if args.keys is None:
+        args.keys = [300, 1000] if args.quick else [8192, 32768, 131072]
+    if args.queries is None:
+        args.queries = [1, 8] if args.quick else [1, 128]
+    if args.reps is None:
+        args.reps = 3 if args.quick else 30
     torch.manual_seed(0)
     rows = []
     cache: dict[tuple, mg.CompiledAttention] = {}  # dynamic K: one compile per graph

@@ -237,6 +237,11 @@ def test_sorted_selection_matches_the_rule(kind, monkeypatch):
     masked = counted(s).masked_fill(dropped_by_runs(3, 200, 1, 1, 200, runs), float("-inf"))
     values, idx = select_topk(s, 20, exclude=[1, 1, 200, *(v for run in runs for v in run)])
     assert as_set(idx) == reference(masked, 20)
+    for shape, k in (((3, 1), 1), ((2, 3), 2), ((4, 9), 1)):  # the smallest block: one key, k = 1
+        tiny = scores(kind, shape, gen)
+        values, idx = select_topk(tiny, k)
+        assert as_set(idx) == reference(tiny, k)
+        assert torch.equal(torch.gather(counted(tiny), -1, idx), values)
     assert set(taken) == {"select_sorted"}
 
 

@@ -304,8 +304,8 @@ def test_hash_top_k_takes_the_kernels_histograms(q, masked, tmp_path, monkeypatc
     ],
 )
 def test_group_scores_compile_with_inductor(op, padded, tmp_path, monkeypatch):
-    """The grouped kernels are custom operators: fullgraph torch.compile calls them (run 14 on the
-    H100 failed before the Triton check became a module constant), with a padding mask too
+    """The grouped kernels are custom operators: fullgraph torch.compile calls them (the Triton
+    check is a module constant, not a call inside the traced code), with a padding mask too
     (passed to them), equal to the torch path."""
     graph, qs, ks, vs, _ = sparse_case(op, tmp_path, b=2, k=300, seed=9)
     am = None
