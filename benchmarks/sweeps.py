@@ -764,39 +764,107 @@ def _print_checks(checks: dict[str, bool], same: RowCheck | None) -> int:
 PHASES = ("one", "all", "kill")
 
 
+FRACTIONS_EPILOG = """\
+examples:
+  python benchmarks/sweeps.py fractions                  # one GPU: 4 x 0.25 GPU, then 1 at a time
+  python benchmarks/sweeps.py fractions --fraction 0.5   # 2 at a time
+  python benchmarks/sweeps.py fractions --quick          # CPU stand-in (about a minute and a half)
+The stores go to --work (fractions/ and serial/, made afresh); the table and JSON to $OUT.
+"""
+
+GPUS_EPILOG = """\
+examples:
+  python benchmarks/sweeps.py gpus                        # every phase in one command
+  python benchmarks/sweeps.py gpus --phases one           # one phase per command, same --work:
+  python benchmarks/sweeps.py gpus --phases all kill      #   the table takes the phases run so far
+  python benchmarks/sweeps.py gpus --samples 8 --length 8192   # a smaller sweep
+  python benchmarks/sweeps.py gpus --quick                # CPU stand-in (about a minute and a half)
+A phase's JSON in --work is used only with the same sweep and GPU count. The model is saved
+once in --work/model_<layers>_layers/ (about 4 GiB at 8 layers in bf16).
+"""
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="benchmarks/sweeps.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = ap.add_subparsers(dest="command", required=True, metavar="{fractions,gpus}")
+    raw = argparse.RawDescriptionHelpFormatter
     f = sub.add_parser(
         "fractions",
         help="one GPU: trials of a fraction of the GPU, several at once, vs one at a time",
-        description="Run examples/sweep_gpu.yaml on Ray twice (fractional GPUs; one actor) and compare.",
+        description="Run a sweep file on Ray twice, into fresh stores: trials of --fraction GPU, as many "
+        "at once as fit on one GPU; then one at a time. Time both, sample the GPU's utilisation, "
+        "compare the stores' rows.",
+        epilog=FRACTIONS_EPILOG,
+        formatter_class=raw,
     )
-    f.add_argument("--quick", action="store_true", help="CPU: a tiny model, Ray's GPU a CPU slot")
     f.add_argument(
-        "--sweep-file", default=str(REPO / "examples" / "sweep_gpu.yaml"), help="the sweep (GPU runs)"
+        "--quick",
+        action="store_true",
+        help="CPU: tiny-llama, perplexity windows; Ray's one GPU is a CPU slot",
     )
-    f.add_argument("--fraction", type=float, default=0.25, help="resources.num_gpus per trial")
-    f.add_argument("--work", default=None, help="folder of the two stores (default benchmarks/out/...)")
+    f.add_argument(
+        "--sweep-file",
+        default=str(REPO / "examples" / "sweep_gpu.yaml"),
+        help="the sweep (default examples/sweep_gpu.yaml; ignored with --quick)",
+    )
+    f.add_argument(
+        "--fraction", type=float, default=0.25, help="resources.num_gpus of a trial, in (0, 1] (default 0.25)"
+    )
+    f.add_argument(
+        "--work",
+        default=None,
+        help="folder of the two stores (default benchmarks/out/sweeps_fractions[_quick])",
+    )
     g = sub.add_parser(
         "gpus",
         help="a multi-GPU host: 1 GPU vs all, one actor per GPU; a killed actor; the rerun",
-        description="Sweep a random Llama-3-8B-shaped model on 1 GPU and on all, then lose an actor.",
+        description="Sweep a random Llama-3-8B-shaped model on Ray: phase 'one' on one GPU, 'all' on "
+        "every GPU (one actor each), 'kill' as 'all' with one actor's process killed mid-sweep, then "
+        "a rerun. Prints wall time, trials per minute, scaling efficiency and PASS/FAIL checks "
+        "(rows equal; the rerun ran only the missing pairs); exit status 1 if one fails.",
+        epilog=GPUS_EPILOG,
+        formatter_class=raw,
     )
-    g.add_argument("--quick", action="store_true", help="CPU: a tiny model, Ray's GPUs CPU slots")
-    g.add_argument("--slots", type=int, default=2, help="--quick: CPU slots standing in for GPUs")
-    g.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES, help="which runs")
-    g.add_argument("--layers", type=int, default=8, help="decoder layers of the random model")
-    g.add_argument("--length", type=int, default=32768, help="context length in tokens")
-    g.add_argument("--task", default="niah_single_number", help="the task of every trial")
     g.add_argument(
-        "--samples", type=int, default=None, help="samples = trials (default: 16 or twice the GPUs; quick 6)"
+        "--quick", action="store_true", help="CPU: a tiny model, perplexity windows; Ray's GPUs are CPU slots"
     )
-    g.add_argument("--densities", nargs="+", type=float, default=[0.05, 0.1, 0.2], help="targets")
-    g.add_argument("--graphs", nargs="+", default=None, help="default: every graph without calibration")
-    g.add_argument("--work", default=None, help="model and stores, kept between phases")
+    g.add_argument(
+        "--slots", type=int, default=2, help="with --quick: CPU slots standing in for GPUs (default 2)"
+    )
+    g.add_argument(
+        "--phases", nargs="+", default=list(PHASES), choices=PHASES, help="which runs (default: all three)"
+    )
+    g.add_argument("--layers", type=int, default=8, help="decoder layers of the random model (default 8)")
+    g.add_argument("--length", type=int, default=32768, help="context length in tokens (default 32768)")
+    g.add_argument(
+        "--task", default="niah_single_number", help="the task of every trial (default niah_single_number)"
+    )
+    g.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="samples, one trial each (default: 16 or twice the GPUs, whichever is more; --quick 6)",
+    )
+    g.add_argument(
+        "--densities",
+        nargs="+",
+        type=float,
+        default=[0.05, 0.1, 0.2],
+        help="target densities (default 0.05 0.1 0.2)",
+    )
+    g.add_argument(
+        "--graphs",
+        nargs="+",
+        default=None,
+        help="shipped graphs (default: every one that reads no calibration file; --quick: four of them)",
+    )
+    g.add_argument(
+        "--work",
+        default=None,
+        help="the model and the stores, kept between phases (default benchmarks/out/sweeps_gpus)",
+    )
     return ap
 
 
