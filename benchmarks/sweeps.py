@@ -583,7 +583,7 @@ def run_kill(args, spec, text, work: Path, n: int, kind: str) -> dict[str, Any]:
         finally:
             killer.stop.set()
             killer.join()
-    print(f"killed actor process {killer.killed.pid} (GPU {killer.killed.gpu}) at {killer.killed.after_s} s; "
+    print(f"killed actor process {killer.killed.pid}{on_gpu(killer.killed.gpu)} at {killer.killed.after_s} s; "
           f"{first.done} of {first.trials} trials done, {first.failed} failed", flush=True)  # fmt: skip
     before_files = rows_files(store)
     before = pair_counts(store)
@@ -724,7 +724,7 @@ def gpus_report(args, work: Path, n: int, card: str | None, kind: str, tokenizer
     )  # fmt: skip
     if "kill" in phases:
         k = phases["kill"]
-        print(f"kill: actor process {k['killed']['pid']} (GPU {k['killed'].get('gpu')}) killed {k['killed']['after_s']} s into the sweep, "
+        print(f"kill: actor process {k['killed']['pid']}{on_gpu(k['killed'].get('gpu'))} killed {k['killed']['after_s']} s into the sweep, "
               f"after {k['killed']['trials_done_before']} trial(s) were done")  # fmt: skip
         r = k["rerun"]
         print(f"rerun: {r['trials_rerun']} trial(s) with missing pairs; {r['pairs_before']} of {r['pairs_total']} "
@@ -733,6 +733,10 @@ def gpus_report(args, work: Path, n: int, card: str | None, kind: str, tokenizer
 
 
 # ----- output -------------------------------------------------------------------------------------
+def on_gpu(index: int | None) -> str:
+    return "" if index is None else f" (GPU {index})"
+
+
 def _where(card: str | None, quick: bool, n: int) -> str:
     if quick:
         return f"CPU stand-in: Ray told of {n} GPU(s) that are CPU slots, trials on the CPU"
