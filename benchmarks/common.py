@@ -262,9 +262,13 @@ def print_failure(case: str, limit: int = 3) -> None:
     print(f"{case}: {type(exc).__name__}: {first}", file=sys.stderr, flush=True)
 
 
-def llama3_8b_shaped(layers: int, quick: bool, device: torch.device, dtype: torch.dtype):
+def llama3_8b_shaped(
+    layers: int, quick: bool, device: torch.device, dtype: torch.dtype, vocab_size: int | None = None
+):
     """A Llama model of Llama-3-8B's layer shape with ``layers`` layers and random weights (``quick``:
-    a tiny one for the CPU), in ``dtype`` on ``device``, with transformers' SDPA attention."""
+    a tiny one for the CPU), in ``dtype`` on ``device``, with transformers' SDPA attention.
+    ``vocab_size`` replaces the vocabulary's size (to match a tokenizer); None keeps Llama-3's
+    (tiny: 256)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if quick:
@@ -288,6 +292,8 @@ def llama3_8b_shaped(layers: int, quick: bool, device: torch.device, dtype: torc
             max_position_embeddings=262144,
             rope_theta=500000.0,
         )
+    if vocab_size is not None:
+        cfg.vocab_size = vocab_size
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(0)
     with torch.device(device):

@@ -17,6 +17,7 @@ SCRIPTS = {
     "decode_graph": "per generated token, the whole decode step recorded as one CUDA graph",
     "sparse": "one decode call in sparse mode vs dense SDPA, with bytes/FLOP ceilings",
     "attend_paths": "the pieces of one simulate decode call at K and K + 1 keys",
+    "sweeps": "Ray sweeps: fractional GPUs on one card; 1 GPU vs all, a lost actor, the rerun",
 }
 
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from maskgraph.cli import main
@@ -86,3 +92,75 @@ def test_bench_decode_graph_quick_steps_every_variant(tmp_path, monkeypatch, cap
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[-1] == "-", f"quest failed: {cells[-1]}"
     assert (tmp_path / "decode_graph.json").exists()
+
+
+# ----- benchmarks/sweeps.py: Ray sweeps, run on the CPU with slots standing in for GPUs ---------
+ROOT = Path(__file__).resolve().parents[2]
+SWEEPS = [sys.executable, "benchmarks/sweeps.py"]
+
+
+@pytest.fixture
+def one_ray_at_a_time(tmp_path_factory):
+    """pytest-xdist's workers take turns with Ray (the lock of tests/eval/test_sweep.py)."""
+    from filelock import FileLock
+
+    with FileLock(str(tmp_path_factory.getbasetemp().parent / "maskgraph-ray.lock")):
+        yield
+
+
+def run_sweeps(args: list[str], tmp_path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OUT": str(tmp_path)}
+    return subprocess.run(
+        [*SWEEPS, *args, "--work", str(tmp_path / "work")], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+
+def table_rows(stdout: str, title: str) -> dict[str, list[str]]:
+    """First cell -> cells of the Markdown table printed after ``## title``."""
+    table = stdout.split(f"## {title}")[-1]
+    lines = [line for line in table.splitlines() if line.startswith("| ")][1:]
+    return {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines)}
+
+
+@pytest.mark.slow  # two local Ray clusters, eight trials each (about a minute and a half on 2 cores)
+def test_bench_sweeps_fractions_quick_runs_both_variants(tmp_path, one_ray_at_a_time):
+    pytest.importorskip("ray")
+    got = run_sweeps(["fractions", "--quick"], tmp_path)
+    assert got.returncode == 0, got.stdout[-2000:] + got.stderr[-2000:]
+    rows = table_rows(got.stdout, "Ray sweep, 4 trials x 0.25 GPU vs one at a time")
+    assert set(rows) == {"4 at a time x 0.25 GPU", "one at a time (--workers 1)"}
+    for cells in rows.values():
+        assert cells[1] == "8" and cells[2] == "0" and float(cells[3]) > 0  # trials, failed, wall s
+    assert "CPU slot(s) standing in for GPUs" in got.stdout and "PASS  same rows in both stores" in got.stdout
+    data = json.loads((tmp_path / "sweeps_fractions.json").read_text())
+    assert data["checks"] == {"every trial done": True, "same rows in both stores": True}
+    assert data["rows_compared"]["rows"] == 64  # 2 graphs x 2 densities x 16 samples
+
+
+@pytest.mark.slow  # four local Ray clusters and a killed actor (about two minutes on 2 cores)
+def test_bench_sweeps_gpus_quick_checks_equal_rows_and_a_rerun_of_the_missing_pairs(
+    tmp_path, one_ray_at_a_time
+):
+    pytest.importorskip("ray")
+    got = run_sweeps(["gpus", "--quick"], tmp_path)
+    assert got.returncode == 0, got.stdout[-2000:] + got.stderr[-2000:]
+    rows = table_rows(got.stdout, "Ray sweep on 1 and 2 CPU slots")
+    assert rows["1 GPU, 1 actor"][2] == "6" and rows["2 GPUs, one actor each"][2] == "6"
+    assert float(rows["2 GPUs, one actor each"][6]) > 0  # scaling efficiency
+    assert rows["2 actors, one killed"][3] == "1"  # one failed trial
+    data = json.loads((tmp_path / "sweeps_gpus.json").read_text())
+    assert data["checks"] and all(data["checks"].values()), data["checks"]
+    assert len(data["checks"]) == 6
+    rerun = data["phases"]["kill"]["rerun"]
+    assert rerun["pairs_written"] == rerun["pairs_total"] - rerun["pairs_before"] > 0
+    assert rerun["trials_rerun"] == 1 and rerun["finished_trials_untouched"]
+    assert data["rows_compared"]["rows"] == 60 and data["rows_compared"]["differing"] == 0
+
+
+def test_bench_sweeps_without_ray_says_how_to_install_it(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    assert main(["bench", "sweeps", "gpus", "--quick"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [
+        "benchmarks/sweeps.py needs Ray, which is not installed: pip install 'maskgraph[ray]'"
+    ]
