@@ -17,8 +17,7 @@ run; both stores must hold the same rows (the fields of ``COMPARED``).
 ``gpus`` saves a random Llama-3-8B-shaped model (``--layers`` layers; the vocabulary of
 SmolLM2's tokenizer when that model is installed, else a byte tokenizer) as a HuggingFace folder
 and sweeps it: every shipped graph that needs no calibration file (dense at its own parameters,
-the others at ``--densities``; those that draw a fresh seed per call get ``seed: 0``, so that
-their rows do not depend on which trials a worker ran before), the micro metrics on (measured density, relative output error,
+the others at ``--densities``), the micro metrics on (measured density, relative output error,
 attention-mass recall), ``--samples`` samples of ``--task`` at ``--length`` tokens, one sample per
 trial. Phases (``--phases``; each writes WORK/<phase>.json, so they may run in separate commands
 on a warm machine with the same ``--work``):
@@ -75,9 +74,6 @@ RAY_INSTALL = "pip install 'maskgraph[ray]'"
 COMPARED_EXACT = ("status",)
 COMPARED = ("density", "rel_err", "recall", "score", "agreement", "nll")
 RTOL, ATOL = 1e-3, 1e-5
-#: The seed given to graphs that draw a fresh one per call by default (``seed: null``), whose
-#: rows would otherwise depend on which trials their worker ran before.
-SEED = 0
 SAMPLE_SECONDS = 0.5
 QUICK_TEXT = """\
 sweep: {name}
@@ -465,8 +461,6 @@ def gpus_spec(args, model: Path) -> tuple[Any, str]:
         items.append(f"  - graph: {name}")
         if params:
             items.append(f"    densities: [{', '.join(map(str, args.densities))}]")
-        if "seed" in params and params["seed"] is None:  # a fresh seed per call: rows would differ
-            items.append(f"    params: {{seed: {SEED}}}")
     if args.quick:
         text = QUICK_TEXT.format(
             name="gpus-quick", model=model, graphs="\n".join(items), samples=args.samples, shard=1,

@@ -81,7 +81,12 @@ def add_parser(sub):
         metavar="D",
         help="target densities in (0, 1] (sweep; default: each graph's own parameters)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated task samples")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the generated task samples, and (with the cell and sample) of the draws of graphs whose seed is null",
+    )
     p.add_argument(
         "--out", required=True, metavar="RUN_DIR", help="run directory (created; resumed if present)"
     )

@@ -18,6 +18,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -433,7 +434,8 @@ def _run_variant(model, tokenizer, item, job, v: Variant, context, ref, config):
         handle = inject(model, v.graph, protocol=config.protocol, observer=observer)
         observer.state = lambda: handle.state
         try:
-            result = _evaluate(model, tokenizer, item, context, config)
+            with _seeded(row_seed(config.seed, cell, job.index), config.device):
+                result = _evaluate(model, tokenizer, item, context, config)
         finally:
             handle.remove()
     except CalibrationError as exc:
@@ -468,6 +470,24 @@ def _run_variant(model, tokenizer, item, job, v: Variant, context, ref, config):
             ),
         )
     return row, observer.records
+
+
+def row_seed(seed: int, cell: str, index: int) -> int:
+    """The seed torch's global generator takes while one (cell, sample) runs: a hash of the
+    run's ``seed``, the cell and the sample, so a graph that draws fresh randomness
+    (``seed: null``) gives the same row whichever worker runs it and whatever ran before."""
+    digest = hashlib.sha256(f"{seed}:{cell}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@contextmanager
+def _seeded(seed: int, device: str) -> Iterator[None]:
+    """Seed torch's generators (the CPU's and, on CUDA, the device's) for the block; the
+    caller's random state is restored after it."""
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def task_kind(task: str) -> str:

@@ -307,3 +307,24 @@ def test_ppl_score_share_sets_the_tokens_scored_through_the_graph(tiny, text_fil
         ["--graph", "quest", "--out", "x", "--ppl-score-share", str(share)]
     )
     assert args.ppl_score_share == share
+
+
+def test_a_graph_of_fresh_randomness_gives_rows_that_do_not_depend_on_what_ran_before(
+    tiny, text_file, tmp_path
+):
+    """random_sampling with ``seed: null`` draws from torch's global generator; each (cell,
+    sample) seeds it from the run's seed, the cell and the sample, so two runs whose generator
+    stood elsewhere before give equal rows, and the caller's generator is left as it was."""
+    model, tok = tiny
+    config = _config(text_file, graphs=["random_sampling"], tasks=["ppl"], samples=2, densities=[0.3])
+    rows = {}
+    for before in (1, 2):
+        torch.manual_seed(before)
+        run_eval(config, tmp_path / f"after-{before}", model=model, tokenizer=tok, progress=False)
+        assert torch.rand(()) == torch.rand((), generator=torch.Generator().manual_seed(before))
+        rows[before] = [
+            {k: r[k] for k in ("cell", "index", "density", "rel_err", "score")}
+            for r in map(json.loads, (tmp_path / f"after-{before}" / "rows.jsonl").read_text().splitlines())
+        ]
+    assert rows[1] == rows[2]
+    assert rows[1][0]["rel_err"] != rows[1][1]["rel_err"]  # the two samples drew differently
