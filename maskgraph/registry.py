@@ -287,6 +287,13 @@ def operator(
         raise ValueError(f"operator {name!r}: observes= and feedback= need prepare= and stateful=True")
     if batch_rows is not None and prepare is None:
         raise ValueError(f"operator {name!r}: batch_rows= names entries of the slot that prepare= fills")
+    if batch_rows is not None and (
+        not isinstance(batch_rows, (tuple, list)) or not all(isinstance(n, str) for n in batch_rows)
+    ):
+        raise ValueError(
+            f"operator {name!r}: batch_rows= must be a tuple (or list) of the slot's entry names, "
+            f"e.g. ('lo', 'hi'), got {batch_rows!r}"
+        )
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in REGISTRY:
