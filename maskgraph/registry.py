@@ -217,10 +217,11 @@ class OpSpec:
     ``kept(slot)``, if given (an operator that evicts keys), returns the keys the operator's
     slot keeps, (B, H, K) bool with H = Hkv or 1, or None before its first call: the cache the
     method must hold (``maskgraph eval``'s ``cache`` metric).
-    ``batch_rows``: the entries of the slot that hold one row per batch row — tensors (B, …),
-    row b describing the keys of the cache's row b. Beam search reorders the cache's rows
-    between steps; :meth:`maskgraph.state.State.reorder_rows` then moves these rows with them
-    (row b takes row ``beam_idx[b]``); every other entry is shared by the rows and stays.
+    ``batch_rows``: the names (a tuple of str) of the slot's entries that hold one row per
+    batch row — tensors (B, …), row b describing the keys of the cache's row b. Beam search
+    reorders the cache's rows between steps; :meth:`maskgraph.state.State.reorder_rows` then
+    moves these rows with them (row b takes what row ``beam_idx[b]`` held); every other entry
+    is shared by the rows and stays.
     None (the default): the slot cannot follow a reorder, and beam search over a graph whose
     node has filled its slot raises NotSupportedError naming the node.
     """
