@@ -217,10 +217,11 @@ class OpSpec:
     ``kept(slot)``, if given (an operator that evicts keys), returns the keys the operator's
     slot keeps, (B, H, K) bool with H = Hkv or 1, or None before its first call: the cache the
     method must hold (``maskgraph eval``'s ``cache`` metric).
-    ``batch_rows``: the entries of the slot that hold one row per batch row — tensors (B, …),
-    row b describing the keys of the cache's row b. Beam search reorders the cache's rows
-    between steps; :meth:`maskgraph.state.State.reorder_rows` then moves these rows with them
-    (row b takes row ``beam_idx[b]``); every other entry is shared by the rows and stays.
+    ``batch_rows``: the names (a tuple of str) of the slot's entries that hold one row per
+    batch row — tensors (B, …), row b describing the keys of the cache's row b. Beam search
+    reorders the cache's rows between steps; :meth:`maskgraph.state.State.reorder_rows` then
+    moves these rows with them (row b takes what row ``beam_idx[b]`` held); every other entry
+    is shared by the rows and stays.
     None (the default): the slot cannot follow a reorder, and beam search over a graph whose
     node has filled its slot raises NotSupportedError naming the node.
     """
@@ -287,6 +288,13 @@ def operator(
         raise ValueError(f"operator {name!r}: observes= and feedback= need prepare= and stateful=True")
     if batch_rows is not None and prepare is None:
         raise ValueError(f"operator {name!r}: batch_rows= names entries of the slot that prepare= fills")
+    if batch_rows is not None and (
+        not isinstance(batch_rows, (tuple, list)) or not all(isinstance(n, str) for n in batch_rows)
+    ):
+        raise ValueError(
+            f"operator {name!r}: batch_rows= must be a tuple (or list) of the slot's entry names, "
+            f"e.g. ('lo', 'hi'), got {batch_rows!r}"
+        )
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in REGISTRY:

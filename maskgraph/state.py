@@ -11,8 +11,8 @@ while ``keys[:, :, 0]`` is the same token. :meth:`State.align` records that toke
 (``kv_offset``, the tokens the cache has dropped) per layer and forgets the layer's slots when
 it moves, so the operators rebuild them from the keys they are given.
 
-Beam search reorders the rows of the cache between steps (row b takes the keys of row
-``beam_idx[b]``). :meth:`State.reorder_rows` moves a slot's per-row entries the same way; each
+Beam search reorders the rows of the cache between steps (row b takes what row
+``beam_idx[b]`` held). :meth:`State.reorder_rows` moves a slot's per-row entries the same way; each
 operator names those entries in the registry (``batch_rows=``).
 """
 
@@ -44,14 +44,37 @@ class State:
 
     def reorder_rows(self, layer_idx: int, node: str, names: Sequence[str], beam_idx: torch.Tensor) -> None:
         """Move the batch rows of the slot's entries ``names`` as beam search moves the cache's:
-        each such entry is a tensor (B, …) and its row b becomes its row ``beam_idx[b]``
-        (``beam_idx`` (B,) integer). Entries that are one tensor stay one tensor; missing or
-        None entries are skipped; a missing slot is nothing to move."""
+        each such entry is a tensor (B, …), and row b takes what row ``beam_idx[b]`` held
+        (``beam_idx`` (B,) integer). Entries that are one tensor stay one tensor. A named entry
+        the slot does not hold (or holds as None) is skipped — not written yet, or dropped until
+        the next call rebuilds it: there is nothing of it to move; a missing slot likewise.
+
+        A slot built over a static key buffer (its ``"static"`` entry set, as
+        :func:`maskgraph.static_keys.row_caches` and Quest mark it) is reordered in place: its
+        tensors keep their addresses, which :func:`maskgraph.static_keys.pin_addresses` promised
+        to the decode steps that rewrite them. Any other slot gets new tensors. Raises
+        ShapeError (:meth:`check_rows`) before anything moves."""
+        self.check_rows(layer_idx, node, names, beam_idx)
         slot = self._slots.get((int(layer_idx), node))
         if not slot:
             return
+        in_place = slot.get("static") is not None
         entries = {name: slot[name] for name in names if slot.get(name) is not None}
-        for name, entry in entries.items():  # all checked before any moves
+        moved: dict[int, torch.Tensor] = {}  # by id of the entry (all alive in ``entries``)
+        for name, entry in entries.items():
+            if id(entry) not in moved:
+                rows = entry.index_select(0, beam_idx.to(entry.device))
+                moved[id(entry)] = entry.copy_(rows) if in_place else rows
+            slot[name] = moved[id(entry)]
+
+    def check_rows(self, layer_idx: int, node: str, names: Sequence[str], beam_idx: torch.Tensor) -> None:
+        """Raise ShapeError, naming the layer, node and entry, where an entry ``names`` of the
+        slot that :meth:`reorder_rows` would move is not a tensor of ``beam_idx.shape[0]`` rows."""
+        slot = self._slots.get((int(layer_idx), node)) or {}
+        for name in names:
+            entry = slot.get(name)
+            if entry is None:
+                continue
             where = f"layer {layer_idx}, node '{node}', state entry '{name}'"
             if not isinstance(entry, torch.Tensor) or entry.dim() == 0:
                 raise ShapeError(
@@ -61,11 +84,6 @@ class State:
                 raise ShapeError(
                     f"{where}: holds {entry.shape[0]} rows, the reordered cache {beam_idx.shape[0]}"
                 )
-        moved: dict[int, torch.Tensor] = {}  # by id of the entry (all alive in ``entries``)
-        for name, entry in entries.items():
-            if id(entry) not in moved:
-                moved[id(entry)] = entry.index_select(0, beam_idx.to(entry.device))
-            slot[name] = moved[id(entry)]
 
     def align(self, layer_idx: int, kv_offset: int | None) -> bool:
         """Note that the keys of this call of ``layer_idx`` start at token ``kv_offset`` (the

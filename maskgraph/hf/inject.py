@@ -23,8 +23,9 @@ Beam search (``generate(..., num_beams=N)``) reorders the cache's batch rows bet
 through the model's ``_reorder_cache`` hook when it has one, else the cache's
 ``reorder_cache``. The injection sets that hook on the model (wrapping the model's own, if
 any): it reorders the cache as generate would, then moves the current request's operator State
-the same way (:meth:`maskgraph.state.State.reorder_rows`), or raises NotSupportedError, before
-anything moves, naming the node whose state cannot follow.
+the same way (:meth:`maskgraph.state.State.reorder_rows`), or raises before anything moves
+(NotSupportedError naming the node whose state cannot follow, ShapeError for per-row state
+that does not hold one row per cache row).
 """
 
 from __future__ import annotations
@@ -206,9 +207,8 @@ class Injection:
         if ours:
             beam_idx = _checked_beam_idx(beam_idx)
             for layer, attn in self.layers.items():  # refuse before anything moves
-                problem = None if attn is None else attn.reorder_problem(self.tracker.state, layer)
-                if problem is not None:
-                    raise NotSupportedError(problem)
+                if attn is not None:
+                    attn.check_reorder(self.tracker.state, layer, beam_idx)
         if self._reorder_inner is not None:
             cache = self._reorder_inner(cache, beam_idx)
         elif callable(getattr(cache, "reorder_cache", None)):
@@ -369,9 +369,17 @@ _NOTHING = object()
 
 
 def _checked_beam_idx(beam_idx: Any) -> torch.Tensor:
-    """Beam search's row order: a 1-D integer tensor."""
-    if not isinstance(beam_idx, torch.Tensor) or beam_idx.dim() != 1 or beam_idx.is_floating_point():
-        shown = tuple(beam_idx.shape) if isinstance(beam_idx, torch.Tensor) else type(beam_idx).__name__
+    """Beam search's row order: a 1-D integer tensor (not bool: a boolean tensor would select
+    rows, not order them)."""
+    integer = isinstance(beam_idx, torch.Tensor) and not (
+        beam_idx.is_floating_point() or beam_idx.is_complex() or beam_idx.dtype == torch.bool
+    )
+    if not integer or beam_idx.dim() != 1:
+        shown = (
+            f"{beam_idx.dtype} of shape {tuple(beam_idx.shape)}"
+            if isinstance(beam_idx, torch.Tensor)
+            else type(beam_idx).__name__
+        )
         raise NotSupportedError(f"beam_idx must be a 1-D integer tensor (B,), got {shown}")
     return beam_idx
 

@@ -56,7 +56,7 @@ class RequestTracker:
         self.in_prefill = False
         self.forced_dense = 0
         self._last_cache: weakref.ReferenceType | None = None
-        self._last_rows: list[tuple[weakref.ReferenceType, tuple[int, ...]]] = []
+        self._last_rows: list[tuple[weakref.ReferenceType, tuple[int, ...]] | None] = []
 
     def before_forward(self, cache: Any) -> None:
         """Called with the ``past_key_values`` a forward call receives (may be None). A call
@@ -71,10 +71,12 @@ class RequestTracker:
             self.new_request()
         elif not recording() and self.state.holds_anything() and _replaced(cache, self._last_rows):
             raise NotSupportedError(
-                "the cache's key rows were replaced since the last call of this request (reordered "
-                "outside generate's beam search?), so the operators' State describes other rows; "
-                "reorder through model._reorder_cache(cache, beam_idx), which mg.inject sets, or "
-                "start a new request (handle.new_request())"
+                "the cache's key rows were replaced since the last call of this request (a reorder "
+                "mg.inject did not see: cache.reorder_cache called directly, or beam search run on a "
+                "model that wraps the injected one), so the operators' State describes other rows; "
+                "inject the model you call generate on, reorder through "
+                "model._reorder_cache(cache, beam_idx) (which mg.inject sets), or start a new "
+                "request (handle.new_request())"
             )
         self.in_prefill = empty
 
@@ -110,8 +112,9 @@ class RequestTracker:
         return True
 
 
-def _key_rows(cache: Any) -> list[tuple[weakref.ReferenceType, tuple[int, ...]]]:
-    """The key tensor of each layer of ``cache`` (weakly held) and its shape."""
+def _key_rows(cache: Any) -> list[tuple[weakref.ReferenceType, tuple[int, ...]] | None]:
+    """The key tensor of each layer of ``cache`` (weakly held) and its shape; None for a layer
+    without one."""
     rows = []
     for layer in getattr(cache, "layers", None) or ():
         keys = getattr(layer, "keys", None)
@@ -119,7 +122,7 @@ def _key_rows(cache: Any) -> list[tuple[weakref.ReferenceType, tuple[int, ...]]]
     return rows
 
 
-def _replaced(cache: Any, rows: list) -> bool:
+def _replaced(cache: Any, rows: list[tuple[weakref.ReferenceType, tuple[int, ...]] | None]) -> bool:
     """Whether a layer of ``cache`` holds another key tensor of the same shape as ``rows``
     recorded (rows moved by a reorder; a cache that grew or shrank is told apart by its length)."""
     now = getattr(cache, "layers", None) or ()

@@ -301,27 +301,27 @@ class CompiledAttention:
             return [1.0] * heads
         return union.float().mean(dim=(0, 2)).tolist()
 
-    def reorder_problem(self, state: State, layer_idx: int) -> str | None:
-        """Why ``state`` at ``layer_idx`` cannot follow a reorder of the cache's batch rows
-        (beam search): a node whose slot holds something and whose operator declares no
-        ``batch_rows``; None where it can."""
+    def check_reorder(self, state: State, layer_idx: int, beam_idx: torch.Tensor) -> None:
+        """Raise where ``state`` at ``layer_idx`` cannot follow a reorder of the cache's batch
+        rows by ``beam_idx`` (B,) (beam search): NotSupportedError for a node whose slot holds
+        something and whose operator declares no ``batch_rows``; ShapeError for a declared entry
+        that is not a tensor of B rows (:meth:`maskgraph.state.State.check_rows`). Moves
+        nothing: call it for every layer before the cache is reordered."""
         for name, spec in self._stateful.items():
             if spec.batch_rows is None and state.peek(layer_idx, name):
-                return (
+                raise NotSupportedError(
                     f"graph '{self.graph.name}', node '{name}' (op '{spec.name}'), layer {layer_idx}: "
                     "beam search reorders the cache's rows between steps, and this operator's state "
                     "cannot follow them (its operator declares no batch_rows=, "
                     "docs/writing-an-operator.md); generate with num_beams=1 (greedy or sampling)"
                 )
-        return None
+            state.check_rows(layer_idx, name, spec.batch_rows or (), beam_idx)
 
     def reorder_state(self, state: State, layer_idx: int, beam_idx: torch.Tensor) -> None:
         """Move the per-row state of every node at ``layer_idx`` as the cache's rows moved: row
-        b takes row ``beam_idx[b]`` (B,). Raises NotSupportedError where a node's state
-        cannot follow (:meth:`reorder_problem`), before anything moves."""
-        problem = self.reorder_problem(state, layer_idx)
-        if problem is not None:
-            raise NotSupportedError(problem)
+        b takes what row ``beam_idx[b]`` (B,) held. Raises (:meth:`check_reorder`) before
+        anything of this layer moves."""
+        self.check_reorder(state, layer_idx, beam_idx)
         for name, spec in self._stateful.items():
             state.reorder_rows(layer_idx, name, spec.batch_rows or (), beam_idx)
 

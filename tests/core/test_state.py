@@ -41,3 +41,43 @@ def test_every_shipped_stateful_operator_names_its_per_row_state():
     without naming them refuses beam search (tests/hf/test_beam_search.py)."""
     missing = [name for name, spec in mg.all_ops().items() if spec.stateful and spec.batch_rows is None]
     assert not missing, f"stateful operators without batch_rows: {missing}"
+
+
+def test_reorder_rows_of_a_static_slot_rewrites_its_tensors_in_place():
+    """A slot built over a static buffer (its ``static`` entry set) keeps its tensors' addresses,
+    which the decode steps rewrite in place (maskgraph.static_keys.pin_addresses); the rows
+    move all the same. Other slots get new tensors."""
+    state = mg.State()
+    static, growing = state.slot(0, "static"), state.slot(0, "growing")
+    rows = torch.randn(4, 2, 5)
+    static.update(lo=rows.clone(), static=5)
+    static["twin"] = static["lo"]
+    growing.update(lo=rows.clone(), static=None)
+    lo, address = static["lo"], static["lo"].data_ptr()
+    order = torch.tensor([3, 3, 1, 0])
+    state.reorder_rows(0, "static", ("lo", "twin"), order)
+    state.reorder_rows(0, "growing", ("lo",), order)
+    assert static["lo"] is lo and lo.data_ptr() == address and static["twin"] is lo
+    assert torch.equal(lo, rows[order])
+    assert growing["lo"] is not rows and torch.equal(growing["lo"], rows[order])
+
+
+def test_batch_rows_must_name_entries_in_a_tuple():
+    """``batch_rows="lo"`` would read as the entries 'l' and 'o': refused at registration."""
+    from maskgraph.registry import REGISTRY, operator
+    from maskgraph.types import PortType
+
+    def prepare(keys, values, params, slot, layer_idx):
+        return {}
+
+    for bad in ("lo", ("lo", 3), {"lo"}):
+        with pytest.raises(ValueError, match=r"operator 'state_test_rows': batch_rows= must be a tuple"):
+            operator(
+                "state_test_rows",
+                family="utility",
+                output=PortType.MASK,
+                prepare=prepare,
+                stateful=True,
+                batch_rows=bad,
+            )
+    assert "state_test_rows" not in REGISTRY

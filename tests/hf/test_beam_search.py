@@ -26,11 +26,22 @@ GRAPHS = {
     "quest": {**NARROW, "page_size": 1},
     "hashattention": {**NARROW, "hat_bits": 32},
     "pqcache": {**NARROW, "pq_bits": 3},
-    "h2o": {"heavy_size": 6, "recent_size": 2},
+    "socket": NARROW,
+    "double_sparsity": NARROW,  # with random label channels (_calibration_overrides)
+    "magicpig": {"sink_size": 1, "window_size": 1, "lsh_l": 16, "lsh_k": 4, "seed": 0},
+    "h2o": {"heavy_size": 20, "recent_size": 3},  # on a sharpened model (SHARPEN)
     "tova": {"budget": 8},
+    # a smoke and regression check: SnapKV chooses its kept set at the dense prefill, from the
+    # beams of a prompt while they are still identical rows, so they never differ (without the
+    # reorder it passes too)
     "snapkv": {"budget": 6, "window_size": 4, "kernel_size": 3},
 }
 TOL = 1e-4
+#: Query weights scaled up for a graph, so that its attention is peaked: the tiny model's is
+#: nearly uniform, H2O's accumulated scores then rank the keys by position alone, and every
+#: beam of a prompt evicts the same keys (beam search would pass without moving its State).
+#: Sharpened, the key H2O evicts at a step depends on the beam's tokens.
+SHARPEN = {"h2o": 30.0}
 
 
 def recording(cache_class: type) -> type:
@@ -125,41 +136,74 @@ def replayed_logits(model, rows: torch.Tensor) -> torch.Tensor:
 
 def check_against_replays(model, logits, fed, orders) -> None:
     """Beam search's logits at every call equal those of each row's sequence replayed apart."""
-    moving = [o for o in orders[: NEW - 1] if not torch.equal(o, torch.arange(BATCH * BEAMS))]
-    assert moving, orders  # a reorder that moves rows: a beam's continuation kept in another row
     assert len(fed) == NEW and all(t.shape == (BATCH * BEAMS, 1) for t in fed[1:])
-    for step, rows in enumerate(sequences_of_each_call(fed, orders)):
+    held = sequences_of_each_call(fed, orders)
+    # a reorder that moves a row's state onto a row holding another sequence (the first one
+    # after the prefill only copies identical rows: the beams of a prompt)
+    assert any(
+        not torch.equal(held[step][order[row]], held[step][row])
+        for step, order in enumerate(orders[: NEW - 1])
+        for row in range(BATCH * BEAMS)
+    ), orders
+    for step, rows in enumerate(held):
         expected = replayed_logits(model, rows)
         worst = (logits[step] - expected).abs().max().item()
         assert worst <= TOL, f"call {step} differs from its sequences replayed apart by {worst}"
 
 
-def assert_same_rows(state: mg.State, expected: mg.State, graph: mg.Graph) -> None:
-    """The per-row entries (``batch_rows``) of every slot of ``state`` equal ``expected``'s."""
+def assert_same_slots(state: mg.State, expected: mg.State) -> None:
+    """Every slot of ``state`` holds the entries of ``expected``'s, each equal (tensors within
+    float tolerance, everything else exactly): those its operator declares per-row
+    (``batch_rows``) and those it does not."""
     assert state.keys(), "the graph kept no state"
+    assert sorted(state.keys()) == sorted(expected.keys())
     for layer, node in state.keys():
-        for name in mg.get_op(graph.nodes[node].op).batch_rows or ():
-            got, want = state.slot(layer, node).get(name), expected.slot(layer, node).get(name)
-            if got is None and want is None:
-                continue
-            where = f"layer {layer}, node '{node}', entry '{name}'"
-            assert got is not None and want is not None, where
-            torch.testing.assert_close(
-                got, want, rtol=1e-5, atol=1e-6, msg=lambda m, where=where: f"{where}: {m}"
-            )
+        got, want = state.slot(layer, node), expected.slot(layer, node)
+        where = f"layer {layer}, node '{node}'"
+        assert sorted(got) == sorted(want), where
+        for name in got:
+            assert_same_entry(got[name], want[name], f"{where}, entry '{name}'")
 
 
-#: HashAttention's decode-step signatures run Triton's interpreter on the CPU: with --runslow
-CASES = [pytest.param(name, marks=[pytest.mark.slow] if name == "hashattention" else []) for name in GRAPHS]
+def assert_same_entry(got: Any, want: Any, where: str) -> None:
+    if isinstance(want, torch.Tensor):
+        assert isinstance(got, torch.Tensor), where
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=lambda m: f"{where}: {m}")
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and sorted(got) == sorted(want), where
+        for key in want:
+            assert_same_entry(got[key], want[key], f"{where}[{key!r}]")
+    elif isinstance(want, (tuple, list)):
+        assert type(got) is type(want) and len(got) == len(want), where
+        for i, (a, b) in enumerate(zip(got, want)):
+            assert_same_entry(a, b, f"{where}[{i}]")
+    else:
+        assert got == want, f"{where}: {got!r} != {want!r}"
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_beam_search_equals_each_sequence_replayed_apart(name, hash_weights):
+#: HashAttention's decode-step signatures run Triton's interpreter on the CPU: with --runslow.
+#: Sparse mode on a dynamic cache: Quest and PQCache (sparse mode's estimators read their State).
+CASES = [
+    pytest.param(name, "simulate", marks=[pytest.mark.slow] if name == "hashattention" else [])
+    for name in GRAPHS
+] + [pytest.param(name, "sparse") for name in ("quest", "pqcache")]
+
+
+@pytest.mark.parametrize(("name", "mode"), CASES)
+def test_beam_search_equals_each_sequence_replayed_apart(name, mode, hash_weights, tmp_path):
+    from test_inject import _calibration_overrides
+
     model = tiny_model("llama")  # 2 layers, 4 query / 2 KV heads, head dim 16
+    if name in SHARPEN:
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.self_attn.q_proj.weight.mul_(SHARPEN[name])
     overrides = dict(GRAPHS[name])
     if name == "hashattention":
         overrides["hat_weights"] = hash_weights
-    with mg.inject(model, name, overrides=overrides) as handle:
+    else:
+        overrides.update(_calibration_overrides(name, tmp_path))
+    with mg.inject(model, name, mode=mode, overrides=overrides) as handle:
         logits, fed, orders = beam_search(model, prompts())
         after = handle.state
         check_against_replays(model, logits, fed, orders)
@@ -167,7 +211,7 @@ def test_beam_search_equals_each_sequence_replayed_apart(name, hash_weights):
         # the State left after the last call (and the reorder beam search made after it, if any)
         last = held[-1] if len(orders) < NEW else held[-1][orders[NEW - 1]]
         replayed_logits(model, last)
-        assert_same_rows(after, handle.state, handle.graph)
+        assert_same_slots(after, handle.state)
 
 
 @pytest.mark.parametrize("mode", ["simulate", pytest.param("sparse", marks=pytest.mark.slow)])
@@ -252,3 +296,80 @@ def test_a_reorder_through_the_model_hook_moves_the_state_and_one_behind_its_bac
             with torch.no_grad():
                 model(input_ids=ids[:, :1], cache=cache, use_cache=True, logits_to_keep=1)
     assert "_reorder_cache" not in model.__dict__  # removed with the injection
+
+
+@pytest.mark.parametrize("problem", ["bool beam_idx", "state of other rows"])
+def test_a_reorder_that_the_state_cannot_follow_is_refused_before_the_cache_moves(problem):
+    """A bool ``beam_idx`` (it would select rows, not order them), per-row state of the wrong
+    row count at the last layer: refused before the cache or any layer's State moved."""
+    model = tiny_model("llama")
+    ids = torch.randint(3, 256, (3, 9), generator=torch.Generator().manual_seed(5))
+    with mg.inject(model, "quest", overrides=GRAPHS["quest"]) as handle:
+        cache = DynamicCache(config=model.config)
+        _decode(model, cache, ids, 2)
+        keys = [layer.keys for layer in cache.layers]
+        first = handle.state.slot(0, "bounds")["lo"]
+        if problem == "bool beam_idx":
+            with pytest.raises(mg.NotSupportedError, match=r"beam_idx must be a 1-D integer tensor.*bool"):
+                model._reorder_cache(cache, torch.tensor([True, False, True]))
+        else:
+            handle.state.slot(1, "bounds")["hi"] = handle.state.slot(1, "bounds")["hi"][:2]
+            with pytest.raises(mg.ShapeError, match=r"layer 1, node 'bounds', state entry 'hi'.*2 rows.*3"):
+                model._reorder_cache(cache, torch.tensor([2, 0, 2]))
+        assert all(layer.keys is k for layer, k in zip(cache.layers, keys))
+        assert handle.state.slot(0, "bounds")["lo"] is first
+
+
+def test_the_models_own_reorder_hook_is_wrapped_and_restored():
+    """A model class's own ``_reorder_cache`` still reorders the cache (the State follows); an
+    instance attribute ``_reorder_cache`` the model had is called, then put back by remove()."""
+    from maskgraph.ops.zoo.quest import page_min_max
+
+    base = tiny_model("llama")
+    seen: list[torch.Tensor] = []
+
+    class OwnHook(type(base)):
+        def _reorder_cache(self, cache, beam_idx):
+            seen.append(beam_idx)
+            cache.reorder_cache(beam_idx)
+            return cache
+
+    ids = torch.randint(3, 256, (3, 9), generator=torch.Generator().manual_seed(5))
+    order = torch.tensor([2, 0, 2])
+    model = tiny_model("llama")
+    model.__class__ = OwnHook
+    with mg.inject(model, "quest", overrides=GRAPHS["quest"]) as handle:
+        cache = DynamicCache(config=model.config)
+        _decode(model, cache, ids, 2)
+        assert model._reorder_cache(cache, order) is cache
+        assert len(seen) == 1
+        lo, _ = page_min_max(cache.layers[0].keys, 1)
+        assert torch.equal(handle.state.slot(0, "bounds")["lo"], lo)
+    assert "_reorder_cache" not in model.__dict__
+    assert model._reorder_cache.__func__ is OwnHook._reorder_cache
+
+    def instance_hook(cache, beam_idx):
+        seen.append(beam_idx)
+        cache.reorder_cache(beam_idx)
+        return cache
+
+    model = tiny_model("llama")
+    model._reorder_cache = instance_hook
+    with mg.inject(model, "quest", overrides=GRAPHS["quest"]):
+        cache = DynamicCache(config=model.config)
+        _decode(model, cache, ids, 2)
+        assert model._reorder_cache is not instance_hook
+        model._reorder_cache(cache, order)
+        assert len(seen) == 2
+    assert model.__dict__["_reorder_cache"] is instance_hook
+
+
+def test_beam_search_on_a_model_around_the_injected_one_is_refused():
+    """Injected into the inner model, the injection never sees the outer model's reorder: the
+    next call finds the cache's rows replaced and says which model to inject."""
+    model = tiny_model("llama")
+    with mg.inject(model.model, "quest", overrides=GRAPHS["quest"]):
+        with pytest.raises(
+            mg.NotSupportedError, match=r"rows were replaced.*inject the model you call generate on"
+        ):
+            beam_search(model, prompts())

@@ -373,6 +373,43 @@ def test_magicpig_state_appends_and_rebuilds():
     assert not torch.equal(other["planes"], planes0)
 
 
+def test_magicpig_rows_of_a_batch_refit_alone():
+    """A new key outside one row's ball refits that row only: every row's State and mask are
+    those of the row run alone (beam search moves rows between steps and drops some)."""
+    params = {"lsh_l": 4, "lsh_k": 5, "seed": 3, "center": True}
+    g = torch.Generator().manual_seed(1)
+    keys = torch.randn(3, 2, 21, 8, generator=g)
+    keys[1, :, 20] = 100.0  # far outside row 1's ball; rows 0 and 2 fit theirs
+    keys[:, :, 20] *= torch.tensor([0.01, 1.0, 0.01]).view(3, 1, 1)
+    values = torch.randn(3, 2, 21, 8, generator=g)
+    slot: dict = {}
+    mp.magicpig_prepare(keys[:, :, :20], values, params, slot, 0)
+    batch = mp.magicpig_prepare(keys, values, params, slot, 0)
+    for row in range(3):
+        alone: dict = {}
+        mp.magicpig_prepare(keys[row : row + 1, :, :20], values, params, alone, 0)
+        want = mp.magicpig_prepare(keys[row : row + 1], values, params, alone, 0)
+        for name in ("codes", "mean", "max_norm"):
+            assert torch.equal(batch[name][row : row + 1], want[name]), (row, name)
+    torch.testing.assert_close(slot["mean"][1], keys[1].mean(1, keepdim=True))  # refitted
+    assert torch.equal(slot["first"], keys[:, :, :1])
+
+    ov = {"sink_size": 1, "window_size": 1, "seed": 1}
+    attn = mg.compile(mg.load_graph("graphs/magicpig.yaml", overrides=ov))
+    queries = torch.randn(3, 4, 1, 8, generator=g)
+
+    def decode(rows):
+        state = mg.State()
+        attn.mask(queries[rows], keys[rows, :, :20], values[rows, :, :20], state=state)
+        return attn.mask(queries[rows], keys[rows], values[rows], state=state)
+
+    together = decode(slice(None))
+    for row in range(3):
+        alone = decode(slice(row, row + 1))
+        assert torch.equal(together[row : row + 1] > 0, alone > 0), row  # the same keys sampled
+        torch.testing.assert_close(together[row : row + 1], alone)
+
+
 def test_magicpig_graph_state_per_layer_and_per_request():
     ov = {"sink_size": 2, "window_size": 2, "seed": 1}
     attn = mg.compile(mg.load_graph("graphs/magicpig.yaml", overrides=ov))

@@ -14,8 +14,11 @@ at least one table, which happens with probability
 
 and a sampled key is weighted 1/p. The planes (from ``seed``), μ, M and the key codes live in
 the operator's State: new keys are encoded with the cached μ and M, so cached and new keys
-share one normalisation; when a new key is longer than M (the transform would be undefined),
-or the cache shrank or changed, everything is rebuilt from the current keys.
+share one normalisation; when a new key of a batch row is longer than its M (the transform
+would be undefined), or the row's first key changed, that row's μ, M and codes are rebuilt
+from its current keys (the other rows keep theirs: a row's result never depends on the
+batch it is in, so beam search can move rows freely); when the cache shrank or its shape
+changed, every row is rebuilt.
 """
 
 from __future__ import annotations
@@ -116,35 +119,53 @@ def _encode(keys, mean, max_norm, planes, params) -> torch.Tensor:
     return pack_codes(proj, params["lsh_l"], params["lsh_k"])
 
 
-def _still_valid(slot: dict, keys: torch.Tensor) -> bool:
-    """Whether the cached codes describe a prefix of ``keys`` (same request, cache not shrunk)."""
+def _rows_to_refit(slot: dict, keys: torch.Tensor) -> torch.Tensor | None:
+    """(B,) bool: the batch rows whose cached codes cannot be extended to ``keys`` (B, H, K, D) —
+    their first key changed, or a new key of some head lies outside the cached ball (longer
+    than the max norm). None where nothing cached fits these keys at all (no codes, other
+    B or H, fewer keys than cached, another dtype or device): every row is fitted afresh."""
     codes = slot.get("codes")
-    if codes is None:
-        return False
-    b, h, n, _ = codes.shape
-    if keys.shape[0] != b or keys.shape[1] != h or keys.shape[2] < n:
-        return False
-    return torch.equal(slot["first"], keys[:, :, :1])
+    b, h, k, _ = keys.shape
+    first = slot.get("first")
+    if codes is None or tuple(codes.shape[:2]) != (b, h) or codes.shape[2] > k:
+        return None
+    if first.dtype != keys.dtype or first.device != keys.device:
+        return None
+    new = keys[:, :, codes.shape[2] :].float()
+    outside = (new - slot["mean"]).norm(dim=-1) > slot["max_norm"].unsqueeze(-1) * (1 + _REL_TOL)
+    moved = first != keys[:, :, :1]
+    return outside.flatten(1).any(dim=1) | moved.flatten(1).any(dim=1)
 
 
 def magicpig_prepare(keys, values, params, slot, layer_idx) -> dict:
-    """Key codes (B, H, K, L) int64, mean, max norm and query planes, kept up to date in ``slot``."""
+    """Key codes (B, H, K, L) int64, mean, max norm and query planes, kept up to date in ``slot``.
+
+    Each batch row is its own: a row whose new keys fit its cached normalisation appends their
+    codes; a row whose first key changed or whose new key is longer than its max norm refits
+    its mean and max norm from all its keys and re-encodes them. Rows never see each other."""
     b, h, k, d = keys.shape
     planes = _planes(slot, params, h, d, layer_idx, keys.device)
-    if _still_valid(slot, keys):
-        n = slot["codes"].shape[2]
-        new = keys[:, :, n:]
-        fits = (new.float() - slot["mean"]).norm(dim=-1) <= slot["max_norm"].unsqueeze(-1) * (1 + _REL_TOL)
-        if bool(fits.all()):
-            if n < k:
-                codes = _encode(new, slot["mean"], slot["max_norm"], planes, params)
-                slot["codes"] = torch.cat([slot["codes"], codes], dim=2)
-        else:
-            slot.pop("codes")
-    if not _still_valid(slot, keys):
+    refit = _rows_to_refit(slot, keys)
+    if refit is None:
         mean, max_norm = _fit(keys, params["center"])
-        slot.update(mean=mean, max_norm=max_norm, first=keys[:, :, :1].clone())
-        slot["codes"] = _encode(keys, mean, max_norm, planes, params)
+        codes = _encode(keys, mean, max_norm, planes, params)
+        slot.update(mean=mean, max_norm=max_norm, first=keys[:, :, :1].clone(), codes=codes)
+    else:
+        n = slot["codes"].shape[2]
+        if n < k:
+            new = _encode(keys[:, :, n:], slot["mean"], slot["max_norm"], planes, params)
+            slot["codes"] = torch.cat([slot["codes"], new], dim=2)
+        if bool(refit.any()):
+            rows = refit.nonzero().squeeze(1)
+            mean, max_norm = _fit(keys[rows], params["center"])
+            codes = _encode(keys[rows], mean, max_norm, planes, params)
+            # out of place: tensors handed to earlier calls keep what they held
+            slot.update(
+                mean=slot["mean"].index_put((rows,), mean),
+                max_norm=slot["max_norm"].index_put((rows,), max_norm),
+                first=slot["first"].index_put((rows,), keys[rows, :, :1]),
+                codes=slot["codes"].index_put((rows,), codes),
+            )
     return {
         "codes": slot["codes"],
         "mean": slot["mean"],
