@@ -94,9 +94,10 @@ class RequestTracker:
 
     def continue_with(self, cache: Any) -> None:
         """The current request goes on with ``cache`` (what a reorder of its cache returned, when
-        that is another object), its rows as they are now."""
+        that is another object), its rows as they are now (recorded only while the State holds
+        something: a stateless graph's decode steps skip the walk over the layers)."""
         self._last_cache = _weak(cache)
-        self._last_rows = _key_rows(cache)
+        self._last_rows = _key_rows(cache) if self.state.holds_anything() else []
 
     def new_request(self) -> None:
         """Start a new request: fresh operator state."""
