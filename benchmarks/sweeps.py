@@ -12,7 +12,8 @@ twice, each into a fresh store: on Ray with ``resources.num_gpus`` = ``--fractio
 actors share the card), then on Ray with one actor (``--workers 1``). Ray is given one GPU. A
 background thread samples the GPU's utilisation (nvidia-smi) during each run. The table: trials,
 wall seconds, trials per minute, mean utilisation and the wall-time ratio to the one-at-a-time
-run; both stores must hold the same rows (the fields of ``COMPARED``).
+run; both stores must hold the same rows (the fields of ``COMPARED``). ``--model random`` sweeps
+the random model of ``gpus`` instead of the file's models, on a host where SmolLM2 is not installed.
 
 ``gpus`` saves a random Llama-3-8B-shaped model (``--layers`` layers; the vocabulary of
 SmolLM2's tokenizer when that model is installed, else a byte tokenizer) as a HuggingFace folder
@@ -345,9 +346,31 @@ def fractions_spec(args) -> tuple[Any, str]:
     else:
         path = Path(args.sweep_file)
         text = path.read_text(encoding="utf-8")
+        if args.model is not None:
+            text = with_model(text, fractions_model(args))
         spec = parse_sweep(text, file=str(path), base=path.parent)
     res = Resources(num_cpus=spec.resources.num_cpus, num_gpus=args.fraction)
     return dataclasses.replace(spec, resources=res), text
+
+
+def fractions_model(args) -> str:
+    """``--model``: ``random`` saves the random Llama-3-8B-shaped model of ``gpus`` (``--layers``
+    layers) under the work folder and names that folder; anything else is taken as given."""
+    if args.model != "random":
+        return args.model
+    work = Path(args.work) if args.work else default_work("fractions", args.quick)
+    folder = work / "model"
+    print(f"random model in {folder}: tokenizer {save_model(folder, args.layers, args.quick)}", flush=True)
+    return str(folder.resolve())
+
+
+def with_model(text: str, model: str) -> str:
+    """The sweep YAML ``text`` with its ``models`` list replaced by ``[model]``."""
+    import yaml
+
+    data = yaml.safe_load(text)
+    data["models"] = [model]
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def run_fractions(args) -> int:
@@ -811,9 +834,16 @@ def parser() -> argparse.ArgumentParser:
         "--fraction", type=float, default=0.25, help="resources.num_gpus of a trial, in (0, 1] (default 0.25)"
     )
     f.add_argument(
+        "--model",
+        default=None,
+        help="the sweep's model instead of the file's: a shipped name, a saved HF folder, or 'random' "
+        "(the random Llama-3-8B-shaped model of 'gpus', --layers layers, for a host without SmolLM2; ignored with --quick)",
+    )
+    f.add_argument("--layers", type=int, default=8, help="decoder layers of --model random (default 8)")
+    f.add_argument(
         "--work",
         default=None,
-        help="folder of the two stores (default benchmarks/out/sweeps_fractions[_quick])",
+        help="folder of the two stores and --model random's model (default benchmarks/out/sweeps_fractions[_quick])",
     )
     g = sub.add_parser(
         "gpus",

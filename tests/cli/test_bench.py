@@ -164,3 +164,13 @@ def test_bench_sweeps_without_ray_says_how_to_install_it(monkeypatch, capsys):
     assert err.splitlines() == [
         "benchmarks/sweeps.py needs Ray, which is not installed: pip install 'maskgraph[ray]'"
     ]
+
+
+def test_bench_sweeps_fractions_model_replaces_the_files_models(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import sweeps
+
+    args = sweeps.parser().parse_args(["fractions", "--model", "tiny-qwen2", "--work", str(tmp_path)])
+    spec, text = sweeps.fractions_spec(args)
+    assert spec.models == ("tiny-qwen2",) and "tiny-qwen2" in text and "smollm2" not in text
+    assert spec.resources.num_gpus == 0.25 and len(spec.trials()) == 8  # the rest of the file is kept
