@@ -58,7 +58,10 @@ def pdl(device: torch.device, programs: int) -> dict:
     ``maskgraph.kernels.pdl.enter(PDL)``: programmatic dependent launch on CUDA devices of compute
     capability 9.0 on where the kernels are compiled (not interpreted) and
     the launch has at most PDL_PROGRAMS_PER_SM programs per multiprocessor; otherwise a plain
-    launch."""
+    launch. Traced by torch.compile, always a plain launch: inductor cannot see through the
+    prologue's inline assembly and would copy every tensor the kernel takes."""
+    if torch.compiler.is_compiling():
+        return {"PDL": False}
     if device.type == "cuda" and not interpreting():
         major, sms = _device_facts(device.index if device.index is not None else torch.cuda.current_device())
         if major >= 9 and programs <= sms * PDL_PROGRAMS_PER_SM:

@@ -25,6 +25,7 @@ def gather_decode(
     """One program per (row, split): online softmax over its piece of the row's keys (see
     :func:`_keys` for what the n virtual entries of a row are)."""
     enter(PDL)
+    scale = tl.cast(scale, tl.float32)  # inductor passes a Python float as float64
     row = tl.program_id(0)
     split = tl.program_id(1)
     qi = row % qc

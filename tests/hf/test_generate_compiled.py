@@ -98,3 +98,21 @@ def test_static_state_is_pinned_for_cuda_graphs():
         slots = [injection.state.slot(*key) for key in injection.state.keys()]
     tensors = [t for slot in slots for t in slot.values() if isinstance(t, torch.Tensor)]
     assert tensors and all(hasattr(t, "_dynamo_static_input_type") for t in tensors)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="transformers' CUDA-graph recipe needs a GPU")
+@pytest.mark.parametrize("graph", ["streaming_llm", "pqcache"])
+def test_static_cache_recipe_on_cuda_runs_the_kernels_compiled(graph):
+    """On a GPU the recipe as transformers ships it (inductor, CUDA graphs) compiles the sparse
+    kernels into the step; its scores match the same generation without compiling."""
+    torch._dynamo.reset()
+    model = tiny_llama().cuda()
+    ids = torch.randint(1, 256, (1, 80), generator=torch.Generator().manual_seed(4)).cuda()
+    kwargs = dict(
+        max_new_tokens=6, do_sample=False, cache_implementation="static", output_scores=True,
+        return_dict_in_generate=True,
+    )  # fmt: skip
+    with mg.inject(model, graph, mode="sparse", overrides=OVERRIDES[graph]):
+        eager = model.generate(ids, **kwargs, disable_compile=True)
+        compiled = model.generate(ids, **kwargs)
+    torch.testing.assert_close(torch.stack(compiled.scores), torch.stack(eager.scores), atol=2e-3, rtol=2e-3)

@@ -344,6 +344,22 @@ def test_pdl_only_for_launches_of_one_program_per_multiprocessor(monkeypatch):
     assert triton_util.pdl(torch.device("cuda", 1), 8) == {"PDL": False}
 
 
+def test_pdl_launches_plain_inside_torch_compile(monkeypatch):
+    """Traced by torch.compile the same Hopper launch is plain: inductor cannot analyse the
+    prologue's inline assembly (it would treat every tensor argument as written)."""
+    from maskgraph import triton_util
+
+    monkeypatch.setattr(triton_util, "interpreting", lambda: False)
+    monkeypatch.setattr(triton_util, "_device_facts", lambda index: (9, 132))
+
+    def flag(x: torch.Tensor) -> torch.Tensor:
+        return x + int(triton_util.pdl(torch.device("cuda", 0), 8)["PDL"])
+
+    assert flag(torch.zeros(())).item() == 1
+    torch._dynamo.reset()
+    assert torch.compile(flag, backend="eager", fullgraph=True)(torch.zeros(())).item() == 0
+
+
 @pytest.mark.skipif(not triton_installed(), reason="needs triton (setup.sh --dev)")
 def test_register_report_reads_the_compiled_kernels():
     """benchmarks/registers.py compiles the named kernels for sm_90 and reads each cubin's
