@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     TimeLimit,
     device_name,
+    error_cell,
     flash_sdpa,
     out_of_time,
     peak_extra_mib,
@@ -155,7 +156,7 @@ def main() -> None:
                             )
                             row.update(eager_ms=te, x_eager=t / te)
                     except Exception as exc:  # one failing case must not kill the table
-                        row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+                        row["error"] = error_cell(exc, 80)
                         print_failure(f"{name} K={K} Q={Q}", limit=2)
                     rows.append(row)
                     print(row, flush=True)
@@ -168,7 +169,7 @@ def main() -> None:
                                 ms=t, x_sdpa=t / t_dense, mib=peak_extra_mib(lambda: cg(q, k, v), device)
                             )
                         except Exception as exc:
-                            row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+                            row["error"] = error_cell(exc, 80)
                         rows.append(row)
                         print(row, flush=True)
     except TimeLimit:

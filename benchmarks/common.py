@@ -7,6 +7,7 @@ import ast
 import importlib
 import json
 import os
+import re
 import signal
 import statistics
 import time
@@ -260,6 +261,23 @@ def print_failure(case: str, limit: int = 3) -> None:
     exc = sys.exc_info()[1]
     first = str(exc).splitlines()[0] if str(exc) else ""
     print(f"{case}: {type(exc).__name__}: {first}", file=sys.stderr, flush=True)
+
+
+#: A line of an error message that starts with an exception's name (``AssertionError(...``).
+ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception)\b")
+
+
+def error_cell(exc: BaseException, width: int = 100) -> str:
+    """A failed case's table cell: the exception's type and the line of its message that says
+    what went wrong, cut to ``width`` characters. That is the first line, unless it only
+    introduces what follows (ends with a colon, as inductor's errors from its compile workers
+    do): then the first line that names an error and says something, else the last line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if text.endswith(":"):
+        telling = [line for line in lines if ERROR_LINE.match(line) and not line.endswith(":")]
+        text = telling[0] if telling else lines[-1]
+    return f"{type(exc).__name__}: {text[:width]}"
 
 
 def llama3_8b_shaped(

@@ -33,6 +33,7 @@ from common import (
     add_set_argument,
     apply_settings,
     device_name,
+    error_cell,
     flash_sdpa,
     llama3_8b_shaped,  # noqa: E402
     out_of_time,
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     if handle is not None:
                         row["static_calls"] = handle.static_calls
                 except Exception as exc:  # noqa: BLE001 - one failing variant keeps the table
-                    row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
+                    row["error"] = error_cell(exc)
                     print_failure(str(label), limit=4)
                 finally:
                     if handle is not None:

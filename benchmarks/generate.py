@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     TimeLimit,
     device_name,
+    error_cell,
     flash_sdpa,
     llama3_8b_shaped,  # noqa: E402
     out_of_time,
@@ -231,9 +232,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 except TimeLimit:
                     raise
                 except Exception as exc:
-                    row["error"] = (
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0][:90] if str(exc) else ''}"
-                    )
+                    row["error"] = error_cell(exc, 90)
                     print_failure(str(label), limit=4)
                 sync(device)
                 rows.append(row)

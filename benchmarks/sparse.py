@@ -35,6 +35,7 @@ from common import (
     add_set_argument,
     apply_settings,
     device_name,
+    error_cell,
     graph_ms,
     median_ms,
     out_of_time,
@@ -224,7 +225,7 @@ def sparse_case(name, gqa, density, q, k, v, dense_ms, files, device, args) -> d
     try:  # the whole call: prepare (caches already up to date) + runner, no CUDA graph
         row["call_ms"] = median_ms(lambda: attn(q, k, v, state=state), device, 2, max(3, args.reps // 4))
     except Exception as exc:  # noqa: BLE001 - keep the runner's time
-        row["error"] = "call: " + _short(exc)
+        row["error"] = "call: " + error_cell(exc)
     n = runner.budget(kk)
     hsel = k.shape[1] if gqa == "shared" else hq
     nb = score_blocks(graph, kk)
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     v = torch.randn(b, hkv, kk, d, device=device, dtype=dtype, generator=gen)
                     dense = dense_case(q, k, v, device, args)
                 except Exception as exc:  # noqa: BLE001 - e.g. out of memory at the largest K
-                    rows.append(dict(graph="dense SDPA", B=b, K=kk, error=_short(exc)))
+                    rows.append(dict(graph="dense SDPA", B=b, K=kk, error=error_cell(exc)))
                     print(rows[-1], flush=True)
                     _free(device)
                     continue
@@ -332,7 +333,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                     name, gqa, density, q, k, v, dense["ms"], files, device, args
                                 )
                             except Exception as exc:  # noqa: BLE001 - one case must not kill the table
-                                row = dict(graph=name, gqa=gqa, B=b, K=kk, density=density, error=_short(exc))
+                                row = dict(
+                                    graph=name, gqa=gqa, B=b, K=kk, density=density, error=error_cell(exc)
+                                )
                                 print_failure(f"{name} {gqa} K={kk} density {density}", limit=3)
                                 _free(device)
                             rows.append(row)
@@ -358,11 +361,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print_table(rows, COLUMNS)
     print(f"wrote {path} in {payload['seconds']:.0f} s")
     return rows
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text[:100]}"
 
 
 def _line(row: dict) -> str:

@@ -174,3 +174,18 @@ def test_bench_sweeps_fractions_model_replaces_the_files_models(tmp_path, monkey
     spec, text = sweeps.fractions_spec(args)
     assert spec.models == ("tiny-qwen2",) and "tiny-qwen2" in text and "smollm2" not in text
     assert spec.resources.num_gpus == 0.25 and len(spec.trials()) == 8  # the rest of the file is kept
+
+
+def test_a_failed_cases_cell_says_what_went_wrong(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from common import error_cell
+
+    assert error_cell(ValueError("k must be positive\ndetails")) == "ValueError: k must be positive"
+    worker = "SubprocException: An exception occurred in a subprocess:\n\nName=gather\n"
+    worker += (
+        "CompilationError: at 12:4:\n    for blk in range(0, n):\n    ^\nAssertionError('types differ')\n"
+    )
+    assert error_cell(RuntimeError(worker)) == "RuntimeError: AssertionError('types differ')"
+    assert error_cell(RuntimeError("failed:\nin the end")) == "RuntimeError: in the end"
+    assert error_cell(KeyError("x" * 300), 10) == "KeyError: 'xxxxxxxxx"
+    assert error_cell(RuntimeError()) == "RuntimeError: "
