@@ -258,9 +258,7 @@ def print_failure(case: str, limit: int = 3) -> None:
     if os.environ.get("MG_BENCH_TRACEBACKS"):
         traceback.print_exc(limit=limit)
         return
-    exc = sys.exc_info()[1]
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    print(f"{case}: {type(exc).__name__}: {first}", file=sys.stderr, flush=True)
+    print(f"{case}: {error_cell(sys.exc_info()[1], 200)}", file=sys.stderr, flush=True)
 
 
 #: A line of an error message that starts with an exception's name (``AssertionError(...``).

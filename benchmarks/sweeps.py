@@ -355,11 +355,13 @@ def fractions_spec(args) -> tuple[Any, str]:
 
 def fractions_model(args) -> str:
     """``--model``: ``random`` saves the random Llama-3-8B-shaped model of ``gpus`` (``--layers``
-    layers) under the work folder and names that folder; anything else is taken as given."""
+    layers) under the work folder and names that folder; a folder is named by its absolute path
+    (the sweep file reads relative paths from its own folder); anything else is taken as given."""
     if args.model != "random":
-        return args.model
+        folder = Path(args.model).expanduser()
+        return str(folder.resolve()) if folder.is_dir() else args.model
     work = Path(args.work) if args.work else default_work("fractions", args.quick)
-    folder = work / "model"
+    folder = work / f"model_{args.layers}_layers"
     print(f"random model in {folder}: tokenizer {save_model(folder, args.layers, args.quick)}", flush=True)
     return str(folder.resolve())
 

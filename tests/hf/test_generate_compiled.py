@@ -114,5 +114,8 @@ def test_static_cache_recipe_on_cuda_runs_the_kernels_compiled(graph):
     )  # fmt: skip
     with mg.inject(model, graph, mode="sparse", overrides=OVERRIDES[graph]):
         eager = model.generate(ids, **kwargs, disable_compile=True)
+        counters.clear()
         compiled = model.generate(ids, **kwargs)
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"]  # the kernels were traced
     torch.testing.assert_close(torch.stack(compiled.scores), torch.stack(eager.scores), atol=2e-3, rtol=2e-3)
+    torch._dynamo.reset()

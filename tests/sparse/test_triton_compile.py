@@ -181,6 +181,13 @@ KERNELS = [
         {"HAS_AM": 2, "UPCAST": False, "GP": 16, "BLOCK": 64, "DP": 128, "NR": 2}
         | {"PAGE": 16, "HAS_VALS": True, "WIDE": True, "ENTRY_ROWS": False},
     ),
+    (  # a float64 scale: inductor passes a Python float so when it compiles the launch into a step
+        "maskgraph.kernels.fused",
+        "gather_decode",
+        GATHER.replace("scale:fp32", "scale:fp64"),
+        {"HAS_AM": 0, "UPCAST": False, "GP": 16, "BLOCK": 64, "DP": 128, "NR": 2}
+        | {"PAGE": 1, "HAS_VALS": False, "WIDE": False, "ENTRY_ROWS": False},
+    ),
     (
         "maskgraph.kernels.fused",
         "merge_splits",
