@@ -321,6 +321,13 @@ def test_options_are_checked_and_ray_missing_says_how_to_install(tmp_path, capsy
 
 
 # ----- interrupted sweeps -------------------------------------------------------------------------
+def default_sigint() -> None:
+    """In the child before it starts: SIGINT back to its default action. A job started in the
+    background of a non-interactive shell (CI runners may start the tests so) inherits SIGINT
+    ignored, and Python then installs no KeyboardInterrupt for it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_midway(path: Path, out: Path, workers: int, signum: int) -> tuple[int, str]:
     """Start ``maskgraph sweep`` on ``path``, send it ``signum`` once 4 rows have landed and
     return its exit status and stderr. On a loaded machine this process may wake only after the
@@ -330,7 +337,14 @@ def interrupt_midway(path: Path, out: Path, workers: int, signum: int) -> tuple[
     cmd += ["--workers", str(workers)]
     for _ in range(3):
         shutil.rmtree(out, ignore_errors=True)
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=default_sigint,
+        )
         deadline = time.monotonic() + 120
         while len(raw_rows(out)) < 4 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
