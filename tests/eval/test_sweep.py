@@ -330,29 +330,18 @@ def default_sigint() -> None:
 
 def interrupt_midway(path: Path, out: Path, workers: int, signum: int) -> tuple[int, str]:
     """Start ``maskgraph sweep`` on ``path``, send it ``signum`` once 4 rows have landed and
-    return its exit status and stderr. On a loaded machine this process may wake only after the
-    sweep has done all its work (and is still exiting): then it is tried again in a fresh
-    folder, up to three times."""
+    return its exit status and stderr."""
     cmd = [sys.executable, "-m", "maskgraph", "sweep", str(path), "--out", str(out), "--no-progress"]
     cmd += ["--workers", str(workers)]
-    for _ in range(3):
-        shutil.rmtree(out, ignore_errors=True)
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=default_sigint,
-        )
-        deadline = time.monotonic() + 120
-        while len(raw_rows(out)) < 4 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert proc.poll() is None, "the sweep ended before it could be interrupted"
-        proc.send_signal(signum)
-        _, err = proc.communicate(timeout=60)
-        if proc.returncode != 0 or len(raw_rows(out)) < 4 * 12:
-            break
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
+    deadline = time.monotonic() + 120
+    while len(raw_rows(out)) < 4 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
     return proc.returncode, err
 
 
