@@ -181,7 +181,7 @@ KERNELS = [
         {"HAS_AM": 2, "UPCAST": False, "GP": 16, "BLOCK": 64, "DP": 128, "NR": 2}
         | {"PAGE": 16, "HAS_VALS": True, "WIDE": True, "ENTRY_ROWS": False},
     ),
-    (  # a float64 scale: inductor passes a Python float so when it compiles the launch into a step
+    (  # a float64 scale: how inductor passes a Python float when it compiles the launch into a step
         "maskgraph.kernels.fused",
         "gather_decode",
         GATHER.replace("scale:fp32", "scale:fp64"),
